@@ -1,0 +1,114 @@
+//! The response future: the inner service's response, then the session write.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use http::{header::SET_COOKIE, HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+use session_core::{Finish, Session};
+
+type FinishFuture = Pin<Box<dyn Future<Output = Finish> + Send>>;
+
+pin_project! {
+    /// Resolves to the inner service's response with the session written and
+    /// its `Set-Cookie` added, or to a bare 503 when the store failed under the
+    /// `Reject` policy.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Handling {
+            #[pin]
+            future: F,
+            session: Option<Session>,
+        },
+        Writing {
+            finish: FinishFuture,
+            response: Option<Response<B>>,
+        },
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn new(future: F, session: Session) -> Self {
+        Self {
+            state: State::Handling {
+                future,
+                session: Some(session),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Handling { future, session } => {
+                    // If the inner service fails there is no response to
+                    // acknowledge the changes, so nothing is written.
+                    let response = ready!(future.poll(cx))?;
+                    let session = session.take().expect("session taken only once");
+                    let finish: FinishFuture = Box::pin(async move { session.finish().await });
+                    this.state.set(State::Writing {
+                        finish,
+                        response: Some(response),
+                    });
+                }
+                StateProj::Writing { finish, response } => {
+                    let finish = ready!(finish.as_mut().poll(cx));
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(apply(finish, response)));
+                }
+            }
+        }
+    }
+}
+
+fn apply<B: Default>(finish: Finish, mut response: Response<B>) -> Response<B> {
+    match finish {
+        Finish::Respond { set_cookie: None } => response,
+        Finish::Respond {
+            set_cookie: Some(set_cookie),
+        } => {
+            match HeaderValue::try_from(set_cookie) {
+                Ok(value) => {
+                    response.headers_mut().append(SET_COOKIE, value);
+                }
+                // The codec only renders validated attributes, so this means a
+                // bug; the response still goes out, without the cookie.
+                Err(err) => {
+                    tracing::error!(error.message = %err, "session cookie is not a valid header value")
+                }
+            }
+            response
+        }
+        // Finish is non-exhaustive: anything but "respond" must not
+        // acknowledge the handler's work, so it is a 503 too.
+        _ => unavailable(),
+    }
+}
+
+/// A bare 503: no store detail leaks to the client.
+pub(crate) fn unavailable<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+}

@@ -1,0 +1,48 @@
+//! The `Service` that runs the session lifecycle around each request.
+
+use std::task::{Context, Poll};
+
+use http::{header::COOKIE, Request, Response};
+use session_core::SessionManager;
+use tower_service::Service;
+
+use crate::{ResponseFuture, Session};
+
+/// Wraps a service so that each request carries a [`Session`] in its
+/// extensions and each response carries the session's cookie.
+///
+/// Created by [`SessionLayer`](crate::SessionLayer).
+#[derive(Debug, Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    manager: SessionManager,
+}
+
+impl<S> SessionService<S> {
+    pub(crate) fn new(inner: S, manager: SessionManager) -> Self {
+        Self { inner, manager }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let cookies = request.headers().get_all(COOKIE);
+        let session = self
+            .manager
+            .start(cookies.iter().map(|value| value.as_bytes()));
+        request.extensions_mut().insert(Session(session.clone()));
+        ResponseFuture::new(self.inner.call(request), session)
+    }
+}

@@ -1,0 +1,706 @@
+//! HTTP-level scenarios: a real server on a loopback port, driven by a real
+//! HTTP client.
+//!
+//! An adapter takes part by implementing [`TestApp`]: serve [`respond`] on a
+//! loopback port behind its session middleware. Every scenario is written
+//! once, here, and runs unchanged against every framework.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderValue, COOKIE, SET_COOKIE};
+use session_core::{
+    CookieCodec, CookieConfig, ErrorKind, ErrorPolicy, Key, KeyRing, ManualClock, Session,
+    SessionError, SessionId, SessionManager, SessionManagerBuilder, SessionStore,
+};
+
+use crate::{
+    instrumented::{Calls, Fault, InstrumentedStore},
+    store::{unique_prefix, StoreFactory},
+};
+
+/// An adapter under test.
+#[async_trait]
+pub trait TestApp: Send + Sync {
+    /// Serves every path on `127.0.0.1` behind the adapter's session
+    /// middleware built from `manager`, answering each request with
+    /// [`respond`] for its path. The server stops when the returned
+    /// [`RunningApp`] is dropped.
+    async fn serve(&self, manager: SessionManager) -> RunningApp;
+}
+
+/// A server started by [`TestApp::serve`]; dropping it stops the server.
+pub struct RunningApp {
+    addr: SocketAddr,
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl RunningApp {
+    /// A server listening on `addr`, stopped by calling `stop`.
+    pub fn new(addr: SocketAddr, stop: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            addr,
+            stop: Some(Box::new(stop)),
+        }
+    }
+
+    /// Where the server listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+/// The conformance app, framework-neutral: the status and body for `path`.
+///
+/// | path | does |
+/// |---|---|
+/// | `/counter` | adds one to `count` and answers it |
+/// | `/read` | answers `count`, or `none`, without writing |
+/// | `/untouched` | never touches the session |
+/// | `/login` | stores `user = "ada"` and cycles the id |
+/// | `/whoami` | answers `user`, or `anonymous` |
+/// | `/logout` | destroys the session |
+///
+/// A session error answers 503 when the store is unavailable and 500
+/// otherwise, with an empty body.
+pub async fn respond(path: &str, session: &Session) -> (u16, String) {
+    match route(path, session).await {
+        Ok(Some(body)) => (200, body),
+        Ok(None) => (404, String::new()),
+        Err(err) if err.is_unavailable() => (503, String::new()),
+        Err(_) => (500, String::new()),
+    }
+}
+
+async fn route(path: &str, session: &Session) -> Result<Option<String>, SessionError> {
+    let body = match path {
+        "/counter" => {
+            let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+            session.insert("count", count).await?;
+            count.to_string()
+        }
+        "/read" => session
+            .get::<u64>("count")
+            .await?
+            .map_or_else(|| "none".to_owned(), |count| count.to_string()),
+        "/untouched" => "untouched".to_owned(),
+        "/login" => {
+            session.insert("user", "ada").await?;
+            session.cycle_id().await?;
+            "ok".to_owned()
+        }
+        "/whoami" => session
+            .get::<String>("user")
+            .await?
+            .unwrap_or_else(|| "anonymous".to_owned()),
+        "/logout" => {
+            session.destroy().await?;
+            "bye".to_owned()
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(body))
+}
+
+/// What the server answered.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    body: String,
+    set_cookies: Vec<String>,
+}
+
+impl Reply {
+    /// The `name=value` pair of the one `Set-Cookie`, if any.
+    fn cookie(&self) -> Option<String> {
+        assert!(
+            self.set_cookies.len() <= 1,
+            "more than one Set-Cookie: {:?}",
+            self.set_cookies
+        );
+        self.set_cookies.first().map(|header| {
+            header
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+    }
+
+    /// The cookie this reply issued, failing the test if it issued none or a
+    /// removal.
+    fn issued(&self) -> String {
+        let cookie = self
+            .cookie()
+            .unwrap_or_else(|| panic!("expected a session cookie: {self:?}"));
+        assert!(
+            !self.is_removal(),
+            "expected a session cookie, got a removal: {self:?}"
+        );
+        cookie
+    }
+
+    fn is_removal(&self) -> bool {
+        self.set_cookies
+            .iter()
+            .any(|header| header.contains("Max-Age=0"))
+    }
+
+    fn assert_ok(&self, body: &str) {
+        assert_eq!((self.status, self.body.as_str()), (200, body), "{self:?}");
+    }
+}
+
+/// One scenario's world: a store that counts calls, a clock that moves on
+/// command, a signing key, and an HTTP client.
+struct World<'a> {
+    app: &'a dyn TestApp,
+    store: Arc<InstrumentedStore>,
+    clock: ManualClock,
+    key: Key,
+    client: reqwest::Client,
+}
+
+impl<'a> World<'a> {
+    async fn new(app: &'a dyn TestApp, factory: &dyn StoreFactory) -> Self {
+        Self {
+            app,
+            store: Arc::new(InstrumentedStore::new(
+                factory.store(&unique_prefix()).await,
+            )),
+            clock: ManualClock::starting_now(),
+            key: Key::generate(),
+            client: client(false),
+        }
+    }
+
+    /// A manager over this world's store and clock, signing with its key.
+    fn manager(&self) -> SessionManagerBuilder {
+        SessionManager::builder(Arc::clone(&self.store), self.key.clone()).clock(self.clock.clone())
+    }
+
+    async fn serve(&self, manager: SessionManagerBuilder) -> RunningApp {
+        self.app
+            .serve(manager.build().expect("scenario config is valid"))
+            .await
+    }
+
+    async fn serve_default(&self) -> RunningApp {
+        self.serve(self.manager()).await
+    }
+
+    async fn get(&self, app: &RunningApp, path: &str, cookie: Option<&str>) -> Reply {
+        let mut request = self.client.get(format!("http://{}{path}", app.addr()));
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        send(request).await
+    }
+}
+
+fn client(cookie_jar: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(cookie_jar)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("reqwest client builds")
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request
+        .send()
+        .await
+        .expect("request reaches the test server");
+    let status = response.status().as_u16();
+    let set_cookies = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().expect("Set-Cookie is ASCII").to_owned())
+        .collect();
+    let body = response.text().await.expect("body reads");
+    Reply {
+        status,
+        body,
+        set_cookies,
+    }
+}
+
+fn session_id_of(cookie: &str) -> &str {
+    let value = cookie.split_once('=').map_or("", |(_, value)| value);
+    value.split('.').next().unwrap_or_default()
+}
+
+/// A counter driven through reqwest's own cookie jar counts 1, 2, 3; only the
+/// first response sets a cookie, and each later request costs one load and
+/// one commit.
+pub async fn counter_counts_across_requests(app: &dyn TestApp, factory: &dyn StoreFactory) {
+    let world = World::new(app, factory).await;
+    // reqwest's jar keeps `Secure` cookies only for https, so this one
+    // scenario runs with `Secure` off; the next checks the real defaults.
+    let app = world
+        .serve(
+            world
+                .manager()
+                .cookie(CookieConfig::default().with_secure(false)),
+        )
+        .await;
+    let client = client(true);
+    let url = format!("http://{}/counter", app.addr());
+
+    let first = send(client.get(&url)).await;
+    first.assert_ok("1");
+    let _ = first.issued();
+    assert_eq!(
+        world.store.take_calls(),
+        Calls {
+            create: 1,
+            ..Calls::default()
+        }
+    );
+
+    for expected in ["2", "3"] {
+        let reply = send(client.get(&url)).await;
+        reply.assert_ok(expected);
+        assert!(
+            reply.set_cookies.is_empty(),
+            "an unchanged id needs no new cookie: {reply:?}"
+        );
+        assert_eq!(
+            world.store.take_calls(),
+            Calls {
+                load: 1,
+                commit: 1,
+                ..Calls::default()
+            }
+        );
+    }
+}
+
+/// The cookie is `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, with no
+/// `Max-Age` and no `Domain` unless configured.
+pub async fn default_cookie_attributes_are_secure(app: &dyn TestApp, factory: &dyn StoreFactory) {
+    let world = World::new(app, factory).await;
+    let app = world.serve_default().await;
+    let reply = world.get(&app, "/counter", None).await;
+    reply.assert_ok("1");
+    let header = &reply.set_cookies[0];
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(header.contains(attribute), "missing {attribute}: {header}");
+    }
+    for attribute in ["Max-Age", "Domain", "Expires"] {
+        assert!(
+            !header.contains(attribute),
+            "unexpected {attribute}: {header}"
+        );
+    }
+}
+
+/// After `/login` the session has a new id that keeps its data, and the old
+/// cookie no longer reaches it.
+pub async fn login_cycles_the_id_and_the_old_cookie_stops_working(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let app = world.serve_default().await;
+    let before = world.get(&app, "/counter", None).await.issued();
+
+    let login = world.get(&app, "/login", Some(&before)).await;
+    login.assert_ok("ok");
+    let after = login.issued();
+    assert_ne!(session_id_of(&before), session_id_of(&after));
+
+    world
+        .get(&app, "/whoami", Some(&after))
+        .await
+        .assert_ok("ada");
+    world.get(&app, "/read", Some(&after)).await.assert_ok("1");
+
+    let replay = world.get(&app, "/whoami", Some(&before)).await;
+    replay.assert_ok("anonymous");
+    let old_id = SessionId::decode(session_id_of(&before)).unwrap();
+    assert_eq!(world.store.load(&old_id).await.unwrap(), None);
+}
+
+/// `/logout` deletes the record and clears the cookie; the old cookie then
+/// leads to an empty session.
+pub async fn logout_ends_the_session(app: &dyn TestApp, factory: &dyn StoreFactory) {
+    let world = World::new(app, factory).await;
+    let app = world.serve_default().await;
+    let cookie = world.get(&app, "/login", None).await.issued();
+
+    let logout = world.get(&app, "/logout", Some(&cookie)).await;
+    logout.assert_ok("bye");
+    assert!(
+        logout.is_removal(),
+        "logout must clear the cookie: {logout:?}"
+    );
+    let id = SessionId::decode(session_id_of(&cookie)).unwrap();
+    assert_eq!(world.store.load(&id).await.unwrap(), None);
+
+    world
+        .get(&app, "/whoami", Some(&cookie))
+        .await
+        .assert_ok("anonymous");
+}
+
+/// A session used within the idle timeout slides forward (a touch once past
+/// half of it); one left alone longer than the idle timeout is gone.
+pub async fn idle_timeout_ends_an_unused_session(app: &dyn TestApp, factory: &dyn StoreFactory) {
+    const IDLE: Duration = Duration::from_secs(600);
+    let world = World::new(app, factory).await;
+    let app = world.serve(world.manager().idle_timeout(IDLE)).await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+    world.store.take_calls();
+
+    // Three quarters of the idle timeout, twice: alive only because the first
+    // read touched it.
+    world.clock.advance(IDLE * 3 / 4);
+    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+    assert_eq!(
+        world.store.take_calls(),
+        Calls {
+            load: 1,
+            touch: 1,
+            ..Calls::default()
+        }
+    );
+    world.clock.advance(IDLE * 3 / 4);
+    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+
+    world.clock.advance(IDLE + Duration::from_secs(1));
+    let expired = world.get(&app, "/read", Some(&cookie)).await;
+    expired.assert_ok("none");
+    assert!(
+        expired.is_removal(),
+        "a dead session's cookie is cleared: {expired:?}"
+    );
+}
+
+/// A session kept busy still ends at the absolute timeout.
+pub async fn absolute_timeout_ends_even_an_active_session(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    const IDLE: Duration = Duration::from_secs(600);
+    const ABSOLUTE: Duration = Duration::from_secs(1800);
+    let world = World::new(app, factory).await;
+    let app = world
+        .serve(
+            world
+                .manager()
+                .idle_timeout(IDLE)
+                .absolute_timeout(ABSOLUTE),
+        )
+        .await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+
+    for expected in ["2", "3", "4"] {
+        world.clock.advance(IDLE * 9 / 10);
+        world
+            .get(&app, "/counter", Some(&cookie))
+            .await
+            .assert_ok(expected);
+    }
+    // 27 minutes in, touched a minute ago; 4 more minutes passes 30.
+    world.clock.advance(Duration::from_secs(240));
+    let reply = world.get(&app, "/read", Some(&cookie)).await;
+    reply.assert_ok("none");
+    assert!(reply.is_removal(), "{reply:?}");
+}
+
+/// Forged, truncated, garbage, foreign-key, foreign-name and non-UTF-8 cookies
+/// all get a fresh session with status 200, and none reaches the store.
+pub async fn bad_cookies_get_a_fresh_session(app: &dyn TestApp, factory: &dyn StoreFactory) {
+    let world = World::new(app, factory).await;
+    let app = world.serve_default().await;
+    let good = world.get(&app, "/counter", None).await.issued();
+    let name = good.split('=').next().unwrap().to_owned();
+    let value = good.split_once('=').unwrap().1.to_owned();
+
+    let stranger =
+        CookieCodec::new(CookieConfig::default(), KeyRing::new(Key::generate())).unwrap();
+    let other_name = CookieCodec::new(
+        CookieConfig::default().with_name("other"),
+        world.key.clone().into(),
+    )
+    .unwrap();
+    let id = SessionId::decode(session_id_of(&good)).unwrap();
+    let mut forged = value.clone();
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.replace_range(forged.len() - 1.., last);
+
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("forged tag", format!("{name}={forged}").into_bytes()),
+        (
+            "truncated",
+            format!("{name}={}", &value[..value.len() - 5]).into_bytes(),
+        ),
+        (
+            "id only",
+            format!("{name}={}", session_id_of(&good)).into_bytes(),
+        ),
+        ("garbage", format!("{name}=%%%not-a-cookie%%%").into_bytes()),
+        ("empty", format!("{name}=").into_bytes()),
+        ("padded base64", format!("{name}={}==", &value).into_bytes()),
+        (
+            "unknown key",
+            format!("{name}={}", stranger.sign(&id)).into_bytes(),
+        ),
+        (
+            "signed for another name",
+            format!("{name}={}", other_name.sign(&id)).into_bytes(),
+        ),
+        (
+            "non-UTF-8",
+            [format!("{name}=").as_bytes(), b"\xff\xfe\xfd"].concat(),
+        ),
+    ];
+    world.store.take_calls();
+    for (what, cookie) in bad {
+        let request = world
+            .client
+            .get(format!("http://{}/counter", app.addr()))
+            .header(COOKIE, HeaderValue::from_bytes(&cookie).unwrap());
+        let reply = send(request).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "1"),
+            "{what}: {reply:?}"
+        );
+        let fresh = reply.issued();
+        assert_ne!(
+            session_id_of(&fresh),
+            session_id_of(&good),
+            "{what} adopted the old id"
+        );
+        assert_eq!(
+            world.store.take_calls(),
+            Calls {
+                create: 1,
+                ..Calls::default()
+            },
+            "{what}: a cookie that does not verify must not reach the store"
+        );
+    }
+    world.get(&app, "/read", Some(&good)).await.assert_ok("1");
+}
+
+/// After a key rotation a cookie signed with the old key still works, and
+/// the response re-signs it with the new key under the same id; once the old
+/// key is retired, the re-signed cookie keeps working.
+pub async fn rotated_key_still_verifies_and_is_re_signed(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let old_app = world.serve_default().await;
+    let old_cookie = world.get(&old_app, "/counter", None).await.issued();
+    drop(old_app);
+
+    let new_key = Key::generate();
+    let ring = KeyRing::new(new_key.clone()).with_fallback(world.key.clone());
+    let rotated = world
+        .serve(SessionManager::builder(Arc::clone(&world.store), ring).clock(world.clock.clone()))
+        .await;
+    let reply = world.get(&rotated, "/read", Some(&old_cookie)).await;
+    reply.assert_ok("1");
+    let resigned = reply.issued();
+    assert_eq!(session_id_of(&resigned), session_id_of(&old_cookie));
+    assert_ne!(resigned, old_cookie);
+    drop(rotated);
+
+    let retired = world
+        .serve(
+            SessionManager::builder(Arc::clone(&world.store), new_key).clock(world.clock.clone()),
+        )
+        .await;
+    world
+        .get(&retired, "/counter", Some(&resigned))
+        .await
+        .assert_ok("2");
+    world
+        .get(&retired, "/read", Some(&old_cookie))
+        .await
+        .assert_ok("none");
+}
+
+/// A request that only reads sets no cookie and writes nothing; one that
+/// never touches the session costs no store call at all.
+pub async fn read_only_request_sets_no_cookie_and_writes_nothing(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let app = world.serve_default().await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+    world.store.take_calls();
+
+    let read = world.get(&app, "/read", Some(&cookie)).await;
+    read.assert_ok("1");
+    assert!(read.set_cookies.is_empty(), "{read:?}");
+    assert_eq!(
+        world.store.take_calls(),
+        Calls {
+            load: 1,
+            ..Calls::default()
+        }
+    );
+
+    let untouched = world.get(&app, "/untouched", Some(&cookie)).await;
+    untouched.assert_ok("untouched");
+    assert!(untouched.set_cookies.is_empty(), "{untouched:?}");
+    assert_eq!(world.store.take_calls(), Calls::default());
+
+    let anonymous = world.get(&app, "/read", None).await;
+    anonymous.assert_ok("none");
+    assert!(
+        anonymous.set_cookies.is_empty(),
+        "a new empty session sets no cookie: {anonymous:?}"
+    );
+    assert_eq!(world.store.take_calls(), Calls::default());
+}
+
+/// A 100 KB `Cookie` header is either refused with a clean 4xx by the server
+/// or served with a fresh session; never a 5xx.
+pub async fn oversized_cookie_header_gets_a_fresh_session(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let app = world.serve_default().await;
+    let name = world.get(&app, "/counter", None).await.issued();
+    let name = name.split('=').next().unwrap();
+
+    let mut header = String::with_capacity(100 * 1024 + 64);
+    let mut i = 0;
+    while header.len() < 100 * 1024 {
+        header.push_str(&format!("junk{i}={}; ", "z".repeat(200)));
+        i += 1;
+    }
+    header.push_str(&format!("{name}={}", "A".repeat(4096)));
+    let reply = world.get(&app, "/counter", Some(&header)).await;
+    assert!(reply.status < 500, "{}", reply.status);
+    if reply.status == 200 {
+        reply.assert_ok("1");
+        let _ = reply.issued();
+    } else {
+        assert!((400..500).contains(&reply.status), "{reply:?}");
+    }
+}
+
+/// While the store fails, requests that need it get a bare 503 (no body, no
+/// cookie change) under the default policy; once it is back, the session is
+/// exactly as before.
+pub async fn store_outage_answers_503_and_overwrites_nothing(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let app = world.serve_default().await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+
+    world
+        .store
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    for path in ["/counter", "/read", "/login"] {
+        let reply = world.get(&app, path, Some(&cookie)).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (503, ""),
+            "{path}: {reply:?}"
+        );
+        assert!(reply.set_cookies.is_empty(), "{path}: {reply:?}");
+    }
+    let fresh = world.get(&app, "/counter", None).await;
+    assert_eq!(
+        fresh.status, 503,
+        "a new session cannot be stored either: {fresh:?}"
+    );
+    world
+        .get(&app, "/untouched", Some(&cookie))
+        .await
+        .assert_ok("untouched");
+
+    world.store.set_fault(None);
+    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+    world
+        .get(&app, "/counter", Some(&cookie))
+        .await
+        .assert_ok("2");
+}
+
+/// Under `TreatAsEmpty` a read during an outage sees an empty session and the
+/// cookie is left alone; a write is still refused with 503; afterwards the
+/// session is intact.
+pub async fn treat_as_empty_policy_serves_reads_during_an_outage(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let app = world
+        .serve(world.manager().error_policy(ErrorPolicy::TreatAsEmpty))
+        .await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+
+    world
+        .store
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    let read = world.get(&app, "/read", Some(&cookie)).await;
+    read.assert_ok("none");
+    assert!(
+        read.set_cookies.is_empty(),
+        "the cookie must survive the outage: {read:?}"
+    );
+    let write = world.get(&app, "/counter", Some(&cookie)).await;
+    assert_eq!((write.status, write.body.as_str()), (503, ""), "{write:?}");
+
+    world.store.set_fault(None);
+    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+}
+
+/// A store that never answers costs a request at most the operation timeout,
+/// then a 503.
+pub async fn hung_store_answers_within_the_operation_timeout(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    const OPERATION_TIMEOUT: Duration = Duration::from_millis(200);
+    let world = World::new(app, factory).await;
+    let app = world
+        .serve(world.manager().operation_timeout(OPERATION_TIMEOUT))
+        .await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+
+    world.store.set_fault(Some(Fault::Hang));
+    let started = Instant::now();
+    let reply = world.get(&app, "/read", Some(&cookie)).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 503, "{reply:?}");
+    // A bound, not a benchmark: generous for a loaded machine, far below the
+    // client's own 10 s timeout.
+    assert!(
+        took < Duration::from_secs(5),
+        "a hung store held the request for {took:?}"
+    );
+
+    world.store.set_fault(None);
+    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+}
+
+crate::__http_scenarios!(crate::__http_runner;);

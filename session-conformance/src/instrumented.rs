@@ -1,0 +1,168 @@
+//! A store wrapper that counts calls and can be told to fail.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::SystemTime,
+};
+
+use async_trait::async_trait;
+use session_core::{
+    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, StoreError,
+};
+
+/// How many times each store operation was called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// `load` calls.
+    pub load: usize,
+    /// `create` calls.
+    pub create: usize,
+    /// `commit` calls.
+    pub commit: usize,
+    /// `touch` calls.
+    pub touch: usize,
+    /// `delete` calls.
+    pub delete: usize,
+}
+
+impl Calls {
+    /// Every call.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.load + self.create + self.commit + self.touch + self.delete
+    }
+
+    /// Calls that write.
+    #[must_use]
+    pub fn writes(&self) -> usize {
+        self.create + self.commit + self.touch + self.delete
+    }
+}
+
+/// An injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Every call fails at once with this kind.
+    Fail(ErrorKind),
+    /// Every call waits forever, so only the manager's operation timeout
+    /// ends it.
+    Hang,
+}
+
+/// Wraps a real store, counting every call by operation and, on demand,
+/// failing or hanging every call.
+///
+/// It stands in for nothing: calls go to the wrapped store. The HTTP scenarios
+/// use it to check "no store call", "exactly one commit" and the error policy
+/// without depending on how a particular backend fails. Backends' own fault
+/// tests kill real servers instead.
+#[derive(Debug)]
+pub struct InstrumentedStore {
+    inner: Arc<dyn SessionStore>,
+    load: AtomicUsize,
+    create: AtomicUsize,
+    commit: AtomicUsize,
+    touch: AtomicUsize,
+    delete: AtomicUsize,
+    fault: Mutex<Option<Fault>>,
+}
+
+impl InstrumentedStore {
+    /// Wraps `inner`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn SessionStore>) -> Self {
+        Self {
+            inner,
+            load: AtomicUsize::new(0),
+            create: AtomicUsize::new(0),
+            commit: AtomicUsize::new(0),
+            touch: AtomicUsize::new(0),
+            delete: AtomicUsize::new(0),
+            fault: Mutex::new(None),
+        }
+    }
+
+    /// The calls so far.
+    #[must_use]
+    pub fn calls(&self) -> Calls {
+        Calls {
+            load: self.load.load(Ordering::SeqCst),
+            create: self.create.load(Ordering::SeqCst),
+            commit: self.commit.load(Ordering::SeqCst),
+            touch: self.touch.load(Ordering::SeqCst),
+            delete: self.delete.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The calls so far, and starts counting from zero.
+    pub fn take_calls(&self) -> Calls {
+        Calls {
+            load: self.load.swap(0, Ordering::SeqCst),
+            create: self.create.swap(0, Ordering::SeqCst),
+            commit: self.commit.swap(0, Ordering::SeqCst),
+            touch: self.touch.swap(0, Ordering::SeqCst),
+            delete: self.delete.swap(0, Ordering::SeqCst),
+        }
+    }
+
+    /// Makes every later call fail or hang (`Some`), or work again (`None`).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+    }
+
+    async fn enter(
+        &self,
+        counter: &AtomicUsize,
+        operation: &'static str,
+    ) -> Result<(), StoreError> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let fault = *self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        match fault {
+            None => Ok(()),
+            Some(Fault::Fail(kind)) => Err(StoreError::new(kind, operation)
+                .with_source("fault injected by session-conformance")),
+            Some(Fault::Hang) => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for InstrumentedStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        self.enter(&self.load, "load").await?;
+        self.inner.load(id).await
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        self.enter(&self.create, "create").await?;
+        self.inner.create(record).await
+    }
+
+    async fn commit(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        expires_at: SystemTime,
+    ) -> Result<Committed, StoreError> {
+        self.enter(&self.commit, "commit").await?;
+        self.inner.commit(id, changes, expires_at).await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
+        self.enter(&self.touch, "touch").await?;
+        self.inner.touch(id, expires_at).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.enter(&self.delete, "delete").await?;
+        self.inner.delete(id).await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.inner.health().await
+    }
+}

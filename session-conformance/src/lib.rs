@@ -1,0 +1,96 @@
+//! # session-conformance
+//!
+//! The session-kit contract as runnable tests, published so that every
+//! backend in this repository, and any third-party store or adapter, is held
+//! to the same rules.
+//!
+//! | module | what it checks | what you provide |
+//! |---|---|---|
+//! | [`store`] | the [`SessionStore`](session_core::SessionStore) contract: expiry, create-never-overwrites, atomic delta commits, 100 concurrent disjoint commits, touch, delete, prefix isolation, 256 KiB values, versions | a [`StoreFactory`] |
+//! | [`http`] | the lifecycle over real HTTP: counter, login with `cycle_id`, logout, idle and absolute expiry, bad cookies, key rotation, no-write reads, oversized headers, the error policy and the operation timeout | a [`TestApp`] for your framework, and a [`StoreFactory`] |
+//!
+//! [`InstrumentedStore`] wraps a real store to count calls and inject
+//! faults; it stands in for no backend.
+//!
+//! ## Running the suite on your store
+//! ```ignore
+//! // tests/conformance.rs of your store crate
+//! struct MyFactory { /* a connection to one test server */ }
+//!
+//! #[async_trait::async_trait]
+//! impl session_conformance::StoreFactory for MyFactory {
+//!     async fn store(&self, prefix: &str) -> std::sync::Arc<dyn session_core::SessionStore> {
+//!         std::sync::Arc::new(MyStore::connect(prefix).await)
+//!     }
+//! }
+//!
+//! session_conformance::store_suite!(MyFactory::new());
+//! ```
+//! [`store_suite!`] and [`http_suite!`] expand to one `#[test]` per contract
+//! test, so failures are reported by name and tests run in parallel.
+#![forbid(unsafe_code)]
+
+mod instrumented;
+mod macros;
+
+pub mod http;
+pub mod store;
+
+use std::future::Future;
+
+/// Re-exported so implementations of [`StoreFactory`] and [`TestApp`] need no
+/// dependency of their own.
+pub use async_trait::async_trait;
+
+pub use http::{RunningApp, TestApp};
+pub use instrumented::{Calls, Fault, InstrumentedStore};
+pub use store::StoreFactory;
+
+/// Runs `future` to completion on a fresh multi-threaded tokio runtime: what
+/// the generated tests run in.
+///
+/// # Panics
+/// When the runtime cannot start, or `future` panics.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
+        .block_on(future)
+}
+
+#[cfg(feature = "memory")]
+pub use memory::MemoryFactory;
+
+#[cfg(feature = "memory")]
+mod memory {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use session_core::{MemoryStore, SessionStore};
+
+    use crate::StoreFactory;
+
+    /// Serves prefixed views of one [`MemoryStore`], the way stores on one
+    /// Redis server share it.
+    #[derive(Debug, Clone, Default)]
+    pub struct MemoryFactory {
+        store: MemoryStore,
+    }
+
+    impl MemoryFactory {
+        /// A factory over a new, empty store.
+        #[must_use]
+        pub fn new() -> Self {
+            Self::default()
+        }
+    }
+
+    #[async_trait]
+    impl StoreFactory for MemoryFactory {
+        async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
+            Arc::new(self.store.with_prefix(prefix))
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The one list of contract tests, and the macros that turn it into `#[test]`s.
+
+/// Calls `$callback!` with the name of every store test. The only place the
+/// list is written, so the runner and the generated tests cannot drift.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_tests {
+    ($callback:path; $($args:tt)*) => {
+        $callback! { $($args)*;
+            load_of_missing_id_is_none,
+            create_then_load_round_trips,
+            load_of_expired_record_is_none,
+            create_never_overwrites,
+            commit_applies_set_remove_and_clear_atomically,
+            commit_to_missing_session_is_missing_and_does_not_resurrect,
+            concurrent_disjoint_commits_all_survive,
+            concurrent_commits_to_one_key_leave_one_of_the_values,
+            commit_moves_the_expiry,
+            touch_extends_the_lifetime_without_rewriting,
+            delete_forgets_and_is_idempotent,
+            prefixes_do_not_see_each_other,
+            large_value_round_trips,
+            version_grows_by_one_per_commit,
+        }
+    };
+}
+
+/// Calls `$callback!` with the name of every HTTP scenario.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __http_scenarios {
+    ($callback:path; $($args:tt)*) => {
+        $callback! { $($args)*;
+            counter_counts_across_requests,
+            default_cookie_attributes_are_secure,
+            login_cycles_the_id_and_the_old_cookie_stops_working,
+            logout_ends_the_session,
+            idle_timeout_ends_an_unused_session,
+            absolute_timeout_ends_even_an_active_session,
+            bad_cookies_get_a_fresh_session,
+            rotated_key_still_verifies_and_is_re_signed,
+            read_only_request_sets_no_cookie_and_writes_nothing,
+            oversized_cookie_header_gets_a_fresh_session,
+            store_outage_answers_503_and_overwrites_nothing,
+            treat_as_empty_policy_serves_reads_during_an_outage,
+            hung_store_answers_within_the_operation_timeout,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_runner {
+    (; $($name:ident),* $(,)?) => {
+        /// The names of every store test, in the order [`run_all`] runs them.
+        pub const TESTS: &[&str] = &[$(stringify!($name)),*];
+
+        /// Runs every store test against `factory`, in order, panicking at
+        /// the first failure. For harnesses that cannot use
+        /// [`store_suite!`](crate::store_suite).
+        pub async fn run_all(factory: &dyn StoreFactory) {
+            $( $name(factory).await; )*
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __http_runner {
+    (; $($name:ident),* $(,)?) => {
+        /// The names of every HTTP scenario, in the order [`run_all`] runs them.
+        pub const SCENARIOS: &[&str] = &[$(stringify!($name)),*];
+
+        /// Runs every scenario against `app` with stores from `factory`, in
+        /// order, panicking at the first failure.
+        pub async fn run_all(app: &dyn TestApp, factory: &dyn StoreFactory) {
+            $( $name(app, factory).await; )*
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_test_fns {
+    ($factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::block_on(async {
+                    let factory = $factory;
+                    $crate::store::$name(&factory).await;
+                });
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __http_test_fns {
+    ($app:expr, $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::block_on(async {
+                    let app = $app;
+                    let factory = $factory;
+                    $crate::http::$name(&app, &factory).await;
+                });
+            }
+        )*
+    };
+}
+
+/// Generates one `#[test]` per store contract test, each running against a
+/// store factory built by `$factory` (an expression evaluated inside the
+/// test's runtime).
+///
+/// ```ignore
+/// session_conformance::store_suite!(session_conformance::MemoryFactory::new());
+/// ```
+#[macro_export]
+macro_rules! store_suite {
+    ($factory:expr) => {
+        $crate::__store_tests!($crate::__store_test_fns; $factory);
+    };
+}
+
+/// Generates one `#[test]` per HTTP scenario, each serving the adapter built
+/// by `$app` with stores from `$factory`.
+///
+/// ```ignore
+/// session_conformance::http_suite!(MyAxumApp, session_conformance::MemoryFactory::new());
+/// ```
+#[macro_export]
+macro_rules! http_suite {
+    ($app:expr, $factory:expr) => {
+        $crate::__http_scenarios!($crate::__http_test_fns; $app, $factory);
+    };
+}

@@ -1,0 +1,410 @@
+//! Store-level contract tests: each a public async fn over a [`StoreFactory`].
+//!
+//! Every test takes its own random key prefix, so the tests can run in
+//! parallel against one shared server.
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use session_core::{Changes, Committed, Created, Data, Record, SessionId, SessionStore};
+
+/// Makes stores for the suite.
+///
+/// Stores made by one factory must share their backing storage (one server,
+/// one cache): that is what makes the prefix-isolation test mean something.
+#[async_trait]
+pub trait StoreFactory: Send + Sync {
+    /// A store whose keys all carry `prefix`.
+    async fn store(&self, prefix: &str) -> Arc<dyn SessionStore>;
+}
+
+/// Lifetime long enough that no test sees a record expire by accident.
+const LONG: Duration = Duration::from_secs(600);
+/// Lifetime short enough to watch a record expire. Over one second, so stores
+/// with second-resolution expiry (Memcached) still get a fair chance.
+const SHORT: Duration = Duration::from_millis(1500);
+/// How long a test waits for an expiry it expects before it fails.
+const EXPIRY_DEADLINE: Duration = Duration::from_secs(10);
+
+crate::__store_tests!(crate::__store_runner;);
+
+/// `load` of an id that was never created is `None`.
+pub async fn load_of_missing_id_is_none(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    assert_eq!(store.load(&SessionId::generate()).await.unwrap(), None);
+}
+
+/// A created record loads back equal: id, data, timestamps (to the
+/// millisecond) and version.
+pub async fn create_then_load_round_trips(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let record = record_with(
+        &[
+            ("user", "\"ada\""),
+            ("n", "42"),
+            ("nested", r#"{"a":[1,2]}"#),
+        ],
+        LONG,
+    );
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    assert_eq!(store.load(&record.id).await.unwrap(), Some(record));
+}
+
+/// A record past its `expires_at` is `None`: one created already expired at
+/// once, and one that expires while the test watches within a bounded wait.
+pub async fn load_of_expired_record_is_none(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+
+    let mut already_expired = record_with(&[("k", "1")], LONG);
+    already_expired.expires_at = ms_now() - Duration::from_secs(1);
+    let _ = store.create(&already_expired).await.unwrap();
+    assert_eq!(store.load(&already_expired.id).await.unwrap(), None);
+
+    let short = record_with(&[("k", "1")], SHORT);
+    assert_eq!(store.create(&short).await.unwrap(), Created::Created);
+    assert!(store.load(&short.id).await.unwrap().is_some());
+    poll_until("the short-lived record to expire", || async {
+        store.load(&short.id).await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// `create` with an id a live record has answers `IdTaken` and leaves the
+/// first record as it was.
+pub async fn create_never_overwrites(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let first = record_with(&[("owner", "\"first\"")], LONG);
+    assert_eq!(store.create(&first).await.unwrap(), Created::Created);
+
+    let mut second = record_with(&[("owner", "\"second\"")], LONG);
+    second.id = first.id;
+    assert_eq!(store.create(&second).await.unwrap(), Created::IdTaken);
+    assert_eq!(store.load(&first.id).await.unwrap(), Some(first));
+}
+
+/// One commit sets, removes and clears as one step, in the order clear,
+/// remove, set.
+pub async fn commit_applies_set_remove_and_clear_atomically(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let record = record_with(&[("a", "1"), ("b", "2"), ("c", "3")], LONG);
+    let _ = store.create(&record).await.unwrap();
+
+    let mut changes = Changes::default();
+    changes.set("a", "10");
+    changes.remove("b");
+    changes.set("d", "4");
+    assert!(matches!(
+        store
+            .commit(&record.id, &changes, expiry(LONG))
+            .await
+            .unwrap(),
+        Committed::Applied { .. }
+    ));
+    assert_eq!(
+        store.load(&record.id).await.unwrap().unwrap().data,
+        data(&[("a", "10"), ("c", "3"), ("d", "4")])
+    );
+
+    let mut changes = Changes::default();
+    changes.clear();
+    changes.set("e", "5");
+    let _ = store
+        .commit(&record.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&record.id).await.unwrap().unwrap().data,
+        data(&[("e", "5")])
+    );
+}
+
+/// A commit to an id that was never created, or was deleted, answers
+/// `Missing` and does not bring the session (back) into existence.
+pub async fn commit_to_missing_session_is_missing_and_does_not_resurrect(
+    factory: &dyn StoreFactory,
+) {
+    let store = fresh_store(factory).await;
+    let mut changes = Changes::default();
+    changes.set("k", "1");
+
+    let never = SessionId::generate();
+    assert_eq!(
+        store.commit(&never, &changes, expiry(LONG)).await.unwrap(),
+        Committed::Missing
+    );
+    assert_eq!(store.load(&never).await.unwrap(), None);
+
+    let record = record_with(&[("k", "0")], LONG);
+    let _ = store.create(&record).await.unwrap();
+    store.delete(&record.id).await.unwrap();
+    assert_eq!(
+        store
+            .commit(&record.id, &changes, expiry(LONG))
+            .await
+            .unwrap(),
+        Committed::Missing
+    );
+    assert_eq!(store.load(&record.id).await.unwrap(), None);
+}
+
+/// 100 commits that each set a different key, all at once, all survive, and
+/// the version counts every one of them.
+pub async fn concurrent_disjoint_commits_all_survive(factory: &dyn StoreFactory) {
+    const WRITERS: u64 = 100;
+    let store = fresh_store(factory).await;
+    let record = record_with(&[("base", "true")], LONG);
+    let _ = store.create(&record).await.unwrap();
+
+    let results = join_all((0..WRITERS).map(|i| {
+        let store = Arc::clone(&store);
+        let id = record.id;
+        tokio::spawn(async move {
+            let mut changes = Changes::default();
+            changes.set(format!("key-{i}"), i.to_string());
+            store.commit(&id, &changes, expiry(LONG)).await
+        })
+    }))
+    .await;
+    for result in results {
+        assert!(matches!(
+            result.unwrap().unwrap(),
+            Committed::Applied { .. }
+        ));
+    }
+
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    for i in 0..WRITERS {
+        assert_eq!(
+            loaded.data.get(&format!("key-{i}")),
+            Some(&i.to_string()),
+            "key-{i} was lost"
+        );
+    }
+    assert_eq!(loaded.data["base"], "true");
+    assert_eq!(loaded.version, Record::FIRST_VERSION + WRITERS);
+}
+
+/// Concurrent commits to the same key leave exactly one of the written
+/// values (the last to commit wins), and every commit counts in the version.
+pub async fn concurrent_commits_to_one_key_leave_one_of_the_values(factory: &dyn StoreFactory) {
+    const WRITERS: u64 = 20;
+    let store = fresh_store(factory).await;
+    let record = record_with(&[], LONG);
+    let _ = store.create(&record).await.unwrap();
+
+    let results = join_all((0..WRITERS).map(|i| {
+        let store = Arc::clone(&store);
+        let id = record.id;
+        tokio::spawn(async move {
+            let mut changes = Changes::default();
+            changes.set("same", i.to_string());
+            store.commit(&id, &changes, expiry(LONG)).await
+        })
+    }))
+    .await;
+    let mut versions: Vec<u64> = results
+        .into_iter()
+        .map(|result| match result.unwrap().unwrap() {
+            Committed::Applied { version } => version,
+            Committed::Missing => panic!("a live session was reported missing"),
+        })
+        .collect();
+    versions.sort_unstable();
+    let expected: Vec<u64> =
+        (Record::FIRST_VERSION + 1..=Record::FIRST_VERSION + WRITERS).collect();
+    assert_eq!(versions, expected, "each commit must get its own version");
+
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    let value: u64 = loaded.data["same"].parse().unwrap();
+    assert!(value < WRITERS);
+    assert_eq!(loaded.version, Record::FIRST_VERSION + WRITERS);
+}
+
+/// A commit sets the record's expiry to the one it carries.
+pub async fn commit_moves_the_expiry(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let record = record_with(&[("k", "1")], SHORT);
+    let _ = store.create(&record).await.unwrap();
+
+    let later = expiry(LONG);
+    let mut changes = Changes::default();
+    changes.set("k", "2");
+    let _ = store.commit(&record.id, &changes, later).await.unwrap();
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.expires_at, later);
+    assert_eq!(
+        loaded.created_at, record.created_at,
+        "created_at must survive a commit"
+    );
+}
+
+/// `touch` moves the expiry, keeps data and version, and keeps the session
+/// alive past its old expiry; on a missing id it answers `false`.
+pub async fn touch_extends_the_lifetime_without_rewriting(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let record = record_with(&[("k", "\"v\"")], SHORT);
+    let _ = store.create(&record).await.unwrap();
+
+    let later = expiry(LONG);
+    assert!(store.touch(&record.id, later).await.unwrap());
+    // Real time has to pass the old expiry; no clock can stand in for the
+    // store's own.
+    tokio::time::sleep(SHORT + Duration::from_millis(1100)).await;
+    let loaded = store
+        .load(&record.id)
+        .await
+        .unwrap()
+        .expect("touched session expired at its old time");
+    assert_eq!(loaded.expires_at, later);
+    assert_eq!(loaded.data, record.data);
+    assert_eq!(
+        loaded.version, record.version,
+        "touch must not bump the version"
+    );
+
+    assert!(!store.touch(&SessionId::generate(), later).await.unwrap());
+}
+
+/// `delete` makes `load` answer `None`; deleting again, or deleting an id that
+/// never existed, is not an error.
+pub async fn delete_forgets_and_is_idempotent(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let record = record_with(&[("k", "1")], LONG);
+    let _ = store.create(&record).await.unwrap();
+    store.delete(&record.id).await.unwrap();
+    assert_eq!(store.load(&record.id).await.unwrap(), None);
+    store.delete(&record.id).await.unwrap();
+    store.delete(&SessionId::generate()).await.unwrap();
+}
+
+/// Two stores with different prefixes on the same backing storage never see,
+/// block or delete each other's sessions, even under the same id.
+pub async fn prefixes_do_not_see_each_other(factory: &dyn StoreFactory) {
+    let a = fresh_store(factory).await;
+    let b = fresh_store(factory).await;
+    let record = record_with(&[("app", "\"a\"")], LONG);
+    assert_eq!(a.create(&record).await.unwrap(), Created::Created);
+
+    assert_eq!(b.load(&record.id).await.unwrap(), None);
+    let mut theirs = record_with(&[("app", "\"b\"")], LONG);
+    theirs.id = record.id;
+    assert_eq!(b.create(&theirs).await.unwrap(), Created::Created);
+    b.delete(&record.id).await.unwrap();
+
+    assert_eq!(a.load(&record.id).await.unwrap(), Some(record));
+}
+
+/// A 256 KiB value round-trips through create and commit.
+pub async fn large_value_round_trips(factory: &dyn StoreFactory) {
+    const SIZE: usize = 256 * 1024;
+    let store = fresh_store(factory).await;
+    let big = serde_json::to_string(&"x".repeat(SIZE - 2)).unwrap();
+    assert_eq!(big.len(), SIZE);
+
+    let record = record_with(&[("big", &big)], LONG);
+    let _ = store.create(&record).await.unwrap();
+    assert_eq!(
+        store.load(&record.id).await.unwrap().unwrap().data["big"],
+        big
+    );
+
+    let other = serde_json::to_string(&"y".repeat(SIZE - 2)).unwrap();
+    let mut changes = Changes::default();
+    changes.set("big2", other.clone());
+    let _ = store
+        .commit(&record.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data["big"], big);
+    assert_eq!(loaded.data["big2"], other);
+}
+
+/// The version starts at one and each commit adds exactly one; a touch does not.
+pub async fn version_grows_by_one_per_commit(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let record = record_with(&[], LONG);
+    let _ = store.create(&record).await.unwrap();
+    assert_eq!(
+        store.load(&record.id).await.unwrap().unwrap().version,
+        Record::FIRST_VERSION
+    );
+
+    for step in 1..=3 {
+        let mut changes = Changes::default();
+        changes.set("step", step.to_string());
+        assert_eq!(
+            store
+                .commit(&record.id, &changes, expiry(LONG))
+                .await
+                .unwrap(),
+            Committed::Applied {
+                version: Record::FIRST_VERSION + step
+            }
+        );
+    }
+    assert!(store.touch(&record.id, expiry(LONG)).await.unwrap());
+    assert_eq!(
+        store.load(&record.id).await.unwrap().unwrap().version,
+        Record::FIRST_VERSION + 3
+    );
+}
+
+/// A store under a prefix no other test uses.
+pub async fn fresh_store(factory: &dyn StoreFactory) -> Arc<dyn SessionStore> {
+    factory.store(&unique_prefix()).await
+}
+
+/// A key prefix no other test run uses.
+#[must_use]
+pub fn unique_prefix() -> String {
+    format!("conformance:{}:", &SessionId::generate().encode()[..10])
+}
+
+/// Polls `check` every 50 ms until it is true, failing the test after a
+/// bounded wait.
+///
+/// # Panics
+/// When `check` is still false after ten seconds.
+pub async fn poll_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + EXPIRY_DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Now, truncated to whole milliseconds: the precision the contract promises.
+fn ms_now() -> SystemTime {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let millis = u64::try_from(since_epoch.as_millis()).unwrap();
+    UNIX_EPOCH + Duration::from_millis(millis)
+}
+
+fn expiry(lifetime: Duration) -> SystemTime {
+    ms_now() + lifetime
+}
+
+fn data(pairs: &[(&str, &str)]) -> Data {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn record_with(pairs: &[(&str, &str)], lifetime: Duration) -> Record {
+    let now = ms_now();
+    Record::new(SessionId::generate(), data(pairs), now, now + lifetime)
+}

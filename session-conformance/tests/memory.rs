@@ -1,0 +1,3 @@
+//! `MemoryStore` against the whole store contract.
+
+session_conformance::store_suite!(session_conformance::MemoryFactory::new());

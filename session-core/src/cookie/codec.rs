@@ -1,0 +1,343 @@
+//! Signing, verifying and rendering the session cookie.
+
+use std::{borrow::Cow, time::Duration};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use cookie::Cookie;
+
+use super::{CookieConfig, KeyRing, SameSite};
+use crate::{id::ENCODED_LEN, ConfigError, SessionId};
+
+/// Bytes of the HMAC-SHA256 tag.
+const TAG_BYTES: usize = 32;
+/// Characters of the tag in unpadded base64url.
+const TAG_LEN: usize = 43;
+/// `<id>.<tag>`.
+const VALUE_LEN: usize = ENCODED_LEN + 1 + TAG_LEN;
+/// How many cookies with our name one request may make us verify. A browser
+/// sends one, or a few when paths overlap; more is an attack on our CPU.
+const MAX_CANDIDATES: usize = 4;
+
+/// A cookie that verified under one of the configured keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The session id it carries.
+    pub id: SessionId,
+    /// True when an older (non-signing) key verified it, so the response
+    /// should carry the cookie re-signed with the current key.
+    pub needs_resign: bool,
+}
+
+/// Signs, verifies and renders the session cookie. Framework-neutral: adapters
+/// hand it raw `Cookie` header bytes and get `Set-Cookie` header text back.
+///
+/// ```
+/// use session_core::{CookieCodec, CookieConfig, Key, SessionId};
+///
+/// let codec = CookieCodec::new(CookieConfig::default(), Key::generate().into()).unwrap();
+/// let id = SessionId::generate();
+/// let value = codec.sign(&id);
+/// assert_eq!(codec.verify(&value).unwrap().id, id);
+///
+/// let header = format!("theme=dark; session={value}");
+/// assert_eq!(codec.read([header.as_bytes()]).unwrap().id, id);
+/// assert!(codec.read([b"session=forged.value".as_slice()]).is_none());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CookieCodec {
+    config: CookieConfig,
+    name: String,
+    keys: KeyRing,
+}
+
+impl CookieCodec {
+    /// A codec for `config`, signing with the first key of `keys`. Refuses a
+    /// configuration that browsers would reject, naming the offending key.
+    pub fn new(config: CookieConfig, keys: KeyRing) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            name: config.full_name(),
+            config,
+            keys,
+        })
+    }
+
+    /// The cookie's name as sent, including any `__Host-` prefix.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The attributes this codec renders.
+    pub fn config(&self) -> &CookieConfig {
+        &self.config
+    }
+
+    /// The cookie value `<id>.<tag>`, signed with the current key.
+    #[must_use]
+    pub fn sign(&self, id: &SessionId) -> String {
+        let id = id.encode();
+        let tag = self
+            .keys
+            .signing()
+            .tag(&[self.name.as_bytes(), b"=", id.as_bytes()]);
+        let mut value = String::with_capacity(VALUE_LEN);
+        value.push_str(&id);
+        value.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, &mut value);
+        value
+    }
+
+    /// Verifies one cookie value. `None` for anything that is not exactly an
+    /// id and a tag made by one of our keys for this cookie name.
+    #[must_use]
+    pub fn verify(&self, value: &str) -> Option<Verified> {
+        if value.len() != VALUE_LEN {
+            return None;
+        }
+        let (id_text, tag_text) = value.split_once('.')?;
+        let id = SessionId::decode(id_text)?;
+        let mut tag = [0u8; TAG_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag) {
+            Ok(TAG_BYTES) => {}
+            _ => return None,
+        }
+        let index =
+            self.keys
+                .verifying_index(&[self.name.as_bytes(), b"=", id_text.as_bytes()], &tag)?;
+        Some(Verified {
+            id,
+            needs_resign: index > 0,
+        })
+    }
+
+    /// Finds our cookie among the request's `Cookie` header values and verifies
+    /// it. Bytes that are not UTF-8, cookies of other names and malformed pairs
+    /// are skipped; the first of our cookies that verifies wins. Never fails:
+    /// anything unusable is "no session", logged at debug.
+    pub fn read<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>) -> Option<Verified> {
+        let mut candidates = 0;
+        for header in headers {
+            // Other cookies may carry arbitrary bytes; ours is ASCII, so a lossy
+            // view finds it without rejecting the whole header.
+            let text: Cow<'_, str> = String::from_utf8_lossy(header);
+            for cookie in Cookie::split_parse(text.as_ref()).flatten() {
+                if cookie.name() != self.name {
+                    continue;
+                }
+                candidates += 1;
+                if let Some(verified) = self.verify(cookie.value()) {
+                    return Some(verified);
+                }
+                if candidates >= MAX_CANDIDATES {
+                    tracing::debug!(
+                        cookie.name = %self.name,
+                        "too many session cookies in one request; ignoring the rest"
+                    );
+                    return None;
+                }
+            }
+        }
+        if candidates > 0 {
+            tracing::debug!(
+                cookie.name = %self.name,
+                candidates,
+                "session cookie is malformed, forged or signed by an unknown key; starting a fresh session"
+            );
+        }
+        None
+    }
+
+    /// A `Set-Cookie` header value carrying `id`. `remaining` is the session's
+    /// time to live; it becomes `Max-Age` only for persistent cookies.
+    #[must_use]
+    pub fn set_cookie(&self, id: &SessionId, remaining: Duration) -> String {
+        let mut cookie = self.base_cookie(self.sign(id));
+        if let Some(max_age) = self.config.max_age(remaining) {
+            let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            cookie.set_max_age(cookie::time::Duration::seconds(seconds));
+        }
+        cookie.to_string()
+    }
+
+    /// A `Set-Cookie` header value that makes the browser drop the cookie.
+    #[must_use]
+    pub fn removal(&self) -> String {
+        let mut cookie = self.base_cookie(String::new());
+        cookie.make_removal();
+        cookie.to_string()
+    }
+
+    fn base_cookie(&self, value: String) -> Cookie<'static> {
+        let same_site = match self.config.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        };
+        let mut cookie = Cookie::build((self.name.clone(), value))
+            .path(self.config.path.clone())
+            .secure(self.config.secure)
+            .http_only(self.config.http_only)
+            .same_site(same_site)
+            .build();
+        if let Some(domain) = &self.config.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Key;
+
+    fn codec_with(config: CookieConfig, keys: KeyRing) -> CookieCodec {
+        CookieCodec::new(config, keys).unwrap()
+    }
+
+    fn codec() -> CookieCodec {
+        codec_with(CookieConfig::default(), Key::generate().into())
+    }
+
+    #[test]
+    fn a_signed_value_verifies_and_a_tampered_one_does_not() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let value = codec.sign(&id);
+        assert_eq!(value.len(), VALUE_LEN);
+        assert_eq!(
+            codec.verify(&value),
+            Some(Verified {
+                id,
+                needs_resign: false
+            })
+        );
+
+        let mut forged = value.into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(codec.verify(std::str::from_utf8(&forged).unwrap()), None);
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        let codec = codec();
+        let good = codec.sign(&SessionId::generate());
+        for bad in [
+            "",
+            ".",
+            &good[..good.len() - 1],
+            &format!("{good}="),
+            &good.replace('.', "-"),
+            &format!("{}.{}", &good[..22], "=".repeat(43)),
+            "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0.\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        ] {
+            assert_eq!(codec.verify(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_signed_for_another_cookie_name_does_not_verify() {
+        let key = Key::generate();
+        let ours = codec_with(CookieConfig::default(), key.clone().into());
+        let theirs = codec_with(CookieConfig::default().with_name("other"), key.into());
+        let value = theirs.sign(&SessionId::generate());
+        assert_eq!(ours.verify(&value), None);
+    }
+
+    #[test]
+    fn an_old_key_verifies_and_asks_for_a_resign() {
+        let old = Key::generate();
+        let new = Key::generate();
+        let before = codec_with(CookieConfig::default(), old.clone().into());
+        let after = codec_with(CookieConfig::default(), KeyRing::new(new).with_fallback(old));
+        let id = SessionId::generate();
+        let verified = after.verify(&before.sign(&id)).unwrap();
+        assert_eq!(verified.id, id);
+        assert!(verified.needs_resign);
+        assert!(!after.verify(&after.sign(&id)).unwrap().needs_resign);
+    }
+
+    #[test]
+    fn read_finds_our_cookie_among_others_and_non_utf8_bytes() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let mut header = b"a=\xff\xfe; b=2; ".to_vec();
+        header.extend_from_slice(format!("session={}", codec.sign(&id)).as_bytes());
+        assert_eq!(codec.read([header.as_slice()]).unwrap().id, id);
+    }
+
+    #[test]
+    fn read_takes_the_first_valid_of_several_and_bounds_the_work() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let good = format!("session={}", codec.sign(&id));
+        let two_bad_then_good = format!("session=x; session=y; {good}");
+        assert_eq!(codec.read([two_bad_then_good.as_bytes()]).unwrap().id, id);
+
+        let many_bad_then_good = format!("{}{good}", "session=x; ".repeat(MAX_CANDIDATES));
+        assert_eq!(codec.read([many_bad_then_good.as_bytes()]), None);
+    }
+
+    #[test]
+    fn default_attributes_are_secure() {
+        let codec = codec();
+        let header = codec.set_cookie(&SessionId::generate(), Duration::from_secs(60));
+        for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+            assert!(header.contains(attribute), "{header}");
+        }
+        assert!(!header.contains("Max-Age"), "{header}");
+        assert!(!header.contains("Domain"), "{header}");
+    }
+
+    #[test]
+    fn persistent_cookies_carry_max_age() {
+        let codec = codec_with(
+            CookieConfig::default().with_persistent(true),
+            Key::generate().into(),
+        );
+        let header = codec.set_cookie(&SessionId::generate(), Duration::from_secs(90));
+        assert!(header.contains("Max-Age=90"), "{header}");
+    }
+
+    #[test]
+    fn removal_expires_the_cookie() {
+        let header = codec().removal();
+        assert!(header.starts_with("session=;"), "{header}");
+        assert!(header.contains("Max-Age=0"), "{header}");
+    }
+
+    #[test]
+    fn host_prefix_rules_are_enforced() {
+        let key = || KeyRing::from(Key::generate());
+        let prefixed = CookieConfig::default().with_host_prefix(true);
+        assert_eq!(
+            codec_with(prefixed.clone(), key()).name(),
+            "__Host-session"
+        );
+        let err = CookieCodec::new(prefixed.clone().with_secure(false), key()).unwrap_err();
+        assert_eq!(err.key(), "cookie.secure");
+        let err = CookieCodec::new(prefixed.clone().with_domain("example.com"), key()).unwrap_err();
+        assert_eq!(err.key(), "cookie.domain");
+        let err = CookieCodec::new(prefixed.with_path("/app"), key()).unwrap_err();
+        assert_eq!(err.key(), "cookie.path");
+    }
+
+    #[test]
+    fn invalid_names_and_same_site_none_without_secure_are_refused() {
+        let key = || KeyRing::from(Key::generate());
+        for name in ["", "a b", "a;b", "a=b"] {
+            let err = CookieCodec::new(CookieConfig::default().with_name(name), key()).unwrap_err();
+            assert_eq!(err.key(), "cookie.name");
+        }
+        let config = CookieConfig::default()
+            .with_same_site(SameSite::None)
+            .with_secure(false);
+        assert_eq!(
+            CookieCodec::new(config, key()).unwrap_err().key(),
+            "cookie.same_site"
+        );
+    }
+}

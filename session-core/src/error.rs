@@ -1,0 +1,193 @@
+//! Typed store errors.
+
+use std::{error::Error as StdError, fmt};
+
+/// The boxed cause carried by a [`StoreError`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What went wrong in a store, in the terms that callers act on.
+///
+/// Failover and the manager's error policy decide by kind, never by message:
+/// [`Unavailable`](Self::Unavailable) and [`Timeout`](Self::Timeout) are
+/// worth retrying elsewhere ([`is_transient`](Self::is_transient));
+/// [`Corrupt`](Self::Corrupt) is not, because a second store would only hide
+/// the bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The store could not be reached or refused the connection.
+    Unavailable,
+    /// The store did not answer within the per-operation timeout.
+    Timeout,
+    /// The store answered with something that is not a valid record.
+    Corrupt,
+    /// The record or a value is larger than the store accepts.
+    TooLarge,
+    /// The store is misconfigured (bad URL, missing script, wrong topology).
+    Config,
+    /// The store does not implement this optional operation.
+    Unsupported,
+    /// Anything else the store reported.
+    Other,
+}
+
+impl ErrorKind {
+    /// True for the kinds that a retry on the same or another store may
+    /// cure: [`Unavailable`](Self::Unavailable) and [`Timeout`](Self::Timeout).
+    #[must_use]
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Timeout)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "store unavailable",
+            Self::Timeout => "store timed out",
+            Self::Corrupt => "corrupt record",
+            Self::TooLarge => "record too large",
+            Self::Config => "store misconfigured",
+            Self::Unsupported => "operation unsupported by this store",
+            Self::Other => "store error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error from a [`SessionStore`](crate::SessionStore): a [kind](ErrorKind),
+/// a short context naming the operation, and the underlying cause.
+///
+/// ```
+/// use std::io;
+/// use session_core::{ErrorKind, StoreError};
+///
+/// let err = StoreError::new(ErrorKind::Unavailable, "load")
+///     .with_source(io::Error::from(io::ErrorKind::ConnectionRefused));
+/// assert!(err.kind().is_transient());
+/// assert_eq!(err.to_string(), "store unavailable during load");
+/// ```
+#[derive(Debug)]
+pub struct StoreError {
+    kind: ErrorKind,
+    operation: &'static str,
+    source: Option<BoxError>,
+}
+
+impl StoreError {
+    /// An error of `kind` that happened during `operation` (a static name such
+    /// as `"load"` or `"commit"`; never session data or ids).
+    #[must_use]
+    pub fn new(kind: ErrorKind, operation: &'static str) -> Self {
+        Self {
+            kind,
+            operation,
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Shorthand for an [`ErrorKind::Unsupported`] error, the default answer of
+    /// optional store methods.
+    #[must_use]
+    pub fn unsupported(operation: &'static str) -> Self {
+        Self::new(ErrorKind::Unsupported, operation)
+    }
+
+    /// What went wrong.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The operation that failed.
+    #[must_use]
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} during {}", self.kind, self.operation)
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Renders an error and its chain of causes as one line, for the
+/// `error.cause_chain` field of log events.
+pub(crate) fn cause_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut chain = String::new();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        if !chain.is_empty() {
+            chain.push_str(": ");
+        }
+        chain.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    chain
+}
+
+/// A configuration value that cannot work, naming the key that holds it.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{Key, MemoryStore, SessionManager};
+///
+/// let err = SessionManager::builder(MemoryStore::new(), Key::generate())
+///     .idle_timeout(Duration::ZERO)
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.key(), "idle_timeout");
+/// assert!(err.to_string().contains("idle_timeout"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session config `{key}`: {reason}")]
+pub struct ConfigError {
+    key: std::borrow::Cow<'static, str>,
+    reason: std::borrow::Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// An error for config key `key` (dotted, as a user writes it in a config
+    /// file: `cookie.name`), saying what is wrong with its value.
+    #[must_use]
+    pub fn new(
+        key: impl Into<std::borrow::Cow<'static, str>>,
+        reason: impl Into<std::borrow::Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The offending key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What is wrong with it.
+    #[must_use]
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}

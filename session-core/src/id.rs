@@ -1,0 +1,128 @@
+//! Session ids.
+
+use std::fmt;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use rand::RngCore as _;
+
+/// Bytes of entropy in a [`SessionId`].
+const ID_BYTES: usize = 16;
+
+/// Length of a [`SessionId`] in its text form (unpadded base64url of 16 bytes).
+pub(crate) const ENCODED_LEN: usize = 22;
+
+/// How many leading characters `Debug` shows: enough to correlate log lines,
+/// far too few to hijack a session.
+const DEBUG_PREFIX: usize = 4;
+
+/// A session id: 128 bits from a CSPRNG.
+///
+/// Its text form is 22 characters of unpadded base64url ([`SessionId::encode`]).
+/// That text is a bearer credential, so the type deliberately has no
+/// `Display` impl and its `Debug` output shows only a short prefix: a stray
+/// `{:?}` in a log line cannot leak a usable id.
+///
+/// ```
+/// use session_core::SessionId;
+///
+/// let id = SessionId::generate();
+/// let text = id.encode();
+/// assert_eq!(text.len(), 22);
+/// assert_eq!(SessionId::decode(&text), Some(id));
+/// assert!(!format!("{id:?}").contains(&text));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; ID_BYTES]);
+
+impl SessionId {
+    /// A fresh id from the thread-local CSPRNG (ChaCha, seeded and
+    /// periodically reseeded from the operating system).
+    #[must_use]
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; ID_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// The 22-character unpadded base64url text form, as used in cookies and
+    /// store keys.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Parses the text form. Anything other than exactly 22 characters of
+    /// canonical unpadded base64url is `None`.
+    #[must_use]
+    pub fn decode(text: &str) -> Option<Self> {
+        if text.len() != ENCODED_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; ID_BYTES];
+        // `decode_slice` rejects non-canonical trailing bits, so every id has
+        // exactly one text form and a cookie cannot alias another id.
+        match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
+            Ok(ID_BYTES) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+
+    /// The raw 16 bytes, for stores with a binary key space.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; ID_BYTES] {
+        &self.0
+    }
+
+    /// Builds an id from raw bytes previously taken from [`as_bytes`](Self::as_bytes).
+    #[must_use]
+    pub fn from_bytes(bytes: [u8; ID_BYTES]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.encode();
+        write!(f, "SessionId({}…)", &text[..DEBUG_PREFIX])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_round_trip_and_differ() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(SessionId::decode(&a.encode()), Some(a));
+    }
+
+    #[test]
+    fn decode_refuses_wrong_length_alphabet_and_padding() {
+        let good = SessionId::generate().encode();
+        assert_eq!(SessionId::decode(&good[..21]), None);
+        assert_eq!(SessionId::decode(&format!("{good}A")), None);
+        assert_eq!(SessionId::decode("++++++++++++++++++++++"), None);
+        assert_eq!(SessionId::decode("AAAAAAAAAAAAAAAAAAAA=="), None);
+        assert_eq!(SessionId::decode(""), None);
+    }
+
+    #[test]
+    fn decode_refuses_non_canonical_trailing_bits() {
+        // 16 bytes leave 4 spare bits in the last character; "B" sets one.
+        let canonical = "AAAAAAAAAAAAAAAAAAAAAA";
+        let aliased = "AAAAAAAAAAAAAAAAAAAAAB";
+        assert!(SessionId::decode(canonical).is_some());
+        assert_eq!(SessionId::decode(aliased), None);
+    }
+
+    #[test]
+    fn debug_shows_only_a_prefix() {
+        let id = SessionId::generate();
+        let shown = format!("{id:?}");
+        assert!(!shown.contains(&id.encode()));
+        assert!(shown.contains(&id.encode()[..4]));
+    }
+}

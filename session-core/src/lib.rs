@@ -1,0 +1,90 @@
+//! # session-core
+//!
+//! The contract every part of session-kit agrees on, with no web framework and
+//! no external store in sight:
+//!
+//! | piece | what it is |
+//! |---|---|
+//! | [`SessionId`] | 128 random bits; 22 characters of base64url; `Debug` shows only a prefix |
+//! | [`Record`], [`Changes`] | a stored session, and the delta one request makes to it |
+//! | [`SessionStore`] | the store trait: `load`, `create`, `commit`, `touch`, `delete` |
+//! | [`StoreError`], [`ErrorKind`] | typed errors that failover and the error policy act on |
+//! | [`CookieCodec`], [`KeyRing`] | the HMAC-SHA256 signed cookie, with key rotation |
+//! | [`SessionManager`], [`Session`] | the per-request lifecycle that adapters drive |
+//! | [`MemoryStore`] | an in-process store on moka (feature `memory`, on by default) |
+//!
+//! Most apps use this crate through `session-kit` and an adapter
+//! (`session-tower` for Axum/Tower, `session-actix` for Actix-web), which only
+//! move cookies in and out; everything below is shared between them.
+//!
+//! ## The lifecycle
+//! For every request the manager:
+//! 1. reads the cookie and verifies its HMAC. A missing, malformed, forged or
+//!    expired cookie means "no session": never an error, logged at debug;
+//! 2. hands the handler a [`Session`] that loads lazily, so a request that
+//!    never touches the session costs no store call;
+//! 3. after the handler, writes only what changed: `create` for a new session
+//!    with data, one `commit` of the delta for an existing one, nothing for an
+//!    unchanged one (or a `touch` once less than half the idle timeout is
+//!    left). A new empty session writes nothing and sets no cookie.
+//!
+//! Both timeouts are enforced by the manager against its [`Clock`], whatever
+//! the store does: idle (sliding, default 30 minutes) and absolute (from
+//! creation, default 24 hours). An id the store does not know is never adopted:
+//! ids are only ever minted by the server.
+//!
+//! ## Concurrent requests: what is and is not guaranteed
+//! - Two requests that change **different keys** of one session at the same
+//!   time both survive: only the delta is committed, atomically, by the store.
+//! - Two requests that set **the same key** race; the last commit wins.
+//! - A read sees the session as loaded at the request's first use of it plus
+//!   its own changes; it does not see another request's later commit.
+//! - [`Session::cycle_id`] copies the data to a new id and deletes the old id;
+//!   a request that commits to the old id in between finds it `Missing` and
+//!   its changes are dropped (the response clears its cookie).
+//!
+//! ## When the store fails
+//! Every store call runs under a per-operation timeout (default 2 s). The
+//! [`ErrorPolicy`] decides what the request gets: by default a bare 503 with
+//! nothing overwritten; optionally an empty session for reads. A failed write
+//! is always a 503, so no response acknowledges data that was not stored.
+//!
+//! ## Example
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use session_core::{Finish, Key, MemoryStore, SessionManager};
+//!
+//! let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
+//! let session = manager.start(std::iter::empty());
+//! session.insert("user", "ada").await.unwrap();
+//! match session.finish().await {
+//!     Finish::Respond { set_cookie } => assert!(set_cookie.unwrap().starts_with("session=")),
+//!     Finish::Unavailable => unreachable!("the memory store does not fail"),
+//!     _ => unreachable!(),
+//! }
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod clock;
+pub mod cookie;
+mod error;
+mod id;
+mod manager;
+#[cfg(feature = "memory")]
+mod memory;
+mod record;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cookie::{CookieCodec, CookieConfig, Key, KeyError, KeyRing, SameSite, Verified};
+pub use error::{BoxError, ConfigError, ErrorKind, StoreError};
+pub use id::SessionId;
+pub use manager::{
+    ErrorPolicy, Finish, Session, SessionError, SessionManager, SessionManagerBuilder,
+};
+#[cfg(feature = "memory")]
+pub use memory::{MemoryStore, MemoryStoreBuilder};
+pub use record::{Changes, Data, Record};
+pub use store::{Committed, Created, SessionStore};

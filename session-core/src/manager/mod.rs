@@ -1,0 +1,255 @@
+//! The framework-neutral session lifecycle.
+
+mod session;
+
+use std::{future::Future, sync::Arc, time::Duration, time::SystemTime};
+
+pub use session::{Session, SessionError};
+
+use crate::{
+    error::cause_chain, Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing,
+    SessionStore, StoreError, SystemClock,
+};
+
+/// What a request gets when the store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ErrorPolicy {
+    /// The default: a failed load or write turns the response into a bare
+    /// `503 Service Unavailable`, and nothing is overwritten. The user retries
+    /// later and finds their session intact.
+    #[default]
+    Reject,
+    /// A failed load is served as an empty session, so pages that merely show
+    /// "logged in as" keep working during an outage. The user's cookie is left
+    /// alone, so the session is back once the store is. A failed *write* is
+    /// still a 503: a response must never acknowledge data that was not
+    /// stored.
+    TreatAsEmpty,
+}
+
+/// What an adapter does with the handler's response once the session is
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+#[non_exhaustive]
+pub enum Finish {
+    /// Send the handler's response, adding this `Set-Cookie` value if any.
+    Respond {
+        /// The `Set-Cookie` header value to add.
+        set_cookie: Option<String>,
+    },
+    /// Replace the handler's response with a bare `503 Service Unavailable`:
+    /// the store failed and the [`ErrorPolicy`] does not allow going on.
+    Unavailable,
+}
+
+/// Holds the store, the cookie codec and the policy, and runs the session
+/// lifecycle for every request. Cheap to clone; clones share everything.
+///
+/// Adapters call [`start`](Self::start) with the request's `Cookie` headers,
+/// hand the returned [`Session`] to the handler, then call
+/// [`Session::finish`] and apply the [`Finish`] to the response.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use session_core::{Finish, Key, MemoryStore, SessionManager};
+///
+/// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
+///
+/// // A request with no cookie: the handler writes, so a cookie is issued.
+/// let session = manager.start(std::iter::empty());
+/// session.insert("count", 1).await.unwrap();
+/// let Finish::Respond { set_cookie: Some(set_cookie) } = session.finish().await else { panic!() };
+///
+/// // The next request sends it back and sees the value.
+/// let cookie = set_cookie.split(';').next().unwrap();
+/// let session = manager.start([cookie.as_bytes()]);
+/// assert_eq!(session.get::<i32>("count").await.unwrap(), Some(1));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionManager {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    store: Arc<dyn SessionStore>,
+    codec: CookieCodec,
+    idle_timeout: Duration,
+    absolute_timeout: Duration,
+    operation_timeout: Duration,
+    error_policy: ErrorPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl SessionManager {
+    /// Starts configuring a manager over `store`, signing cookies with `keys`
+    /// (a [`Key`](crate::Key) or a [`KeyRing`] for rotation).
+    ///
+    /// `store` may be a concrete store or an `Arc<dyn SessionStore>` shared
+    /// with other managers.
+    pub fn builder(store: impl SessionStore, keys: impl Into<KeyRing>) -> SessionManagerBuilder {
+        SessionManagerBuilder {
+            store: Arc::new(store),
+            keys: keys.into(),
+            cookie: CookieConfig::default(),
+            idle_timeout: SessionManagerBuilder::DEFAULT_IDLE_TIMEOUT,
+            absolute_timeout: SessionManagerBuilder::DEFAULT_ABSOLUTE_TIMEOUT,
+            operation_timeout: SessionManagerBuilder::DEFAULT_OPERATION_TIMEOUT,
+            error_policy: ErrorPolicy::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Begins a request: reads and verifies the session cookie among the
+    /// request's `Cookie` header values. Costs no store call; the session
+    /// loads on first use.
+    pub fn start<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a [u8]>) -> Session {
+        let cookie = self.shared.codec.read(cookie_headers);
+        Session::new(Arc::clone(&self.shared), cookie)
+    }
+
+    /// The cookie codec, for adapters and tests that need the cookie's name.
+    #[must_use]
+    pub fn codec(&self) -> &CookieCodec {
+        &self.shared.codec
+    }
+
+    /// The store behind this manager.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.shared.store
+    }
+}
+
+/// Configures a [`SessionManager`]. Every setting has a default chosen to be
+/// safe; [`build`](Self::build) refuses combinations that cannot work.
+#[derive(Debug)]
+#[must_use]
+pub struct SessionManagerBuilder {
+    store: Arc<dyn SessionStore>,
+    keys: KeyRing,
+    cookie: CookieConfig,
+    idle_timeout: Duration,
+    absolute_timeout: Duration,
+    operation_timeout: Duration,
+    error_policy: ErrorPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl SessionManagerBuilder {
+    /// 30 minutes without a request ends a session: the long-standing default
+    /// of servlet containers, and within OWASP's advice for ordinary apps.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    /// 24 hours after creation a session ends however active it is, so a
+    /// stolen cookie has a bounded life.
+    pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+    /// 2 seconds per store call: far above a healthy store's latency, short
+    /// enough that an outage answers within the budget of a page load.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// The cookie's name and attributes.
+    pub fn cookie(mut self, cookie: CookieConfig) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// How long a session lives without requests (sliding).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a session lives after creation, however active.
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = timeout;
+        self
+    }
+
+    /// The most any one store call may take before it counts as
+    /// [`ErrorKind::Timeout`].
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// What a request gets when the store fails.
+    pub fn error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.error_policy = policy;
+        self
+    }
+
+    /// The clock that timeouts are measured against. Tests use a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Checks the settings and builds the manager.
+    pub fn build(self) -> Result<SessionManager, ConfigError> {
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::new("idle_timeout", "must be greater than zero"));
+        }
+        if self.absolute_timeout < self.idle_timeout {
+            return Err(ConfigError::new(
+                "absolute_timeout",
+                "must be at least idle_timeout; a shorter absolute timeout would make the idle one meaningless",
+            ));
+        }
+        if self.operation_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "operation_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let codec = CookieCodec::new(self.cookie, self.keys)?;
+        Ok(SessionManager {
+            shared: Arc::new(Shared {
+                store: self.store,
+                codec,
+                idle_timeout: self.idle_timeout,
+                absolute_timeout: self.absolute_timeout,
+                operation_timeout: self.operation_timeout,
+                error_policy: self.error_policy,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+impl Shared {
+    /// Runs one store call under the per-operation timeout, so a hung store
+    /// costs a request at most that long.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.operation_timeout, call).await {
+            Ok(result) => result,
+            Err(elapsed) => Err(StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed)),
+        }
+    }
+
+    /// When a session touched at `now` expires: the idle deadline, capped by
+    /// the absolute one.
+    fn deadline(&self, now: SystemTime, created_at: SystemTime) -> SystemTime {
+        (now + self.idle_timeout).min(created_at + self.absolute_timeout)
+    }
+
+    fn is_live(&self, now: SystemTime, created_at: SystemTime, expires_at: SystemTime) -> bool {
+        expires_at > now && created_at + self.absolute_timeout > now
+    }
+}
+
+fn log_store_error(err: &StoreError, what: &'static str) {
+    tracing::warn!(
+        error.kind = ?err.kind(),
+        error.message = %err,
+        error.cause_chain = %cause_chain(err),
+        "{what}"
+    );
+}

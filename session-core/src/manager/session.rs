@@ -1,0 +1,527 @@
+//! The per-request `Session` handle and the write-back at the end of a request.
+
+use std::{fmt, mem, sync::Arc, time::SystemTime};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::Mutex;
+
+use super::{log_store_error, ErrorPolicy, Finish, Shared};
+use crate::{
+    cookie::Verified, Changes, Committed, Created, Data, ErrorKind, Record, SessionId,
+    StoreError,
+};
+
+/// How many fresh ids `create` tries before giving up. With 128-bit random ids
+/// a second collision means a broken RNG, not bad luck.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// An error from the [`Session`] handle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The store failed while loading the session and the
+    /// [`ErrorPolicy`] is [`Reject`](ErrorPolicy::Reject). The response will
+    /// be a 503 whatever the handler returns.
+    #[error("session store unavailable")]
+    Unavailable(#[source] StoreError),
+    /// A value could not be encoded as JSON.
+    #[error("session value `{key}` could not be encoded as JSON")]
+    Encode {
+        /// The key being written.
+        key: String,
+        /// Why serde_json refused it.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored value does not decode as the requested type.
+    #[error("session value `{key}` is not of the requested type")]
+    Decode {
+        /// The key being read.
+        key: String,
+        /// Why serde_json refused it.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The handle was used after the response was sent (say, from a task the
+    /// handler spawned); the change would be lost, so it is refused.
+    #[error("session used after its response was sent; the change is not saved")]
+    Finished,
+}
+
+impl SessionError {
+    /// True when the request should be answered with 503 (the store is
+    /// unavailable); anything else is a bug in the handler, worth a 500.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// One request's view of its session.
+///
+/// Cheap to clone, `Send` and `Sync`, so it can be held across `.await` and
+/// passed to spawned tasks; clones share one state. The session loads from the
+/// store on first use, so a handler that never touches it costs no store call.
+/// Changes are kept as a delta and written once, after the handler, by
+/// [`finish`](Self::finish), which adapters call.
+///
+/// Values are stored as JSON text, one per key.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    cookie: Option<Verified>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    phase: Phase,
+    /// The live record the request started from.
+    base: Option<Base>,
+    /// The data as this request sees it: the loaded data with `changes` applied.
+    data: Data,
+    changes: Changes,
+    /// The id the session will have after this request, when it differs from
+    /// the base's: a new session's, or the target of `cycle_id`.
+    next_id: Option<SessionId>,
+    /// An id `destroy` ended; deleted at finish.
+    destroyed: Option<SessionId>,
+    /// The cookie named a session the store does not have (any more).
+    stale_cookie: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Base {
+    id: SessionId,
+    created_at: SystemTime,
+    expires_at: SystemTime,
+    version: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+enum Phase {
+    #[default]
+    Unloaded,
+    Loaded,
+    LoadFailed(ErrorKind),
+    Finished,
+}
+
+impl Session {
+    pub(super) fn new(shared: Arc<Shared>, cookie: Option<Verified>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                cookie,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The value under `key`, decoded from JSON.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// assert_eq!(session.get::<String>("user").await.unwrap(), None);
+    /// session.insert("user", "ada").await.unwrap();
+    /// assert_eq!(session.get::<String>("user").await.unwrap().as_deref(), Some("ada"));
+    /// assert!(session.get::<u32>("user").await.is_err());
+    /// # }
+    /// ```
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let state = self.loaded_state().await?;
+        state.ensure_open()?;
+        state.data.get(key).map(|text| decode(key, text)).transpose()
+    }
+
+    /// Sets `key` to `value` (encoded as JSON). Setting a key to the value it
+    /// already has is not a change and costs no write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// session.insert("cart", vec![1, 2, 3]).await.unwrap();
+    /// assert_eq!(session.get::<Vec<u8>>("cart").await.unwrap(), Some(vec![1, 2, 3]));
+    /// # }
+    /// ```
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let text = serde_json::to_string(&value).map_err(|source| SessionError::Encode {
+            key: key.to_owned(),
+            source,
+        })?;
+        let mut state = self.loaded_state().await?;
+        state.ensure_open()?;
+        if state.data.get(key) == Some(&text) {
+            return Ok(());
+        }
+        if state.base.is_none() && state.next_id.is_none() {
+            state.next_id = Some(SessionId::generate());
+        }
+        state.changes.set(key, text.clone());
+        state.data.insert(key.to_owned(), text);
+        Ok(())
+    }
+
+    /// Removes `key`; true when it was there.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// session.insert("flash", "saved").await.unwrap();
+    /// assert!(session.remove("flash").await.unwrap());
+    /// assert!(!session.remove("flash").await.unwrap());
+    /// # }
+    /// ```
+    pub async fn remove(&self, key: &str) -> Result<bool, SessionError> {
+        let mut state = self.loaded_state().await?;
+        state.ensure_open()?;
+        Ok(state.remove(key).is_some())
+    }
+
+    /// Removes `key` and returns its value, decoded.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// session.insert("flash", "saved").await.unwrap();
+    /// assert_eq!(session.take::<String>("flash").await.unwrap().as_deref(), Some("saved"));
+    /// assert_eq!(session.take::<String>("flash").await.unwrap(), None);
+    /// # }
+    /// ```
+    pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let mut state = self.loaded_state().await?;
+        state.ensure_open()?;
+        // Decode before removing, so a type error leaves the session as it was.
+        let value = state.data.get(key).map(|text| decode(key, text)).transpose()?;
+        state.remove(key);
+        Ok(value)
+    }
+
+    /// Removes every key. The session itself (its id and lifetime) stays; use
+    /// [`destroy`](Self::destroy) to end it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// session.insert("a", 1).await.unwrap();
+    /// session.clear().await.unwrap();
+    /// assert_eq!(session.get::<i32>("a").await.unwrap(), None);
+    /// # }
+    /// ```
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded_state().await?;
+        state.ensure_open()?;
+        state.data.clear();
+        if state.base.is_some() {
+            state.changes.clear();
+        } else {
+            // Nothing is stored yet, so there is nothing to clear remotely.
+            state.changes = Changes::default();
+        }
+        Ok(())
+    }
+
+    /// Moves the session to a new id, keeping its data: call it right after a
+    /// login or privilege change, against session fixation. At the end of the
+    /// request the record under the new id is created *before* the old one is
+    /// deleted, so a store failure in between loses nothing; the old cookie
+    /// stops working once the response is sent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// session.insert("user", "ada").await.unwrap();
+    /// let before = session.id().await.unwrap();
+    /// session.cycle_id().await.unwrap();
+    /// assert_ne!(session.id().await.unwrap(), before);
+    /// # }
+    /// ```
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded_state().await?;
+        state.ensure_open()?;
+        state.next_id = Some(SessionId::generate());
+        Ok(())
+    }
+
+    /// Ends the session: the record is deleted at the end of the request and
+    /// the browser is told to drop the cookie. Costs no load. Data inserted
+    /// after `destroy` in the same request starts a new session.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// session.insert("user", "ada").await.unwrap();
+    /// session.destroy().await.unwrap();
+    /// assert_eq!(session.get::<String>("user").await.unwrap(), None);
+    /// # }
+    /// ```
+    pub async fn destroy(&self) -> Result<(), SessionError> {
+        let mut state = self.inner.state.lock().await;
+        state.ensure_open()?;
+        let ended = match state.phase {
+            Phase::Loaded => state.base.map(|base| base.id),
+            // Not loaded (or the load failed): end whatever the cookie names;
+            // logging out must work even while the record cannot be read.
+            _ => self.inner.cookie.map(|cookie| cookie.id),
+        };
+        *state = State {
+            phase: Phase::Loaded,
+            destroyed: ended,
+            ..State::default()
+        };
+        Ok(())
+    }
+
+    /// The id the session will have once this request is written: `None` for
+    /// a new session that holds no data (it will not be stored).
+    pub async fn id(&self) -> Result<Option<SessionId>, SessionError> {
+        let state = self.loaded_state().await?;
+        Ok(state.next_id.or(state.base.map(|base| base.id)))
+    }
+
+    /// Writes what the request changed and says what to do with the response.
+    /// Adapters call this once, after the handler; later calls, and any use of
+    /// the handle afterwards, change nothing.
+    ///
+    /// - A new session with data is created and gets a cookie.
+    /// - An existing session with changes gets one `commit` of the delta.
+    /// - An unchanged session gets nothing, or one `touch` once less than half
+    ///   of the idle timeout is left.
+    /// - A new empty session writes nothing and sets no cookie.
+    ///
+    /// See [`SessionManager`](crate::SessionManager) for an example.
+    pub async fn finish(&self) -> Finish {
+        let mut state = self.inner.state.lock().await;
+        match mem::replace(&mut state.phase, Phase::Finished) {
+            Phase::Finished => Finish::Respond { set_cookie: None },
+            Phase::LoadFailed(_) => Finish::Unavailable,
+            Phase::Unloaded => Finish::Respond {
+                set_cookie: self.resign_unloaded(),
+            },
+            Phase::Loaded => {
+                let now = self.inner.shared.clock.now();
+                match self.write(&mut state, now).await {
+                    Ok(set_cookie) => Finish::Respond { set_cookie },
+                    Err(err) => {
+                        log_store_error(&err, "session write failed; answering 503");
+                        Finish::Unavailable
+                    }
+                }
+            }
+        }
+    }
+
+    async fn loaded_state(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
+        let mut state = self.inner.state.lock().await;
+        match state.phase {
+            Phase::Loaded | Phase::Finished => {}
+            Phase::LoadFailed(kind) => {
+                return Err(SessionError::Unavailable(StoreError::new(kind, "load")));
+            }
+            Phase::Unloaded => self.load_into(&mut state).await?,
+        }
+        Ok(state)
+    }
+
+    async fn load_into(&self, state: &mut State) -> Result<(), SessionError> {
+        let shared = &self.inner.shared;
+        state.phase = Phase::Loaded;
+        let Some(cookie) = self.inner.cookie else {
+            return Ok(());
+        };
+        let loaded = shared.call("load", shared.store.load(&cookie.id)).await;
+        let now = shared.clock.now();
+        match loaded {
+            Ok(Some(record)) if shared.is_live(now, record.created_at, record.expires_at) => {
+                state.base = Some(Base {
+                    id: record.id,
+                    created_at: record.created_at,
+                    expires_at: record.expires_at,
+                    version: record.version,
+                });
+                state.data = record.data;
+            }
+            Ok(_) => {
+                tracing::debug!(
+                    session.id = ?cookie.id,
+                    "session cookie names no live session; starting a fresh one"
+                );
+                state.stale_cookie = true;
+            }
+            // A record no one can read is lost either way; a fresh session is
+            // better than answering 503 to this user until it expires.
+            Err(err) if err.kind() == ErrorKind::Corrupt => {
+                log_store_error(&err, "session record is corrupt; starting a fresh session");
+                state.stale_cookie = true;
+            }
+            Err(err) => match shared.error_policy {
+                ErrorPolicy::TreatAsEmpty => {
+                    log_store_error(&err, "session load failed; serving an empty session");
+                }
+                ErrorPolicy::Reject => {
+                    log_store_error(&err, "session load failed; answering 503");
+                    state.phase = Phase::LoadFailed(err.kind());
+                    return Err(SessionError::Unavailable(err));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// A handler that never touched the session still gets a cookie signed
+    /// by an old key re-signed, without a store call.
+    fn resign_unloaded(&self) -> Option<String> {
+        let shared = &self.inner.shared;
+        let cookie = self.inner.cookie.filter(|cookie| cookie.needs_resign)?;
+        Some(shared.codec.set_cookie(&cookie.id, shared.idle_timeout))
+    }
+
+    async fn write(
+        &self,
+        state: &mut State,
+        now: SystemTime,
+    ) -> Result<Option<String>, StoreError> {
+        let shared = &self.inner.shared;
+        let mut set_cookie = None;
+        if let Some(ended) = state.destroyed {
+            shared.call("delete", shared.store.delete(&ended)).await?;
+            set_cookie = Some(shared.codec.removal());
+        }
+        if let Some(base) = state.base {
+            return self.write_existing(state, base, now).await;
+        }
+        if !state.data.is_empty() {
+            let id = state.next_id.unwrap_or_else(SessionId::generate);
+            let expires_at = shared.deadline(now, now);
+            let record = Record::new(id, mem::take(&mut state.data), now, expires_at);
+            let id = self.create(record).await?;
+            return Ok(Some(self.cookie_for(&id, expires_at, now)));
+        }
+        if state.stale_cookie && set_cookie.is_none() {
+            // Tell the browser to stop sending an id that leads nowhere.
+            set_cookie = Some(shared.codec.removal());
+        }
+        Ok(set_cookie)
+    }
+
+    async fn write_existing(
+        &self,
+        state: &mut State,
+        base: Base,
+        now: SystemTime,
+    ) -> Result<Option<String>, StoreError> {
+        let shared = &self.inner.shared;
+        let expires_at = shared.deadline(now, base.created_at);
+
+        if let Some(next_id) = state.next_id {
+            let mut record = Record::new(next_id, mem::take(&mut state.data), base.created_at, expires_at);
+            record.version = base.version + 1;
+            // Create first: if the delete then fails, the user keeps a working
+            // old session and the new record simply expires unused.
+            let id = self.create(record).await?;
+            shared.call("delete", shared.store.delete(&base.id)).await?;
+            return Ok(Some(self.cookie_for(&id, expires_at, now)));
+        }
+
+        if !state.changes.is_empty() {
+            let committed = shared
+                .call("commit", shared.store.commit(&base.id, &state.changes, expires_at))
+                .await?;
+            return Ok(match committed {
+                Committed::Applied { .. } => self.refreshed_cookie(&base.id, expires_at, now),
+                Committed::Missing => {
+                    tracing::warn!(
+                        session.id = ?base.id,
+                        "session ended during the request (expired or destroyed elsewhere); its changes are dropped"
+                    );
+                    Some(shared.codec.removal())
+                }
+            });
+        }
+
+        let half_idle = shared.idle_timeout / 2;
+        let due = base.expires_at < now + half_idle && expires_at > base.expires_at;
+        if !due {
+            return Ok(self.refreshed_cookie(&base.id, base.expires_at, now));
+        }
+        match shared.call("touch", shared.store.touch(&base.id, expires_at)).await {
+            Ok(true) => Ok(self.refreshed_cookie(&base.id, expires_at, now)),
+            Ok(false) => Ok(Some(shared.codec.removal())),
+            // A failed touch loses no data: the session keeps its old expiry.
+            Err(err) => {
+                log_store_error(&err, "session touch failed; keeping the old expiry");
+                Ok(self.refreshed_cookie(&base.id, base.expires_at, now))
+            }
+        }
+    }
+
+    /// Creates `record`, drawing a new id if its id is taken.
+    async fn create(&self, mut record: Record) -> Result<SessionId, StoreError> {
+        let shared = &self.inner.shared;
+        for _ in 0..CREATE_ATTEMPTS {
+            match shared.call("create", shared.store.create(&record)).await? {
+                Created::Created => return Ok(record.id),
+                Created::IdTaken => record.id = SessionId::generate(),
+            }
+        }
+        Err(StoreError::new(ErrorKind::Other, "create").with_source(
+            "every freshly generated session id was already taken; is the random number generator broken?",
+        ))
+    }
+
+    fn cookie_for(&self, id: &SessionId, expires_at: SystemTime, now: SystemTime) -> String {
+        let remaining = expires_at.duration_since(now).unwrap_or_default();
+        self.inner.shared.codec.set_cookie(id, remaining)
+    }
+
+    /// The cookie for an unchanged id, sent only when it says something new:
+    /// a persistent cookie's `Max-Age`, or a signature by the current key.
+    fn refreshed_cookie(&self, id: &SessionId, expires_at: SystemTime, now: SystemTime) -> Option<String> {
+        let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign);
+        (self.inner.shared.codec.config().is_persistent() || needs_resign)
+            .then(|| self.cookie_for(id, expires_at, now))
+    }
+}
+
+impl State {
+    fn ensure_open(&self) -> Result<(), SessionError> {
+        match self.phase {
+            Phase::Finished => Err(SessionError::Finished),
+            _ => Ok(()),
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<String> {
+        let old = self.data.remove(key)?;
+        self.changes.remove(key);
+        Some(old)
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, text: &str) -> Result<T, SessionError> {
+    serde_json::from_str(text).map_err(|source| SessionError::Decode {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the data and never the whole id; `SessionId`'s Debug shows a prefix.
+        f.debug_struct("Session")
+            .field("cookie", &self.inner.cookie.map(|cookie| cookie.id))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,118 @@
+//! The `SessionStore` trait every backend implements.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::{Changes, Record, SessionId, StoreError};
+
+/// The answer of [`SessionStore::create`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Created {
+    /// The record was stored.
+    Created,
+    /// A live record already has this id; nothing was written.
+    IdTaken,
+}
+
+/// The answer of [`SessionStore::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Committed {
+    /// The changes were applied; the record now has this version.
+    Applied {
+        /// The record's version after this commit.
+        version: u64,
+    },
+    /// No live record has this id (never created, expired or deleted).
+    /// Nothing was written: a commit never resurrects a session.
+    Missing,
+}
+
+/// Where sessions live. One contract for every backend.
+///
+/// Implementations are shared as `Arc<dyn SessionStore>` across every request
+/// of an app, so every method takes `&self` and must be safe to call
+/// concurrently for the same id.
+///
+/// # Contract
+/// The `session-conformance` crate checks every point below against a real
+/// instance of the store; run it on yours.
+/// - [`load`](Self::load) returns `None` for an id that was never created,
+///   was deleted, or whose `expires_at` has passed, even if the backing store
+///   has not evicted it yet.
+/// - [`create`](Self::create) never overwrites a live record.
+/// - [`commit`](Self::commit) applies a [`Changes`] atomically and bumps the
+///   version by exactly one. Commits that touch disjoint keys of one session
+///   concurrently all survive; on the same key the last one wins.
+/// - [`touch`](Self::touch) moves `expires_at` without rewriting data or
+///   bumping the version.
+/// - Every store carries a key prefix: two stores with different prefixes on
+///   the same backing server never see each other's sessions.
+/// - Errors are typed ([`StoreError`]), so failover and the error policy can
+///   tell an outage from a corrupt record.
+#[async_trait]
+pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
+    /// The live record for `id`, or `None`.
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError>;
+
+    /// Stores `record` unless a live record already has its id.
+    async fn create(&self, record: &Record) -> Result<Created, StoreError>;
+
+    /// Applies `changes` to the live record for `id` as one atomic step, sets
+    /// its expiry to `expires_at` and bumps its version by one.
+    async fn commit(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        expires_at: SystemTime,
+    ) -> Result<Committed, StoreError>;
+
+    /// Moves the expiry of the live record for `id` to `expires_at` without
+    /// rewriting data. `false` when there is no live record.
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError>;
+
+    /// Forgets `id`. Deleting an absent id is not an error.
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError>;
+
+    /// Whether the store can serve requests now. Stores that cannot tell
+    /// answer [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    async fn health(&self) -> Result<(), StoreError> {
+        Err(StoreError::unsupported("health"))
+    }
+}
+
+/// A shared store is a store, so `Arc<dyn SessionStore>` can be handed to
+/// anything that takes `impl SessionStore`, including wrappers.
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        (**self).load(id).await
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        (**self).create(record).await
+    }
+
+    async fn commit(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        expires_at: SystemTime,
+    ) -> Result<Committed, StoreError> {
+        (**self).commit(id, changes, expires_at).await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
+        (**self).touch(id, expires_at).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        (**self).delete(id).await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        (**self).health().await
+    }
+}

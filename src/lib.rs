@@ -1,0 +1,81 @@
+//! # session-kit
+//!
+//! Sessions for Rust web apps that run on more than one server.
+//!
+//! Multi-server apps lose sessions in three known ways: a sticky load balancer
+//! logs out everyone on a server that dies; session clustering copies every
+//! session everywhere and serves stale copies; one shared Redis or Memcached
+//! takes every session down with it. session-kit gives you one session
+//! contract, interchangeable stores, and adapters for Axum/Tower and
+//! Actix-web that share the same signed cookie, so you can pick the storage
+//! that fits and change it later without touching handlers.
+//!
+//! ## Features
+//! | feature | gives you |
+//! |---|---|
+//! | `memory` (default) | [`MemoryStore`]: in-process sessions on moka |
+//! | `tower` | [`tower::SessionLayer`] for any tower-compatible server |
+//! | `axum` | `tower` plus the [`tower::Session`] extractor |
+//!
+//! Redis, Memcached, the replicated cluster store, failover and the Actix
+//! adapter arrive as features of this crate as they land; see the
+//! repository's issue list and `CHANGELOG.md`.
+//!
+//! ## Axum
+//! ```
+//! # #[cfg(feature = "axum")] {
+//! use axum::{routing::get, Router};
+//! use session_kit::{
+//!     tower::{Error, Session, SessionLayer},
+//!     Key, MemoryStore, SessionManager,
+//! };
+//!
+//! async fn counter(session: Session) -> Result<String, Error> {
+//!     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+//!     session.insert("count", count).await?;
+//!     Ok(count.to_string())
+//! }
+//!
+//! // In production the key comes from a secret of at least 32 bytes shared by
+//! // every server: `Key::from_secret(std::env::var("SESSION_SECRET")?)`.
+//! let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+//!     .build()
+//!     .expect("valid session config");
+//! let app: Router = Router::new()
+//!     .route("/", get(counter))
+//!     .layer(SessionLayer::new(manager));
+//! # let _ = app; }
+//! ```
+//!
+//! ## Guarantees and caveats
+//! - A request that never touches its session costs no store call; an
+//!   unchanged session is not rewritten; a change is written as a delta.
+//! - Concurrent requests that change different keys of one session both
+//!   survive; on the same key the last one wins. A request does not see
+//!   another request's commit made after it loaded the session.
+//! - A forged, malformed or expired cookie gives a fresh session, never an
+//!   error. An id the store does not know is never adopted.
+//! - A store failure answers 503 by default (or serves reads as an empty
+//!   session, if configured), within the per-operation timeout; a failed
+//!   write is never acknowledged.
+//! - [`MemoryStore`] is per process: with several servers, a request that
+//!   lands on another server does not see the session. Use a shared or
+//!   replicated store there.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub use session_core::{
+    clock, cookie, BoxError, Changes, Clock, Committed, ConfigError, CookieCodec, CookieConfig,
+    Created, Data, ErrorKind, ErrorPolicy, Finish, Key, KeyError, KeyRing, ManualClock, Record,
+    SameSite, Session, SessionError, SessionId, SessionManager, SessionManagerBuilder,
+    SessionStore, StoreError, SystemClock, Verified,
+};
+#[cfg(feature = "memory")]
+pub use session_core::{MemoryStore, MemoryStoreBuilder};
+
+/// Tower and Axum support: the [`SessionLayer`](tower::SessionLayer), and
+/// with the `axum` feature the [`Session`](tower::Session) extractor.
+#[cfg(feature = "tower")]
+pub mod tower {
+    pub use session_tower::*;
+}
