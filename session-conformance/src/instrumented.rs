@@ -48,6 +48,9 @@ impl Calls {
 pub enum Fault {
     /// Every call fails at once with this kind.
     Fail(ErrorKind),
+    /// Loads work; every write (`create`, `commit`, `touch`, `delete`) fails
+    /// at once with this kind.
+    FailWrites(ErrorKind),
     /// Every call waits forever, so only the manager's operation timeout
     /// ends it.
     Hang,
@@ -121,10 +124,14 @@ impl InstrumentedStore {
     ) -> Result<(), StoreError> {
         counter.fetch_add(1, Ordering::SeqCst);
         let fault = *self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        let injected = |kind| {
+            Err(StoreError::new(kind, operation)
+                .with_source("fault injected by session-conformance"))
+        };
         match fault {
+            None | Some(Fault::FailWrites(_)) if operation == "load" => Ok(()),
             None => Ok(()),
-            Some(Fault::Fail(kind)) => Err(StoreError::new(kind, operation)
-                .with_source("fault injected by session-conformance")),
+            Some(Fault::Fail(kind) | Fault::FailWrites(kind)) => injected(kind),
             Some(Fault::Hang) => std::future::pending().await,
         }
     }

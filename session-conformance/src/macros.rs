@@ -61,6 +61,17 @@ macro_rules! __store_runner {
         pub async fn run_all(factory: &dyn StoreFactory) {
             $( $name(factory).await; )*
         }
+
+        /// Runs the store test called `name`, one of [`TESTS`].
+        ///
+        /// # Panics
+        /// When the test fails, or no test has that name.
+        pub async fn run_one(name: &str, factory: &dyn StoreFactory) {
+            match name {
+                $( stringify!($name) => $name(factory).await, )*
+                other => panic!("no store test is called {other:?}; see TESTS"),
+            }
+        }
     };
 }
 

@@ -282,3 +282,61 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lifetime: Duration) -> Record {
+        let now = SystemTime::now();
+        Record::new(SessionId::generate(), Data::new(), now, now + lifetime)
+    }
+
+    #[tokio::test]
+    async fn capacity_bounds_the_number_of_sessions() {
+        let store = MemoryStore::builder().max_capacity(10).build();
+        for _ in 0..100 {
+            let _ = store
+                .create(&record(Duration::from_secs(600)))
+                .await
+                .unwrap();
+        }
+        store.cache.run_pending_tasks().await;
+        assert!(store.approximate_len() <= 10, "{}", store.approximate_len());
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_leave_the_cache_not_just_the_answers() {
+        let store = MemoryStore::new();
+        let _ = store
+            .create(&record(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            store.cache.run_pending_tasks().await;
+            if store.approximate_len() == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moka never evicted the expired entry"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn touch_shares_the_data_instead_of_copying_it() {
+        let store = MemoryStore::new();
+        let record = record(Duration::from_secs(60));
+        let _ = store.create(&record).await.unwrap();
+        let before = store.cache.get(&store.key(&record.id)).await.unwrap();
+        assert!(store
+            .touch(&record.id, record.expires_at + Duration::from_secs(60))
+            .await
+            .unwrap());
+        let after = store.cache.get(&store.key(&record.id)).await.unwrap();
+        assert!(Arc::ptr_eq(&before.data, &after.data));
+    }
+}

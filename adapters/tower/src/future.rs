@@ -95,7 +95,7 @@ fn apply<B: Default>(finish: Finish, mut response: Response<B>) -> Response<B> {
                 // The codec only renders validated attributes, so this means a
                 // bug; the response still goes out, without the cookie.
                 Err(err) => {
-                    tracing::error!(error.message = %err, "session cookie is not a valid header value")
+                    tracing::error!(error.message = %err, "session cookie is not a valid header value");
                 }
             }
             response

@@ -41,7 +41,7 @@ where
         let cookies = request.headers().get_all(COOKIE);
         let session = self
             .manager
-            .start(cookies.iter().map(|value| value.as_bytes()));
+            .start(cookies.iter().map(http::HeaderValue::as_bytes));
         request.extensions_mut().insert(Session(session.clone()));
         ResponseFuture::new(self.inner.call(request), session)
     }

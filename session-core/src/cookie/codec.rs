@@ -103,9 +103,9 @@ impl CookieCodec {
             Ok(TAG_BYTES) => {}
             _ => return None,
         }
-        let index =
-            self.keys
-                .verifying_index(&[self.name.as_bytes(), b"=", id_text.as_bytes()], &tag)?;
+        let index = self
+            .keys
+            .verifying_index(&[self.name.as_bytes(), b"=", id_text.as_bytes()], &tag)?;
         Some(Verified {
             id,
             needs_resign: index > 0,
@@ -252,7 +252,10 @@ mod tests {
         let old = Key::generate();
         let new = Key::generate();
         let before = codec_with(CookieConfig::default(), old.clone().into());
-        let after = codec_with(CookieConfig::default(), KeyRing::new(new).with_fallback(old));
+        let after = codec_with(
+            CookieConfig::default(),
+            KeyRing::new(new).with_fallback(old),
+        );
         let id = SessionId::generate();
         let verified = after.verify(&before.sign(&id)).unwrap();
         assert_eq!(verified.id, id);
@@ -313,10 +316,7 @@ mod tests {
     fn host_prefix_rules_are_enforced() {
         let key = || KeyRing::from(Key::generate());
         let prefixed = CookieConfig::default().with_host_prefix(true);
-        assert_eq!(
-            codec_with(prefixed.clone(), key()).name(),
-            "__Host-session"
-        );
+        assert_eq!(codec_with(prefixed.clone(), key()).name(), "__Host-session");
         let err = CookieCodec::new(prefixed.clone().with_secure(false), key()).unwrap_err();
         assert_eq!(err.key(), "cookie.secure");
         let err = CookieCodec::new(prefixed.clone().with_domain("example.com"), key()).unwrap_err();

@@ -191,7 +191,10 @@ impl SessionManagerBuilder {
     /// Checks the settings and builds the manager.
     pub fn build(self) -> Result<SessionManager, ConfigError> {
         if self.idle_timeout.is_zero() {
-            return Err(ConfigError::new("idle_timeout", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "idle_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.absolute_timeout < self.idle_timeout {
             return Err(ConfigError::new(
@@ -230,7 +233,9 @@ impl Shared {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.operation_timeout, call).await {
             Ok(result) => result,
-            Err(elapsed) => Err(StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed)),
+            Err(elapsed) => {
+                Err(StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed))
+            }
         }
     }
 

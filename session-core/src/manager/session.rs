@@ -7,8 +7,7 @@ use tokio::sync::Mutex;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
-    cookie::Verified, Changes, Committed, Created, Data, ErrorKind, Record, SessionId,
-    StoreError,
+    cookie::Verified, Changes, Committed, Created, Data, ErrorKind, Record, SessionId, StoreError,
 };
 
 /// How many fresh ids `create` tries before giving up. With 128-bit random ids
@@ -137,7 +136,11 @@ impl Session {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let state = self.loaded_state().await?;
         state.ensure_open()?;
-        state.data.get(key).map(|text| decode(key, text)).transpose()
+        state
+            .data
+            .get(key)
+            .map(|text| decode(key, text))
+            .transpose()
     }
 
     /// Sets `key` to `value` (encoded as JSON). Setting a key to the value it
@@ -201,7 +204,11 @@ impl Session {
         let mut state = self.loaded_state().await?;
         state.ensure_open()?;
         // Decode before removing, so a type error leaves the session as it was.
-        let value = state.data.get(key).map(|text| decode(key, text)).transpose()?;
+        let value = state
+            .data
+            .get(key)
+            .map(|text| decode(key, text))
+            .transpose()?;
         state.remove(key);
         Ok(value)
     }
@@ -426,7 +433,12 @@ impl Session {
         let expires_at = shared.deadline(now, base.created_at);
 
         if let Some(next_id) = state.next_id {
-            let mut record = Record::new(next_id, mem::take(&mut state.data), base.created_at, expires_at);
+            let mut record = Record::new(
+                next_id,
+                mem::take(&mut state.data),
+                base.created_at,
+                expires_at,
+            );
             record.version = base.version + 1;
             // Create first: if the delete then fails, the user keeps a working
             // old session and the new record simply expires unused.
@@ -437,7 +449,10 @@ impl Session {
 
         if !state.changes.is_empty() {
             let committed = shared
-                .call("commit", shared.store.commit(&base.id, &state.changes, expires_at))
+                .call(
+                    "commit",
+                    shared.store.commit(&base.id, &state.changes, expires_at),
+                )
                 .await?;
             return Ok(match committed {
                 Committed::Applied { .. } => self.refreshed_cookie(&base.id, expires_at, now),
@@ -456,7 +471,10 @@ impl Session {
         if !due {
             return Ok(self.refreshed_cookie(&base.id, base.expires_at, now));
         }
-        match shared.call("touch", shared.store.touch(&base.id, expires_at)).await {
+        match shared
+            .call("touch", shared.store.touch(&base.id, expires_at))
+            .await
+        {
             Ok(true) => Ok(self.refreshed_cookie(&base.id, expires_at, now)),
             Ok(false) => Ok(Some(shared.codec.removal())),
             // A failed touch loses no data: the session keeps its old expiry.
@@ -488,7 +506,12 @@ impl Session {
 
     /// The cookie for an unchanged id, sent only when it says something new:
     /// a persistent cookie's `Max-Age`, or a signature by the current key.
-    fn refreshed_cookie(&self, id: &SessionId, expires_at: SystemTime, now: SystemTime) -> Option<String> {
+    fn refreshed_cookie(
+        &self,
+        id: &SessionId,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Option<String> {
         let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign);
         (self.inner.shared.codec.config().is_persistent() || needs_resign)
             .then(|| self.cookie_for(id, expires_at, now))

@@ -1,0 +1,165 @@
+//! The suite must be able to fail: each deliberately broken store below
+//! breaks one rule of the contract, and the test for that rule must catch it.
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::SystemTime};
+
+use futures_util::FutureExt as _;
+use session_conformance::{async_trait, block_on, store, StoreFactory};
+use session_core::{
+    Changes, Committed, Created, MemoryStore, Record, SessionId, SessionStore, StoreError,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    /// `commit` reads, yields, then writes the whole record back.
+    LostUpdates,
+    /// `create` replaces whatever is there.
+    Overwrites,
+    /// `create` stores every record for ten minutes, whatever it asked for.
+    NeverExpires,
+    /// `commit` to a missing id creates it.
+    Resurrects,
+    /// The factory ignores the prefix.
+    IgnoresPrefix,
+}
+
+#[derive(Debug)]
+struct BrokenStore {
+    inner: MemoryStore,
+    flaw: Flaw,
+}
+
+#[async_trait]
+impl SessionStore for BrokenStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        self.inner.load(id).await
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        match self.flaw {
+            Flaw::Overwrites => {
+                self.inner.delete(&record.id).await?;
+                self.inner.create(record).await
+            }
+            Flaw::NeverExpires => {
+                let mut record = record.clone();
+                record.expires_at = SystemTime::now() + std::time::Duration::from_secs(600);
+                self.inner.create(&record).await
+            }
+            _ => self.inner.create(record).await,
+        }
+    }
+
+    async fn commit(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        expires_at: SystemTime,
+    ) -> Result<Committed, StoreError> {
+        match self.flaw {
+            Flaw::LostUpdates => {
+                let Some(mut record) = self.inner.load(id).await? else {
+                    return Ok(Committed::Missing);
+                };
+                tokio::task::yield_now().await;
+                changes.apply_to(&mut record.data);
+                record.expires_at = expires_at;
+                record.version += 1;
+                self.inner.delete(id).await?;
+                let _ = self.inner.create(&record).await?;
+                Ok(Committed::Applied {
+                    version: record.version,
+                })
+            }
+            Flaw::Resurrects if self.inner.load(id).await?.is_none() => {
+                let mut data = Default::default();
+                changes.apply_to(&mut data);
+                let _ = self
+                    .inner
+                    .create(&Record::new(*id, data, SystemTime::now(), expires_at))
+                    .await?;
+                Ok(Committed::Applied { version: 1 })
+            }
+            _ => self.inner.commit(id, changes, expires_at).await,
+        }
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
+        self.inner.touch(id, expires_at).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.inner.delete(id).await
+    }
+}
+
+struct BrokenFactory {
+    base: MemoryStore,
+    flaw: Flaw,
+}
+
+#[async_trait]
+impl StoreFactory for BrokenFactory {
+    async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
+        let inner = if self.flaw == Flaw::IgnoresPrefix {
+            self.base.clone()
+        } else {
+            self.base.with_prefix(prefix)
+        };
+        Arc::new(BrokenStore {
+            inner,
+            flaw: self.flaw,
+        })
+    }
+}
+
+fn caught(flaw: Flaw, test: &str) -> bool {
+    let factory = BrokenFactory {
+        base: MemoryStore::new(),
+        flaw,
+    };
+    block_on(AssertUnwindSafe(store::run_one(test, &factory)).catch_unwind()).is_err()
+}
+
+#[test]
+fn lost_updates_fail_the_concurrent_disjoint_commit_test() {
+    assert!(caught(
+        Flaw::LostUpdates,
+        "concurrent_disjoint_commits_all_survive"
+    ));
+}
+
+#[test]
+fn an_overwriting_create_fails_the_create_test() {
+    assert!(caught(Flaw::Overwrites, "create_never_overwrites"));
+}
+
+#[test]
+fn a_store_that_ignores_expiry_fails_the_expiry_test() {
+    assert!(caught(Flaw::NeverExpires, "load_of_expired_record_is_none"));
+}
+
+#[test]
+fn a_resurrecting_commit_fails_the_missing_commit_test() {
+    assert!(caught(
+        Flaw::Resurrects,
+        "commit_to_missing_session_is_missing_and_does_not_resurrect"
+    ));
+}
+
+#[test]
+fn a_store_that_ignores_its_prefix_fails_the_prefix_test() {
+    assert!(caught(
+        Flaw::IgnoresPrefix,
+        "prefixes_do_not_see_each_other"
+    ));
+}
+
+#[test]
+#[should_panic(expected = "no store test is called")]
+fn run_one_refuses_an_unknown_name() {
+    block_on(store::run_one(
+        "no_such_test",
+        &session_conformance::MemoryFactory::new(),
+    ));
+}

@@ -1,0 +1,297 @@
+//! The session lifecycle at the manager level, for the paths the HTTP
+//! scenarios cannot steer: faults on writes only, sessions ended by another
+//! request, handles kept past the response.
+
+use std::sync::Arc;
+
+use session_conformance::{Calls, Fault, InstrumentedStore};
+use session_core::{
+    CookieConfig, ErrorKind, Finish, Key, MemoryStore, Session, SessionError, SessionId,
+    SessionManager, SessionStore,
+};
+
+struct Fixture {
+    store: Arc<InstrumentedStore>,
+    manager: SessionManager,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with_cookie(CookieConfig::default())
+    }
+
+    fn with_cookie(cookie: CookieConfig) -> Self {
+        let store = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+        let manager = SessionManager::builder(Arc::clone(&store), Key::generate())
+            .cookie(cookie)
+            .build()
+            .unwrap();
+        Self { store, manager }
+    }
+
+    fn request(&self, cookie: Option<&str>) -> Session {
+        self.manager.start(cookie.map(str::as_bytes))
+    }
+
+    /// A stored session holding `user = "ada"`, and its cookie.
+    async fn logged_in(&self) -> String {
+        let session = self.request(None);
+        session.insert("user", "ada").await.unwrap();
+        let cookie = set_cookie(session.finish().await).expect("a new session gets a cookie");
+        self.store.take_calls();
+        cookie
+    }
+}
+
+fn set_cookie(finish: Finish) -> Option<String> {
+    match finish {
+        Finish::Respond { set_cookie } => {
+            set_cookie.map(|header| header.split(';').next().unwrap().to_owned())
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+fn id_of(cookie: &str) -> SessionId {
+    let value = cookie.split_once('=').unwrap().1;
+    SessionId::decode(value.split('.').next().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn cycle_id_keeps_the_old_session_when_the_new_one_cannot_be_created() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    fixture
+        .store
+        .set_fault(Some(Fault::FailWrites(ErrorKind::Unavailable)));
+    let session = fixture.request(Some(&cookie));
+    session.cycle_id().await.unwrap();
+    assert_eq!(session.finish().await, Finish::Unavailable);
+    assert_eq!(
+        fixture.store.take_calls(),
+        Calls {
+            load: 1,
+            create: 1,
+            ..Calls::default()
+        },
+        "the old record must not be deleted before the new one exists"
+    );
+
+    fixture.store.set_fault(None);
+    let session = fixture.request(Some(&cookie));
+    assert_eq!(
+        session.get::<String>("user").await.unwrap().as_deref(),
+        Some("ada")
+    );
+}
+
+#[tokio::test]
+async fn cycle_id_moves_data_and_lifetime_to_the_new_id() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+    let old = fixture.store.load(&id_of(&cookie)).await.unwrap().unwrap();
+    fixture.store.take_calls();
+
+    let session = fixture.request(Some(&cookie));
+    session.cycle_id().await.unwrap();
+    let new_cookie = set_cookie(session.finish().await).unwrap();
+    assert_eq!(
+        fixture.store.take_calls(),
+        Calls {
+            load: 1,
+            create: 1,
+            delete: 1,
+            ..Calls::default()
+        }
+    );
+
+    let new = fixture
+        .store
+        .load(&id_of(&new_cookie))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(new.data, old.data);
+    assert_eq!(
+        new.created_at, old.created_at,
+        "the absolute timeout must survive cycle_id"
+    );
+    assert_eq!(new.version, old.version + 1);
+    assert_eq!(fixture.store.load(&old.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_cookie_for_an_unknown_id_is_never_adopted() {
+    let fixture = Fixture::new();
+    let unknown = SessionId::generate();
+    let cookie = format!(
+        "{}={}",
+        fixture.manager.codec().name(),
+        fixture.manager.codec().sign(&unknown)
+    );
+
+    let session = fixture.request(Some(&cookie));
+    session.insert("k", 1).await.unwrap();
+    let issued = set_cookie(session.finish().await).unwrap();
+    assert_ne!(id_of(&issued), unknown);
+    assert_eq!(fixture.store.load(&unknown).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn destroy_then_insert_starts_a_new_session() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    let session = fixture.request(Some(&cookie));
+    session.destroy().await.unwrap();
+    session.insert("flash", "logged out").await.unwrap();
+    let issued = set_cookie(session.finish().await).unwrap();
+
+    assert_ne!(id_of(&issued), id_of(&cookie));
+    assert_eq!(fixture.store.load(&id_of(&cookie)).await.unwrap(), None);
+    let fresh = fixture.store.load(&id_of(&issued)).await.unwrap().unwrap();
+    assert_eq!(fresh.data.len(), 1, "nothing of the old session survives");
+}
+
+#[tokio::test]
+async fn destroy_needs_no_load() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    let session = fixture.request(Some(&cookie));
+    session.destroy().await.unwrap();
+    let removal = set_cookie(session.finish().await).unwrap();
+    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+    assert_eq!(
+        fixture.store.take_calls(),
+        Calls {
+            delete: 1,
+            ..Calls::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn setting_a_key_to_its_current_value_writes_nothing() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    let session = fixture.request(Some(&cookie));
+    session.insert("user", "ada").await.unwrap();
+    assert_eq!(set_cookie(session.finish().await), None);
+    assert_eq!(
+        fixture.store.take_calls(),
+        Calls {
+            load: 1,
+            ..Calls::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn removing_an_absent_key_writes_nothing() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    let session = fixture.request(Some(&cookie));
+    assert!(!session.remove("nothing-here").await.unwrap());
+    let _ = session.finish().await;
+    assert_eq!(fixture.store.take_calls().writes(), 0);
+}
+
+#[tokio::test]
+async fn a_session_ended_elsewhere_is_not_resurrected_by_a_late_commit() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    let late = fixture.request(Some(&cookie));
+    assert!(late.get::<String>("user").await.unwrap().is_some());
+    // Another request logs the user out while this one is still running.
+    let logout = fixture.request(Some(&cookie));
+    logout.destroy().await.unwrap();
+    let _ = logout.finish().await;
+
+    late.insert("cart", vec![1, 2]).await.unwrap();
+    let removal = set_cookie(late.finish().await).unwrap();
+    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+    assert_eq!(fixture.store.load(&id_of(&cookie)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_handle_used_after_the_response_refuses_changes() {
+    let fixture = Fixture::new();
+    let session = fixture.request(None);
+    session.insert("a", 1).await.unwrap();
+    let _ = session.finish().await;
+
+    assert!(matches!(
+        session.insert("b", 2).await,
+        Err(SessionError::Finished)
+    ));
+    assert_eq!(session.finish().await, Finish::Respond { set_cookie: None });
+}
+
+#[tokio::test]
+async fn a_corrupt_record_gets_a_fresh_session_even_under_reject() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    fixture
+        .store
+        .set_fault(Some(Fault::Fail(ErrorKind::Corrupt)));
+    let session = fixture.request(Some(&cookie));
+    assert_eq!(session.get::<String>("user").await.unwrap(), None);
+    let removal = set_cookie(session.finish().await).unwrap();
+    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+}
+
+#[tokio::test]
+async fn a_failed_load_under_reject_is_an_error_for_the_handler_and_a_503() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    fixture
+        .store
+        .set_fault(Some(Fault::Fail(ErrorKind::Timeout)));
+    let session = fixture.request(Some(&cookie));
+    let err = session.get::<String>("user").await.unwrap_err();
+    assert!(err.is_unavailable());
+    // Asking again does not retry the store within the same request.
+    assert!(session
+        .get::<String>("user")
+        .await
+        .unwrap_err()
+        .is_unavailable());
+    assert_eq!(fixture.store.take_calls().load, 1);
+    assert_eq!(session.finish().await, Finish::Unavailable);
+}
+
+#[tokio::test]
+async fn a_persistent_cookie_is_refreshed_with_every_write() {
+    let fixture = Fixture::with_cookie(CookieConfig::default().with_persistent(true));
+    let session = fixture.request(None);
+    session.insert("n", 1).await.unwrap();
+    let header = match session.finish().await {
+        Finish::Respond {
+            set_cookie: Some(header),
+        } => header,
+        other => panic!("{other:?}"),
+    };
+    assert!(header.contains("Max-Age=1800"), "{header}");
+    let cookie = header.split(';').next().unwrap().to_owned();
+
+    let session = fixture.request(Some(&cookie));
+    session.insert("n", 2).await.unwrap();
+    assert!(set_cookie(session.finish().await).is_some());
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_a_decode_error_naming_the_key() {
+    let fixture = Fixture::new();
+    let session = fixture.request(None);
+    session.insert("count", "not a number").await.unwrap();
+    let err = session.get::<u64>("count").await.unwrap_err();
+    assert!(matches!(&err, SessionError::Decode { key, .. } if key == "count"));
+    assert!(!err.is_unavailable());
+}
