@@ -99,6 +99,14 @@ pub struct MemoryStore {
 }
 
 /// Configures a [`MemoryStore`].
+///
+/// ```
+/// use session_core::MemoryStore;
+///
+/// let store = MemoryStore::builder().max_capacity(50_000).prefix("shop:").build();
+/// let other_app = store.with_prefix("blog:");
+/// # let _ = other_app;
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MemoryStoreBuilder {

@@ -125,7 +125,33 @@ impl SessionManager {
 }
 
 /// Configures a [`SessionManager`]. Every setting has a default chosen to be
-/// safe; [`build`](Self::build) refuses combinations that cannot work.
+/// safe; [`build`](Self::build) refuses combinations that cannot work, naming
+/// the setting.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{
+///     CookieConfig, ErrorPolicy, Key, KeyRing, MemoryStore, SameSite, SessionManager,
+/// };
+///
+/// let keys = KeyRing::from_secrets(["a-new-secret-of-at-least-32-bytes!!", "the-old-secret-still-verifies-cookies"])?;
+/// let manager = SessionManager::builder(MemoryStore::new(), keys)
+///     .cookie(CookieConfig::default().with_host_prefix(true).with_same_site(SameSite::Strict))
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+///     .operation_timeout(Duration::from_millis(500))
+///     .error_policy(ErrorPolicy::TreatAsEmpty)
+///     .build()?;
+/// assert_eq!(manager.codec().name(), "__Host-session");
+///
+/// let err = SessionManager::builder(MemoryStore::new(), Key::generate())
+///     .idle_timeout(Duration::from_secs(3600))
+///     .absolute_timeout(Duration::from_secs(60))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.key(), "absolute_timeout");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use]
 pub struct SessionManagerBuilder {
