@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use session_conformance::{Calls, Fault, InstrumentedStore};
+use session_core::ErrorPolicy;
 use session_core::{
     CookieConfig, ErrorKind, Finish, Key, MemoryStore, Session, SessionError, SessionId,
-    SessionManager, SessionStore,
+    SessionManager, SessionManagerBuilder, SessionStore,
 };
 
 struct Fixture {
@@ -21,11 +22,13 @@ impl Fixture {
     }
 
     fn with_cookie(cookie: CookieConfig) -> Self {
+        Self::with(|builder| builder.cookie(cookie))
+    }
+
+    fn with(configure: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder) -> Self {
         let store = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
-        let manager = SessionManager::builder(Arc::clone(&store), Key::generate())
-            .cookie(cookie)
-            .build()
-            .unwrap();
+        let builder = SessionManager::builder(Arc::clone(&store), Key::generate());
+        let manager = configure(builder).build().unwrap();
         Self { store, manager }
     }
 
@@ -294,4 +297,22 @@ async fn a_value_of_the_wrong_type_is_a_decode_error_naming_the_key() {
     let err = session.get::<u64>("count").await.unwrap_err();
     assert!(matches!(&err, SessionError::Decode { key, .. } if key == "count"));
     assert!(!err.is_unavailable());
+}
+
+#[tokio::test]
+async fn logout_works_even_when_the_load_failed_under_treat_as_empty() {
+    let fixture = Fixture::with(|builder| builder.error_policy(ErrorPolicy::TreatAsEmpty));
+    let cookie = fixture.logged_in().await;
+
+    fixture
+        .store
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    let session = fixture.request(Some(&cookie));
+    assert_eq!(session.get::<String>("user").await.unwrap(), None);
+    session.destroy().await.unwrap();
+    fixture.store.set_fault(None);
+
+    let removal = set_cookie(session.finish().await).unwrap();
+    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+    assert_eq!(fixture.store.load(&id_of(&cookie)).await.unwrap(), None);
 }

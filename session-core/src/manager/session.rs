@@ -277,12 +277,13 @@ impl Session {
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut state = self.inner.state.lock().await;
         state.ensure_open()?;
-        let ended = match state.phase {
-            Phase::Loaded => state.base.map(|base| base.id),
-            // Not loaded (or the load failed): end whatever the cookie names;
-            // logging out must work even while the record cannot be read.
-            _ => self.inner.cookie.map(|cookie| cookie.id),
-        };
+        // With no loaded record (never loaded, load failed, or served empty
+        // under `TreatAsEmpty`) end whatever the cookie names: logging out
+        // must work even while the record cannot be read.
+        let ended = state
+            .base
+            .map(|base| base.id)
+            .or(self.inner.cookie.map(|cookie| cookie.id));
         *state = State {
             phase: Phase::Loaded,
             destroyed: ended,
