@@ -13,18 +13,33 @@
 //! faults; it stands in for no backend.
 //!
 //! ## Running the suite on your store
-//! ```ignore
-//! // tests/conformance.rs of your store crate
-//! struct MyFactory { /* a connection to one test server */ }
+//! Implement [`StoreFactory`]: hand out stores that share one backing server
+//! (or cache) under the prefix asked for. Then generate the tests, one
+//! `#[test]` per contract rule, in your crate's `tests/conformance.rs`:
+//! ```no_run
+//! use std::sync::Arc;
+//! use session_conformance::{async_trait, StoreFactory};
+//! use session_core::{MemoryStore, SessionStore};
 //!
-//! #[async_trait::async_trait]
-//! impl session_conformance::StoreFactory for MyFactory {
-//!     async fn store(&self, prefix: &str) -> std::sync::Arc<dyn session_core::SessionStore> {
-//!         std::sync::Arc::new(MyStore::connect(prefix).await)
+//! /// Stands in for a factory holding, say, a connection to one test server.
+//! struct MyFactory(MemoryStore);
+//!
+//! #[async_trait]
+//! impl StoreFactory for MyFactory {
+//!     async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
+//!         Arc::new(self.0.with_prefix(prefix))
 //!     }
 //! }
 //!
-//! session_conformance::store_suite!(MyFactory::new());
+//! session_conformance::store_suite!(MyFactory(MemoryStore::new()));
+//! # fn main() {}
+//! ```
+//! Or run the whole suite from code, as this example does against
+//! [`MemoryFactory`]:
+//! ```
+//! session_conformance::block_on(session_conformance::store::run_all(
+//!     &session_conformance::MemoryFactory::new(),
+//! ));
 //! ```
 //! [`store_suite!`] and [`http_suite!`] expand to one `#[test]` per contract
 //! test, so failures are reported by name and tests run in parallel.

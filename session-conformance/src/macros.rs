@@ -127,8 +127,9 @@ macro_rules! __http_test_fns {
 /// store factory built by `$factory` (an expression evaluated inside the
 /// test's runtime).
 ///
-/// ```ignore
+/// ```no_run
 /// session_conformance::store_suite!(session_conformance::MemoryFactory::new());
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! store_suite {
@@ -140,8 +141,27 @@ macro_rules! store_suite {
 /// Generates one `#[test]` per HTTP scenario, each serving the adapter built
 /// by `$app` with stores from `$factory`.
 ///
-/// ```ignore
-/// session_conformance::http_suite!(MyAxumApp, session_conformance::MemoryFactory::new());
+/// The adapter side is a [`TestApp`](crate::TestApp) that serves
+/// [`respond`](crate::http::respond) behind its middleware; `session-tower`'s
+/// `tests/conformance.rs` is a complete one in twenty lines:
+/// ```no_run
+/// use session_conformance::{async_trait, RunningApp, TestApp};
+/// use session_core::SessionManager;
+///
+/// struct MyFrameworkApp;
+///
+/// #[async_trait]
+/// impl TestApp for MyFrameworkApp {
+///     async fn serve(&self, manager: SessionManager) -> RunningApp {
+///         // Bind 127.0.0.1:0, route every path to `respond(path, &session)`
+///         // behind your middleware built from `manager`, then:
+///         # let addr = "127.0.0.1:0".parse().unwrap();
+///         RunningApp::new(addr, || { /* stop the server */ })
+///     }
+/// }
+///
+/// session_conformance::http_suite!(MyFrameworkApp, session_conformance::MemoryFactory::new());
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! http_suite {
