@@ -36,6 +36,12 @@ impl Fixture {
         self.manager.start(cookie.map(str::as_bytes))
     }
 
+    /// Checks that the response tells the browser to drop the cookie.
+    fn assert_clears_cookie(&self, finish: Finish) {
+        let removal = set_cookie(finish).expect("a removal cookie");
+        assert_eq!(removal, format!("{}=", self.manager.codec().name()));
+    }
+
     /// A stored session holding `user = "ada"`, and its cookie.
     async fn logged_in(&self) -> String {
         let session = self.request(None);
@@ -164,8 +170,7 @@ async fn destroy_needs_no_load() {
 
     let session = fixture.request(Some(&cookie));
     session.destroy().await.unwrap();
-    let removal = set_cookie(session.finish().await).unwrap();
-    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+    fixture.assert_clears_cookie(session.finish().await);
     assert_eq!(
         fixture.store.take_calls(),
         Calls {
@@ -216,8 +221,7 @@ async fn a_session_ended_elsewhere_is_not_resurrected_by_a_late_commit() {
     let _ = logout.finish().await;
 
     late.insert("cart", vec![1, 2]).await.unwrap();
-    let removal = set_cookie(late.finish().await).unwrap();
-    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+    fixture.assert_clears_cookie(late.finish().await);
     assert_eq!(fixture.store.load(&id_of(&cookie)).await.unwrap(), None);
 }
 
@@ -245,8 +249,7 @@ async fn a_corrupt_record_gets_a_fresh_session_even_under_reject() {
         .set_fault(Some(Fault::Fail(ErrorKind::Corrupt)));
     let session = fixture.request(Some(&cookie));
     assert_eq!(session.get::<String>("user").await.unwrap(), None);
-    let removal = set_cookie(session.finish().await).unwrap();
-    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+    fixture.assert_clears_cookie(session.finish().await);
 }
 
 #[tokio::test]
@@ -312,7 +315,6 @@ async fn logout_works_even_when_the_load_failed_under_treat_as_empty() {
     session.destroy().await.unwrap();
     fixture.store.set_fault(None);
 
-    let removal = set_cookie(session.finish().await).unwrap();
-    assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
+    fixture.assert_clears_cookie(session.finish().await);
     assert_eq!(fixture.store.load(&id_of(&cookie)).await.unwrap(), None);
 }
