@@ -66,18 +66,6 @@ impl SessionId {
             _ => None,
         }
     }
-
-    /// The raw 16 bytes, for stores with a binary key space.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8; ID_BYTES] {
-        &self.0
-    }
-
-    /// Builds an id from raw bytes previously taken from [`as_bytes`](Self::as_bytes).
-    #[must_use]
-    pub fn from_bytes(bytes: [u8; ID_BYTES]) -> Self {
-        Self(bytes)
-    }
 }
 
 impl fmt::Debug for SessionId {

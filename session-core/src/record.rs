@@ -55,19 +55,6 @@ impl Record {
             version: Self::FIRST_VERSION,
         }
     }
-
-    /// True once `now` has reached [`expires_at`](Self::expires_at).
-    #[must_use]
-    pub fn is_expired_at(&self, now: SystemTime) -> bool {
-        self.expires_at <= now
-    }
-
-    /// Approximate bytes of the data (keys plus encoded values), used by
-    /// stores that weigh or limit records.
-    #[must_use]
-    pub fn data_size(&self) -> usize {
-        self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
-    }
 }
 
 /// What one request did to a session's data: an optional clear-all, then
