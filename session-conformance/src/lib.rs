@@ -12,6 +12,10 @@
 //! [`InstrumentedStore`] wraps a real store to count calls and inject
 //! faults; it stands in for no backend.
 //!
+//! With the `testkit` feature, the `testkit` module starts the real servers
+//! that backends are tested against: a standalone Redis, a Sentinel group
+//! and a Redis Cluster, on free loopback ports, killed on drop.
+//!
 //! ## Running the suite on your store
 //! Implement [`StoreFactory`]: hand out stores that share one backing server
 //! (or cache) under the prefix asked for. Then generate the tests, one
@@ -50,6 +54,8 @@ mod macros;
 
 pub mod http;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::future::Future;
 

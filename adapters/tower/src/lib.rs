@@ -44,6 +44,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(feature = "axum")]
 mod extract;
 mod future;

@@ -1,0 +1,94 @@
+//! Real Redis servers for tests, started, crashed and restarted by the test.
+//! No mock stands in for Redis: a store is tested against the real thing.
+//!
+//! | type | what runs | to test |
+//! |---|---|---|
+//! | [`RedisServer`] | one `redis-server` | a store against a real server; crashes ([`kill`](RedisServer::kill), [`restart`](RedisServer::restart)) and hangs ([`pause`](RedisServer::pause)) |
+//! | [`RedisSentinel`] | a master, a replica and three sentinels | failover: kill the master, see the replica promoted |
+//! | [`RedisCluster`] | three masters sharing the 16384 slots | slot routing and redirects |
+//!
+//! Every server:
+//! - listens on a free port on `127.0.0.1`; when another process takes the
+//!   port before the server binds it, the start retries on a new one;
+//! - runs in its own temporary folder, which holds its log and data, is
+//!   kept across restarts and removed on drop;
+//! - answers PING by the time `start` returns;
+//! - is killed on drop, **and** when the test process dies without dropping
+//!   it (a static, `panic = "abort"`, SIGKILL, a harness timeout). A small
+//!   `sh` watchdog starts the server and reads a pipe from the test process;
+//!   when that pipe closes, however the process ended, it kills the server
+//!   and removes the folder.
+//!
+//! Failures panic, and a panic about a server quotes the end of its log, so
+//! a server that would not start says why. A missing binary fails the test
+//! with the command that installs it; nothing is ever skipped. On Debian:
+//! `sudo apt-get install -y redis-server redis-tools redis-sentinel`.
+//!
+//! The API blocks, with plain std processes and sleeps, and every wait is
+//! bounded. It creates no runtime, so it may be called from inside a tokio
+//! runtime (a `#[tokio::test]`, say); it only holds up that worker thread
+//! for as long as the call takes.
+//!
+//! # Example
+//! ```
+//! use session_conformance::testkit::RedisServer;
+//!
+//! let mut server = RedisServer::start();
+//! server.cli(&["set", "greeting", "hello"]);
+//! assert_eq!(server.cli(&["get", "greeting"]), "hello");
+//!
+//! server.kill(); // as a crash would
+//! assert!(!server.is_running());
+//!
+//! server.restart(); // the same port; nothing was persisted
+//! assert_eq!(server.cli(&["exists", "greeting"]), "0");
+//! ```
+//!
+//! # One server for a whole test binary
+//! A static is never dropped; the watchdog still stops the server when the
+//! test binary exits.
+//! ```
+//! use std::sync::OnceLock;
+//!
+//! use session_conformance::testkit::RedisServer;
+//!
+//! fn shared_server() -> &'static RedisServer {
+//!     static SERVER: OnceLock<RedisServer> = OnceLock::new();
+//!     SERVER.get_or_init(RedisServer::start)
+//! }
+//!
+//! assert_eq!(shared_server().cli(&["ping"]), "PONG");
+//! ```
+
+mod ports;
+mod process;
+mod redis;
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use self::redis::{RedisCluster, RedisSentinel, RedisServer};
+
+/// The longest sleep between two checks of [`poll_until`].
+const MAX_POLL_PAUSE: Duration = Duration::from_millis(50);
+
+/// Calls `check` until it returns a value or `timeout` has passed, sleeping
+/// between calls from 1 ms doubling up to 50 ms: quick for what is nearly
+/// ready, cheap for what takes seconds. Bounded, as long as `check` is.
+fn poll_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        thread::sleep(pause.min(left));
+        pause = (pause * 2).min(MAX_POLL_PAUSE);
+    }
+}

@@ -1,0 +1,300 @@
+//! The test kit against real Redis processes: the promises the backends'
+//! tests build on.
+
+use std::{
+    env,
+    io::{BufRead, BufReader, ErrorKind},
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+use session_conformance::testkit::{RedisCluster, RedisSentinel, RedisServer};
+
+/// Set in a copy of this test binary to the part the copy plays (see
+/// [`play_child_role`]).
+const ROLE_ENV: &str = "SESSION_KIT_TESTKIT_ROLE";
+
+/// How the child that owns a server tells its parent where the server is.
+const OWNER_LINE: &str = "testkit-owner:";
+
+#[test]
+fn a_server_stores_values_dies_when_killed_and_restarts_on_its_port() {
+    let mut server = RedisServer::start();
+    server.cli(&["set", "k", "v"]);
+    assert_eq!(server.cli(&["get", "k"]), "v");
+
+    let port = server.port();
+    server.kill();
+    assert!(!server.is_running());
+    assert!(refuses_connections(port));
+
+    server.restart();
+    assert_eq!(server.port(), port);
+    assert!(server.is_running());
+    assert_eq!(server.cli(&["ping"]), "PONG");
+}
+
+#[test]
+fn a_paused_server_accepts_connections_but_answers_only_once_resumed() {
+    let mut server = RedisServer::start();
+
+    server.pause();
+    assert!(server.is_running());
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, server.port())).is_ok());
+    assert!(!server.answers_ping(Duration::from_millis(300)));
+
+    server.resume();
+    assert!(server.answers_ping(Duration::from_secs(1)));
+}
+
+#[test]
+fn a_paused_server_can_be_killed() {
+    let mut server = RedisServer::start();
+    server.pause();
+
+    server.kill();
+
+    assert!(!server.is_running());
+    assert!(refuses_connections(server.port()));
+}
+
+#[test]
+#[should_panic(expected = "its port was taken by another process")]
+fn a_restart_on_a_port_taken_meanwhile_panics() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let _squatter =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, server.port())).expect("the port is free");
+
+    server.restart();
+}
+
+#[test]
+fn dropping_a_server_kills_it_and_removes_its_folder() {
+    let server = RedisServer::start();
+    let (port, folder) = (server.port(), server.folder().to_owned());
+
+    drop(server);
+
+    assert!(refuses_connections(port));
+    assert!(!folder.exists());
+}
+
+#[test]
+fn a_server_dies_with_the_test_process_that_owns_it() {
+    if play_child_role() {
+        return;
+    }
+    let mut owner = Command::new(env::current_exe().expect("the test binary's path"))
+        .args([
+            "--exact",
+            "a_server_dies_with_the_test_process_that_owns_it",
+            "--nocapture",
+        ])
+        .env(ROLE_ENV, "own-a-server")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the test binary starts again");
+    let (port, folder) = read_owner_line(&mut owner);
+
+    // SIGKILL: no destructor runs, and the server is in a static anyway.
+    owner.kill().expect("the owner can be killed");
+    owner.wait().expect("the owner is reaped");
+
+    let server_is_gone = || refuses_connections(port) && !folder.exists();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server_is_gone() {
+        assert!(
+            Instant::now() < deadline,
+            "the server on port {port} outlived its owner by 10 s (folder {})",
+            folder.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_missing_redis_server_fails_with_the_command_that_installs_it() {
+    if play_child_role() {
+        return;
+    }
+    let output = Command::new(env::current_exe().expect("the test binary's path"))
+        .args([
+            "--exact",
+            "a_missing_redis_server_fails_with_the_command_that_installs_it",
+            "--nocapture",
+        ])
+        .env(ROLE_ENV, "start-without-path")
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("the test binary starts again");
+
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr) + String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains(
+            "redis-server not found on PATH; install it with: sudo apt-get install -y redis-server"
+        ),
+        "{said}"
+    );
+}
+
+/// In a copy of this binary started by one of the two tests above, plays
+/// the child's part, chosen by [`ROLE_ENV`], and answers true; in a normal
+/// run answers false at once, and the test plays the parent.
+fn play_child_role() -> bool {
+    match env::var(ROLE_ENV).as_deref() {
+        Ok("own-a-server") => {
+            // As the backends' tests will hold one: never dropped.
+            static SERVER: OnceLock<RedisServer> = OnceLock::new();
+            let server = SERVER.get_or_init(RedisServer::start);
+            println!(
+                "{OWNER_LINE} {} {}",
+                server.port(),
+                server.folder().display()
+            );
+            // The parent kills this process long before.
+            thread::sleep(Duration::from_secs(60));
+        }
+        Ok("start-without-path") => drop(RedisServer::start()),
+        _ => return false,
+    }
+    true
+}
+
+#[test]
+fn start_with_passes_extra_arguments_to_the_server() {
+    let server = RedisServer::start_with(&["--maxmemory", "1mb"]);
+
+    assert_eq!(
+        server.cli(&["config", "get", "maxmemory"]),
+        "maxmemory\n1048576"
+    );
+}
+
+#[test]
+fn servers_started_at_once_get_ports_of_their_own() {
+    let servers: Vec<RedisServer> = thread::scope(|scope| {
+        let starts: Vec<_> = (0..6).map(|_| scope.spawn(RedisServer::start)).collect();
+        starts
+            .into_iter()
+            .map(|start| start.join().expect("a server starts"))
+            .collect()
+    });
+
+    let mut ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), servers.len());
+    assert!(servers.iter().all(|server| server.cli(&["ping"]) == "PONG"));
+}
+
+#[test]
+fn the_kit_works_inside_a_tokio_runtime() {
+    let reply = session_conformance::block_on(async {
+        let server = RedisServer::start();
+        server.cli(&["ping"])
+    });
+
+    assert_eq!(reply, "PONG");
+}
+
+#[test]
+#[should_panic(expected = "unknown command")]
+fn cli_panics_on_an_error_reply() {
+    RedisServer::start().cli(&["no-such-command"]);
+}
+
+#[test]
+#[should_panic(expected = "Bad directive or wrong number of arguments")]
+fn a_server_that_cannot_start_panics_with_its_log() {
+    let _ = RedisServer::start_with(&["--no-such-directive", "x"]);
+}
+
+#[test]
+fn sentinels_promote_the_replica_when_the_master_is_killed() {
+    let started = Instant::now();
+    let mut group = RedisSentinel::start();
+    eprintln!("RedisSentinel::start took {:?}", started.elapsed());
+
+    let master = group.master_port();
+    assert_eq!(role(group.server(master)), "master");
+    let written = group.server(master);
+    written.cli(&["set", "k", "v"]);
+    assert_eq!(
+        written.cli(&["wait", "1", "5000"]),
+        "1",
+        "the replica acknowledges"
+    );
+
+    let failover = Instant::now();
+    let killed = group.kill_master();
+    let promoted = group.wait_for_new_master(killed, Duration::from_secs(15));
+    eprintln!("the failover took {:?}", failover.elapsed());
+
+    assert_eq!(killed, master);
+    assert_ne!(promoted, killed);
+    assert_eq!(role(group.server(promoted)), "master");
+    assert_eq!(group.server(promoted).cli(&["get", "k"]), "v");
+    assert_eq!(group.master_port(), promoted);
+}
+
+#[test]
+fn a_cluster_spreads_keys_over_its_three_nodes() {
+    let started = Instant::now();
+    let mut cluster = RedisCluster::start();
+    eprintln!("RedisCluster::start took {:?}", started.elapsed());
+    assert_eq!(cluster.seed_urls().len(), 3);
+
+    let seed = &cluster.nodes()[0];
+    let keys: Vec<String> = (0..12).map(|i| format!("key:{i}")).collect();
+    for key in &keys {
+        seed.cli(&["-c", "set", key, key]);
+    }
+    for key in &keys {
+        assert_eq!(seed.cli(&["-c", "get", key]), *key);
+    }
+
+    let per_node: Vec<u64> = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.cli(&["dbsize"]).parse().expect("DBSIZE is a number"))
+        .collect();
+    assert!(per_node.iter().all(|&count| count > 0), "{per_node:?}");
+    assert_eq!(per_node.iter().sum::<u64>(), 12);
+}
+
+fn refuses_connections(port: u16) -> bool {
+    matches!(
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)),
+        Err(err) if err.kind() == ErrorKind::ConnectionRefused
+    )
+}
+
+fn role(server: &RedisServer) -> String {
+    let reply = server.cli(&["role"]);
+    reply.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Reads the port and folder the owner prints once its server is up.
+fn read_owner_line(owner: &mut std::process::Child) -> (u16, PathBuf) {
+    let stdout = owner.stdout.take().expect("stdout is piped");
+    let mut said = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix(OWNER_LINE) {
+            let (port, folder) = rest.trim().split_once(' ').expect("port and folder");
+            return (port.parse().expect("a port"), Path::new(folder).to_owned());
+        }
+        said.push(line);
+    }
+    let _ = owner.kill();
+    panic!(
+        "the owner exited without starting a server:\n{}",
+        said.join("\n")
+    );
+}
