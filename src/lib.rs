@@ -16,8 +16,9 @@
 //! | `memory` (default) | [`MemoryStore`]: in-process sessions on moka |
 //! | `tower` | [`tower::SessionLayer`] for any tower-compatible server |
 //! | `axum` | `tower` plus the [`tower::Session`] extractor |
+//! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
 //!
-//! Redis, Memcached, the replicated cluster store, failover and the Actix
+//! Memcached, the replicated cluster store, failover and the Actix
 //! adapter arrive as features of this crate as they land; see the
 //! repository's issue list and `CHANGELOG.md`.
 //!
@@ -72,6 +73,14 @@ pub use session_core::{
 };
 #[cfg(feature = "memory")]
 pub use session_core::{MemoryStore, MemoryStoreBuilder};
+
+/// Sessions in Redis: [`RedisStore`](redis::RedisStore) over a
+/// [`RedisConfig`](redis::RedisConfig) that names a server, a Sentinel
+/// service or a Cluster.
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use session_redis::*;
+}
 
 /// Tower and Axum support: the [`SessionLayer`](tower::SessionLayer), and
 /// with the `axum` feature the [`Session`](tower::Session) extractor.

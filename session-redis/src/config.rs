@@ -1,0 +1,408 @@
+//! Where the Redis is and how long to wait for it.
+
+use std::time::Duration;
+
+use session_core::ConfigError;
+
+/// The default key prefix: every session hash is `session:<id>`.
+pub const DEFAULT_KEY_PREFIX: &str = "session:";
+/// The default per-operation timeout. A session read sits in front of every
+/// request; half a second is already a slow page, and past it the error policy
+/// answers instead of the request hanging.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+/// The default timeout for opening one connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which Redis deployment holds the sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topology {
+    /// One server, by URL: `redis://[user:password@]host:port[/db]`, or
+    /// `rediss://` for TLS (needs the redis crate's TLS support).
+    Standalone {
+        /// The server's URL.
+        url: String,
+    },
+    /// A master found through Redis Sentinel, and found again when it
+    /// changes.
+    Sentinel {
+        /// The sentinels' URLs (`redis://host:26379`).
+        sentinels: Vec<String>,
+        /// The name the sentinels monitor the master under.
+        service_name: String,
+        /// The master's ACL user, if it has one.
+        username: Option<String>,
+        /// The master's password, if it has one.
+        password: Option<String>,
+        /// The database number on the master.
+        db: i64,
+    },
+    /// A Redis Cluster, discovered from seed nodes.
+    Cluster {
+        /// Some of the cluster's nodes, as URLs; credentials in them are used
+        /// for every node.
+        nodes: Vec<String>,
+    },
+}
+
+/// How a [`RedisStore`](crate::RedisStore) reaches Redis.
+///
+/// One value chooses the topology, so a deployment can move from one server to
+/// Sentinel or Cluster by changing config, not code: either build it in code,
+///
+/// ```
+/// use std::time::Duration;
+/// use session_redis::RedisConfig;
+///
+/// let config = RedisConfig::sentinel(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "sessions")
+///     .with_key_prefix("shop:session:")
+///     .with_operation_timeout(Duration::from_millis(250));
+/// assert!(config.validate().is_ok());
+/// ```
+///
+/// or parse one URL, whose scheme names the topology:
+///
+/// ```
+/// use session_redis::{RedisConfig, Topology};
+///
+/// let config = RedisConfig::from_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7000").unwrap();
+/// assert!(matches!(config.topology(), Topology::Cluster { nodes } if nodes.len() == 2));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct RedisConfig {
+    topology: Topology,
+    key_prefix: String,
+    operation_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// One server at `url`.
+    pub fn standalone(url: impl Into<String>) -> Self {
+        Self::new(Topology::Standalone { url: url.into() })
+    }
+
+    /// The master that `sentinels` know as `service_name`, with no
+    /// credentials and database 0; see [`with_master_auth`](Self::with_master_auth).
+    pub fn sentinel<S: Into<String>>(
+        sentinels: impl IntoIterator<Item = S>,
+        service_name: impl Into<String>,
+    ) -> Self {
+        Self::new(Topology::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            service_name: service_name.into(),
+            username: None,
+            password: None,
+            db: 0,
+        })
+    }
+
+    /// The cluster that `nodes` belong to.
+    pub fn cluster<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> Self {
+        Self::new(Topology::Cluster {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// Any topology, from one URL:
+    ///
+    /// | URL | topology |
+    /// |---|---|
+    /// | `redis://[user:pass@]host:port[/db]`, `rediss://…` | [`Standalone`](Topology::Standalone) |
+    /// | `redis+sentinel://[user:pass@]s1:26379,s2:26379/service[/db]` | [`Sentinel`](Topology::Sentinel); the credentials and db are the master's |
+    /// | `redis+cluster://[user:pass@]n1:7000,n2:7000` | [`Cluster`](Topology::Cluster); the credentials apply to every node |
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for key `url` when the scheme is unknown or a part
+    /// is missing.
+    ///
+    /// ```
+    /// use session_redis::{RedisConfig, Topology};
+    ///
+    /// let config = RedisConfig::from_url("redis+sentinel://:secret@10.0.0.1:26379/sessions/2").unwrap();
+    /// let Topology::Sentinel { service_name, password, db, .. } = config.topology() else { panic!() };
+    /// assert_eq!((service_name.as_str(), password.as_deref(), *db), ("sessions", Some("secret"), 2));
+    ///
+    /// assert_eq!(RedisConfig::from_url("mysql://x").unwrap_err().key(), "url");
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::new("url", reason);
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected a URL such as redis://host:6379".to_owned()))?;
+        let topology = match scheme {
+            "redis" | "rediss" | "unix" | "redis+unix" => Topology::Standalone {
+                url: url.to_owned(),
+            },
+            "redis+sentinel" => parse_sentinel(rest).map_err(bad)?,
+            "redis+cluster" => parse_cluster(rest).map_err(bad)?,
+            other => {
+                return Err(bad(format!(
+                    "unknown scheme `{other}`; use redis, rediss, redis+sentinel or redis+cluster"
+                )))
+            }
+        };
+        let config = Self::new(topology);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn new(topology: Topology) -> Self {
+        Self {
+            topology,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Sets the Sentinel master's credentials. Has no effect on other
+    /// topologies, whose credentials travel in their URLs.
+    pub fn with_master_auth(mut self, username: Option<String>, password: Option<String>) -> Self {
+        if let Topology::Sentinel {
+            username: user,
+            password: pass,
+            ..
+        } = &mut self.topology
+        {
+            *user = username;
+            *pass = password;
+        }
+        self
+    }
+
+    /// The prefix of every session key (default `session:`). Apps that share
+    /// one Redis keep apart by using different prefixes.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The most one store operation may take, connecting included (default
+    /// 500 ms). Past it the operation fails with
+    /// [`ErrorKind::Timeout`](session_core::ErrorKind::Timeout).
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// The most opening one connection may take (default 1 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The topology.
+    #[must_use]
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The key prefix.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// The per-operation timeout.
+    #[must_use]
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// The connect timeout.
+    #[must_use]
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Checks what can be checked without a network: every list non-empty,
+    /// every URL parseable, every timeout non-zero.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key (`url`, `sentinels`, `service_name`,
+    /// `nodes`, `operation_timeout`, `connect_timeout`). A config loader that
+    /// nests this block prefixes the key with the block's path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.topology {
+            Topology::Standalone { url } => check_url("url", url)?,
+            Topology::Sentinel {
+                sentinels,
+                service_name,
+                ..
+            } => {
+                check_urls("sentinels", sentinels)?;
+                if service_name.is_empty() {
+                    return Err(ConfigError::new(
+                        "service_name",
+                        "name the master the sentinels monitor",
+                    ));
+                }
+            }
+            Topology::Cluster { nodes } => check_urls("nodes", nodes)?,
+        }
+        for (key, timeout) in [
+            ("operation_timeout", self.operation_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_urls(key: &'static str, urls: &[String]) -> Result<(), ConfigError> {
+    if urls.is_empty() {
+        return Err(ConfigError::new(key, "give at least one address"));
+    }
+    urls.iter().try_for_each(|url| check_url(key, url))
+}
+
+fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(drop)
+        .map_err(|err| {
+            ConfigError::new(
+                key,
+                format!("`{}` is not a Redis URL: {err}", redacted(url)),
+            )
+        })
+}
+
+/// `url` without its password, for error messages.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Splits `[userinfo@]host1,host2[/path]` into its parts.
+fn split_hosts(rest: &str) -> (Option<&str>, Vec<&str>, &str) {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    let hosts = hosts.split(',').filter(|host| !host.is_empty()).collect();
+    (userinfo, hosts, path)
+}
+
+fn node_url(userinfo: Option<&str>, host: &str) -> String {
+    match userinfo {
+        Some(userinfo) => format!("redis://{userinfo}@{host}"),
+        None => format!("redis://{host}"),
+    }
+}
+
+fn parse_sentinel(rest: &str) -> Result<Topology, String> {
+    let (userinfo, hosts, path) = split_hosts(rest);
+    let (service_name, db) = path.split_once('/').unwrap_or((path, ""));
+    if hosts.is_empty() || service_name.is_empty() {
+        return Err("expected redis+sentinel://host:26379[,host:26379…]/service_name[/db]".into());
+    }
+    let db = if db.is_empty() {
+        0
+    } else {
+        db.parse()
+            .map_err(|_| format!("database `{db}` is not a number"))?
+    };
+    // The redis crate decodes percent-escapes in credentials; let it, on a
+    // URL made only for that.
+    let master = redis::IntoConnectionInfo::into_connection_info(node_url(userinfo, hosts[0]))
+        .map_err(|err| format!("bad credentials: {err}"))?;
+    let settings = master.redis_settings();
+    Ok(Topology::Sentinel {
+        sentinels: hosts.iter().map(|host| node_url(None, host)).collect(),
+        service_name: service_name.to_owned(),
+        username: settings.username().map(str::to_owned),
+        password: settings.password().map(str::to_owned),
+        db,
+    })
+}
+
+fn parse_cluster(rest: &str) -> Result<Topology, String> {
+    let (userinfo, hosts, _) = split_hosts(rest);
+    if hosts.is_empty() {
+        return Err("expected redis+cluster://host:7000[,host:7000…]".into());
+    }
+    Ok(Topology::Cluster {
+        nodes: hosts.iter().map(|host| node_url(userinfo, host)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_url_is_standalone() {
+        let config = RedisConfig::from_url("redis://:pw@127.0.0.1:6379/3").unwrap();
+        assert_eq!(
+            config.topology(),
+            &Topology::Standalone {
+                url: "redis://:pw@127.0.0.1:6379/3".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_sentinel_url_names_hosts_service_credentials_and_db() {
+        let config =
+            RedisConfig::from_url("redis+sentinel://ann:p%40ss@a:26379,b:26380/main/4").unwrap();
+        assert_eq!(
+            config.topology(),
+            &Topology::Sentinel {
+                sentinels: vec!["redis://a:26379".into(), "redis://b:26380".into()],
+                service_name: "main".into(),
+                username: Some("ann".into()),
+                password: Some("p@ss".into()),
+                db: 4,
+            }
+        );
+    }
+
+    #[test]
+    fn a_cluster_url_gives_every_node_the_credentials() {
+        let config = RedisConfig::from_url("redis+cluster://:pw@a:7000,b:7001").unwrap();
+        assert_eq!(
+            config.topology(),
+            &Topology::Cluster {
+                nodes: vec!["redis://:pw@a:7000".into(), "redis://:pw@b:7001".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let key = |result: Result<RedisConfig, ConfigError>| result.unwrap_err().key().to_owned();
+        assert_eq!(key(RedisConfig::from_url("redis+sentinel://a:1")), "url");
+        assert_eq!(key(RedisConfig::from_url("redis+cluster://")), "url");
+        assert_eq!(key(RedisConfig::from_url("localhost:6379")), "url");
+
+        let err = |config: RedisConfig| config.validate().unwrap_err().key().to_owned();
+        assert_eq!(err(RedisConfig::standalone("http://x")), "url");
+        assert_eq!(err(RedisConfig::cluster(Vec::<String>::new())), "nodes");
+        assert_eq!(
+            err(RedisConfig::sentinel(["redis://a:1"], "")),
+            "service_name"
+        );
+        assert_eq!(
+            err(RedisConfig::standalone("redis://a").with_operation_timeout(Duration::ZERO)),
+            "operation_timeout"
+        );
+    }
+
+    #[test]
+    fn error_messages_hide_passwords() {
+        let err = RedisConfig::standalone("redis://:hunter2@a:1/not-a-db")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a Redis URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

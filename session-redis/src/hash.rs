@@ -1,0 +1,200 @@
+//! How a [`Record`] lives in one Redis hash.
+//!
+//! | field | value |
+//! |---|---|
+//! | `version` | decimal integer, starts at 1 |
+//! | `created_at` | milliseconds since the Unix epoch |
+//! | `expires_at` | milliseconds since the Unix epoch; also the key's `PEXPIREAT` |
+//! | `d:<key>` | the JSON text of the session value `<key>` |
+//!
+//! Data fields carry the `d:` prefix so that no session key can collide with
+//! a metadata field. Values stay JSON, so other services can `HGET` them.
+//! Fields this version does not know are ignored, so a newer writer can add
+//! metadata without breaking an older reader during a rolling upgrade.
+
+use std::{
+    borrow::Cow,
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use session_core::{Data, Record, SessionId};
+
+/// The prefix of every data field. `commit.lua` relies on it for `clear`.
+pub(crate) const DATA_PREFIX: &str = "d:";
+const VERSION: &str = "version";
+const CREATED_AT: &str = "created_at";
+const EXPIRES_AT: &str = "expires_at";
+
+/// Milliseconds since the Unix epoch; times before it count as the epoch,
+/// which is long expired.
+pub(crate) fn millis(time: SystemTime) -> u64 {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The hash field that holds session value `key`.
+pub(crate) fn data_field(key: &str) -> String {
+    format!("{DATA_PREFIX}{key}")
+}
+
+/// The field/value pairs of a whole record, as `create.lua` takes them.
+pub(crate) fn record_fields(record: &Record) -> Vec<Cow<'_, str>> {
+    let mut fields = Vec::with_capacity(6 + 2 * record.data.len());
+    for (field, value) in [
+        (VERSION, record.version),
+        (CREATED_AT, millis(record.created_at)),
+        (EXPIRES_AT, millis(record.expires_at)),
+    ] {
+        fields.push(Cow::Borrowed(field));
+        fields.push(Cow::Owned(value.to_string()));
+    }
+    for (key, value) in &record.data {
+        fields.push(Cow::Owned(data_field(key)));
+        fields.push(Cow::Borrowed(value.as_str()));
+    }
+    fields
+}
+
+/// A hash that is not a session record.
+#[derive(Debug)]
+pub(crate) struct CorruptHash(&'static str);
+
+impl fmt::Display for CorruptHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the session hash {}", self.0)
+    }
+}
+
+impl std::error::Error for CorruptHash {}
+
+/// The record in `fields` (an `HGETALL` reply), or `None` when the hash is
+/// absent (no fields) or past its `expires_at` at `now`.
+pub(crate) fn decode(
+    id: SessionId,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    now: SystemTime,
+) -> Result<Option<Record>, CorruptHash> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut data = Data::with_capacity(fields.len().saturating_sub(3));
+    let (mut version, mut created_at, mut expires_at) = (None, None, None);
+    for (field, value) in fields {
+        let field = String::from_utf8(field).map_err(|_| CorruptHash("has a non-UTF-8 field"))?;
+        if let Some(key) = field.strip_prefix(DATA_PREFIX) {
+            let value =
+                String::from_utf8(value).map_err(|_| CorruptHash("has a non-UTF-8 value"))?;
+            data.insert(key.to_owned(), value);
+            continue;
+        }
+        let slot = match field.as_str() {
+            VERSION => &mut version,
+            CREATED_AT => &mut created_at,
+            EXPIRES_AT => &mut expires_at,
+            _ => continue,
+        };
+        *slot = Some(integer(&value)?);
+    }
+    let (Some(version), Some(created_at), Some(expires_at)) = (version, created_at, expires_at)
+    else {
+        return Err(CorruptHash("lacks version, created_at or expires_at"));
+    };
+    let expires_at = UNIX_EPOCH + Duration::from_millis(expires_at);
+    if expires_at <= now {
+        return Ok(None);
+    }
+    let mut record = Record::new(
+        id,
+        data,
+        UNIX_EPOCH + Duration::from_millis(created_at),
+        expires_at,
+    );
+    record.version = version;
+    Ok(Some(record))
+}
+
+fn integer(value: &[u8]) -> Result<u64, CorruptHash> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(CorruptHash("has a metadata field that is not an integer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(fields: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        fields
+            .iter()
+            .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn far_future() -> String {
+        millis(SystemTime::now() + Duration::from_secs(600)).to_string()
+    }
+
+    #[test]
+    fn a_record_round_trips_through_its_fields() {
+        let now = UNIX_EPOCH + Duration::from_millis(millis(SystemTime::now()));
+        let data: Data = [("user".to_owned(), "\"ada\"".to_owned())].into();
+        let mut record = Record::new(
+            SessionId::generate(),
+            data,
+            now,
+            now + Duration::from_secs(60),
+        );
+        record.version = 7;
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = record_fields(&record)
+            .chunks(2)
+            .map(|pair| (pair[0].as_bytes().to_vec(), pair[1].as_bytes().to_vec()))
+            .collect();
+        assert_eq!(decode(record.id, fields, now).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn data_keys_cannot_collide_with_metadata() {
+        let expires = far_future();
+        let fields = pairs(&[
+            ("version", "3"),
+            ("created_at", "1"),
+            ("expires_at", &expires),
+            ("d:version", "\"mine\""),
+            ("future_field", "ignored"),
+        ]);
+        let record = decode(SessionId::generate(), fields, SystemTime::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.version, 3);
+        assert_eq!(record.data.len(), 1);
+        assert_eq!(record.data["version"], "\"mine\"");
+    }
+
+    #[test]
+    fn a_past_expiry_reads_as_absent() {
+        let fields = pairs(&[("version", "1"), ("created_at", "1"), ("expires_at", "2")]);
+        assert_eq!(
+            decode(SessionId::generate(), fields, SystemTime::now()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn broken_hashes_are_corrupt() {
+        let expires = far_future();
+        for fields in [
+            pairs(&[
+                ("version", "x"),
+                ("created_at", "1"),
+                ("expires_at", &expires),
+            ]),
+            pairs(&[("created_at", "1"), ("expires_at", &expires)]),
+            pairs(&[("d:k", "v")]),
+            vec![(b"d:k".to_vec(), vec![0xff, 0xfe])],
+        ] {
+            assert!(decode(SessionId::generate(), fields, SystemTime::now()).is_err());
+        }
+    }
+}
