@@ -52,11 +52,13 @@
 //! | authentication failed, bad URL, `NOPERM` | `Config` |
 //!
 //! ## Caveats
-//! - **Sentinel failover loses what the replica had not received.** Redis
-//!   replication is asynchronous: a commit acknowledged by the old master in
-//!   the moment before it died may be missing on the new one. Configure
-//!   `min-replicas-to-write` on the servers if that matters more than
-//!   availability.
+//! - **Sentinel failover can lose the last writes.** Redis replication is
+//!   asynchronous: a commit the old master acknowledged just before it died
+//!   may be missing on the replica that replaces it. In a planned failover
+//!   the old master also keeps accepting writes until the sentinels demote
+//!   it (up to ten seconds, at their next `INFO`), and the demotion discards
+//!   them. Configure `min-replicas-to-write` on the servers if that matters
+//!   more than availability.
 //! - **Clocks.** Redis expires keys by its own clock; `load` also checks
 //!   `expires_at` against this server's. Keep the clocks in sync (NTP), as
 //!   for any expiry shared between machines.

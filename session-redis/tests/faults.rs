@@ -3,39 +3,20 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use session_conformance::{
     store::poll_until,
     testkit::{RedisSentinel, RedisServer},
 };
 use session_core::{
-    Changes, Committed, ErrorKind, ErrorPolicy, Key, Record, SessionId, SessionManager,
-    SessionStore,
+    Committed, ErrorKind, ErrorPolicy, Key, SessionId, SessionManager, SessionStore,
 };
 use session_redis::RedisConfig;
-use support::{browser, connect, get, serve, standalone};
+use support::{browser, connect, get, record, serve, set, standalone};
 
 /// Far longer than the 500 ms operation timeout, far shorter than a hang.
 const NO_HANG: Duration = Duration::from_secs(3);
-
-/// A record made now, to the millisecond: what Redis keeps.
-fn record(lifetime: Duration) -> Record {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let now = UNIX_EPOCH + Duration::from_millis(since_epoch.as_millis().try_into().unwrap());
-    Record::new(
-        SessionId::generate(),
-        [("k".to_owned(), "0".to_owned())].into(),
-        now,
-        now + lifetime,
-    )
-}
-
-fn set(key: &str, value: &str) -> Changes {
-    let mut changes = Changes::default();
-    changes.set(key, value);
-    changes
-}
 
 fn in_ten_minutes() -> SystemTime {
     SystemTime::now() + Duration::from_secs(600)

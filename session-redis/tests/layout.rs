@@ -8,18 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use session_conformance::testkit::RedisServer;
 use session_core::{Changes, Committed, Record, SessionId, SessionStore};
-use support::{connect, standalone};
+use support::{connect, record, set, standalone, whole_ms};
 
 fn millis(time: SystemTime) -> String {
     time.duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis()
         .to_string()
-}
-
-/// A time Redis and the record agree on to the millisecond.
-fn whole_ms(time: SystemTime) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(millis(time).parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,17 +58,10 @@ async fn a_commit_with_an_expiry_already_past_leaves_nothing_behind() {
     let server = RedisServer::start();
     let store = connect(standalone(server.url())).await;
     let now = SystemTime::now();
-    let record = Record::new(
-        SessionId::generate(),
-        Default::default(),
-        now,
-        now + Duration::from_secs(600),
-    );
+    let record = record(Duration::from_secs(600));
     let _ = store.create(&record).await.unwrap();
-    let mut changes = Changes::default();
-    changes.set("k", "1");
     let _ = store
-        .commit(&record.id, &changes, now - Duration::from_secs(1))
+        .commit(&record.id, &set("k", "1"), now - Duration::from_secs(1))
         .await
         .unwrap();
     assert_eq!(store.load(&record.id).await.unwrap(), None);
@@ -88,18 +76,12 @@ async fn a_flushed_script_cache_falls_back_to_eval_once() {
     let server = RedisServer::start();
     let store = connect(standalone(server.url())).await;
     let now = SystemTime::now();
-    let record = Record::new(
-        SessionId::generate(),
-        Default::default(),
-        now,
-        now + Duration::from_secs(600),
-    );
+    let record = record(Duration::from_secs(600));
     let _ = store.create(&record).await.unwrap();
 
     server.cli(&["SCRIPT", "FLUSH"]);
     server.cli(&["CONFIG", "RESETSTAT"]);
-    let mut changes = Changes::default();
-    changes.set("k", "1");
+    let changes = set("k", "1");
     for expected in 2..=3 {
         assert_eq!(
             store

@@ -3,10 +3,13 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use session_conformance::{async_trait, StoreFactory};
-use session_core::SessionStore;
+use session_core::{Changes, Record, SessionId, SessionStore};
 use session_redis::{RedisConfig, RedisStore};
 
 /// Hands the suite stores on one Redis deployment, each under the prefix the
@@ -73,4 +76,29 @@ pub(crate) async fn get(
     let status = response.status().as_u16();
     let body = response.text().await.expect("a body");
     (status, body, started.elapsed())
+}
+
+/// A record made now with one value, to the millisecond: what Redis keeps,
+/// so a loaded record compares equal.
+pub(crate) fn record(lifetime: Duration) -> Record {
+    let now = whole_ms(SystemTime::now());
+    Record::new(
+        SessionId::generate(),
+        [("k".to_owned(), "0".to_owned())].into(),
+        now,
+        now + lifetime,
+    )
+}
+
+/// `time`, cut to whole milliseconds.
+pub(crate) fn whole_ms(time: SystemTime) -> SystemTime {
+    let since_epoch = time.duration_since(UNIX_EPOCH).expect("after 1970");
+    UNIX_EPOCH + Duration::from_millis(since_epoch.as_millis().try_into().expect("before 2500"))
+}
+
+/// Changes that set `key` to `value`.
+pub(crate) fn set(key: &str, value: &str) -> Changes {
+    let mut changes = Changes::default();
+    changes.set(key, value);
+    changes
 }
