@@ -325,3 +325,35 @@ fn role_of(port: u16) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_authenticate_and_wrong_ones_are_a_config_error() {
+    let server = RedisServer::start();
+    // Set after start: the kit's readiness probe does not authenticate.
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "sessions",
+        "on",
+        ">app-secret",
+        "~*",
+        "+@all",
+    ]);
+    server.cli(&["CONFIG", "SET", "requirepass", "default-secret"]);
+    let port = server.port();
+    for url in [
+        format!("redis://:default-secret@127.0.0.1:{port}"),
+        format!("redis://sessions:app-secret@127.0.0.1:{port}"),
+    ] {
+        let store = connect(standalone(url)).await;
+        let record = record(Duration::from_secs(600));
+        let _ = store.create(&record).await.unwrap();
+        assert_eq!(store.load(&record.id).await.unwrap(), Some(record));
+    }
+
+    let wrong = format!("redis://sessions:wrong@127.0.0.1:{port}");
+    let err = session_redis::RedisStore::connect(standalone(wrong))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
