@@ -63,8 +63,10 @@
 //!   `expires_at` against this server's. Keep the clocks in sync (NTP), as
 //!   for any expiry shared between machines.
 //! - **TLS** (`rediss://`) needs the redis crate's TLS support, which this
-//!   crate does not turn on; enable `redis/tokio-rustls-comp` in your own
-//!   `Cargo.toml`.
+//!   crate leaves off so that plain deployments build no TLS stack. Add
+//!   `redis = { version = "1", features = ["tokio-rustls-comp"] }` and a
+//!   rustls crypto provider to your own `Cargo.toml`; session-redis builds
+//!   with it, but its tests run without TLS.
 #![forbid(unsafe_code)]
 
 mod config;
