@@ -83,6 +83,8 @@ impl RedisStore {
         config
             .validate()
             .map_err(|err| StoreError::new(ErrorKind::Config, OPERATION).with_source(err))?;
+        // Standalone makes up to two attempts (one retry), Sentinel asks a
+        // sentinel and then connects: each step has the connect timeout.
         let connection = bounded(OPERATION, config.connect_timeout() * 2, async {
             Connection::open(&config).await
         })
