@@ -1,9 +1,9 @@
-//! The test kit against real Redis processes: the promises the backends'
-//! tests build on.
+//! The test kit against real Redis and Memcached processes: the promises the
+//! backends' tests build on.
 
 use std::{
     env,
-    io::{BufRead, BufReader, ErrorKind},
+    io::{BufRead, BufReader, ErrorKind, Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use session_conformance::testkit::{RedisCluster, RedisSentinel, RedisServer};
+use session_conformance::testkit::{MemcachedServer, RedisCluster, RedisSentinel, RedisServer};
 
 /// Set in a copy of this test binary to the part the copy plays (see
 /// [`play_child_role`]).
@@ -123,19 +123,11 @@ fn a_missing_redis_server_fails_with_the_command_that_installs_it() {
     if play_child_role() {
         return;
     }
-    let output = Command::new(env::current_exe().expect("the test binary's path"))
-        .args([
-            "--exact",
-            "a_missing_redis_server_fails_with_the_command_that_installs_it",
-            "--nocapture",
-        ])
-        .env(ROLE_ENV, "start-without-path")
-        .env("PATH", "/nonexistent")
-        .output()
-        .expect("the test binary starts again");
+    let said = failure_without_path(
+        "a_missing_redis_server_fails_with_the_command_that_installs_it",
+        "start-without-path",
+    );
 
-    assert!(!output.status.success());
-    let said = String::from_utf8_lossy(&output.stderr) + String::from_utf8_lossy(&output.stdout);
     assert!(
         said.contains(
             "redis-server not found on PATH; install it with: sudo apt-get install -y redis-server"
@@ -144,7 +136,38 @@ fn a_missing_redis_server_fails_with_the_command_that_installs_it() {
     );
 }
 
-/// In a copy of this binary started by one of the two tests above, plays
+#[test]
+fn a_missing_memcached_fails_with_the_command_that_installs_it() {
+    if play_child_role() {
+        return;
+    }
+    let said = failure_without_path(
+        "a_missing_memcached_fails_with_the_command_that_installs_it",
+        "start-memcached-without-path",
+    );
+
+    assert!(
+        said.contains(
+            "memcached not found on PATH; install it with: sudo apt-get install -y memcached"
+        ),
+        "{said}"
+    );
+}
+
+/// Runs `test` alone in a copy of this binary, playing `role` with an empty
+/// `PATH`; checks that it failed and returns all it said.
+fn failure_without_path(test: &str, role: &str) -> String {
+    let output = Command::new(env::current_exe().expect("the test binary's path"))
+        .args(["--exact", test, "--nocapture"])
+        .env(ROLE_ENV, role)
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("the test binary starts again");
+    assert!(!output.status.success(), "the {role} child succeeded");
+    (String::from_utf8_lossy(&output.stderr) + String::from_utf8_lossy(&output.stdout)).into_owned()
+}
+
+/// In a copy of this binary started by one of the tests here, plays
 /// the child's part, chosen by [`ROLE_ENV`], and answers true; in a normal
 /// run answers false at once, and the test plays the parent.
 fn play_child_role() -> bool {
@@ -162,6 +185,7 @@ fn play_child_role() -> bool {
             thread::sleep(Duration::from_secs(60));
         }
         Ok("start-without-path") => drop(RedisServer::start()),
+        Ok("start-memcached-without-path") => drop(MemcachedServer::start()),
         _ => return false,
     }
     true
@@ -269,6 +293,133 @@ fn a_cluster_spreads_keys_over_its_three_nodes() {
     assert_eq!(per_node.iter().sum::<u64>(), 12);
 }
 
+#[test]
+fn a_memcached_server_answers_on_its_address() {
+    let server = MemcachedServer::start();
+
+    assert_eq!(server.addr(), format!("127.0.0.1:{}", server.port()));
+    assert!(server.is_running());
+    assert!(server.answers(Duration::from_secs(1)));
+    assert!(memcached(&server.addr(), "version\r\n", "\r\n").starts_with("VERSION "));
+}
+
+#[test]
+fn memcached_start_with_passes_extra_arguments_to_the_server() {
+    let server = MemcachedServer::start_with(&["-I", "2m", "-m", "8"]);
+
+    let settings = server.stats_settings();
+    assert_eq!(settings["item_size_max"], "2097152");
+    assert_eq!(settings["maxbytes"], "8388608");
+    assert_eq!(settings["udpport"], "0");
+}
+
+#[test]
+fn memcached_stats_count_the_commands_it_served() {
+    let server = MemcachedServer::start();
+    let addr = server.addr();
+
+    memcached(&addr, "set k 0 0 1\r\nv\r\n", "STORED\r\n");
+    memcached(&addr, "get k\r\n", "END\r\n");
+    memcached(&addr, "get absent\r\n", "END\r\n");
+    memcached(&addr, "touch k 60\r\n", "TOUCHED\r\n");
+    memcached(&addr, "delete k\r\n", "DELETED\r\n");
+    memcached(&addr, "delete k\r\n", "NOT_FOUND\r\n");
+
+    let stats = server.stats();
+    let count = |name: &str| stats[name].parse::<u64>().expect("a counter");
+    assert_eq!(count("cmd_set"), 1);
+    assert_eq!(count("cmd_get"), 2);
+    assert_eq!((count("get_hits"), count("get_misses")), (1, 1));
+    assert_eq!(count("cmd_touch"), 1);
+    assert_eq!((count("delete_hits"), count("delete_misses")), (1, 1));
+    assert_eq!(count("curr_items"), 0);
+}
+
+#[test]
+fn a_killed_memcached_restarts_on_its_port_empty() {
+    let mut server = MemcachedServer::start();
+    let addr = server.addr();
+    memcached(&addr, "set k 0 0 1\r\nv\r\n", "STORED\r\n");
+    assert_eq!(
+        memcached(&addr, "get k\r\n", "END\r\n"),
+        "VALUE k 0 1\r\nv\r\nEND"
+    );
+
+    let port = server.port();
+    server.kill();
+    assert!(!server.is_running());
+    assert!(!server.answers(Duration::from_secs(1)));
+    assert!(refuses_connections(port));
+
+    server.restart();
+    assert_eq!(server.port(), port);
+    assert!(server.answers(Duration::from_secs(1)));
+    assert_eq!(memcached(&addr, "get k\r\n", "END\r\n"), "END");
+}
+
+#[test]
+fn a_paused_memcached_answers_only_once_resumed() {
+    let mut server = MemcachedServer::start();
+
+    server.pause();
+    assert!(server.is_running());
+    assert!(!server.answers(Duration::from_millis(100)));
+
+    server.resume();
+    assert!(server.answers(Duration::from_secs(1)));
+}
+
+#[test]
+fn start_many_gives_memcached_servers_ports_of_their_own() {
+    let servers = MemcachedServer::start_many(3);
+
+    let mut ports: Vec<u16> = servers.iter().map(MemcachedServer::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 3);
+    assert!(servers
+        .iter()
+        .all(|server| server.answers(Duration::from_secs(1))));
+}
+
+#[test]
+fn dropping_a_memcached_server_kills_it_and_removes_its_folder() {
+    let server = MemcachedServer::start();
+    let (port, folder) = (server.port(), server.folder().to_owned());
+    assert!(folder.join("memcached.log").exists());
+
+    drop(server);
+
+    assert!(refuses_connections(port));
+    assert!(!folder.exists());
+}
+
+#[test]
+#[should_panic(expected = "its port was taken by another process")]
+fn a_memcached_restart_on_a_port_taken_meanwhile_panics() {
+    let mut server = MemcachedServer::start();
+    server.kill();
+    let _squatter =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, server.port())).expect("the port is free");
+
+    server.restart();
+}
+
+#[test]
+#[should_panic(expected = "Item max size cannot be less than 1024 bytes")]
+fn a_memcached_that_cannot_start_panics_with_its_log() {
+    let _ = MemcachedServer::start_with(&["-I", "1"]);
+}
+
+#[test]
+#[should_panic(expected = "no whole answer to `stats` within")]
+fn memcached_stats_of_a_paused_server_panic_instead_of_hanging() {
+    let mut server = MemcachedServer::start();
+    server.pause();
+
+    let _ = server.stats();
+}
+
 fn refuses_connections(port: u16) -> bool {
     matches!(
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)),
@@ -297,4 +448,31 @@ fn read_owner_line(owner: &mut std::process::Child) -> (u16, PathBuf) {
         "the owner exited without starting a server:\n{}",
         said.join("\n")
     );
+}
+
+/// Sends `request` to the memcached at `addr` over a new connection and
+/// returns its reply, without the final `\r\n`, once the reply ends with
+/// `end` (`STORED\r\n`, `END\r\n`). Bounded: 5 s.
+fn memcached(addr: &str, request: &str, end: &str) -> String {
+    let mut connection = TcpStream::connect(addr).expect("memcached accepts a connection");
+    connection
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout can be set");
+    connection
+        .write_all(request.as_bytes())
+        .expect("memcached takes the request");
+    let mut reply = Vec::new();
+    let mut chunk = [0; 1024];
+    while !reply.ends_with(end.as_bytes()) {
+        let read = connection.read(&mut chunk).unwrap_or_else(|err| {
+            panic!(
+                "memcached at {addr} stopped answering {request:?} after {:?}: {err}",
+                String::from_utf8_lossy(&reply)
+            )
+        });
+        assert!(read > 0, "memcached at {addr} closed the connection");
+        reply.extend_from_slice(&chunk[..read]);
+    }
+    let reply = String::from_utf8(reply).expect("a text reply");
+    reply.trim_end_matches("\r\n").to_owned()
 }

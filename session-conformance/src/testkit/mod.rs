@@ -1,18 +1,22 @@
-//! Real Redis servers for tests, started, crashed and restarted by the test.
-//! No mock stands in for Redis: a store is tested against the real thing.
+//! Real Redis and Memcached servers for tests, started, crashed and
+//! restarted by the test. No mock stands in for either: a store is tested
+//! against the real thing.
 //!
 //! | type | what runs | to test |
 //! |---|---|---|
 //! | [`RedisServer`] | one `redis-server` | a store against a real server; crashes ([`kill`](RedisServer::kill), [`restart`](RedisServer::restart)) and hangs ([`pause`](RedisServer::pause)) |
 //! | [`RedisSentinel`] | a master, a replica and three sentinels | failover: kill the master, see the replica promoted |
 //! | [`RedisCluster`] | three masters sharing the 16384 slots | slot routing and redirects |
+//! | [`MemcachedServer`] | one `memcached`; [`start_many`](MemcachedServer::start_many) for several | a store against a real server, round trips counted by [`stats`](MemcachedServer::stats); crashes and hangs as for Redis |
 //!
 //! Every server:
 //! - listens on a free port on `127.0.0.1`; when another process takes the
 //!   port before the server binds it, the start retries on a new one;
 //! - runs in its own temporary folder, which holds its log and data, is
 //!   kept across restarts and removed on drop;
-//! - answers PING by the time `start` returns;
+//! - answers by the time `start` returns (Redis PING, Memcached `stats`),
+//!   with the pid of the process the kit started, so that another test's
+//!   server that won a race for the port is never taken for it;
 //! - is killed on drop, **and** when the test process dies without dropping
 //!   it (a static, `panic = "abort"`, SIGKILL, a harness timeout). A small
 //!   `sh` watchdog starts the server and reads a pipe from the test process;
@@ -22,7 +26,7 @@
 //! Failures panic, and a panic about a server quotes the end of its log, so
 //! a server that would not start says why. A missing binary fails the test
 //! with the command that installs it; nothing is ever skipped. On Debian:
-//! `sudo apt-get install -y redis-server redis-tools redis-sentinel`.
+//! `sudo apt-get install -y redis-server redis-tools redis-sentinel memcached`.
 //!
 //! The API blocks, with plain std processes and sleeps, and every wait is
 //! bounded. It creates no runtime, so it may be called from inside a tokio
@@ -60,16 +64,22 @@
 //! assert_eq!(shared_server().cli(&["ping"]), "PONG");
 //! ```
 
+mod memcached;
 mod ports;
 mod process;
 mod redis;
+mod server;
+mod tcp;
 
 use std::{
     thread,
     time::{Duration, Instant},
 };
 
-pub use self::redis::{RedisCluster, RedisSentinel, RedisServer};
+pub use self::{
+    memcached::MemcachedServer,
+    redis::{RedisCluster, RedisSentinel, RedisServer},
+};
 
 /// The longest sleep between two checks of [`poll_until`].
 const MAX_POLL_PAUSE: Duration = Duration::from_millis(50);
