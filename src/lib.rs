@@ -17,8 +17,9 @@
 //! | `tower` | [`tower::SessionLayer`] for any tower-compatible server |
 //! | `axum` | `tower` plus the [`tower::Session`] extractor |
 //! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
+//! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
 //!
-//! Memcached, the replicated cluster store, failover and the Actix
+//! The replicated cluster store, failover and the Actix
 //! adapter arrive as features of this crate as they land; see the
 //! repository's issue list and `CHANGELOG.md`.
 //!
@@ -80,6 +81,14 @@ pub use session_core::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
 pub mod redis {
     pub use session_redis::*;
+}
+
+/// Sessions in Memcached: [`MemcachedStore`](memcached::MemcachedStore)
+/// over one or several servers, listed in a
+/// [`MemcachedConfig`](memcached::MemcachedConfig).
+#[cfg(feature = "memcached")]
+pub mod memcached {
+    pub use session_memcached::*;
 }
 
 /// Tower and Axum support: the [`SessionLayer`](tower::SessionLayer), and

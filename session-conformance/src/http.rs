@@ -63,6 +63,55 @@ impl Drop for RunningApp {
     }
 }
 
+/// Serves the conformance app over `store` behind `app`, with a fresh key,
+/// `policy`, and cookies without `Secure` (the tests speak plain http): for
+/// a backend's own tests that drive it over HTTP, such as fault and
+/// round-trip counts.
+///
+/// # Panics
+/// Never with a valid store; the manager config is fixed.
+pub async fn serve_store(
+    app: &dyn TestApp,
+    store: impl SessionStore,
+    policy: ErrorPolicy,
+) -> RunningApp {
+    let manager = SessionManager::builder(store, Key::generate())
+        .cookie(CookieConfig::default().with_secure(false))
+        .error_policy(policy)
+        .build()
+        .expect("a valid manager");
+    app.serve(manager).await
+}
+
+/// An HTTP client that keeps cookies, as a browser does.
+#[derive(Debug, Clone)]
+pub struct Browser(reqwest::Client);
+
+impl Browser {
+    /// A browser with an empty cookie jar and a 10 s timeout per request.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(client(true))
+    }
+
+    /// GETs `path` from `app`: the status, the body, and how long the
+    /// answer took.
+    ///
+    /// # Panics
+    /// When the app does not answer within 10 s.
+    pub async fn get(&self, app: &RunningApp, path: &str) -> (u16, String, Duration) {
+        let started = Instant::now();
+        let reply = send(self.0.get(format!("http://{}{path}", app.addr()))).await;
+        (reply.status, reply.body, started.elapsed())
+    }
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The conformance app, framework-neutral: the status and body for `path`.
 ///
 /// | path | does |

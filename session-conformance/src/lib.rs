@@ -13,8 +13,9 @@
 //! faults; it stands in for no backend.
 //!
 //! With the `testkit` feature, the `testkit` module starts the real servers
-//! that backends are tested against: a standalone Redis, a Sentinel group
-//! and a Redis Cluster, on free loopback ports, killed on drop.
+//! that backends are tested against: a standalone Redis, a Sentinel group,
+//! a Redis Cluster and Memcached servers, on free loopback ports, killed on
+//! drop.
 //!
 //! ## Running the suite on your store
 //! Implement [`StoreFactory`]: hand out stores that share one backing server
@@ -63,7 +64,7 @@ use std::future::Future;
 /// dependency of their own.
 pub use async_trait::async_trait;
 
-pub use http::{RunningApp, TestApp};
+pub use http::{serve_store, Browser, RunningApp, TestApp};
 pub use instrumented::{Calls, Fault, InstrumentedStore};
 pub use store::StoreFactory;
 

@@ -4,9 +4,10 @@
 
 mod support;
 
-use session_conformance::{testkit::RedisServer, RunningApp};
+use session_conformance::{serve_store, testkit::RedisServer, Browser, RunningApp};
 use session_core::ErrorPolicy;
-use support::{browser, connect, get, serve, standalone};
+use session_tower::conformance::AxumApp;
+use support::{connect, standalone};
 
 const REQUESTS: u64 = 50;
 
@@ -28,13 +29,13 @@ fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
 /// round trip.
 async fn per_request(
     server: &RedisServer,
-    client: &reqwest::Client,
+    client: &Browser,
     app: &RunningApp,
     path: &str,
 ) -> (f64, String) {
     server.cli(&["CONFIG", "RESETSTAT"]);
     for _ in 0..REQUESTS {
-        assert_eq!(get(client, app, path).await.0, 200);
+        assert_eq!(client.get(app, path).await.0, 200);
     }
     let mut sent = 0;
     let mut detail = Vec::new();
@@ -59,13 +60,18 @@ async fn per_request(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_costs_one_command_and_a_write_two() {
     let server = RedisServer::start();
-    let app = serve(connect(standalone(server.url())).await, ErrorPolicy::Reject).await;
-    let client = browser();
+    let app = serve_store(
+        &AxumApp,
+        connect(standalone(server.url())).await,
+        ErrorPolicy::Reject,
+    )
+    .await;
+    let client = Browser::new();
     // Warm up: the first request creates the session, the second loads the
     // commit script into Redis (one EVAL after NOSCRIPT); from then on
     // every commit is an EVALSHA.
-    assert_eq!(get(&client, &app, "/counter").await.1, "1");
-    assert_eq!(get(&client, &app, "/counter").await.1, "2");
+    assert_eq!(client.get(&app, "/counter").await.1, "1");
+    assert_eq!(client.get(&app, "/counter").await.1, "2");
 
     let (read, read_detail) = per_request(&server, &client, &app, "/read").await;
     let (write, write_detail) = per_request(&server, &client, &app, "/counter").await;

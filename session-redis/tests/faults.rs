@@ -5,15 +5,19 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
+use session_conformance::store::set;
 use session_conformance::{
+    serve_store,
     store::poll_until,
     testkit::{RedisSentinel, RedisServer},
+    Browser,
 };
 use session_core::{
     Committed, ErrorKind, ErrorPolicy, Key, SessionId, SessionManager, SessionStore,
 };
 use session_redis::RedisConfig;
-use support::{browser, connect, get, record, serve, set, standalone};
+use session_tower::conformance::AxumApp;
+use support::{connect, record, standalone};
 
 /// Far longer than the 500 ms operation timeout, far shorter than a hang.
 const NO_HANG: Duration = Duration::from_secs(3);
@@ -26,14 +30,14 @@ fn in_ten_minutes() -> SystemTime {
 async fn killed_redis_gets_503_within_the_timeout_and_the_same_store_serves_after_restart() {
     let mut server = RedisServer::start();
     let store = connect(standalone(server.url())).await;
-    let app = serve(store, ErrorPolicy::Reject).await;
-    let client = browser();
-    assert_eq!(get(&client, &app, "/counter").await.1, "1");
-    assert_eq!(get(&client, &app, "/counter").await.1, "2");
+    let app = serve_store(&AxumApp, store, ErrorPolicy::Reject).await;
+    let client = Browser::new();
+    assert_eq!(client.get(&app, "/counter").await.1, "1");
+    assert_eq!(client.get(&app, "/counter").await.1, "2");
 
     server.kill();
     for path in ["/read", "/counter"] {
-        let (status, body, took) = get(&client, &app, path).await;
+        let (status, body, took) = client.get(&app, path).await;
         assert_eq!((status, body.as_str()), (503, ""), "{path} with Redis dead");
         assert!(took < NO_HANG, "{path} took {took:?} with Redis dead");
     }
@@ -42,25 +46,25 @@ async fn killed_redis_gets_503_within_the_timeout_and_the_same_store_serves_afte
     // The restarted server kept nothing (no persistence), so the old cookie
     // names a session that is gone: the client gets a fresh one.
     poll_until("the same store to serve again", || async {
-        get(&client, &app, "/counter").await.0 == 200
+        client.get(&app, "/counter").await.0 == 200
     })
     .await;
-    assert_eq!(get(&client, &app, "/counter").await.1, "2");
+    assert_eq!(client.get(&app, "/counter").await.1, "2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_redis_under_treat_as_empty_serves_reads_and_refuses_writes() {
     let mut server = RedisServer::start();
     let store = connect(standalone(server.url())).await;
-    let app = serve(store, ErrorPolicy::TreatAsEmpty).await;
-    let client = browser();
-    assert_eq!(get(&client, &app, "/counter").await.1, "1");
+    let app = serve_store(&AxumApp, store, ErrorPolicy::TreatAsEmpty).await;
+    let client = Browser::new();
+    assert_eq!(client.get(&app, "/counter").await.1, "1");
 
     server.kill();
-    let (status, body, took) = get(&client, &app, "/read").await;
+    let (status, body, took) = client.get(&app, "/read").await;
     assert_eq!((status, body.as_str()), (200, "none"));
     assert!(took < NO_HANG, "a read took {took:?} with Redis dead");
-    let (status, _, took) = get(&client, &app, "/counter").await;
+    let (status, _, took) = client.get(&app, "/counter").await;
     assert_eq!(status, 503, "a write must never be acknowledged unstored");
     assert!(took < NO_HANG, "a write took {took:?} with Redis dead");
 }
@@ -79,8 +83,8 @@ async fn hung_redis_times_out_instead_of_hanging_and_recovers() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(took < NO_HANG, "load took {took:?} against a hung Redis");
 
-    let app = serve(store.clone(), ErrorPolicy::Reject).await;
-    let (status, _, took) = get(&browser(), &app, "/counter").await;
+    let app = serve_store(&AxumApp, store.clone(), ErrorPolicy::Reject).await;
+    let (status, _, took) = Browser::new().get(&app, "/counter").await;
     assert_eq!(status, 503);
     assert!(
         took < NO_HANG,
@@ -141,7 +145,7 @@ async fn a_hash_that_is_not_a_session_is_corrupt_not_a_panic() {
         .build()
         .unwrap();
     let cookie = format!("session={}", manager.codec().sign(&ids[0]));
-    let app = serve(store, ErrorPolicy::Reject).await;
+    let app = serve_store(&AxumApp, store, ErrorPolicy::Reject).await;
     let response = reqwest::Client::new()
         .get(format!("http://{}/counter", app.addr()))
         .header("cookie", cookie)

@@ -6,9 +6,10 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use session_conformance::store::{set, whole_ms};
 use session_conformance::testkit::RedisServer;
 use session_core::{Changes, Committed, Record, SessionId, SessionStore};
-use support::{connect, record, set, standalone, whole_ms};
+use support::{connect, record, standalone};
 
 fn millis(time: SystemTime) -> String {
     time.duration_since(UNIX_EPOCH)

@@ -1,0 +1,300 @@
+//! How a session lives in one Memcached item: a small, versioned binary
+//! envelope.
+//!
+//! ```text
+//! offset  size  field
+//! 0       2     magic "SK"
+//! 2       1     envelope format, 1
+//! 3       8     session version, u64 big-endian
+//! 11      8     created_at, ms since the Unix epoch, u64 big-endian
+//! 19      4     number of entries, u32 big-endian
+//! 23      …     per entry: key length (u32 BE), key (UTF-8),
+//!               value length (u32 BE), value (UTF-8 JSON text)
+//! ```
+//!
+//! There is no `expires_at` inside: the item's own Memcached expiry is the
+//! only copy, so a meta touch can move it without rewriting the envelope
+//! (see [`crate::exptime`]). The format byte lets a later release change the
+//! layout; this reader refuses formats it does not know instead of
+//! misreading them.
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use session_core::{Changes, Data};
+
+const MAGIC: &[u8; 2] = b"SK";
+const FORMAT: u8 = 1;
+const HEADER_LEN: usize = 2 + 1 + 8 + 8 + 4;
+/// The smallest an entry can be: two lengths and nothing else.
+const MIN_ENTRY_LEN: usize = 8;
+
+/// A session as the envelope holds it: everything but the id and expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub(crate) version: u64,
+    pub(crate) created_at: SystemTime,
+    pub(crate) data: Data,
+}
+
+impl Envelope {
+    /// Applies one commit: the changes, and one more version.
+    pub(crate) fn apply(&mut self, changes: &Changes) {
+        changes.apply_to(&mut self.data);
+        self.version += 1;
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let body: usize = self
+            .data
+            .iter()
+            .map(|(key, value)| MIN_ENTRY_LEN + key.len() + value.len())
+            .sum();
+        let mut out = Vec::with_capacity(HEADER_LEN + body);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT);
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&millis(self.created_at).to_be_bytes());
+        out.extend_from_slice(&length(self.data.len()).to_be_bytes());
+        for (key, value) in &self.data {
+            for part in [key, value] {
+                out.extend_from_slice(&length(part.len()).to_be_bytes());
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CorruptItem> {
+        let mut reader = Reader(bytes);
+        if reader.take(MAGIC.len())? != MAGIC {
+            return Err(CorruptItem::NotAnEnvelope);
+        }
+        let format = reader.take(1)?[0];
+        if format != FORMAT {
+            return Err(CorruptItem::UnknownFormat(format));
+        }
+        let version = reader.u64()?;
+        let created_at = UNIX_EPOCH + Duration::from_millis(reader.u64()?);
+        let count = reader.u32()? as usize;
+        // A forged count must not make us reserve gigabytes: each entry
+        // needs at least its two lengths.
+        if count > reader.0.len() / MIN_ENTRY_LEN {
+            return Err(CorruptItem::Truncated);
+        }
+        let mut data = Data::with_capacity(count);
+        for _ in 0..count {
+            let key = reader.text()?;
+            let value = reader.text()?;
+            if data.insert(key, value).is_some() {
+                return Err(CorruptItem::DuplicateKey);
+            }
+        }
+        if !reader.0.is_empty() {
+            return Err(CorruptItem::TrailingBytes);
+        }
+        Ok(Self {
+            version,
+            created_at,
+            data,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch; times before it count as the epoch.
+fn millis(time: SystemTime) -> u64 {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A length as the envelope writes it. Memcached items are at most 1 GiB
+/// (`-I` tops out there), so a `u32` never overflows for anything storable;
+/// the size check refuses the item long before this could saturate.
+fn length(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptItem> {
+        if self.0.len() < n {
+            return Err(CorruptItem::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, CorruptItem> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, CorruptItem> {
+        let (high, low) = (u64::from(self.u32()?), u64::from(self.u32()?));
+        Ok(high << 32 | low)
+    }
+
+    fn text(&mut self) -> Result<String, CorruptItem> {
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| CorruptItem::NotUtf8)
+    }
+}
+
+/// Why an item is not a session envelope this reader can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CorruptItem {
+    NotAnEnvelope,
+    UnknownFormat(u8),
+    Truncated,
+    NotUtf8,
+    DuplicateKey,
+    TrailingBytes,
+    NoExpiry,
+}
+
+impl fmt::Display for CorruptItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAnEnvelope => f.write_str("the item is not a session envelope"),
+            Self::UnknownFormat(format) => write!(
+                f,
+                "the session envelope has format {format}; this release reads format {FORMAT}"
+            ),
+            Self::Truncated => f.write_str("the session envelope is truncated"),
+            Self::NotUtf8 => f.write_str("the session envelope holds text that is not UTF-8"),
+            Self::DuplicateKey => f.write_str("the session envelope repeats a key"),
+            Self::TrailingBytes => f.write_str("the session envelope has bytes after its end"),
+            Self::NoExpiry => f.write_str("the session item never expires, so no store wrote it"),
+        }
+    }
+}
+
+impl std::error::Error for CorruptItem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            version: 7,
+            created_at: UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+            data: [
+                ("user".to_owned(), "\"ada\"".to_owned()),
+                ("cart".to_owned(), r#"{"items":[1,2]}"#.to_owned()),
+                ("empty".to_owned(), String::new()),
+                ("é".to_owned(), "\"ü\"".to_owned()),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn an_envelope_round_trips() {
+        let envelope = sample();
+        assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+        let empty = Envelope {
+            data: Data::new(),
+            ..sample()
+        };
+        assert_eq!(empty.encode().len(), HEADER_LEN);
+        assert_eq!(Envelope::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn the_header_is_laid_out_as_documented() {
+        let bytes = Envelope {
+            data: [("k".to_owned(), "1".to_owned())].into(),
+            ..sample()
+        }
+        .encode();
+        assert_eq!(&bytes[..3], b"SK\x01");
+        assert_eq!(bytes[3..11], 7u64.to_be_bytes());
+        assert_eq!(bytes[11..19], 1_764_000_000_123u64.to_be_bytes());
+        assert_eq!(bytes[19..23], 1u32.to_be_bytes());
+        assert_eq!(&bytes[23..], b"\0\0\0\x01k\0\0\0\x011");
+    }
+
+    #[test]
+    fn apply_changes_the_data_and_bumps_the_version() {
+        let mut envelope = sample();
+        let mut changes = Changes::default();
+        changes.remove("user");
+        changes.set("n", "1");
+        envelope.apply(&changes);
+        assert_eq!(envelope.version, 8);
+        assert!(!envelope.data.contains_key("user"));
+        assert_eq!(envelope.data["n"], "1");
+    }
+
+    #[test]
+    fn every_prefix_of_an_envelope_is_refused_not_misread() {
+        let bytes = sample().encode();
+        for end in 0..bytes.len() {
+            assert!(
+                Envelope::decode(&bytes[..end]).is_err(),
+                "a prefix of {end} bytes was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_and_damaged_items_are_corrupt() {
+        let good = sample().encode();
+        let with = |at: usize, byte: u8| {
+            let mut bytes = good.clone();
+            bytes[at] = byte;
+            Envelope::decode(&bytes).unwrap_err()
+        };
+        assert_eq!(
+            Envelope::decode(b"{\"user\":1}").unwrap_err(),
+            CorruptItem::NotAnEnvelope
+        );
+        assert_eq!(with(2, 9), CorruptItem::UnknownFormat(9));
+        assert_eq!(with(22, 200), CorruptItem::Truncated);
+
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(
+            Envelope::decode(&trailing).unwrap_err(),
+            CorruptItem::TrailingBytes
+        );
+
+        let one = |key: &[u8]| {
+            let mut bytes = Envelope {
+                data: Data::new(),
+                ..sample()
+            }
+            .encode();
+            bytes[19..23].copy_from_slice(&2u32.to_be_bytes());
+            for _ in 0..2 {
+                bytes.extend_from_slice(&u32::try_from(key.len()).unwrap().to_be_bytes());
+                bytes.extend_from_slice(key);
+                bytes.extend_from_slice(&1u32.to_be_bytes());
+                bytes.push(b'1');
+            }
+            Envelope::decode(&bytes).unwrap_err()
+        };
+        assert_eq!(one(b"k"), CorruptItem::DuplicateKey);
+        assert_eq!(one(&[0xff, 0xfe]), CorruptItem::NotUtf8);
+    }
+
+    #[test]
+    fn a_forged_entry_count_reserves_nothing() {
+        let mut bytes = Envelope {
+            data: Data::new(),
+            ..sample()
+        }
+        .encode();
+        bytes[19..23].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            Envelope::decode(&bytes).unwrap_err(),
+            CorruptItem::Truncated
+        );
+    }
+}
