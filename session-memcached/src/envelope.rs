@@ -47,24 +47,7 @@ impl Envelope {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let body: usize = self
-            .data
-            .iter()
-            .map(|(key, value)| MIN_ENTRY_LEN + key.len() + value.len())
-            .sum();
-        let mut out = Vec::with_capacity(HEADER_LEN + body);
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT);
-        out.extend_from_slice(&self.version.to_be_bytes());
-        out.extend_from_slice(&millis(self.created_at).to_be_bytes());
-        out.extend_from_slice(&length(self.data.len()).to_be_bytes());
-        for (key, value) in &self.data {
-            for part in [key, value] {
-                out.extend_from_slice(&length(part.len()).to_be_bytes());
-                out.extend_from_slice(part.as_bytes());
-            }
-        }
-        out
+        encode(self.version, self.created_at, &self.data)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CorruptItem> {
@@ -101,6 +84,28 @@ impl Envelope {
             data,
         })
     }
+}
+
+/// The envelope of a session with these parts, from borrowed data, so that
+/// `create` need not copy a record's data to store it.
+pub(crate) fn encode(version: u64, created_at: SystemTime, data: &Data) -> Vec<u8> {
+    let body: usize = data
+        .iter()
+        .map(|(key, value)| MIN_ENTRY_LEN + key.len() + value.len())
+        .sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + body);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&millis(created_at).to_be_bytes());
+    out.extend_from_slice(&length(data.len()).to_be_bytes());
+    for (key, value) in data {
+        for part in [key, value] {
+            out.extend_from_slice(&length(part.len()).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out
 }
 
 /// Milliseconds since the Unix epoch; times before it count as the epoch.

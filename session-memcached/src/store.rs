@@ -16,7 +16,7 @@ use session_core::{
 
 use crate::{
     client::{self, Client, Guarded, Item},
-    envelope::{CorruptItem, Envelope},
+    envelope::{self, CorruptItem, Envelope},
     error::{store_error, MemcachedError},
     exptime::{self, Exptime},
     MemcachedConfig,
@@ -393,12 +393,7 @@ impl SessionStore for MemcachedStore {
                 }
                 Exptime::Wire(exptime) => exptime,
             };
-            let bytes = Envelope {
-                version: record.version,
-                created_at: record.created_at,
-                data: record.data.clone(),
-            }
-            .encode();
+            let bytes = envelope::encode(record.version, record.created_at, &record.data);
             self.check_size(OPERATION, &key, &bytes)?;
             let added = self
                 .client
