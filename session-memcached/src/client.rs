@@ -148,6 +148,15 @@ impl Client {
 }
 
 impl<T> Guarded<T> {
+    /// The same outcome, carrying `value` when it is `Done`.
+    pub(crate) fn with<U>(self, value: U) -> Guarded<U> {
+        match self {
+            Self::Done(_) => Guarded::Done(value),
+            Self::Conflict => Guarded::Conflict,
+            Self::Missing => Guarded::Missing,
+        }
+    }
+
     fn map<U>(self, done: impl FnOnce(T) -> Result<U>) -> Result<Guarded<U>> {
         Ok(match self {
             Self::Done(value) => Guarded::Done(done(value)?),

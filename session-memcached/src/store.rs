@@ -198,7 +198,9 @@ impl MemcachedStore {
         self.known.insert(key, Arc::new(Known { cas, bytes })).await;
     }
 
-    /// One try of a commit from the item as `base` holds it.
+    /// One try of a commit from the item as `base` holds it. Keeps what the
+    /// store remembers of the item true: the new bytes and CAS on success,
+    /// nothing otherwise.
     async fn try_commit(
         &self,
         key: &str,
@@ -219,14 +221,10 @@ impl MemcachedStore {
                     .delete(key, Some(base.cas))
                     .await
                     .map_err(|err| store_error(OPERATION, err))?;
-                if deleted != Guarded::Conflict {
-                    self.known.invalidate(key).await;
-                }
-                Ok(match deleted {
-                    Guarded::Done(()) => Guarded::Done(version),
-                    Guarded::Conflict => Guarded::Conflict,
-                    Guarded::Missing => Guarded::Missing,
-                })
+                // Deleted, gone, or changed by someone else: either way what
+                // this store remembers of the item is no longer true.
+                self.known.invalidate(key).await;
+                Ok(deleted.with(version))
             }
             Exptime::Wire(exptime) => {
                 let bytes = envelope.encode();
@@ -236,14 +234,13 @@ impl MemcachedStore {
                     .replace(key, &bytes, exptime, base.cas)
                     .await
                     .map_err(|err| store_error(OPERATION, err))?;
-                Ok(match stored {
-                    Guarded::Done(cas) => {
-                        self.remember(key.to_owned(), cas, bytes).await;
-                        Guarded::Done(version)
-                    }
-                    Guarded::Conflict => Guarded::Conflict,
-                    Guarded::Missing => Guarded::Missing,
-                })
+                match stored {
+                    Guarded::Done(cas) => self.remember(key.to_owned(), cas, bytes).await,
+                    // Stale: drop it, so the next commit does not lose to it
+                    // again.
+                    Guarded::Conflict | Guarded::Missing => self.known.invalidate(key).await,
+                }
+                Ok(stored.with(version))
             }
         }
     }
@@ -270,10 +267,7 @@ impl MemcachedStore {
             };
             match self.try_commit(&key, &known, changes, expires_at).await? {
                 Guarded::Done(version) => return Ok(Committed::Applied { version }),
-                Guarded::Missing => {
-                    self.known.invalidate(&key).await;
-                    return Ok(Committed::Missing);
-                }
+                Guarded::Missing => return Ok(Committed::Missing),
                 Guarded::Conflict => {
                     tracing::trace!(attempt, "a concurrent commit won; re-reading");
                     // Let the winner's neighbours through before trying again.
