@@ -37,6 +37,10 @@ const KNOWN_TTL: Duration = Duration::from_secs(5);
 const KNOWN_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 /// The longest pause between two tries of a commit that lost a race.
 const MAX_BACKOFF: Duration = Duration::from_millis(32);
+/// How many sessions at most have a commit queue at once; an idle queue is
+/// dropped after [`QUEUE_IDLE`].
+const QUEUE_CAPACITY: u64 = 100_000;
+const QUEUE_IDLE: Duration = Duration::from_secs(5);
 
 /// Sessions in Memcached, spread over several servers.
 ///
@@ -51,6 +55,9 @@ const MAX_BACKOFF: Duration = Duration::from_millis(32);
 /// | `commit` | `ms C<cas>` with the token from `load`; on a lost race `mg`, then `ms C<cas>` again | 1, +2 per lost race |
 /// | `touch` | `mg T` (meta touch: no data rewritten) | 1 |
 /// | `delete` | `md` | 1 |
+///
+/// Commits to one session from this store take turns, so they never race
+/// each other; the CAS check settles races with other processes.
 ///
 /// Every operation is bounded by the
 /// [operation timeout](MemcachedConfig::with_operation_timeout) (default
@@ -80,6 +87,13 @@ pub struct MemcachedStore {
     /// point: the CAS check in Memcached decides, and a stale entry costs
     /// one lost race.
     known: Cache<String, Arc<Known>>,
+    /// One queue per session with a commit in flight, so that this
+    /// process's commits to one session take turns instead of racing each
+    /// other on CAS: n racing commits cost O(n²) round trips, n queued ones
+    /// O(n). Only an optimisation: a queue dropped early (by eviction) only
+    /// lets commits race, and the CAS check still keeps them correct, as it
+    /// does for commits from other processes.
+    queues: Cache<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// An item as this store last saw it.
@@ -132,6 +146,10 @@ impl MemcachedStore {
                     u32::try_from(key.len() + known.bytes.len()).unwrap_or(u32::MAX)
                 })
                 .time_to_live(KNOWN_TTL)
+                .build(),
+            queues: Cache::builder()
+                .max_capacity(QUEUE_CAPACITY)
+                .time_to_idle(QUEUE_IDLE)
                 .build(),
         })
     }
@@ -253,6 +271,11 @@ impl MemcachedStore {
     ) -> Result<Committed, StoreError> {
         const OPERATION: &str = "commit";
         let key = self.key(id);
+        let queue = self
+            .queues
+            .get_with_by_ref(&key, async { Arc::default() })
+            .await;
+        let _turn = queue.lock().await;
         let mut base = self.known.get(&key).await;
         for attempt in 0..self.commit_attempts {
             let known = match base.take() {
