@@ -19,5 +19,5 @@ use session_kit::{MemoryStore, SessionManager};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     support::init_tracing();
     let manager = SessionManager::builder(MemoryStore::new(), support::key_from_env()?).build()?;
-    support::serve(manager, "axum_counter").await
+    support::axum::serve(manager, "axum_counter").await
 }

@@ -28,5 +28,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("MEMCACHED_URL").unwrap_or_else(|_| "memcache://127.0.0.1:11211".to_owned());
     let store = MemcachedStore::connect(MemcachedConfig::from_url(&url)?).await?;
     let manager = SessionManager::builder(store, support::key_from_env()?).build()?;
-    support::serve(manager, "axum_memcached").await
+    support::axum::serve(manager, "axum_memcached").await
 }

@@ -27,5 +27,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let store = RedisStore::connect(RedisConfig::from_url(&url)?).await?;
     let manager = SessionManager::builder(store, support::key_from_env()?).build()?;
-    support::serve(manager, "axum_redis").await
+    support::axum::serve(manager, "axum_redis").await
 }

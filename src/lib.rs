@@ -16,12 +16,12 @@
 //! | `memory` (default) | [`MemoryStore`]: in-process sessions on moka |
 //! | `tower` | [`tower::SessionLayer`] for any tower-compatible server |
 //! | `axum` | `tower` plus the [`tower::Session`] extractor |
+//! | `actix` | the actix-web [`actix::SessionMiddleware`] and [`actix::Session`] extractor |
 //! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
 //!
-//! The replicated cluster store, failover and the Actix
-//! adapter arrive as features of this crate as they land; see the
-//! repository's issue list and `CHANGELOG.md`.
+//! The replicated cluster store and failover arrive as features of this
+//! crate as they land; see the repository's issue list and `CHANGELOG.md`.
 //!
 //! ## Axum
 //! ```
@@ -46,6 +46,33 @@
 //! let app: Router = Router::new()
 //!     .route("/", get(counter))
 //!     .layer(SessionLayer::new(manager));
+//! # let _ = app; }
+//! ```
+//!
+//! ## Actix-web
+//! The same manager config, the same cookie: an actix service and an axum
+//! service over one store and one key share their sessions.
+//! ```
+//! # #[cfg(feature = "actix")] {
+//! use actix_web::{web, App};
+//! use session_kit::{
+//!     actix::{Error, Session, SessionMiddleware},
+//!     Key, MemoryStore, SessionManager,
+//! };
+//!
+//! async fn counter(session: Session) -> Result<String, Error> {
+//!     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+//!     session.insert("count", count).await?;
+//!     Ok(count.to_string())
+//! }
+//!
+//! let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+//!     .build()
+//!     .expect("valid session config");
+//! // Inside `HttpServer::new(move || ...)`, once per worker:
+//! let app = App::new()
+//!     .wrap(SessionMiddleware::new(manager.clone()))
+//!     .route("/", web::get().to(counter));
 //! # let _ = app; }
 //! ```
 //!
@@ -89,6 +116,13 @@ pub mod redis {
 #[cfg(feature = "memcached")]
 pub mod memcached {
     pub use session_memcached::*;
+}
+
+/// Actix-web support: the [`SessionMiddleware`](actix::SessionMiddleware)
+/// and the [`Session`](actix::Session) extractor.
+#[cfg(feature = "actix")]
+pub mod actix {
+    pub use session_actix::*;
 }
 
 /// Tower and Axum support: the [`SessionLayer`](tower::SessionLayer), and

@@ -1,13 +1,17 @@
-//! What the axum examples share: the signing key from the environment, the
-//! two routes, and serving them until Ctrl-C.
+//! What the examples share: logging, the signing key and the listen address
+//! from the environment, and the two routes, written once over the
+//! framework-neutral session; `axum` and `actix` serve them.
+
+#[cfg(feature = "actix")]
+#[allow(dead_code)] // only the actix example serves with it
+pub(crate) mod actix;
+#[cfg(feature = "axum")]
+#[allow(dead_code)] // only the axum examples serve with it
+pub(crate) mod axum;
 
 use std::net::SocketAddr;
 
-use axum::{routing::get, Router};
-use session_kit::{
-    tower::{Error, Session, SessionLayer},
-    Key, SessionManager,
-};
+use session_kit::{Key, Session, SessionError};
 
 /// Starts logging: `RUST_LOG`, or info with session debug events.
 pub(crate) fn init_tracing() {
@@ -31,37 +35,22 @@ pub(crate) fn key_from_env() -> Result<Key, Box<dyn std::error::Error>> {
     }
 }
 
-async fn counter(session: Session) -> Result<String, Error> {
+/// `ADDR`, or 127.0.0.1:3000.
+fn listen_addr() -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    Ok(std::env::var("ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
+        .parse()?)
+}
+
+/// `/`: adds one to the count and answers it.
+async fn count(session: &Session) -> Result<String, SessionError> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
     session.insert("count", count).await?;
     Ok(format!("count: {count}\n"))
 }
 
-async fn logout(session: Session) -> Result<&'static str, Error> {
+/// `/logout`: ends the session.
+async fn logout(session: &Session) -> Result<&'static str, SessionError> {
     session.destroy().await?;
     Ok("logged out\n")
-}
-
-/// Serves `/` (a counter) and `/logout` on `ADDR` (default
-/// 127.0.0.1:3000) until Ctrl-C.
-pub(crate) async fn serve(
-    manager: SessionManager,
-    name: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let app = Router::new()
-        .route("/", get(counter))
-        .route("/logout", get(logout))
-        .layer(SessionLayer::new(manager));
-
-    let addr: SocketAddr = std::env::var("ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
-        .parse()?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "{name} listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
 }

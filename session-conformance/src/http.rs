@@ -129,8 +129,7 @@ pub async fn respond(path: &str, session: &Session) -> (u16, String) {
     match route(path, session).await {
         Ok(Some(body)) => (200, body),
         Ok(None) => (404, String::new()),
-        Err(err) if err.is_unavailable() => (503, String::new()),
-        Err(_) => (500, String::new()),
+        Err(err) => (err.status_code(), String::new()),
     }
 }
 

@@ -24,6 +24,12 @@ mod standalone {
         use super::factory;
         session_conformance::http_suite!(session_tower::conformance::AxumApp, factory());
     }
+    /// The adapters do not differ by topology, so actix runs the HTTP
+    /// scenarios on this one only.
+    mod http_actix {
+        use super::factory;
+        session_conformance::http_suite!(session_actix::conformance::ActixApp, factory());
+    }
 }
 
 mod sentinel {

@@ -58,11 +58,12 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 /// store details.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if self.0.is_unavailable() {
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        } else {
+        let status = self.0.status_code();
+        if !self.0.is_unavailable() {
             tracing::error!(error.message = %self.0, "session error in handler");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+        StatusCode::from_u16(status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response()
     }
 }

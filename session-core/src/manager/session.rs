@@ -54,6 +54,24 @@ impl SessionError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// The HTTP status for a request that failed with this error: 503 when
+    /// the store is unavailable, 500 otherwise. Every adapter answers with
+    /// it, and with an empty body, so a failure looks the same whichever
+    /// framework served it.
+    ///
+    /// ```
+    /// # use session_core::SessionError;
+    /// assert_eq!(SessionError::Finished.status_code(), 500);
+    /// ```
+    #[must_use]
+    pub fn status_code(&self) -> u16 {
+        if self.is_unavailable() {
+            503
+        } else {
+            500
+        }
+    }
 }
 
 /// One request's view of its session.

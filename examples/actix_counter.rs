@@ -1,0 +1,24 @@
+//! A counter kept in a signed-cookie session, served by actix-web with the
+//! embedded memory store; no external server needed. It answers exactly as
+//! `axum_counter` does.
+//!
+//! ```text
+//! cargo run --example actix_counter --features actix
+//! curl -i http://127.0.0.1:3000/            # count 1, and a Set-Cookie
+//! curl -i -b 'session=<value>' http://127.0.0.1:3000/   # count 2
+//! ```
+//!
+//! `SESSION_SECRET` (32 bytes or more) sets the signing secret; without it a
+//! random key is used and cookies stop verifying when the process restarts.
+//! `ADDR` sets the listen address (default 127.0.0.1:3000).
+
+mod support;
+
+use session_kit::{MemoryStore, SessionManager};
+
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    support::init_tracing();
+    let manager = SessionManager::builder(MemoryStore::new(), support::key_from_env()?).build()?;
+    support::actix::serve(manager, "actix_counter").await
+}
