@@ -78,6 +78,13 @@ pub use middleware::{SessionMiddleware, SessionService};
 #[derive(Debug, Clone)]
 pub struct Session(session_core::Session);
 
+// The promise the docs make, kept by the compiler: the build breaks if the
+// handle ever stops being `Send + Sync + 'static`.
+const _: fn() = || {
+    fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+    assert_send_sync_static::<Session>();
+};
+
 impl Session {
     /// The framework-neutral handle.
     #[must_use]

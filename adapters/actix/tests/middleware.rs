@@ -36,12 +36,6 @@ fn issued<B>(response: &ServiceResponse<B>) -> String {
     header.split(';').next().unwrap().to_owned()
 }
 
-#[test]
-fn the_session_handle_is_send_sync_and_static() {
-    fn assert_send_sync_static<T: Send + Sync + 'static>() {}
-    assert_send_sync_static::<Session>();
-}
-
 #[actix_web::test]
 async fn a_route_without_the_middleware_gets_a_500_naming_it() {
     let app = init_service(App::new().route("/", web::get().to(counter))).await;
