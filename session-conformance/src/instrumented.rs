@@ -10,7 +10,7 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, Stamp, StoreError,
 };
 
 /// How many times each store operation was called.
@@ -18,6 +18,8 @@ use session_core::{
 pub struct Calls {
     /// `load` calls.
     pub load: usize,
+    /// `stamp` calls.
+    pub stamp: usize,
     /// `create` calls.
     pub create: usize,
     /// `commit` calls.
@@ -42,7 +44,7 @@ impl Calls {
 pub enum Fault {
     /// Every call fails at once with this kind.
     Fail(ErrorKind),
-    /// Loads work; every write (`create`, `commit`, `touch`, `delete`) fails
+    /// Loads and stamps work; every write (`create`, `commit`, `touch`, `delete`) fails
     /// at once with this kind.
     FailWrites(ErrorKind),
     /// Every call waits forever, so only the manager's operation timeout
@@ -61,6 +63,7 @@ pub enum Fault {
 pub struct InstrumentedStore {
     inner: Arc<dyn SessionStore>,
     load: AtomicUsize,
+    stamp: AtomicUsize,
     create: AtomicUsize,
     commit: AtomicUsize,
     touch: AtomicUsize,
@@ -75,6 +78,7 @@ impl InstrumentedStore {
         Self {
             inner,
             load: AtomicUsize::new(0),
+            stamp: AtomicUsize::new(0),
             create: AtomicUsize::new(0),
             commit: AtomicUsize::new(0),
             touch: AtomicUsize::new(0),
@@ -88,6 +92,7 @@ impl InstrumentedStore {
     pub fn calls(&self) -> Calls {
         Calls {
             load: self.load.load(Ordering::SeqCst),
+            stamp: self.stamp.load(Ordering::SeqCst),
             create: self.create.load(Ordering::SeqCst),
             commit: self.commit.load(Ordering::SeqCst),
             touch: self.touch.load(Ordering::SeqCst),
@@ -99,6 +104,7 @@ impl InstrumentedStore {
     pub fn take_calls(&self) -> Calls {
         Calls {
             load: self.load.swap(0, Ordering::SeqCst),
+            stamp: self.stamp.swap(0, Ordering::SeqCst),
             create: self.create.swap(0, Ordering::SeqCst),
             commit: self.commit.swap(0, Ordering::SeqCst),
             touch: self.touch.swap(0, Ordering::SeqCst),
@@ -124,7 +130,7 @@ impl InstrumentedStore {
         };
         match fault {
             None => Ok(()),
-            Some(Fault::FailWrites(_)) if operation == "load" => Ok(()),
+            Some(Fault::FailWrites(_)) if matches!(operation, "load" | "stamp") => Ok(()),
             Some(Fault::Fail(kind) | Fault::FailWrites(kind)) => injected(kind),
             Some(Fault::Hang) => std::future::pending().await,
         }
@@ -136,6 +142,11 @@ impl SessionStore for InstrumentedStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         self.enter(&self.load, "load").await?;
         self.inner.load(id).await
+    }
+
+    async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
+        self.enter(&self.stamp, "stamp").await?;
+        self.inner.stamp(id).await
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {

@@ -21,6 +21,7 @@ macro_rules! __store_tests {
             prefixes_do_not_see_each_other,
             large_value_round_trips,
             version_grows_by_one_per_commit,
+            stamp_agrees_with_load,
         }
     };
 }

@@ -11,7 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use session_core::{Changes, Committed, Created, Data, Record, SessionId, SessionStore};
+use session_core::{Changes, Committed, Created, Data, Record, SessionId, SessionStore, Stamp};
 
 /// Makes stores for the suite.
 ///
@@ -361,6 +361,59 @@ pub async fn version_grows_by_one_per_commit(factory: &dyn StoreFactory) {
         store.load(&record.id).await.unwrap().unwrap().version,
         Record::FIRST_VERSION + 3
     );
+}
+
+/// `stamp` agrees with `load` through a record's life: absent, created,
+/// committed, touched, deleted, and expired.
+pub async fn stamp_agrees_with_load(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let assert_agrees = |stamp: Option<Stamp>, loaded: Option<Record>| match (stamp, loaded) {
+        (None, None) => {}
+        (Some(stamp), Some(loaded)) => {
+            assert_eq!(
+                stamp.version, loaded.version,
+                "stamp and load disagree on the version"
+            );
+            assert_expiry(factory, stamp.expires_at, loaded.expires_at);
+        }
+        (stamp, loaded) => panic!("stamp {stamp:?} but load {loaded:?}"),
+    };
+
+    let record = record_with(&[("k", "\"v\"")], LONG);
+    assert_eq!(store.stamp(&record.id).await.unwrap(), None);
+    let _ = store.create(&record).await.unwrap();
+    let stamp = store.stamp(&record.id).await.unwrap();
+    assert_eq!(stamp.map(|s| s.version), Some(Record::FIRST_VERSION));
+    assert_expiry(factory, stamp.unwrap().expires_at, record.expires_at);
+
+    let _ = store
+        .commit(&record.id, &set("k", "2"), expiry(LONG))
+        .await
+        .unwrap();
+    assert_agrees(
+        store.stamp(&record.id).await.unwrap(),
+        store.load(&record.id).await.unwrap(),
+    );
+    let touched = expiry(LONG * 2);
+    assert!(store.touch(&record.id, touched).await.unwrap());
+    let stamp = store.stamp(&record.id).await.unwrap().unwrap();
+    assert_eq!(
+        stamp.version,
+        Record::FIRST_VERSION + 1,
+        "a touch bumped the version"
+    );
+    assert_expiry(factory, stamp.expires_at, touched);
+
+    store.delete(&record.id).await.unwrap();
+    assert_eq!(store.stamp(&record.id).await.unwrap(), None);
+
+    let short = record_with(&[("k", "1")], SHORT);
+    let _ = store.create(&short).await.unwrap();
+    poll_until("the short-lived record's stamp to go", || async {
+        store.stamp(&short.id).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(store.load(&short.id).await.unwrap(), None);
 }
 
 /// A store under a prefix no other test uses.

@@ -66,6 +66,24 @@ impl SessionId {
             _ => None,
         }
     }
+
+    /// Another id that only `self` maps to, derived with SHA-256 under
+    /// `domain`: where a composite store keeps a marker about `self` (a
+    /// failover tombstone) in a store that only speaks in session ids.
+    /// Nobody holds a cookie for it, and finding the id it came from would
+    /// take inverting SHA-256.
+    pub(crate) fn derive(&self, domain: &str) -> Self {
+        use sha2::{Digest as _, Sha256};
+
+        let digest = Sha256::new()
+            .chain_update(domain.as_bytes())
+            .chain_update([0])
+            .chain_update(self.0)
+            .finalize();
+        let mut bytes = [0u8; ID_BYTES];
+        bytes.copy_from_slice(&digest[..ID_BYTES]);
+        Self(bytes)
+    }
 }
 
 impl fmt::Debug for SessionId {
@@ -104,6 +122,15 @@ mod tests {
         let aliased = "AAAAAAAAAAAAAAAAAAAAAB";
         assert!(SessionId::decode(canonical).is_some());
         assert_eq!(SessionId::decode(aliased), None);
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_differ_by_domain() {
+        let id = SessionId::generate();
+        assert_eq!(id.derive("a"), id.derive("a"));
+        assert_ne!(id.derive("a"), id.derive("b"));
+        assert_ne!(id.derive("a"), id);
+        assert_ne!(id.derive("a"), SessionId::generate().derive("a"));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! | [`CookieCodec`], [`KeyRing`] | the HMAC-SHA256 signed cookie, with key rotation |
 //! | [`SessionManager`], [`Session`] | the per-request lifecycle that adapters drive |
 //! | [`MemoryStore`] | an in-process store on moka (feature `memory`, on by default) |
+//! | [`FailoverStore`] | a primary and a secondary store behind circuit breakers: mirror or standby |
+//! | [`TieredStore`], [`NearCache`] | a near-cache in this process in front of a remote store, checked against the far version on every load (feature `memory`) |
 //!
 //! Most apps use this crate through `session-kit` and an adapter
 //! (`session-tower` for Axum/Tower, `session-actix` for Actix-web), which only
@@ -70,16 +72,22 @@
 pub mod clock;
 pub mod cookie;
 mod error;
+mod failover;
 mod id;
 mod manager;
 #[cfg(feature = "memory")]
 mod memory;
 mod record;
 mod store;
+#[cfg(feature = "memory")]
+mod tiered;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cookie::{CookieCodec, CookieConfig, Key, KeyError, KeyRing, SameSite, Verified};
 pub use error::{BoxError, ConfigError, ErrorKind, StoreError};
+pub use failover::{
+    BreakerState, FailoverMode, FailoverState, FailoverStore, FailoverStoreBuilder,
+};
 pub use id::SessionId;
 pub use manager::{
     ErrorPolicy, Finish, Session, SessionError, SessionManager, SessionManagerBuilder,
@@ -87,4 +95,6 @@ pub use manager::{
 #[cfg(feature = "memory")]
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use record::{Changes, Data, Record};
-pub use store::{Committed, Created, SessionStore};
+pub use store::{Committed, Created, SessionStore, Stamp};
+#[cfg(feature = "memory")]
+pub use tiered::{NearCache, TieredStore};

@@ -30,6 +30,25 @@ pub enum Committed {
     Missing,
 }
 
+/// The version and expiry of a live record, without its data: what a
+/// near-cache needs to tell whether its copy is still the stored one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The record's [`version`](Record::version).
+    pub version: u64,
+    /// The record's [`expires_at`](Record::expires_at).
+    pub expires_at: SystemTime,
+}
+
+impl From<&Record> for Stamp {
+    fn from(record: &Record) -> Self {
+        Self {
+            version: record.version,
+            expires_at: record.expires_at,
+        }
+    }
+}
+
 /// Where sessions live. One contract for every backend.
 ///
 /// Implementations are shared as `Arc<dyn SessionStore>` across every request
@@ -48,6 +67,8 @@ pub enum Committed {
 ///   concurrently all survive; on the same key the last one wins.
 /// - [`touch`](Self::touch) moves `expires_at` without rewriting data or
 ///   bumping the version.
+/// - [`stamp`](Self::stamp) agrees with [`load`](Self::load): the same
+///   version and expiry, and `None` exactly when `load` is `None`.
 /// - Every store carries a key prefix: two stores with different prefixes on
 ///   the same backing server never see each other's sessions.
 /// - Errors are typed ([`StoreError`]), so failover and the error policy can
@@ -56,6 +77,16 @@ pub enum Committed {
 pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// The live record for `id`, or `None`.
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError>;
+
+    /// The [`Stamp`] of the live record for `id`, or `None`: [`load`](Self::load)
+    /// without the data.
+    ///
+    /// The default loads the whole record. Override it when the backend can
+    /// read two small fields for less than the whole session (Redis: one
+    /// `HMGET`); [`TieredStore`](crate::TieredStore) calls it on every load.
+    async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
+        Ok(self.load(id).await?.as_ref().map(Stamp::from))
+    }
 
     /// Stores `record` unless a live record already has its id.
     async fn create(&self, record: &Record) -> Result<Created, StoreError>;
@@ -89,6 +120,10 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         (**self).load(id).await
+    }
+
+    async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
+        (**self).stamp(id).await
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use session_core::{Data, Record, SessionId};
+use session_core::{Data, Record, SessionId, Stamp};
 
 /// The prefix of every data field. `commit.lua` relies on it for `clear`.
 pub(crate) const DATA_PREFIX: &str = "d:";
@@ -114,6 +114,28 @@ pub(crate) fn decode(
     Ok(Some(record))
 }
 
+/// The fields [`decode_stamp`] reads, in the order it expects them.
+pub(crate) const STAMP_FIELDS: [&str; 2] = [VERSION, EXPIRES_AT];
+
+/// The stamp in an `HMGET key version expires_at` reply, or `None` when the
+/// hash is absent (both nil) or past its `expires_at` at `now`.
+pub(crate) fn decode_stamp(
+    reply: [Option<Vec<u8>>; 2],
+    now: SystemTime,
+) -> Result<Option<Stamp>, CorruptHash> {
+    let [version, expires_at] = reply;
+    let (version, expires_at) = match (version, expires_at) {
+        (None, None) => return Ok(None),
+        (Some(version), Some(expires_at)) => (integer(&version)?, integer(&expires_at)?),
+        _ => return Err(CorruptHash("lacks version or expires_at")),
+    };
+    let expires_at = UNIX_EPOCH + Duration::from_millis(expires_at);
+    Ok((expires_at > now).then_some(Stamp {
+        version,
+        expires_at,
+    }))
+}
+
 fn integer(value: &[u8]) -> Result<u64, CorruptHash> {
     std::str::from_utf8(value)
         .ok()
@@ -134,6 +156,27 @@ mod tests {
 
     fn far_future() -> String {
         millis(SystemTime::now() + Duration::from_secs(600)).to_string()
+    }
+
+    #[test]
+    fn a_stamp_decodes_from_hmget_and_respects_expiry() {
+        let now = SystemTime::now();
+        let later = far_future();
+        let stamp = decode_stamp([Some(b"7".to_vec()), Some(later.clone().into_bytes())], now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stamp.version, 7);
+        assert_eq!(millis(stamp.expires_at).to_string(), later);
+        assert_eq!(decode_stamp([None, None], now).unwrap(), None);
+        let past = millis(now - Duration::from_secs(1))
+            .to_string()
+            .into_bytes();
+        assert_eq!(
+            decode_stamp([Some(b"7".to_vec()), Some(past)], now).unwrap(),
+            None
+        );
+        assert!(decode_stamp([Some(b"7".to_vec()), None], now).is_err());
+        assert!(decode_stamp([Some(b"x".to_vec()), Some(later.into_bytes())], now).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 use redis::RedisResult;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, Stamp, StoreError,
 };
 
 use crate::{
@@ -145,6 +145,23 @@ impl SessionStore for RedisStore {
             )
             .await?;
         hash::decode(*id, fields, SystemTime::now())
+            .map_err(|err| StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err))
+    }
+
+    /// One `HMGET` of two small fields, whatever the session's size.
+    async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
+        const OPERATION: &str = "stamp";
+        let (version, expires_at): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .run(
+                OPERATION,
+                self.connection.query(
+                    redis::cmd("HMGET")
+                        .arg(self.key(id))
+                        .arg(&hash::STAMP_FIELDS[..]),
+                ),
+            )
+            .await?;
+        hash::decode_stamp([version, expires_at], SystemTime::now())
             .map_err(|err| StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err))
     }
 

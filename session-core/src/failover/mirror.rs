@@ -1,0 +1,438 @@
+//! Mirror mode: every call goes to both stores, and their answers are
+//! reconciled.
+//!
+//! The rules, which every function below applies:
+//! - A store that is down ([`Reply::Down`]) is left out: the other store's
+//!   answer stands, and the down store is owed what it missed (the replay
+//!   set). Both down is the primary's error.
+//! - Any other error from either store is returned: it is not an outage.
+//! - When both answer and agree, that is the answer.
+//! - When both answer and disagree, the newer copy is served:
+//!   - two copies: the higher version. Every commit bumps the version on
+//!     each store, so a store that missed commits is behind by as many.
+//!     The lower side is rewritten only when it is known to have missed
+//!     commits: this process remembers it did, or the higher side holds an
+//!     "ahead" mark, left by whichever app server committed to it alone.
+//!     Without either, the gap is a commit still in flight to the other
+//!     store, which arrives by itself; rewriting then could drop that very
+//!     commit.
+//!   - a copy on one side only: it stands, and is copied to the other side,
+//!     unless the other side holds a tombstone, which means the session was
+//!     deleted while the first side was down; then that copy goes too.
+
+use std::{sync::Arc, time::SystemTime};
+
+use super::{count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, TOMBSTONE_DOMAIN};
+use crate::{Changes, Committed, Created, Data, Record, SessionId, StoreError};
+
+/// Two stores' replies to one call, once outages and errors are settled.
+enum Both<T> {
+    /// Both answered: (primary, secondary).
+    Answered(T, T),
+    /// Only `by` answered; the other store is down. `first_miss` is true
+    /// when this process had not yet recorded a miss of this session by the
+    /// down store.
+    OneSide {
+        answer: T,
+        by: Role,
+        first_miss: bool,
+    },
+}
+
+impl Inner {
+    /// Settles the two replies to a call; see the module docs. A write the
+    /// down store missed is recorded for replay to it.
+    fn settle<T>(
+        &self,
+        id: &SessionId,
+        write: Option<Missed>,
+        operation: &'static str,
+        primary: Result<Reply<T>, StoreError>,
+        secondary: Result<Reply<T>, StoreError>,
+    ) -> Result<Both<T>, StoreError> {
+        let (answer, by) = match (primary?, secondary?) {
+            (Reply::Answer(p), Reply::Answer(s)) => return Ok(Both::Answered(p, s)),
+            (Reply::Down(err), Reply::Down(_)) => return Err(err),
+            (Reply::Answer(p), Reply::Down(_)) => (p, Role::Primary),
+            (Reply::Down(_), Reply::Answer(s)) => {
+                count_fallback(operation);
+                (s, Role::Secondary)
+            }
+        };
+        let down = self.other(self.side(by));
+        let first_miss = write.is_some_and(|what| self.missed(down, id, what));
+        Ok(Both::OneSide {
+            answer,
+            by,
+            first_miss,
+        })
+    }
+
+    pub(super) async fn mirror_load(
+        self: &Arc<Self>,
+        id: &SessionId,
+    ) -> Result<Option<Record>, StoreError> {
+        let (primary, secondary) = tokio::join!(
+            self.call(&self.primary, "load", self.primary.store.load(id)),
+            self.call(&self.secondary, "load", self.secondary.store.load(id)),
+        );
+        match self.settle(id, None, "load", primary, secondary)? {
+            // The down store's copy cannot be compared now; the replay or a
+            // later read repairs it.
+            Both::OneSide { answer, .. } => Ok(answer),
+            Both::Answered(p, s) => Ok(self.reconcile(p, s, None).await),
+        }
+    }
+
+    /// Brings `behind`, which missed writes to `id`, up to the other
+    /// store's copy: the replay. `Down` when either store is down, so the
+    /// replay keeps it for later.
+    pub(super) async fn sync(
+        self: &Arc<Self>,
+        id: &SessionId,
+        behind: Role,
+    ) -> Result<Reply<()>, StoreError> {
+        let (primary, secondary) = tokio::join!(
+            self.call(&self.primary, "load", self.primary.store.load(id)),
+            self.call(&self.secondary, "load", self.secondary.store.load(id)),
+        );
+        match (primary?, secondary?) {
+            (Reply::Answer(p), Reply::Answer(s)) => {
+                let _ = self.reconcile(p, s, Some(behind)).await;
+                Ok(Reply::Answer(()))
+            }
+            (Reply::Down(err), _) | (_, Reply::Down(err)) => Ok(Reply::Down(err)),
+        }
+    }
+
+    /// The copy to serve when both stores answered a load, repairing the
+    /// stale side. `behind` names a store this process knows missed writes.
+    async fn reconcile(
+        self: &Arc<Self>,
+        primary: Option<Record>,
+        secondary: Option<Record>,
+        behind: Option<Role>,
+    ) -> Option<Record> {
+        match (primary, secondary) {
+            (None, None) => None,
+            (Some(p), Some(s)) if p.version == s.version => {
+                // The same commits on both. A touch one side missed leaves
+                // it an earlier expiry; serve the later one, and let the
+                // short copy expire into the one-sided case, which copies
+                // it back. (Rewriting here would fight Memcached's
+                // whole-second expiry on every load.)
+                Some(if s.expires_at > p.expires_at { s } else { p })
+            }
+            (Some(p), Some(s)) => {
+                let (newer, ahead, stale) = if p.version > s.version {
+                    (p, &self.primary, &self.secondary)
+                } else {
+                    (s, &self.secondary, &self.primary)
+                };
+                let ahead_mark = newer.id.derive(AHEAD_DOMAIN);
+                if behind == Some(stale.role) || self.holds(ahead, &ahead_mark).await {
+                    self.overwrite(stale, &newer).await;
+                    self.repair_call(
+                        ahead,
+                        &newer.id,
+                        Missed::Write,
+                        ahead.store.delete(&ahead_mark),
+                    )
+                    .await;
+                }
+                Some(newer)
+            }
+            (Some(record), None) => self.one_sided(&self.primary, record).await,
+            (None, Some(record)) => self.one_sided(&self.secondary, record).await,
+        }
+    }
+
+    /// `holder` has `record` and the other store has nothing: either the
+    /// other store lost it (a restart, an expiry after a missed touch) and
+    /// gets a copy, or the session was deleted while `holder` was down and
+    /// the other store's tombstone says so, and `holder`'s copy goes.
+    async fn one_sided(self: &Arc<Self>, holder: &Side, record: Record) -> Option<Record> {
+        let empty = self.other(holder);
+        if self.holds(empty, &record.id.derive(TOMBSTONE_DOMAIN)).await {
+            self.repair_call(
+                holder,
+                &record.id,
+                Missed::Delete,
+                holder.store.delete(&record.id),
+            )
+            .await;
+            return None;
+        }
+        self.repair_call(
+            empty,
+            &record.id,
+            Missed::Write,
+            empty.store.create(&record),
+        )
+        .await;
+        Some(record)
+    }
+
+    pub(super) async fn mirror_create(
+        self: &Arc<Self>,
+        record: &Record,
+    ) -> Result<Created, StoreError> {
+        let (primary, secondary) = tokio::join!(
+            self.call(&self.primary, "create", self.primary.store.create(record)),
+            self.call(
+                &self.secondary,
+                "create",
+                self.secondary.store.create(record)
+            ),
+        );
+        // A store that refused the record (too large, say) fails the
+        // create; the copy the other store took would be an orphan.
+        for (reply, other, other_reply) in [
+            (&primary, &self.secondary, &secondary),
+            (&secondary, &self.primary, &primary),
+        ] {
+            if reply.is_err() && matches!(other_reply, Ok(Reply::Answer(Created::Created))) {
+                self.repair_call(
+                    other,
+                    &record.id,
+                    Missed::Delete,
+                    other.store.delete(&record.id),
+                )
+                .await;
+            }
+        }
+        // A create the down store missed needs no mark: the one-sided rule
+        // copies the session to it when it is back.
+        match self.settle(
+            &record.id,
+            Some(Missed::Write),
+            "create",
+            primary,
+            secondary,
+        )? {
+            Both::OneSide { answer, .. } => Ok(answer),
+            Both::Answered(Created::Created, Created::Created) => Ok(Created::Created),
+            Both::Answered(Created::IdTaken, Created::IdTaken) => Ok(Created::IdTaken),
+            Both::Answered(p, _) => {
+                // Taken on one store only: the id is not ours to use, and
+                // the copy we just made on the other store must go.
+                let made_it = if p == Created::Created {
+                    &self.primary
+                } else {
+                    &self.secondary
+                };
+                self.repair_call(
+                    made_it,
+                    &record.id,
+                    Missed::Delete,
+                    made_it.store.delete(&record.id),
+                )
+                .await;
+                Ok(Created::IdTaken)
+            }
+        }
+    }
+
+    pub(super) async fn mirror_commit(
+        self: &Arc<Self>,
+        id: &SessionId,
+        changes: &Changes,
+        expires_at: SystemTime,
+    ) -> Result<Committed, StoreError> {
+        let (primary, secondary) = tokio::join!(
+            self.call(
+                &self.primary,
+                "commit",
+                self.primary.store.commit(id, changes, expires_at)
+            ),
+            self.call(
+                &self.secondary,
+                "commit",
+                self.secondary.store.commit(id, changes, expires_at)
+            ),
+        );
+        match self.settle(id, Some(Missed::Write), "commit", primary, secondary)? {
+            Both::OneSide {
+                answer,
+                by,
+                first_miss,
+            } => {
+                if first_miss && matches!(answer, Committed::Applied { .. }) {
+                    self.mark_ahead(self.side(by), id).await;
+                }
+                Ok(answer)
+            }
+            Both::Answered(Committed::Missing, Committed::Missing) => Ok(Committed::Missing),
+            // The versions may differ: the stores drifted apart during an
+            // outage, or concurrent commits reached them in different
+            // orders. The primary's numbering is the one reported, so each
+            // commit still gets a version of its own; reads sort out the rest.
+            Both::Answered(Committed::Applied { version }, Committed::Applied { .. }) => {
+                Ok(Committed::Applied { version })
+            }
+            Both::Answered(p, s) => {
+                let (holder, version) = match (p, s) {
+                    (Committed::Applied { version }, _) => (&self.primary, version),
+                    (_, Committed::Applied { version }) => (&self.secondary, version),
+                    _ => unreachable!("both missing is matched above"),
+                };
+                Ok(if self.one_sided_write(holder, id).await {
+                    Committed::Applied { version }
+                } else {
+                    Committed::Missing
+                })
+            }
+        }
+    }
+
+    pub(super) async fn mirror_touch(
+        self: &Arc<Self>,
+        id: &SessionId,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (primary, secondary) = tokio::join!(
+            self.call(
+                &self.primary,
+                "touch",
+                self.primary.store.touch(id, expires_at)
+            ),
+            self.call(
+                &self.secondary,
+                "touch",
+                self.secondary.store.touch(id, expires_at)
+            ),
+        );
+        // A touch the down store missed needs no mark: its copy expires
+        // early into the one-sided rule, which copies the session back.
+        match self.settle(id, Some(Missed::Write), "touch", primary, secondary)? {
+            Both::OneSide { answer, .. } => Ok(answer),
+            Both::Answered(p, s) if p == s => Ok(p),
+            Both::Answered(p, _) => {
+                let holder = if p { &self.primary } else { &self.secondary };
+                Ok(self.one_sided_write(holder, id).await)
+            }
+        }
+    }
+
+    /// A write applied on `holder` found no session on the other store.
+    /// Whether it stands is the load rule's call: the other store lost the
+    /// session (it gets `holder`'s copy, and the write stands), or it holds
+    /// a tombstone (the session was deleted, so `holder`'s copy goes and the
+    /// write is `Missing`).
+    async fn one_sided_write(self: &Arc<Self>, holder: &Side, id: &SessionId) -> bool {
+        match self.call(holder, "load", holder.store.load(id)).await {
+            Ok(Reply::Answer(Some(record))) => self.one_sided(holder, record).await.is_some(),
+            // Gone since the write: deleted or expired in between.
+            Ok(Reply::Answer(None)) => false,
+            // Cannot read what was just written: let the write stand and
+            // the next read settle it.
+            Ok(Reply::Down(_)) | Err(_) => true,
+        }
+    }
+
+    /// Whether `side` holds a live record under `marker` (a tombstone or
+    /// an ahead mark). A store that cannot say counts as "no": serving the
+    /// session beats failing the request, and repairs wait for a later read.
+    async fn holds(self: &Arc<Self>, side: &Side, marker: &SessionId) -> bool {
+        matches!(
+            self.call(side, "load", side.store.stamp(marker)).await,
+            Ok(Reply::Answer(Some(_)))
+        )
+    }
+
+    /// Marks on `side` that `id` took commits the other store missed, so
+    /// any app server's read knows the gap is real and repairs it.
+    async fn mark_ahead(self: &Arc<Self>, side: &Side, id: &SessionId) {
+        if let Err(err) = self.leave_marker(side, &id.derive(AHEAD_DOMAIN)).await {
+            // Reads still serve the higher version; only the repair waits
+            // for this process's replay.
+            tracing::debug!(
+                target: "session_kit::failover",
+                store = side.role.name(),
+                error.kind = ?err.kind(),
+                "could not mark a session as ahead"
+            );
+        }
+    }
+
+    /// Marks `id` deleted on `side`, the store that took a delete the other
+    /// store missed.
+    pub(super) async fn leave_tombstone(
+        self: &Arc<Self>,
+        side: &Side,
+        id: &SessionId,
+    ) -> Result<(), StoreError> {
+        self.leave_marker(side, &id.derive(TOMBSTONE_DOMAIN)).await
+    }
+
+    /// Stores an empty record under `marker` on `side` for the tombstone
+    /// time to live.
+    async fn leave_marker(
+        self: &Arc<Self>,
+        side: &Side,
+        marker: &SessionId,
+    ) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        let record = Record::new(*marker, Data::new(), now, now + self.tombstone_ttl);
+        match self
+            .call(side, "create", side.store.create(&record))
+            .await?
+        {
+            // Already there from an earlier outage: just as good.
+            Reply::Answer(Created::Created | Created::IdTaken) => Ok(()),
+            Reply::Down(err) => Err(err),
+        }
+    }
+
+    /// Replaces `side`'s copy with `record`, which is newer. The trait has
+    /// no unconditional write, so this is a delete and a create, which also
+    /// gives both stores the same version again. A commit that lands in
+    /// between finds the session missing on `side` and goes through the
+    /// one-sided rule.
+    async fn overwrite(self: &Arc<Self>, side: &Side, record: &Record) {
+        if self
+            .repair_call(
+                side,
+                &record.id,
+                Missed::Write,
+                side.store.delete(&record.id),
+            )
+            .await
+        {
+            self.repair_call(side, &record.id, Missed::Write, side.store.create(record))
+                .await;
+        }
+    }
+
+    /// Runs a repair call on `side`. A repair that fails leaves the session
+    /// to the replay (`missed`, when the store is down) or to the next read;
+    /// it never fails the request that noticed it.
+    async fn repair_call<T>(
+        self: &Arc<Self>,
+        side: &Side,
+        id: &SessionId,
+        missed: Missed,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> bool {
+        match self.call(side, "repair", call).await {
+            Ok(Reply::Answer(_)) => {
+                metrics::counter!("session_kit_failover_repairs_total", "store" => side.role.name())
+                    .increment(1);
+                true
+            }
+            Ok(Reply::Down(_)) => {
+                let _ = self.missed(side, id, missed);
+                false
+            }
+            Err(err) => {
+                tracing::debug!(
+                    target: "session_kit::failover",
+                    store = side.role.name(),
+                    error.kind = ?err.kind(),
+                    "a repair failed; the next read tries again"
+                );
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! [`TieredStore`]: a near-cache in this process in front of a remote store.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use async_trait::async_trait;
+use moka::{future::Cache, Expiry};
+
+use crate::{Changes, Committed, Created, Record, SessionId, SessionStore, Stamp, StoreError};
+
+/// The sessions a [`TieredStore`] keeps in this process: a moka cache
+/// bounded by the bytes of session data it holds, each entry kept no longer
+/// than its record's `expires_at`.
+///
+/// ```
+/// use session_core::NearCache;
+///
+/// let near = NearCache::with_max_bytes(16 * 1024 * 1024);
+/// # let _ = near;
+/// ```
+#[derive(Debug)]
+pub struct NearCache {
+    cache: Cache<SessionId, Arc<Record>>,
+}
+
+/// Keeps each entry until its record's `expires_at`.
+struct UntilRecordExpires;
+
+impl UntilRecordExpires {
+    fn remaining(record: &Record) -> Option<Duration> {
+        Some(
+            record
+                .expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+impl Expiry<SessionId, Arc<Record>> for UntilRecordExpires {
+    fn expire_after_create(
+        &self,
+        _: &SessionId,
+        record: &Arc<Record>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Self::remaining(record)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &SessionId,
+        record: &Arc<Record>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::remaining(record)
+    }
+}
+
+/// Bytes charged per entry on top of its keys and values: the record's
+/// fixed fields, the map's and the cache's own bookkeeping, roughly.
+const ENTRY_OVERHEAD: usize = 160;
+
+fn weight(record: &Record) -> u32 {
+    let data: usize = record
+        .data
+        .iter()
+        .map(|(key, value)| key.len() + value.len() + 16)
+        .sum();
+    u32::try_from(data + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+impl Default for NearCache {
+    fn default() -> Self {
+        Self::with_max_bytes(Self::DEFAULT_MAX_BYTES)
+    }
+}
+
+impl NearCache {
+    /// The default bound: 64 MiB of session data.
+    pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+    /// A near-cache of at most [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A near-cache holding at most about `bytes` of session keys and
+    /// values; past that moka evicts by its TinyLFU policy.
+    #[must_use]
+    pub fn with_max_bytes(bytes: u64) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(bytes)
+                .weigher(|_, record: &Arc<Record>| weight(record))
+                .expire_after(UntilRecordExpires)
+                .build(),
+        }
+    }
+}
+
+/// A [`NearCache`] in this process in front of a remote store (`far`),
+/// for speed, that never serves a session another server has changed.
+///
+/// # How it stays correct
+/// Every `load` asks the far store for the session's
+/// [`Stamp`] (its version and expiry) and serves the near copy only when
+/// the versions are equal. Every commit on any server bumps the version,
+/// so a copy with the current version is the current data; a touch moves
+/// only the expiry, which the stamp carries too. A session deleted or
+/// expired on the far store has no stamp, and the near copy is dropped.
+/// So the near-cache saves the far store's reply **payload** and its
+/// decoding, never the round trip: a load is one small command (Redis: one
+/// `HMGET` of two fields) instead of the whole session. Writes go to the
+/// far store first; a commit whose new version is exactly one past the near
+/// copy's updates the near copy in place, so the next load is a hit.
+///
+/// The scheme needs the far store's versions to name one content each,
+/// which every single store guarantees. Put the near-cache in front of a
+/// [`FailoverStore`](crate::FailoverStore), not inside one: in mirror mode,
+/// two stores that drifted apart during an outage can hold different data
+/// under one version until they are repaired.
+///
+/// # What it saves
+/// The payload of the session: the bigger the session, the more. Stores
+/// whose [`SessionStore::stamp`] is the default (which loads the whole
+/// record, as Memcached's must: it cannot read part of a value) gain
+/// nothing from it. `BENCHMARKS.md` has the figures for Redis.
+///
+/// A far store that fails fails the load: the near copy is not served
+/// unchecked, because it might be stale.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::{Duration, SystemTime};
+/// use session_core::{MemoryStore, NearCache, Record, SessionId, SessionStore, TieredStore};
+///
+/// // In production the far store is, say, a RedisStore.
+/// let store = TieredStore::new(NearCache::new(), MemoryStore::new());
+/// let now = SystemTime::now();
+/// let record = Record::new(SessionId::generate(), Default::default(), now, now + Duration::from_secs(60));
+/// store.create(&record).await.unwrap();
+/// assert_eq!(store.load(&record.id).await.unwrap(), Some(record));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TieredStore {
+    near: Arc<NearCache>,
+    far: Arc<dyn SessionStore>,
+}
+
+impl TieredStore {
+    /// Serves `far`'s sessions through `near`.
+    #[must_use]
+    pub fn new(near: NearCache, far: impl SessionStore) -> Self {
+        Self {
+            near: Arc::new(near),
+            far: Arc::new(far),
+        }
+    }
+
+    /// How many sessions the near-cache holds, approximately (moka counts
+    /// evictions lazily).
+    #[must_use]
+    pub fn near_len(&self) -> u64 {
+        self.near.cache.entry_count()
+    }
+
+    async fn keep(&self, record: &Record) {
+        self.near
+            .cache
+            .insert(record.id, Arc::new(record.clone()))
+            .await;
+    }
+}
+
+fn count(result: &'static str) {
+    metrics::counter!("session_kit_near_cache_loads_total", "result" => result).increment(1);
+}
+
+#[async_trait]
+impl SessionStore for TieredStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        if let Some(near) = self.near.cache.get(id).await {
+            match self.far.stamp(id).await? {
+                None => {
+                    self.near.cache.invalidate(id).await;
+                    count("gone");
+                    return Ok(None);
+                }
+                Some(stamp) if stamp.version == near.version => {
+                    count("hit");
+                    let mut record = Record::clone(&near);
+                    if record.expires_at != stamp.expires_at {
+                        // Touched elsewhere: same data, later expiry.
+                        record.expires_at = stamp.expires_at;
+                        self.keep(&record).await;
+                    }
+                    return Ok(Some(record));
+                }
+                Some(_) => count("stale"),
+            }
+        } else {
+            count("miss");
+        }
+        let loaded = self.far.load(id).await?;
+        match &loaded {
+            Some(record) => self.keep(record).await,
+            None => self.near.cache.invalidate(id).await,
+        }
+        Ok(loaded)
+    }
+
+    async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
+        self.far.stamp(id).await
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let created = self.far.create(record).await?;
+        if created == Created::Created {
+            self.keep(record).await;
+        }
+        Ok(created)
+    }
+
+    async fn commit(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        expires_at: SystemTime,
+    ) -> Result<Committed, StoreError> {
+        let committed = self.far.commit(id, changes, expires_at).await;
+        match (&committed, self.near.cache.get(id).await) {
+            // Our delta on the version we hold is exactly the new version:
+            // no other commit came in between.
+            (Ok(Committed::Applied { version }), Some(near)) if near.version + 1 == *version => {
+                let mut record = Record::clone(&near);
+                changes.apply_to(&mut record.data);
+                record.expires_at = expires_at;
+                record.version = *version;
+                self.keep(&record).await;
+            }
+            // Anything else, even an error (the commit may have landed):
+            // the near copy can no longer be trusted to be the newest, and
+            // the next load would notice anyway; dropping it saves that load
+            // a wasted stamp.
+            (_, Some(_)) => self.near.cache.invalidate(id).await,
+            (_, None) => {}
+        }
+        committed
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
+        // The near copy keeps its old expiry; the stamp of the next load
+        // carries the new one.
+        self.far.touch(id, expires_at).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.near.cache.invalidate(id).await;
+        self.far.delete(id).await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.far.health().await
+    }
+}
