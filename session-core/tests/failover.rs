@@ -1,0 +1,465 @@
+//! `FailoverStore` and `TieredStore` rules, over memory stores with injected
+//! faults: which store a call reaches, what a dead, hung or returning store
+//! changes, and that no stale copy is ever served. Several failover stores
+//! over the same two memory stores play several app servers. Real servers
+//! being killed and restarted are the facade's `tests/failover.rs`.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use session_conformance::{store::set, Fault, InstrumentedStore};
+use session_core::{
+    BreakerState, Committed, Created, ErrorKind, FailoverMode, FailoverStore, MemoryStore,
+    NearCache, Record, SessionId, SessionStore, TieredStore,
+};
+
+const OPEN_FOR: Duration = Duration::from_millis(50);
+const CALL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Two memory stores, each behind an `InstrumentedStore` that can fail it;
+/// `raw` reaches the data under the faults, as an operator would.
+struct Pair {
+    primary: Arc<InstrumentedStore>,
+    secondary: Arc<InstrumentedStore>,
+    raw_primary: MemoryStore,
+    raw_secondary: MemoryStore,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let raw_primary = MemoryStore::new();
+        let raw_secondary = MemoryStore::new();
+        Self {
+            primary: Arc::new(InstrumentedStore::new(Arc::new(raw_primary.clone()))),
+            secondary: Arc::new(InstrumentedStore::new(Arc::new(raw_secondary.clone()))),
+            raw_primary,
+            raw_secondary,
+        }
+    }
+
+    /// A failover store over the pair: one app server.
+    fn server(&self, mode: FailoverMode) -> FailoverStore {
+        FailoverStore::builder(Arc::clone(&self.primary), Arc::clone(&self.secondary))
+            .mode(mode)
+            .call_timeout(CALL_TIMEOUT)
+            .failure_threshold(2)
+            .open_for(OPEN_FOR)
+            .max_open_for(OPEN_FOR * 4)
+            .build()
+            .unwrap()
+    }
+}
+
+fn record() -> Record {
+    let now = SystemTime::now();
+    let mut record = Record::new(
+        SessionId::generate(),
+        Default::default(),
+        now,
+        now + Duration::from_secs(600),
+    );
+    record.data.insert("n".to_owned(), "0".to_owned());
+    record
+}
+
+fn later() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(600)
+}
+
+async fn count_to(store: &FailoverStore, id: &SessionId, n: u32) {
+    let committed = store
+        .commit(id, &set("n", &n.to_string()), later())
+        .await
+        .unwrap();
+    assert!(matches!(committed, Committed::Applied { .. }), "{committed:?}");
+}
+
+/// Polls `check` every 5 ms for up to 5 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Lets the primary's breaker probe and close: waits out the back-off and
+/// makes a call.
+async fn recover_primary(store: &FailoverStore) {
+    eventually("the primary's breaker to close", async || {
+        let _ = store.load(&SessionId::generate()).await;
+        store.state().primary == BreakerState::Closed
+    })
+    .await;
+}
+
+fn is_open(state: BreakerState) -> bool {
+    matches!(state, BreakerState::Open { .. })
+}
+
+#[tokio::test]
+async fn mirror_writes_reach_both_stores_and_reads_agree() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Mirror);
+    let record = record();
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    count_to(&store, &record.id, 1).await;
+    for raw in [&pair.raw_primary, &pair.raw_secondary] {
+        let copy = raw.load(&record.id).await.unwrap().unwrap();
+        assert_eq!((copy.version, copy.data["n"].as_str()), (2, "1"));
+    }
+    store.delete(&record.id).await.unwrap();
+    assert_eq!(pair.raw_primary.load(&record.id).await.unwrap(), None);
+    assert_eq!(pair.raw_secondary.load(&record.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn mirror_serves_through_a_dead_primary_then_replays_what_it_missed() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Mirror);
+    let record = record();
+    let _ = store.create(&record).await.unwrap();
+
+    pair.primary
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    for n in 1..=3 {
+        count_to(&store, &record.id, n).await;
+    }
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data["n"], "3");
+    let state = store.state();
+    assert!(is_open(state.primary), "{state:?}");
+    assert_eq!(state.pending_primary, 1);
+    // While it is open, calls skip the primary altogether.
+    let calls = pair.primary.calls();
+    count_to(&store, &record.id, 4).await;
+    assert_eq!(pair.primary.calls(), calls);
+
+    pair.primary.set_fault(None);
+    recover_primary(&store).await;
+    eventually("the replay to bring the primary up to date", async || {
+        pair.raw_primary
+            .load(&record.id)
+            .await
+            .unwrap()
+            .is_some_and(|copy| copy.data["n"] == "4" && copy.version == 5)
+    })
+    .await;
+    assert_eq!(store.state().pending_primary, 0);
+}
+
+#[tokio::test]
+async fn mirror_never_serves_a_copy_from_before_the_outage_on_any_server() {
+    let pair = Pair::new();
+    let during = pair.server(FailoverMode::Mirror);
+    let record = record();
+    let _ = during.create(&record).await.unwrap();
+    count_to(&during, &record.id, 1).await;
+
+    // This server commits while the primary is unreachable...
+    pair.primary
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    count_to(&during, &record.id, 2).await;
+    count_to(&during, &record.id, 3).await;
+    pair.primary.set_fault(None);
+
+    // ...and another server, which knows nothing of it, reads afterwards.
+    let after = pair.server(FailoverMode::Mirror);
+    let stale = pair.raw_primary.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(stale.data["n"], "1", "the primary kept its old copy");
+    let loaded = after.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data["n"], "3");
+    // The read repaired the primary, whose copy is now the newest.
+    let repaired = pair.raw_primary.load(&record.id).await.unwrap().unwrap();
+    assert_eq!((repaired.data["n"].as_str(), repaired.version), ("3", loaded.version));
+    // With both copies equal again, the primary alone could serve it.
+    pair.secondary
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    assert_eq!(after.load(&record.id).await.unwrap().unwrap().data["n"], "3");
+}
+
+#[tokio::test]
+async fn a_delete_during_an_outage_is_not_undone_by_the_returning_store() {
+    let pair = Pair::new();
+    let during = pair.server(FailoverMode::Mirror);
+    let record = record();
+    let _ = during.create(&record).await.unwrap();
+
+    pair.primary
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    during.delete(&record.id).await.unwrap();
+    pair.primary.set_fault(None);
+    assert!(pair.raw_primary.load(&record.id).await.unwrap().is_some());
+
+    // Another server reads before this one's replay reaches the primary:
+    // the secondary's tombstone tells it the primary's copy is dead.
+    let after = pair.server(FailoverMode::Mirror);
+    assert_eq!(after.load(&record.id).await.unwrap(), None);
+    assert_eq!(pair.raw_primary.load(&record.id).await.unwrap(), None);
+    let mut changes = set("n", "9");
+    changes.remove("gone");
+    assert_eq!(
+        after.commit(&record.id, &changes, later()).await.unwrap(),
+        Committed::Missing
+    );
+}
+
+#[tokio::test]
+async fn mirror_copies_sessions_back_to_a_store_that_lost_them() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Mirror);
+    let (read, written) = (record(), record());
+    for record in [&read, &written] {
+        let _ = store.create(record).await.unwrap();
+        // A restart without persistence.
+        pair.raw_primary.delete(&record.id).await.unwrap();
+    }
+
+    assert!(store.load(&read.id).await.unwrap().is_some());
+    assert!(pair.raw_primary.load(&read.id).await.unwrap().is_some());
+
+    count_to(&store, &written.id, 7).await;
+    let copy = pair.raw_primary.load(&written.id).await.unwrap().unwrap();
+    assert_eq!(copy.data["n"], "7");
+}
+
+#[tokio::test]
+async fn corrupt_and_too_large_are_answers_not_outages() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Mirror);
+    for kind in [ErrorKind::Corrupt, ErrorKind::TooLarge] {
+        pair.primary.set_fault(Some(Fault::Fail(kind)));
+        for _ in 0..5 {
+            let err = store.load(&SessionId::generate()).await.unwrap_err();
+            assert_eq!(err.kind(), kind);
+        }
+        assert_eq!(store.state().primary, BreakerState::Closed);
+    }
+}
+
+#[tokio::test]
+async fn one_call_into_the_timeout_opens_the_breaker_at_once() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Mirror);
+    let record = record();
+    let _ = store.create(&record).await.unwrap();
+
+    pair.primary.set_fault(Some(Fault::Hang));
+    let started = Instant::now();
+    let loaded = store.load(&record.id).await.unwrap();
+    assert!(started.elapsed() >= CALL_TIMEOUT);
+    assert_eq!(loaded.map(|r| r.id), Some(record.id));
+    assert!(is_open(store.state().primary));
+
+    // Open: the hung primary is not called again until the back-off ends.
+    let calls = pair.primary.calls();
+    let _ = store.load(&record.id).await.unwrap();
+    assert_eq!(pair.primary.calls(), calls);
+}
+
+#[tokio::test]
+async fn a_failed_probe_keeps_the_breaker_open_longer() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Mirror);
+    pair.primary
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    for _ in 0..2 {
+        let _ = store.load(&SessionId::generate()).await.unwrap();
+    }
+    let BreakerState::Open {
+        opened_at,
+        retry_at,
+    } = store.state().primary
+    else {
+        panic!("the primary's breaker should be open");
+    };
+    assert_eq!(retry_at - opened_at, OPEN_FOR);
+    eventually("a failed probe to reopen the breaker", async || {
+        let _ = store.load(&SessionId::generate()).await;
+        matches!(store.state().primary, BreakerState::Open { opened_at: at, .. } if at > opened_at)
+    })
+    .await;
+    let BreakerState::Open {
+        opened_at,
+        retry_at,
+    } = store.state().primary
+    else {
+        unreachable!()
+    };
+    assert_eq!(retry_at - opened_at, OPEN_FOR * 2);
+}
+
+#[tokio::test]
+async fn standby_writes_to_the_primary_only() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Standby);
+    let record = record();
+    let _ = store.create(&record).await.unwrap();
+    count_to(&store, &record.id, 1).await;
+    assert!(pair.raw_primary.load(&record.id).await.unwrap().is_some());
+    assert_eq!(pair.raw_secondary.load(&record.id).await.unwrap(), None);
+    assert_eq!(pair.secondary.calls().writes(), 0);
+}
+
+#[tokio::test]
+async fn standby_serves_new_sessions_from_the_secondary_and_keeps_them_after_recovery() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Standby);
+    let before = record();
+    let _ = store.create(&before).await.unwrap();
+
+    pair.primary
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    // The primary's sessions are out of reach: a fresh session for them...
+    assert_eq!(store.load(&before.id).await.unwrap(), None);
+    // ...and a commit to one fails rather than call it gone.
+    let err = store
+        .commit(&before.id, &set("n", "1"), later())
+        .await
+        .unwrap_err();
+    assert!(err.kind().is_transient(), "{err:?}");
+    // New sessions live on the secondary and keep working.
+    let during = record();
+    assert_eq!(store.create(&during).await.unwrap(), Created::Created);
+    count_to(&store, &during.id, 1).await;
+    assert!(pair.raw_secondary.load(&during.id).await.unwrap().is_some());
+
+    pair.primary.set_fault(None);
+    recover_primary(&store).await;
+    // Both kinds of session are served again, each from where it lives.
+    assert!(store.load(&before.id).await.unwrap().is_some());
+    count_to(&store, &during.id, 2).await;
+    let loaded = store.load(&during.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data["n"], "2");
+    // New sessions go back to the primary.
+    let after = record();
+    let _ = store.create(&after).await.unwrap();
+    assert!(pair.raw_primary.load(&after.id).await.unwrap().is_some());
+    assert_eq!(pair.raw_secondary.load(&after.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn standby_replays_a_delete_the_primary_missed() {
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Standby);
+    let record = record();
+    let _ = store.create(&record).await.unwrap();
+    pair.primary
+        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    store.delete(&record.id).await.unwrap();
+    assert_eq!(store.state().pending_primary, 1);
+    pair.primary.set_fault(None);
+    recover_primary(&store).await;
+    eventually("the replayed delete", async || {
+        pair.raw_primary.load(&record.id).await.unwrap().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn both_stores_down_is_an_outage_error() {
+    let pair = Pair::new();
+    for mode in [FailoverMode::Mirror, FailoverMode::Standby] {
+        let store = pair.server(mode);
+        for side in [&pair.primary, &pair.secondary] {
+            side.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+        }
+        let err = store.create(&record()).await.unwrap_err();
+        assert!(err.kind().is_transient(), "{mode:?}: {err:?}");
+        let err = store.load(&SessionId::generate()).await.unwrap_err();
+        assert!(err.kind().is_transient(), "{mode:?}: {err:?}");
+        for side in [&pair.primary, &pair.secondary] {
+            side.set_fault(None);
+        }
+    }
+}
+
+#[test]
+fn bad_settings_name_their_key() {
+    let build = |configure: fn(
+        session_core::FailoverStoreBuilder,
+    ) -> session_core::FailoverStoreBuilder| {
+        configure(FailoverStore::builder(MemoryStore::new(), MemoryStore::new()))
+            .build()
+            .unwrap_err()
+            .key()
+            .to_owned()
+    };
+    assert_eq!(build(|b| b.call_timeout(Duration::ZERO)), "failover.call_timeout");
+    assert_eq!(build(|b| b.failure_threshold(0)), "failover.failure_threshold");
+    assert_eq!(build(|b| b.open_for(Duration::ZERO)), "failover.open_for");
+    assert_eq!(
+        build(|b| b.open_for(Duration::from_secs(5)).max_open_for(Duration::from_secs(1))),
+        "failover.max_open_for"
+    );
+    assert_eq!(build(|b| b.tombstone_ttl(Duration::ZERO)), "failover.tombstone_ttl");
+}
+
+/// Two app servers, each with its own near-cache, over one far store.
+fn two_tiered_servers() -> (TieredStore, TieredStore, Arc<InstrumentedStore>) {
+    let far = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    (
+        TieredStore::new(NearCache::new(), Arc::clone(&far)),
+        TieredStore::new(NearCache::new(), Arc::clone(&far)),
+        far,
+    )
+}
+
+#[tokio::test]
+async fn a_near_cache_hit_costs_one_stamp_and_no_load() {
+    let (server, _, far) = two_tiered_servers();
+    let record = record();
+    let _ = server.create(&record).await.unwrap();
+    far.take_calls();
+    for _ in 0..3 {
+        assert_eq!(server.load(&record.id).await.unwrap(), Some(record.clone()));
+    }
+    let calls = far.take_calls();
+    assert_eq!((calls.stamp, calls.load), (3, 0));
+
+    // Our own commit keeps the near copy current: still no full load.
+    let committed = server
+        .commit(&record.id, &set("n", "1"), record.expires_at)
+        .await
+        .unwrap();
+    assert_eq!(committed, Committed::Applied { version: 2 });
+    assert_eq!(
+        server.load(&record.id).await.unwrap().unwrap().data["n"],
+        "1"
+    );
+    assert_eq!(far.take_calls().load, 0);
+}
+
+#[tokio::test]
+async fn a_near_cache_never_serves_what_another_server_changed() {
+    let (a, b, _) = two_tiered_servers();
+    let record = record();
+    let _ = a.create(&record).await.unwrap();
+    assert!(b.load(&record.id).await.unwrap().is_some());
+
+    // A commit on `a`: `b`'s near copy is now stale.
+    let _ = a.commit(&record.id, &set("n", "1"), later()).await.unwrap();
+    assert_eq!(b.load(&record.id).await.unwrap().unwrap().data["n"], "1");
+
+    // A touch on `a`: `b` serves the new expiry with its cached data.
+    let touched = SystemTime::now() + Duration::from_secs(1200);
+    assert!(a.touch(&record.id, touched).await.unwrap());
+    let loaded = b.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.expires_at, touched);
+
+    // A delete on `a`: `b` serves nothing.
+    a.delete(&record.id).await.unwrap();
+    assert_eq!(b.load(&record.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_far_store_outage_is_not_hidden_by_the_near_cache() {
+    let (server, _, far) = two_tiered_servers();
+    let record = record();
+    let _ = server.create(&record).await.unwrap();
+    far.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    let err = server.load(&record.id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+}
