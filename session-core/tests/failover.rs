@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use session_conformance::{store::set, Fault, InstrumentedStore};
 use session_core::{
     BreakerState, Committed, Created, ErrorKind, FailoverMode, FailoverStore, MemoryStore,
@@ -73,7 +74,10 @@ async fn count_to(store: &FailoverStore, id: &SessionId, n: u32) {
         .commit(id, &set("n", &n.to_string()), later())
         .await
         .unwrap();
-    assert!(matches!(committed, Committed::Applied { .. }), "{committed:?}");
+    assert!(
+        matches!(committed, Committed::Applied { .. }),
+        "{committed:?}"
+    );
 }
 
 /// Polls `check` every 5 ms for up to 5 s.
@@ -173,11 +177,17 @@ async fn mirror_never_serves_a_copy_from_before_the_outage_on_any_server() {
     assert_eq!(loaded.data["n"], "3");
     // The read repaired the primary, whose copy is now the newest.
     let repaired = pair.raw_primary.load(&record.id).await.unwrap().unwrap();
-    assert_eq!((repaired.data["n"].as_str(), repaired.version), ("3", loaded.version));
+    assert_eq!(
+        (repaired.data["n"].as_str(), repaired.version),
+        ("3", loaded.version)
+    );
     // With both copies equal again, the primary alone could serve it.
     pair.secondary
         .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
-    assert_eq!(after.load(&record.id).await.unwrap().unwrap().data["n"], "3");
+    assert_eq!(
+        after.load(&record.id).await.unwrap().unwrap().data["n"],
+        "3"
+    );
 }
 
 #[tokio::test]
@@ -223,6 +233,35 @@ async fn mirror_copies_sessions_back_to_a_store_that_lost_them() {
     count_to(&store, &written.id, 7).await;
     let copy = pair.raw_primary.load(&written.id).await.unwrap().unwrap();
     assert_eq!(copy.data["n"], "7");
+}
+
+#[tokio::test]
+async fn a_copy_near_its_expiry_is_not_copied_back_to_outlive_it() {
+    // Memcached rounds expiry up to whole seconds: its copy can outlive the
+    // primary's by a second. Copying it back then would carry the later
+    // expiry over, and a session read often enough would never expire.
+    let pair = Pair::new();
+    let store = pair.server(FailoverMode::Mirror);
+    let mut record = record();
+    record.expires_at = SystemTime::now() + Duration::from_millis(300);
+    let _ = store.create(&record).await.unwrap();
+    let rounded_up = SystemTime::now() + Duration::from_millis(1300);
+    assert!(pair
+        .raw_secondary
+        .touch(&record.id, rounded_up)
+        .await
+        .unwrap());
+
+    eventually("the primary's copy to expire", async || {
+        pair.raw_primary.load(&record.id).await.unwrap().is_none()
+    })
+    .await;
+    assert!(store.load(&record.id).await.unwrap().is_some());
+    assert_eq!(pair.raw_primary.load(&record.id).await.unwrap(), None);
+    eventually("the session to expire", async || {
+        store.load(&record.id).await.unwrap().is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -289,6 +328,67 @@ async fn a_failed_probe_keeps_the_breaker_open_longer() {
         unreachable!()
     };
     assert_eq!(retry_at - opened_at, OPEN_FOR * 2);
+}
+
+/// The counter `session_kit_breaker_transitions_total` for the primary,
+/// by the state it moved to.
+fn primary_transitions(snapshotter: &Snapshotter) -> Vec<(String, u64)> {
+    let mut counts: Vec<(String, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<_> = key.labels().collect();
+            let primary = labels
+                .iter()
+                .any(|label| label.key() == "store" && label.value() == "primary");
+            let to = labels.iter().find(|label| label.key() == "to")?.value();
+            match value {
+                DebugValue::Counter(count)
+                    if primary && key.name() == "session_kit_breaker_transitions_total" =>
+                {
+                    Some((to.to_owned(), count))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    counts.sort();
+    counts
+}
+
+#[test]
+fn every_breaker_transition_is_counted_through_metrics() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A local recorder is per thread: a current-thread runtime keeps every
+    // task, the replay included, on this one.
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let pair = Pair::new();
+            let store = pair.server(FailoverMode::Mirror);
+            pair.primary
+                .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+            for _ in 0..2 {
+                let _ = store.load(&SessionId::generate()).await.unwrap();
+            }
+            pair.primary.set_fault(None);
+            recover_primary(&store).await;
+        });
+    });
+    assert_eq!(
+        primary_transitions(&snapshotter),
+        [
+            ("closed".to_owned(), 1),
+            ("half_open".to_owned(), 1),
+            ("open".to_owned(), 1)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -381,20 +481,34 @@ fn bad_settings_name_their_key() {
     let build = |configure: fn(
         session_core::FailoverStoreBuilder,
     ) -> session_core::FailoverStoreBuilder| {
-        configure(FailoverStore::builder(MemoryStore::new(), MemoryStore::new()))
-            .build()
-            .unwrap_err()
-            .key()
-            .to_owned()
+        configure(FailoverStore::builder(
+            MemoryStore::new(),
+            MemoryStore::new(),
+        ))
+        .build()
+        .unwrap_err()
+        .key()
+        .to_owned()
     };
-    assert_eq!(build(|b| b.call_timeout(Duration::ZERO)), "failover.call_timeout");
-    assert_eq!(build(|b| b.failure_threshold(0)), "failover.failure_threshold");
+    assert_eq!(
+        build(|b| b.call_timeout(Duration::ZERO)),
+        "failover.call_timeout"
+    );
+    assert_eq!(
+        build(|b| b.failure_threshold(0)),
+        "failover.failure_threshold"
+    );
     assert_eq!(build(|b| b.open_for(Duration::ZERO)), "failover.open_for");
     assert_eq!(
-        build(|b| b.open_for(Duration::from_secs(5)).max_open_for(Duration::from_secs(1))),
+        build(|b| b
+            .open_for(Duration::from_secs(5))
+            .max_open_for(Duration::from_secs(1))),
         "failover.max_open_for"
     );
-    assert_eq!(build(|b| b.tombstone_ttl(Duration::ZERO)), "failover.tombstone_ttl");
+    assert_eq!(
+        build(|b| b.tombstone_ttl(Duration::ZERO)),
+        "failover.tombstone_ttl"
+    );
 }
 
 /// Two app servers, each with its own near-cache, over one far store.

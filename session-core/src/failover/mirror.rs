@@ -20,10 +20,17 @@
 //!     unless the other side holds a tombstone, which means the session was
 //!     deleted while the first side was down; then that copy goes too.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use super::{count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, TOMBSTONE_DOMAIN};
 use crate::{Changes, Committed, Created, Data, Record, SessionId, StoreError};
+
+/// The widest two stores may disagree on when one session expires:
+/// Memcached counts whole seconds on a clock that ticks once a second.
+const EXPIRY_SKEW: Duration = Duration::from_secs(2);
 
 /// Two stores' replies to one call, once outages and errors are settled.
 enum Both<T> {
@@ -163,13 +170,25 @@ impl Inner {
             .await;
             return None;
         }
-        self.repair_call(
-            empty,
-            &record.id,
-            Missed::Write,
-            empty.store.create(&record),
-        )
-        .await;
+        // Near its expiry, "the other store has nothing" is as likely the
+        // two stores disagreeing on when it expires as a lost copy. A copy
+        // would carry the later expiry over, and copies back and forth
+        // would keep an idle session alive for as long as it is read. It
+        // expires within the skew anyway, unless a write extends it; then
+        // the one-sided rule copies it.
+        let left = record
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left > EXPIRY_SKEW {
+            self.repair_call(
+                empty,
+                &record.id,
+                Missed::Write,
+                empty.store.create(&record),
+            )
+            .await;
+        }
         Some(record)
     }
 
