@@ -72,6 +72,8 @@
 pub mod clock;
 pub mod cookie;
 mod error;
+#[cfg(feature = "memory")]
+mod expiry;
 mod failover;
 mod id;
 mod manager;

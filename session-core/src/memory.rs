@@ -1,18 +1,17 @@
 //! `MemoryStore`: sessions in this process's memory, on moka.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::{sync::Arc, time::SystemTime};
 
 use async_trait::async_trait;
 use moka::{
     future::Cache,
     ops::compute::{CompResult, Op},
-    Expiry,
 };
 
-use crate::{Changes, Committed, Created, Data, Record, SessionId, SessionStore, StoreError};
+use crate::{
+    expiry::{ExpiresAt, UntilExpiresAt},
+    Changes, Committed, Created, Data, Record, SessionId, SessionStore, StoreError,
+};
 
 /// A session as the cache holds it. The data sits behind its own `Arc` so a
 /// `touch` replaces only the metadata instead of copying every value.
@@ -30,33 +29,9 @@ impl Stored {
     }
 }
 
-/// Gives each entry the time to live its record asks for.
-struct UntilExpiresAt;
-
-impl UntilExpiresAt {
-    fn remaining(stored: &Stored) -> Option<Duration> {
-        Some(
-            stored
-                .expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
-    }
-}
-
-impl Expiry<String, Arc<Stored>> for UntilExpiresAt {
-    fn expire_after_create(&self, _: &String, value: &Arc<Stored>, _: Instant) -> Option<Duration> {
-        Self::remaining(value)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        value: &Arc<Stored>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Self::remaining(value)
+impl ExpiresAt for Stored {
+    fn expires_at(&self) -> SystemTime {
+        self.expires_at
     }
 }
 
@@ -293,6 +268,8 @@ impl SessionStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     fn record(lifetime: Duration) -> Record {

@@ -1,14 +1,14 @@
 //! [`TieredStore`]: a near-cache in this process in front of a remote store.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::{sync::Arc, time::SystemTime};
 
 use async_trait::async_trait;
-use moka::{future::Cache, Expiry};
+use moka::future::Cache;
 
-use crate::{Changes, Committed, Created, Record, SessionId, SessionStore, Stamp, StoreError};
+use crate::{
+    expiry::UntilExpiresAt, Changes, Committed, Created, Record, SessionId, SessionStore, Stamp,
+    StoreError,
+};
 
 /// The sessions a [`TieredStore`] keeps in this process: a moka cache
 /// bounded by the bytes of session data it holds, each entry kept no longer
@@ -23,41 +23,6 @@ use crate::{Changes, Committed, Created, Record, SessionId, SessionStore, Stamp,
 #[derive(Debug)]
 pub struct NearCache {
     cache: Cache<SessionId, Arc<Record>>,
-}
-
-/// Keeps each entry until its record's `expires_at`.
-struct UntilRecordExpires;
-
-impl UntilRecordExpires {
-    fn remaining(record: &Record) -> Option<Duration> {
-        Some(
-            record
-                .expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
-    }
-}
-
-impl Expiry<SessionId, Arc<Record>> for UntilRecordExpires {
-    fn expire_after_create(
-        &self,
-        _: &SessionId,
-        record: &Arc<Record>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Self::remaining(record)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &SessionId,
-        record: &Arc<Record>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Self::remaining(record)
-    }
 }
 
 /// Bytes charged per entry on top of its keys and values: the record's
@@ -97,7 +62,7 @@ impl NearCache {
             cache: Cache::builder()
                 .max_capacity(bytes)
                 .weigher(|_, record: &Arc<Record>| weight(record))
-                .expire_after(UntilRecordExpires)
+                .expire_after(UntilExpiresAt)
                 .build(),
         }
     }
