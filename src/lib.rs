@@ -20,8 +20,11 @@
 //! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
 //!
-//! The replicated cluster store and failover arrive as features of this
-//! crate as they land; see the repository's issue list and `CHANGELOG.md`.
+//! Whatever the features, [`FailoverStore`] puts a secondary store behind a
+//! primary (mirror or standby, with a circuit breaker on each), and with
+//! `memory` [`TieredStore`] puts a near-cache in front of a remote store.
+//! The replicated cluster store arrives as a feature of this crate when it
+//! lands; see the repository's issue list and `CHANGELOG.md`.
 //!
 //! ## Axum
 //! ```
@@ -90,17 +93,21 @@
 //! - [`MemoryStore`] is per process: with several servers, a request that
 //!   lands on another server does not see the session. Use a shared or
 //!   replicated store there.
+//! - One store is one point of failure. [`FailoverStore`] in mirror mode
+//!   survives the death of either of two stores with no acknowledged write
+//!   lost; [`FailoverMode`] says exactly what each mode can lose.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub use session_core::{
-    clock, cookie, BoxError, Changes, Clock, Committed, ConfigError, CookieCodec, CookieConfig,
-    Created, Data, ErrorKind, ErrorPolicy, Finish, Key, KeyError, KeyRing, ManualClock, Record,
+    clock, cookie, BoxError, BreakerState, Changes, Clock, Committed, ConfigError, CookieCodec,
+    CookieConfig, Created, Data, ErrorKind, ErrorPolicy, FailoverMode, FailoverState,
+    FailoverStore, FailoverStoreBuilder, Finish, Key, KeyError, KeyRing, ManualClock, Record,
     SameSite, Session, SessionError, SessionId, SessionManager, SessionManagerBuilder,
-    SessionStore, StoreError, SystemClock, Verified,
+    SessionStore, Stamp, StoreError, SystemClock, Verified,
 };
 #[cfg(feature = "memory")]
-pub use session_core::{MemoryStore, MemoryStoreBuilder};
+pub use session_core::{MemoryStore, MemoryStoreBuilder, NearCache, TieredStore};
 
 /// Sessions in Redis: [`RedisStore`](redis::RedisStore) over a
 /// [`RedisConfig`](redis::RedisConfig) that names a server, a Sentinel

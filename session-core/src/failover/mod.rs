@@ -105,10 +105,13 @@ pub enum FailoverMode {
 ///
 /// # Timeouts
 /// The [`SessionManager`](crate::SessionManager) bounds each whole call by
-/// its operation timeout (default 2 s). A failover call makes at most three
-/// rounds of store calls (a load of both stores, a tombstone check and a
-/// repair), each bounded by the call timeout, so keep the call timeout
-/// under a third of the operation timeout; the builder's defaults do.
+/// its operation timeout (default 2 s). A failover call is a few store calls
+/// in a row: the call itself (to both stores at once in mirror mode) and,
+/// only when the stores disagree, a check and a repair. Each is bounded by
+/// the call timeout, and the first to run into it opens that store's
+/// breaker, so the rest skip that store: at worst about two call timeouts
+/// (one per store) plus the calls that answered. Keep the call timeout
+/// under a third of the operation timeout; the defaults (300 ms, 2 s) do.
 ///
 /// # Example
 /// ```
@@ -511,7 +514,13 @@ impl Inner {
             }
             Ok(answer) => {
                 let recovered = side.breaker.on_answer(probe) == Some(Transition::Recovered);
-                if recovered || side.pending_len.load(Ordering::Relaxed) > 0 {
+                // Misses left over from a replay that the other store's
+                // outage cut short wait until both are up: syncing a
+                // session needs both, and trying on every call meanwhile
+                // would only churn the backlog.
+                let backlog = side.pending_len.load(Ordering::Relaxed) > 0
+                    && self.other(side).breaker.state() == BreakerState::Closed;
+                if recovered || backlog {
                     self.start_replay(side.role);
                 }
                 answer.map(Reply::Answer)

@@ -1,0 +1,61 @@
+//! # session-bench
+//!
+//! Benchmarks for session-kit (not published). Each bench under `benches/`
+//! is a criterion benchmark that starts the real servers it needs through
+//! the `session-conformance` test kit; `BENCHMARKS.md` at the repository
+//! root records the figures and the command that made them.
+//!
+//! | bench | what it compares |
+//! |---|---|
+//! | `near_cache` | `RedisStore::load` against `TieredStore::load` with a near-cache hit, for small, 2 KiB and 32 KiB sessions; prints the bytes Redis sends per load |
+//!
+//! This crate holds what the benches share.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, SystemTime};
+
+use session_conformance::testkit::RedisServer;
+use session_core::{Data, Record, SessionId};
+
+/// A session of `keys` keys whose values are JSON strings of `value_len`
+/// characters, living ten minutes.
+///
+/// ```
+/// let record = session_bench::session_of(4, 10);
+/// assert_eq!(record.data.len(), 4);
+/// assert_eq!(record.data["key-0"].len(), 12); // the JSON quotes
+/// ```
+#[must_use]
+pub fn session_of(keys: usize, value_len: usize) -> Record {
+    let data: Data = (0..keys)
+        .map(|i| (format!("key-{i}"), format!("\"{}\"", "x".repeat(value_len))))
+        .collect();
+    let now = SystemTime::now();
+    Record::new(
+        SessionId::generate(),
+        data,
+        now,
+        now + Duration::from_secs(600),
+    )
+}
+
+/// The bytes of session keys and values in `record`: its payload.
+#[must_use]
+pub fn payload_bytes(record: &Record) -> usize {
+    record.data.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// How many bytes `server` has sent to its clients so far
+/// (`total_net_output_bytes` of `INFO stats`).
+///
+/// # Panics
+/// When the server does not report it.
+#[must_use]
+pub fn redis_bytes_sent(server: &RedisServer) -> u64 {
+    server
+        .cli(&["info", "stats"])
+        .lines()
+        .find_map(|line| line.strip_prefix("total_net_output_bytes:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("INFO stats reports total_net_output_bytes")
+}
