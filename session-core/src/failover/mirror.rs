@@ -354,7 +354,7 @@ impl Inner {
     /// session beats failing the request, and repairs wait for a later read.
     async fn holds(self: &Arc<Self>, side: &Side, marker: &SessionId) -> bool {
         matches!(
-            self.call(side, "load", side.store.stamp(marker)).await,
+            self.call(side, "stamp", side.store.stamp(marker)).await,
             Ok(Reply::Answer(Some(_)))
         )
     }

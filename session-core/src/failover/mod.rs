@@ -397,7 +397,6 @@ enum Missed {
     Delete,
 }
 
-#[derive(Debug)]
 struct Side {
     role: Role,
     store: Arc<dyn SessionStore>,
@@ -406,6 +405,19 @@ struct Side {
     /// `missed.len()`, readable on every call without taking the lock.
     pending_len: AtomicUsize,
     replaying: AtomicBool,
+}
+
+impl std::fmt::Debug for Side {
+    // The replay set can hold thousands of ids: its size is what a reader
+    // of a `Debug` dump needs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Side")
+            .field("role", &self.role)
+            .field("store", &self.store)
+            .field("breaker", &self.breaker.state())
+            .field("pending", &self.pending_len.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Side {
