@@ -53,6 +53,11 @@ impl Pair {
     }
 }
 
+/// Makes every call to `store` fail as an unreachable server's would.
+fn down(store: &InstrumentedStore) {
+    store.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+}
+
 fn record() -> Record {
     let now = SystemTime::now();
     let mut record = Record::new(
@@ -126,8 +131,7 @@ async fn mirror_serves_through_a_dead_primary_then_replays_what_it_missed() {
     let record = record();
     let _ = store.create(&record).await.unwrap();
 
-    pair.primary
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    down(&pair.primary);
     for n in 1..=3 {
         count_to(&store, &record.id, n).await;
     }
@@ -163,8 +167,7 @@ async fn mirror_never_serves_a_copy_from_before_the_outage_on_any_server() {
     count_to(&during, &record.id, 1).await;
 
     // This server commits while the primary is unreachable...
-    pair.primary
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    down(&pair.primary);
     count_to(&during, &record.id, 2).await;
     count_to(&during, &record.id, 3).await;
     pair.primary.set_fault(None);
@@ -182,8 +185,7 @@ async fn mirror_never_serves_a_copy_from_before_the_outage_on_any_server() {
         ("3", loaded.version)
     );
     // With both copies equal again, the primary alone could serve it.
-    pair.secondary
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    down(&pair.secondary);
     assert_eq!(
         after.load(&record.id).await.unwrap().unwrap().data["n"],
         "3"
@@ -197,8 +199,7 @@ async fn a_delete_during_an_outage_is_not_undone_by_the_returning_store() {
     let record = record();
     let _ = during.create(&record).await.unwrap();
 
-    pair.primary
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    down(&pair.primary);
     during.delete(&record.id).await.unwrap();
     pair.primary.set_fault(None);
     assert!(pair.raw_primary.load(&record.id).await.unwrap().is_some());
@@ -302,8 +303,7 @@ async fn one_call_into_the_timeout_opens_the_breaker_at_once() {
 async fn a_failed_probe_keeps_the_breaker_open_longer() {
     let pair = Pair::new();
     let store = pair.server(FailoverMode::Mirror);
-    pair.primary
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    down(&pair.primary);
     for _ in 0..2 {
         let _ = store.load(&SessionId::generate()).await.unwrap();
     }
@@ -372,8 +372,7 @@ fn every_breaker_transition_is_counted_through_metrics() {
         runtime.block_on(async {
             let pair = Pair::new();
             let store = pair.server(FailoverMode::Mirror);
-            pair.primary
-                .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+            down(&pair.primary);
             for _ in 0..2 {
                 let _ = store.load(&SessionId::generate()).await.unwrap();
             }
@@ -410,8 +409,7 @@ async fn standby_serves_new_sessions_from_the_secondary_and_keeps_them_after_rec
     let before = record();
     let _ = store.create(&before).await.unwrap();
 
-    pair.primary
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    down(&pair.primary);
     // The primary's sessions are out of reach: a fresh session for them...
     assert_eq!(store.load(&before.id).await.unwrap(), None);
     // ...and a commit to one fails rather than call it gone.
@@ -446,8 +444,7 @@ async fn standby_replays_a_delete_the_primary_missed() {
     let store = pair.server(FailoverMode::Standby);
     let record = record();
     let _ = store.create(&record).await.unwrap();
-    pair.primary
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    down(&pair.primary);
     store.delete(&record.id).await.unwrap();
     assert_eq!(store.state().pending_primary, 1);
     pair.primary.set_fault(None);
