@@ -30,17 +30,16 @@ use std::{
 
 use futures_util::future::join_all;
 use session_conformance::{
-    async_trait,
+    async_trait, serve_store,
     testkit::{MemcachedServer, RedisServer},
-    Browser, Fault, InstrumentedStore, RunningApp, StoreFactory, TestApp,
+    Browser, Fault, InstrumentedStore, RunningApp, StoreFactory,
 };
 use session_kit::{
     memcached::{MemcachedConfig, MemcachedStore},
     redis::{RedisConfig, RedisStore},
     tower::conformance::AxumApp,
-    BreakerState, Changes, Committed, CookieConfig, Created, ErrorKind, ErrorPolicy, FailoverMode,
-    FailoverStore, Key, MemoryStore, NearCache, Record, SessionId, SessionManager, SessionStore,
-    Stamp, StoreError, TieredStore,
+    BreakerState, Changes, Committed, Created, ErrorKind, ErrorPolicy, FailoverMode, FailoverStore,
+    MemoryStore, NearCache, Record, SessionId, SessionStore, Stamp, StoreError, TieredStore,
 };
 use tokio::task::JoinHandle;
 
@@ -108,18 +107,6 @@ fn fast_failover(
         .max_open_for(MAX_OPEN_FOR)
         .build()
         .expect("valid failover settings")
-}
-
-/// Serves the conformance app over `store`, as `serve_store` does, but over
-/// a store the test keeps a clone of (to read the breakers).
-async fn serve(store: FailoverStore) -> RunningApp {
-    let manager = SessionManager::builder(store, Key::generate())
-        // Plain http on loopback: a Secure cookie would never come back.
-        .cookie(CookieConfig::default().with_secure(false))
-        .error_policy(ErrorPolicy::Reject)
-        .build()
-        .expect("a valid manager");
-    AxumApp.serve(manager).await
 }
 
 /// A memory store whose whole content can be dropped at once: with the
@@ -478,7 +465,7 @@ fn table(pair: &str, mode: FailoverMode, phases: &[Phase]) -> String {
 /// client loop runs throughout. Returns the phases, after printing them.
 async fn fault_scenario(kind: SecondaryKind, mode: FailoverMode) -> Vec<Phase> {
     let (mut primary, mut secondary, failover) = start_pair(kind, mode).await;
-    let app = serve(failover.clone()).await;
+    let app = serve_store(&AxumApp, failover.clone(), ErrorPolicy::Reject).await;
     let mut users = users(USERS);
     let mut phases = Vec::new();
 
@@ -652,7 +639,7 @@ async fn a_hung_primary_costs_one_call_timeout_then_is_skipped_until_it_answers(
         MemoryStore::new(),
         FailoverMode::Mirror,
     );
-    let app = serve(failover.clone()).await;
+    let app = serve_store(&AxumApp, failover.clone(), ErrorPolicy::Reject).await;
     let mut users = users(HANG_USERS);
     let mut phases = Vec::new();
 

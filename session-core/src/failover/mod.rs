@@ -39,7 +39,10 @@ pub enum FailoverMode {
     /// serves the newer copy and repairs the stale side, and the writes and
     /// deletes this process made during the outage are replayed to it at
     /// once. A delete that reaches only one store leaves a tombstone there,
-    /// so the other store's old copy is never brought back to life. **What
+    /// so the other store's old copy is never brought back to life. A copy
+    /// found on one store only within 2 s of its expiry is served but not
+    /// copied, so two stores that count expiry differently (Memcached
+    /// rounds up to whole seconds) cannot keep an idle session alive. **What
     /// can be lost:** a session whose only up-to-date copy is on one store
     /// when that store dies too. That takes two failures in a row: a
     /// restarted-empty store that has not yet been repaired (by a read, or
