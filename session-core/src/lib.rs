@@ -13,6 +13,7 @@
 //! | [`SessionManager`], [`Session`] | the per-request lifecycle that adapters drive |
 //! | [`MemoryStore`] | an in-process store on moka (feature `memory`, on by default) |
 //! | [`FailoverStore`] | a primary and a secondary store behind circuit breakers: mirror or standby |
+//! | [`LazyStore`] | a store connected in the background, so the app starts while Redis or Memcached is down; calls fail as `Unavailable` until it is reached |
 //! | [`TieredStore`], [`NearCache`] | a near-cache in this process in front of a remote store, checked against the far version on every load (feature `memory`) |
 //!
 //! Most apps use this crate through `session-kit` and an adapter
@@ -76,6 +77,7 @@ mod error;
 mod expiry;
 mod failover;
 mod id;
+mod lazy;
 mod manager;
 #[cfg(feature = "memory")]
 mod memory;
@@ -91,6 +93,7 @@ pub use failover::{
     BreakerState, FailoverMode, FailoverState, FailoverStore, FailoverStoreBuilder,
 };
 pub use id::SessionId;
+pub use lazy::LazyStore;
 pub use manager::{
     ErrorPolicy, Finish, Session, SessionError, SessionManager, SessionManagerBuilder,
 };

@@ -1,12 +1,13 @@
 //! The whole store contract, run against the composite stores over memory:
-//! `FailoverStore` in both modes and `TieredStore`. The same suites run over
-//! Redis and Memcached in the facade's `tests/failover.rs`.
+//! `FailoverStore` in both modes, `TieredStore` and a connected `LazyStore`.
+//! The same suites run over Redis and Memcached in the facade's
+//! `tests/failover.rs`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use session_conformance::{async_trait, StoreFactory};
 use session_core::{
-    FailoverMode, FailoverStore, MemoryStore, NearCache, SessionStore, TieredStore,
+    FailoverMode, FailoverStore, LazyStore, MemoryStore, NearCache, SessionStore, TieredStore,
 };
 
 /// Failover stores over two memory stores, each shared by every prefix.
@@ -54,6 +55,27 @@ impl StoreFactory for Tiered {
     }
 }
 
+/// Lazy stores whose background connect succeeds at once, each over one
+/// shared memory store, handed out once connected.
+struct Lazy(MemoryStore);
+
+#[async_trait]
+impl StoreFactory for Lazy {
+    async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
+        let inner = self.0.with_prefix(prefix);
+        let store = LazyStore::connect_in_background("conformance", move || {
+            let inner = inner.clone();
+            async move { Ok(inner) }
+        })
+        .expect("the suite runs in a tokio runtime");
+        assert!(
+            store.wait_connected(Duration::from_secs(5)).await,
+            "a connect that succeeds at once connects"
+        );
+        Arc::new(store)
+    }
+}
+
 mod mirror {
     use super::*;
     session_conformance::store_suite!(Failover::new(FailoverMode::Mirror));
@@ -67,4 +89,9 @@ mod standby {
 mod tiered {
     use super::*;
     session_conformance::store_suite!(Tiered(MemoryStore::new()));
+}
+
+mod lazy {
+    use super::*;
+    session_conformance::store_suite!(Lazy(MemoryStore::new()));
 }

@@ -1,0 +1,382 @@
+//! [`LazyStore`]: a store that connects in the background, so an app can
+//! start while its session store is unreachable.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{Arc, OnceLock, Weak},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::{
+    error::cause_chain, Changes, Committed, ConfigError, Created, ErrorKind, Record, SessionId,
+    SessionStore, Stamp, StoreError,
+};
+
+/// A store that is connected in the background, for apps that must start
+/// ("start degraded") even when Redis or Memcached is unreachable at
+/// start-up.
+///
+/// [`connect_in_background`](Self::connect_in_background) returns at once
+/// and spawns a task that calls your connect function until it succeeds,
+/// backing off between attempts. Until then every call fails at once with
+/// [`ErrorKind::Unavailable`], never waiting for the connect: the
+/// [`SessionManager`](crate::SessionManager) answers it by its
+/// [`ErrorPolicy`](crate::ErrorPolicy) and a
+/// [`FailoverStore`](crate::FailoverStore) counts it as an outage, so a
+/// `LazyStore` as the primary of a failover store serves sessions from the
+/// secondary until the primary is reached. From then on every call,
+/// `stamp` and `health` included, goes to the connected store unchanged.
+///
+/// The connection is made once. What happens when the store goes down
+/// later is the connected store's business (Redis and Memcached stores
+/// reconnect by themselves).
+///
+/// Clones share one connection and one background task. The task holds no
+/// strong reference to the store: once every clone is dropped it ends at
+/// its next wake-up, after the attempt in flight, if any.
+///
+/// Each failed attempt is a `warn` event (target `session_kit::lazy`, with
+/// the label, the attempt number, the next delay and the error's kind,
+/// message and cause chain) and the success an `info` event. The error is
+/// logged as the connect function returned it: session-kit's stores never
+/// put a password in theirs.
+///
+/// # Example
+/// ```
+/// # #[cfg(feature = "memory")]
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_core::StoreError> {
+/// use std::time::Duration;
+/// use session_core::{LazyStore, MemoryStore, SessionId, SessionStore};
+///
+/// // In production: `move || RedisStore::connect(config.clone())`.
+/// let store = LazyStore::connect_in_background("sessions", || async { Ok(MemoryStore::new()) })?;
+/// // Optional: give the store a moment before serving the first request.
+/// assert!(store.wait_connected(Duration::from_secs(1)).await);
+/// assert_eq!(store.load(&SessionId::generate()).await?, None);
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "memory"))] fn main() {}
+/// ```
+#[derive(Clone)]
+pub struct LazyStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    label: Arc<str>,
+    store: OnceLock<Arc<dyn SessionStore>>,
+    connected: Notify,
+}
+
+impl fmt::Debug for LazyStore {
+    // The connected store's own Debug belongs to its own dump; what a reader
+    // of this one needs is whether the connect has happened yet.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyStore")
+            .field("label", &self.shared.label)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cause of the [`ErrorKind::Unavailable`] errors a [`LazyStore`]
+/// returns before it is connected.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not connected yet; retrying in the background")]
+struct NotConnected(Arc<str>);
+
+impl LazyStore {
+    /// The default delay after the first failed attempt: 100 ms, short
+    /// enough that a store that was only restarting is picked up before
+    /// many requests are turned away.
+    pub const DEFAULT_FIRST_RETRY: Duration = Duration::from_millis(100);
+    /// The default longest delay between attempts: the delay doubles after
+    /// each failure up to 5 s, so that a store that is really down is not
+    /// hammered by every app server at once, yet is picked up within 5 s of
+    /// coming back.
+    pub const DEFAULT_MAX_RETRY: Duration = Duration::from_secs(5);
+
+    /// A store that calls `connect` in a background task until it succeeds,
+    /// with the default delays: [`DEFAULT_FIRST_RETRY`](Self::DEFAULT_FIRST_RETRY)
+    /// after the first failure, doubling up to
+    /// [`DEFAULT_MAX_RETRY`](Self::DEFAULT_MAX_RETRY). The first attempt
+    /// starts at once.
+    ///
+    /// `label` names the store in log events and errors ("redis",
+    /// "sessions"): never put a URL in it, since URLs carry passwords.
+    /// `connect` should bound its own attempt, as `RedisStore::connect` and
+    /// `MemcachedStore::connect` do by their connect timeout: the next
+    /// attempt starts only after this one has failed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when called outside a tokio runtime, which the
+    /// background task needs.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")] {
+    /// use session_core::{ErrorKind, LazyStore, MemoryStore};
+    ///
+    /// // No runtime here: nothing could run the connect.
+    /// let err = LazyStore::connect_in_background("sessions", || async { Ok(MemoryStore::new()) })
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// # }
+    /// ```
+    pub fn connect_in_background<F, Fut, S>(
+        label: impl Into<String>,
+        connect: F,
+    ) -> Result<Self, StoreError>
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<S, StoreError>> + Send + 'static,
+        S: SessionStore,
+    {
+        Self::connect_in_background_with_delays(
+            label,
+            Self::DEFAULT_FIRST_RETRY,
+            Self::DEFAULT_MAX_RETRY,
+            connect,
+        )
+    }
+
+    /// [`connect_in_background`](Self::connect_in_background) with other
+    /// delays: `first_retry` after the first failure, doubling after each
+    /// further failure up to `max_retry`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when called outside a tokio runtime, or when a
+    /// delay is zero or `max_retry` is shorter than `first_retry`; then the
+    /// source is a [`ConfigError`] naming the key (`lazy.first_retry` or
+    /// `lazy.max_retry`).
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::{error::Error, time::Duration};
+    /// use session_core::{ConfigError, ErrorKind, LazyStore, MemoryStore};
+    ///
+    /// let err = LazyStore::connect_in_background_with_delays(
+    ///     "sessions",
+    ///     Duration::from_secs(1),
+    ///     Duration::from_millis(100),
+    ///     || async { Ok(MemoryStore::new()) },
+    /// )
+    /// .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// let config = err.source().unwrap().downcast_ref::<ConfigError>().unwrap();
+    /// assert_eq!(config.key(), "lazy.max_retry");
+    /// # }
+    /// # #[cfg(not(feature = "memory"))] fn main() {}
+    /// ```
+    pub fn connect_in_background_with_delays<F, Fut, S>(
+        label: impl Into<String>,
+        first_retry: Duration,
+        max_retry: Duration,
+        connect: F,
+    ) -> Result<Self, StoreError>
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<S, StoreError>> + Send + 'static,
+        S: SessionStore,
+    {
+        const OPERATION: &str = "connect_in_background";
+        let config_error =
+            |err: ConfigError| StoreError::new(ErrorKind::Config, OPERATION).with_source(err);
+        for (key, value) in [
+            ("lazy.first_retry", first_retry),
+            ("lazy.max_retry", max_retry),
+        ] {
+            if value.is_zero() {
+                return Err(config_error(ConfigError::new(
+                    key,
+                    "must be longer than zero",
+                )));
+            }
+        }
+        if max_retry < first_retry {
+            return Err(config_error(ConfigError::new(
+                "lazy.max_retry",
+                "must be at least lazy.first_retry",
+            )));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|err| StoreError::new(ErrorKind::Config, OPERATION).with_source(err))?;
+        let shared = Arc::new(Shared {
+            label: label.into().into(),
+            store: OnceLock::new(),
+            connected: Notify::new(),
+        });
+        runtime.spawn(keep_connecting(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.label),
+            connect,
+            first_retry,
+            max_retry,
+        ));
+        Ok(Self { shared })
+    }
+
+    /// Whether the background connect has succeeded. Once true, it stays
+    /// true.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use session_core::{ErrorKind, LazyStore, MemoryStore, SessionId, SessionStore, StoreError};
+    ///
+    /// let store = LazyStore::connect_in_background("sessions", || async {
+    ///     Err::<MemoryStore, _>(StoreError::new(ErrorKind::Unavailable, "connect"))
+    /// })
+    /// .unwrap();
+    /// assert!(!store.is_connected());
+    /// let err = store.load(&SessionId::generate()).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Unavailable);
+    /// # }
+    /// # #[cfg(not(feature = "memory"))] fn main() {}
+    /// ```
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.shared.store.get().is_some()
+    }
+
+    /// Waits until the store is connected or `timeout` has passed, and
+    /// returns [`is_connected`](Self::is_connected): for apps that would
+    /// rather wait a little at start-up than turn the first requests away,
+    /// and for tests.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use session_core::{LazyStore, MemoryStore};
+    ///
+    /// let store = LazyStore::connect_in_background("sessions", || async { Ok(MemoryStore::new()) })
+    ///     .unwrap();
+    /// assert!(store.wait_connected(Duration::from_secs(1)).await);
+    /// # }
+    /// # #[cfg(not(feature = "memory"))] fn main() {}
+    /// ```
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let connected = self.shared.connected.notified();
+        let mut connected = std::pin::pin!(connected);
+        // Registered before the check, so a connect that lands between the
+        // check and the wait still wakes this waiter.
+        connected.as_mut().enable();
+        if !self.is_connected() {
+            let _ = tokio::time::timeout(timeout, connected).await;
+        }
+        self.is_connected()
+    }
+
+    /// The connected store, or the error every call gets before there is
+    /// one.
+    fn connected(&self, operation: &'static str) -> Result<&dyn SessionStore, StoreError> {
+        self.shared
+            .store
+            .get()
+            .map(|store| &**store)
+            .ok_or_else(|| {
+                StoreError::new(ErrorKind::Unavailable, operation)
+                    .with_source(NotConnected(Arc::clone(&self.shared.label)))
+            })
+    }
+}
+
+/// The background task: calls `connect` until it succeeds, then hands the
+/// store over. It holds `shared` weakly, so that dropping the last
+/// [`LazyStore`] is what ends it.
+async fn keep_connecting<F, Fut, S>(
+    shared: Weak<Shared>,
+    label: Arc<str>,
+    connect: F,
+    first_retry: Duration,
+    max_retry: Duration,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<S, StoreError>>,
+    S: SessionStore,
+{
+    let mut delay = first_retry;
+    let mut attempt: u32 = 0;
+    loop {
+        if shared.strong_count() == 0 {
+            return;
+        }
+        attempt = attempt.saturating_add(1);
+        match connect().await {
+            Ok(store) => {
+                // Nobody is left to use it: dropping it closes its
+                // connections.
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if shared.store.set(Arc::new(store)).is_ok() {
+                    shared.connected.notify_waiters();
+                }
+                tracing::info!(
+                    target: "session_kit::lazy",
+                    label = %label,
+                    attempt,
+                    "session store connected"
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(
+                    target: "session_kit::lazy",
+                    label = %label,
+                    attempt,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error.kind = ?err.kind(),
+                    error.message = %err,
+                    error.cause_chain = %cause_chain(&err),
+                    "could not connect the session store; retrying in the background"
+                );
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2).min(max_retry);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for LazyStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        self.connected("load")?.load(id).await
+    }
+
+    async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
+        self.connected("stamp")?.stamp(id).await
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        self.connected("create")?.create(record).await
+    }
+
+    async fn commit(
+        &self,
+        id: &SessionId,
+        changes: &Changes,
+        expires_at: SystemTime,
+    ) -> Result<Committed, StoreError> {
+        self.connected("commit")?
+            .commit(id, changes, expires_at)
+            .await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
+        self.connected("touch")?.touch(id, expires_at).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.connected("delete")?.delete(id).await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.connected("health")?.health().await
+    }
+}
