@@ -99,11 +99,24 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod build;
+pub mod config;
+
+#[cfg(feature = "actix")]
+pub use build::actix_middleware;
+#[cfg(feature = "tower")]
+pub use build::tower_layer;
+pub use build::{build_manager, build_store, BuildError};
+/// The config library [`SessionConfig::from_figment`](config::SessionConfig::from_figment)
+/// takes, re-exported so an app layering its own sources uses the same
+/// version.
+pub use figment;
+
 pub use session_core::{
     clock, cookie, BoxError, BreakerState, Changes, Clock, Committed, ConfigError, CookieCodec,
     CookieConfig, Created, Data, ErrorKind, ErrorPolicy, FailoverMode, FailoverState,
-    FailoverStore, FailoverStoreBuilder, Finish, Key, KeyError, KeyRing, ManualClock, Record,
-    SameSite, Session, SessionError, SessionId, SessionManager, SessionManagerBuilder,
+    FailoverStore, FailoverStoreBuilder, Finish, Key, KeyError, KeyRing, LazyStore, ManualClock,
+    Record, SameSite, Session, SessionError, SessionId, SessionManager, SessionManagerBuilder,
     SessionStore, Stamp, StoreError, SystemClock, Verified,
 };
 #[cfg(feature = "memory")]

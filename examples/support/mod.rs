@@ -25,6 +25,7 @@ pub(crate) fn init_tracing() {
 
 /// The signing key from `SESSION_SECRET` (32 bytes or more), or a random
 /// one for this run, with a warning.
+#[allow(dead_code)] // from_config takes its key from the config instead
 pub(crate) fn key_from_env() -> Result<Key, Box<dyn std::error::Error>> {
     match std::env::var("SESSION_SECRET") {
         Ok(secret) => Ok(Key::from_secret(secret)?),

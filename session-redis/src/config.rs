@@ -172,6 +172,16 @@ impl RedisConfig {
         self
     }
 
+    /// Sets the Sentinel master's database number (default 0). Has no effect
+    /// on other topologies: a standalone URL names its database, and a
+    /// Cluster has only database 0.
+    pub fn with_master_db(mut self, db: i64) -> Self {
+        if let Topology::Sentinel { db: current, .. } = &mut self.topology {
+            *current = db;
+        }
+        self
+    }
+
     /// The prefix of every session key (default `session:`). Apps that share
     /// one Redis keep apart by using different prefixes.
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {

@@ -1,0 +1,296 @@
+//! From a [`SessionConfig`] to a running stack: stores connected, failover
+//! and near-cache wrapped around them, the manager, and the framework's
+//! layer or middleware.
+
+use std::sync::Arc;
+
+#[cfg(any(feature = "redis", feature = "memcached"))]
+use crate::config::OnUnreachable;
+use crate::{
+    config::{SessionConfig, StoreConfig, StoreKind},
+    ConfigError, SessionManager, SessionStore, StoreError,
+};
+
+/// Why the session stack could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A value in the config cannot work; the error names its key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A store's server did not answer at start-up and its block says
+    /// `on_unreachable = "fail"` (the default).
+    #[error(
+        "invalid session config `{key}`: the {kind} store did not answer at start-up ({cause}); \
+         check its address, or set {key}.on_unreachable = \"start_degraded\" to start without it"
+    )]
+    Unreachable {
+        /// The store block: `store` or `failover.secondary`.
+        key: String,
+        /// Its kind.
+        kind: StoreKind,
+        /// The error and its causes, as one line.
+        cause: String,
+        /// The connect error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl BuildError {
+    /// The config key the error is about.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Config(err) => err.key(),
+            Self::Unreachable { key, .. } => key,
+        }
+    }
+}
+
+/// Builds the store that `config` describes: connects to its servers, puts
+/// the failover secondary behind it and the near-cache in front of it.
+///
+/// # Errors
+/// [`BuildError::Config`] when the store blocks are invalid (checked in
+/// full before anything connects; the cookie is not needed here), and [`BuildError::Unreachable`] when a server
+/// does not answer and its block does not allow starting degraded.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_kit::BuildError> {
+/// use session_kit::config::SessionConfig;
+///
+/// let config = SessionConfig::from_toml(r#"
+///     [store]
+///     kind = "memory"
+///     max_capacity = 10000
+/// "#)?;
+/// let store = session_kit::build_store(&config).await?;
+/// # let _ = store; Ok(()) }
+/// ```
+pub async fn build_store(config: &SessionConfig) -> Result<Arc<dyn SessionStore>, BuildError> {
+    config.validate_stores()?;
+    build_validated_store(config).await
+}
+
+async fn build_validated_store(
+    config: &SessionConfig,
+) -> Result<Arc<dyn SessionStore>, BuildError> {
+    // Boxed: unboxed, the connect futures nest so deeply that an app
+    // awaiting `build_manager` hits rustc's query-depth limit ("queries
+    // overflow the depth limit") in its own crate.
+    let mut store = Box::pin(backend(&config.store, "store")).await?;
+    if let Some(failover) = &config.failover {
+        let secondary = Box::pin(backend(&failover.secondary, "failover.secondary")).await?;
+        store = Arc::new(failover.builder(store, secondary).build()?);
+    }
+    if let Some(near) = &config.near_cache {
+        store = near_cache(near.max_bytes, store);
+    }
+    Ok(store)
+}
+
+#[cfg(feature = "memory")]
+fn near_cache(max_bytes: u64, far: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
+    Arc::new(crate::TieredStore::new(
+        crate::NearCache::with_max_bytes(max_bytes),
+        far,
+    ))
+}
+
+#[cfg(not(feature = "memory"))]
+fn near_cache(_: u64, _: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
+    unreachable!("validate refuses [near_cache] without the memory feature")
+}
+
+/// Builds the [`SessionManager`] that `config` describes, store included.
+///
+/// # Errors
+/// As [`build_store`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_kit::BuildError> {
+/// use session_kit::config::SessionConfig;
+///
+/// let config = SessionConfig::from_toml(r#"
+///     idle_timeout = "20m"
+///     [cookie]
+///     name = "sid"
+///     secret = "a secret of at least thirty-two bytes, from a vault"
+/// "#)?;
+/// let manager = session_kit::build_manager(&config).await?;
+/// assert_eq!(manager.codec().name(), "sid");
+/// # Ok(()) }
+/// ```
+pub async fn build_manager(config: &SessionConfig) -> Result<SessionManager, BuildError> {
+    config.validate()?;
+    if config.cookie.generate_secret {
+        tracing::warn!(
+            target: "session_kit::config",
+            "cookie.generate_secret is on: sessions end when this process restarts and \
+             other servers will not accept its cookies; set cookie.secret for production"
+        );
+    }
+    let keys = config.keys()?;
+    let store = build_validated_store(config).await?;
+    Ok(config.manager_builder(store, keys).build()?)
+}
+
+/// The tower [`SessionLayer`](crate::tower::SessionLayer) that `config`
+/// describes: one call from a config file to a layer for axum or any tower
+/// server.
+///
+/// # Errors
+/// As [`build_store`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{routing::get, Router};
+/// use session_kit::{config::SessionConfig, tower::{Error, Session}};
+///
+/// async fn hello(session: Session) -> Result<&'static str, Error> {
+///     session.insert("seen", true).await?;
+///     Ok("hello")
+/// }
+///
+/// let config = SessionConfig::from_toml(r#"
+///     [cookie]
+///     secret = "a secret of at least thirty-two bytes, from a vault"
+/// "#)?;
+/// let app: Router = Router::new()
+///     .route("/", get(hello))
+///     .layer(session_kit::tower_layer(&config).await?);
+/// # let _ = app; Ok(()) }
+/// ```
+#[cfg(feature = "tower")]
+pub async fn tower_layer(config: &SessionConfig) -> Result<crate::tower::SessionLayer, BuildError> {
+    Ok(crate::tower::SessionLayer::new(
+        build_manager(config).await?,
+    ))
+}
+
+/// The actix-web [`SessionMiddleware`](crate::actix::SessionMiddleware)
+/// that `config` describes. Build it once, before `HttpServer::new`, and
+/// clone it into each worker: the workers then share one store connection.
+///
+/// # Errors
+/// As [`build_store`].
+///
+/// ```
+/// # #[actix_web::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use actix_web::{web, App, HttpServer};
+/// use session_kit::config::SessionConfig;
+///
+/// let config = SessionConfig::from_toml(r#"
+///     [cookie]
+///     secret = "a secret of at least thirty-two bytes, from a vault"
+/// "#)?;
+/// let sessions = session_kit::actix_middleware(&config).await?;
+/// let server = HttpServer::new(move || {
+///     App::new()
+///         .wrap(sessions.clone())
+///         .route("/", web::get().to(|| async { "hello" }))
+/// });
+/// # let _ = server; Ok(()) }
+/// ```
+#[cfg(feature = "actix")]
+pub async fn actix_middleware(
+    config: &SessionConfig,
+) -> Result<crate::actix::SessionMiddleware, BuildError> {
+    Ok(crate::actix::SessionMiddleware::new(
+        build_manager(config).await?,
+    ))
+}
+
+/// Connects the backend of one store block.
+async fn backend(block: &StoreConfig, path: &str) -> Result<Arc<dyn SessionStore>, BuildError> {
+    match block.kind {
+        #[cfg(feature = "memory")]
+        StoreKind::Memory => Ok(Arc::new(block.memory_store())),
+        #[cfg(feature = "redis")]
+        StoreKind::Redis => {
+            let config = block.redis_config(path)?;
+            connect(block, path, move || {
+                session_redis::RedisStore::connect(config.clone())
+            })
+            .await
+        }
+        #[cfg(feature = "memcached")]
+        StoreKind::Memcached => {
+            let config = block.memcached_config(path)?;
+            connect(block, path, move || {
+                session_memcached::MemcachedStore::connect(config.clone())
+            })
+            .await
+        }
+        #[allow(unreachable_patterns)] // every kind compiled in
+        kind => Err(ConfigError::new(
+            format!("{path}.kind"),
+            format!("store kind `{kind}` needs the Cargo feature `{kind}`"),
+        )
+        .into()),
+    }
+}
+
+/// Connects once; on failure either fails or, when the block allows it,
+/// starts a [`LazyStore`](crate::LazyStore) that keeps trying.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+async fn connect<S, F, Fut>(
+    block: &StoreConfig,
+    path: &str,
+    connect: F,
+) -> Result<Arc<dyn SessionStore>, BuildError>
+where
+    S: SessionStore,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<S, StoreError>> + Send + 'static,
+{
+    let source = match connect().await {
+        Ok(store) => return Ok(Arc::new(store)),
+        Err(err) => err,
+    };
+    let cause = one_line(&source);
+    match block.on_unreachable() {
+        OnUnreachable::Fail => Err(BuildError::Unreachable {
+            key: path.to_owned(),
+            kind: block.kind,
+            cause,
+            source,
+        }),
+        OnUnreachable::StartDegraded => {
+            tracing::warn!(
+                target: "session_kit::config",
+                store = path,
+                kind = %block.kind,
+                error = %cause,
+                "store did not answer at start-up; starting degraded and connecting in the background"
+            );
+            let lazy = crate::LazyStore::connect_in_background(
+                format!("{path} ({})", block.kind),
+                connect,
+            )
+            .map_err(|err| {
+                ConfigError::new(
+                    format!("{path}.on_unreachable"),
+                    format!("cannot start degraded: {}", one_line(&err)),
+                )
+            })?;
+            Ok(Arc::new(lazy))
+        }
+    }
+}
+
+/// An error and its causes, joined with `: `.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+fn one_line(err: &StoreError) -> String {
+    use std::error::Error as _;
+
+    let mut line = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    line
+}

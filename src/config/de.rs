@@ -1,0 +1,196 @@
+//! How config values are read: durations, secrets, server addresses and the
+//! enums of session-core, which carry no serde support of their own.
+
+use std::{fmt, time::Duration};
+
+use serde::{de, Deserialize, Deserializer};
+
+use crate::{ErrorPolicy, FailoverMode, SameSite};
+
+/// A duration as `"30m"`, `"1h 30m"`, `"250ms"` (humantime), or a whole
+/// number of seconds. A negative value is refused with its own message, so
+/// `-5` does not read as a type error.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    deserializer.deserialize_any(DurationVisitor)
+}
+
+/// [`duration`], for an optional key.
+pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+struct DurationVisitor;
+
+const NEGATIVE: &str = "a duration must not be negative";
+
+impl de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as \"30m\", \"2s\" or \"250ms\", or a number of seconds")
+    }
+
+    fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(seconds))
+    }
+
+    fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
+        u64::try_from(seconds)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom(NEGATIVE))
+    }
+
+    fn visit_f64<E: de::Error>(self, seconds: f64) -> Result<Duration, E> {
+        if seconds < 0.0 {
+            return Err(E::custom(NEGATIVE));
+        }
+        Duration::try_from_secs_f64(seconds).map_err(E::custom)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+        let text = text.trim();
+        if text.starts_with('-') {
+            return Err(E::custom(NEGATIVE));
+        }
+        humantime::parse_duration(text).map_err(|err| {
+            E::custom(format_args!(
+                "`{text}` is not a duration ({err}); write it as \"30m\", \"2s\" or \"250ms\""
+            ))
+        })
+    }
+}
+
+/// A secret from config: a cookie-signing secret or a store password. Its
+/// `Debug` output never shows the value, so a logged config leaks nothing.
+///
+/// ```
+/// use session_kit::config::Secret;
+///
+/// let secret = Secret::new("correct horse battery staple, but longer");
+/// assert_eq!(format!("{secret:?}"), "Secret(..)");
+/// assert_eq!(secret.expose().len(), 40);
+/// ```
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+/// A server address or URL from config. Redis URLs may carry a password
+/// (`redis://:pw@host`), so `Debug` shows the URL with its credentials
+/// replaced by `***`.
+///
+/// ```
+/// use session_kit::config::Endpoint;
+///
+/// let url = Endpoint::from("redis://app:hunter2@10.0.0.5:6379/0");
+/// assert_eq!(format!("{url:?}"), "\"redis://***@10.0.0.5:6379/0\"");
+/// assert_eq!(url.as_str(), "redis://app:hunter2@10.0.0.5:6379/0");
+/// ```
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Endpoint(String);
+
+impl Endpoint {
+    /// The address as written.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The address with any credentials replaced by `***`.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        match (url.split_once("://"), url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) if at > scheme.len() => {
+                format!("{scheme}://***{}", &url[at..])
+            }
+            _ => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
+impl From<&str> for Endpoint {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl From<String> for Endpoint {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+/// Reads a session-core enum through a private mirror that derives
+/// `Deserialize`, so an unknown value is answered with the list of valid
+/// ones, and session-core stays free of serde attributes on its policy types.
+macro_rules! mirror_enum {
+    ($fn_name:ident, $target:ty, $mirror:ident { $($variant:ident => $value:expr),+ $(,)? }) => {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum $mirror {
+            $($variant),+
+        }
+
+        pub(crate) fn $fn_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<$target, D::Error> {
+            Ok(match $mirror::deserialize(deserializer)? {
+                $($mirror::$variant => $value),+
+            })
+        }
+    };
+}
+
+mirror_enum!(same_site, SameSite, SameSiteName {
+    Strict => SameSite::Strict,
+    Lax => SameSite::Lax,
+    None => SameSite::None,
+});
+
+mirror_enum!(error_policy, ErrorPolicy, ErrorPolicyName {
+    Reject => ErrorPolicy::Reject,
+    TreatAsEmpty => ErrorPolicy::TreatAsEmpty,
+});
+
+mirror_enum!(failover_mode, FailoverMode, FailoverModeName {
+    Mirror => FailoverMode::Mirror,
+    Standby => FailoverMode::Standby,
+});

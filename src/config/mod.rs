@@ -1,0 +1,646 @@
+//! [`SessionConfig`]: the whole session stack as data, read from a TOML file
+//! and the environment, so the backend is chosen at deploy time.
+//!
+//! ```toml
+//! idle_timeout = "30m"
+//! absolute_timeout = "24h"
+//! error_policy = "reject"
+//!
+//! [cookie]
+//! name = "sid"
+//! secret_file = "/run/secrets/session-secret"
+//!
+//! [store]
+//! kind = "redis"
+//! url = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/sessions"
+//!
+//! [failover]
+//! mode = "mirror"
+//!
+//! [failover.secondary]
+//! kind = "memcached"
+//! servers = ["10.0.0.7:11211", "10.0.0.8:11211"]
+//! ```
+//!
+//! Every key can be overridden by an environment variable named
+//! `SESSION__` followed by its path in capitals, with `__` between the
+//! parts: `SESSION__STORE__URL`, `SESSION__COOKIE__SECRET`,
+//! `SESSION__FAILOVER__SECONDARY__SERVERS='[a:11211,b:11211]'`.
+//!
+//! Errors name the key as written in the file, and where the value came
+//! from: `invalid session config `store.pool_size`: is an option of store
+//! kind memcached, not of `redis``.
+
+mod de;
+mod store;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use serde::Deserialize;
+
+pub use de::{Endpoint, Secret};
+pub use store::{OnUnreachable, StoreConfig, StoreKind};
+
+use crate::{
+    Changes, Committed, ConfigError, CookieConfig, Created, ErrorPolicy, FailoverMode,
+    FailoverStore, FailoverStoreBuilder, Key, KeyError, KeyRing, Record, SameSite, SessionId,
+    SessionManager, SessionManagerBuilder, SessionStore, StoreError,
+};
+
+/// The prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SESSION__";
+
+/// The whole session stack: cookie, timeouts, error policy, store, and an
+/// optional failover secondary and near-cache.
+///
+/// Read it with [`load`](Self::load) (a TOML file, then `SESSION__…`
+/// environment overrides), [`from_env`](Self::from_env) or
+/// [`from_toml`](Self::from_toml); or embed it in your own config struct,
+/// since it implements `Deserialize`. Then build the stack with
+/// [`build_manager`](crate::build_manager),
+/// [`tower_layer`](crate::tower_layer) or
+/// [`actix_middleware`](crate::actix_middleware).
+///
+/// | key | default | meaning |
+/// |---|---|---|
+/// | `idle_timeout` | `"30m"` | a session ends after this long without requests |
+/// | `absolute_timeout` | `"24h"` | and this long after it began, however active |
+/// | `operation_timeout` | `"2s"` | the bound on any one store call, failover included |
+/// | `error_policy` | `"reject"` | `reject` (503 when the store fails) or `treat_as_empty` |
+/// | `[cookie]` | | see [`CookieSection`] |
+/// | `[store]` | `kind = "memory"` | see [`StoreConfig`] |
+/// | `[failover]` | none | see [`FailoverConfig`] |
+/// | `[near_cache]` | none | see [`NearCacheConfig`] |
+///
+/// Durations are written as `"30m"`, `"1h 30m"`, `"250ms"`, or a number of
+/// seconds.
+///
+/// ```
+/// use session_kit::config::{SessionConfig, StoreKind};
+///
+/// let config = SessionConfig::from_toml(r#"
+///     idle_timeout = "15m"
+///     [cookie]
+///     secret = "a secret of at least thirty-two bytes, from a vault"
+///     [store]
+///     kind = "memory"
+/// "#)?;
+/// assert_eq!(config.idle_timeout.as_secs(), 15 * 60);
+/// assert_eq!(config.store.kind, StoreKind::Memory);
+/// config.validate()?;
+///
+/// let err = SessionConfig::from_toml("idle_timeout = \"-5m\"").unwrap_err();
+/// assert_eq!(err.key(), "idle_timeout");
+/// # Ok::<(), session_kit::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// The cookie's name, attributes and signing secrets.
+    pub cookie: CookieSection,
+    /// How long a session lives without requests.
+    #[serde(deserialize_with = "de::duration")]
+    pub idle_timeout: Duration,
+    /// How long a session lives after it began.
+    #[serde(deserialize_with = "de::duration")]
+    pub absolute_timeout: Duration,
+    /// The bound on any one store call.
+    #[serde(deserialize_with = "de::duration")]
+    pub operation_timeout: Duration,
+    /// What a request gets when the store fails.
+    #[serde(deserialize_with = "de::error_policy")]
+    pub error_policy: ErrorPolicy,
+    /// Where sessions live.
+    pub store: StoreConfig,
+    /// A second store that takes over when the first fails.
+    pub failover: Option<FailoverConfig>,
+    /// An in-process cache in front of a remote store.
+    pub near_cache: Option<NearCacheConfig>,
+}
+
+impl Default for SessionConfig {
+    /// Memory store, secure cookie defaults, and no secret: set one.
+    fn default() -> Self {
+        Self {
+            cookie: CookieSection::default(),
+            idle_timeout: SessionManagerBuilder::DEFAULT_IDLE_TIMEOUT,
+            absolute_timeout: SessionManagerBuilder::DEFAULT_ABSOLUTE_TIMEOUT,
+            operation_timeout: SessionManagerBuilder::DEFAULT_OPERATION_TIMEOUT,
+            error_policy: ErrorPolicy::default(),
+            store: StoreConfig::new(StoreKind::Memory),
+            failover: None,
+            near_cache: None,
+        }
+    }
+}
+
+/// The `[cookie]` block. Every default is the secure one of
+/// [`CookieConfig`].
+///
+/// | key | default | meaning |
+/// |---|---|---|
+/// | `name` | `"session"` | the cookie's name |
+/// | `domain` | unset | host-only |
+/// | `path` | `"/"` | |
+/// | `same_site` | `"lax"` | `strict`, `lax` or `none` |
+/// | `secure` | `true` | |
+/// | `http_only` | `true` | |
+/// | `host_prefix` | `false` | name the cookie `__Host-<name>` |
+/// | `persistent` | `false` | send `Max-Age`, so the cookie outlives the browser session |
+/// | `secret` | — | the signing secret, at least 32 bytes |
+/// | `secret_file` | — | or a file holding it (one trailing newline is ignored) |
+/// | `previous_secrets`, `previous_secret_files` | `[]` | older secrets that still verify, for key rotation |
+/// | `generate_secret` | `false` | a random key per process: development on one server only |
+///
+/// Exactly one of `secret`, `secret_file` and `generate_secret` is required.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CookieSection {
+    /// The cookie's name.
+    pub name: String,
+    /// The `Domain` attribute.
+    pub domain: Option<String>,
+    /// The `Path` attribute.
+    pub path: String,
+    /// The `SameSite` attribute.
+    #[serde(deserialize_with = "de::same_site")]
+    pub same_site: SameSite,
+    /// The `Secure` attribute.
+    pub secure: bool,
+    /// The `HttpOnly` attribute.
+    pub http_only: bool,
+    /// Whether the name gets the `__Host-` prefix.
+    pub host_prefix: bool,
+    /// Whether the cookie carries `Max-Age`.
+    pub persistent: bool,
+    /// The signing secret.
+    pub secret: Option<Secret>,
+    /// A file holding the signing secret.
+    pub secret_file: Option<PathBuf>,
+    /// Older secrets that still verify.
+    pub previous_secrets: Vec<Secret>,
+    /// Files holding older secrets that still verify.
+    pub previous_secret_files: Vec<PathBuf>,
+    /// Sign with a random key made at start-up.
+    pub generate_secret: bool,
+}
+
+impl Default for CookieSection {
+    fn default() -> Self {
+        Self {
+            name: "session".to_owned(),
+            domain: None,
+            path: "/".to_owned(),
+            same_site: SameSite::Lax,
+            secure: true,
+            http_only: true,
+            host_prefix: false,
+            persistent: false,
+            secret: None,
+            secret_file: None,
+            previous_secrets: Vec::new(),
+            previous_secret_files: Vec::new(),
+            generate_secret: false,
+        }
+    }
+}
+
+/// The `[failover]` block: a secondary store behind `[store]`, with a
+/// circuit breaker on each (see [`FailoverStore`]).
+///
+/// | key | default |
+/// |---|---|
+/// | `mode` | `"mirror"` (or `"standby"`) |
+/// | `call_timeout` | `"300ms"`; at most a third of `operation_timeout` |
+/// | `failure_threshold` | `3` |
+/// | `open_for` | `"1s"` |
+/// | `max_open_for` | `"30s"` |
+/// | `tombstone_ttl` | `"24h"`; at least `absolute_timeout` |
+/// | `max_pending` | `100000` |
+/// | `[failover.secondary]` | required: a store block like `[store]` |
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FailoverConfig {
+    /// Mirror (both stores hold every session) or standby.
+    #[serde(default, deserialize_with = "de::failover_mode")]
+    pub mode: FailoverMode,
+    /// How long one store may take before it counts as failed.
+    #[serde(default = "defaults::call_timeout", deserialize_with = "de::duration")]
+    pub call_timeout: Duration,
+    /// Consecutive failures that open a store's breaker.
+    #[serde(default = "defaults::failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open breaker waits before probing.
+    #[serde(default = "defaults::open_for", deserialize_with = "de::duration")]
+    pub open_for: Duration,
+    /// The longest wait between probes.
+    #[serde(default = "defaults::max_open_for", deserialize_with = "de::duration")]
+    pub max_open_for: Duration,
+    /// How long a delete's tombstone outlives the delete.
+    #[serde(default = "defaults::tombstone_ttl", deserialize_with = "de::duration")]
+    pub tombstone_ttl: Duration,
+    /// Sessions remembered for replay while a store is down.
+    #[serde(default = "defaults::max_pending")]
+    pub max_pending: usize,
+    /// The secondary store.
+    pub secondary: StoreConfig,
+}
+
+impl FailoverConfig {
+    /// Failover to `secondary` with every setting at its default.
+    #[must_use]
+    pub fn new(secondary: StoreConfig) -> Self {
+        Self {
+            mode: FailoverMode::default(),
+            call_timeout: defaults::call_timeout(),
+            failure_threshold: defaults::failure_threshold(),
+            open_for: defaults::open_for(),
+            max_open_for: defaults::max_open_for(),
+            tombstone_ttl: defaults::tombstone_ttl(),
+            max_pending: defaults::max_pending(),
+            secondary,
+        }
+    }
+
+    /// The builder over `primary` and `secondary` with these settings.
+    pub(crate) fn builder(
+        &self,
+        primary: impl SessionStore,
+        secondary: impl SessionStore,
+    ) -> FailoverStoreBuilder {
+        FailoverStore::builder(primary, secondary)
+            .mode(self.mode)
+            .call_timeout(self.call_timeout)
+            .failure_threshold(self.failure_threshold)
+            .open_for(self.open_for)
+            .max_open_for(self.max_open_for)
+            .tombstone_ttl(self.tombstone_ttl)
+            .max_pending(self.max_pending)
+    }
+}
+
+/// The `[near_cache]` block: an in-process cache in front of the store,
+/// checked against the store's version on every read (see
+/// [`TieredStore`](crate::TieredStore)). Needs the `memory` feature.
+///
+/// | key | default |
+/// |---|---|
+/// | `max_bytes` | `67108864` (64 MiB) |
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct NearCacheConfig {
+    /// The most bytes of sessions held.
+    pub max_bytes: u64,
+}
+
+impl Default for NearCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    use crate::FailoverStoreBuilder as B;
+
+    pub(super) fn call_timeout() -> Duration {
+        B::DEFAULT_CALL_TIMEOUT
+    }
+    pub(super) fn failure_threshold() -> u32 {
+        B::DEFAULT_FAILURE_THRESHOLD
+    }
+    pub(super) fn open_for() -> Duration {
+        B::DEFAULT_OPEN_FOR
+    }
+    pub(super) fn max_open_for() -> Duration {
+        B::DEFAULT_MAX_OPEN_FOR
+    }
+    pub(super) fn tombstone_ttl() -> Duration {
+        B::DEFAULT_TOMBSTONE_TTL
+    }
+    pub(super) fn max_pending() -> usize {
+        B::DEFAULT_MAX_PENDING
+    }
+}
+
+impl SessionConfig {
+    /// Reads the TOML file at `path`, then applies `SESSION__…` environment
+    /// overrides.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key and where its value came from, or
+    /// key `config_file` when the file cannot be read.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        if let Err(err) = std::fs::metadata(path) {
+            return Err(ConfigError::new(
+                "config_file",
+                format!("cannot read `{}`: {err}", path.display()),
+            ));
+        }
+        Self::from_figment(
+            &Figment::new()
+                .merge(Toml::file_exact(path))
+                .merge(Self::env()),
+        )
+    }
+
+    /// The defaults, then `SESSION__…` environment overrides: for apps
+    /// configured by environment alone.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_figment(&Figment::new().merge(Self::env()))
+    }
+
+    /// Reads `toml` alone, with no environment overrides.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(&Figment::new().merge(Toml::string(toml)))
+    }
+
+    /// Reads the config from any figment, for apps that layer their own
+    /// sources; the session keys are at its root. [`figment`] is
+    /// re-exported, so the versions match.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        figment.extract().map_err(|err| from_figment_error(&err))
+    }
+
+    /// The environment provider: `SESSION__A__B` is key `a.b`.
+    fn env() -> Env {
+        Env::prefixed(ENV_PREFIX).split("__")
+    }
+
+    /// Checks everything that can be checked without a network: every
+    /// value, every backend's feature, the secrets (reading any secret
+    /// files), and the rules that tie blocks together.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`], naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let keys = self.keys()?;
+        self.manager_builder(Arc::new(Unbuilt), keys).build()?;
+        self.validate_stores()
+    }
+
+    /// The part of [`validate`](Self::validate) that
+    /// [`build_store`](crate::build_store) needs: the store, failover and
+    /// near-cache blocks, not the cookie.
+    pub(crate) fn validate_stores(&self) -> Result<(), ConfigError> {
+        self.store.validate("store")?;
+        if let Some(failover) = &self.failover {
+            failover.builder(Unbuilt, Unbuilt).build()?;
+            failover.secondary.validate("failover.secondary")?;
+            // A standby primary that fails leaves time for the secondary and
+            // for a mirror's repair write, all inside one store call.
+            if failover.call_timeout * 3 > self.operation_timeout {
+                return Err(ConfigError::new(
+                    "failover.call_timeout",
+                    format!(
+                        "must be at most a third of operation_timeout ({}), so a failed store \
+                         leaves time to ask the other within one request",
+                        humantime::format_duration(self.operation_timeout)
+                    ),
+                ));
+            }
+            // A tombstone that expires before the session could would let a
+            // store that missed a logout bring the session back.
+            if failover.tombstone_ttl < self.absolute_timeout {
+                return Err(ConfigError::new(
+                    "failover.tombstone_ttl",
+                    format!(
+                        "must be at least absolute_timeout ({}), or a logout missed by one \
+                         store can be undone when it returns",
+                        humantime::format_duration(self.absolute_timeout)
+                    ),
+                ));
+            }
+        }
+        if let Some(near) = &self.near_cache {
+            if !cfg!(feature = "memory") {
+                return Err(ConfigError::new(
+                    "near_cache",
+                    "needs the Cargo feature `memory`; enable it with \
+                     session-kit = { features = [\"memory\"] }",
+                ));
+            }
+            if near.max_bytes == 0 {
+                return Err(ConfigError::new(
+                    "near_cache.max_bytes",
+                    "must be more than zero; remove [near_cache] to run without one",
+                ));
+            }
+            if !self.store.is_remote() && self.failover.is_none() {
+                return Err(ConfigError::new(
+                    "near_cache",
+                    "the store is already in-process memory; a near-cache helps only in front \
+                     of a remote store",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The cookie settings.
+    ///
+    /// ```
+    /// use session_kit::{config::SessionConfig, CookieConfig};
+    ///
+    /// assert_eq!(SessionConfig::default().cookie_config(), CookieConfig::default());
+    /// ```
+    pub fn cookie_config(&self) -> CookieConfig {
+        let cookie = &self.cookie;
+        let mut config = CookieConfig::default()
+            .with_name(cookie.name.clone())
+            .with_path(cookie.path.clone())
+            .with_same_site(cookie.same_site)
+            .with_secure(cookie.secure)
+            .with_http_only(cookie.http_only)
+            .with_host_prefix(cookie.host_prefix)
+            .with_persistent(cookie.persistent);
+        if let Some(domain) = &cookie.domain {
+            config = config.with_domain(domain.clone());
+        }
+        config
+    }
+
+    /// The signing keys: the current secret first, then the previous ones.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for `cookie.secret` when no secret (or more than one
+    /// source of it) is given or one is too short, and for
+    /// `cookie.secret_file` when the file cannot be read.
+    pub fn keys(&self) -> Result<KeyRing, ConfigError> {
+        let cookie = &self.cookie;
+        let signing = match (&cookie.secret, &cookie.secret_file, cookie.generate_secret) {
+            (Some(secret), None, false) => key("cookie.secret", secret.expose().as_bytes())?,
+            (None, Some(path), false) => key_from_file("cookie.secret_file", path)?,
+            (None, None, true) => Key::generate(),
+            (None, None, false) => {
+                return Err(ConfigError::new(
+                    "cookie.secret",
+                    "is missing: set cookie.secret, cookie.secret_file or the environment \
+                     variable SESSION__COOKIE__SECRET to at least 32 random bytes \
+                     (`openssl rand -base64 48` makes one)",
+                ))
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "cookie.secret",
+                    "give exactly one of cookie.secret, cookie.secret_file and \
+                     cookie.generate_secret",
+                ))
+            }
+        };
+        let mut ring = KeyRing::new(signing);
+        for (index, secret) in cookie.previous_secrets.iter().enumerate() {
+            let name = format!("cookie.previous_secrets[{index}]");
+            ring = ring.with_fallback(key(name, secret.expose().as_bytes())?);
+        }
+        for (index, path) in cookie.previous_secret_files.iter().enumerate() {
+            let name = format!("cookie.previous_secret_files[{index}]");
+            ring = ring.with_fallback(key_from_file(name, path)?);
+        }
+        Ok(ring)
+    }
+
+    /// A manager builder with every manager-level setting applied.
+    pub(crate) fn manager_builder(
+        &self,
+        store: Arc<dyn SessionStore>,
+        keys: KeyRing,
+    ) -> SessionManagerBuilder {
+        SessionManager::builder(store, keys)
+            .cookie(self.cookie_config())
+            .idle_timeout(self.idle_timeout)
+            .absolute_timeout(self.absolute_timeout)
+            .operation_timeout(self.operation_timeout)
+            .error_policy(self.error_policy)
+    }
+}
+
+fn key(name: impl Into<String>, secret: &[u8]) -> Result<Key, ConfigError> {
+    Key::from_secret(secret).map_err(|err| {
+        let reason = match err {
+            KeyError::TooShort { len } => format!(
+                "is {len} bytes long; at least {} random bytes are required \
+                 (`openssl rand -base64 48` makes one)",
+                crate::cookie::MIN_SECRET_LEN
+            ),
+            other => other.to_string(),
+        };
+        ConfigError::new(name.into(), reason)
+    })
+}
+
+fn key_from_file(name: impl Into<String>, path: &Path) -> Result<Key, ConfigError> {
+    let name = name.into();
+    let contents = std::fs::read(path).map_err(|err| {
+        ConfigError::new(
+            name.clone(),
+            format!("cannot read `{}`: {err}", path.display()),
+        )
+    })?;
+    // Files written by `echo` or an editor end in a newline that is not
+    // part of the secret.
+    let secret = contents.strip_suffix(b"\n").map_or(&contents[..], |rest| {
+        rest.strip_suffix(b"\r").unwrap_or(rest)
+    });
+    key(name, secret)
+}
+
+/// A figment error as a [`ConfigError`] naming the dotted key, with where
+/// the bad value came from.
+fn from_figment_error(err: &figment::Error) -> ConfigError {
+    // A missing or unknown field is reported at its parent; name the field
+    // itself, as the user would search for it.
+    let mut path = err.path.clone();
+    let field = match &err.kind {
+        figment::error::Kind::MissingField(field) => Some(field.as_ref()),
+        figment::error::Kind::UnknownField(field, _) => Some(field.as_str()),
+        _ => None,
+    };
+    if let Some(field) = field {
+        if path.last().map(String::as_str) != Some(field) {
+            path.push(field.to_owned());
+        }
+    }
+    let key = if path.is_empty() {
+        "config".to_owned()
+    } else {
+        path.join(".")
+    };
+    let origin = match err.metadata.as_ref() {
+        Some(metadata) => match &metadata.source {
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+            _ if metadata.name.contains("environment") && !path.is_empty() => {
+                let var = path.join("__").to_uppercase();
+                format!(" (from the environment variable {ENV_PREFIX}{var})")
+            }
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    ConfigError::new(key, format!("{}{origin}", err.kind))
+}
+
+/// Stands in for the stores while the manager and failover settings are
+/// checked, so `validate` runs the builders' own rules instead of a copy
+/// of them. Never called.
+struct Unbuilt;
+
+impl fmt::Debug for Unbuilt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Unbuilt")
+    }
+}
+
+#[async_trait]
+impl SessionStore for Unbuilt {
+    async fn load(&self, _: &SessionId) -> Result<Option<Record>, StoreError> {
+        Err(StoreError::unsupported("load"))
+    }
+    async fn create(&self, _: &Record) -> Result<Created, StoreError> {
+        Err(StoreError::unsupported("create"))
+    }
+    async fn commit(
+        &self,
+        _: &SessionId,
+        _: &Changes,
+        _: std::time::SystemTime,
+    ) -> Result<Committed, StoreError> {
+        Err(StoreError::unsupported("commit"))
+    }
+    async fn touch(&self, _: &SessionId, _: std::time::SystemTime) -> Result<bool, StoreError> {
+        Err(StoreError::unsupported("touch"))
+    }
+    async fn delete(&self, _: &SessionId) -> Result<(), StoreError> {
+        Err(StoreError::unsupported("delete"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+//! Every way a config can be wrong gets an error that names the key and says
+//! what is wrong. Tests for a backend that is *not* compiled in run in
+//! `scripts/test`'s feature matrix (`--no-default-features --features memory`).
+
+use std::{io::Write, time::Duration};
+
+use super::*;
+use crate::CookieCodec;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+/// The error of reading `toml` (with a valid secret prepended unless the
+/// text has its own `[cookie]`) and validating it.
+fn error(toml: &str) -> ConfigError {
+    let text = if toml.contains("[cookie]") {
+        toml.to_owned()
+    } else {
+        format!("{toml}\n[cookie]\nsecret = \"{SECRET}\"\n")
+    };
+    match SessionConfig::from_toml(&text) {
+        Ok(config) => config
+            .validate()
+            .expect_err("the config should have been refused"),
+        Err(err) => err,
+    }
+}
+
+#[track_caller]
+fn assert_error(toml: &str, key: &str, reason_contains: &str) {
+    let err = error(toml);
+    assert_eq!(err.key(), key, "{err}");
+    assert!(
+        err.reason().contains(reason_contains),
+        "`{}` does not contain `{reason_contains}`",
+        err.reason()
+    );
+    assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
+}
+
+#[test]
+fn an_empty_file_is_the_default() {
+    assert_eq!(
+        SessionConfig::from_toml("").unwrap(),
+        SessionConfig::default()
+    );
+    assert_eq!(
+        SessionConfig::default().cookie_config(),
+        CookieConfig::default()
+    );
+}
+
+#[test]
+fn every_key_is_read() {
+    let config = SessionConfig::from_toml(&format!(
+        r#"
+        idle_timeout = "10m"
+        absolute_timeout = 7200
+        operation_timeout = "1s 500ms"
+        error_policy = "treat_as_empty"
+
+        [cookie]
+        name = "sid"
+        domain = "example.com"
+        path = "/app"
+        same_site = "strict"
+        secure = true
+        http_only = false
+        persistent = true
+        secret = "{SECRET}"
+        previous_secrets = ["{SECRET}-old"]
+
+        [store]
+        kind = "redis"
+        sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]
+        service_name = "sessions"
+        password = "master-pw"
+        db = 3
+        key_prefix = "shop:"
+        operation_timeout = "250ms"
+        connect_timeout = "2s"
+        on_unreachable = "start_degraded"
+
+        [failover]
+        mode = "standby"
+        call_timeout = "200ms"
+        failure_threshold = 5
+        open_for = "2s"
+        max_open_for = "1m"
+        tombstone_ttl = "2d"
+        max_pending = 10
+
+        [failover.secondary]
+        kind = "memcached"
+        servers = ["10.0.0.7:11211"]
+        pool_size = 4
+        max_connections = 64
+        item_size_limit = 65536
+        commit_attempts = 8
+
+        [near_cache]
+        max_bytes = 1048576
+        "#
+    ))
+    .unwrap();
+    assert_eq!(config.idle_timeout, Duration::from_secs(600));
+    assert_eq!(config.absolute_timeout, Duration::from_secs(7200));
+    assert_eq!(config.operation_timeout, Duration::from_millis(1500));
+    assert_eq!(config.error_policy, ErrorPolicy::TreatAsEmpty);
+    assert_eq!(config.cookie.name, "sid");
+    assert_eq!(config.cookie.same_site, SameSite::Strict);
+    assert!(!config.cookie.http_only);
+    assert_eq!(config.keys().unwrap().len(), 2);
+    assert_eq!(config.store.kind, StoreKind::Redis);
+    assert_eq!(config.store.db, Some(3));
+    assert_eq!(config.store.on_unreachable(), OnUnreachable::StartDegraded);
+    let failover = config.failover.as_ref().unwrap();
+    assert_eq!(failover.mode, FailoverMode::Standby);
+    assert_eq!(failover.call_timeout, Duration::from_millis(200));
+    assert_eq!(failover.tombstone_ttl, Duration::from_secs(2 * 86_400));
+    assert_eq!(failover.secondary.kind, StoreKind::Memcached);
+    assert_eq!(failover.secondary.commit_attempts, Some(8));
+    assert_eq!(config.near_cache.as_ref().unwrap().max_bytes, 1 << 20);
+    #[cfg(all(feature = "redis", feature = "memcached", feature = "memory"))]
+    config.validate().unwrap();
+}
+
+#[test]
+fn an_unknown_kind_lists_the_known_ones() {
+    assert_error("[store]\nkind = \"mongo\"", "store.kind", "found `mongo`");
+    assert_error("[store]\nkind = \"mongo\"", "store.kind", "`memcached`");
+}
+
+#[test]
+fn a_store_block_needs_a_kind() {
+    assert_error(
+        "[store]\nmax_capacity = 5",
+        "store.kind",
+        "missing field `kind`",
+    );
+}
+
+#[test]
+fn a_misspelt_key_is_named() {
+    assert_error(
+        "[store]\nkind = \"memory\"\nmax_capacty = 5",
+        "store.max_capacty",
+        "unknown field",
+    );
+    assert_error("idle_timout = \"5m\"", "idle_timout", "unknown field");
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn an_option_of_another_kind_is_refused() {
+    assert_error(
+        "[store]\nkind = \"memory\"\nservers = [\"a:1\"]",
+        "store.servers",
+        "is an option of store kind memcached, not of `memory`",
+    );
+    assert_error(
+        "[store]\nkind = \"memory\"\nurl = \"redis://a\"",
+        "store.url",
+        "redis or memcached",
+    );
+}
+
+#[test]
+fn a_missing_secret_says_how_to_make_one() {
+    assert_error("[cookie]\nname = \"sid\"", "cookie.secret", "is missing");
+    assert_error(
+        "[cookie]\nname = \"sid\"",
+        "cookie.secret",
+        "SESSION__COOKIE__SECRET",
+    );
+}
+
+#[test]
+fn a_short_secret_gives_its_length() {
+    assert_error(
+        "[cookie]\nsecret = \"hunter2\"",
+        "cookie.secret",
+        "is 7 bytes long; at least 32",
+    );
+    assert_error(
+        &format!("[cookie]\nsecret = \"{SECRET}\"\nprevious_secrets = [\"{SECRET}\", \"old\"]"),
+        "cookie.previous_secrets[1]",
+        "is 3 bytes long",
+    );
+    // The secret itself is never repeated in the message.
+    assert!(!error("[cookie]\nsecret = \"hunter2\"")
+        .to_string()
+        .contains("hunter2"));
+}
+
+#[test]
+fn a_secret_has_exactly_one_source() {
+    assert_error(
+        &format!("[cookie]\nsecret = \"{SECRET}\"\ngenerate_secret = true"),
+        "cookie.secret",
+        "exactly one of",
+    );
+}
+
+#[test]
+fn a_secret_file_is_read_without_its_newline() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "{SECRET}").unwrap();
+    let toml = format!(
+        "[cookie]\nsecret_file = {:?}",
+        file.path().display().to_string()
+    );
+    let config = SessionConfig::from_toml(&toml).unwrap();
+    let from_file = CookieCodec::new(CookieConfig::default(), config.keys().unwrap()).unwrap();
+    let from_text = CookieCodec::new(
+        CookieConfig::default(),
+        KeyRing::new(Key::from_secret(SECRET).unwrap()),
+    )
+    .unwrap();
+    let id = SessionId::generate();
+    assert!(from_text.verify(&from_file.sign(&id)).is_some());
+
+    assert_error(
+        "[cookie]\nsecret_file = \"/nonexistent/session-secret\"",
+        "cookie.secret_file",
+        "cannot read `/nonexistent/session-secret`",
+    );
+}
+
+#[test]
+fn zero_and_negative_timeouts_are_refused() {
+    assert_error("idle_timeout = \"0s\"", "idle_timeout", "greater than zero");
+    assert_error("idle_timeout = 0", "idle_timeout", "greater than zero");
+    assert_error(
+        "operation_timeout = \"0ms\"",
+        "operation_timeout",
+        "greater than zero",
+    );
+    assert_error(
+        "idle_timeout = \"-5m\"",
+        "idle_timeout",
+        "must not be negative",
+    );
+    assert_error(
+        "absolute_timeout = -60",
+        "absolute_timeout",
+        "must not be negative",
+    );
+    assert_error(
+        "idle_timeout = \"5 parsecs\"",
+        "idle_timeout",
+        "is not a duration",
+    );
+    assert_error(
+        "idle_timeout = \"2h\"\nabsolute_timeout = \"1h\"",
+        "absolute_timeout",
+        "at least idle_timeout",
+    );
+}
+
+#[test]
+fn an_unknown_policy_or_same_site_lists_the_known_ones() {
+    assert_error(
+        "error_policy = \"ignore\"",
+        "error_policy",
+        "`treat_as_empty`",
+    );
+    assert_error(
+        &format!("[cookie]\nsecret = \"{SECRET}\"\nsame_site = \"sometimes\""),
+        "cookie.same_site",
+        "`strict`",
+    );
+}
+
+#[test]
+fn cookie_rules_of_the_core_name_their_keys() {
+    assert_error(
+        &format!("[cookie]\nsecret = \"{SECRET}\"\nsame_site = \"none\"\nsecure = false"),
+        "cookie.same_site",
+        "requires cookie.secure",
+    );
+    assert_error(
+        &format!("[cookie]\nsecret = \"{SECRET}\"\nname = \"a b\""),
+        "cookie.name",
+        "HTTP token",
+    );
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn a_memory_store_needs_room() {
+    assert_error(
+        "[store]\nkind = \"memory\"\nmax_capacity = 0",
+        "store.max_capacity",
+        "at least 1",
+    );
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn a_near_cache_in_front_of_memory_is_refused() {
+    assert_error("[near_cache]", "near_cache", "already in-process memory");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_blocks_are_checked_and_keyed_under_their_path() {
+    assert_error(
+        "[store]\nkind = \"redis\"",
+        "store.url",
+        "exactly one of url",
+    );
+    assert_error(
+        "[store]\nkind = \"redis\"\nurl = \"redis://a\"\nnodes = [\"redis://b\"]",
+        "store.url",
+        "exactly one of url",
+    );
+    assert_error(
+        "[store]\nkind = \"redis\"\nurl = \"mysql://a\"",
+        "store.url",
+        "unknown scheme `mysql`",
+    );
+    assert_error(
+        "[store]\nkind = \"redis\"\nurl = \"redis://a\"\npassword = \"pw\"",
+        "store.password",
+        "applies only with sentinels",
+    );
+    assert_error(
+        "[store]\nkind = \"redis\"\nsentinels = [\"redis://a:26379\"]",
+        "store.service_name",
+        "name the master",
+    );
+    assert_error(
+        "[store]\nkind = \"redis\"\nurl = \"redis://a\"\noperation_timeout = 0",
+        "store.operation_timeout",
+        "longer than zero",
+    );
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn memcached_blocks_are_checked_and_keyed_under_their_path() {
+    assert_error(
+        "[store]\nkind = \"memcached\"",
+        "store.servers",
+        "exactly one of",
+    );
+    assert_error(
+        "[store]\nkind = \"memcached\"\nservers = [\"no-port\"]",
+        "store.servers",
+        "no-port",
+    );
+    assert_error(
+        "[store]\nkind = \"memcached\"\nservers = [\"a:1\"]\npool_size = 0",
+        "store.pool_size",
+        "at least 1",
+    );
+}
+
+#[cfg(all(feature = "memory", feature = "memcached"))]
+#[test]
+fn failover_rules_tie_the_blocks_together() {
+    let failover = |extra: &str| {
+        format!(
+            "[failover]\n{extra}\n[failover.secondary]\nkind = \"memcached\"\nservers = [\"a:1\"]"
+        )
+    };
+    assert_error(
+        &failover("call_timeout = \"1s\""),
+        "failover.call_timeout",
+        "at most a third of operation_timeout (2s)",
+    );
+    assert_error(
+        &failover("tombstone_ttl = \"1h\""),
+        "failover.tombstone_ttl",
+        "at least absolute_timeout (1day)",
+    );
+    assert_error(
+        &failover("failure_threshold = 0"),
+        "failover.failure_threshold",
+        "at least 1",
+    );
+    assert_error(
+        "[failover]\nmode = \"mirror\"",
+        "failover.secondary",
+        "missing field `secondary`",
+    );
+    assert_error(
+        "[failover]\n[failover.secondary]\nkind = \"memcached\"\nurl = \"memcache://\"",
+        "failover.secondary.servers",
+        "at least one",
+    );
+}
+
+/// Run by `scripts/test` with `--no-default-features --features memory`.
+#[cfg(not(feature = "redis"))]
+#[test]
+fn a_backend_that_is_not_compiled_in_names_its_feature() {
+    assert_error(
+        "[store]\nkind = \"redis\"\nurl = \"redis://a\"",
+        "store.kind",
+        "store kind `redis` needs the Cargo feature `redis`",
+    );
+}
+
+/// Run by `scripts/test` with `--no-default-features --features memory`.
+#[cfg(all(feature = "memory", not(feature = "memcached")))]
+#[test]
+fn a_secondary_that_is_not_compiled_in_names_its_feature() {
+    assert_error(
+        "[failover]\n[failover.secondary]\nkind = \"memcached\"\nservers = [\"a:1\"]",
+        "failover.secondary.kind",
+        "store kind `memcached` needs the Cargo feature `memcached`",
+    );
+}
+
+/// Run by `scripts/test` with `--no-default-features --features redis`.
+#[cfg(all(feature = "redis", not(feature = "memory")))]
+#[test]
+fn a_near_cache_without_memory_names_the_feature() {
+    assert_error(
+        "[store]\nkind = \"redis\"\nurl = \"redis://a\"\n[near_cache]",
+        "near_cache",
+        "needs the Cargo feature `memory`",
+    );
+}
+
+#[test]
+fn debug_output_shows_no_secret_and_no_password() {
+    let config = SessionConfig::from_toml(&format!(
+        "[cookie]\nsecret = \"{SECRET}\"\n[store]\nkind = \"redis\"\nurl = \"redis://app:hunter2@10.0.0.5:6379\""
+    ))
+    .unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("10.0.0.5:6379"), "{debug}");
+}
+
+/// The only test here that reads the process environment; the names are
+/// its own, so it cannot disturb or be disturbed by the others.
+#[test]
+fn environment_variables_override_the_file_and_are_named_in_errors() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        file,
+        "idle_timeout = \"5m\"\n[cookie]\nsecret = \"{SECRET}\"\n[store]\nkind = \"memory\""
+    )
+    .unwrap();
+    std::env::set_var("SESSION__IDLE_TIMEOUT", "7m");
+    std::env::set_var("SESSION__COOKIE__NAME", "from-env");
+    let config = SessionConfig::load(file.path());
+    std::env::set_var("SESSION__STORE__MAX_CAPACITY", "lots");
+    let bad = SessionConfig::load(file.path());
+    for var in [
+        "SESSION__IDLE_TIMEOUT",
+        "SESSION__COOKIE__NAME",
+        "SESSION__STORE__MAX_CAPACITY",
+    ] {
+        std::env::remove_var(var);
+    }
+
+    let config = config.unwrap();
+    assert_eq!(config.idle_timeout, Duration::from_secs(7 * 60));
+    assert_eq!(config.cookie.name, "from-env");
+
+    let err = bad.unwrap_err();
+    assert_eq!(err.key(), "store.max_capacity");
+    assert!(
+        err.reason()
+            .contains("from the environment variable SESSION__STORE__MAX_CAPACITY"),
+        "{err}"
+    );
+
+    let err = SessionConfig::load("/nonexistent/session.toml").unwrap_err();
+    assert_eq!(err.key(), "config_file");
+}
+
+#[test]
+fn a_type_error_in_a_file_names_the_file() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write!(file, "[store]\nkind = \"memory\"\nmax_capacity = \"many\"").unwrap();
+    let err = SessionConfig::load(file.path()).unwrap_err();
+    assert_eq!(err.key(), "store.max_capacity");
+    assert!(
+        err.reason().contains(&file.path().display().to_string()),
+        "{err}"
+    );
+}

@@ -1,0 +1,305 @@
+//! Every file in `examples/config/` builds a working stack: each is read as
+//! shipped, its server addresses are pointed at the test kit's servers (as
+//! a deployment would with `SESSION__…` variables), and a browser counts
+//! through the resulting layer. Then what start-up does when a server is
+//! down: fail with the key named, or start degraded and catch up.
+
+use std::{path::Path, time::Duration};
+
+use session_conformance::{
+    http::{Browser, RunningApp, TestApp},
+    testkit::{MemcachedServer, RedisCluster, RedisSentinel, RedisServer},
+};
+use session_kit::{
+    actix::conformance::ActixApp,
+    build_manager,
+    config::SessionConfig,
+    figment::{
+        providers::{Format, Toml},
+        Figment,
+    },
+    tower::conformance::AxumApp,
+    BuildError,
+};
+
+const SECRET: &str = "a test secret of at least thirty-two bytes";
+const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config");
+
+/// The files this test knows how to point at test servers. A new file must
+/// be added here, or `every_example_file_is_tested` fails.
+const FILES: &[&str] = &[
+    "memory.toml",
+    "redis.toml",
+    "redis-sentinel.toml",
+    "redis-cluster.toml",
+    "memcached.toml",
+    "redis-memcached-failover.toml",
+    "redis-near-cache.toml",
+];
+
+/// `file` as shipped, with `overrides` on top, and the two settings every
+/// test needs: a shared secret (unless the file generates one) and cookies
+/// without `Secure`, since the tests speak plain http.
+fn load(file: &str, overrides: Figment) -> SessionConfig {
+    let path = Path::new(CONFIG_DIR).join(file);
+    let shipped = SessionConfig::from_figment(&Figment::from(Toml::file_exact(&path)))
+        .unwrap_or_else(|err| panic!("{file} as shipped: {err}"));
+    let mut figment = Figment::from(Toml::file_exact(&path)).merge(("cookie.secure", false));
+    if !shipped.cookie.generate_secret {
+        figment = figment.merge(("cookie.secret", SECRET));
+    }
+    SessionConfig::from_figment(&figment.merge(overrides))
+        .unwrap_or_else(|err| panic!("{file}: {err}"))
+}
+
+/// Serves `config` with `app` and checks that a browser's count goes up
+/// and another browser starts its own.
+async fn counts(app: &dyn TestApp, config: &SessionConfig, what: &str) {
+    let manager = build_manager(config)
+        .await
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    let running = app.serve(manager).await;
+    let (ada, bob) = (Browser::new(), Browser::new());
+    for expected in ["1", "2", "3"] {
+        assert_eq!(
+            ada.get(&running, "/counter").await.1,
+            expected,
+            "{what}: ada's count"
+        );
+    }
+    assert_eq!(
+        bob.get(&running, "/counter").await.1,
+        "1",
+        "{what}: bob's count"
+    );
+    assert_eq!(
+        ada.get(&running, "/read").await.1,
+        "3",
+        "{what}: ada's read"
+    );
+}
+
+fn redis_url(server: &RedisServer) -> Figment {
+    Figment::new().merge(("store.url", server.url()))
+}
+
+fn memcached_servers(path: &str, servers: &[MemcachedServer]) -> Figment {
+    let addrs = servers
+        .iter()
+        .map(MemcachedServer::addr)
+        .collect::<Vec<_>>();
+    Figment::new().merge((format!("{path}.servers"), addrs))
+}
+
+/// Apps build the stack inside spawned tasks and `#[tokio::main]` alike.
+#[test]
+fn building_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let config = SessionConfig::default();
+    let future = build_manager(&config);
+    assert_send(&future);
+    let future = session_kit::tower_layer(&config);
+    assert_send(&future);
+}
+
+#[test]
+fn every_example_file_is_tested() {
+    let mut shipped = std::fs::read_dir(CONFIG_DIR)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect::<Vec<_>>();
+    shipped.sort();
+    let mut tested = FILES
+        .iter()
+        .map(|file| (*file).to_owned())
+        .collect::<Vec<_>>();
+    tested.sort();
+    assert_eq!(shipped, tested);
+}
+
+#[tokio::test]
+async fn memory_file_runs_on_axum_and_actix() {
+    let config = load("memory.toml", Figment::new());
+    counts(&AxumApp, &config, "memory.toml on axum").await;
+    counts(&ActixApp, &config, "memory.toml on actix").await;
+}
+
+#[tokio::test]
+async fn redis_file_runs_on_axum_and_actix() {
+    let server = RedisServer::start();
+    let config = load("redis.toml", redis_url(&server));
+    counts(&AxumApp, &config, "redis.toml on axum").await;
+    counts(&ActixApp, &config, "redis.toml on actix").await;
+}
+
+#[tokio::test]
+async fn sentinel_file_finds_the_master() {
+    let sentinel = RedisSentinel::start();
+    let overrides = Figment::new()
+        .merge(("store.sentinels", sentinel.sentinel_urls()))
+        .merge(("store.service_name", sentinel.service_name()));
+    let config = load("redis-sentinel.toml", overrides);
+    counts(&AxumApp, &config, "redis-sentinel.toml").await;
+}
+
+#[tokio::test]
+async fn cluster_file_discovers_the_nodes() {
+    let cluster = RedisCluster::start();
+    let config = load(
+        "redis-cluster.toml",
+        Figment::new().merge(("store.nodes", cluster.seed_urls())),
+    );
+    counts(&AxumApp, &config, "redis-cluster.toml").await;
+}
+
+#[tokio::test]
+async fn memcached_file_spreads_over_the_pool() {
+    let servers = MemcachedServer::start_many(3);
+    let config = load("memcached.toml", memcached_servers("store", &servers));
+    counts(&AxumApp, &config, "memcached.toml").await;
+    let holding = servers
+        .iter()
+        .filter(|server| server.stats()["curr_items"] != "0")
+        .count();
+    assert!(holding >= 1, "no server holds a session");
+}
+
+#[tokio::test]
+async fn failover_file_writes_both_stores() {
+    let redis = RedisServer::start();
+    let memcached = MemcachedServer::start_many(2);
+    let overrides = redis_url(&redis).merge(memcached_servers("failover.secondary", &memcached));
+    let config = load("redis-memcached-failover.toml", overrides);
+    counts(&AxumApp, &config, "redis-memcached-failover.toml").await;
+    let in_memcached: u64 = memcached
+        .iter()
+        .map(|server| server.stats()["curr_items"].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(in_memcached, 2, "the secondary should mirror both sessions");
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "2", "the primary holds both");
+}
+
+#[tokio::test]
+async fn near_cache_file_runs() {
+    let server = RedisServer::start();
+    let config = load("redis-near-cache.toml", redis_url(&server));
+    counts(&AxumApp, &config, "redis-near-cache.toml").await;
+}
+
+/// A Redis that was started, then killed, so its port is known and nothing
+/// listens on it.
+fn dead_redis() -> RedisServer {
+    let mut server = RedisServer::start();
+    server.kill();
+    server
+}
+
+fn fast_connect(config: &mut SessionConfig) {
+    config.store.connect_timeout = Some(Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_start_up_naming_the_key() {
+    let server = dead_redis();
+    let mut config = load("redis.toml", redis_url(&server));
+    fast_connect(&mut config);
+    let err = build_manager(&config).await.unwrap_err();
+    assert!(matches!(err, BuildError::Unreachable { .. }), "{err:?}");
+    assert_eq!(err.key(), "store");
+    let message = err.to_string();
+    assert!(
+        message.contains("the redis store did not answer at start-up"),
+        "{message}"
+    );
+    assert!(
+        message.contains("store.on_unreachable = \"start_degraded\""),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_secondary_fails_start_up_naming_its_key() {
+    let redis = RedisServer::start();
+    let mut memcached = MemcachedServer::start();
+    let overrides = redis_url(&redis)
+        .merge(memcached_servers(
+            "failover.secondary",
+            std::slice::from_ref(&memcached),
+        ))
+        .merge(("failover.secondary.on_unreachable", "fail"))
+        .merge(("failover.secondary.connect_timeout", "300ms"));
+    memcached.kill();
+    let config = load("redis-memcached-failover.toml", overrides);
+    let err = build_manager(&config).await.unwrap_err();
+    assert_eq!(err.key(), "failover.secondary", "{err}");
+    assert!(
+        err.to_string().contains("memcached store did not answer"),
+        "{err}"
+    );
+}
+
+/// Degraded start: the app serves 503s (the reject policy) while Redis is
+/// down, and sessions work once it is up, with no restart.
+#[tokio::test]
+async fn a_degraded_start_serves_once_the_store_comes_up() {
+    let mut server = dead_redis();
+    let overrides = redis_url(&server).merge(("store.on_unreachable", "start_degraded"));
+    let mut config = load("redis.toml", overrides);
+    fast_connect(&mut config);
+    let manager = build_manager(&config).await.expect("starts degraded");
+    let running: RunningApp = AxumApp.serve(manager).await;
+    let browser = Browser::new();
+    let (status, _, took) = browser.get(&running, "/counter").await;
+    assert_eq!(status, 503, "no store yet");
+    assert!(took < Duration::from_secs(1), "answered in {took:?}");
+
+    server.restart();
+    let mut last = (0, String::new());
+    for _ in 0..100 {
+        let (status, body, _) = browser.get(&running, "/counter").await;
+        last = (status, body);
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, (200, "1".to_owned()), "the store was never reached");
+    assert_eq!(browser.get(&running, "/counter").await.1, "2");
+}
+
+/// A failover secondary that is down at start-up: the app starts on the
+/// primary alone, and the secondary is filled once it answers.
+#[tokio::test]
+async fn a_degraded_secondary_joins_when_it_comes_up() {
+    let redis = RedisServer::start();
+    let mut memcached = MemcachedServer::start();
+    let overrides = redis_url(&redis)
+        .merge(memcached_servers(
+            "failover.secondary",
+            std::slice::from_ref(&memcached),
+        ))
+        .merge(("failover.secondary.connect_timeout", "300ms"));
+    memcached.kill();
+    let config = load("redis-memcached-failover.toml", overrides);
+    let manager = build_manager(&config).await.expect("starts degraded");
+    let running = AxumApp.serve(manager).await;
+    let browser = Browser::new();
+    let (status, body, _) = browser.get(&running, "/counter").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "1"),
+        "served by the primary alone"
+    );
+
+    memcached.restart();
+    let mut mirrored = false;
+    for _ in 0..100 {
+        assert_eq!(browser.get(&running, "/counter").await.0, 200);
+        if memcached.stats()["curr_items"] != "0" {
+            mirrored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(mirrored, "the secondary never received the session");
+}
