@@ -18,6 +18,9 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 /// The default number of tries a commit makes when other commits to the same
 /// session keep winning the race.
 pub const DEFAULT_COMMIT_ATTEMPTS: u32 = 32;
+/// The largest [`max_connections`](MemcachedConfig::with_max_connections)
+/// accepted: one per local port.
+pub const MAX_CONNECTIONS: usize = 65_535;
 /// The longest key prefix: with the 22-character session id, every key stays
 /// within Memcached's 250-byte limit.
 pub const MAX_KEY_PREFIX_LEN: usize = MAX_KEY_LENGTH - SESSION_ID_LEN;
@@ -238,6 +241,18 @@ impl MemcachedConfig {
             return Err(ConfigError::new(
                 "max_connections",
                 "must be at least 1, or unset for no cap",
+            ));
+        }
+        // One client cannot open more connections to a server than it has
+        // local ports; the cap also keeps the connection semaphore within
+        // what tokio accepts.
+        if self
+            .max_connections
+            .is_some_and(|max| max > MAX_CONNECTIONS)
+        {
+            return Err(ConfigError::new(
+                "max_connections",
+                format!("must be at most {MAX_CONNECTIONS}, or unset for no cap"),
             ));
         }
         if self

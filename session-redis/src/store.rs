@@ -85,9 +85,11 @@ impl RedisStore {
             .map_err(|err| StoreError::new(ErrorKind::Config, OPERATION).with_source(err))?;
         // Standalone makes up to two attempts (one retry), Sentinel asks a
         // sentinel and then connects: each step has the connect timeout.
-        let connection = bounded(OPERATION, config.connect_timeout() * 2, async {
-            Connection::open(&config).await
-        })
+        let connection = bounded(
+            OPERATION,
+            config.connect_timeout().saturating_mul(2),
+            async { Connection::open(&config).await },
+        )
         .await?;
         Ok(Self {
             connection,

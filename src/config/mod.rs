@@ -416,7 +416,11 @@ impl SessionConfig {
             failover.secondary.validate("failover.secondary")?;
             // A standby primary that fails leaves time for the secondary and
             // for a mirror's repair write, all inside one store call.
-            if failover.call_timeout * 3 > self.operation_timeout {
+            if failover
+                .call_timeout
+                .checked_mul(3)
+                .is_none_or(|three_calls| three_calls > self.operation_timeout)
+            {
                 return Err(ConfigError::new(
                     "failover.call_timeout",
                     format!(

@@ -255,6 +255,18 @@ fn zero_and_negative_timeouts_are_refused() {
         "absolute_timeout",
         "at least idle_timeout",
     );
+    // Deadlines are computed from these; a huge one must be refused, not
+    // overflow on the first request.
+    assert_error(
+        "absolute_timeout = 9223372036854775807",
+        "absolute_timeout",
+        "at most 400 days",
+    );
+    assert_error(
+        "idle_timeout = \"500y\"",
+        "idle_timeout",
+        "at most 400 days",
+    );
 }
 
 #[test]
@@ -354,6 +366,11 @@ fn memcached_blocks_are_checked_and_keyed_under_their_path() {
         "store.pool_size",
         "at least 1",
     );
+    assert_error(
+        "[store]\nkind = \"memcached\"\nservers = [\"a:1\"]\nmax_connections = 9223372036854775807",
+        "store.max_connections",
+        "at most 65535",
+    );
 }
 
 #[cfg(all(feature = "memory", feature = "memcached"))]
@@ -373,6 +390,16 @@ fn failover_rules_tie_the_blocks_together() {
         &failover("tombstone_ttl = \"1h\""),
         "failover.tombstone_ttl",
         "at least absolute_timeout (1day)",
+    );
+    assert_error(
+        &failover("call_timeout = 9223372036854775807"),
+        "failover.call_timeout",
+        "at most a third",
+    );
+    assert_error(
+        &failover("max_open_for = \"1y\""),
+        "failover.max_open_for",
+        "at most a day",
     );
     assert_error(
         &failover("failure_threshold = 0"),
@@ -448,12 +475,17 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
     .unwrap();
     std::env::set_var("SESSION__IDLE_TIMEOUT", "7m");
     std::env::set_var("SESSION__COOKIE__NAME", "from-env");
+    std::env::set_var(
+        "SESSION__COOKIE__PREVIOUS_SECRETS",
+        format!("[{SECRET}-a, {SECRET}-b]"),
+    );
     let config = SessionConfig::load(file.path());
     std::env::set_var("SESSION__STORE__MAX_CAPACITY", "lots");
     let bad = SessionConfig::load(file.path());
     for var in [
         "SESSION__IDLE_TIMEOUT",
         "SESSION__COOKIE__NAME",
+        "SESSION__COOKIE__PREVIOUS_SECRETS",
         "SESSION__STORE__MAX_CAPACITY",
     ] {
         std::env::remove_var(var);
@@ -462,6 +494,7 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
     let config = config.unwrap();
     assert_eq!(config.idle_timeout, Duration::from_secs(7 * 60));
     assert_eq!(config.cookie.name, "from-env");
+    assert_eq!(config.keys().unwrap().len(), 3, "a list from one variable");
 
     let err = bad.unwrap_err();
     assert_eq!(err.key(), "store.max_capacity");

@@ -168,6 +168,9 @@ pub struct FailoverStoreBuilder {
     max_pending: usize,
 }
 
+/// The longest breaker back-off accepted.
+const MAX_OPEN_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl FailoverStoreBuilder {
     /// The default [`call_timeout`](Self::call_timeout).
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -236,7 +239,8 @@ impl FailoverStoreBuilder {
     /// A [`ConfigError`] naming the key (`failover.call_timeout`,
     /// `failover.failure_threshold`, `failover.open_for`,
     /// `failover.max_open_for` or `failover.tombstone_ttl`) when it is zero,
-    /// or `max_open_for` is shorter than `open_for`.
+    /// `max_open_for` is shorter than `open_for`, a back-off is longer than
+    /// a day or the tombstone TTL longer than 400 days.
     pub fn build(self) -> Result<FailoverStore, ConfigError> {
         for (key, value) in [
             ("failover.call_timeout", self.call_timeout),
@@ -245,6 +249,32 @@ impl FailoverStoreBuilder {
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be longer than zero"));
+            }
+        }
+        // Bounded so that no deadline computed from them can overflow
+        // `Instant` or `SystemTime`; far past any useful value.
+        for (key, value, max, what) in [
+            (
+                "failover.open_for",
+                self.breaker.open_for,
+                MAX_OPEN_FOR,
+                "a day",
+            ),
+            (
+                "failover.max_open_for",
+                self.breaker.max_open_for,
+                MAX_OPEN_FOR,
+                "a day",
+            ),
+            (
+                "failover.tombstone_ttl",
+                self.tombstone_ttl,
+                crate::SessionManagerBuilder::MAX_TIMEOUT,
+                "400 days, the longest a session can live",
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::new(key, format!("must be at most {what}")));
             }
         }
         if self.breaker.failure_threshold == 0 {

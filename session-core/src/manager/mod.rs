@@ -175,6 +175,11 @@ impl SessionManagerBuilder {
     /// 2 seconds per store call: far above a healthy store's latency, short
     /// enough that an outage answers within the budget of a page load.
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The longest idle or absolute timeout: 400 days, the most any
+    /// browser keeps a cookie (RFC 6265bis caps `Max-Age` there). It also
+    /// keeps every deadline computed from a timeout far from the end of
+    /// `SystemTime`, so no config value can make the arithmetic overflow.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 
     /// The cookie's name and attributes.
     pub fn cookie(mut self, cookie: CookieConfig) -> Self {
@@ -221,6 +226,17 @@ impl SessionManagerBuilder {
                 "idle_timeout",
                 "must be greater than zero",
             ));
+        }
+        for (key, timeout) in [
+            ("idle_timeout", self.idle_timeout),
+            ("absolute_timeout", self.absolute_timeout),
+        ] {
+            if timeout > Self::MAX_TIMEOUT {
+                return Err(ConfigError::new(
+                    key,
+                    "must be at most 400 days, the longest any browser keeps a cookie",
+                ));
+            }
         }
         if self.absolute_timeout < self.idle_timeout {
             return Err(ConfigError::new(
