@@ -288,8 +288,13 @@ fn one_line(err: &StoreError) -> String {
     let mut line = err.to_string();
     let mut next = err.source();
     while let Some(cause) = next {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        // Some errors repeat their source in their own message (the redis
+        // crate's I/O errors do); say it once.
+        let cause_text = cause.to_string();
+        if !line.ends_with(&cause_text) {
+            line.push_str(": ");
+            line.push_str(&cause_text);
+        }
         next = cause.source();
     }
     line
