@@ -123,7 +123,10 @@ fn near_cache(_: u64, _: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
 /// # Ok(()) }
 /// ```
 pub async fn build_manager(config: &SessionConfig) -> Result<SessionManager, BuildError> {
-    config.validate()?;
+    // Everything is checked before the first connect, so a typo is not
+    // reported only after a slow, failing connect.
+    let keys = config.validated_keys()?;
+    config.validate_stores()?;
     if config.cookie.generate_secret {
         tracing::warn!(
             target: "session_kit::config",
@@ -131,7 +134,6 @@ pub async fn build_manager(config: &SessionConfig) -> Result<SessionManager, Bui
              other servers will not accept its cookies; set cookie.secret for production"
         );
     }
-    let keys = config.keys()?;
     let store = build_validated_store(config).await?;
     Ok(config.manager_builder(store, keys).build()?)
 }

@@ -401,9 +401,18 @@ impl SessionConfig {
     /// # Errors
     /// The first [`ConfigError`], naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let keys = self.keys()?;
-        self.manager_builder(Arc::new(Unbuilt), keys).build()?;
+        self.validated_keys()?;
         self.validate_stores()
+    }
+
+    /// The signing keys, once the cookie and manager settings are known to
+    /// build: what [`validate`](Self::validate) checks besides the stores,
+    /// without reading secret files twice when the stack is built.
+    pub(crate) fn validated_keys(&self) -> Result<KeyRing, ConfigError> {
+        let keys = self.keys()?;
+        self.manager_builder(Arc::new(Unbuilt), keys.clone())
+            .build()?;
+        Ok(keys)
     }
 
     /// The part of [`validate`](Self::validate) that

@@ -170,6 +170,25 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
+/// Applies the options every remote kind shares. Both backend configs name
+/// these setters alike, so one definition serves both.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+macro_rules! with_common_options {
+    ($config:expr, $block:expr) => {{
+        let mut config = $config;
+        if let Some(prefix) = &$block.key_prefix {
+            config = config.with_key_prefix(prefix.clone());
+        }
+        if let Some(timeout) = $block.operation_timeout {
+            config = config.with_operation_timeout(timeout);
+        }
+        if let Some(timeout) = $block.connect_timeout {
+            config = config.with_connect_timeout(timeout);
+        }
+        config
+    }};
+}
+
 use StoreKind::{Memcached, Memory, Redis};
 
 impl StoreConfig {
@@ -370,15 +389,7 @@ impl StoreConfig {
         } else {
             RedisConfig::cluster(strings(self.nodes.as_deref().unwrap_or_default()))
         };
-        if let Some(prefix) = &self.key_prefix {
-            config = config.with_key_prefix(prefix.clone());
-        }
-        if let Some(timeout) = self.operation_timeout {
-            config = config.with_operation_timeout(timeout);
-        }
-        if let Some(timeout) = self.connect_timeout {
-            config = config.with_connect_timeout(timeout);
-        }
+        config = with_common_options!(config, self);
         config.validate().map_err(|err| nest(path, &err))?;
         Ok(config)
     }
@@ -405,15 +416,7 @@ impl StoreConfig {
                 ))
             }
         };
-        if let Some(prefix) = &self.key_prefix {
-            config = config.with_key_prefix(prefix.clone());
-        }
-        if let Some(timeout) = self.operation_timeout {
-            config = config.with_operation_timeout(timeout);
-        }
-        if let Some(timeout) = self.connect_timeout {
-            config = config.with_connect_timeout(timeout);
-        }
+        config = with_common_options!(config, self);
         if let Some(size) = self.pool_size {
             config = config.with_pool_size(size);
         }

@@ -315,6 +315,45 @@ fn a_near_cache_in_front_of_memory_is_refused() {
 
 #[cfg(feature = "redis")]
 #[test]
+fn a_redis_block_reaches_the_redis_config() {
+    let config = SessionConfig::from_toml(
+        "[store]\nkind = \"redis\"\nsentinels = [\"redis://a:26379\"]\nservice_name = \"s\"\n\
+         db = 2\npassword = \"pw\"\nkey_prefix = \"shop:\"\noperation_timeout = \"250ms\"\n\
+         connect_timeout = \"3s\"",
+    )
+    .unwrap();
+    let redis = config.store.redis_config("store").unwrap();
+    assert_eq!(redis.key_prefix(), "shop:");
+    assert_eq!(redis.operation_timeout(), Duration::from_millis(250));
+    assert_eq!(redis.connect_timeout(), Duration::from_secs(3));
+    assert!(matches!(
+        redis.topology(),
+        session_redis::Topology::Sentinel { db: 2, password: Some(pw), .. } if pw == "pw"
+    ));
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn a_memcached_block_reaches_the_memcached_config() {
+    let config = SessionConfig::from_toml(
+        "[store]\nkind = \"memcached\"\nurl = \"memcache://a:1,b:2\"\nkey_prefix = \"shop:\"\n\
+         operation_timeout = \"250ms\"\nconnect_timeout = \"3s\"\npool_size = 3\n\
+         max_connections = 9\nitem_size_limit = 65536\ncommit_attempts = 4",
+    )
+    .unwrap();
+    let memcached = config.store.memcached_config("store").unwrap();
+    assert_eq!(memcached.servers(), ["a:1", "b:2"]);
+    assert_eq!(memcached.key_prefix(), "shop:");
+    assert_eq!(memcached.operation_timeout(), Duration::from_millis(250));
+    assert_eq!(memcached.connect_timeout(), Duration::from_secs(3));
+    assert_eq!(memcached.pool_size(), 3);
+    assert_eq!(memcached.max_connections(), Some(9));
+    assert_eq!(memcached.item_size_limit(), Some(65536));
+    assert_eq!(memcached.commit_attempts(), 4);
+}
+
+#[cfg(feature = "redis")]
+#[test]
 fn redis_blocks_are_checked_and_keyed_under_their_path() {
     assert_error(
         "[store]\nkind = \"redis\"",
