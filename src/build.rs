@@ -225,12 +225,9 @@ async fn backend(block: &StoreConfig, path: &str) -> Result<Arc<dyn SessionStore
             })
             .await
         }
+        // Validation refuses these first; answer the same if it ever did not.
         #[allow(unreachable_patterns)] // every kind compiled in
-        kind => Err(ConfigError::new(
-            format!("{path}.kind"),
-            format!("store kind `{kind}` needs the Cargo feature `{kind}`"),
-        )
-        .into()),
+        _ => Err(block.not_compiled_in(path).into()),
     }
 }
 
@@ -251,7 +248,7 @@ where
         Ok(store) => return Ok(Arc::new(store)),
         Err(err) => err,
     };
-    let cause = one_line(&source);
+    let cause = source.to_line();
     match block.on_unreachable() {
         OnUnreachable::Fail => Err(BuildError::Unreachable {
             key: path.to_owned(),
@@ -274,30 +271,10 @@ where
             .map_err(|err| {
                 ConfigError::new(
                     format!("{path}.on_unreachable"),
-                    format!("cannot start degraded: {}", one_line(&err)),
+                    format!("cannot start degraded: {}", err.to_line()),
                 )
             })?;
             Ok(Arc::new(lazy))
         }
     }
-}
-
-/// An error and its causes, joined with `: `.
-#[cfg(any(feature = "redis", feature = "memcached"))]
-fn one_line(err: &StoreError) -> String {
-    use std::error::Error as _;
-
-    let mut line = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        // Some errors repeat their source in their own message (the redis
-        // crate's I/O errors do); say it once.
-        let cause_text = cause.to_string();
-        if !line.ends_with(&cause_text) {
-            line.push_str(": ");
-            line.push_str(&cause_text);
-        }
-        next = cause.source();
-    }
-    line
 }

@@ -114,6 +114,27 @@ impl StoreError {
     pub fn operation(&self) -> &'static str {
         self.operation
     }
+
+    /// The error and its causes on one line, each cause said once: for
+    /// messages that are shown to people rather than logged as fields.
+    ///
+    /// ```
+    /// use std::io;
+    /// use session_core::{ErrorKind, StoreError};
+    ///
+    /// let err = StoreError::new(ErrorKind::Unavailable, "connect")
+    ///     .with_source(io::Error::from(io::ErrorKind::ConnectionRefused));
+    /// assert_eq!(err.to_line(), "store unavailable during connect: connection refused");
+    /// ```
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        let causes = cause_chain(self);
+        if causes.is_empty() {
+            self.to_string()
+        } else {
+            format!("{self}: {causes}")
+        }
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -134,12 +155,19 @@ impl StdError for StoreError {
 /// `error.cause_chain` field of log events.
 pub(crate) fn cause_chain(err: &(dyn StdError + 'static)) -> String {
     let mut chain = String::new();
+    let mut previous = err.to_string();
     let mut next = err.source();
     while let Some(cause) = next {
-        if !chain.is_empty() {
-            chain.push_str(": ");
+        let text = cause.to_string();
+        // Some errors repeat their source in their own message (the redis
+        // crate's I/O errors do); say it once.
+        if !previous.ends_with(&text) {
+            if !chain.is_empty() {
+                chain.push_str(": ");
+            }
+            chain.push_str(&text);
         }
-        chain.push_str(&cause.to_string());
+        previous = text;
         next = cause.source();
     }
     chain

@@ -258,6 +258,18 @@ impl StoreConfig {
         ]
     }
 
+    /// The error for a block whose kind this build lacks.
+    pub(crate) fn not_compiled_in(&self, path: &str) -> ConfigError {
+        let kind = self.kind;
+        ConfigError::new(
+            format!("{path}.kind"),
+            format!(
+                "store kind `{kind}` needs the Cargo feature `{kind}`; \
+                 enable it with session-kit = {{ features = [\"{kind}\"] }}"
+            ),
+        )
+    }
+
     /// What start-up does when the server is down.
     #[must_use]
     pub fn on_unreachable(&self) -> OnUnreachable {
@@ -268,14 +280,7 @@ impl StoreConfig {
     /// (`store` or `failover.secondary`).
     pub(crate) fn validate(&self, path: &str) -> Result<(), ConfigError> {
         if !self.kind.is_compiled_in() {
-            let kind = self.kind;
-            return Err(ConfigError::new(
-                format!("{path}.kind"),
-                format!(
-                    "store kind `{kind}` needs the Cargo feature `{kind}`; \
-                     enable it with session-kit = {{ features = [\"{kind}\"] }}"
-                ),
-            ));
+            return Err(self.not_compiled_in(path));
         }
         for (option, set, kinds) in self.set_options() {
             if set && !kinds.contains(&self.kind) {
