@@ -1,0 +1,521 @@
+//! The peer link: signed postcard messages over HTTP/2 (prior knowledge,
+//! cleartext), one multiplexed connection per peer, built on hyper.
+//!
+//! Bounds, so a slow or dead peer cannot stall a request past its deadline:
+//! - every call runs under the caller's deadline: waiting for a slot,
+//!   connecting, sending and reading the reply;
+//! - at most `max_in_flight_per_peer` calls are in flight to one peer; the
+//!   rest wait for a slot within their deadline (back-pressure);
+//! - a server runs at most a fixed number of requests at once and answers
+//!   `503` past that instead of queueing;
+//! - HTTP/2 caps the streams per connection, and bodies are size-limited.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, client::conn::http2::SendRequest, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use session_core::{ErrorKind, StoreError};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::Instant,
+};
+
+use crate::wire::{
+    from_hex, to_hex, unix_millis, Msg, Reply, Signer, H_BUDGET, H_MAC, H_NODE, H_TIME, MAX_BODY,
+    MAX_SKEW, PATH,
+};
+
+/// Bytes and requests through the link, for [`ClusterStats`](crate::ClusterStats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) requests_sent: AtomicU64,
+    pub(crate) requests_refused: AtomicU64,
+}
+
+/// Peers this node cannot reach: empty unless a test cuts the network with
+/// the `fault-injection` feature's `ClusterStore::partition_from`.
+pub(crate) type Blocked = Arc<std::sync::RwLock<std::collections::HashSet<SocketAddr>>>;
+
+pub(crate) fn is_blocked(blocked: &Blocked, addr: &SocketAddr) -> bool {
+    blocked
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(addr)
+}
+
+/// What a node does with a verified request from a peer.
+#[async_trait]
+pub(crate) trait Handler: Send + Sync + 'static {
+    async fn handle(&self, from: &str, deadline: Instant, msg: Msg) -> Reply;
+}
+
+/// Why a peer call failed: the source of the [`StoreError`] it becomes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("cannot connect to peer {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("HTTP/2 to peer {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("peer {addr} refused the request as unauthenticated: it does not share this node's secret, or the clocks differ by more than a minute")]
+    Refused { addr: SocketAddr },
+    #[error("peer {addr} is busy (503)")]
+    Busy { addr: SocketAddr },
+    #[error("peer {addr} answered {status}")]
+    Status {
+        addr: SocketAddr,
+        status: StatusCode,
+    },
+    #[error("peer {addr} sent a reply that fails its signature or does not decode")]
+    BadReply { addr: SocketAddr },
+}
+
+/// The client side: calls to peers.
+pub(crate) struct Link {
+    blocked: Blocked,
+    signer: Signer,
+    me: Arc<str>,
+    peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    max_in_flight: usize,
+    connect_timeout: Duration,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Peer {
+    slots: Semaphore,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl Link {
+    pub(crate) fn new(
+        blocked: Blocked,
+        signer: Signer,
+        me: Arc<str>,
+        max_in_flight: usize,
+        connect_timeout: Duration,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            blocked,
+            signer,
+            me,
+            peers: Mutex::default(),
+            max_in_flight,
+            connect_timeout,
+            counters,
+        }
+    }
+
+    fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(peers.entry(addr).or_insert_with(|| {
+            Arc::new(Peer {
+                slots: Semaphore::new(self.max_in_flight),
+                conn: tokio::sync::Mutex::new(None),
+            })
+        }))
+    }
+
+    /// Forgets connections to peers that are no longer members.
+    pub(crate) fn retain(&self, live: impl Fn(&SocketAddr) -> bool) {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|addr, _| live(addr));
+    }
+
+    /// Sends `msg` to the peer at `addr` and returns its verified reply, all
+    /// before `deadline`.
+    pub(crate) async fn call(
+        &self,
+        addr: SocketAddr,
+        msg: &Msg,
+        deadline: Instant,
+    ) -> Result<Reply, StoreError> {
+        let operation = msg.name();
+        let body = Bytes::from(
+            postcard::to_allocvec(msg)
+                .map_err(|e| StoreError::new(ErrorKind::Other, operation).with_source(e))?,
+        );
+        match tokio::time::timeout_at(deadline, self.call_inner(addr, body, deadline)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(err)) => {
+                let kind = match err {
+                    LinkError::BadReply { .. } => ErrorKind::Corrupt,
+                    _ => ErrorKind::Unavailable,
+                };
+                Err(StoreError::new(kind, operation).with_source(err))
+            }
+            Err(_) => Err(
+                StoreError::new(ErrorKind::Timeout, operation).with_source(format!(
+                    "peer {addr} did not answer within the request timeout"
+                )),
+            ),
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        addr: SocketAddr,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Reply, LinkError> {
+        if is_blocked(&self.blocked, &addr) {
+            return Err(LinkError::Connect {
+                addr,
+                source: io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "partitioned by fault injection",
+                ),
+            });
+        }
+        let peer = self.peer(addr);
+        // Closed only if the semaphore is dropped, which `peer` prevents.
+        let _slot = peer
+            .slots
+            .acquire()
+            .await
+            .expect("the peer's semaphore is never closed");
+        let mut sender = self.sender(&peer, addr).await?;
+        let time = unix_millis(SystemTime::now()).to_string();
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .to_string();
+        let tag = self.signer.tag(&[
+            PATH.as_bytes(),
+            self.me.as_bytes(),
+            time.as_bytes(),
+            budget.as_bytes(),
+            &body,
+        ]);
+        let request = Request::post(format!("http://{addr}{PATH}"))
+            .header(H_NODE, &*self.me)
+            .header(H_TIME, time)
+            .header(H_BUDGET, budget)
+            .header(H_MAC, to_hex(&tag))
+            .body(Full::new(body))
+            .expect("the request is built from valid parts");
+        self.counters.requests_sent.fetch_add(1, Ordering::Relaxed);
+        let http = |source| LinkError::Http { addr, source };
+        let response = async {
+            sender.ready().await?;
+            sender.send_request(request).await
+        }
+        .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(source) => {
+                // The connection is broken; the next call opens a new one.
+                *peer.conn.lock().await = None;
+                return Err(http(source));
+            }
+        };
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED => return Err(LinkError::Refused { addr }),
+            StatusCode::SERVICE_UNAVAILABLE => return Err(LinkError::Busy { addr }),
+            status => return Err(LinkError::Status { addr, status }),
+        }
+        let reply_tag = response
+            .headers()
+            .get(H_MAC)
+            .and_then(|v| from_hex(v.as_bytes()));
+        let reply = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| LinkError::BadReply { addr })?
+            .to_bytes();
+        let signed = reply_tag.is_some_and(|t| self.signer.verify(&[b"reply", &tag, &reply], &t));
+        if !signed {
+            return Err(LinkError::BadReply { addr });
+        }
+        postcard::from_bytes(&reply).map_err(|_| LinkError::BadReply { addr })
+    }
+
+    async fn sender(
+        &self,
+        peer: &Peer,
+        addr: SocketAddr,
+    ) -> Result<SendRequest<Full<Bytes>>, LinkError> {
+        let mut conn = peer.conn.lock().await;
+        if let Some(sender) = conn.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let connect = |source| LinkError::Connect { addr, source };
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(connect)?;
+        stream.set_nodelay(true).map_err(connect)?;
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .handshake(TokioIo::new(Counted::new(stream, &self.counters)))
+            .await
+            .map_err(|source| LinkError::Http { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%addr, error = %err, "peer connection closed");
+            }
+        });
+        *conn = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+/// The most requests a node serves at once for its peers; past it, `503`.
+pub(crate) const MAX_SERVED: usize = 1024;
+
+/// The server side: accepts peer connections until the task is aborted.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handler: Weak<dyn Handler>,
+    signer: Signer,
+    counters: Arc<Counters>,
+    max_budget: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_SERVED));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %err, "peer link accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (handler, signer, counters, slots) = (
+            handler.clone(),
+            signer.clone(),
+            Arc::clone(&counters),
+            Arc::clone(&slots),
+        );
+        let io = TokioIo::new(Counted::new(stream, &counters));
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let (handler, signer, counters, slots) = (
+                    handler.clone(),
+                    signer.clone(),
+                    Arc::clone(&counters),
+                    Arc::clone(&slots),
+                );
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        answer(request, &handler, &signer, &counters, &slots, max_budget).await,
+                    )
+                }
+            });
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5));
+            if let Err(err) = builder.serve_connection(io, service).await {
+                tracing::debug!(error = %err, "peer connection ended");
+            }
+        });
+    }
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = code;
+    response
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    handler: &Weak<dyn Handler>,
+    signer: &Signer,
+    counters: &Counters,
+    slots: &Semaphore,
+    max_budget: Duration,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != PATH || request.method() != http::Method::POST {
+        return status(StatusCode::NOT_FOUND);
+    }
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default()
+    };
+    let (node, time, budget, mac) = (
+        header(H_NODE),
+        header(H_TIME),
+        header(H_BUDGET),
+        header(H_MAC),
+    );
+    let Ok(body) = Limited::new(request.into_body(), MAX_BODY).collect().await else {
+        return status(StatusCode::PAYLOAD_TOO_LARGE);
+    };
+    let body = body.to_bytes();
+    let tag = from_hex(&mac).unwrap_or_default();
+    let fresh = std::str::from_utf8(&time)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|sent| {
+            unix_millis(SystemTime::now()).abs_diff(sent) <= MAX_SKEW.as_millis() as u64
+        });
+    if !signer.verify(&[PATH.as_bytes(), &node, &time, &budget, &body], &tag) || !fresh {
+        counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("refused a peer request that is not signed with the cluster secret");
+        return status(StatusCode::UNAUTHORIZED);
+    }
+    let (Ok(node), Some(budget)) = (
+        String::from_utf8(node),
+        std::str::from_utf8(&budget)
+            .ok()
+            .and_then(|b| b.parse::<u64>().ok()),
+    ) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let Ok(msg) = postcard::from_bytes::<Msg>(&body) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let Ok(_slot) = slots.try_acquire() else {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let Some(handler) = handler.upgrade() else {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let deadline = Instant::now() + Duration::from_millis(budget).min(max_budget);
+    let reply = match tokio::time::timeout_at(deadline, handler.handle(&node, deadline, msg)).await
+    {
+        Ok(reply) => reply,
+        Err(_) => Reply::Failed {
+            kind: crate::wire::WireErrorKind::Timeout,
+            reason: "the owner ran out of time".to_owned(),
+        },
+    };
+    let Ok(reply) = postcard::to_allocvec(&reply) else {
+        return status(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let reply_tag = signer.tag(&[b"reply", &tag, &reply]);
+    let mut response = Response::new(Full::new(Bytes::from(reply)));
+    response.headers_mut().insert(
+        H_MAC,
+        to_hex(&reply_tag)
+            .parse()
+            .expect("hex is a valid header value"),
+    );
+    response
+}
+
+pin_project_lite::pin_project! {
+    /// A TCP stream that counts the bytes through it: what the replication
+    /// traffic figures measure, HTTP/2 framing and headers included.
+    struct Counted {
+        #[pin]
+        inner: TcpStream,
+        counters: Arc<Counters>,
+    }
+}
+
+impl Counted {
+    fn new(inner: TcpStream, counters: &Arc<Counters>) -> Self {
+        Self {
+            inner,
+            counters: Arc::clone(counters),
+        }
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        this.counters
+            .bytes_received
+            .fetch_add(read as u64, Ordering::Relaxed);
+        result
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = result {
+            this.counters
+                .bytes_sent
+                .fetch_add(written as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = result {
+            this.counters
+                .bytes_sent
+                .fetch_add(written as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}

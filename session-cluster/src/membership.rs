@@ -1,0 +1,267 @@
+//! Who is alive: SWIM (foca) over a UDP socket, every datagram signed.
+
+use std::{
+    net::SocketAddr,
+    num::{NonZeroU8, NonZeroUsize},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use foca::{AccumulatingRuntime, Config, Foca, Identity, PeriodicParams, PostcardCodec, Timer};
+use rand::{rngs::StdRng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, oneshot, watch},
+};
+
+use crate::{
+    link::{is_blocked, Blocked},
+    placement::{Member, View},
+    wire::{Signer, TAG_LEN},
+};
+
+/// A node as SWIM knows it. SWIM tells identities apart by address: a node
+/// that restarts on its address (a new generation) replaces its old self.
+/// One that comes back on another address is a new member until its old
+/// self is declared dead; placement counts each name once, the newest.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub(crate) struct Ident {
+    name: String,
+    addr: SocketAddr,
+    generation: u64,
+}
+
+impl Ident {
+    pub(crate) fn new(name: &str, addr: SocketAddr) -> Self {
+        // A restart must win over the identity it replaces: start from the
+        // clock, which moves forward between two runs of a process.
+        let generation = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Self {
+            name: name.to_owned(),
+            addr,
+            generation,
+        }
+    }
+
+    fn seed(addr: SocketAddr) -> Self {
+        // Only the address of an announce's destination is used.
+        Self {
+            name: String::new(),
+            addr,
+            generation: 0,
+        }
+    }
+}
+
+impl Identity for Ident {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            generation: self.generation.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, other: &Self) -> bool {
+        self.generation > other.generation
+    }
+}
+
+/// Requests to the membership task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Tell the others this node is leaving, then stop.
+    Leave(oneshot::Sender<()>),
+}
+
+/// The SWIM settings derived from the store's config.
+pub(crate) fn swim_config(
+    probe_period: Duration,
+    suspect_timeout: Duration,
+    expected: usize,
+) -> Config {
+    let mut config = Config::simple();
+    config.probe_period = probe_period;
+    config.probe_rtt = (probe_period * 2 / 5).max(Duration::from_millis(5));
+    config.suspect_to_down_after = suspect_timeout;
+    config.num_indirect_probes = NonZeroUsize::new(2).expect("2 is not zero");
+    // Enough retransmissions that an update reaches every member of a cluster
+    // of this size with high probability (SWIM's lambda * log(n)).
+    let rounds = 4 + (usize::BITS - expected.max(2).leading_zeros());
+    config.max_transmissions =
+        NonZeroU8::new(u8::try_from(rounds).unwrap_or(u8::MAX)).expect("rounds > 0");
+    config.remove_down_after = Duration::from_secs(30);
+    config.max_packet_size = NonZeroUsize::new(1400 - TAG_LEN).expect("not zero");
+    config.notify_down_members = true;
+    config.periodic_gossip = Some(PeriodicParams {
+        frequency: (probe_period / 2).max(Duration::from_millis(5)),
+        num_members: NonZeroUsize::new(3).expect("3 is not zero"),
+    });
+    config.periodic_announce = Some(PeriodicParams {
+        frequency: Duration::from_secs(5),
+        num_members: NonZeroUsize::new(1).expect("1 is not zero"),
+    });
+    // How the two sides of a healed partition find each other again.
+    config.periodic_announce_to_down_members = Some(PeriodicParams {
+        frequency: Duration::from_secs(1),
+        num_members: NonZeroUsize::new(2).expect("2 is not zero"),
+    });
+    config
+}
+
+/// What the membership task runs on.
+pub(crate) struct Swim {
+    pub(crate) socket: UdpSocket,
+    pub(crate) me: Ident,
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) signer: Signer,
+    pub(crate) blocked: Blocked,
+    pub(crate) config: Config,
+    /// The cluster size: below it, keep announcing to the seeds.
+    pub(crate) expected: usize,
+}
+
+/// Runs SWIM until a [`Command::Leave`] or until the task is aborted,
+/// publishing every change of the live members on `views`.
+pub(crate) async fn run(
+    swim: Swim,
+    views: watch::Sender<Arc<View>>,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let Swim {
+        socket,
+        me,
+        seeds,
+        signer,
+        blocked,
+        config,
+        expected,
+    } = swim;
+    let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
+    let mut foca = Foca::new(me.clone(), config, StdRng::from_os_rng(), PostcardCodec);
+    let mut runtime = AccumulatingRuntime::new();
+    // Bounded: a timer task that finds the queue full waits, and SWIM's
+    // timers tolerate being late.
+    let (timer_tx, mut timer_rx) = mpsc::channel::<Timer<Ident>>(4096);
+    let mut announce = tokio::time::interval(Duration::from_secs(1));
+    announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut epoch = views.borrow().epoch;
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, from)) = received else { continue };
+                if is_blocked(&blocked, &from) {
+                    continue;
+                }
+                match open(&signer, &buf[..len]) {
+                    Some(payload) => {
+                        if let Err(err) = foca.handle_data(payload, &mut runtime) {
+                            tracing::debug!(%from, error = %err, "membership datagram not handled");
+                        }
+                    }
+                    None => tracing::debug!(%from, "dropped a membership datagram without the cluster's signature"),
+                }
+            }
+            Some(timer) = timer_rx.recv() => {
+                let _ = foca.handle_timer(timer, &mut runtime);
+            }
+            _ = announce.tick() => {
+                // Until the cluster is whole, keep knocking on the seeds:
+                // this is how a node joins, and how it rejoins after a
+                // partition or a restart of the others.
+                if foca.num_members() + 1 < expected {
+                    for seed in &seeds {
+                        let _ = foca.announce(Ident::seed(*seed), &mut runtime);
+                    }
+                }
+            }
+            command = commands.recv() => {
+                match command {
+                    Some(Command::Leave(done)) => {
+                        let _ = foca.leave_cluster(&mut runtime);
+                        drain(&mut runtime, &socket, &signer, &blocked, &timer_tx).await;
+                        let _ = done.send(());
+                    }
+                    None => {}
+                }
+                return;
+            }
+        }
+        drain(&mut runtime, &socket, &signer, &blocked, &timer_tx).await;
+        let mut known: Vec<&Ident> = foca.iter_members().map(|member| member.id()).collect();
+        known.push(&me);
+        // Newest generation first: `View::new` keeps the first of each name.
+        known.sort_by(|a, b| b.generation.cmp(&a.generation));
+        let members: Vec<Member> = known
+            .iter()
+            .map(|id| Member::new(&id.name, id.addr))
+            .collect();
+        if !views.borrow().same_members(&members) {
+            epoch += 1;
+            tracing::info!(members = members.len(), epoch, "cluster membership changed");
+            let _ = views.send(Arc::new(View::new(members, epoch)));
+        }
+    }
+}
+
+async fn drain(
+    runtime: &mut AccumulatingRuntime<Ident>,
+    socket: &UdpSocket,
+    signer: &Signer,
+    blocked: &Blocked,
+    timers: &mpsc::Sender<Timer<Ident>>,
+) {
+    while let Some((to, data)) = runtime.to_send() {
+        if is_blocked(blocked, &to.addr) {
+            continue;
+        }
+        // Fire and forget, as UDP is: SWIM retries what gets lost.
+        let _ = socket.send_to(&seal(signer, &data), to.addr).await;
+    }
+    while let Some((after, timer)) = runtime.to_schedule() {
+        let timers = timers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = timers.send(timer).await;
+        });
+    }
+    // Notifications are not needed: the view is recomputed from the members.
+    while runtime.to_notify().is_some() {}
+}
+
+fn seal(signer: &Signer, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + TAG_LEN);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&signer.tag(&[b"gossip", payload]));
+    out
+}
+
+fn open<'a>(signer: &Signer, packet: &'a [u8]) -> Option<&'a [u8]> {
+    let split = packet.len().checked_sub(TAG_LEN)?;
+    let (payload, tag) = packet.split_at(split);
+    signer.verify(&[b"gossip", payload], tag).then_some(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_open_only_under_the_same_key() {
+        let signer = Signer::derive(&[3; 32], "gossip");
+        let packet = seal(&signer, b"hello");
+        assert_eq!(open(&signer, &packet), Some(&b"hello"[..]));
+        assert_eq!(open(&Signer::derive(&[4; 32], "gossip"), &packet), None);
+        assert_eq!(open(&signer, &packet[..10]), None);
+        assert_eq!(open(&signer, b""), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! Who holds a session: rendezvous (highest-random-weight) hashing over the
+//! live members.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// One live node, as membership reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) name: Arc<str>,
+    pub(crate) addr: SocketAddr,
+    /// The rendezvous seed, derived from the name alone, so a node that
+    /// restarts on another address still owns the same sessions.
+    seed: u64,
+}
+
+impl Member {
+    pub(crate) fn new(name: &str, addr: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            addr,
+            seed: xxh3_64(name.as_bytes()),
+        }
+    }
+}
+
+/// The members one node sees at one moment, itself included.
+#[derive(Debug)]
+pub(crate) struct View {
+    /// Sorted by name, so two nodes that see the same members hold equal views.
+    pub(crate) members: Vec<Member>,
+    /// Bumped on every change this node observes.
+    pub(crate) epoch: u64,
+    pub(crate) changed_at: Instant,
+}
+
+impl View {
+    /// Of several members with one name, keeps the first given.
+    pub(crate) fn new(mut members: Vec<Member>, epoch: u64) -> Self {
+        // Stable, so "first given" survives the sort.
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members.dedup_by(|a, b| a.name == b.name);
+        Self {
+            members,
+            epoch,
+            changed_at: Instant::now(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub(crate) fn same_members(&self, other: &[Member]) -> bool {
+        let mut other = other.to_vec();
+        other.sort_by(|a, b| a.name.cmp(&b.name));
+        other.dedup_by(|a, b| a.name == b.name);
+        self.members == other
+    }
+
+    /// The `copies` members that hold `key`, owner first. XXH3 has a fixed
+    /// specification, so every node computes the same answer for the same
+    /// members whatever build it runs.
+    pub(crate) fn replicas(&self, key: &str, copies: usize) -> Vec<&Member> {
+        let mut ranked: Vec<(u64, &Member)> = self
+            .members
+            .iter()
+            .map(|member| (xxh3_64_with_seed(key.as_bytes(), member.seed), member))
+            .collect();
+        // Ties are as good as impossible with 64-bit weights; the name breaks
+        // them anyway, so the order is total.
+        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        ranked
+            .into_iter()
+            .take(copies)
+            .map(|(_, member)| member)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn view(names: &[&str]) -> View {
+        View::new(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    Member::new(name, SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)))
+                })
+                .collect(),
+            1,
+        )
+    }
+
+    #[test]
+    fn each_node_owns_about_its_share() {
+        let view = view(&["a", "b", "c", "d", "e"]);
+        let mut owned: HashMap<&str, usize> = HashMap::new();
+        for i in 0..50_000 {
+            let key = format!("session:{i}");
+            *owned.entry(&view.replicas(&key, 2)[0].name).or_default() += 1;
+        }
+        for (name, count) in owned {
+            assert!(
+                (9_000..11_000).contains(&count),
+                "{name} owns {count} of 50000"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leaving_node_moves_only_its_own_sessions() {
+        let before = view(&["a", "b", "c"]);
+        let after = view(&["a", "b"]);
+        for i in 0..5_000 {
+            let key = format!("session:{i}");
+            let old: Vec<_> = before
+                .replicas(&key, 2)
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
+            let new: Vec<_> = after
+                .replicas(&key, 2)
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
+            // Every surviving holder keeps its copy: at least R-1 overlap.
+            let kept = old.iter().filter(|name| new.contains(name)).count();
+            assert!(kept >= 1, "{old:?} -> {new:?}");
+            if !old.iter().any(|name| &**name == "c") {
+                assert_eq!(old, new);
+            }
+        }
+    }
+
+    #[test]
+    fn replicas_are_distinct_and_capped_by_the_members() {
+        let view = view(&["a", "b"]);
+        let replicas = view.replicas("k", 3);
+        assert_eq!(replicas.len(), 2);
+        assert_ne!(replicas[0].name, replicas[1].name);
+    }
+}
