@@ -309,8 +309,15 @@ pub(crate) async fn serve(
     max_budget: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_SERVED));
+    // Connections live in this set, so aborting the server (the store was
+    // dropped) closes them too, as a crashed process would.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next() => continue,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(err) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -327,7 +334,7 @@ pub(crate) async fn serve(
             Arc::clone(&slots),
         );
         let io = TokioIo::new(Counted::new(stream, &counters));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request| {
                 let (handler, signer, counters, slots) = (
                     handler.clone(),
@@ -417,7 +424,8 @@ async fn answer(
     let Some(handler) = handler.upgrade() else {
         return status(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let deadline = Instant::now() + Duration::from_millis(budget).min(max_budget);
+    // Keep a tenth of the caller's time for the reply's trip back.
+    let deadline = Instant::now() + (Duration::from_millis(budget) * 9 / 10).min(max_budget);
     let reply = match tokio::time::timeout_at(deadline, handler.handle(&node, deadline, msg)).await
     {
         Ok(reply) => reply,

@@ -197,10 +197,10 @@ pub(crate) async fn run(
             }
         }
         drain(&mut runtime, &socket, &signer, &blocked, &timer_tx).await;
-        let mut known: Vec<&Ident> = foca.iter_members().map(|member| member.id()).collect();
+        let mut known: Vec<&Ident> = foca.iter_members().map(foca::Member::id).collect();
         known.push(&me);
         // Newest generation first: `View::new` keeps the first of each name.
-        known.sort_by(|a, b| b.generation.cmp(&a.generation));
+        known.sort_by_key(|id| std::cmp::Reverse(id.generation));
         let members: Vec<Member> = known
             .iter()
             .map(|id| Member::new(&id.name, id.addr))
