@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::OnUnreachable;
 use crate::{
     config::{SessionConfig, StoreConfig, StoreKind},
-    ConfigError, SessionManager, SessionStore, StoreError,
+    BoxError, ConfigError, KeyRing, SessionManager, SessionStore, StoreError,
 };
 
 /// Why the session stack could not be built.
@@ -35,6 +35,21 @@ pub enum BuildError {
         #[source]
         source: StoreError,
     },
+    /// A store that runs inside this process could not start: a cluster
+    /// node whose port is taken (`key` is then `store.listen`), or one built
+    /// outside a tokio runtime.
+    #[error("invalid session config `{key}`: the {kind} store could not start ({cause})")]
+    Start {
+        /// The setting to look at: `store.listen`, or the store block.
+        key: String,
+        /// The store's kind.
+        kind: StoreKind,
+        /// The error and its causes, as one line.
+        cause: String,
+        /// The start error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl BuildError {
@@ -43,7 +58,7 @@ impl BuildError {
     pub fn key(&self) -> &str {
         match self {
             Self::Config(err) => err.key(),
-            Self::Unreachable { key, .. } => key,
+            Self::Unreachable { key, .. } | Self::Start { key, .. } => key,
         }
     }
 }
@@ -53,8 +68,10 @@ impl BuildError {
 ///
 /// # Errors
 /// [`BuildError::Config`] when the store blocks are invalid (checked in
-/// full before anything connects; the cookie is not needed here), and [`BuildError::Unreachable`] when a server
-/// does not answer and its block does not allow starting degraded.
+/// full before anything connects; the cookie is not needed here),
+/// [`BuildError::Unreachable`] when a server does not answer and its block
+/// does not allow starting degraded, and [`BuildError::Start`] when a
+/// cluster node cannot listen on `store.listen`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_kit::BuildError> {
@@ -79,7 +96,15 @@ async fn build_validated_store(
     // Boxed: unboxed, the connect futures nest so deeply that an app
     // awaiting `build_manager` hits rustc's query-depth limit ("queries
     // overflow the depth limit") in its own crate.
-    let mut store = Box::pin(backend(&config.store, "store")).await?;
+    let primary = Box::pin(backend(&config.store, "store")).await?;
+    wrap_primary(config, primary).await
+}
+
+/// Puts the failover secondary behind `store` and the near-cache in front.
+async fn wrap_primary(
+    config: &SessionConfig,
+    mut store: Arc<dyn SessionStore>,
+) -> Result<Arc<dyn SessionStore>, BuildError> {
     if let Some(failover) = &config.failover {
         let secondary = Box::pin(backend(&failover.secondary, "failover.secondary")).await?;
         store = Arc::new(failover.builder(store, secondary).build()?);
@@ -123,10 +148,15 @@ fn near_cache(_: u64, _: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
 /// # Ok(()) }
 /// ```
 pub async fn build_manager(config: &SessionConfig) -> Result<SessionManager, BuildError> {
-    // Everything is checked before the first connect, so a typo is not
-    // reported only after a slow, failing connect.
-    let keys = config.validated_keys()?;
-    config.validate_stores()?;
+    let keys = validated_for_manager(config)?;
+    let store = build_validated_store(config).await?;
+    Ok(config.manager_builder(store, keys).build()?)
+}
+
+/// Checks everything before the first connect, so a typo is not reported
+/// only after a slow, failing connect.
+fn validated_for_manager(config: &SessionConfig) -> Result<KeyRing, BuildError> {
+    let keys = config.validated()?;
     if config.cookie.generate_secret {
         tracing::warn!(
             target: "session_kit::config",
@@ -134,8 +164,7 @@ pub async fn build_manager(config: &SessionConfig) -> Result<SessionManager, Bui
              other servers will not accept its cookies; set cookie.secret for production"
         );
     }
-    let store = build_validated_store(config).await?;
-    Ok(config.manager_builder(store, keys).build()?)
+    Ok(keys)
 }
 
 /// The tower [`SessionLayer`](crate::tower::SessionLayer) that `config`
@@ -225,6 +254,8 @@ async fn backend(block: &StoreConfig, path: &str) -> Result<Arc<dyn SessionStore
             })
             .await
         }
+        #[cfg(feature = "cluster")]
+        StoreKind::Cluster => Ok(Arc::new(start_cluster(block, path).await?)),
         // Validation refuses these first; answer the same if it ever did not.
         #[allow(unreachable_patterns)] // every kind compiled in
         _ => Err(block.not_compiled_in(path).into()),
@@ -277,4 +308,66 @@ where
             Ok(Arc::new(lazy))
         }
     }
+}
+
+/// Starts the cluster node a block describes. It returns at once: the node
+/// joins its seeds in the background and serves once it sees a quorum.
+#[cfg(feature = "cluster")]
+async fn start_cluster(
+    block: &StoreConfig,
+    path: &str,
+) -> Result<session_cluster::ClusterStore, BuildError> {
+    use session_cluster::{ClusterError, ClusterStore};
+
+    let start_error = |key: String, err: BoxError| BuildError::Start {
+        key,
+        kind: block.kind,
+        cause: err.to_string(),
+        source: err,
+    };
+    // Resolving seeds needs the runtime as much as the node does; without
+    // one, tokio's resolver would panic instead of returning an error.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(start_error(path.to_owned(), ClusterError::NoRuntime.into()));
+    }
+    let config = block.cluster_config(path).await?;
+    let (expected, quorum) = (config.expected_cluster_size(), config.quorum());
+    let store = ClusterStore::start(config).await.map_err(|err| match err {
+        ClusterError::Config(err) => BuildError::Config(block.nest_cluster(path, &err)),
+        err @ ClusterError::Bind { .. } => start_error(format!("{path}.listen"), err.into()),
+        err => start_error(path.to_owned(), err.into()),
+    })?;
+    tracing::info!(
+        target: "session_kit::config",
+        store = path,
+        node = store.node_id(),
+        addr = %store.local_addr(),
+        cluster_size = expected,
+        quorum,
+        "cluster node started; it serves sessions once it sees a quorum of members"
+    );
+    Ok(store)
+}
+
+/// The manager of a `[store] kind = "cluster"` config, and the node's
+/// handle: see [`cluster::build_manager`](crate::cluster::build_manager).
+#[cfg(feature = "cluster")]
+pub(crate) async fn build_cluster_manager(
+    config: &SessionConfig,
+) -> Result<(SessionManager, session_cluster::ClusterStore), BuildError> {
+    let keys = validated_for_manager(config)?;
+    if config.store.kind != StoreKind::Cluster {
+        return Err(ConfigError::new(
+            "store.kind",
+            format!(
+                "is `{}`; cluster::build_manager builds a cluster node, so it needs \
+                 store.kind = \"cluster\" (build_manager builds any kind)",
+                config.store.kind
+            ),
+        )
+        .into());
+    }
+    let node = Box::pin(start_cluster(&config.store, "store")).await?;
+    let store = wrap_primary(config, Arc::new(node.clone())).await?;
+    Ok((config.manager_builder(store, keys).build()?, node))
 }

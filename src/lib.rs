@@ -19,12 +19,11 @@
 //! | `actix` | the actix-web [`actix::SessionMiddleware`] and [`actix::Session`] extractor |
 //! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
+//! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
 //!
 //! Whatever the features, [`FailoverStore`] puts a secondary store behind a
 //! primary (mirror or standby, with a circuit breaker on each), and with
 //! `memory` [`TieredStore`] puts a near-cache in front of a remote store.
-//! The replicated cluster store arrives as a feature of this crate when it
-//! lands; see the repository's issue list and `CHANGELOG.md`.
 //!
 //! ## Axum
 //! ```
@@ -136,6 +135,73 @@ pub mod redis {
 #[cfg(feature = "memcached")]
 pub mod memcached {
     pub use session_memcached::*;
+}
+
+/// Sessions replicated in the app servers' own memory:
+/// [`ClusterStore`](cluster::ClusterStore) over a
+/// [`ClusterConfig`](cluster::ClusterConfig) that names this node, its peer
+/// address and its seeds. Each session lives on `R` of the servers, any
+/// server serves any session, and losing up to `R-1` servers loses none;
+/// the [session-cluster crate docs](https://docs.rs/session-cluster) say
+/// exactly what is guaranteed.
+///
+/// From config, `[store] kind = "cluster"` (see
+/// [`StoreConfig`](crate::config::StoreConfig)) works with
+/// [`build_manager`] like any kind; [`cluster::build_manager`] also
+/// returns the node, for its [`stats`](cluster::ClusterStore::stats) and
+/// for [`shutdown`](cluster::ClusterStore::shutdown).
+#[cfg(feature = "cluster")]
+pub mod cluster {
+    pub use session_cluster::*;
+
+    use crate::{config::SessionConfig, BuildError, SessionManager};
+
+    /// Builds the [`SessionManager`] of a config whose `[store]` is a
+    /// cluster node, as [`build_manager`](crate::build_manager) does, and
+    /// returns the node too: its [`members`](ClusterStore::members) and
+    /// [`stats`](ClusterStore::stats) for a status page, and
+    /// [`shutdown`](ClusterStore::shutdown) for when the process is asked
+    /// to stop, which hands this node's sessions to the others before it
+    /// leaves (a node that just exits is noticed as dead about a second
+    /// later, and its writes fail with the error policy until then).
+    ///
+    /// The node starts at once and serves sessions once it sees a majority
+    /// of `cluster_size`; [`wait_for_members`](ClusterStore::wait_for_members)
+    /// waits for that.
+    ///
+    /// # Errors
+    /// As [`build_manager`](crate::build_manager); also a [`BuildError::Config`]
+    /// for `store.kind` when the store is not a cluster, and a
+    /// [`BuildError::Start`] for `store.listen` when the port is taken.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_kit::BuildError> {
+    /// use std::time::Duration;
+    /// use session_kit::config::SessionConfig;
+    ///
+    /// // A cluster of one on a free port: a majority of one is itself.
+    /// let config = SessionConfig::from_toml(r#"
+    ///     [cookie]
+    ///     secret = "a secret of at least thirty-two bytes, from a vault"
+    ///     [store]
+    ///     kind = "cluster"
+    ///     node_id = "a"
+    ///     listen = "127.0.0.1:0"
+    ///     cluster_size = 1
+    ///     cluster_secret = "another secret, shared by every node of the cluster"
+    /// "#)?;
+    /// let (manager, node) = session_kit::cluster::build_manager(&config).await?;
+    /// assert!(node.wait_for_members(1, Duration::from_secs(5)).await);
+    /// assert_eq!(node.members(), ["a"]);
+    /// # let _ = manager;
+    /// node.shutdown(Duration::from_secs(5)).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn build_manager(
+        config: &SessionConfig,
+    ) -> Result<(SessionManager, ClusterStore), BuildError> {
+        crate::build::build_cluster_manager(config).await
+    }
 }
 
 /// Actix-web support: the [`SessionMiddleware`](actix::SessionMiddleware)

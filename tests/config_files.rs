@@ -4,7 +4,11 @@
 //! through the resulting layer. Then what start-up does when a server is
 //! down: fail with the key named, or start degraded and catch up.
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::{SocketAddr, TcpListener, UdpSocket},
+    path::Path,
+    time::Duration,
+};
 
 use session_conformance::{
     http::{Browser, RunningApp, TestApp},
@@ -35,6 +39,7 @@ const FILES: &[&str] = &[
     "memcached.toml",
     "redis-memcached-failover.toml",
     "redis-near-cache.toml",
+    "cluster-3-nodes.toml",
 ];
 
 /// `file` as shipped, with `overrides` on top, and the two settings every
@@ -307,4 +312,113 @@ async fn a_degraded_secondary_joins_when_it_comes_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(mirrored, "the secondary never received the session");
+}
+
+const CLUSTER_SECRET: &str = "a test cluster secret, other than the cookie secret";
+
+/// `count` loopback ports that are free for TCP and UDP alike, as a cluster
+/// node binds both on one port. All are held until all are found, so no
+/// two are the same.
+fn free_cluster_ports(count: usize) -> Vec<SocketAddr> {
+    let mut held = Vec::new();
+    for _ in 0..count * 20 {
+        if held.len() == count {
+            break;
+        }
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        if let Ok(udp) = UdpSocket::bind(addr) {
+            held.push((addr, tcp, udp));
+        }
+    }
+    assert_eq!(
+        held.len(),
+        count,
+        "no {count} loopback ports free for TCP and UDP"
+    );
+    held.into_iter().map(|(addr, ..)| addr).collect()
+}
+
+/// The cluster file for node `id` of the cluster at `addrs`, as each node's
+/// `--id`/`--listen` flags (or `SESSION__STORE__…` variables) would set it.
+fn cluster_node(id: &str, listen: SocketAddr, addrs: &[SocketAddr]) -> SessionConfig {
+    let seeds = addrs.iter().map(ToString::to_string).collect::<Vec<_>>();
+    load(
+        "cluster-3-nodes.toml",
+        Figment::new()
+            .merge(("store.node_id", id))
+            .merge(("store.listen", listen.to_string()))
+            .merge(("store.seeds", seeds))
+            .merge(("store.cluster_secret", CLUSTER_SECRET)),
+    )
+}
+
+/// Three nodes in this process, each behind its own axum app; one browser
+/// counts through them round-robin, as behind a plain load balancer.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_file_counts_round_robin_across_three_nodes() {
+    let addrs = free_cluster_ports(3);
+    // Two nodes through `cluster::build_manager`, which hands back the node,
+    // and one through `build_manager`, like any other kind.
+    let (manager_a, node_a) =
+        session_kit::cluster::build_manager(&cluster_node("a", addrs[0], &addrs))
+            .await
+            .expect("node a");
+    let (manager_b, node_b) =
+        session_kit::cluster::build_manager(&cluster_node("b", addrs[1], &addrs))
+            .await
+            .expect("node b");
+    let manager_c = build_manager(&cluster_node("c", addrs[2], &addrs))
+        .await
+        .expect("node c");
+    for node in [&node_a, &node_b] {
+        assert!(
+            node.wait_for_members(3, Duration::from_secs(10)).await,
+            "{} sees only {:?}",
+            node.node_id(),
+            node.members()
+        );
+    }
+    let mut c_serves = false;
+    for _ in 0..100 {
+        if manager_c.store().health().await.is_ok() {
+            c_serves = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c_serves, "node c never saw a quorum");
+
+    let apps = [
+        AxumApp.serve(manager_a).await,
+        AxumApp.serve(manager_b).await,
+        AxumApp.serve(manager_c).await,
+    ];
+    let (ada, bob) = (Browser::new(), Browser::new());
+    for count in 1..=6_usize {
+        let (status, body, _) = ada.get(&apps[(count - 1) % 3], "/counter").await;
+        assert_eq!(
+            (status, body),
+            (200, count.to_string()),
+            "ada's count {count}"
+        );
+    }
+    assert_eq!(bob.get(&apps[2], "/counter").await.1, "1", "bob's count");
+    for (app, node) in apps.iter().zip(["a", "b", "c"]) {
+        assert_eq!(ada.get(app, "/read").await.1, "6", "ada's read on {node}");
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_node_without_its_id_is_refused_naming_the_key() {
+    let addrs = free_cluster_ports(1);
+    let config = load(
+        "cluster-3-nodes.toml",
+        Figment::new()
+            .merge(("store.listen", addrs[0].to_string()))
+            .merge(("store.cluster_secret", CLUSTER_SECRET)),
+    );
+    let err = build_manager(&config).await.unwrap_err();
+    assert_eq!(err.key(), "store.node_id", "{err}");
+    assert!(err.to_string().contains("SESSION__STORE__NODE_ID"), "{err}");
 }

@@ -222,8 +222,8 @@ impl ClusterConfig {
         self.expected_cluster_size() / 2 + 1
     }
 
-    /// Checks every setting; the error names the key, as the facade's
-    /// `[store]` block spells it.
+    /// Checks every setting; the error names the setting (the facade's
+    /// `[store]` block spells a few differently and renames them).
     ///
     /// # Errors
     /// The first setting that is out of range.
@@ -242,6 +242,20 @@ impl ClusterConfig {
                     Self::MIN_SECRET_LEN,
                     self.secret.len()
                 ),
+            ));
+        }
+        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
+            return Err(ConfigError::new(
+                "advertise",
+                "set the address peers reach this node at: `listen` is a wildcard address",
+            ));
+        }
+        if self.seeds.is_empty() && self.cluster_size.is_none() {
+            // Without either, a node that was meant to join would form a
+            // cluster of one and serve on its own: a split brain by typo.
+            return Err(ConfigError::new(
+                "seeds",
+                "list the other nodes' addresses, or set cluster_size = 1 for a cluster of one",
             ));
         }
         if self.replication_factor == 0 || self.replication_factor > 16 {
@@ -293,6 +307,7 @@ mod tests {
 
     fn config() -> ClusterConfig {
         ClusterConfig::new("a", "127.0.0.1:7000".parse().unwrap(), [1u8; 32])
+            .seeds(["127.0.0.1:7001".parse().unwrap()])
     }
 
     #[test]
@@ -333,6 +348,15 @@ mod tests {
                 .key(),
             "suspect_timeout"
         );
+        assert_eq!(config().seeds([]).validate().unwrap_err().key(), "seeds");
+        config().cluster_size(1).validate().unwrap();
+        let wildcard =
+            ClusterConfig::new("a", "0.0.0.0:7000".parse().unwrap(), [1u8; 32]).cluster_size(1);
+        assert_eq!(wildcard.clone().validate().unwrap_err().key(), "advertise");
+        wildcard
+            .advertise("10.0.0.1:7000".parse().unwrap())
+            .validate()
+            .unwrap();
         let nameless = ClusterConfig::new("", "127.0.0.1:7000".parse().unwrap(), [1u8; 32]);
         assert_eq!(nameless.validate().unwrap_err().key(), "node_id");
     }

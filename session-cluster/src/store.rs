@@ -57,11 +57,15 @@ pub enum ClusterError {
 
 /// What one node holds and has sent, for dashboards and for the tests that
 /// measure placement and replication traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ClusterStats {
     /// Live members this node sees, itself included.
     pub members: usize,
+    /// The nodes the cluster is meant to have.
+    pub cluster_size: usize,
+    /// The members this node must see to serve: a majority of `cluster_size`.
+    pub quorum: usize,
     /// Live sessions this node holds a copy of (all prefixes).
     pub sessions_held: usize,
     /// Bytes this node wrote to peer-link connections, HTTP/2 framing
@@ -174,17 +178,8 @@ impl ClusterStore {
             addr: config.listen,
             source,
         })?;
-        let addr = match config.advertise {
-            Some(addr) => addr,
-            None if bound.ip().is_unspecified() => {
-                return Err(ConfigError::new(
-                    "advertise",
-                    "set the address peers reach this node at: `listen` is a wildcard address",
-                )
-                .into())
-            }
-            None => bound,
-        };
+        // `validate` refused a wildcard `listen` without `advertise`.
+        let addr = config.advertise.unwrap_or(bound);
         let me: Arc<str> = config.node_id.as_str().into();
         let expected = config.expected_cluster_size();
         let counters = Arc::new(Counters::default());
@@ -319,6 +314,8 @@ impl ClusterStore {
         let counters = &self.inner.counters;
         ClusterStats {
             members: self.inner.view().len(),
+            cluster_size: self.inner.expected,
+            quorum: self.inner.quorum,
             sessions_held: self.inner.local.live_count(),
             bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
             bytes_received: counters.bytes_received.load(Ordering::Relaxed),

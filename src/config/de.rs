@@ -1,7 +1,7 @@
 //! How config values are read: durations, secrets, server addresses and the
 //! enums of session-core, which carry no serde support of their own.
 
-use std::{fmt, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use serde::{de, Deserialize, Deserializer};
 
@@ -60,6 +60,50 @@ impl de::Visitor<'_> for DurationVisitor {
             ))
         })
     }
+}
+
+/// A name, such as a node id, for an optional key. A number is taken as its
+/// digits: `SESSION__STORE__NODE_ID=1` reaches serde as the integer 1.
+pub(crate) fn optional_name<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    struct NameVisitor;
+
+    impl de::Visitor<'_> for NameVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a name such as \"node-a\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+            Ok(text.to_owned())
+        }
+
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<String, E> {
+            Ok(number.to_string())
+        }
+
+        fn visit_i64<E: de::Error>(self, number: i64) -> Result<String, E> {
+            Ok(number.to_string())
+        }
+    }
+
+    deserializer.deserialize_any(NameVisitor).map(Some)
+}
+
+/// An `ip:port` socket address, for an optional key, refused with an
+/// example of the form when it is not one.
+pub(crate) fn optional_socket_addr<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.trim().parse().map(Some).map_err(|_| {
+        de::Error::custom(format_args!(
+            "`{text}` is not an IP address and port; write it as \"10.0.0.1:7400\" or \
+             \"[fd00::1]:7400\""
+        ))
+    })
 }
 
 /// A secret from config: a cookie-signing secret or a store password. Its

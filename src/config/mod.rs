@@ -31,6 +31,8 @@
 //! from: `invalid session config `store.pool_size`: is an option of store
 //! kind memcached, not of `redis``.
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod de;
 mod store;
 
@@ -294,7 +296,9 @@ impl FailoverConfig {
 
 /// The `[near_cache]` block: an in-process cache in front of the store,
 /// checked against the store's version on every read (see
-/// [`TieredStore`](crate::TieredStore)). Needs the `memory` feature.
+/// [`TieredStore`](crate::TieredStore)). Needs the `memory` feature, and
+/// is refused in front of a memory or cluster store, where it saves
+/// nothing.
 ///
 /// | key | default |
 /// |---|---|
@@ -401,14 +405,22 @@ impl SessionConfig {
     /// # Errors
     /// The first [`ConfigError`], naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validated_keys()?;
-        self.validate_stores()
+        self.validated().map(drop)
+    }
+
+    /// Everything [`validate`](Self::validate) checks, returning the signing
+    /// keys so building the stack does not read secret files twice.
+    pub(crate) fn validated(&self) -> Result<KeyRing, ConfigError> {
+        let keys = self.validated_keys()?;
+        self.validate_stores()?;
+        #[cfg(feature = "cluster")]
+        self.check_cluster_secret_apart()?;
+        Ok(keys)
     }
 
     /// The signing keys, once the cookie and manager settings are known to
-    /// build: what [`validate`](Self::validate) checks besides the stores,
-    /// without reading secret files twice when the stack is built.
-    pub(crate) fn validated_keys(&self) -> Result<KeyRing, ConfigError> {
+    /// build.
+    fn validated_keys(&self) -> Result<KeyRing, ConfigError> {
         let keys = self.keys()?;
         self.manager_builder(Arc::new(Unbuilt), keys.clone())
             .build()?;
@@ -471,6 +483,13 @@ impl SessionConfig {
                     "near_cache",
                     "the store is already in-process memory; a near-cache helps only in front \
                      of a remote store",
+                ));
+            }
+            if self.store.kind == StoreKind::Cluster && self.failover.is_none() {
+                return Err(ConfigError::new(
+                    "near_cache",
+                    "the cluster store has no cheap version check, so a near-cache would still \
+                     fetch every session from its owner and save nothing; remove [near_cache]",
                 ));
             }
         }
@@ -571,18 +590,33 @@ fn key(name: impl Into<String>, secret: &[u8]) -> Result<Key, ConfigError> {
 
 fn key_from_file(name: impl Into<String>, path: &Path) -> Result<Key, ConfigError> {
     let name = name.into();
-    let contents = std::fs::read(path).map_err(|err| {
+    let secret = read_secret_file(&name, path)?;
+    key(name, &secret)
+}
+
+/// The secret in the file at `path`, for key `name`.
+pub(crate) fn read_secret_file(name: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut contents = std::fs::read(path).map_err(|err| {
         ConfigError::new(
-            name.clone(),
+            name.to_owned(),
             format!("cannot read `{}`: {err}", path.display()),
         )
     })?;
     // Files written by `echo` or an editor end in a newline that is not
     // part of the secret.
-    let secret = contents.strip_suffix(b"\n").map_or(&contents[..], |rest| {
-        rest.strip_suffix(b"\r").unwrap_or(rest)
-    });
-    key(name, secret)
+    if contents.ends_with(b"\n") {
+        contents.pop();
+        if contents.ends_with(b"\r") {
+            contents.pop();
+        }
+    }
+    Ok(contents)
+}
+
+/// The environment variable that overrides the dotted `key`.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn env_var(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__")).to_uppercase()
 }
 
 /// A figment error as a [`ConfigError`] naming the dotted key, with where

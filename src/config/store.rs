@@ -1,7 +1,7 @@
 //! The `[store]` block (and `[failover.secondary]`, which has the same
 //! shape): which backend, and its options.
 
-use std::{fmt, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -20,6 +20,10 @@ pub enum StoreKind {
     Redis,
     /// One or several Memcached servers; needs the `memcached` feature.
     Memcached,
+    /// Sessions replicated in the app servers' own memory
+    /// ([`ClusterStore`](https://docs.rs/session-cluster)); needs the
+    /// `cluster` feature.
+    Cluster,
 }
 
 impl StoreKind {
@@ -31,6 +35,7 @@ impl StoreKind {
             Self::Memory => "memory",
             Self::Redis => "redis",
             Self::Memcached => "memcached",
+            Self::Cluster => "cluster",
         }
     }
 
@@ -41,10 +46,11 @@ impl StoreKind {
             Self::Memory => cfg!(feature = "memory"),
             Self::Redis => cfg!(feature = "redis"),
             Self::Memcached => cfg!(feature = "memcached"),
+            Self::Cluster => cfg!(feature = "cluster"),
         }
     }
 
-    /// Whether the backend is a server that can be down at start-up.
+    /// Whether a session can live in another process.
     fn is_remote(self) -> bool {
         !matches!(self, Self::Memory)
     }
@@ -78,11 +84,11 @@ pub enum OnUnreachable {
 ///
 /// | key | kinds | meaning |
 /// |---|---|---|
-/// | `kind` | — | `memory`, `redis` or `memcached` (required) |
+/// | `kind` | — | `memory`, `redis`, `memcached` or `cluster` (required) |
 /// | `key_prefix` | all | prefix of every session key (default `session:`) |
-/// | `max_capacity` | memory | most sessions held (default 100 000) |
-/// | `operation_timeout` | redis, memcached | bound on one store call (default 500 ms) |
-/// | `connect_timeout` | redis, memcached | bound on opening a connection (default 1 s) |
+/// | `max_capacity` | memory, cluster | most sessions held (default 100 000; cluster: 1 000 000 per node, tombstones included) |
+/// | `operation_timeout` | redis, memcached, cluster | bound on one store call (default 500 ms; cluster: 1.5 s, the hop to the owner and the copy to the backups included) |
+/// | `connect_timeout` | redis, memcached, cluster | bound on opening a connection (default 1 s; cluster: 300 ms, to a peer) |
 /// | `on_unreachable` | redis, memcached | `fail` (default) or `start_degraded` |
 /// | `url` | redis, memcached | `redis://…`, `redis+sentinel://…`, `redis+cluster://…`, `memcache://h1:p,h2:p` |
 /// | `sentinels`, `service_name` | redis | Sentinel addresses and the master's name, instead of `url` |
@@ -90,6 +96,21 @@ pub enum OnUnreachable {
 /// | `nodes` | redis | Cluster seed nodes, instead of `url` |
 /// | `servers` | memcached | `host:port` list, instead of `url` |
 /// | `pool_size`, `max_connections`, `item_size_limit`, `commit_attempts` | memcached | see [`MemcachedConfig`](https://docs.rs/session-memcached) |
+/// | `node_id` | cluster | this node's name, unique in the cluster (required) |
+/// | `listen` | cluster | `ip:port` for the peer link (TCP) and membership (UDP), one port (required) |
+/// | `advertise` | cluster | `ip:port` peers reach this node at, when not `listen` (required when `listen` is `0.0.0.0`) |
+/// | `seeds` | cluster | `host:port` list of peers to join through; listing every node, this one included, lets every node share one list |
+/// | `cluster_secret`, `cluster_secret_file` | cluster | exactly one: the peer link's shared secret, at least 32 bytes, not the cookie secret |
+/// | `replication_factor` | cluster | copies of each session (default 2) |
+/// | `cluster_size` | cluster | nodes the cluster is meant to have; a node serves only while it sees a majority (default: the distinct seeds, this node included) |
+/// | `max_in_flight_per_peer`, `settle_time`, `anti_entropy_interval`, `probe_period`, `suspect_timeout` | cluster | see [`ClusterConfig`](https://docs.rs/session-cluster) |
+///
+/// A cluster node has no `on_unreachable`: it always starts, with or
+/// without its peers, and answers every request with the error policy (a
+/// 503 by default) until it sees a majority of `cluster_size`. Seeds given
+/// by host name are resolved once, when the store is built; each name
+/// counts as one node (the first address of `listen`'s family), so
+/// `localhost:7402` does not count twice for IPv4 and IPv6.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -132,6 +153,40 @@ pub struct StoreConfig {
     pub item_size_limit: Option<usize>,
     /// Memcached: CAS retries per commit.
     pub commit_attempts: Option<u32>,
+    /// Cluster: this node's name.
+    #[serde(default, deserialize_with = "de::optional_name")]
+    pub node_id: Option<String>,
+    /// Cluster: the address of the peer link (TCP) and membership (UDP).
+    #[serde(default, deserialize_with = "de::optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Cluster: the address peers reach this node at, when not `listen`.
+    #[serde(default, deserialize_with = "de::optional_socket_addr")]
+    pub advertise: Option<SocketAddr>,
+    /// Cluster: peers to join through, as `host:port`.
+    pub seeds: Option<Vec<String>>,
+    /// Cluster: the secret every node shares.
+    pub cluster_secret: Option<Secret>,
+    /// Cluster: a file holding the secret every node shares.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Cluster: copies of each session.
+    pub replication_factor: Option<usize>,
+    /// Cluster: the nodes the cluster is meant to have.
+    pub cluster_size: Option<usize>,
+    /// Cluster: the most calls in flight to one peer.
+    pub max_in_flight_per_peer: Option<usize>,
+    /// Cluster: how long after a membership change owners also ask the
+    /// other nodes for a session.
+    #[serde(default, deserialize_with = "de::optional_duration")]
+    pub settle_time: Option<Duration>,
+    /// Cluster: how often each node repairs missing copies.
+    #[serde(default, deserialize_with = "de::optional_duration")]
+    pub anti_entropy_interval: Option<Duration>,
+    /// Cluster: how often membership probes a peer.
+    #[serde(default, deserialize_with = "de::optional_duration")]
+    pub probe_period: Option<Duration>,
+    /// Cluster: how long a silent peer stays suspect before it is dead.
+    #[serde(default, deserialize_with = "de::optional_duration")]
+    pub suspect_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -164,7 +219,20 @@ impl fmt::Debug for StoreConfig {
             pool_size,
             max_connections,
             item_size_limit,
-            commit_attempts
+            commit_attempts,
+            node_id,
+            listen,
+            advertise,
+            seeds,
+            cluster_secret,
+            cluster_secret_file,
+            replication_factor,
+            cluster_size,
+            max_in_flight_per_peer,
+            settle_time,
+            anti_entropy_interval,
+            probe_period,
+            suspect_timeout
         );
         out.finish()
     }
@@ -189,7 +257,7 @@ macro_rules! with_common_options {
     }};
 }
 
-use StoreKind::{Memcached, Memory, Redis};
+use StoreKind::{Cluster, Memcached, Memory, Redis};
 
 impl StoreConfig {
     /// A block of `kind` with every option at its default.
@@ -214,13 +282,29 @@ impl StoreConfig {
             max_connections: None,
             item_size_limit: None,
             commit_attempts: None,
+            node_id: None,
+            listen: None,
+            advertise: None,
+            seeds: None,
+            cluster_secret: None,
+            cluster_secret_file: None,
+            replication_factor: None,
+            cluster_size: None,
+            max_in_flight_per_peer: None,
+            settle_time: None,
+            anti_entropy_interval: None,
+            probe_period: None,
+            suspect_timeout: None,
         }
     }
 
     /// The options that are set, each with the kinds it belongs to.
-    fn set_options(&self) -> [(&'static str, bool, &'static [StoreKind]); 17] {
-        const ALL: &[StoreKind] = &[Memory, Redis, Memcached];
-        const REMOTE: &[StoreKind] = &[Redis, Memcached];
+    fn set_options(&self) -> [(&'static str, bool, &'static [StoreKind]); 30] {
+        const ALL: &[StoreKind] = &[Memory, Redis, Memcached, Cluster];
+        const REMOTE: &[StoreKind] = &[Redis, Memcached, Cluster];
+        // The kinds that connect to a server of their own, which can be down
+        // when the app starts.
+        const SERVER: &[StoreKind] = &[Redis, Memcached];
         [
             ("key_prefix", self.key_prefix.is_some(), ALL),
             (
@@ -229,9 +313,13 @@ impl StoreConfig {
                 REMOTE,
             ),
             ("connect_timeout", self.connect_timeout.is_some(), REMOTE),
-            ("on_unreachable", self.on_unreachable.is_some(), REMOTE),
-            ("max_capacity", self.max_capacity.is_some(), &[Memory]),
-            ("url", self.url.is_some(), REMOTE),
+            ("on_unreachable", self.on_unreachable.is_some(), SERVER),
+            (
+                "max_capacity",
+                self.max_capacity.is_some(),
+                &[Memory, Cluster],
+            ),
+            ("url", self.url.is_some(), SERVER),
             ("sentinels", self.sentinels.is_some(), &[Redis]),
             ("service_name", self.service_name.is_some(), &[Redis]),
             ("username", self.username.is_some(), &[Redis]),
@@ -254,6 +342,39 @@ impl StoreConfig {
                 "commit_attempts",
                 self.commit_attempts.is_some(),
                 &[Memcached],
+            ),
+            ("node_id", self.node_id.is_some(), &[Cluster]),
+            ("listen", self.listen.is_some(), &[Cluster]),
+            ("advertise", self.advertise.is_some(), &[Cluster]),
+            ("seeds", self.seeds.is_some(), &[Cluster]),
+            ("cluster_secret", self.cluster_secret.is_some(), &[Cluster]),
+            (
+                "cluster_secret_file",
+                self.cluster_secret_file.is_some(),
+                &[Cluster],
+            ),
+            (
+                "replication_factor",
+                self.replication_factor.is_some(),
+                &[Cluster],
+            ),
+            ("cluster_size", self.cluster_size.is_some(), &[Cluster]),
+            (
+                "max_in_flight_per_peer",
+                self.max_in_flight_per_peer.is_some(),
+                &[Cluster],
+            ),
+            ("settle_time", self.settle_time.is_some(), &[Cluster]),
+            (
+                "anti_entropy_interval",
+                self.anti_entropy_interval.is_some(),
+                &[Cluster],
+            ),
+            ("probe_period", self.probe_period.is_some(), &[Cluster]),
+            (
+                "suspect_timeout",
+                self.suspect_timeout.is_some(),
+                &[Cluster],
             ),
         ]
     }
@@ -285,10 +406,18 @@ impl StoreConfig {
         for (option, set, kinds) in self.set_options() {
             if set && !kinds.contains(&self.kind) {
                 let owners = kinds.iter().map(|kind| kind.name()).collect::<Vec<_>>();
+                // The one option a cluster user is likely to reach for by
+                // habit gets the reason it does not apply.
+                let why = if (option, self.kind) == ("on_unreachable", Cluster) {
+                    "; a cluster node always starts, and answers with the error policy until it \
+                     sees a majority of cluster_size"
+                } else {
+                    ""
+                };
                 return Err(ConfigError::new(
                     format!("{path}.{option}"),
                     format!(
-                        "is an option of store kind {}, not of `{}`",
+                        "is an option of store kind {}, not of `{}`{why}",
                         owners.join(" or "),
                         self.kind
                     ),
@@ -301,6 +430,8 @@ impl StoreConfig {
             Redis => self.redis_config(path).map(drop),
             #[cfg(feature = "memcached")]
             Memcached => self.memcached_config(path).map(drop),
+            #[cfg(feature = "cluster")]
+            Cluster => self.validate_cluster(path),
             #[allow(unreachable_patterns)] // a kind not compiled in: refused above
             _ => Ok(()),
         }
@@ -438,7 +569,7 @@ impl StoreConfig {
         Ok(config)
     }
 
-    /// Whether the backend is a server that can be down at start-up.
+    /// Whether a session can live in another process.
     pub(crate) fn is_remote(&self) -> bool {
         self.kind.is_remote()
     }

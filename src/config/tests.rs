@@ -490,6 +490,327 @@ fn a_near_cache_without_memory_names_the_feature() {
     );
 }
 
+/// Run by `scripts/test` with `--no-default-features --features memory`.
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn a_cluster_without_its_feature_names_the_feature() {
+    assert_error(
+        "[store]\nkind = \"cluster\"\nnode_id = \"a\"",
+        "store.kind",
+        "store kind `cluster` needs the Cargo feature `cluster`",
+    );
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn a_cluster_option_on_another_kind_is_refused() {
+    assert_error(
+        "[store]\nkind = \"memory\"\nnode_id = \"a\"",
+        "store.node_id",
+        "is an option of store kind cluster, not of `memory`",
+    );
+    assert_error(
+        "[store]\nkind = \"memory\"\nprobe_period = \"1s\"",
+        "store.probe_period",
+        "of store kind cluster",
+    );
+}
+
+/// A valid cluster block, one key per line, for the tests to add to.
+#[cfg(feature = "cluster")]
+const CLUSTER: &str = "[store]\nkind = \"cluster\"\nnode_id = \"a\"\nlisten = \"127.0.0.1:7401\"\n\
+     seeds = [\"127.0.0.1:7401\", \"127.0.0.1:7402\", \"127.0.0.1:7403\"]\n\
+     cluster_secret = \"the cluster's own secret, thirty-two bytes or more\"";
+
+/// [`CLUSTER`] with the line starting with `key = ` taken out.
+#[cfg(feature = "cluster")]
+fn cluster_without(key: &str) -> String {
+    CLUSTER
+        .lines()
+        .filter(|line| !line.starts_with(&format!("{key} = ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn a_cluster_block_reaches_the_cluster_config() {
+    let config = SessionConfig::from_toml(&format!(
+        "{CLUSTER}\nadvertise = \"10.0.0.1:7401\"\nkey_prefix = \"shop:\"\n\
+         operation_timeout = \"800ms\"\nconnect_timeout = \"200ms\"\nmax_capacity = 5000\n\
+         replication_factor = 3\ncluster_size = 5\nmax_in_flight_per_peer = 64\n\
+         settle_time = \"5s\"\nanti_entropy_interval = \"2m\"\nprobe_period = \"100ms\"\n\
+         suspect_timeout = \"2s\"\n[cookie]\nsecret = \"{SECRET}\""
+    ))
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.store.probe_period, Some(Duration::from_millis(100)));
+    assert_eq!(
+        config.store.anti_entropy_interval,
+        Some(Duration::from_secs(120))
+    );
+    let cluster = config.store.cluster_config("store").await.unwrap();
+    assert_eq!(cluster.advertised_addr(), "10.0.0.1:7401".parse().unwrap());
+    assert_eq!(cluster.expected_cluster_size(), 5);
+    assert_eq!(cluster.quorum(), 3);
+    let debug = format!("{cluster:?}");
+    for expected in [
+        "node_id: \"a\"",
+        "replication_factor: 3",
+        "request_timeout: 800ms",
+        "prefix: \"shop:\"",
+    ] {
+        assert!(debug.contains(expected), "{expected} not in {debug}");
+    }
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn a_cluster_size_defaults_to_the_seeds() {
+    let config = SessionConfig::from_toml(CLUSTER).unwrap();
+    let cluster = config.store.cluster_config("store").await.unwrap();
+    assert_eq!(
+        cluster.expected_cluster_size(),
+        3,
+        "its own address is not counted"
+    );
+    assert_eq!(cluster.quorum(), 2);
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn a_cluster_node_needs_a_name_an_address_and_a_secret() {
+    assert_error(
+        &cluster_without("node_id"),
+        "store.node_id",
+        "is missing: give this node a name",
+    );
+    assert_error(
+        &cluster_without("node_id"),
+        "store.node_id",
+        "SESSION__STORE__NODE_ID",
+    );
+    assert_error(
+        &cluster_without("listen"),
+        "store.listen",
+        "SESSION__STORE__LISTEN",
+    );
+    assert_error(
+        &cluster_without("cluster_secret"),
+        "store.cluster_secret",
+        "SESSION__STORE__CLUSTER_SECRET",
+    );
+    assert_error(
+        &format!("{}\nnode_id = \"\"", cluster_without("node_id")),
+        "store.node_id",
+        "non-empty",
+    );
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn a_cluster_secret_has_one_source_and_32_bytes() {
+    assert_error(
+        &format!(
+            "{}\ncluster_secret = \"hunter2\"",
+            cluster_without("cluster_secret")
+        ),
+        "store.cluster_secret",
+        "must be at least 32 bytes, got 7",
+    );
+    assert!(!error(&format!(
+        "{}\ncluster_secret = \"hunter2\"",
+        cluster_without("cluster_secret")
+    ))
+    .to_string()
+    .contains("hunter2"));
+
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "short").unwrap();
+    let from_file = format!(
+        "{}\ncluster_secret_file = {:?}",
+        cluster_without("cluster_secret"),
+        file.path().display().to_string()
+    );
+    assert_error(&from_file, "store.cluster_secret_file", "got 5");
+    assert_error(
+        &format!(
+            "{CLUSTER}\ncluster_secret_file = {:?}",
+            file.path().display().to_string()
+        ),
+        "store.cluster_secret",
+        "exactly one of store.cluster_secret and store.cluster_secret_file",
+    );
+    assert_error(
+        &format!(
+            "{}\ncluster_secret_file = \"/nonexistent/cluster-secret\"",
+            cluster_without("cluster_secret")
+        ),
+        "store.cluster_secret_file",
+        "cannot read `/nonexistent/cluster-secret`",
+    );
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn a_cluster_secret_must_not_be_the_cookie_secret() {
+    assert_error(
+        &format!(
+            "{}\ncluster_secret = \"{SECRET}\"",
+            cluster_without("cluster_secret")
+        ),
+        "store.cluster_secret",
+        "is the cookie secret too",
+    );
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn cluster_values_out_of_range_name_their_keys() {
+    assert_error(
+        &format!("{CLUSTER}\nprobe_period = \"5 parsecs\""),
+        "store.probe_period",
+        "is not a duration",
+    );
+    assert_error(
+        &format!("{CLUSTER}\nsuspect_timeout = \"-1s\""),
+        "store.suspect_timeout",
+        "must not be negative",
+    );
+    assert_error(
+        &format!("{CLUSTER}\nsettle_time = 0"),
+        "store.settle_time",
+        "longer than zero",
+    );
+    // The cluster's `request_timeout` is the block's `operation_timeout`.
+    assert_error(
+        &format!("{CLUSTER}\noperation_timeout = \"2d\""),
+        "store.operation_timeout",
+        "at most 24h",
+    );
+    assert_error(
+        &format!("{CLUSTER}\nreplication_factor = 0"),
+        "store.replication_factor",
+        "between 1 and 16",
+    );
+    assert_error(
+        &format!("{CLUSTER}\nmax_capacity = 0"),
+        "store.max_capacity",
+        "at least 1",
+    );
+    assert_error(
+        &format!("{}\nlisten = \"localhost:7401\"", cluster_without("listen")),
+        "store.listen",
+        "is not an IP address and port",
+    );
+    assert_error(
+        &format!("{}\nlisten = \"0.0.0.0:7401\"", cluster_without("listen")),
+        "store.advertise",
+        "is required when store.listen is a wildcard address",
+    );
+    assert_error(
+        &format!("{}\nseeds = [\"10.0.0.2\"]", cluster_without("seeds")),
+        "store.seeds",
+        "`10.0.0.2` is not host:port",
+    );
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn options_of_other_kinds_are_refused_on_a_cluster() {
+    assert_error(
+        &format!("{CLUSTER}\nurl = \"redis://a\""),
+        "store.url",
+        "is an option of store kind redis or memcached, not of `cluster`",
+    );
+    assert_error(
+        &format!("{CLUSTER}\npool_size = 4"),
+        "store.pool_size",
+        "of store kind memcached",
+    );
+    assert_error(
+        &format!("{CLUSTER}\non_unreachable = \"start_degraded\""),
+        "store.on_unreachable",
+        "a cluster node always starts",
+    );
+}
+
+#[cfg(all(feature = "memory", feature = "cluster"))]
+#[test]
+fn a_near_cache_in_front_of_a_cluster_is_refused() {
+    assert_error(
+        &format!("{CLUSTER}\n[near_cache]"),
+        "near_cache",
+        "save nothing",
+    );
+}
+
+#[cfg(all(feature = "memory", feature = "cluster"))]
+#[test]
+fn a_cluster_secondary_is_keyed_under_its_path() {
+    assert_error(
+        "[failover]\n[failover.secondary]\nkind = \"cluster\"\nlisten = \"127.0.0.1:7401\"",
+        "failover.secondary.node_id",
+        "SESSION__FAILOVER__SECONDARY__NODE_ID",
+    );
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn seed_host_names_resolve_to_one_address_each() {
+    let config = SessionConfig::from_toml(&format!(
+        "{}\nseeds = [\"localhost:7402\", \"127.0.0.1:7403\"]",
+        cluster_without("seeds")
+    ))
+    .unwrap();
+    let cluster = config.store.cluster_config("store").await.unwrap();
+    assert_eq!(
+        cluster.expected_cluster_size(),
+        3,
+        "localhost counts once, whatever address families it has: {cluster:?}"
+    );
+    let debug = format!("{cluster:?}");
+    assert!(debug.contains("127.0.0.1:7402"), "{debug}");
+
+    let config = SessionConfig::from_toml(&format!(
+        "{}\nseeds = [\"node-b.invalid:7402\"]",
+        cluster_without("seeds")
+    ))
+    .unwrap();
+    config.validate_stores().unwrap();
+    let err = config.store.cluster_config("store").await.unwrap_err();
+    assert_eq!(err.key(), "store.seeds", "{err}");
+    assert!(err.reason().contains("`node-b.invalid:7402`"), "{err}");
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn a_taken_cluster_port_fails_start_up_naming_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = SessionConfig::from_toml(&format!(
+        "{}\nlisten = \"{}\"",
+        cluster_without("listen"),
+        taken.local_addr().unwrap()
+    ))
+    .unwrap();
+    let err = crate::build_store(&config).await.unwrap_err();
+    assert!(matches!(err, crate::BuildError::Start { .. }), "{err:?}");
+    assert_eq!(err.key(), "store.listen");
+    assert!(
+        err.to_string()
+            .contains("the cluster store could not start (cannot listen on"),
+        "{err}"
+    );
+}
+
+#[cfg(all(feature = "memory", feature = "cluster"))]
+#[tokio::test]
+async fn only_a_cluster_config_builds_a_cluster_manager() {
+    let config = SessionConfig::from_toml(&format!("[cookie]\nsecret = \"{SECRET}\"")).unwrap();
+    let err = crate::cluster::build_manager(&config).await.unwrap_err();
+    assert_eq!(err.key(), "store.kind", "{err}");
+}
+
 #[test]
 fn debug_output_shows_no_secret_and_no_password() {
     let config = SessionConfig::from_toml(&format!(
@@ -518,6 +839,11 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
         "SESSION__COOKIE__PREVIOUS_SECRETS",
         format!("[{SECRET}-a, {SECRET}-b]"),
     );
+    // How a cluster node is told who it is: a numeric id arrives as a
+    // number, an address as text, a list in brackets.
+    std::env::set_var("SESSION__STORE__NODE_ID", "7");
+    std::env::set_var("SESSION__STORE__LISTEN", "127.0.0.1:7401");
+    std::env::set_var("SESSION__STORE__SEEDS", "[127.0.0.1:7402,node-c:7403]");
     let config = SessionConfig::load(file.path());
     std::env::set_var("SESSION__STORE__MAX_CAPACITY", "lots");
     let bad = SessionConfig::load(file.path());
@@ -526,6 +852,9 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
         "SESSION__COOKIE__NAME",
         "SESSION__COOKIE__PREVIOUS_SECRETS",
         "SESSION__STORE__MAX_CAPACITY",
+        "SESSION__STORE__NODE_ID",
+        "SESSION__STORE__LISTEN",
+        "SESSION__STORE__SEEDS",
     ] {
         std::env::remove_var(var);
     }
@@ -534,6 +863,12 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
     assert_eq!(config.idle_timeout, Duration::from_secs(7 * 60));
     assert_eq!(config.cookie.name, "from-env");
     assert_eq!(config.keys().unwrap().len(), 3, "a list from one variable");
+    assert_eq!(config.store.node_id.as_deref(), Some("7"));
+    assert_eq!(config.store.listen, Some("127.0.0.1:7401".parse().unwrap()));
+    assert_eq!(
+        config.store.seeds.as_deref(),
+        Some(&["127.0.0.1:7402".to_owned(), "node-c:7403".to_owned()][..])
+    );
 
     let err = bad.unwrap_err();
     assert_eq!(err.key(), "store.max_capacity");
