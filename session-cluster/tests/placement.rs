@@ -13,7 +13,7 @@ use support::{
 };
 
 const COPIES: usize = 2;
-const SESSIONS: usize = 2000;
+const SESSIONS: usize = 1500;
 
 async fn memory_share(nodes: usize) {
     let _measuring = MEASURING.read().await;
@@ -60,8 +60,8 @@ async fn memory_share(nodes: usize) {
         shares.push((node.node_id().to_owned(), share));
     }
     for (node, share) in shares {
-        // 2000 sessions put one standard deviation near 0.011: 0.05 is
-        // more than four.
+        // 1500 sessions put one standard deviation near 0.013: 0.05 is
+        // nearly four.
         assert!(
             (share - expected).abs() <= 0.05,
             "N={nodes}: {node} holds {share:.2}, expected {expected:.2}"
@@ -111,7 +111,7 @@ impl Cost {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_commit_costs_one_copy_to_each_backup() {
-    const COMMITS: usize = 2000;
+    const COMMITS: usize = 1200;
     // Not a multiple of 3, so over 300 commits every session is committed
     // through every node once, a third of the time on its owner.
     const TRAFFIC_SESSIONS: usize = 100;
@@ -159,12 +159,8 @@ async fn one_commit_costs_one_copy_to_each_backup() {
         passes = now;
     }
 
-    let (mut on_owner, mut on_backup, mut on_other, mut all) = (
-        Cost::default(),
-        Cost::default(),
-        Cost::default(),
-        Cost::default(),
-    );
+    let (mut on_owner, mut on_backup, mut on_other) =
+        (Cost::default(), Cost::default(), Cost::default());
     let mut odd = Vec::new();
     let before = sent(&cluster);
     let mut last = before;
@@ -184,7 +180,6 @@ async fn one_commit_costs_one_copy_to_each_backup() {
         let now = sent(&cluster);
         let (bytes, requests) = (now.0 - last.0, now.1 - last.1);
         last = now;
-        all.add(bytes, requests);
         // The owner sends one copy to its backup; any other node first
         // forwards the commit to the owner.
         match (requests, holds) {
