@@ -76,6 +76,14 @@ impl Entry {
         self.until() > now
     }
 
+    /// The live record, if this is one and it has not expired.
+    pub(crate) fn into_live(self, now: SystemTime) -> Option<Live> {
+        match self {
+            Self::Live(live) if live.expires_at > now => Some(live),
+            _ => None,
+        }
+    }
+
     pub(crate) fn live(&self, now: SystemTime) -> Option<&Live> {
         match self {
             Self::Live(live) if live.expires_at > now => Some(live),
@@ -183,26 +191,39 @@ impl Local {
             .map(|entry| Entry::clone(&entry))
     }
 
+    /// Runs `decide` on the current (unexpired) entry for `key` as one
+    /// atomic moka compute: `Some(entry)` replaces it, `None` leaves it.
+    async fn update(
+        &self,
+        key: &str,
+        decide: impl FnOnce(Option<&Entry>) -> Option<Entry>,
+    ) -> CompResult<String, Arc<Entry>> {
+        let now = SystemTime::now();
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                let current = existing
+                    .map(moka::Entry::into_value)
+                    .filter(|entry| entry.is_current(now));
+                let op = match decide(current.as_deref()) {
+                    Some(next) => Op::Put(Arc::new(next)),
+                    None => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await
+    }
+
     /// Stores `offer` unless this node holds something at least as new.
     pub(crate) async fn install(&self, key: &str, offer: Entry) -> Installed {
-        let now = SystemTime::now();
-        if !offer.is_current(now) {
+        if !offer.is_current(SystemTime::now()) {
             // An expired offer carries no information a reader could see.
             return Installed::Accepted;
         }
         let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let op = match existing
-                    .map(moka::Entry::into_value)
-                    .filter(|entry| entry.is_current(now))
-                {
-                    Some(current) if *current == offer => Op::Nop,
-                    Some(current) if !offer.supersedes(&current) => Op::Nop,
-                    _ => Op::Put(Arc::new(offer.clone())),
-                };
-                std::future::ready(op)
+            .update(key, |current| match current {
+                Some(current) if *current == offer || !offer.supersedes(current) => None,
+                _ => Some(offer.clone()),
             })
             .await;
         match result {
@@ -215,20 +236,12 @@ impl Local {
 
     /// Stores a new session unless the key is live or tombstoned here.
     pub(crate) async fn create(&self, key: &str, live: Live) -> Installed {
-        let now = SystemTime::now();
-        let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let op = if existing.is_some_and(|entry| entry.value().is_current(now)) {
-                    Op::Nop
-                } else {
-                    Op::Put(Arc::new(Entry::Live(live.clone())))
-                };
-                std::future::ready(op)
+        match self
+            .update(key, |current| {
+                current.is_none().then_some(Entry::Live(live))
             })
-            .await;
-        match result {
+            .await
+        {
             CompResult::Unchanged(entry) => Installed::Conflict(Entry::clone(entry.value())),
             _ => Installed::Accepted,
         }
@@ -236,25 +249,13 @@ impl Local {
 
     /// Moves the expiry of the copy at `version`.
     pub(crate) async fn touch(&self, key: &str, version: u64, expires_at: SystemTime) -> Touched {
-        let now = SystemTime::now();
         let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let op = match existing
-                    .map(moka::Entry::into_value)
-                    .filter(|e| e.is_current(now))
-                    .as_deref()
-                {
-                    Some(Entry::Live(live)) if live.version == version => {
-                        Op::Put(Arc::new(Entry::Live(Live {
-                            expires_at,
-                            ..live.clone()
-                        })))
-                    }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
+            .update(key, |current| match current {
+                Some(Entry::Live(live)) if live.version == version => Some(Entry::Live(Live {
+                    expires_at,
+                    ..live.clone()
+                })),
+                _ => None,
             })
             .await;
         match result {

@@ -184,6 +184,7 @@ impl ClusterStore {
         let expected = config.expected_cluster_size();
         let counters = Arc::new(Counters::default());
         let blocked = Blocked::default();
+        let link_signer = Signer::derive(&config.secret, "link");
         let (view_tx, views) = watch::channel(Arc::new(View::new(vec![Member::new(&me, addr)], 0)));
         let inner = Arc::new(Inner {
             me: Arc::clone(&me),
@@ -197,7 +198,7 @@ impl ClusterStore {
             blocked: Arc::clone(&blocked),
             link: Link::new(
                 Arc::clone(&blocked),
-                Signer::derive(&config.secret, "link"),
+                link_signer.clone(),
                 Arc::clone(&me),
                 config.max_in_flight_per_peer,
                 config.connect_timeout,
@@ -212,7 +213,7 @@ impl ClusterStore {
         let server = tokio::spawn(link::serve(
             listener,
             handler,
-            Signer::derive(&config.secret, "link"),
+            link_signer,
             counters,
             config.request_timeout,
         ));
@@ -687,8 +688,7 @@ impl Inner {
     ) -> Result<Reply, StoreError> {
         let mut base = self.read_base(key, view, deadline).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Entry::Live(current)) = base.filter(|e| e.live(SystemTime::now()).is_some())
-            else {
+            let Some(current) = base.and_then(|e| e.into_live(SystemTime::now())) else {
                 return Ok(Reply::Committed(None));
             };
             let mut data = session_core::Data::clone(&current.data);
@@ -762,8 +762,7 @@ impl Inner {
     ) -> Result<Reply, StoreError> {
         let mut base = self.read_base(key, view, deadline).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Entry::Live(current)) = base.filter(|e| e.live(SystemTime::now()).is_some())
-            else {
+            let Some(current) = base.and_then(|e| e.into_live(SystemTime::now())) else {
                 return Ok(Reply::Touched(false));
             };
             let msg = Msg::TouchCopy {
