@@ -1,13 +1,17 @@
 //! # session-bench
 //!
-//! Benchmarks for session-kit (not published). Each bench under `benches/`
-//! is a criterion benchmark that starts the real servers it needs through
+//! Benchmarks for session-kit (not published). The `session-bench` binary
+//! (`src/main.rs`) is the framework benchmark: bare axum and actix-web,
+//! session-kit on every store, and the peer crates, side by side in one run
+//! (`cargo run --release -p session-bench -- --quick`). Each bench under
+//! `benches/` is a criterion benchmark that starts the real servers it needs through
 //! the `session-conformance` test kit; `BENCHMARKS.md` at the repository
 //! root records the figures and the command that made them.
 //!
 //! | bench | what it compares |
 //! |---|---|
 //! | `near_cache` | `RedisStore::load` against `TieredStore::load` with a near-cache hit, for small, 2 KiB and 32 KiB sessions; prints the bytes Redis sends per load |
+//! | `micro` | no store I/O: cookie sign and verify (forged, and by a rotated-out key), `SessionManager::start` + `Session::finish` for untouched sessions and for a new one given one value (into a `MemoryStore`), and the Redis and Memcached record codecs |
 //!
 //! This crate holds what the benches share.
 #![forbid(unsafe_code)]

@@ -104,9 +104,16 @@
 //! mode with the new CAS returned, per-exchange timeouts, and a pluggable
 //! router. Its API may change between minor releases, so it is pinned to
 //! `~0.21` and only `client.rs` in this crate touches it.
+//!
+//! ## Features
+//! - `codec` (off): the `codec` module, which turns a session into its
+//!   envelope and back without a server, for benchmarks, fuzzers and tools.
+//!   Not a stable API.
 #![forbid(unsafe_code)]
 
 mod client;
+#[cfg(feature = "codec")]
+pub mod codec;
 mod config;
 mod envelope;
 mod error;

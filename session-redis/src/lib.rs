@@ -67,8 +67,15 @@
 //!   `redis = { version = "1", features = ["tokio-rustls-comp"] }` and a
 //!   rustls crypto provider to your own `Cargo.toml`; session-redis builds
 //!   with it, but its tests run without TLS.
+//!
+//! ## Features
+//! - `codec` (off): the `codec` module, which turns a record into its hash
+//!   fields and back without a server, for benchmarks, fuzzers and tools.
+//!   Not a stable API.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "codec")]
+pub mod codec;
 mod config;
 mod error;
 mod hash;

@@ -1,0 +1,336 @@
+//! The store servers the variants share, started by the test kit, and what
+//! each measurement costs them: Redis commands from `INFO commandstats`,
+//! Memcached commands from `stats`, and the cluster's peer-link bytes.
+
+use std::collections::BTreeMap;
+
+use session_conformance::testkit::{MemcachedServer, RedisServer};
+
+use crate::variants::{Running, Store, Variant};
+
+/// One `redis-server` for every Redis variant (each in its own logical
+/// database), a second one as the failover secondary, and one `memcached`.
+pub(crate) struct Backends {
+    redis: RedisServer,
+    secondary: RedisServer,
+    memcached: MemcachedServer,
+}
+
+impl Backends {
+    /// Starts the servers; panics with the install command when a binary
+    /// is missing, as the test kit does.
+    pub(crate) fn start() -> Self {
+        Self {
+            redis: RedisServer::start(),
+            secondary: RedisServer::start(),
+            memcached: MemcachedServer::start(),
+        }
+    }
+
+    pub(crate) fn redis_url(&self, variant: Variant) -> String {
+        format!("{}/{}", self.redis.url(), variant.redis_db().unwrap_or(0))
+    }
+
+    pub(crate) fn secondary_url(&self, variant: Variant) -> String {
+        format!(
+            "{}/{}",
+            self.secondary.url(),
+            variant.redis_db().unwrap_or(0)
+        )
+    }
+
+    pub(crate) fn memcached_url(&self) -> String {
+        format!("memcache://{}", self.memcached.addr())
+    }
+
+    /// Zeroes or reads the counters `variant` is judged by, just before its
+    /// measurement starts.
+    pub(crate) fn snapshot(&self, variant: Variant, running: &Running) -> Snapshot {
+        match variant.store() {
+            Store::Redis | Store::Tiered => {
+                self.redis.cli(&["config", "resetstat"]);
+                Snapshot::Redis
+            }
+            Store::Failover => {
+                self.redis.cli(&["config", "resetstat"]);
+                self.secondary.cli(&["config", "resetstat"]);
+                Snapshot::Redis
+            }
+            Store::Memcached => Snapshot::Memcached(memcached_commands(&self.memcached)),
+            Store::Cluster => {
+                let (bytes, requests) = running.cluster.iter().fold((0, 0), |(b, r), node| {
+                    let stats = node.stats();
+                    (b + stats.bytes_sent, r + stats.requests_sent)
+                });
+                Snapshot::Cluster { bytes, requests }
+            }
+            Store::None | Store::Memory | Store::Cookie => Snapshot::Nothing,
+        }
+    }
+
+    /// What the store did since `snapshot`, per request answered.
+    pub(crate) fn traffic(
+        &self,
+        variant: Variant,
+        running: &Running,
+        snapshot: Snapshot,
+        requests: u64,
+    ) -> Option<Traffic> {
+        let per = |count: u64| count as f64 / requests.max(1) as f64;
+        match snapshot {
+            Snapshot::Nothing => None,
+            Snapshot::Redis => {
+                let mut commands = redis_commands(&self.redis);
+                if variant.store() == Store::Failover {
+                    for (name, calls) in redis_commands(&self.secondary) {
+                        *commands.entry(format!("{name} (secondary)")).or_default() += calls;
+                    }
+                }
+                Some(Traffic::commands(&commands, per))
+            }
+            Snapshot::Memcached(before) => {
+                let after = memcached_commands(&self.memcached);
+                let commands = after
+                    .into_iter()
+                    .map(|(name, calls)| {
+                        let delta = calls - before.get(&name).copied().unwrap_or(0);
+                        (name, delta)
+                    })
+                    .collect();
+                Some(Traffic::commands(&commands, per))
+            }
+            Snapshot::Cluster {
+                bytes,
+                requests: sent,
+            } => {
+                let (bytes_now, sent_now) = running.cluster.iter().fold((0, 0), |(b, r), node| {
+                    let stats = node.stats();
+                    (b + stats.bytes_sent, r + stats.requests_sent)
+                });
+                Some(Traffic {
+                    per_request: per(sent_now - sent),
+                    detail: format!("peer link {:.0} B", per(bytes_now - bytes)),
+                })
+            }
+        }
+    }
+
+    /// Bytes Redis holds for one of `variant`'s sessions (`MEMORY USAGE`
+    /// of one of its keys, exact), or `None` when it keeps none in Redis.
+    pub(crate) fn redis_bytes_per_session(&self, variant: Variant) -> Option<u64> {
+        let db = variant.redis_db()?.to_string();
+        let key = self.redis.cli(&["-n", &db, "randomkey"]);
+        let key = key.trim();
+        if key.is_empty() {
+            return None;
+        }
+        self.redis
+            .cli(&["-n", &db, "memory", "usage", key, "samples", "0"])
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Bytes memcached holds per item (its `bytes` over `curr_items`).
+    pub(crate) fn memcached_bytes_per_session(&self) -> Option<u64> {
+        let stats = self.memcached.stats();
+        let number = |name: &str| stats.get(name)?.parse::<u64>().ok();
+        Some(number("bytes")? / number("curr_items")?.max(1))
+    }
+}
+
+/// Counters read before a measurement.
+pub(crate) enum Snapshot {
+    Nothing,
+    /// `CONFIG RESETSTAT` zeroed the counters.
+    Redis,
+    Memcached(BTreeMap<String, u64>),
+    Cluster {
+        bytes: u64,
+        requests: u64,
+    },
+}
+
+/// Store commands (or peer-link requests) per request, and which.
+#[derive(Debug, Clone)]
+pub(crate) struct Traffic {
+    pub(crate) per_request: f64,
+    pub(crate) detail: String,
+}
+
+impl Traffic {
+    fn commands(commands: &BTreeMap<String, u64>, per: impl Fn(u64) -> f64) -> Self {
+        let total = commands.values().sum();
+        let detail = commands
+            .iter()
+            .filter(|(_, &calls)| per(calls) >= 0.005)
+            .map(|(name, &calls)| format!("{name} {:.2}", per(calls)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            per_request: per(total),
+            detail,
+        }
+    }
+}
+
+/// Calls per command from `INFO commandstats`, leaving out the bench's own
+/// `INFO` and `CONFIG` (and anything a client sends to keep a connection
+/// alive, which no request causes).
+fn redis_commands(server: &RedisServer) -> BTreeMap<String, u64> {
+    server
+        .cli(&["info", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "config" | "ping" | "client"))
+        .collect()
+}
+
+/// The command counters of memcached's `stats` (meta commands count as
+/// the classic ones: `mg` as a get, `ms` as a set, `md` as a delete).
+fn memcached_commands(server: &MemcachedServer) -> BTreeMap<String, u64> {
+    const COUNTERS: [&str; 5] = [
+        "cmd_get",
+        "cmd_set",
+        "cmd_touch",
+        "delete_hits",
+        "delete_misses",
+    ];
+    let stats = server.stats();
+    COUNTERS
+        .iter()
+        .map(|&name| {
+            let value = stats.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+/// Counts the commands clients send to one Redis server, through
+/// `redis-cli monitor`, which marks the commands a script runs (`[0 lua]`)
+/// apart from those a client sent: `INFO commandstats` counts both, so it
+/// says how much work Redis did, and this says how many round trips.
+pub(crate) struct Monitor {
+    child: std::process::Child,
+    counts: std::sync::mpsc::Receiver<BTreeMap<String, u64>>,
+    port: u16,
+}
+
+/// Marks the start and the end of what a [`Monitor`] counts.
+const MARK: &str = "session-bench-monitor-mark";
+
+impl Monitor {
+    /// Starts monitoring and returns once the monitor sees its first mark.
+    fn start(server: &RedisServer) -> Self {
+        use std::io::BufRead;
+
+        let mut child = std::process::Command::new("redis-cli")
+            .args(["-p", &server.port().to_string(), "monitor"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-cli starts (the test kit found it)");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (counts_tx, counts) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            let mut started = false;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(MARK) {
+                    if started {
+                        let _ = counts_tx.send(counts);
+                        return;
+                    }
+                    started = true;
+                    let _ = ready_tx.send(());
+                    continue;
+                }
+                // `<time> [<db> <client>] "<command>" <args>…`, where the
+                // client is `lua` for a command a script ran.
+                let Some((client, command)) = line
+                    .split_once(" [")
+                    .and_then(|(_, rest)| rest.split_once("] \""))
+                else {
+                    continue;
+                };
+                if started && !client.ends_with(" lua") {
+                    let name = command.split('"').next().unwrap_or_default().to_lowercase();
+                    *counts.entry(name).or_default() += 1;
+                }
+            }
+        });
+        let monitor = Self {
+            child,
+            counts,
+            port: server.port(),
+        };
+        // The monitor may attach after the first mark is sent; send it
+        // until it is seen (bounded).
+        for _ in 0..100 {
+            monitor.mark();
+            if ready_rx
+                .recv_timeout(std::time::Duration::from_millis(50))
+                .is_ok()
+            {
+                break;
+            }
+        }
+        monitor
+    }
+
+    fn mark(&self) {
+        let _ = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "echo", MARK])
+            .output();
+    }
+
+    /// Stops monitoring; the commands clients sent since the start, by name.
+    fn finish(mut self) -> BTreeMap<String, u64> {
+        self.mark();
+        let counts = self
+            .counts
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_default();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        counts
+    }
+}
+
+impl Backends {
+    /// Starts monitoring the Redis servers `variant` uses, if any.
+    pub(crate) fn monitor(&self, variant: Variant) -> Vec<Monitor> {
+        match variant.store() {
+            Store::Redis | Store::Tiered => vec![Monitor::start(&self.redis)],
+            Store::Failover => vec![Monitor::start(&self.redis), Monitor::start(&self.secondary)],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Round trips to Redis per request, from the monitors of one counting pass.
+pub(crate) fn round_trips(monitors: Vec<Monitor>, requests: u64) -> Traffic {
+    let mut commands = BTreeMap::new();
+    for (i, monitor) in monitors.into_iter().enumerate() {
+        for (name, calls) in monitor.finish() {
+            let name = if i == 0 {
+                name
+            } else {
+                format!("{name} (secondary)")
+            };
+            *commands.entry(name).or_default() += calls;
+        }
+    }
+    Traffic::commands(&commands, |count| count as f64 / requests.max(1) as f64)
+}

@@ -1,0 +1,345 @@
+//! `session-bench`: every variant in one run, side by side, and a table of
+//! ratios.
+//!
+//! ```text
+//! cargo run --release -p session-bench -- --quick     # about 3 minutes
+//! cargo run --release -p session-bench                # about 15 minutes
+//! ```
+//!
+//! Each variant is one app server (axum or actix-web, one worker thread)
+//! answering the same four routes, with no session layer, with
+//! session-kit on each store, or with the peer crate. An in-process hyper
+//! client drives each with a fixed number of keep-alive connections, one
+//! user and one session per connection, for three workloads: a handler
+//! that never touches the session, one that reads it, one that writes it.
+//! Rounds alternate over the variants (and run them in reverse order every
+//! other round), so machine drift spreads over all of them; every figure is
+//! a median over the rounds, and every ratio the median of the ratios taken
+//! within each round.
+//!
+//! On a machine with two cores or more, the app servers and the store
+//! servers run on core 0 and the load generator on core 1, so the client
+//! never takes the server's CPU.
+#![forbid(unsafe_code)]
+
+mod apps;
+mod backends;
+mod footprint;
+mod load;
+mod report;
+mod variants;
+
+use std::{path::PathBuf, time::Duration};
+
+use backends::Backends;
+use load::Load;
+use report::{Results, Sample, Workload};
+use variants::{Running, Store, Variant};
+
+/// Requests per variant and workload in the pass that counts Redis round
+/// trips.
+const COUNTED: u64 = 200;
+
+/// The run's settings, from the command line.
+#[derive(Debug)]
+struct Options {
+    rounds: usize,
+    warmup: Duration,
+    duration: Duration,
+    connections: usize,
+    only: Vec<String>,
+    markdown: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    pin: bool,
+}
+
+const USAGE: &str = "\
+usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connections C]
+                     [--only TEXT]... [--markdown FILE] [--svg FILE] [--no-pin]
+
+  --quick          3 rounds of 1 s per variant and workload (a few minutes)
+  (default)        5 rounds of 3 s, each after 1 s of warm-up
+  --only TEXT      only variants whose name contains TEXT (repeatable); the
+                   bare frameworks and the peers they are compared with
+                   always run
+  --markdown FILE  also write the tables there
+  --svg FILE       write the throughput chart there
+  --no-pin         do not pin the servers and the load generator to cores";
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut options = Options {
+        rounds: 5,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(3),
+        connections: 16,
+        only: Vec::new(),
+        markdown: None,
+        svg: None,
+        pin: true,
+    };
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => {
+                options.rounds = 3;
+                options.warmup = Duration::from_millis(300);
+                options.duration = Duration::from_secs(1);
+            }
+            "--rounds" => {
+                options.rounds = value("--rounds")?
+                    .parse()
+                    .map_err(|_| "--rounds takes a number".to_owned())?;
+            }
+            "--warmup" => {
+                options.warmup = Duration::from_secs_f64(
+                    value("--warmup")?
+                        .parse()
+                        .map_err(|_| "--warmup takes a number".to_owned())?,
+                );
+            }
+            "--seconds" => {
+                options.duration = Duration::from_secs_f64(
+                    value("--seconds")?
+                        .parse()
+                        .map_err(|_| "--seconds takes a number".to_owned())?,
+                );
+            }
+            "--connections" => {
+                options.connections = value("--connections")?
+                    .parse()
+                    .map_err(|_| "--connections takes a number".to_owned())?;
+            }
+            "--only" => options.only.push(value("--only")?),
+            "--markdown" => options.markdown = Some(value("--markdown")?.into()),
+            "--svg" => options.svg = Some(value("--svg")?.into()),
+            "--no-pin" => options.pin = false,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
+        }
+    }
+    if options.rounds == 0 || options.connections == 0 || options.duration.is_zero() {
+        return Err("--rounds, --seconds and --connections must be above 0".to_owned());
+    }
+    Ok(options)
+}
+
+/// The variants to run: those `--only` names, their bare frameworks and
+/// their peers, in table order.
+fn selected(only: &[String]) -> Vec<Variant> {
+    let chosen: Vec<Variant> = Variant::ALL
+        .iter()
+        .copied()
+        .filter(|v| only.is_empty() || only.iter().any(|text| v.label().contains(text.as_str())))
+        .collect();
+    Variant::ALL
+        .iter()
+        .copied()
+        .filter(|v| {
+            chosen
+                .iter()
+                .any(|c| c == v || c.bare() == *v || c.peer() == Some(*v))
+        })
+        .collect()
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--footprint") {
+        let store = args.nth(1).unwrap_or_default();
+        return match footprint::fill_and_print(&store) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("{err}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let options = match parse(args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("session-bench: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let pinned = options.pin && cores.len() >= 2;
+    let machine = machine(cores.len(), pinned);
+    eprintln!("{machine}");
+
+    // The stores and every app server start from this thread while it is
+    // on core 0, and keep that affinity; then this thread moves to core 1
+    // and becomes the load generator.
+    if pinned && !core_affinity::set_for_current(cores[0]) {
+        return Err("could not pin to core 0 (run with --no-pin)".into());
+    }
+    let backends = Backends::start();
+    let variants = selected(&options.only);
+    let mut servers: Vec<(Variant, Running)> = Vec::with_capacity(variants.len());
+    for &variant in &variants {
+        eprintln!("starting {}", variant.label());
+        servers.push((variant, variants::start(variant, &backends)?));
+    }
+    if pinned && !core_affinity::set_for_current(cores[1]) {
+        return Err("could not pin to core 1 (run with --no-pin)".into());
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut results = Results::default();
+    let total = options.rounds * servers.len() * Workload::ALL.len();
+    let mut done = 0;
+    for round in 0..options.rounds {
+        // Every other round runs backwards, so no variant always runs
+        // right after the same neighbour or at the same point of a round.
+        let order: Vec<&(Variant, Running)> = if round % 2 == 0 {
+            servers.iter().collect()
+        } else {
+            servers.iter().rev().collect()
+        };
+        for (variant, running) in order {
+            for workload in Workload::ALL {
+                let load = Load {
+                    addrs: running.addrs.clone(),
+                    path: workload.path(),
+                    connections: options.connections,
+                    warmup: options.warmup,
+                    duration: options.duration,
+                };
+                let (outcome, snapshot) = runtime
+                    .block_on(load::run(&load, || backends.snapshot(*variant, running)))
+                    .map_err(|err| format!("{}: {err}", variant.label()))?;
+                let traffic = backends.traffic(*variant, running, snapshot, outcome.all_requests);
+                done += 1;
+                eprintln!(
+                    "[{done}/{total}] round {} {} {}: {:.0} req/s, p99 {} µs{}",
+                    round + 1,
+                    variant.label(),
+                    workload.label(),
+                    outcome.requests_per_second(),
+                    outcome.p99_micros(),
+                    if outcome.errors > 0 {
+                        format!(", {} errors", outcome.errors)
+                    } else {
+                        String::new()
+                    }
+                );
+                results.add(
+                    *variant,
+                    workload,
+                    round,
+                    Sample {
+                        rps: outcome.requests_per_second(),
+                        p50_micros: outcome.p50_micros(),
+                        p99_micros: outcome.p99_micros(),
+                        errors: outcome.errors,
+                        traffic,
+                    },
+                );
+            }
+        }
+    }
+
+    // How many commands each Redis variant sends per request, apart from
+    // the timed rounds: the monitor this needs slows Redis down.
+    for (variant, running) in servers.iter().filter(|(v, _)| v.redis_db().is_some()) {
+        for workload in Workload::ALL {
+            let (answered, monitors) = runtime
+                .block_on(load::count(
+                    running.addrs[0],
+                    workload.path(),
+                    COUNTED,
+                    || backends.monitor(*variant),
+                ))
+                .map_err(|err| format!("{}: {err}", variant.label()))?;
+            results.round_trips.push((
+                *variant,
+                workload,
+                backends::round_trips(monitors, answered),
+            ));
+        }
+    }
+    results.footprints = footprints(&backends, &variants);
+    let tables = report::markdown(&results, &variants);
+    let targets = report::targets(&results, &variants);
+    let settings = format!(
+        "{} rounds × {} s per variant and workload (after {} ms of warm-up), {} connections",
+        options.rounds,
+        options.duration.as_secs_f64(),
+        options.warmup.as_millis(),
+        options.connections
+    );
+    println!("{machine}\n{settings}\n{tables}\nTargets:\n{targets}");
+    if let Some(path) = &options.markdown {
+        std::fs::write(
+            path,
+            format!("{machine}\n\n{settings}\n{tables}\n{targets}"),
+        )?;
+    }
+    if let Some(path) = &options.svg {
+        std::fs::write(path, report::svg(&results, &variants))?;
+    }
+    Ok(())
+}
+
+/// Bytes each store keeps for one session of the bench's shape (a user id
+/// and a count).
+fn footprints(backends: &Backends, variants: &[Variant]) -> Vec<(String, String, Option<u64>)> {
+    let mut rows = Vec::new();
+    for &variant in variants {
+        match variant.store() {
+            Store::Redis => rows.push((
+                variant.label().to_owned(),
+                "Redis, MEMORY USAGE of its key".to_owned(),
+                backends.redis_bytes_per_session(variant),
+            )),
+            Store::Memcached => rows.push((
+                variant.label().to_owned(),
+                "memcached, stats bytes / curr_items".to_owned(),
+                backends.memcached_bytes_per_session(),
+            )),
+            _ => {}
+        }
+    }
+    for store in footprint::STORES {
+        let bytes = footprint::measure(store)
+            .map_err(|err| eprintln!("{err}"))
+            .ok();
+        rows.push((
+            format!("{store} in-process store"),
+            "heap growth of a fresh process over 50,000 sessions".to_owned(),
+            bytes,
+        ));
+    }
+    rows
+}
+
+/// The machine, in one line.
+fn machine(cores: usize, pinned: bool) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!(
+        "Machine: {cpu}, {cores} cores visible; {}",
+        if pinned {
+            "app and store servers pinned to core 0, load generator to core 1"
+        } else {
+            "nothing pinned"
+        }
+    )
+}

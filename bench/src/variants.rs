@@ -1,0 +1,291 @@
+//! The variants: which framework, which session layer, which store; and
+//! starting each one's server on its own thread.
+
+use std::{error::Error, net::SocketAddr, sync::mpsc, time::Duration};
+
+use session_cluster::{ClusterConfig, ClusterStore};
+use session_kit::{
+    memcached::{MemcachedConfig, MemcachedStore},
+    redis::{RedisConfig, RedisStore},
+    FailoverStore, Key, MemoryStore, NearCache, SessionManager, SessionStore, TieredStore,
+};
+
+use crate::{
+    apps::{self, ActixLayer},
+    backends::Backends,
+};
+
+/// The framework a variant runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framework {
+    Axum,
+    Actix,
+}
+
+/// Where a variant keeps its sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    None,
+    Memory,
+    Redis,
+    Memcached,
+    /// Redis in front of a second Redis.
+    Failover,
+    /// A near-cache in front of Redis.
+    Tiered,
+    /// Three in-process `ClusterStore` nodes with `R = 2`.
+    Cluster,
+    /// actix-session's cookie store: the session is the cookie.
+    Cookie,
+}
+
+/// The Redis logical database each Redis-backed variant uses, so the bytes
+/// one stores per session can be read off its keys alone.
+fn redis_db(variant: Variant) -> u8 {
+    match variant {
+        Variant::AxumKitRedis => 1,
+        Variant::AxumTowerSessionsRedis => 2,
+        Variant::ActixActixSessionRedis => 3,
+        Variant::ActixKitRedis => 4,
+        Variant::AxumKitFailover => 5,
+        Variant::AxumKitTiered => 6,
+        _ => 0,
+    }
+}
+
+macro_rules! variants {
+    ($($name:ident => $framework:ident, $store:ident, $label:literal;)*) => {
+        /// One server setup the bench measures.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) enum Variant { $($name,)* }
+
+        impl Variant {
+            /// Every variant, in table order.
+            pub(crate) const ALL: &'static [Variant] = &[$(Variant::$name,)*];
+
+            pub(crate) fn framework(self) -> Framework {
+                match self { $(Variant::$name => Framework::$framework,)* }
+            }
+
+            pub(crate) fn store(self) -> Store {
+                match self { $(Variant::$name => Store::$store,)* }
+            }
+
+            /// The variant's name in tables and on the command line.
+            pub(crate) fn label(self) -> &'static str {
+                match self { $(Variant::$name => $label,)* }
+            }
+        }
+    };
+}
+
+variants! {
+    AxumBare => Axum, None, "axum (bare)";
+    AxumKitMemory => Axum, Memory, "axum + session-kit (memory)";
+    AxumTowerSessionsMoka => Axum, Memory, "axum + tower-sessions (moka)";
+    AxumKitRedis => Axum, Redis, "axum + session-kit (Redis)";
+    AxumTowerSessionsRedis => Axum, Redis, "axum + tower-sessions (Redis)";
+    AxumKitMemcached => Axum, Memcached, "axum + session-kit (Memcached)";
+    AxumKitFailover => Axum, Failover, "axum + session-kit (Redis + Redis failover)";
+    AxumKitTiered => Axum, Tiered, "axum + session-kit (near-cache + Redis)";
+    AxumKitCluster => Axum, Cluster, "axum + session-kit (3-node cluster, R=2)";
+    ActixBare => Actix, None, "actix-web (bare)";
+    ActixKitMemory => Actix, Memory, "actix + session-kit (memory)";
+    ActixKitRedis => Actix, Redis, "actix + session-kit (Redis)";
+    ActixActixSessionRedis => Actix, Redis, "actix + actix-session (Redis)";
+    ActixActixSessionCookie => Actix, Cookie, "actix + actix-session (cookie)";
+}
+
+impl Variant {
+    /// The bare framework this variant is measured against.
+    pub(crate) fn bare(self) -> Variant {
+        match self.framework() {
+            Framework::Axum => Variant::AxumBare,
+            Framework::Actix => Variant::ActixBare,
+        }
+    }
+
+    /// The peer crate's variant on the same framework and store, for a
+    /// session-kit variant that has one.
+    pub(crate) fn peer(self) -> Option<Variant> {
+        match self {
+            Variant::AxumKitMemory => Some(Variant::AxumTowerSessionsMoka),
+            Variant::AxumKitRedis => Some(Variant::AxumTowerSessionsRedis),
+            Variant::ActixKitRedis => Some(Variant::ActixActixSessionRedis),
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of session-kit's own variants.
+    pub(crate) fn is_kit(self) -> bool {
+        self.label().contains("session-kit")
+    }
+
+    /// The Redis database this variant keeps its sessions in, if any.
+    pub(crate) fn redis_db(self) -> Option<u8> {
+        Some(redis_db(self)).filter(|&db| db != 0)
+    }
+}
+
+/// A variant's server, running on its own thread until the process ends.
+pub(crate) struct Running {
+    /// Where the load goes: one address, or one per cluster node.
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The cluster's nodes, for their peer-link counters.
+    pub(crate) cluster: Vec<ClusterStore>,
+}
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type Started = Result<Running, BoxError>;
+
+/// Starts `variant`'s server on a new thread, which inherits the calling
+/// thread's CPU affinity, and waits (bounded) until it listens.
+pub(crate) fn start(variant: Variant, backends: &Backends) -> Started {
+    let (sender, receiver) = mpsc::channel::<Started>();
+    let redis = backends.redis_url(variant);
+    let secondary = backends.secondary_url(variant);
+    let memcached = backends.memcached_url();
+    let thread = std::thread::Builder::new().name(format!("server {}", variant.label()));
+    match variant.framework() {
+        Framework::Axum => thread.spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(async move {
+                let started = start_axum(variant, redis, secondary, memcached).await;
+                let _ = sender.send(started);
+                std::future::pending::<()>().await;
+            });
+        })?,
+        Framework::Actix => thread.spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let started = start_actix(variant, redis).await;
+                let _ = sender.send(started);
+                std::future::pending::<()>().await;
+            });
+        })?,
+    };
+    receiver
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|err| match err {
+            mpsc::RecvTimeoutError::Timeout => {
+                format!("{} did not start within 30 s", variant.label())
+            }
+            mpsc::RecvTimeoutError::Disconnected => {
+                format!(
+                    "{}'s server thread panicked while starting",
+                    variant.label()
+                )
+            }
+        })?
+}
+
+fn manager(store: impl SessionStore) -> Result<SessionManager, BoxError> {
+    Ok(SessionManager::builder(store, Key::generate()).build()?)
+}
+
+async fn redis_store(url: &str) -> Result<RedisStore, BoxError> {
+    Ok(RedisStore::connect(RedisConfig::from_url(url)?).await?)
+}
+
+fn one(addr: SocketAddr) -> Running {
+    Running {
+        addrs: vec![addr],
+        cluster: Vec::new(),
+    }
+}
+
+async fn start_axum(
+    variant: Variant,
+    redis: String,
+    secondary: String,
+    memcached: String,
+) -> Started {
+    let app = match variant {
+        Variant::AxumBare => apps::axum_bare(),
+        Variant::AxumKitMemory => apps::axum_kit(manager(MemoryStore::new())?),
+        Variant::AxumKitRedis => apps::axum_kit(manager(redis_store(&redis).await?)?),
+        Variant::AxumKitMemcached => {
+            let store = MemcachedStore::connect(MemcachedConfig::from_url(&memcached)?).await?;
+            apps::axum_kit(manager(store)?)
+        }
+        Variant::AxumKitFailover => {
+            let store =
+                FailoverStore::new(redis_store(&redis).await?, redis_store(&secondary).await?);
+            apps::axum_kit(manager(store)?)
+        }
+        Variant::AxumKitTiered => {
+            let store = TieredStore::new(NearCache::new(), redis_store(&redis).await?);
+            apps::axum_kit(manager(store)?)
+        }
+        Variant::AxumKitCluster => return start_cluster().await,
+        Variant::AxumTowerSessionsMoka => apps::axum_tower_sessions(
+            tower_sessions_moka_store::MokaStore::new(Some(MemoryStore::DEFAULT_MAX_CAPACITY)),
+        ),
+        Variant::AxumTowerSessionsRedis => {
+            use tower_sessions_redis_store::{fred::prelude::*, RedisStore};
+            // As tower-sessions-redis-store's own docs set it up.
+            let pool = Pool::new(Config::from_url(&redis)?, None, None, None, 6)?;
+            // The connection task runs on its own; its handle is not needed.
+            drop(pool.connect());
+            pool.wait_for_connect().await?;
+            apps::axum_tower_sessions(RedisStore::new(pool))
+        }
+        other => return Err(format!("{} is not an axum variant", other.label()).into()),
+    };
+    Ok(one(apps::serve_axum(app).await?))
+}
+
+/// The cluster secret; any 32 bytes do for a bench on loopback.
+const CLUSTER_SECRET: &[u8; 32] = b"session-bench-cluster-secret-32b";
+
+/// Three nodes on this thread's runtime, each behind its own axum app, as
+/// three app servers would be; the load spreads over the three.
+async fn start_cluster() -> Started {
+    const NODES: usize = 3;
+    let config = |name: &str| {
+        ClusterConfig::new(
+            name,
+            "127.0.0.1:0".parse().expect("a literal address"),
+            CLUSTER_SECRET,
+        )
+        .cluster_size(NODES)
+        .replication_factor(2)
+    };
+    let first = ClusterStore::start(config("node-0")).await?;
+    let seed = first.local_addr();
+    let mut nodes = vec![first];
+    for i in 1..NODES {
+        nodes.push(ClusterStore::start(config(&format!("node-{i}")).seeds([seed])).await?);
+    }
+    for node in &nodes {
+        if !node.wait_for_members(NODES, Duration::from_secs(20)).await {
+            return Err(format!("{} sees only {:?}", node.node_id(), node.members()).into());
+        }
+    }
+    let mut addrs = Vec::with_capacity(NODES);
+    for node in &nodes {
+        addrs.push(apps::serve_axum(apps::axum_kit(manager(node.clone())?)).await?);
+    }
+    Ok(Running {
+        addrs,
+        cluster: nodes,
+    })
+}
+
+async fn start_actix(variant: Variant, redis: String) -> Started {
+    let layer = match variant {
+        Variant::ActixBare => ActixLayer::Bare,
+        Variant::ActixKitMemory => ActixLayer::Kit(manager(MemoryStore::new())?),
+        Variant::ActixKitRedis => ActixLayer::Kit(manager(redis_store(&redis).await?)?),
+        Variant::ActixActixSessionRedis => ActixLayer::ActixSessionRedis(
+            actix_session::storage::RedisSessionStore::new(redis)
+                .await
+                .map_err(|err| err.to_string())?,
+        ),
+        Variant::ActixActixSessionCookie => ActixLayer::ActixSessionCookie,
+        other => return Err(format!("{} is not an actix variant", other.label()).into()),
+    };
+    Ok(one(apps::serve_actix(layer)?))
+}
