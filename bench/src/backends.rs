@@ -256,16 +256,7 @@ impl Monitor {
                     let _ = ready_tx.send(());
                     continue;
                 }
-                // `<time> [<db> <client>] "<command>" <args>…`, where the
-                // client is `lua` for a command a script ran.
-                let Some((client, command)) = line
-                    .split_once(" [")
-                    .and_then(|(_, rest)| rest.split_once("] \""))
-                else {
-                    continue;
-                };
-                if started && !client.ends_with(" lua") {
-                    let name = command.split('"').next().unwrap_or_default().to_lowercase();
+                if let Some(name) = started.then(|| client_command(&line)).flatten() {
                     *counts.entry(name).or_default() += 1;
                 }
             }
@@ -308,6 +299,19 @@ impl Monitor {
     }
 }
 
+/// The command of one `MONITOR` line, lower-cased, if a client sent it:
+/// `None` for a command a script ran and for anything else.
+///
+/// Lines read `<time> [<db> <client>] "<command>" <args>…`, where the client
+/// is `lua` for a command a script ran.
+fn client_command(line: &str) -> Option<String> {
+    let (client, command) = line.split_once(" [")?.1.split_once("] \"")?;
+    if client.ends_with(" lua") {
+        return None;
+    }
+    Some(command.split('"').next()?.to_lowercase())
+}
+
 impl Backends {
     /// Starts monitoring the Redis servers `variant` uses, if any.
     pub(crate) fn monitor(&self, variant: Variant) -> Vec<Monitor> {
@@ -333,4 +337,30 @@ pub(crate) fn round_trips(monitors: Vec<Monitor>, requests: u64) -> Traffic {
         }
     }
     Traffic::commands(&commands, |count| count as f64 / requests.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_lines_count_what_clients_send_not_what_scripts_run() {
+        let client = r#"1764000000.123456 [1 127.0.0.1:50412] "EVALSHA" "ab12" "1" "session:x""#;
+        let script = r#"1764000000.123470 [1 lua] "HINCRBY" "session:x" "version" "1""#;
+        assert_eq!(client_command(client).as_deref(), Some("evalsha"));
+        assert_eq!(client_command(script), None);
+        assert_eq!(client_command("OK"), None);
+    }
+
+    #[test]
+    fn traffic_is_per_request_and_leaves_out_what_rounds_to_nothing() {
+        let commands = BTreeMap::from([
+            ("hgetall".to_owned(), 200),
+            ("evalsha".to_owned(), 100),
+            ("ping".to_owned(), 0),
+        ]);
+        let traffic = Traffic::commands(&commands, |count| count as f64 / 100.0);
+        assert!((traffic.per_request - 3.0).abs() < 1e-9);
+        assert_eq!(traffic.detail, "evalsha 1.00, hgetall 2.00");
+    }
 }

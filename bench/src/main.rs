@@ -343,3 +343,46 @@ fn machine(cores: usize, pinned: bool) -> String {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> impl Iterator<Item = String> + '_ {
+        line.split_whitespace().map(str::to_owned)
+    }
+
+    #[test]
+    fn quick_and_explicit_settings_parse() {
+        let options = parse(args("--quick --connections 4 --only cluster")).unwrap();
+        assert_eq!(options.rounds, 3);
+        assert_eq!(options.duration, Duration::from_secs(1));
+        assert_eq!(options.connections, 4);
+        assert_eq!(options.only, ["cluster"]);
+        let options = parse(args("--seconds 0.2 --warmup 0.1 --no-pin")).unwrap();
+        assert_eq!(options.duration, Duration::from_millis(200));
+        assert_eq!(options.warmup, Duration::from_millis(100));
+        assert!(!options.pin);
+        assert!(parse(args("--rounds 0")).is_err());
+        assert!(parse(args("--seconds"))
+            .unwrap_err()
+            .contains("--seconds needs a value"));
+        assert!(parse(args("--bogus"))
+            .unwrap_err()
+            .contains("unknown argument --bogus"));
+    }
+
+    #[test]
+    fn a_selection_brings_its_bare_framework_and_its_peer() {
+        let variants = selected(&["actix + session-kit (Redis)".to_owned()]);
+        assert_eq!(
+            variants,
+            [
+                Variant::ActixBare,
+                Variant::ActixKitRedis,
+                Variant::ActixActixSessionRedis
+            ]
+        );
+        assert_eq!(selected(&[]).len(), Variant::ALL.len());
+    }
+}

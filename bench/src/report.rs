@@ -385,3 +385,58 @@ pub(crate) fn svg(results: &Results, variants: &[Variant]) -> String {
     }
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rps: f64) -> Sample {
+        Sample {
+            rps,
+            p50_micros: 100,
+            p99_micros: 200,
+            errors: 0,
+            traffic: None,
+        }
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
+
+    #[test]
+    fn ratios_pair_samples_of_the_same_round() {
+        let mut results = Results::default();
+        // The machine slows down in round 1: both variants halve, and the
+        // within-round ratio stays 0.5 where a ratio of medians would not.
+        for (round, bare, kit) in [(0, 100.0, 50.0), (1, 50.0, 25.0), (2, 100.0, 50.0)] {
+            results.add(Variant::AxumBare, Workload::Read, round, sample(bare));
+            results.add(Variant::AxumKitMemory, Workload::Read, round, sample(kit));
+            results.add(
+                Variant::AxumTowerSessionsMoka,
+                Workload::Read,
+                round,
+                sample(kit / 2.0),
+            );
+        }
+        let row = results.row(Variant::AxumKitMemory, Workload::Read).unwrap();
+        assert_eq!(row.vs_bare, Some(0.5));
+        assert_eq!(row.vs_peer, Some(2.0));
+        assert_eq!(row.rps, 50.0);
+        assert_eq!(
+            results
+                .row(Variant::AxumBare, Workload::Read)
+                .unwrap()
+                .vs_bare,
+            None
+        );
+        assert!(results.row(Variant::AxumKitRedis, Workload::Read).is_none());
+        let table = markdown(&results, &[Variant::AxumBare, Variant::AxumKitMemory]);
+        assert!(
+            table.contains("| axum + session-kit (memory) | read | 50 | 100 | 200 | 0.50 | 2.00 |")
+        );
+    }
+}

@@ -31,7 +31,7 @@ use crate::{
 /// |---|---|---|
 /// | `load` | `HGETALL` | 1 |
 /// | `create` | Lua: `EXISTS`, `HSET`, `PEXPIREAT` | 1 |
-/// | `commit` | Lua: `EXISTS`, `HDEL`, `HSET`, `HINCRBY`, `PEXPIREAT` | 1 |
+/// | `commit` | Lua: `HGET` (the version), `HDEL` (removals only), one `HSET` (values and `expires_at`), `HINCRBY`, `PEXPIREAT` | 1 |
 /// | `touch` | Lua: `EXISTS`, `HSET`, `PEXPIREAT` | 1 |
 /// | `delete` | `UNLINK` | 1 |
 ///
