@@ -58,10 +58,7 @@ impl Backends {
             }
             Store::Memcached => Snapshot::Memcached(memcached_commands(&self.memcached)),
             Store::Cluster => {
-                let (bytes, requests) = running.cluster.iter().fold((0, 0), |(b, r), node| {
-                    let stats = node.stats();
-                    (b + stats.bytes_sent, r + stats.requests_sent)
-                });
+                let (bytes, requests) = cluster_sent(running);
                 Snapshot::Cluster { bytes, requests }
             }
             Store::None | Store::Memory | Store::Cookie => Snapshot::Nothing,
@@ -103,10 +100,7 @@ impl Backends {
                 bytes,
                 requests: sent,
             } => {
-                let (bytes_now, sent_now) = running.cluster.iter().fold((0, 0), |(b, r), node| {
-                    let stats = node.stats();
-                    (b + stats.bytes_sent, r + stats.requests_sent)
-                });
+                let (bytes_now, sent_now) = cluster_sent(running);
                 Some(Traffic {
                     per_request: per(sent_now - sent),
                     detail: format!("peer link {:.0} B", per(bytes_now - bytes)),
@@ -137,6 +131,17 @@ impl Backends {
         let number = |name: &str| stats.get(name)?.parse::<u64>().ok();
         Some(number("bytes")? / number("curr_items")?.max(1))
     }
+}
+
+/// Peer-link bytes and requests the cluster's nodes have sent, summed.
+fn cluster_sent(running: &Running) -> (u64, u64) {
+    running
+        .cluster
+        .iter()
+        .fold((0, 0), |(bytes, requests), node| {
+            let stats = node.stats();
+            (bytes + stats.bytes_sent, requests + stats.requests_sent)
+        })
 }
 
 /// Counters read before a measurement.

@@ -79,8 +79,8 @@ pub(crate) enum LoadError {
         addr: SocketAddr,
         source: hyper::Error,
     },
-    #[error("the login request to {addr} failed: {reason}")]
-    Login { addr: SocketAddr, reason: String },
+    #[error("the login request to {addr} got no 2xx answer")]
+    Login { addr: SocketAddr },
 }
 
 /// One user on one keep-alive connection.
@@ -107,6 +107,16 @@ impl User {
             sender,
             cookie: None,
         })
+    }
+
+    /// A user on a new connection, logged in (so holding a session).
+    async fn logged_in(addr: SocketAddr) -> Result<Self, LoadError> {
+        let mut user = Self::connect(addr).await?;
+        if user.ask(LOGIN_PATH).await {
+            Ok(user)
+        } else {
+            Err(LoadError::Login { addr })
+        }
     }
 
     /// Asks `path` once with the current cookie, keeping whatever cookie
@@ -150,15 +160,7 @@ pub(crate) async fn run<S>(
 ) -> Result<(Outcome, S), LoadError> {
     let mut users = Vec::with_capacity(load.connections);
     for i in 0..load.connections {
-        let addr = load.addrs[i % load.addrs.len()];
-        let mut user = User::connect(addr).await?;
-        if !user.ask(LOGIN_PATH).await {
-            return Err(LoadError::Login {
-                addr,
-                reason: "no 2xx answer".to_owned(),
-            });
-        }
-        users.push(user);
+        users.push(User::logged_in(load.addrs[i % load.addrs.len()]).await?);
     }
     let snapshot = snapshot();
 
@@ -240,10 +242,8 @@ async fn drive(
 
 async fn reconnect(addr: SocketAddr, give_up: Instant) -> Option<User> {
     while Instant::now() < give_up {
-        if let Ok(mut user) = User::connect(addr).await {
-            if user.ask(LOGIN_PATH).await {
-                return Some(user);
-            }
+        if let Ok(user) = User::logged_in(addr).await {
+            return Some(user);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -262,13 +262,7 @@ pub(crate) async fn count<S>(
     requests: u64,
     between: impl FnOnce() -> S,
 ) -> Result<(u64, S), LoadError> {
-    let mut user = User::connect(addr).await?;
-    if !user.ask(LOGIN_PATH).await {
-        return Err(LoadError::Login {
-            addr,
-            reason: "no 2xx answer".to_owned(),
-        });
-    }
+    let mut user = User::logged_in(addr).await?;
     let value = between();
     let mut answered = 0;
     for _ in 0..requests {

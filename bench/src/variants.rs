@@ -39,20 +39,6 @@ pub(crate) enum Store {
     Cookie,
 }
 
-/// The Redis logical database each Redis-backed variant uses, so the bytes
-/// one stores per session can be read off its keys alone.
-fn redis_db(variant: Variant) -> u8 {
-    match variant {
-        Variant::AxumKitRedis => 1,
-        Variant::AxumTowerSessionsRedis => 2,
-        Variant::ActixActixSessionRedis => 3,
-        Variant::ActixKitRedis => 4,
-        Variant::AxumKitFailover => 5,
-        Variant::AxumKitTiered => 6,
-        _ => 0,
-    }
-}
-
 macro_rules! variants {
     ($($name:ident => $framework:ident, $store:ident, $label:literal;)*) => {
         /// One server setup the bench measures.
@@ -121,9 +107,19 @@ impl Variant {
         self.label().contains("session-kit")
     }
 
-    /// The Redis database this variant keeps its sessions in, if any.
+    /// The Redis logical database this variant keeps its sessions in, if
+    /// it uses Redis: one per variant, so the bytes one stores per session
+    /// can be read off its keys alone.
     pub(crate) fn redis_db(self) -> Option<u8> {
-        Some(redis_db(self)).filter(|&db| db != 0)
+        match self {
+            Variant::AxumKitRedis => Some(1),
+            Variant::AxumTowerSessionsRedis => Some(2),
+            Variant::ActixActixSessionRedis => Some(3),
+            Variant::ActixKitRedis => Some(4),
+            Variant::AxumKitFailover => Some(5),
+            Variant::AxumKitTiered => Some(6),
+            _ => None,
+        }
     }
 }
 
