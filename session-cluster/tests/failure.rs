@@ -12,15 +12,11 @@ use std::time::{Duration, Instant};
 use session_cluster::ClusterStore;
 use session_core::{Committed, SessionId, SessionStore};
 use support::{
-    all_held_by, bounded, check_counts, config, create_counters, eventually, holders, start,
-    start_with, Counter, Writers, MEASURING,
+    all_held_by, bounded, check_counts, config, create_counters, eventually, holders, ids,
+    placed_counters, start, start_with, Writers, MEASURING,
 };
 
 const COPIES: usize = 2;
-
-fn ids(counters: &[Counter]) -> Vec<SessionId> {
-    counters.iter().map(|c| c.id).collect()
-}
 
 async fn held_by(node: &ClusterStore, ids: &[SessionId]) -> usize {
     let mut held = 0;
@@ -91,19 +87,8 @@ async fn a_killed_node_loses_no_acknowledged_write_and_copies_come_back() {
     const SESSIONS: usize = 1000;
     let _measuring = MEASURING.write().await;
     let mut nodes = bounded("cluster start", Duration::from_secs(20), start(3, COPIES)).await;
-    let counters = bounded(
-        "creating the sessions",
-        Duration::from_secs(30),
-        create_counters(&nodes, SESSIONS, 64, 16),
-    )
-    .await;
+    let counters = placed_counters(&nodes, SESSIONS, 64, 16, COPIES, Duration::from_secs(30)).await;
     let ids = ids(&counters);
-    eventually(
-        "every session on 2 of 3 nodes",
-        Duration::from_secs(10),
-        async || all_held_by(&nodes, &ids, COPIES).await,
-    )
-    .await;
 
     // The victim takes no client traffic, so the writers hold no clone of it.
     let victim = nodes.pop().expect("three nodes");
@@ -316,19 +301,7 @@ async fn a_deleted_session_stays_deleted_across_membership_changes() {
         start_with(3, settings),
     )
     .await;
-    let counters = bounded(
-        "creating the sessions",
-        Duration::from_secs(30),
-        create_counters(&nodes, SESSIONS, 16, 8),
-    )
-    .await;
-    let all = ids(&counters);
-    eventually(
-        "every session on 2 of 3 nodes",
-        Duration::from_secs(10),
-        async || all_held_by(&nodes, &all, COPIES).await,
-    )
-    .await;
+    let counters = placed_counters(&nodes, SESSIONS, 16, 8, COPIES, Duration::from_secs(30)).await;
     let (gone, kept) = counters.split_at(SESSIONS / 2);
     let gone = ids(gone);
     let kept = kept.to_vec();

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use session_cluster::ClusterStore;
 use session_core::{ErrorKind, SessionId, SessionStore, StoreError};
 use support::{
-    all_held_by, bounded, check_counts, counter_record, create_counters, eventually, set_count,
-    start, Writers, MEASURING,
+    all_held_by, bounded, check_counts, counter_record, create_counters, eventually, ids,
+    set_count, start, Writers, MEASURING,
 };
 
 const COPIES: usize = 2;
@@ -34,7 +34,7 @@ async fn the_minority_refuses_and_the_heal_serves_no_stale_copy() {
         create_counters(&nodes, SESSIONS, 32, 8),
     )
     .await;
-    let ids: Vec<SessionId> = counters.iter().map(|c| c.id).collect();
+    let ids = ids(&counters);
     let (counters, _) = Writers::start(&nodes, counters, 8, 1, 40)
         .finish(Duration::from_secs(30))
         .await;

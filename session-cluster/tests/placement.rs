@@ -6,10 +6,9 @@ mod support;
 use std::time::Duration;
 
 use session_cluster::ClusterStore;
-use session_core::{SessionId, SessionStore};
+use session_core::SessionStore;
 use support::{
-    all_held_by, bounded, config, create_counters, eventually, holders, set_count, start,
-    start_with, MEASURING,
+    bounded, config, holders, ids, placed_counters, set_count, start, start_with, MEASURING,
 };
 
 const COPIES: usize = 2;
@@ -23,19 +22,9 @@ async fn memory_share(nodes: usize) {
         start(nodes, COPIES),
     )
     .await;
-    let counters = bounded(
-        "creating the sessions",
-        Duration::from_secs(60),
-        create_counters(&cluster, SESSIONS, 0, 16),
-    )
-    .await;
-    let ids: Vec<SessionId> = counters.iter().map(|c| c.id).collect();
-    eventually(
-        "every session on exactly R nodes",
-        Duration::from_secs(20),
-        async || all_held_by(&cluster, &ids, COPIES).await,
-    )
-    .await;
+    let counters =
+        placed_counters(&cluster, SESSIONS, 0, 16, COPIES, Duration::from_secs(60)).await;
+    let ids = ids(&counters);
     let expected = COPIES as f64 / nodes as f64;
     let mut shares = Vec::new();
     for node in &cluster {
@@ -134,17 +123,13 @@ async fn one_commit_costs_one_copy_to_each_backup() {
     )
     .await;
     // About 100 bytes of data: the count and an 85-byte string.
-    let counters = bounded(
-        "creating the sessions",
+    let counters = placed_counters(
+        &cluster,
+        TRAFFIC_SESSIONS,
+        85,
+        8,
+        COPIES,
         Duration::from_secs(30),
-        create_counters(&cluster, TRAFFIC_SESSIONS, 85, 8),
-    )
-    .await;
-    let ids: Vec<SessionId> = counters.iter().map(|c| c.id).collect();
-    eventually(
-        "every session on exactly R nodes",
-        Duration::from_secs(20),
-        async || all_held_by(&cluster, &ids, COPIES).await,
     )
     .await;
     // Settled: the last membership change is past the settle time and the

@@ -277,6 +277,37 @@ pub async fn create_counters(
     all
 }
 
+/// The ids of `counters`.
+pub fn ids(counters: &[Counter]) -> Vec<SessionId> {
+    counters.iter().map(|c| c.id).collect()
+}
+
+/// [`create_counters`], bounded by `limit`, then a bounded wait until every
+/// one of them has `copies` copies: where a test about placement starts.
+pub async fn placed_counters(
+    nodes: &[ClusterStore],
+    sessions: usize,
+    pad: usize,
+    tasks: usize,
+    copies: usize,
+    limit: Duration,
+) -> Vec<Counter> {
+    let counters = bounded(
+        "creating the sessions",
+        limit,
+        create_counters(nodes, sessions, pad, tasks),
+    )
+    .await;
+    let ids = ids(&counters);
+    eventually(
+        &format!("every session on {copies} nodes"),
+        Duration::from_secs(20),
+        async || all_held_by(nodes, &ids, copies).await,
+    )
+    .await;
+    counters
+}
+
 /// One session as the client knows it: what it was told was stored.
 #[derive(Debug, Clone)]
 pub struct Counter {
