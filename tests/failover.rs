@@ -745,6 +745,11 @@ impl StoreFactory for MirrorRedisMemcached {
     fn expiry_resolution(&self) -> Duration {
         Duration::from_secs(2)
     }
+
+    /// Memcached cannot index owners, so the pair cannot either.
+    fn indexes_owners(&self) -> bool {
+        false
+    }
 }
 
 /// Standby over (Redis, memory), default breaker settings; every prefix

@@ -122,6 +122,8 @@ impl Default for Browser {
 /// | `/login` | stores `user = "ada"` and cycles the id |
 /// | `/whoami` | answers `user`, or `anonymous` |
 /// | `/logout` | destroys the session |
+/// | `/login-as/<user>` | stores `user`, cycles the id and makes `<user>` the session's owner |
+/// | `/logout-everywhere` | ends every session of the owner and answers how many |
 ///
 /// A session error answers 503 when the store is unavailable and 500
 /// otherwise, with an empty body.
@@ -158,7 +160,16 @@ async fn route(path: &str, session: &Session) -> Result<Option<String>, SessionE
             session.destroy().await?;
             "bye".to_owned()
         }
-        _ => return Ok(None),
+        "/logout-everywhere" => session.log_out_everywhere().await?.to_string(),
+        _ => {
+            let Some(user) = path.strip_prefix("/login-as/") else {
+                return Ok(None);
+            };
+            session.insert("user", user).await?;
+            session.cycle_id().await?;
+            session.set_owner(user).await?;
+            "ok".to_owned()
+        }
     };
     Ok(Some(body))
 }
@@ -405,6 +416,63 @@ pub async fn logout_ends_the_session(app: &dyn TestApp, factory: &dyn StoreFacto
         .get(&app, "/whoami", Some(&cookie))
         .await
         .assert_ok("anonymous");
+}
+
+/// Two clients log in as ada, on two app servers over one store, and a
+/// third as bob. Ada's laptop logs out everywhere: her phone's next request,
+/// on the other server, gets a fresh session, and bob keeps his. A store
+/// that cannot index owners answers 503 and ends nothing.
+pub async fn log_out_everywhere_ends_the_users_sessions_on_every_server(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let (one, two) = (world.serve_default().await, world.serve_default().await);
+    let laptop = world.get(&one, "/login-as/ada", None).await.issued();
+    let phone = world.get(&two, "/login-as/ada", None).await.issued();
+    let bob = world.get(&two, "/login-as/bob", None).await.issued();
+    world
+        .get(&one, "/whoami", Some(&phone))
+        .await
+        .assert_ok("ada");
+
+    let everywhere = world.get(&one, "/logout-everywhere", Some(&laptop)).await;
+    if !factory.indexes_owners() {
+        assert_eq!(everywhere.status, 503, "{everywhere:?}");
+        world
+            .get(&two, "/whoami", Some(&phone))
+            .await
+            .assert_ok("ada");
+        world
+            .get(&two, "/whoami", Some(&laptop))
+            .await
+            .assert_ok("ada");
+        return;
+    }
+    everywhere.assert_ok("2");
+    assert!(
+        everywhere.is_removal(),
+        "the caller's cookie must be cleared: {everywhere:?}"
+    );
+
+    let after = world.get(&two, "/whoami", Some(&phone)).await;
+    after.assert_ok("anonymous");
+    assert!(
+        after.is_removal(),
+        "the ended session's cookie must be cleared: {after:?}"
+    );
+    world
+        .get(&one, "/whoami", Some(&laptop))
+        .await
+        .assert_ok("anonymous");
+    world
+        .get(&one, "/whoami", Some(&bob))
+        .await
+        .assert_ok("bob");
+    for cookie in [&laptop, &phone] {
+        let id = SessionId::decode(session_id_of(cookie)).unwrap();
+        assert_eq!(world.store.load(&id).await.unwrap(), None);
+    }
 }
 
 /// A session used within the idle timeout slides forward (a touch once past

@@ -28,13 +28,15 @@ pub struct Calls {
     pub touch: usize,
     /// `delete` calls.
     pub delete: usize,
+    /// `delete_by_owner` calls.
+    pub delete_by_owner: usize,
 }
 
 impl Calls {
     /// Calls that write.
     #[must_use]
     pub fn writes(&self) -> usize {
-        self.create + self.commit + self.touch + self.delete
+        self.create + self.commit + self.touch + self.delete + self.delete_by_owner
     }
 }
 
@@ -44,8 +46,8 @@ impl Calls {
 pub enum Fault {
     /// Every call fails at once with this kind.
     Fail(ErrorKind),
-    /// Loads and stamps work; every write (`create`, `commit`, `touch`, `delete`) fails
-    /// at once with this kind.
+    /// Loads and stamps work; every write (`create`, `commit`, `touch`,
+    /// `delete`, `delete_by_owner`) fails at once with this kind.
     FailWrites(ErrorKind),
     /// Every call waits forever, so only the manager's operation timeout
     /// ends it.
@@ -68,6 +70,7 @@ pub struct InstrumentedStore {
     commit: AtomicUsize,
     touch: AtomicUsize,
     delete: AtomicUsize,
+    delete_by_owner: AtomicUsize,
     fault: Mutex<Option<Fault>>,
 }
 
@@ -83,6 +86,7 @@ impl InstrumentedStore {
             commit: AtomicUsize::new(0),
             touch: AtomicUsize::new(0),
             delete: AtomicUsize::new(0),
+            delete_by_owner: AtomicUsize::new(0),
             fault: Mutex::new(None),
         }
     }
@@ -97,6 +101,7 @@ impl InstrumentedStore {
             commit: self.commit.load(Ordering::SeqCst),
             touch: self.touch.load(Ordering::SeqCst),
             delete: self.delete.load(Ordering::SeqCst),
+            delete_by_owner: self.delete_by_owner.load(Ordering::SeqCst),
         }
     }
 
@@ -109,6 +114,7 @@ impl InstrumentedStore {
             commit: self.commit.swap(0, Ordering::SeqCst),
             touch: self.touch.swap(0, Ordering::SeqCst),
             delete: self.delete.swap(0, Ordering::SeqCst),
+            delete_by_owner: self.delete_by_owner.swap(0, Ordering::SeqCst),
         }
     }
 
@@ -172,6 +178,15 @@ impl SessionStore for InstrumentedStore {
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.enter(&self.delete, "delete").await?;
         self.inner.delete(id).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.enter(&self.delete_by_owner, "delete_by_owner").await?;
+        self.inner.delete_by_owner(owner).await
+    }
+
+    fn indexes_owners(&self) -> bool {
+        self.inner.indexes_owners()
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -22,6 +22,11 @@ macro_rules! __store_tests {
             large_value_round_trips,
             version_grows_by_one_per_commit,
             stamp_agrees_with_load,
+            owner_round_trips_through_create_and_commit,
+            delete_by_owner_ends_that_owners_sessions_and_no_others,
+            delete_by_owner_follows_owner_changes,
+            commits_racing_delete_by_owner_never_bring_a_session_back,
+            expired_sessions_leave_the_owner_index,
         }
     };
 }
@@ -45,6 +50,7 @@ macro_rules! __http_scenarios {
             store_outage_answers_503_and_overwrites_nothing,
             treat_as_empty_policy_serves_reads_during_an_outage,
             hung_store_answers_within_the_operation_timeout,
+            log_out_everywhere_ends_the_users_sessions_on_every_server,
         }
     };
 }

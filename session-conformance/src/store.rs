@@ -11,7 +11,9 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use session_core::{Changes, Committed, Created, Data, Record, SessionId, SessionStore, Stamp};
+use session_core::{
+    Changes, Committed, Created, Data, ErrorKind, Owner, Record, SessionId, SessionStore, Stamp,
+};
 
 /// Makes stores for the suite.
 ///
@@ -28,6 +30,14 @@ pub trait StoreFactory: Send + Sync {
     /// and its docs must say it too.
     fn expiry_resolution(&self) -> Duration {
         Duration::ZERO
+    }
+
+    /// Whether the store implements
+    /// [`delete_by_owner`](SessionStore::delete_by_owner). `true` by
+    /// default; a store that cannot say so here, and the owner tests then
+    /// check that it answers [`ErrorKind::Unsupported`] and ends nothing.
+    fn indexes_owners(&self) -> bool {
+        true
     }
 }
 
@@ -414,6 +424,264 @@ pub async fn stamp_agrees_with_load(factory: &dyn StoreFactory) {
     })
     .await;
     assert_eq!(store.load(&short.id).await.unwrap(), None);
+}
+
+/// A record's owner survives `create`, a commit that does not mention it,
+/// and commits that change and remove it. Every store keeps it, whether or
+/// not it indexes owners.
+pub async fn owner_round_trips_through_create_and_commit(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let record = record_owned_by("ada", &[("k", "1")], LONG);
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    assert_same_record(factory, store.load(&record.id).await.unwrap(), &record);
+
+    let _ = store
+        .commit(&record.id, &set("k", "2"), expiry(LONG))
+        .await
+        .unwrap();
+    assert_eq!(
+        owner_of(&*store, &record.id).await,
+        Some(record.owner.clone().unwrap())
+    );
+
+    let bob = owner("bob", LONG);
+    let mut changes = set("k", "3");
+    changes.set_owner(Some(bob.clone()));
+    let _ = store
+        .commit(&record.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.owner, Some(bob));
+    assert_eq!(loaded.data["k"], "3");
+
+    let mut changes = Changes::default();
+    changes.set_owner(None);
+    let _ = store
+        .commit(&record.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.owner, None);
+    assert_eq!(loaded.version, Record::FIRST_VERSION + 3);
+}
+
+/// `delete_by_owner` ends every live session of one owner, counts them, and
+/// leaves other owners' sessions, unowned sessions and the same owner's
+/// sessions under another prefix alone. A second call ends nothing.
+pub async fn delete_by_owner_ends_that_owners_sessions_and_no_others(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let neighbour = fresh_store(factory).await;
+    let ada = create_all(&*store, "ada", 3).await;
+    let bob = create_all(&*store, "bob", 2).await;
+    let unowned = record_with(&[("k", "1")], LONG);
+    let _ = store.create(&unowned).await.unwrap();
+    let ada_next_door = create_all(&*neighbour, "ada", 1).await;
+
+    assert_eq!(
+        store.indexes_owners(),
+        factory.indexes_owners(),
+        "SessionStore::indexes_owners disagrees with what the factory expects"
+    );
+    if !factory.indexes_owners() {
+        let err = store.delete_by_owner("ada").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert_eq!(
+            live(&*store, &ada).await,
+            3,
+            "an unsupported delete_by_owner ended sessions"
+        );
+        return;
+    }
+
+    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 3);
+    assert_eq!(live(&*store, &ada).await, 0, "an ada session survived");
+    assert_eq!(live(&*store, &bob).await, 2, "a bob session was ended");
+    assert!(
+        store.load(&unowned.id).await.unwrap().is_some(),
+        "an unowned session was ended"
+    );
+    assert_eq!(
+        live(&*neighbour, &ada_next_door).await,
+        1,
+        "another prefix's session was ended"
+    );
+    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner("nobody").await.unwrap(), 0);
+    for id in &ada {
+        assert_eq!(
+            store
+                .commit(id, &set("k", "2"), expiry(LONG))
+                .await
+                .unwrap(),
+            Committed::Missing,
+            "a commit brought an ended session back"
+        );
+    }
+}
+
+/// A session follows its owner: one that moved from ada to bob is ended
+/// with bob's, not ada's; one that gained ada as owner by a commit is ended
+/// with ada's; one that lost its owner is ended with no one's.
+pub async fn delete_by_owner_follows_owner_changes(factory: &dyn StoreFactory) {
+    if !factory.indexes_owners() {
+        return;
+    }
+    let store = fresh_store(factory).await;
+    let moved = record_owned_by("ada", &[], LONG);
+    let gained = record_with(&[("k", "1")], LONG);
+    let lost = record_owned_by("ada", &[], LONG);
+    for record in [&moved, &gained, &lost] {
+        assert_eq!(store.create(record).await.unwrap(), Created::Created);
+    }
+    for (id, new_owner) in [
+        (moved.id, Some(owner("bob", LONG))),
+        (gained.id, Some(owner("ada", LONG))),
+        (lost.id, None),
+    ] {
+        let mut changes = Changes::default();
+        changes.set_owner(new_owner);
+        let _ = store.commit(&id, &changes, expiry(LONG)).await.unwrap();
+    }
+
+    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 1);
+    assert!(store.load(&gained.id).await.unwrap().is_none());
+    assert!(
+        store.load(&moved.id).await.unwrap().is_some(),
+        "bob's session was ended as ada's"
+    );
+    assert!(
+        store.load(&lost.id).await.unwrap().is_some(),
+        "an unowned session was ended"
+    );
+    assert_eq!(store.delete_by_owner("bob").await.unwrap(), 1);
+    assert!(store.load(&moved.id).await.unwrap().is_none());
+}
+
+/// Writers keep committing to every session of one owner while
+/// `delete_by_owner` runs: every session ends, every commit after its end
+/// is `Missing`, and none comes back.
+pub async fn commits_racing_delete_by_owner_never_bring_a_session_back(factory: &dyn StoreFactory) {
+    const SESSIONS: usize = 20;
+    const COMMITS: usize = 200;
+    if !factory.indexes_owners() {
+        return;
+    }
+    let store = fresh_store(factory).await;
+    let ids = create_all(&*store, "ada", SESSIONS).await;
+
+    let writers = join_all(ids.iter().map(|&id| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            // Bounded: each writer stops at its first Missing or after
+            // COMMITS commits.
+            for i in 0..COMMITS {
+                let committed = store
+                    .commit(&id, &set("n", &i.to_string()), expiry(LONG))
+                    .await
+                    .unwrap();
+                if committed == Committed::Missing {
+                    return true;
+                }
+                tokio::task::yield_now().await;
+            }
+            false
+        })
+    }));
+    let ender = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            store.delete_by_owner("ada").await.unwrap()
+        })
+    };
+    let (writers, ended) = tokio::join!(writers, ender);
+    assert_eq!(
+        ended.unwrap(),
+        SESSIONS as u64,
+        "every session was live when it ran"
+    );
+    let stopped = writers.into_iter().filter(|w| *w.as_ref().unwrap()).count();
+    assert_eq!(live(&*store, &ids).await, 0, "an ended session came back");
+    for id in &ids {
+        assert_eq!(
+            store
+                .commit(id, &set("n", "late"), expiry(LONG))
+                .await
+                .unwrap(),
+            Committed::Missing
+        );
+    }
+    assert!(stopped <= SESSIONS);
+}
+
+/// Sessions that expired are not counted or touched by `delete_by_owner`,
+/// and a live session of the same owner still is.
+pub async fn expired_sessions_leave_the_owner_index(factory: &dyn StoreFactory) {
+    if !factory.indexes_owners() {
+        return;
+    }
+    let store = fresh_store(factory).await;
+    let mut short = Vec::new();
+    for _ in 0..3 {
+        let record = record_owned_by("ada", &[], SHORT);
+        assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+        short.push(record.id);
+    }
+    poll_until("the owned sessions to expire", || async {
+        live(&*store, &short).await == 0
+    })
+    .await;
+    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 0);
+
+    let long = create_all(&*store, "ada", 1).await;
+    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 1);
+    assert_eq!(live(&*store, &long).await, 0);
+}
+
+/// An owner called `name` whose index entry lasts `lifetime` from now.
+///
+/// # Panics
+/// When `name` cannot be an owner.
+#[must_use]
+pub fn owner(name: &str, lifetime: Duration) -> Owner {
+    Owner::new(name, ms_now() + lifetime).expect("a valid owner name")
+}
+
+/// A record like [`record_with`]'s, owned by `name` until it expires.
+#[must_use]
+pub fn record_owned_by(name: &str, pairs: &[(&str, &str)], lifetime: Duration) -> Record {
+    let mut record = record_with(pairs, lifetime);
+    record.owner = Some(Owner::new(name, record.expires_at).expect("a valid owner name"));
+    record
+}
+
+async fn create_all(store: &dyn SessionStore, name: &str, count: usize) -> Vec<SessionId> {
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let record = record_owned_by(name, &[("k", "1")], LONG);
+        assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+        ids.push(record.id);
+    }
+    ids
+}
+
+async fn live(store: &dyn SessionStore, ids: &[SessionId]) -> usize {
+    let mut live = 0;
+    for id in ids {
+        if store.load(id).await.unwrap().is_some() {
+            live += 1;
+        }
+    }
+    live
+}
+
+async fn owner_of(store: &dyn SessionStore, id: &SessionId) -> Option<Owner> {
+    store
+        .load(id)
+        .await
+        .unwrap()
+        .and_then(|record| record.owner)
 }
 
 /// A store under a prefix no other test uses.

@@ -376,6 +376,21 @@ impl SessionStore for LazyStore {
         self.connected("delete")?.delete(id).await
     }
 
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.connected("delete_by_owner")?
+            .delete_by_owner(owner)
+            .await
+    }
+
+    /// The connected store's answer; `true` until then, since the store is
+    /// not known yet and every call fails as `Unavailable` meanwhile.
+    fn indexes_owners(&self) -> bool {
+        self.shared
+            .store
+            .get()
+            .is_none_or(SessionStore::indexes_owners)
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.connected("health")?.health().await
     }

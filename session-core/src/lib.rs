@@ -6,8 +6,8 @@
 //! | piece | what it is |
 //! |---|---|
 //! | [`SessionId`] | 128 random bits; 22 characters of base64url; `Debug` shows only a prefix |
-//! | [`Record`], [`Changes`] | a stored session, and the delta one request makes to it |
-//! | [`SessionStore`] | the store trait: `load`, `create`, `commit`, `touch`, `delete` |
+//! | [`Record`], [`Changes`], [`Owner`] | a stored session, the delta one request makes to it, and whose session it is |
+//! | [`SessionStore`] | the store trait: `load`, `create`, `commit`, `touch`, `delete`, and `delete_by_owner` where the store can index owners |
 //! | [`StoreError`], [`ErrorKind`] | typed errors that failover and the error policy act on |
 //! | [`CookieCodec`], [`KeyRing`] | the HMAC-SHA256 signed cookie, with key rotation |
 //! | [`SessionManager`], [`Session`] | the per-request lifecycle that adapters drive |
@@ -45,6 +45,16 @@
 //! - [`Session::cycle_id`] copies the data to a new id and deletes the old id;
 //!   a request that commits to the old id in between finds it `Missing` and
 //!   its changes are dropped (the response clears its cookie).
+//!
+//! ## Logging a user out everywhere
+//! [`Session::set_owner`] records whose session it is (say, at login);
+//! [`SessionManager::end_all_for`] and [`Session::log_out_everywhere`] end
+//! every session of that owner in the store, so on every server. When the
+//! call returns, every session the owner had when it began is gone, a
+//! commit racing it finds its session missing, and a session that was
+//! changing id ([`Session::cycle_id`]) meanwhile does not survive under the
+//! new id. Which stores support it, and what it costs, is in
+//! [`SessionStore::delete_by_owner`] and each store's docs.
 //!
 //! ## When the store fails
 //! Every store call runs under a per-operation timeout (default 2 s). The
@@ -99,7 +109,7 @@ pub use manager::{
 };
 #[cfg(feature = "memory")]
 pub use memory::{MemoryStore, MemoryStoreBuilder};
-pub use record::{Changes, Data, Record};
+pub use record::{Changes, Data, Owner, OwnerError, Record};
 pub use store::{Committed, Created, SessionStore, Stamp};
 #[cfg(feature = "memory")]
 pub use tiered::{NearCache, TieredStore};

@@ -1,16 +1,21 @@
 //! `MemoryStore`: sessions in this process's memory, on moka.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::SystemTime,
+};
 
 use async_trait::async_trait;
 use moka::{
     future::Cache,
+    notification::RemovalCause,
     ops::compute::{CompResult, Op},
 };
 
 use crate::{
     expiry::{ExpiresAt, UntilExpiresAt},
-    Changes, Committed, Created, Data, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, Created, Data, Owner, Record, SessionId, SessionStore, StoreError,
 };
 
 /// A session as the cache holds it. The data sits behind its own `Arc` so a
@@ -21,6 +26,82 @@ struct Stored {
     created_at: SystemTime,
     expires_at: SystemTime,
     version: u64,
+    owner: Option<Owner>,
+}
+
+/// Owner name → the cache keys of that owner's sessions, each with its
+/// owner's `until`. Shared by every prefix view; a key carries its prefix,
+/// so a view picks out its own.
+///
+/// Entries are added inside the same atomic compute that stores the
+/// session, so a session with an owner is never live unindexed. They leave
+/// when the session leaves the cache (the eviction listener), when their
+/// `until` has passed (swept on the next add for that owner), or when
+/// `delete_by_owner` takes them.
+#[derive(Debug, Default)]
+struct OwnerIndex {
+    owners: Mutex<HashMap<String, HashMap<String, SystemTime>>>,
+}
+
+impl OwnerIndex {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, HashMap<String, SystemTime>>) -> T) -> T {
+        // Every critical section leaves the maps consistent, so a panic in
+        // another thread cannot have left them half-changed.
+        f(&mut self.owners.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn add(&self, owner: &Owner, key: &str) {
+        let now = SystemTime::now();
+        self.with(|owners| {
+            let keys = owners.entry(owner.name.clone()).or_default();
+            keys.retain(|_, until| *until > now);
+            keys.insert(key.to_owned(), owner.until);
+        });
+    }
+
+    fn remove(&self, owner: &str, key: &str) {
+        self.with(|owners| {
+            if let Some(keys) = owners.get_mut(owner) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    owners.remove(owner);
+                }
+            }
+        });
+    }
+
+    /// Takes the keys of `owner`'s sessions under `prefix`.
+    fn take(&self, owner: &str, prefix: &str) -> Vec<String> {
+        let ours = |key: &str| {
+            key.len() == prefix.len() + crate::id::ENCODED_LEN && key.starts_with(prefix)
+        };
+        self.with(|owners| {
+            let Some(keys) = owners.get_mut(owner) else {
+                return Vec::new();
+            };
+            let taken: Vec<String> = keys.keys().filter(|key| ours(key)).cloned().collect();
+            for key in &taken {
+                keys.remove(key);
+            }
+            if keys.is_empty() {
+                owners.remove(owner);
+            }
+            taken
+        })
+    }
+
+    /// Keeps the index in step with a store write of `key`: indexes the new
+    /// owner, and forgets the old one when it changed.
+    fn update(&self, key: &str, old: Option<&Owner>, new: Option<&Owner>) {
+        if let Some(old) = old.filter(|old| new.is_none_or(|new| new.name != old.name)) {
+            self.remove(&old.name, key);
+        }
+        if let Some(new) = new {
+            if old != Some(new) {
+                self.add(new, key);
+            }
+        }
+    }
 }
 
 impl Stored {
@@ -70,6 +151,7 @@ impl ExpiresAt for Stored {
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Arc<Stored>>,
+    owners: Arc<OwnerIndex>,
     prefix: Arc<str>,
 }
 
@@ -105,11 +187,25 @@ impl MemoryStoreBuilder {
     /// Builds the store.
     #[must_use]
     pub fn build(self) -> MemoryStore {
+        let owners = Arc::new(OwnerIndex::default());
+        let listener = {
+            let owners = Arc::clone(&owners);
+            move |key: Arc<String>, stored: Arc<Stored>, cause: RemovalCause| {
+                // A replacement is a write, and the write kept the index.
+                if cause != RemovalCause::Replaced {
+                    if let Some(owner) = &stored.owner {
+                        owners.remove(&owner.name, &key);
+                    }
+                }
+            }
+        };
         MemoryStore {
             cache: Cache::builder()
                 .max_capacity(self.max_capacity)
                 .expire_after(UntilExpiresAt)
+                .eviction_listener(listener)
                 .build(),
+            owners,
             prefix: self.prefix.into(),
         }
     }
@@ -146,6 +242,7 @@ impl MemoryStore {
     pub fn with_prefix(&self, prefix: impl Into<String>) -> Self {
         Self {
             cache: self.cache.clone(),
+            owners: Arc::clone(&self.owners),
             prefix: prefix.into().into(),
         }
     }
@@ -179,22 +276,29 @@ impl SessionStore for MemoryStore {
                 created_at: stored.created_at,
                 expires_at: stored.expires_at,
                 version: stored.version,
+                owner: stored.owner.clone(),
             }))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let key = self.key(&record.id);
         let result = self
             .cache
-            .entry(self.key(&record.id))
+            .entry(key.clone())
             .and_compute_with(|existing| async move {
-                if existing.is_some_and(|entry| entry.value().is_live()) {
-                    return Op::Nop;
-                }
+                let old = match existing {
+                    Some(entry) if entry.value().is_live() => return Op::Nop,
+                    Some(entry) => entry.into_value().owner.clone(),
+                    None => None,
+                };
+                self.owners
+                    .update(&key, old.as_ref(), record.owner.as_ref());
                 Op::Put(Arc::new(Stored {
                     data: Arc::new(record.data.clone()),
                     created_at: record.created_at,
                     expires_at: record.expires_at,
                     version: record.version,
+                    owner: record.owner.clone(),
                 }))
             })
             .await;
@@ -210,9 +314,10 @@ impl SessionStore for MemoryStore {
         changes: &Changes,
         expires_at: SystemTime,
     ) -> Result<Committed, StoreError> {
+        let key = self.key(id);
         let result = self
             .cache
-            .entry(self.key(id))
+            .entry(key.clone())
             .and_compute_with(|existing| async move {
                 let Some(entry) = existing.filter(|entry| entry.value().is_live()) else {
                     return Op::Nop;
@@ -220,11 +325,19 @@ impl SessionStore for MemoryStore {
                 let current = entry.value();
                 let mut data = Data::clone(&current.data);
                 changes.apply_to(&mut data);
+                let owner = match changes.owner() {
+                    Some(owner) => {
+                        self.owners.update(&key, current.owner.as_ref(), owner);
+                        owner.cloned()
+                    }
+                    None => current.owner.clone(),
+                };
                 Op::Put(Arc::new(Stored {
                     data: Arc::new(data),
                     created_at: current.created_at,
                     expires_at,
                     version: current.version + 1,
+                    owner,
                 }))
             })
             .await;
@@ -250,6 +363,7 @@ impl SessionStore for MemoryStore {
                     created_at: current.created_at,
                     expires_at,
                     version: current.version,
+                    owner: current.owner.clone(),
                 }))
             })
             .await;
@@ -259,6 +373,43 @@ impl SessionStore for MemoryStore {
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.cache.invalidate(&self.key(id)).await;
         Ok(())
+    }
+
+    /// Takes the owner's entries from the index, then removes each session
+    /// that still has this owner in one atomic compute on its entry, so a
+    /// commit racing it either lands first (and is deleted with it) or finds
+    /// it gone. O(the owner's sessions).
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut ended = 0;
+        for key in self.owners.take(owner, &self.prefix) {
+            let result = self
+                .cache
+                .entry(key)
+                .and_compute_with(|existing| async move {
+                    match existing {
+                        Some(entry)
+                            if entry.value().is_live()
+                                && entry
+                                    .value()
+                                    .owner
+                                    .as_ref()
+                                    .is_some_and(|held| held.name == owner) =>
+                        {
+                            Op::Remove
+                        }
+                        _ => Op::Nop,
+                    }
+                })
+                .await;
+            if matches!(result, CompResult::Removed(_)) {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    fn indexes_owners(&self) -> bool {
+        true
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -309,6 +460,52 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn indexed(store: &MemoryStore, owner: &str) -> usize {
+        store
+            .owners
+            .with(|owners| owners.get(owner).map_or(0, HashMap::len))
+    }
+
+    fn owned(name: &str, lifetime: Duration) -> Record {
+        let mut record = record(lifetime);
+        record.owner = Some(Owner::new(name, record.expires_at).unwrap());
+        record
+    }
+
+    #[tokio::test]
+    async fn the_owner_index_follows_deletes_expiry_and_owner_changes() {
+        let store = MemoryStore::new();
+        let deleted = owned("ada", Duration::from_secs(60));
+        let moved = owned("ada", Duration::from_secs(60));
+        let expiring = owned("ada", Duration::from_millis(100));
+        for record in [&deleted, &moved, &expiring] {
+            let _ = store.create(record).await.unwrap();
+        }
+        assert_eq!(indexed(&store, "ada"), 3);
+
+        store.delete(&deleted.id).await.unwrap();
+        let mut changes = Changes::default();
+        changes.set_owner(Some(Owner::new("bob", moved.expires_at).unwrap()));
+        let _ = store
+            .commit(&moved.id, &changes, moved.expires_at)
+            .await
+            .unwrap();
+        store.cache.run_pending_tasks().await;
+        assert_eq!(indexed(&store, "bob"), 1);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while indexed(&store, "ada") > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "ada's index still holds {} entries",
+                indexed(&store, "ada")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.cache.run_pending_tasks().await;
+        }
+        assert!(store.owners.with(|owners| !owners.contains_key("ada")));
     }
 
     #[tokio::test]

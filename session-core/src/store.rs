@@ -69,6 +69,11 @@ impl From<&Record> for Stamp {
 ///   bumping the version.
 /// - [`stamp`](Self::stamp) agrees with [`load`](Self::load): the same
 ///   version and expiry, and `None` exactly when `load` is `None`.
+/// - [`create`](Self::create) and [`commit`](Self::commit) keep
+///   [`Record::owner`](crate::Record::owner): `load` returns the owner last
+///   written, and [`Changes::owner`](crate::Changes::owner) changes it.
+/// - [`delete_by_owner`](Self::delete_by_owner), where supported, ends every
+///   session of one owner and no other, and no commit brings one back.
 /// - Every store carries a key prefix: two stores with different prefixes on
 ///   the same backing server never see each other's sessions.
 /// - Errors are typed ([`StoreError`]), so failover and the error policy can
@@ -106,6 +111,34 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// Forgets `id`. Deleting an absent id is not an error.
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError>;
+
+    /// Ends every live session whose [`Owner`](crate::Owner) is named `owner`
+    /// and returns how many it ended: "log this user out everywhere".
+    ///
+    /// When it returns, no session that had this owner when the call began
+    /// is live, a commit racing it finds its session
+    /// [`Missing`](Committed::Missing), and sessions of other owners,
+    /// including sessions that moved to another owner, are untouched.
+    /// Entries of sessions that expired leave the store's index by
+    /// themselves, by the owner's [`until`](crate::Owner::until) at the
+    /// latest.
+    ///
+    /// The default answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
+    /// a store that cannot enumerate an owner's sessions correctly must say
+    /// so rather than end some of them.
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let _ = owner;
+        Err(StoreError::unsupported("delete_by_owner"))
+    }
+
+    /// Whether [`delete_by_owner`](Self::delete_by_owner) is implemented:
+    /// `false` by default, as that method's default is "unsupported".
+    /// Wrappers over several stores ask before they start, so that they
+    /// never end an owner's sessions in one store and then learn that the
+    /// other cannot.
+    fn indexes_owners(&self) -> bool {
+        false
+    }
 
     /// Whether the store can serve requests now. Stores that cannot tell
     /// answer [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
@@ -145,6 +178,14 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         (**self).delete(id).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        (**self).delete_by_owner(owner).await
+    }
+
+    fn indexes_owners(&self) -> bool {
+        (**self).indexes_owners()
     }
 
     async fn health(&self) -> Result<(), StoreError> {

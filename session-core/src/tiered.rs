@@ -204,7 +204,7 @@ impl SessionStore for TieredStore {
             // no other commit came in between.
             (Ok(Committed::Applied { version }), Some(near)) if near.version + 1 == *version => {
                 let mut record = Record::clone(&near);
-                changes.apply_to(&mut record.data);
+                changes.apply_to_record(&mut record);
                 record.expires_at = expires_at;
                 record.version = *version;
                 self.keep(&record).await;
@@ -228,6 +228,17 @@ impl SessionStore for TieredStore {
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.near.cache.invalidate(id).await;
         self.far.delete(id).await
+    }
+
+    /// Ends them in the far store only. A near copy of an ended session is
+    /// never served: every near hit is checked against the far store's
+    /// stamp, which is gone, and the copy is dropped then.
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.far.delete_by_owner(owner).await
+    }
+
+    fn indexes_owners(&self) -> bool {
+        self.far.indexes_owners()
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -574,3 +574,67 @@ async fn a_far_store_outage_is_not_hidden_by_the_near_cache() {
     let err = server.load(&record.id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
 }
+
+fn owned_by(name: &str) -> Record {
+    let mut record = record();
+    record.owner = Some(session_core::Owner::new(name, record.expires_at).unwrap());
+    record
+}
+
+/// "Log out everywhere" must reach the session wherever failover put it:
+/// in both stores in mirror mode, and in either store in standby mode,
+/// including one created on the secondary while the primary was down.
+#[tokio::test]
+async fn ending_an_owner_reaches_both_stores_in_either_mode() {
+    for mode in [FailoverMode::Mirror, FailoverMode::Standby] {
+        let pair = Pair::new();
+        let server = pair.server(mode);
+        let both = owned_by("ada");
+        assert_eq!(server.create(&both).await.unwrap(), Created::Created);
+        down(&pair.primary);
+        let during_outage = owned_by("ada");
+        assert_eq!(
+            server.create(&during_outage).await.unwrap(),
+            Created::Created
+        );
+        pair.primary.set_fault(None);
+        tokio::time::sleep(OPEN_FOR * 5).await;
+
+        let ended = server.delete_by_owner("ada").await.unwrap();
+        assert!(
+            ended >= 2 - u64::from(mode == FailoverMode::Mirror),
+            "{mode:?}: {ended}"
+        );
+        for id in [both.id, during_outage.id] {
+            assert_eq!(pair.raw_primary.load(&id).await.unwrap(), None, "{mode:?}");
+            assert_eq!(
+                pair.raw_secondary.load(&id).await.unwrap(),
+                None,
+                "{mode:?}"
+            );
+            assert_eq!(server.load(&id).await.unwrap(), None, "{mode:?}");
+        }
+    }
+}
+
+/// With one store down the call fails, so the caller knows to retry, but
+/// the store that is up has already ended its share; the retry once both
+/// are up finishes the job.
+#[tokio::test]
+async fn ending_an_owner_with_one_store_down_fails_and_the_retry_finishes() {
+    let pair = Pair::new();
+    let server = pair.server(FailoverMode::Mirror);
+    let record = owned_by("ada");
+    assert_eq!(server.create(&record).await.unwrap(), Created::Created);
+
+    down(&pair.secondary);
+    let err = server.delete_by_owner("ada").await.unwrap_err();
+    assert!(err.kind().is_transient(), "{err}");
+    assert_eq!(pair.raw_primary.load(&record.id).await.unwrap(), None);
+
+    pair.secondary.set_fault(None);
+    tokio::time::sleep(OPEN_FOR * 5).await;
+    let _ = server.delete_by_owner("ada").await.unwrap();
+    assert_eq!(pair.raw_secondary.load(&record.id).await.unwrap(), None);
+    assert_eq!(server.load(&record.id).await.unwrap(), None);
+}

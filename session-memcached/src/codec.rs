@@ -37,7 +37,7 @@ use crate::envelope::{self, Envelope};
 /// ```
 #[must_use]
 pub fn encode(version: u64, created_at: SystemTime, data: &Data) -> Vec<u8> {
-    envelope::encode(version, created_at, data)
+    envelope::encode(version, created_at, None, data)
 }
 
 /// The session in an item's value, as the store reads it on `load`.
@@ -69,11 +69,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, CorruptItem> {
     let Envelope {
         version,
         created_at,
+        owner,
         data,
     } = Envelope::decode(bytes).map_err(CorruptItem)?;
     Ok(Decoded {
         version,
         created_at,
+        owner,
         data,
     })
 }
@@ -85,7 +87,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, CorruptItem> {
 ///
 /// use session_memcached::codec::{self, Decoded};
 ///
-/// let session = Decoded { version: 1, created_at: UNIX_EPOCH, data: Default::default() };
+/// let session = Decoded { version: 1, created_at: UNIX_EPOCH, owner: None, data: Default::default() };
 /// let bytes = codec::encode(session.version, session.created_at, &session.data);
 /// assert_eq!(codec::decode(&bytes)?, session);
 /// # Ok::<(), codec::CorruptItem>(())
@@ -96,6 +98,8 @@ pub struct Decoded {
     pub version: u64,
     /// When the session was created, to the millisecond.
     pub created_at: SystemTime,
+    /// Who the session belongs to, if anyone.
+    pub owner: Option<session_core::Owner>,
     /// Key → JSON text of the value.
     pub data: Data,
 }

@@ -12,6 +12,12 @@
 //!               value length (u32 BE), value (UTF-8 JSON text)
 //! ```
 //!
+//! A session with an [`Owner`] is written in format 2, which puts the owner
+//! between `created_at` and the entry count: the name's length (u32 BE),
+//! the name (UTF-8), and `until` (ms since the Unix epoch, u64 BE). A
+//! session without one stays in format 1, byte for byte, so owners cost
+//! nothing to those who do not use them.
+//!
 //! There is no `expires_at` inside: the item's own Memcached expiry is the
 //! only copy, so a meta touch can move it without rewriting the envelope
 //! (see [`crate::exptime`]). The format byte lets a later release change the
@@ -23,10 +29,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use session_core::{Changes, Data};
+use session_core::{Changes, Data, Owner};
 
 const MAGIC: &[u8; 2] = b"SK";
 const FORMAT: u8 = 1;
+const FORMAT_OWNED: u8 = 2;
 const HEADER_LEN: usize = 2 + 1 + 8 + 8 + 4;
 /// The smallest an entry can be: two lengths and nothing else.
 const MIN_ENTRY_LEN: usize = 8;
@@ -36,6 +43,7 @@ const MIN_ENTRY_LEN: usize = 8;
 pub(crate) struct Envelope {
     pub(crate) version: u64,
     pub(crate) created_at: SystemTime,
+    pub(crate) owner: Option<Owner>,
     pub(crate) data: Data,
 }
 
@@ -43,11 +51,19 @@ impl Envelope {
     /// Applies one commit: the changes, and one more version.
     pub(crate) fn apply(&mut self, changes: &Changes) {
         changes.apply_to(&mut self.data);
+        if let Some(owner) = changes.owner() {
+            self.owner = owner.cloned();
+        }
         self.version += 1;
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        encode(self.version, self.created_at, &self.data)
+        encode(
+            self.version,
+            self.created_at,
+            self.owner.as_ref(),
+            &self.data,
+        )
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CorruptItem> {
@@ -56,11 +72,18 @@ impl Envelope {
             return Err(CorruptItem::NotAnEnvelope);
         }
         let format = reader.take(1)?[0];
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_OWNED {
             return Err(CorruptItem::UnknownFormat(format));
         }
         let version = reader.u64()?;
         let created_at = UNIX_EPOCH + Duration::from_millis(reader.u64()?);
+        let owner = if format == FORMAT_OWNED {
+            let name = reader.text()?;
+            let until = UNIX_EPOCH + Duration::from_millis(reader.u64()?);
+            Some(Owner::new(name, until).map_err(|_| CorruptItem::BadOwner)?)
+        } else {
+            None
+        };
         let count = reader.u32()? as usize;
         // A forged count must not make us reserve gigabytes: each entry
         // needs at least its two lengths.
@@ -81,6 +104,7 @@ impl Envelope {
         Ok(Self {
             version,
             created_at,
+            owner,
             data,
         })
     }
@@ -88,16 +112,31 @@ impl Envelope {
 
 /// The envelope of a session with these parts, from borrowed data, so that
 /// `create` need not copy a record's data to store it.
-pub(crate) fn encode(version: u64, created_at: SystemTime, data: &Data) -> Vec<u8> {
+pub(crate) fn encode(
+    version: u64,
+    created_at: SystemTime,
+    owner: Option<&Owner>,
+    data: &Data,
+) -> Vec<u8> {
     let body: usize = data
         .iter()
         .map(|(key, value)| MIN_ENTRY_LEN + key.len() + value.len())
         .sum();
-    let mut out = Vec::with_capacity(HEADER_LEN + body);
+    let owner_len = owner.map_or(0, |owner| 4 + owner.name.len() + 8);
+    let mut out = Vec::with_capacity(HEADER_LEN + owner_len + body);
     out.extend_from_slice(MAGIC);
-    out.push(FORMAT);
+    out.push(if owner.is_some() {
+        FORMAT_OWNED
+    } else {
+        FORMAT
+    });
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&millis(created_at).to_be_bytes());
+    if let Some(owner) = owner {
+        out.extend_from_slice(&length(owner.name.len()).to_be_bytes());
+        out.extend_from_slice(owner.name.as_bytes());
+        out.extend_from_slice(&millis(owner.until).to_be_bytes());
+    }
     out.extend_from_slice(&length(data.len()).to_be_bytes());
     for (key, value) in data {
         for part in [key, value] {
@@ -160,6 +199,7 @@ pub(crate) enum CorruptItem {
     DuplicateKey,
     TrailingBytes,
     NoExpiry,
+    BadOwner,
 }
 
 impl fmt::Display for CorruptItem {
@@ -168,13 +208,14 @@ impl fmt::Display for CorruptItem {
             Self::NotAnEnvelope => f.write_str("the item is not a session envelope"),
             Self::UnknownFormat(format) => write!(
                 f,
-                "the session envelope has format {format}; this release reads format {FORMAT}"
+                "the session envelope has format {format}; this release reads formats {FORMAT} and {FORMAT_OWNED}"
             ),
             Self::Truncated => f.write_str("the session envelope is truncated"),
             Self::NotUtf8 => f.write_str("the session envelope holds text that is not UTF-8"),
             Self::DuplicateKey => f.write_str("the session envelope repeats a key"),
             Self::TrailingBytes => f.write_str("the session envelope has bytes after its end"),
             Self::NoExpiry => f.write_str("the session item never expires, so no store wrote it"),
+            Self::BadOwner => f.write_str("the session envelope names an empty or oversized owner"),
         }
     }
 }
@@ -189,6 +230,7 @@ mod tests {
         Envelope {
             version: 7,
             created_at: UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+            owner: None,
             data: [
                 ("user".to_owned(), "\"ada\"".to_owned()),
                 ("cart".to_owned(), r#"{"items":[1,2]}"#.to_owned()),
@@ -223,6 +265,30 @@ mod tests {
         assert_eq!(bytes[11..19], 1_764_000_000_123u64.to_be_bytes());
         assert_eq!(bytes[19..23], 1u32.to_be_bytes());
         assert_eq!(&bytes[23..], b"\0\0\0\x01k\0\0\0\x011");
+    }
+
+    #[test]
+    fn an_owned_envelope_round_trips_in_format_2() {
+        let until = UNIX_EPOCH + Duration::from_millis(1_764_086_400_123);
+        let owned = Envelope {
+            owner: Some(Owner::new("user-42", until).unwrap()),
+            ..sample()
+        };
+        let bytes = owned.encode();
+        assert_eq!(&bytes[..3], b"SK\x02");
+        assert_eq!(bytes[19..23], 7u32.to_be_bytes());
+        assert_eq!(&bytes[23..30], b"user-42");
+        assert_eq!(bytes[30..38], 1_764_086_400_123u64.to_be_bytes());
+        assert_eq!(Envelope::decode(&bytes).unwrap(), owned);
+        for end in 0..bytes.len() {
+            assert!(Envelope::decode(&bytes[..end]).is_err());
+        }
+        let mut nameless = bytes.clone();
+        nameless.splice(19..30, 0u32.to_be_bytes());
+        assert_eq!(
+            Envelope::decode(&nameless).unwrap_err(),
+            CorruptItem::BadOwner
+        );
     }
 
     #[test]

@@ -56,6 +56,17 @@ const QUEUE_IDLE: Duration = Duration::from_secs(5);
 /// | `touch` | `mg T` (meta touch: no data rewritten) | 1 |
 /// | `delete` | `md` | 1 |
 ///
+/// **Owners.** A session's [`Owner`](session_core::Owner) is kept in its
+/// envelope, but [`delete_by_owner`](SessionStore::delete_by_owner) answers
+/// [`ErrorKind::Unsupported`](session_core::ErrorKind::Unsupported), and
+/// "log out everywhere" with it. Memcached cannot list keys, so an index
+/// would have to be an item of its own, and Memcached evicts items under
+/// memory pressure whenever it likes: an evicted index would silently let
+/// an owner's live sessions survive the call. No CAS scheme prevents that,
+/// so this store refuses rather than end only some of them. Use Redis or
+/// the cluster store, alone or as a failover pair, where users must be
+/// logged out everywhere.
+///
 /// Commits to one session from this store take turns, so they never race
 /// each other; the CAS check settles races with other processes.
 ///
@@ -387,6 +398,7 @@ impl SessionStore for MemcachedStore {
         self.remember(key, item.cas, item.value).await;
         let mut record = Record::new(*id, envelope.data, envelope.created_at, expires_at);
         record.version = envelope.version;
+        record.owner = envelope.owner;
         Ok(Some(record))
     }
 
@@ -410,7 +422,12 @@ impl SessionStore for MemcachedStore {
                 }
                 Exptime::Wire(exptime) => exptime,
             };
-            let bytes = envelope::encode(record.version, record.created_at, &record.data);
+            let bytes = envelope::encode(
+                record.version,
+                record.created_at,
+                record.owner.as_ref(),
+                &record.data,
+            );
             self.check_size(OPERATION, &key, &bytes)?;
             let added = self
                 .client

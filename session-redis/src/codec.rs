@@ -13,7 +13,9 @@ use crate::hash;
 
 /// The hash fields of `record`, as the store writes them on `create`:
 /// alternately a field name and its value (`version`, `created_at`,
-/// `expires_at`, then one `d:<key>` field per session value).
+/// `expires_at`, `owner` and `owner_until` when the record has an owner,
+/// then one `d:<key>` field per session value). The owner's index entry is
+/// not part of the hash, and not written here.
 ///
 /// Times are written in whole milliseconds, so a time with a finer part
 /// decodes a little earlier.
@@ -21,15 +23,17 @@ use crate::hash;
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
-/// use session_core::{Record, SessionId};
+/// use session_core::{Owner, Record, SessionId};
 /// use session_redis::codec;
 ///
 /// let now = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
 /// let data = [("user".to_owned(), "\"ada\"".to_owned())].into();
-/// let record = Record::new(SessionId::generate(), data, now, now + Duration::from_secs(60));
+/// let mut record = Record::new(SessionId::generate(), data, now, now + Duration::from_secs(60));
+/// assert_eq!(codec::encode(&record).len(), 2 * 4);
 ///
+/// record.owner = Some(Owner::new("user-42", now + Duration::from_secs(3600)).unwrap());
 /// let fields = codec::encode(&record);
-/// assert_eq!(fields.len(), 2 * 4);
+/// assert_eq!(fields.len(), 2 * 6);
 /// // As HGETALL would return them: (field, value) pairs of bytes.
 /// let reply = fields
 ///     .chunks(2)
@@ -81,8 +85,10 @@ pub fn encode(record: &Record) -> Vec<Cow<'_, str>> {
 ///
 /// # Errors
 /// [`CorruptHash`] when the fields are not a session record: a field or data
-/// value that is not UTF-8, a metadata field that is not an integer, or a
-/// missing `version`, `created_at` or `expires_at`.
+/// value that is not UTF-8, a metadata field that is not an integer, a
+/// missing `version`, `created_at` or `expires_at`, only one of `owner` and
+/// `owner_until`, or an owner name no [`Owner`](session_core::Owner) can
+/// have.
 pub fn decode(
     id: SessionId,
     fields: Vec<(Vec<u8>, Vec<u8>)>,

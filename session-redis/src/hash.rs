@@ -5,10 +5,13 @@
 //! | `version` | decimal integer, starts at 1 |
 //! | `created_at` | milliseconds since the Unix epoch |
 //! | `expires_at` | milliseconds since the Unix epoch; also the key's `PEXPIREAT` |
+//! | `owner` | the [`Owner`]'s name (only when the session has one) |
+//! | `owner_until` | the owner's `until`, milliseconds since the Unix epoch (with `owner`) |
 //! | `d:<key>` | the JSON text of the session value `<key>` |
 //!
 //! Data fields carry the `d:` prefix so that no session key can collide with
-//! a metadata field. Values stay JSON, so other services can `HGET` them.
+//! a metadata field, `owner` included. Values stay JSON, so other services
+//! can `HGET` them. `owner` and `owner_until` come together or not at all.
 //! Fields this version does not know are ignored, so a newer writer can add
 //! metadata without breaking an older reader during a rolling upgrade.
 
@@ -18,13 +21,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use session_core::{Data, Record, SessionId, Stamp};
+use session_core::{Data, Owner, Record, SessionId, Stamp};
 
 /// The prefix of every data field. `commit.lua` relies on it for `clear`.
 pub(crate) const DATA_PREFIX: &str = "d:";
 const VERSION: &str = "version";
 const CREATED_AT: &str = "created_at";
 const EXPIRES_AT: &str = "expires_at";
+/// The owner's name. `end_owned.lua` names it too.
+const OWNER: &str = "owner";
+const OWNER_UNTIL: &str = "owner_until";
 
 /// Milliseconds since the Unix epoch; times before it count as the epoch,
 /// which is long expired.
@@ -40,7 +46,7 @@ pub(crate) fn data_field(key: &str) -> String {
 
 /// The field/value pairs of a whole record, as `create.lua` takes them.
 pub(crate) fn record_fields(record: &Record) -> Vec<Cow<'_, str>> {
-    let mut fields = Vec::with_capacity(6 + 2 * record.data.len());
+    let mut fields = Vec::with_capacity(10 + 2 * record.data.len());
     for (field, value) in [
         (VERSION, record.version),
         (CREATED_AT, millis(record.created_at)),
@@ -49,11 +55,29 @@ pub(crate) fn record_fields(record: &Record) -> Vec<Cow<'_, str>> {
         fields.push(Cow::Borrowed(field));
         fields.push(Cow::Owned(value.to_string()));
     }
+    if let Some(owner) = &record.owner {
+        fields.extend(owner_fields(owner));
+    }
     for (key, value) in &record.data {
         fields.push(Cow::Owned(data_field(key)));
         fields.push(Cow::Borrowed(value.as_str()));
     }
     fields
+}
+
+/// The fields that hold the owner, which a commit that removes the owner
+/// deletes.
+pub(crate) const OWNER_FIELDS: [&str; 2] = [OWNER, OWNER_UNTIL];
+
+/// The `owner` and `owner_until` field/value pairs of `owner`, as `create`
+/// writes them and as a commit that sets a new owner does.
+pub(crate) fn owner_fields(owner: &Owner) -> [Cow<'_, str>; 4] {
+    [
+        Cow::Borrowed(OWNER),
+        Cow::Borrowed(owner.name.as_str()),
+        Cow::Borrowed(OWNER_UNTIL),
+        Cow::Owned(millis(owner.until).to_string()),
+    ]
 }
 
 /// A hash that is not a session record.
@@ -80,18 +104,22 @@ pub(crate) fn decode(
     }
     let mut data = Data::with_capacity(fields.len().saturating_sub(3));
     let (mut version, mut created_at, mut expires_at) = (None, None, None);
+    let (mut owner, mut owner_until) = (None, None);
     for (field, value) in fields {
         let field = String::from_utf8(field).map_err(|_| CorruptHash("has a non-UTF-8 field"))?;
         if let Some(key) = field.strip_prefix(DATA_PREFIX) {
-            let value =
-                String::from_utf8(value).map_err(|_| CorruptHash("has a non-UTF-8 value"))?;
-            data.insert(key.to_owned(), value);
+            data.insert(key.to_owned(), text(value)?);
             continue;
         }
         let slot = match field.as_str() {
             VERSION => &mut version,
             CREATED_AT => &mut created_at,
             EXPIRES_AT => &mut expires_at,
+            OWNER_UNTIL => &mut owner_until,
+            OWNER => {
+                owner = Some(text(value)?);
+                continue;
+            }
             _ => continue,
         };
         *slot = Some(integer(&value)?);
@@ -99,6 +127,14 @@ pub(crate) fn decode(
     let (Some(version), Some(created_at), Some(expires_at)) = (version, created_at, expires_at)
     else {
         return Err(CorruptHash("lacks version, created_at or expires_at"));
+    };
+    let owner = match (owner, owner_until) {
+        (None, None) => None,
+        (Some(name), Some(until)) => Some(
+            Owner::new(name, UNIX_EPOCH + Duration::from_millis(until))
+                .map_err(|_| CorruptHash("has an owner name that no owner can have"))?,
+        ),
+        _ => return Err(CorruptHash("has only one of owner and owner_until")),
     };
     let expires_at = UNIX_EPOCH + Duration::from_millis(expires_at);
     if expires_at <= now {
@@ -111,6 +147,7 @@ pub(crate) fn decode(
         expires_at,
     );
     record.version = version;
+    record.owner = owner;
     Ok(Some(record))
 }
 
@@ -134,6 +171,10 @@ pub(crate) fn decode_stamp(
         version,
         expires_at,
     }))
+}
+
+fn text(value: Vec<u8>) -> Result<String, CorruptHash> {
+    String::from_utf8(value).map_err(|_| CorruptHash("has a non-UTF-8 value"))
 }
 
 fn integer(value: &[u8]) -> Result<u64, CorruptHash> {
@@ -195,6 +236,51 @@ mod tests {
             .map(|pair| (pair[0].as_bytes().to_vec(), pair[1].as_bytes().to_vec()))
             .collect();
         assert_eq!(decode(record.id, fields, now).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn an_owned_record_round_trips_through_its_fields() {
+        let now = UNIX_EPOCH + Duration::from_millis(millis(SystemTime::now()));
+        let mut record = Record::new(
+            SessionId::generate(),
+            [("owner".to_owned(), "\"not the owner\"".to_owned())].into(),
+            now,
+            now + Duration::from_secs(60),
+        );
+        record.owner = Some(Owner::new("user-42", now + Duration::from_secs(3600)).unwrap());
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = record_fields(&record)
+            .chunks(2)
+            .map(|pair| (pair[0].as_bytes().to_vec(), pair[1].as_bytes().to_vec()))
+            .collect();
+        assert!(fields.contains(&(b"owner".to_vec(), b"user-42".to_vec())));
+        assert_eq!(decode(record.id, fields, now).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn an_owner_needs_both_fields_and_a_valid_name() {
+        let expires = far_future();
+        let base = [
+            ("version", "1"),
+            ("created_at", "1"),
+            ("expires_at", expires.as_str()),
+        ];
+        for owner in [
+            &[("owner", "ada")][..],
+            &[("owner_until", expires.as_str())],
+            &[("owner", "ada"), ("owner_until", "soon")],
+            &[("owner", ""), ("owner_until", expires.as_str())],
+        ] {
+            let fields = pairs(&[&base[..], owner].concat());
+            assert!(
+                decode(SessionId::generate(), fields, SystemTime::now()).is_err(),
+                "{owner:?}"
+            );
+        }
+        let fields = pairs(&base);
+        let record = decode(SessionId::generate(), fields, SystemTime::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.owner, None);
     }
 
     #[test]

@@ -17,12 +17,21 @@
 //! version      3
 //! created_at   1764000000000          (ms since the Unix epoch)
 //! expires_at   1764001800000          (ms; also the key's PEXPIREAT)
+//! owner        user-42                (only for a session with an owner)
+//! owner_until  1764086400000          (ms; the owner's until, with owner)
 //! d:user       "ada"                  (each value as JSON text)
 //! d:cart       {"items":[1,2]}
 //! ```
 //!
 //! Values stay JSON in their own fields, so another service can read one with
 //! `HGET session:<id> d:user`. Redis expires the key itself at `expires_at`.
+//!
+//! A session with an [`Owner`](session_core::Owner) is also a member of its
+//! owner's index, a sorted set per owner under `<prefix>owner:<name>`: the
+//! member is the session id, the score the owner's `until` (ms). Writing an
+//! entry drops the entries whose `until` has passed and sets the key's
+//! `PEXPIREAT` to its highest score, so an index outlives its sessions by
+//! nothing and never needs a sweeper.
 //!
 //! ## The contract, on Redis
 //! - **`load`** is one `HGETALL`. An absent key, or one past its
@@ -37,10 +46,27 @@
 //!   session back.
 //! - **`touch`** is one Lua script that moves `expires_at` and `PEXPIREAT`,
 //!   and nothing else.
-//! - Every script touches only its one key, so all of it runs on Cluster.
+//! - **Owners.** `create` of a session with an owner, and a `commit` that
+//!   gives it a new one, also write the entry in the owner's index; nothing
+//!   else touches the index, because an owner's `until` never moves.
+//!   **`delete_by_owner`** reads the owner's live entries and ends each
+//!   session whose hash still names that owner, with one script per session
+//!   sent all at once: three round trips, however many sessions. A commit
+//!   racing it finds its session `Missing`.
+//! - **Cluster: per-node handling.** Every script touches one key, except
+//!   that on standalone and Sentinel the scripts that write an owner's
+//!   entry also take the index key, so the session and its entry change in
+//!   one step. On Cluster the index and the session hash to different slots,
+//!   so the store writes the index entry first with a script of its own, on
+//!   its own node, then the session: a session with an owner is never live
+//!   unindexed. It does not pin the keys together with hash tags, because a
+//!   session's key must be computable from its id alone, and the id does
+//!   not name its owner. The cost is one more round trip when an owner is
+//!   set, on Cluster only (see [`RedisStore`]).
 //!
 //! A request that only reads costs one Redis command (`HGETALL`); one that
-//! writes costs two (`HGETALL`, then `EVALSHA`).
+//! writes costs two (`HGETALL`, then `EVALSHA`), owner or not, except on
+//! Cluster when it sets a new owner (three).
 //!
 //! ## Errors
 //! | Redis says | kind |
@@ -60,8 +86,12 @@
 //!   them. Configure `min-replicas-to-write` on the servers if that matters
 //!   more than availability.
 //! - **Clocks.** Redis expires keys by its own clock; `load` also checks
-//!   `expires_at` against this server's. Keep the clocks in sync (NTP), as
-//!   for any expiry shared between machines.
+//!   `expires_at` against this server's, and the owner index is pruned and
+//!   read by this server's. Keep the clocks in sync (NTP), as for any expiry
+//!   shared between machines.
+//! - **Owners need Redis 6.2** or later (`ZADD GT`). A session must not
+//!   live past its owner's `until` (the manager caps `expires_at` at it):
+//!   past it, the index no longer names the session.
 //! - **TLS** (`rediss://`) needs the redis crate's TLS support, which this
 //!   crate leaves off so that plain deployments build no TLS stack. Add
 //!   `redis = { version = "1", features = ["tokio-rustls-comp"] }` and a
@@ -79,6 +109,7 @@ pub mod codec;
 mod config;
 mod error;
 mod hash;
+mod index;
 mod script;
 mod store;
 mod topology;

@@ -1,7 +1,11 @@
-//! The Lua scripts behind `create`, `commit` and `touch`.
+//! The Lua scripts behind `create`, `commit`, `touch` and `delete_by_owner`.
 //!
-//! Each runs as one atomic step on the one key it names in `KEYS[1]`, so it
-//! also runs unchanged on Redis Cluster. They are sent as `EVALSHA`; a server
+//! Each runs as one atomic step on the session key it names in `KEYS[1]`.
+//! `create` and `commit` also take the owner's index as `KEYS[2]` when they
+//! index a new owner, so the session and its index entry change together;
+//! on Redis Cluster those two keys sit in different slots, so the store
+//! runs `index_owner` on the index alone first and passes no `KEYS[2]`
+//! (see the store's docs). They are sent as `EVALSHA`; a server
 //! that has not seen one yet (a restart, a failover, a new cluster node)
 //! answers `NOSCRIPT`, and the call is repeated once as `EVAL`, which also
 //! caches the script there.
@@ -17,9 +21,10 @@ pub(crate) struct Script {
     sha: String,
 }
 
+/// The source of a script: the prelude, then each file in turn.
 macro_rules! script {
-    ($file:literal) => {
-        concat!(include_str!("lua/prelude.lua"), include_str!($file))
+    ($($file:literal),+) => {
+        concat!(include_str!("lua/prelude.lua"), $(include_str!($file)),+)
     };
 }
 
@@ -31,14 +36,16 @@ impl Script {
         }
     }
 
-    /// Stores a new record unless the key is taken: 1 stored, 0 taken.
+    /// Stores a new record unless the key is taken, and indexes its owner:
+    /// 1 stored, 0 taken.
     pub(crate) fn create() -> Self {
-        Self::new(script!("lua/create.lua"))
+        Self::new(script!("lua/index.lua", "lua/create.lua"))
     }
 
-    /// Applies `Changes`: the new version, or nil for a missing session.
+    /// Applies `Changes`, the owner included: the new version, or nil for a
+    /// missing session.
     pub(crate) fn commit() -> Self {
-        Self::new(script!("lua/commit.lua"))
+        Self::new(script!("lua/index.lua", "lua/commit.lua"))
     }
 
     /// Moves the expiry: 1 live, 0 missing.
@@ -46,19 +53,30 @@ impl Script {
         Self::new(script!("lua/touch.lua"))
     }
 
-    /// `EVALSHA` of this script on `key` with `args`.
-    pub(crate) fn evalsha(&self, key: &str, args: &[Cow<'_, str>]) -> Cmd {
-        Self::invocation("EVALSHA", &self.sha, key, args)
+    /// Adds one entry to an owner's index on its own (Cluster): 1.
+    pub(crate) fn index_owner() -> Self {
+        Self::new(script!("lua/index.lua", "lua/index_owner.lua"))
+    }
+
+    /// Ends a session if it still has the named owner: 1 ended, 0 absent,
+    /// -1 another owner or none.
+    pub(crate) fn end_owned() -> Self {
+        Self::new(script!("lua/end_owned.lua"))
+    }
+
+    /// `EVALSHA` of this script on `keys` with `args`.
+    pub(crate) fn evalsha(&self, keys: &[&str], args: &[Cow<'_, str>]) -> Cmd {
+        Self::invocation("EVALSHA", &self.sha, keys, args)
     }
 
     /// `EVAL` of this script's source, for a server that lacks it.
-    pub(crate) fn eval(&self, key: &str, args: &[Cow<'_, str>]) -> Cmd {
-        Self::invocation("EVAL", self.source, key, args)
+    pub(crate) fn eval(&self, keys: &[&str], args: &[Cow<'_, str>]) -> Cmd {
+        Self::invocation("EVAL", self.source, keys, args)
     }
 
-    fn invocation(command: &str, script: &str, key: &str, args: &[Cow<'_, str>]) -> Cmd {
+    fn invocation(command: &str, script: &str, keys: &[&str], args: &[Cow<'_, str>]) -> Cmd {
         let mut cmd = redis::cmd(command);
-        cmd.arg(script).arg(1).arg(key);
+        cmd.arg(script).arg(keys.len()).arg(keys);
         for arg in args {
             cmd.arg(arg.as_ref());
         }
@@ -66,12 +84,14 @@ impl Script {
     }
 }
 
-/// The three scripts a store runs.
+/// The scripts a store runs.
 #[derive(Debug)]
 pub(crate) struct Scripts {
     pub(crate) create: Script,
     pub(crate) commit: Script,
     pub(crate) touch: Script,
+    pub(crate) index_owner: Script,
+    pub(crate) end_owned: Script,
 }
 
 impl Scripts {
@@ -80,6 +100,8 @@ impl Scripts {
             create: Script::create(),
             commit: Script::commit(),
             touch: Script::touch(),
+            index_owner: Script::index_owner(),
+            end_owned: Script::end_owned(),
         }
     }
 }

@@ -8,15 +8,18 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use redis::RedisResult;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, Stamp, StoreError,
+    Changes, Committed, Created, ErrorKind, Owner, Record, SessionId, SessionStore, Stamp,
+    StoreError,
 };
 
 use crate::{
     error::store_error,
     hash::{self, data_field, millis},
-    script::Scripts,
+    index::{self, Outcome},
+    script::{Script, Scripts},
     topology::Connection,
     RedisConfig,
 };
@@ -25,20 +28,57 @@ use crate::{
 /// [`RedisConfig`].
 ///
 /// Each session is one hash under `<prefix><id>` (see the crate docs for its
-/// fields) that Redis itself expires with `PEXPIREAT`.
+/// fields) that Redis itself expires with `PEXPIREAT`. A session with an
+/// [`Owner`] is also a member of its owner's index, a sorted set under
+/// `<prefix>owner:<name>` scored by the owner's `until`, which
+/// [`delete_by_owner`](SessionStore::delete_by_owner) reads.
 ///
 /// | operation | Redis work | round trips |
 /// |---|---|---|
 /// | `load` | `HGETALL` | 1 |
 /// | `create` | Lua: `EXISTS`, `HSET`, `PEXPIREAT` | 1 |
+/// | `create` with an owner | the same, plus on the index `ZADD`, `ZREMRANGEBYSCORE`, `ZRANGE`, `PEXPIREAT`: in the same script, or on Cluster in a script of its own first | 1 (Cluster: 2) |
 /// | `commit` | Lua: `HGET` (the version), `HDEL` (removals only), one `HSET` (values and `expires_at`), `HINCRBY`, `PEXPIREAT` | 1 |
+/// | `commit` that sets a new owner | the same (the owner rides in the `HSET`), plus the index work of `create`, placed as there | 1 (Cluster: 2) |
+/// | `commit` that removes the owner | the same, plus `HDEL owner owner_until`; the index is left alone | 1 |
 /// | `touch` | Lua: `EXISTS`, `HSET`, `PEXPIREAT` | 1 |
 /// | `delete` | `UNLINK` | 1 |
+/// | `delete_by_owner` | `ZRANGEBYSCORE` (live entries), then per session a Lua `HGET owner` and `UNLINK` if it matches, all pipelined (on Cluster, to each session's node at once), then one `ZREM` of the settled entries | 3 however many sessions (1 when there are none) |
 ///
 /// Scripts go as `EVALSHA`, with one `EVAL` the first time a server has not
 /// seen them. Every operation is bounded by the
 /// [operation timeout](RedisConfig::with_operation_timeout) (default
-/// 500 ms), connecting included.
+/// 500 ms), connecting included; on Cluster and for `delete_by_owner` that
+/// bound covers all of the operation's round trips together.
+///
+/// # Owners
+/// An owner's index entry is written with the session, when it gets the
+/// owner, and never again: `until` does not move, so commits that keep the
+/// owner and `touch` cost exactly what they cost without owners.
+/// Standalone and Sentinel write the session and its index entry in one
+/// script, so the two never disagree.
+///
+/// On **Cluster** the index key and the session key hash to different slots
+/// (usually on different nodes), so no one script can write both. The store
+/// handles each node on its own rather than pinning keys together with hash
+/// tags, because a session's key must be computable from its id alone (every
+/// `load` starts from a cookie), and the id does not name its owner. It
+/// writes the index entry first, in a script of its own, then the session:
+/// a session with an owner is never live unindexed, and the only
+/// disagreement possible is an entry whose session was never written (a
+/// create that failed or found its id taken), which `delete_by_owner` skips
+/// (the session is absent, or names another owner) and which leaves with
+/// its score. For the same reason
+/// `delete_by_owner` on Cluster leaves the entries of absent sessions to
+/// their score instead of removing them: the session may be a create still
+/// on its way.
+///
+/// `delete_by_owner` ends a session only if its hash still names the owner,
+/// and a commit to an ended session answers `Missing`, so no commit brings
+/// one back. It relies on the session's `expires_at` never passing its
+/// owner's `until`, as [`SessionManager`](session_core::SessionManager)
+/// ensures: a session that outlived its entry would not be found. Owners
+/// need Redis 6.2 or later (`ZADD GT`).
 ///
 /// Cloning is cheap and clones share one connection.
 ///
@@ -121,6 +161,39 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         bounded(operation, self.operation_timeout, call).await
     }
+
+    /// Runs `script` on `key` with `first_args`, then `rest`, and adds
+    /// `entry` to its owner's index.
+    ///
+    /// Standalone and Sentinel do both in `script`, which takes the index as
+    /// `KEYS[2]` and the entry's arguments between `first_args` and `rest`.
+    /// On Cluster the index is written first, by a script of its own, and
+    /// `script` gets neither: see "Owners" in the type's docs.
+    async fn run_indexed<'a, T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        entry: Option<&'a index::Entry>,
+        first_args: Vec<Cow<'a, str>>,
+        rest: impl IntoIterator<Item = Cow<'a, str>>,
+    ) -> RedisResult<T> {
+        let mut args = first_args;
+        let mut keys = vec![key];
+        match entry {
+            Some(entry) if self.connection.splits_slots() => {
+                self.connection
+                    .run_script::<()>(&self.scripts.index_owner, &[&entry.key], &entry.args)
+                    .await?;
+            }
+            Some(entry) => {
+                keys.push(&entry.key);
+                args.extend(entry.args.iter().cloned());
+            }
+            None => {}
+        }
+        args.extend(rest);
+        self.connection.run_script(script, &keys, &args).await
+    }
 }
 
 /// Runs `call`, mapping its error and failing with `Timeout` past `limit`.
@@ -129,10 +202,23 @@ async fn bounded<T>(
     limit: Duration,
     call: impl Future<Output = RedisResult<T>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(|err| store_error(operation, err)),
-        Err(elapsed) => Err(StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed)),
-    }
+    within(operation, limit, async {
+        call.await.map_err(|err| store_error(operation, err))
+    })
+    .await
+}
+
+/// Runs `call`, failing with `Timeout` past `limit`.
+async fn within<T>(
+    operation: &'static str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|elapsed| {
+            Err(StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed))
+        })
 }
 
 #[async_trait]
@@ -168,13 +254,20 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let mut args = vec![Cow::Owned(millis(record.expires_at).to_string())];
-        args.extend(hash::record_fields(record));
+        let entry = record
+            .owner
+            .as_ref()
+            .map(|owner| index::Entry::new(&self.prefix, &record.id, owner, SystemTime::now()));
         let stored: u8 = self
             .run(
                 "create",
-                self.connection
-                    .run_script(&self.scripts.create, &self.key(&record.id), &args),
+                self.run_indexed(
+                    &self.scripts.create,
+                    &self.key(&record.id),
+                    entry.as_ref(),
+                    vec![Cow::Owned(millis(record.expires_at).to_string())],
+                    hash::record_fields(record),
+                ),
             )
             .await?;
         Ok(if stored == 1 {
@@ -192,20 +285,49 @@ impl SessionStore for RedisStore {
     ) -> Result<Committed, StoreError> {
         let removals = changes.removals();
         let sets = changes.sets();
-        let mut args: Vec<Cow<'_, str>> = Vec::with_capacity(3 + removals.len() + 2 * sets.len());
-        args.push(Cow::Owned(millis(expires_at).to_string()));
-        args.push(Cow::Borrowed(if changes.clears() { "1" } else { "0" }));
-        args.push(Cow::Owned(removals.len().to_string()));
-        args.extend(removals.iter().map(|key| Cow::Owned(data_field(key))));
+        // An owner change travels as ordinary field removals and sets; only
+        // a new owner needs an index entry.
+        let (owner_removals, owner_sets, entry) = match changes.owner() {
+            None => (&[][..], None, None),
+            Some(None) => (&hash::OWNER_FIELDS[..], None, None),
+            Some(Some(owner)) => (
+                &[][..],
+                Some(hash::owner_fields(owner)),
+                Some(index::Entry::new(
+                    &self.prefix,
+                    id,
+                    owner,
+                    SystemTime::now(),
+                )),
+            ),
+        };
+        let mut tail: Vec<Cow<'_, str>> =
+            Vec::with_capacity(1 + removals.len() + owner_removals.len() + 2 * sets.len() + 4);
+        tail.push(Cow::Owned(
+            (removals.len() + owner_removals.len()).to_string(),
+        ));
+        tail.extend(removals.iter().map(|key| Cow::Owned(data_field(key))));
+        tail.extend(owner_removals.iter().map(|&field| Cow::Borrowed(field)));
         for (key, value) in sets {
-            args.push(Cow::Owned(data_field(key)));
-            args.push(Cow::Borrowed(value.as_str()));
+            tail.push(Cow::Owned(data_field(key)));
+            tail.push(Cow::Borrowed(value.as_str()));
         }
+        tail.extend(owner_sets.into_iter().flatten());
+        // Room for the index entry's arguments and the tail, so the
+        // arguments are allocated once.
+        let mut head = Vec::with_capacity(2 + 3 + tail.len());
+        head.push(Cow::Owned(millis(expires_at).to_string()));
+        head.push(Cow::Borrowed(if changes.clears() { "1" } else { "0" }));
         let version: Option<u64> = self
             .run(
                 "commit",
-                self.connection
-                    .run_script(&self.scripts.commit, &self.key(id), &args),
+                self.run_indexed(
+                    &self.scripts.commit,
+                    &self.key(id),
+                    entry.as_ref(),
+                    head,
+                    tail,
+                ),
             )
             .await?;
         Ok(version.map_or(Committed::Missing, |version| Committed::Applied { version }))
@@ -217,7 +339,7 @@ impl SessionStore for RedisStore {
             .run(
                 "touch",
                 self.connection
-                    .run_script(&self.scripts.touch, &self.key(id), &args),
+                    .run_script(&self.scripts.touch, &[&self.key(id)], &args),
             )
             .await?;
         Ok(live == 1)
@@ -231,6 +353,82 @@ impl SessionStore for RedisStore {
                 .query(redis::cmd("UNLINK").arg(self.key(id))),
         )
         .await
+    }
+
+    /// One `ZRANGEBYSCORE` of the owner's live entries, one `end_owned`
+    /// script per session (sent together, so they cost about one round
+    /// trip), and one `ZREM` of the entries settled: see the type's docs.
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        const OPERATION: &str = "delete_by_owner";
+        if Owner::check_name(owner).is_err() {
+            // No session can have been given this name.
+            return Ok(0);
+        }
+        let index_key = index::key(&self.prefix, owner);
+        let redis_error = |err| store_error(OPERATION, err);
+        let corrupt = |err| StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err);
+        within(OPERATION, self.operation_timeout, async {
+            // Entries past their until name sessions that must be gone.
+            let members: Vec<Vec<u8>> = self
+                .connection
+                .query(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&index_key)
+                        .arg(millis(SystemTime::now()))
+                        .arg("+inf"),
+                )
+                .await
+                .map_err(redis_error)?;
+            let ids = members
+                .iter()
+                .map(|member| index::member_id(member))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(corrupt)?;
+            let name = [Cow::Borrowed(owner)];
+            let answers: Vec<i64> = try_join_all(ids.iter().map(|id| {
+                let key = self.key(id);
+                let name = &name;
+                async move {
+                    self.connection
+                        .run_script(&self.scripts.end_owned, &[&key], name)
+                        .await
+                }
+            }))
+            .await
+            .map_err(redis_error)?;
+
+            let mut ended = 0;
+            let mut settled = Vec::with_capacity(members.len());
+            for (member, answer) in members.iter().zip(answers) {
+                match Outcome::try_from(answer).map_err(corrupt)? {
+                    Outcome::Ended => {
+                        ended += 1;
+                        settled.push(member);
+                    }
+                    // On Cluster an absent session may be a create whose
+                    // index entry went first; removing the entry would
+                    // leave that session unindexed. Its score removes it.
+                    Outcome::Absent if !self.connection.splits_slots() => settled.push(member),
+                    // A session that moved to another owner may move back;
+                    // its entry must stay.
+                    Outcome::Absent | Outcome::Kept => {}
+                }
+            }
+            if !settled.is_empty() {
+                let _: u64 = self
+                    .connection
+                    .query(redis::cmd("ZREM").arg(&index_key).arg(settled))
+                    .await
+                    .map_err(redis_error)?;
+            }
+            Ok(ended)
+        })
+        .await
+    }
+
+    /// Always: every topology indexes owners (Cluster node by node).
+    fn indexes_owners(&self) -> bool {
+        true
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -121,17 +121,24 @@ impl Connection {
         }
     }
 
-    /// Runs `script` on `key`: `EVALSHA`, then `EVAL` once if the server
+    /// Whether keys in different hash slots may sit on different servers,
+    /// so that one script cannot touch both (`CROSSSLOT`). Only on Cluster:
+    /// Sentinel, like a single server, keeps every key on one master.
+    pub(crate) fn splits_slots(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// Runs `script` on `keys`: `EVALSHA`, then `EVAL` once if the server
     /// does not have the script cached.
     pub(crate) async fn run_script<T: FromRedisValue>(
         &self,
         script: &Script,
-        key: &str,
+        keys: &[&str],
         args: &[Cow<'_, str>],
     ) -> RedisResult<T> {
-        match self.query(&script.evalsha(key, args)).await {
+        match self.query(&script.evalsha(keys, args)).await {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.query(&script.eval(key, args)).await
+                self.query(&script.eval(keys, args)).await
             }
             result => result,
         }

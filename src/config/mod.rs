@@ -687,6 +687,9 @@ impl SessionStore for Unbuilt {
     async fn delete(&self, _: &SessionId) -> Result<(), StoreError> {
         Err(StoreError::unsupported("delete"))
     }
+    async fn delete_by_owner(&self, _: &str) -> Result<u64, StoreError> {
+        Err(StoreError::unsupported("delete_by_owner"))
+    }
 }
 
 #[cfg(test)]

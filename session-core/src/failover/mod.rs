@@ -391,6 +391,51 @@ impl SessionStore for FailoverStore {
         self.inner.delete_both(id).await
     }
 
+    /// Ends the owner's sessions in both stores at once, in either mode: a
+    /// session created on the secondary during an outage is as much the
+    /// user's as one on the primary. Succeeds only when both stores did it;
+    /// an outage of either (or a store that cannot index owners) is
+    /// returned as the error, after the other store has ended its share, so
+    /// the caller retries until it succeeds. Unlike a single delete it is
+    /// not replayed later: the store that was down cannot be asked which
+    /// ids it holds until it is back.
+    ///
+    /// Both stores must index owners; otherwise it answers
+    /// [`ErrorKind::Unsupported`] before touching either.
+    ///
+    /// The count is the larger of the two stores' counts in mirror mode
+    /// (both hold copies of the same sessions) and their sum in standby mode
+    /// (a session lives in one of them).
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        if !self.indexes_owners() {
+            return Err(StoreError::unsupported("delete_by_owner"));
+        }
+        let (primary, secondary) = tokio::join!(
+            inner.call(
+                &inner.primary,
+                "delete_by_owner",
+                inner.primary.store.delete_by_owner(owner)
+            ),
+            inner.call(
+                &inner.secondary,
+                "delete_by_owner",
+                inner.secondary.store.delete_by_owner(owner)
+            ),
+        );
+        match (primary?, secondary?) {
+            (Reply::Answer(primary), Reply::Answer(secondary)) => Ok(match inner.mode {
+                FailoverMode::Mirror => primary.max(secondary),
+                FailoverMode::Standby => primary + secondary,
+            }),
+            (Reply::Down(err), _) | (_, Reply::Down(err)) => Err(err),
+        }
+    }
+
+    fn indexes_owners(&self) -> bool {
+        self.inner.primary.store.indexes_owners() && self.inner.secondary.store.indexes_owners()
+    }
+
     /// Healthy while either store is: that is what keeps sessions served.
     async fn health(&self) -> Result<(), StoreError> {
         let inner = &self.inner;

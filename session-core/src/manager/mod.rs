@@ -111,6 +111,47 @@ impl SessionManager {
         Session::new(Arc::clone(&self.shared), cookie)
     }
 
+    /// Ends every session of `owner` on every server ("log this user out
+    /// everywhere", after a password change or a ban) and returns how many
+    /// the store ended. Sessions get an owner from
+    /// [`Session::set_owner`]; a request from an ended session gets a fresh
+    /// session, as after a logout.
+    ///
+    /// The store is asked until a pass ends nothing, at most
+    /// [`END_ALL_PASSES`](Self::END_ALL_PASSES) times: a session that was
+    /// changing id ([`Session::cycle_id`]) while the first pass ran is
+    /// indexed under its new id before it checks the old one, so the next
+    /// pass finds it. Each pass runs under the operation timeout. The cost
+    /// per pass depends on the store (see its docs): about one round trip
+    /// plus one per session ended.
+    ///
+    /// # Errors
+    /// The store's error: [`ErrorKind::Unsupported`] when it cannot index
+    /// owners (Memcached), or an outage. Sessions ended by earlier passes
+    /// stay ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use session_core::{Key, MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
+    /// let session = manager.start(std::iter::empty());
+    /// session.set_owner("user-42").await.unwrap();
+    /// let _ = session.finish().await;
+    /// assert_eq!(manager.end_all_for("user-42").await.unwrap(), 1);
+    /// assert_eq!(manager.end_all_for("user-42").await.unwrap(), 0);
+    /// # }
+    /// ```
+    pub async fn end_all_for(&self, owner: &str) -> Result<u64, StoreError> {
+        end_all_for(&self.shared, owner).await
+    }
+
+    /// The most passes [`end_all_for`](Self::end_all_for) makes. Each pass
+    /// after the first only finds sessions that changed id while the one
+    /// before ran; four leaves room for a client cycling ids as fast as it
+    /// can.
+    pub const END_ALL_PASSES: usize = 4;
+
     /// The cookie codec, for adapters and tests that need the cookie's name.
     #[must_use]
     pub fn codec(&self) -> &CookieCodec {
@@ -290,6 +331,25 @@ impl Shared {
     fn is_live(&self, now: SystemTime, created_at: SystemTime, expires_at: SystemTime) -> bool {
         expires_at > now && created_at + self.absolute_timeout > now
     }
+}
+
+async fn end_all_for(shared: &Shared, owner: &str) -> Result<u64, StoreError> {
+    if crate::Owner::check_name(owner).is_err() {
+        // No session can have been given this name, so there is nothing to end.
+        return Ok(0);
+    }
+    let mut ended = 0;
+    for _ in 0..SessionManager::END_ALL_PASSES {
+        let pass = shared
+            .call("delete_by_owner", shared.store.delete_by_owner(owner))
+            .await?;
+        ended += pass;
+        if pass == 0 {
+            break;
+        }
+    }
+    tracing::info!(sessions.ended = ended, "ended every session of one owner");
+    Ok(ended)
 }
 
 fn log_store_error(err: &StoreError, what: &'static str) {

@@ -7,7 +7,8 @@ use tokio::sync::Mutex;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
-    cookie::Verified, Changes, Committed, Created, Data, ErrorKind, Record, SessionId, StoreError,
+    cookie::Verified, Changes, Committed, Created, Data, ErrorKind, Owner, OwnerError, Record,
+    SessionId, StoreError,
 };
 
 /// How many fresh ids `create` tries before giving up. With 128-bit random ids
@@ -45,6 +46,9 @@ pub enum SessionError {
     /// handler spawned); the change would be lost, so it is refused.
     #[error("session used after its response was sent; the change is not saved")]
     Finished,
+    /// [`Session::set_owner`] was given a name that cannot be an owner.
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
 }
 
 impl SessionError {
@@ -107,6 +111,10 @@ struct State {
     next_id: Option<SessionId>,
     /// An id `destroy` ended; deleted at finish.
     destroyed: Option<SessionId>,
+    /// The owner as loaded, with the `until` it was indexed with.
+    loaded_owner: Option<Owner>,
+    /// The owner's name as this request sees it.
+    owner: Option<String>,
     /// The cookie named a session the store does not have (any more).
     stale_cookie: bool,
 }
@@ -231,8 +239,9 @@ impl Session {
         Ok(value)
     }
 
-    /// Removes every key. The session itself (its id and lifetime) stays; use
-    /// [`destroy`](Self::destroy) to end it.
+    /// Removes every key and the [owner](Self::set_owner). The session
+    /// itself (its id and lifetime) stays; use [`destroy`](Self::destroy) to
+    /// end it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -247,6 +256,8 @@ impl Session {
         let mut state = self.loaded_state().await?;
         state.ensure_open()?;
         state.data.clear();
+        // A cleared session belongs to no one.
+        state.owner = None;
         if state.base.is_some() {
             state.changes.clear();
         } else {
@@ -308,6 +319,97 @@ impl Session {
             ..State::default()
         };
         Ok(())
+    }
+
+    /// Records that the session belongs to `owner` (a user id, say), so that
+    /// [`SessionManager::end_all_for`](crate::SessionManager::end_all_for)
+    /// and [`log_out_everywhere`](Self::log_out_everywhere) can end it along
+    /// with every other session of that owner. Call it at login, next to
+    /// [`cycle_id`](Self::cycle_id).
+    ///
+    /// Setting the owner a session already has costs nothing. A new session
+    /// with an owner is stored even if it holds no data. The owner keeps the
+    /// session's absolute deadline, so the store's index needs no update
+    /// when a later request slides the expiry.
+    ///
+    /// # Errors
+    /// [`SessionError::Owner`] for an empty name or one over
+    /// [`Owner::MAX_LEN`] bytes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
+    /// session.cycle_id().await.unwrap();
+    /// session.set_owner("user-42").await.unwrap();
+    /// assert_eq!(session.owner().await.unwrap().as_deref(), Some("user-42"));
+    /// assert!(session.set_owner("").await.is_err());
+    /// # }
+    /// ```
+    pub async fn set_owner(&self, owner: impl Into<String>) -> Result<(), SessionError> {
+        let owner = owner.into();
+        Owner::check_name(&owner)?;
+        let mut state = self.loaded_state().await?;
+        state.ensure_open()?;
+        if state.owner.as_deref() == Some(owner.as_str()) {
+            return Ok(());
+        }
+        if state.base.is_none() && state.next_id.is_none() {
+            state.next_id = Some(SessionId::generate());
+        }
+        state.owner = Some(owner);
+        Ok(())
+    }
+
+    /// Records that the session belongs to no one any more.
+    pub async fn clear_owner(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded_state().await?;
+        state.ensure_open()?;
+        state.owner = None;
+        Ok(())
+    }
+
+    /// The name of the session's owner, if it has one.
+    pub async fn owner(&self) -> Result<Option<String>, SessionError> {
+        let state = self.loaded_state().await?;
+        Ok(state.owner.clone())
+    }
+
+    /// "Log out everywhere": ends every session of this session's owner, on
+    /// every server, this one included, and tells the browser to drop the
+    /// cookie. Returns how many sessions the store ended. A session with no
+    /// owner is only [destroyed](Self::destroy), and 0 is returned.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`] when the store fails or cannot index
+    /// owners ([`ErrorKind::Unsupported`]); nothing is ended then, and the
+    /// session is left as it was.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
+    /// for _ in 0..2 {
+    ///     let laptop = manager.start(std::iter::empty());
+    ///     laptop.set_owner("user-42").await.unwrap();
+    ///     let _ = laptop.finish().await;
+    /// }
+    /// let phone = manager.start(std::iter::empty());
+    /// phone.set_owner("user-42").await.unwrap();
+    /// let _ = phone.finish().await;
+    /// assert_eq!(manager.end_all_for("user-42").await.unwrap(), 3);
+    /// # }
+    /// ```
+    pub async fn log_out_everywhere(&self) -> Result<u64, SessionError> {
+        let owner = self.owner().await?;
+        let ended = match owner {
+            Some(owner) => super::end_all_for(&self.inner.shared, &owner)
+                .await
+                .map_err(SessionError::Unavailable)?,
+            None => 0,
+        };
+        self.destroy().await?;
+        Ok(ended)
     }
 
     /// The id the session will have once this request is written: `None` for
@@ -378,6 +480,8 @@ impl Session {
                     version: record.version,
                 });
                 state.data = record.data;
+                state.owner = record.owner.as_ref().map(|owner| owner.name.clone());
+                state.loaded_owner = record.owner;
             }
             Ok(_) => {
                 tracing::debug!(
@@ -428,10 +532,11 @@ impl Session {
         if let Some(base) = state.base {
             return self.write_existing(state, base, now).await;
         }
-        if !state.data.is_empty() {
+        if !state.data.is_empty() || state.owner.is_some() {
             let id = state.next_id.unwrap_or_else(SessionId::generate);
             let expires_at = shared.deadline(now, now);
-            let record = Record::new(id, mem::take(&mut state.data), now, expires_at);
+            let mut record = Record::new(id, mem::take(&mut state.data), now, expires_at);
+            record.owner = state.owner_at_write(shared, now);
             let id = self.create(record).await?;
             return Ok(Some(self.cookie_for(&id, expires_at, now)));
         }
@@ -449,7 +554,13 @@ impl Session {
         now: SystemTime,
     ) -> Result<Option<String>, StoreError> {
         let shared = &self.inner.shared;
-        let expires_at = shared.deadline(now, base.created_at);
+        let owner = state.owner_at_write(shared, base.created_at);
+        // The session must not outlive its owner's index entry.
+        let expires_at = owner
+            .as_ref()
+            .map_or(shared.deadline(now, base.created_at), |owner| {
+                shared.deadline(now, base.created_at).min(owner.until)
+            });
 
         if let Some(next_id) = state.next_id {
             let mut record = Record::new(
@@ -459,11 +570,19 @@ impl Session {
                 expires_at,
             );
             record.version = base.version + 1;
+            record.owner = owner;
             // Create first: if the delete then fails, the user keeps a working
             // old session and the new record simply expires unused.
             let id = self.create(record).await?;
+            if state.loaded_owner.is_some() && !self.still_live(&base.id, &id).await? {
+                return Ok(Some(shared.codec.removal()));
+            }
             shared.call("delete", shared.store.delete(&base.id)).await?;
             return Ok(Some(self.cookie_for(&id, expires_at, now)));
+        }
+
+        if state.owner.as_deref() != state.loaded_owner.as_ref().map(|o| o.name.as_str()) {
+            state.changes.set_owner(owner);
         }
 
         if !state.changes.is_empty() {
@@ -502,6 +621,30 @@ impl Session {
                 Ok(self.refreshed_cookie(&base.id, base.expires_at, now))
             }
         }
+    }
+
+    /// Whether the session being cycled away from (`old`) is still live after
+    /// its copy `new` was created. If "log out everywhere" ended it in the
+    /// meantime, the copy is deleted too: ending a user's sessions must not
+    /// miss one because it was changing id at that moment. The copy was
+    /// indexed before this check, so an end-all that ends `old` after the
+    /// check finds the copy on its next pass (see
+    /// [`SessionManager::end_all_for`](crate::SessionManager::end_all_for)).
+    async fn still_live(&self, old: &SessionId, new: &SessionId) -> Result<bool, StoreError> {
+        let shared = &self.inner.shared;
+        if shared
+            .call("stamp", shared.store.stamp(old))
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        tracing::info!(
+            session.id = ?old,
+            "session was ended while its id was being cycled; ending the new id too"
+        );
+        shared.call("delete", shared.store.delete(new)).await?;
+        Ok(false)
     }
 
     /// Creates `record`, drawing a new id if its id is taken.
@@ -543,6 +686,20 @@ impl State {
             Phase::Finished => Err(SessionError::Finished),
             _ => Ok(()),
         }
+    }
+
+    /// The owner to write for a session created at `created_at`: the loaded
+    /// one when the name is unchanged (its `until` stays), else a new one
+    /// lasting to the session's absolute deadline.
+    fn owner_at_write(&self, shared: &Shared, created_at: SystemTime) -> Option<Owner> {
+        let name = self.owner.as_ref()?;
+        if let Some(loaded) = self.loaded_owner.as_ref().filter(|o| &o.name == name) {
+            return Some(loaded.clone());
+        }
+        Some(Owner {
+            name: name.clone(),
+            until: created_at + shared.absolute_timeout,
+        })
     }
 
     fn remove(&mut self, key: &str) -> Option<String> {

@@ -31,6 +31,11 @@ impl StoreFactory for MemcachedFactory {
     fn expiry_resolution(&self) -> Duration {
         EXPIRY_RESOLUTION
     }
+
+    /// Memcached cannot hold an index it will not evict; see `MemcachedStore`.
+    fn indexes_owners(&self) -> bool {
+        false
+    }
 }
 
 /// Connects, failing the test with the reason if the servers are not there.

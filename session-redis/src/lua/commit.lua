@@ -1,16 +1,25 @@
 -- Applies one request's changes to a live session, as one atomic step.
 -- KEYS[1]            the session hash
+-- KEYS[2]            only when the session gets a new owner, and never on
+--                    Cluster (where the store indexes it first, on its
+--                    own): the new owner's index
 -- ARGV[1]            the new expires_at, ms since the Unix epoch
 -- ARGV[2]            '1' to delete every data field first, else '0'
--- ARGV[3]            n, how many data fields to delete
--- ARGV[4 … 3+n]      the data fields to delete
--- ARGV[4+n …]        data field, value, data field, value, …
+-- ARGV[3 … 5]        with KEYS[2] only: the session id, the new owner's
+--                    until and now (ms since the Unix epoch)
+-- ARGV[a]            n, how many fields to delete; a is 6 with KEYS[2],
+--                    else 3
+-- ARGV[a+1 … a+n]    the fields to delete (data fields; owner and
+--                    owner_until when the session loses its owner)
+-- ARGV[a+n+1 …]      field, value, field, value, … (data fields; owner and
+--                    owner_until when the session gets a new one)
 -- Returns the new version, or nil when no live session has this key: a
 -- commit never brings an expired or deleted session back.
 --
 -- Every command here runs on each write request, and Redis usually serves
 -- many app servers, so the common path is four commands: HGET, one HSET
--- (the values and expires_at together), HINCRBY, PEXPIREAT.
+-- (the values and expires_at together), HINCRBY, PEXPIREAT. An owner change
+-- travels in the same HDEL and HSET; only a new owner adds the index work.
 local version = redis.call('HGET', key, 'version')
 if not tonumber(version) then
   -- Rare: tell an absent session (nothing to commit to) from a corrupt one.
@@ -18,6 +27,11 @@ if not tonumber(version) then
     return false
   end
   return redis.error_reply('SESSIONCORRUPT the session hash has no integer version')
+end
+local at = 3
+if KEYS[2] then
+  index_owner(KEYS[2], ARGV[3], ARGV[4], ARGV[5])
+  at = 6
 end
 if ARGV[2] == '1' then
   local data_fields = {}
@@ -28,10 +42,10 @@ if ARGV[2] == '1' then
   end
   batched('HDEL', data_fields, 1, #data_fields)
 end
-local removals = tonumber(ARGV[3])
-batched('HDEL', ARGV, 4, 3 + removals)
+local removals = tonumber(ARGV[at])
+batched('HDEL', ARGV, at + 1, at + removals)
 local sets = {'expires_at', ARGV[1]}
-for i = 4 + removals, #ARGV do
+for i = at + 1 + removals, #ARGV do
   sets[#sets + 1] = ARGV[i]
 end
 batched('HSET', sets, 1, #sets)

@@ -38,3 +38,30 @@ pub(crate) fn standalone(url: String) -> RedisConfig {
 pub(crate) fn record(lifetime: Duration) -> Record {
     session_conformance::store::record_with(&[("k", "0")], lifetime)
 }
+
+/// `calls` per command name from `INFO commandstats` on `server`, as Redis
+/// counts them: commands that Lua scripts run inside Redis included.
+pub(crate) fn command_calls(
+    server: &session_conformance::testkit::RedisServer,
+) -> std::collections::BTreeMap<String, u64> {
+    server
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        // RESETSTAT resets before it counts itself; INFO is this probe.
+        .filter(|(name, _)| !matches!(name.as_str(), "config|resetstat" | "info"))
+        .collect()
+}
+
+/// Milliseconds since the Unix epoch, as Redis and the session hash write
+/// times.
+pub(crate) fn millis(time: std::time::SystemTime) -> String {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        .to_string()
+}
