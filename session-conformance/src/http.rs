@@ -299,6 +299,35 @@ async fn send(request: reqwest::RequestBuilder) -> Reply {
     }
 }
 
+/// A `GET` of `path` with `cookie` as the raw bytes of its `Cookie`
+/// header, over a fresh connection: the status, and the whole response as
+/// (lossy) text. Bounded by a 10 s timeout.
+async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: ").into_bytes();
+        request.extend_from_slice(cookie);
+        request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        stream.write_all(&request).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the server answers within 10 s")
+        .expect("the server answers rather than dropping the connection");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, text)
+}
+
 fn session_id_of(cookie: &str) -> &str {
     let value = cookie.split_once('=').map_or("", |(_, value)| value);
     value.split('.').next().unwrap_or_default()
@@ -615,6 +644,129 @@ pub async fn bad_cookies_get_a_fresh_session(app: &dyn TestApp, factory: &dyn St
         );
     }
     world.get(&app, "/read", Some(&good)).await.assert_ok("1");
+}
+
+/// The hostile-input matrix: every cookie an attacker can send, each sent
+/// to a page that reads the session (`/whoami`). Each must get the answer a
+/// stranger gets, or a clean 4xx; never a 5xx, never someone else's
+/// session, and never a store write (the fresh session of a read-only page
+/// is not stored). The id inside a cookie that does not verify is never
+/// looked up, and an id the server never issued is never created, even when
+/// its cookie is validly signed (strict mode).
+pub async fn hostile_cookies_get_a_fresh_session_and_touch_no_one_elses(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let app = world
+        .serve(world.manager().absolute_timeout(Duration::from_secs(3600)))
+        .await;
+    let victim = world.get(&app, "/login", None).await.issued();
+    let name = victim.split('=').next().unwrap().to_owned();
+    let value = victim.split_once('=').unwrap().1.to_owned();
+    let victim_id = SessionId::decode(session_id_of(&victim)).unwrap();
+
+    // Cookies that were valid once.
+    let logged_out = world.get(&app, "/login", None).await.issued();
+    let _ = world.get(&app, "/logout", Some(&logged_out)).await;
+    let before_cycle = world.get(&app, "/login", None).await.issued();
+    let _ = world
+        .get(&app, "/login", Some(&before_cycle))
+        .await
+        .issued();
+
+    let codec = |config: CookieConfig, keys: KeyRing| CookieCodec::new(config, keys).unwrap();
+    let ours = codec(CookieConfig::default(), world.key.clone().into());
+    let stranger = codec(CookieConfig::default(), KeyRing::new(Key::generate()));
+    let other_name = codec(
+        CookieConfig::default().with_name("other"),
+        world.key.clone().into(),
+    );
+    let never_issued = SessionId::generate();
+    let mut forged = value.clone();
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.replace_range(forged.len() - 1.., last);
+    let mut huge = String::with_capacity(100 * 1024 + 64);
+    while huge.len() < 100 * 1024 {
+        huge.push_str(&format!("{name}={}; ", "A".repeat(500)));
+    }
+
+    let matrix: Vec<(&str, Vec<u8>)> = vec![
+        ("a forged HMAC", format!("{name}={forged}").into_bytes()),
+        (
+            "an HMAC by another key",
+            format!("{name}={}", stranger.sign(&victim_id)).into_bytes(),
+        ),
+        (
+            "a cookie signed for another cookie name",
+            format!("{name}={}", other_name.sign(&victim_id)).into_bytes(),
+        ),
+        (
+            "a replayed cookie after logout",
+            logged_out.clone().into_bytes(),
+        ),
+        (
+            "a replayed cookie after cycle_id",
+            before_cycle.clone().into_bytes(),
+        ),
+        (
+            "an id the server never issued, validly signed",
+            format!("{name}={}", ours.sign(&never_issued)).into_bytes(),
+        ),
+        (
+            "many session cookies in one header",
+            format!("{name}={forged}; {name}=x; {name}=; {name}=%00; {name}={forged}; {name}=y")
+                .into_bytes(),
+        ),
+        ("a 100 KB cookie header", huge.into_bytes()),
+        (
+            "non-UTF-8 bytes",
+            [format!("{name}=").as_bytes(), b"\xff\xfe\x80"].concat(),
+        ),
+        (
+            "null bytes",
+            [format!("{name}=").as_bytes(), b"a\x00b", b".\x00"].concat(),
+        ),
+        (
+            "bad base64 padding",
+            format!("{name}={value}==").into_bytes(),
+        ),
+        (
+            "standard base64, not base64url",
+            format!("{name}={}+/", &value[..value.len() - 2]).into_bytes(),
+        ),
+    ];
+    world.store.take_calls();
+    for (what, cookie) in &matrix {
+        // Raw bytes on a socket: an HTTP client library would refuse to send
+        // some of these (a null byte), and an attacker's would not.
+        let (status, head_and_body) = raw_get(app.addr(), "/whoami", cookie).await;
+        assert!(status < 500, "{what}: answered {status}");
+        if status == 200 {
+            assert!(
+                head_and_body.ends_with("anonymous"),
+                "{what}: served someone's session: {head_and_body}"
+            );
+        } else {
+            assert!((400..500).contains(&status), "{what}: answered {status}");
+        }
+        let calls = world.store.take_calls();
+        assert_eq!(calls.writes(), 0, "{what}: wrote to the store: {calls:?}");
+    }
+    assert_eq!(
+        world.store.load(&never_issued).await.unwrap(),
+        None,
+        "an id the server never issued was created"
+    );
+
+    // Past the absolute timeout a stolen cookie is dead, however active.
+    world.clock.advance(Duration::from_secs(3601));
+    world
+        .get(&app, "/whoami", Some(&victim))
+        .await
+        .assert_ok("anonymous");
+    world.clock.advance(Duration::ZERO);
+    assert_eq!(world.store.take_calls().writes(), 0);
 }
 
 /// After a key rotation a cookie signed with the old key still works, and

@@ -51,6 +51,7 @@ macro_rules! __http_scenarios {
             treat_as_empty_policy_serves_reads_during_an_outage,
             hung_store_answers_within_the_operation_timeout,
             log_out_everywhere_ends_the_users_sessions_on_every_server,
+            hostile_cookies_get_a_fresh_session_and_touch_no_one_elses,
         }
     };
 }

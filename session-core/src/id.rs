@@ -73,16 +73,23 @@ impl SessionId {
     /// Nobody holds a cookie for it, and finding the id it came from would
     /// take inverting SHA-256.
     pub(crate) fn derive(&self, domain: &str) -> Self {
+        Self::derive_from(domain, &self.0)
+    }
+
+    /// The id derived with SHA-256 from `bytes` under `domain`: where a
+    /// composite store keeps a marker about something that is not a session
+    /// (an owner's fence). Domains keep it apart from [`derive`](Self::derive)'s.
+    pub(crate) fn derive_from(domain: &str, bytes: &[u8]) -> Self {
         use sha2::{Digest as _, Sha256};
 
         let digest = Sha256::new()
             .chain_update(domain.as_bytes())
             .chain_update([0])
-            .chain_update(self.0)
+            .chain_update(bytes)
             .finalize();
-        let mut bytes = [0u8; ID_BYTES];
-        bytes.copy_from_slice(&digest[..ID_BYTES]);
-        Self(bytes)
+        let mut id = [0u8; ID_BYTES];
+        id.copy_from_slice(&digest[..ID_BYTES]);
+        Self(id)
     }
 }
 

@@ -38,7 +38,7 @@ struct Stored {
 /// when the session leaves the cache (the eviction listener), when their
 /// `until` has passed (swept on the next add for that owner), or when
 /// `delete_by_owner` takes them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct OwnerIndex {
     owners: Mutex<HashMap<String, HashMap<String, SystemTime>>>,
 }
@@ -148,11 +148,22 @@ impl ExpiresAt for Stored {
 /// assert_eq!(store.load(&record.id).await.unwrap(), Some(record));
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Arc<Stored>>,
     owners: Arc<OwnerIndex>,
     prefix: Arc<str>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    // moka's own Debug lists every entry: whole session ids (each one a
+    // bearer credential) and their data. A log line must show neither.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("prefix", &self.prefix)
+            .field("sessions", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Configures a [`MemoryStore`].

@@ -20,9 +20,17 @@ use crate::{
 /// let near = NearCache::with_max_bytes(16 * 1024 * 1024);
 /// # let _ = near;
 /// ```
-#[derive(Debug)]
 pub struct NearCache {
     cache: Cache<SessionId, Arc<Record>>,
+}
+
+impl std::fmt::Debug for NearCache {
+    // moka's own Debug lists every entry, session data included.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache")
+            .field("sessions", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bytes charged per entry on top of its keys and values: the record's

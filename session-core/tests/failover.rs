@@ -618,8 +618,9 @@ async fn ending_an_owner_reaches_both_stores_in_either_mode() {
 }
 
 /// With one store down the call fails, so the caller knows to retry, but
-/// the store that is up has already ended its share; the retry once both
-/// are up finishes the job.
+/// the store that is up has already ended its share, and its owner fence
+/// keeps the returning store's copy from being served or copied back; the
+/// retry once both are up finishes the job.
 #[tokio::test]
 async fn ending_an_owner_with_one_store_down_fails_and_the_retry_finishes() {
     let pair = Pair::new();
@@ -634,6 +635,12 @@ async fn ending_an_owner_with_one_store_down_fails_and_the_retry_finishes() {
 
     pair.secondary.set_fault(None);
     tokio::time::sleep(OPEN_FOR * 5).await;
+    assert!(pair.raw_secondary.load(&record.id).await.unwrap().is_some());
+    assert_eq!(
+        server.load(&record.id).await.unwrap(),
+        None,
+        "the returning store's copy of an ended session was served"
+    );
     let _ = server.delete_by_owner("ada").await.unwrap();
     assert_eq!(pair.raw_secondary.load(&record.id).await.unwrap(), None);
     assert_eq!(server.load(&record.id).await.unwrap(), None);

@@ -25,7 +25,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, TOMBSTONE_DOMAIN};
+use super::{
+    count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, OWNER_FENCE_DOMAIN,
+    TOMBSTONE_DOMAIN,
+};
 use crate::{Changes, Committed, Created, Data, Record, SessionId, StoreError};
 
 /// The widest two stores may disagree on when one session expires:
@@ -160,7 +163,9 @@ impl Inner {
     /// the other store's tombstone says so, and `holder`'s copy goes.
     async fn one_sided(self: &Arc<Self>, holder: &Side, record: Record) -> Option<Record> {
         let empty = self.other(holder);
-        if self.holds(empty, &record.id.derive(TOMBSTONE_DOMAIN)).await {
+        if self.holds(empty, &record.id.derive(TOMBSTONE_DOMAIN)).await
+            || self.fenced(empty, &record).await
+        {
             self.repair_call(
                 holder,
                 &record.id,
@@ -338,15 +343,96 @@ impl Inner {
     /// session (it gets `holder`'s copy, and the write stands), or it holds
     /// a tombstone (the session was deleted, so `holder`'s copy goes and the
     /// write is `Missing`).
+    ///
+    /// After copying, `holder` is asked again: if the session is gone there
+    /// now, it was being deleted on both stores while this write ran (a
+    /// logout, or its owner's sessions being ended), and the copy would
+    /// bring it back, so the copy goes too.
     async fn one_sided_write(self: &Arc<Self>, holder: &Side, id: &SessionId) -> bool {
         match self.call(holder, "load", holder.store.load(id)).await {
-            Ok(Reply::Answer(Some(record))) => self.one_sided(holder, record).await.is_some(),
+            Ok(Reply::Answer(Some(record))) => {
+                if self.one_sided(holder, record).await.is_none() {
+                    return false;
+                }
+                if let Ok(Reply::Answer(None)) =
+                    self.call(holder, "stamp", holder.store.stamp(id)).await
+                {
+                    let other = self.other(holder);
+                    self.repair_call(other, id, Missed::Delete, other.store.delete(id))
+                        .await;
+                    return false;
+                }
+                true
+            }
             // Gone since the write: deleted or expired in between.
             Ok(Reply::Answer(None)) => false,
             // Cannot read what was just written: let the write stand and
             // the next read settle it.
             Ok(Reply::Down(_)) | Err(_) => true,
         }
+    }
+
+    /// Leaves `owner`'s fence in both stores: every session of the owner
+    /// created before now was ended. Returns the outage of a store that is
+    /// down: the fence in the other one is what stops the down store's
+    /// copies coming back when it returns.
+    pub(super) async fn fence_owner(
+        self: &Arc<Self>,
+        owner: &str,
+    ) -> Result<Option<StoreError>, StoreError> {
+        let now = SystemTime::now();
+        let fence = fence_id(owner);
+        let ended_at = crate::failover::millis_text(now);
+        let expires_at = now + self.tombstone_ttl;
+        let mut record = Record::new(fence, Data::new(), now, expires_at);
+        record.data.insert(FENCE_FIELD.to_owned(), ended_at.clone());
+        let mut changes = Changes::default();
+        changes.set(FENCE_FIELD, ended_at);
+        let mut outage = None;
+        for side in [&self.primary, &self.secondary] {
+            let down = match self
+                .call(side, "create", side.store.create(&record))
+                .await?
+            {
+                Reply::Answer(Created::Created) => None,
+                // An earlier fence: move it to now.
+                Reply::Answer(Created::IdTaken) => {
+                    match self
+                        .call(
+                            side,
+                            "commit",
+                            side.store.commit(&fence, &changes, expires_at),
+                        )
+                        .await?
+                    {
+                        Reply::Answer(_) => None,
+                        Reply::Down(err) => Some(err),
+                    }
+                }
+                Reply::Down(err) => Some(err),
+            };
+            outage = outage.or(down);
+        }
+        Ok(outage)
+    }
+
+    /// Whether `side` holds a fence of `record`'s owner from after the
+    /// record was created: the session was ended with its owner's.
+    async fn fenced(self: &Arc<Self>, side: &Side, record: &Record) -> bool {
+        let Some(owner) = &record.owner else {
+            return false;
+        };
+        let Ok(Reply::Answer(Some(fence))) = self
+            .call(side, "load", side.store.load(&fence_id(&owner.name)))
+            .await
+        else {
+            return false;
+        };
+        fence
+            .data
+            .get(FENCE_FIELD)
+            .and_then(|text| text.parse::<u64>().ok())
+            .is_some_and(|ended_at| ended_at >= crate::failover::millis(record.created_at))
     }
 
     /// Whether `side` holds a live record under `marker` (a tombstone or
@@ -454,4 +540,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// The data key of an owner fence: when the owner's sessions were ended,
+/// in milliseconds since the Unix epoch.
+const FENCE_FIELD: &str = "ended_at";
+
+/// Where `owner`'s fence is kept: an id no cookie names, derived from the
+/// owner's name.
+fn fence_id(owner: &str) -> SessionId {
+    SessionId::derive_from(OWNER_FENCE_DOMAIN, owner.as_bytes())
 }

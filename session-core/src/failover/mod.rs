@@ -218,8 +218,9 @@ impl FailoverStoreBuilder {
     }
 
     /// (Mirror.) How long the tombstone of a delete that reached only one
-    /// store is kept. Set it to at least the manager's absolute timeout:
-    /// past that, no copy of the session it guards can be live anywhere.
+    /// store is kept, and the fence [`delete_by_owner`](SessionStore::delete_by_owner)
+    /// leaves. Set it to at least the manager's absolute timeout: past that,
+    /// no copy of the session it guards can be live anywhere.
     pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
         self.tombstone_ttl = ttl;
         self
@@ -406,11 +407,31 @@ impl SessionStore for FailoverStore {
     /// The count is the larger of the two stores' counts in mirror mode
     /// (both hold copies of the same sessions) and their sum in standby mode
     /// (a session lives in one of them).
+    ///
+    /// In mirror mode it first leaves an owner fence in both stores (a
+    /// marker record under an id derived from the owner's name, kept for
+    /// [`tombstone_ttl`](FailoverStoreBuilder::tombstone_ttl)): the repair
+    /// that copies a session one store lacks from the other refuses a
+    /// session of that owner created before the fence, so a commit racing
+    /// the call cannot copy an ended session back. A session created within
+    /// the clock skew between app servers after the fence may be taken for
+    /// an ended one by such a repair. With one store down, the fence in the
+    /// other is what keeps the down store's copies from coming back when it
+    /// returns.
     async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let inner = &self.inner;
         if !self.indexes_owners() {
             return Err(StoreError::unsupported("delete_by_owner"));
         }
+        let fence_outage = if inner.mode == FailoverMode::Mirror {
+            // Mirror repairs a session one store lacks from the other, and a
+            // commit that lands on one store before its end and on the other
+            // after looks just like a lost copy. The fence tells the repair
+            // otherwise; it is in place before either store ends anything.
+            inner.fence_owner(owner).await?
+        } else {
+            None
+        };
         let (primary, secondary) = tokio::join!(
             inner.call(
                 &inner.primary,
@@ -423,12 +444,12 @@ impl SessionStore for FailoverStore {
                 inner.secondary.store.delete_by_owner(owner)
             ),
         );
-        match (primary?, secondary?) {
-            (Reply::Answer(primary), Reply::Answer(secondary)) => Ok(match inner.mode {
+        match (primary?, secondary?, fence_outage) {
+            (_, _, Some(err)) | (Reply::Down(err), _, _) | (_, Reply::Down(err), _) => Err(err),
+            (Reply::Answer(primary), Reply::Answer(secondary), None) => Ok(match inner.mode {
                 FailoverMode::Mirror => primary.max(secondary),
                 FailoverMode::Standby => primary + secondary,
             }),
-            (Reply::Down(err), _) | (_, Reply::Down(err)) => Err(err),
         }
     }
 
@@ -752,6 +773,19 @@ impl Inner {
     }
 }
 
+/// Milliseconds since the Unix epoch; times before it count as the epoch.
+fn millis(time: SystemTime) -> u64 {
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// [`millis`] as the JSON text of a session value.
+fn millis_text(time: SystemTime) -> String {
+    millis(time).to_string()
+}
+
 fn count_fallback(operation: &'static str) {
     metrics::counter!("session_kit_failover_fallbacks_total", "op" => operation).increment(1);
 }
@@ -761,3 +795,6 @@ const TOMBSTONE_DOMAIN: &str = "session-kit/failover-tombstone/v1";
 /// The domain of the ids of "ahead" marks: the store holding one took
 /// commits to the session that the other store missed.
 const AHEAD_DOMAIN: &str = "session-kit/failover-ahead/v1";
+/// The domain of the ids of owner fences: "every session of this owner
+/// created before `ended_at` was ended", so that no repair copies one back.
+const OWNER_FENCE_DOMAIN: &str = "session-kit/failover-owner-fence/v1";
