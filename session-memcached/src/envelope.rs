@@ -369,3 +369,42 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::{collection, prelude::*};
+
+    use super::*;
+
+    fn envelope() -> impl Strategy<Value = Envelope> {
+        let data = collection::hash_map(".{0,12}", ".{0,40}", 0..12);
+        let owner = prop::option::of(("[^\u{0}]{1,40}", 0..u64::from(u32::MAX)));
+        (any::<u64>(), 0..u64::from(u32::MAX), owner, data).prop_map(
+            |(version, created, owner, data)| Envelope {
+                version,
+                created_at: UNIX_EPOCH + Duration::from_millis(created),
+                owner: owner.map(|(name, until)| {
+                    Owner::new(name, UNIX_EPOCH + Duration::from_millis(until)).unwrap()
+                }),
+                data,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn every_envelope_round_trips(envelope in envelope()) {
+            prop_assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+        }
+
+        #[test]
+        fn no_bytes_panic_the_decoder(bytes in collection::vec(any::<u8>(), 0..256), header in any::<bool>()) {
+            let mut bytes = bytes;
+            if header {
+                // Past the magic and format check, where the lengths are read.
+                bytes.splice(0..0, *b"SK\x02");
+            }
+            let _ = Envelope::decode(&bytes);
+        }
+    }
+}

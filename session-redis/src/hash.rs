@@ -327,3 +327,61 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::{collection, prelude::*};
+    use session_core::Owner;
+
+    use super::*;
+
+    /// Any record a store could be asked to keep, to the millisecond.
+    fn record() -> impl Strategy<Value = Record> {
+        let data = collection::hash_map(".{0,12}", ".{0,40}", 0..12);
+        let owner = prop::option::of(("[^\u{0}]{1,40}", 0..u64::from(u32::MAX)));
+        (
+            data,
+            0..u64::from(u32::MAX),
+            1..u64::from(u32::MAX),
+            1..u64::MAX / 2,
+            owner,
+        )
+            .prop_map(|(data, created, lifetime, version, owner)| {
+                let created_at = UNIX_EPOCH + Duration::from_millis(created);
+                let expires_at = created_at + Duration::from_millis(lifetime);
+                let mut record = Record::new(SessionId::generate(), data, created_at, expires_at);
+                record.version = version;
+                record.owner = owner.map(|(name, until)| {
+                    Owner::new(name, UNIX_EPOCH + Duration::from_millis(until)).unwrap()
+                });
+                record
+            })
+    }
+
+    fn as_reply(record: &Record) -> Vec<(Vec<u8>, Vec<u8>)> {
+        record_fields(record)
+            .chunks(2)
+            .map(|pair| (pair[0].as_bytes().to_vec(), pair[1].as_bytes().to_vec()))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn every_record_round_trips_through_its_hash(record in record()) {
+            let before_expiry = record.expires_at - Duration::from_millis(1);
+            prop_assert_eq!(decode(record.id, as_reply(&record), before_expiry).unwrap(), Some(record));
+        }
+
+        #[test]
+        fn no_hash_panics_the_decoder(
+            fields in collection::vec((collection::vec(any::<u8>(), 0..16), collection::vec(any::<u8>(), 0..24)), 0..10),
+            known in collection::vec(prop::sample::select(vec!["version", "created_at", "expires_at", "owner", "owner_until", "d:k"]), 0..6),
+        ) {
+            let mut fields = fields;
+            for (i, name) in known.into_iter().enumerate() {
+                fields.push((name.as_bytes().to_vec(), i.to_string().into_bytes()));
+            }
+            let _ = decode(SessionId::generate(), fields, SystemTime::now());
+        }
+    }
+}
