@@ -138,7 +138,12 @@ fn record(c: &mut Criterion) {
             (record.version, &record.data)
         );
 
-        let envelope = memcached_codec::encode(record.version, record.created_at, &record.data);
+        let envelope = memcached_codec::encode(
+            record.version,
+            record.created_at,
+            record.owner.as_ref(),
+            &record.data,
+        );
         let decoded =
             memcached_codec::decode(&envelope).expect("the record's own envelope decodes");
         assert_eq!(
@@ -172,7 +177,12 @@ fn record(c: &mut Criterion) {
             |b, record| {
                 b.iter(|| {
                     let record = black_box(record);
-                    memcached_codec::encode(record.version, record.created_at, &record.data)
+                    memcached_codec::encode(
+                        record.version,
+                        record.created_at,
+                        record.owner.as_ref(),
+                        &record.data,
+                    )
                 });
             },
         );

@@ -29,15 +29,20 @@ use crate::envelope::{self, Envelope};
 /// let created_at = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
 /// let data: Data = [("user".to_owned(), "\"ada\"".to_owned())].into();
 ///
-/// let bytes = codec::encode(7, created_at, &data);
+/// let bytes = codec::encode(7, created_at, None, &data);
 /// assert_eq!(&bytes[..3], b"SK\x01");
 /// let decoded = codec::decode(&bytes)?;
-/// assert_eq!(decoded, codec::Decoded { version: 7, created_at, data });
+/// assert_eq!(decoded, codec::Decoded { version: 7, created_at, owner: None, data });
 /// # Ok::<(), codec::CorruptItem>(())
 /// ```
 #[must_use]
-pub fn encode(version: u64, created_at: SystemTime, data: &Data) -> Vec<u8> {
-    envelope::encode(version, created_at, None, data)
+pub fn encode(
+    version: u64,
+    created_at: SystemTime,
+    owner: Option<&session_core::Owner>,
+    data: &Data,
+) -> Vec<u8> {
+    envelope::encode(version, created_at, owner, data)
 }
 
 /// The session in an item's value, as the store reads it on `load`.
@@ -50,7 +55,7 @@ pub fn encode(version: u64, created_at: SystemTime, data: &Data) -> Vec<u8> {
 ///
 /// let created_at = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
 /// let data: Data = [("cart".to_owned(), r#"{"items":[1,2]}"#.to_owned())].into();
-/// let bytes = codec::encode(3, created_at, &data);
+/// let bytes = codec::encode(3, created_at, None, &data);
 ///
 /// let decoded = codec::decode(&bytes)?;
 /// assert_eq!((decoded.version, decoded.created_at), (3, created_at));
@@ -88,7 +93,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, CorruptItem> {
 /// use session_memcached::codec::{self, Decoded};
 ///
 /// let session = Decoded { version: 1, created_at: UNIX_EPOCH, owner: None, data: Default::default() };
-/// let bytes = codec::encode(session.version, session.created_at, &session.data);
+/// let bytes = codec::encode(session.version, session.created_at, session.owner.as_ref(), &session.data);
 /// assert_eq!(codec::decode(&bytes)?, session);
 /// # Ok::<(), codec::CorruptItem>(())
 /// ```
@@ -114,7 +119,7 @@ pub struct Decoded {
 /// let error = codec::decode(b"SK\x09").unwrap_err();
 /// assert_eq!(
 ///     error.to_string(),
-///     "the session envelope has format 9; this release reads format 1"
+///     "the session envelope has format 9; this release reads formats 1 and 2"
 /// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
