@@ -27,6 +27,7 @@ mod backends;
 mod footprint;
 mod load;
 mod report;
+mod soak;
 mod variants;
 
 use std::{path::PathBuf, time::Duration};
@@ -64,7 +65,14 @@ usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connec
                    always run
   --markdown FILE  also write the tables there
   --svg FILE       write the throughput chart there
-  --no-pin         do not pin the servers and the load generator to cores";
+  --no-pin         do not pin the servers and the load generator to cores
+
+usage: session-bench --soak [--seconds S] [--users N] [--store memory|redis]...
+
+  the soak test: S seconds (default 60) of N users (default 200), each
+  driving a session from two tasks and abandoning it every 3 s, against
+  each store (default both); reports errors, lost updates and memory from
+  start to after every session expired, and fails on any error or loss";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
@@ -144,6 +152,18 @@ fn selected(only: &[String]) -> Vec<Variant> {
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--soak") {
+        let run = soak::parse(args.skip(1)).and_then(|options| {
+            soak::run(&options).map_err(|err| format!("session-bench --soak: {err}"))
+        });
+        return match run {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("{message}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.peek().map(String::as_str) == Some("--footprint") {
         let store = args.nth(1).unwrap_or_default();
         return match footprint::fill_and_print(&store) {

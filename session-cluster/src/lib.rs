@@ -102,6 +102,86 @@
 //! as long as the record could have lived, so a node that missed the delete
 //! cannot hand the session back.
 //!
+//! ## Ending a user's sessions
+//!
+//! [`delete_by_owner`](session_core::SessionStore::delete_by_owner) ("log
+//! this user out everywhere") needs every session of one
+//! [`Owner`](session_core::Owner). Each node holds only its share of the
+//! sessions, so none can scan for them; instead each owner has an **index**
+//! of its session ids, and the index is placed and replicated like a
+//! session:
+//! - **Placement.** The index of owner `name` under prefix `p` is an entry at
+//!   the key `p` + `owner:` + hex SHA-256 of `name`, in the same store as the
+//!   sessions. Its holders are the `R` members with the highest rendezvous
+//!   hash of that key: an owner node and `R-1` backups, as for any session.
+//!   The key's part after the prefix is 70 characters long and a session's
+//!   is 22, so no index key can be any prefix's session key or another
+//!   prefix's index key, and [`with_prefix`](ClusterStore::with_prefix)
+//!   views never see each other's owners.
+//! - **Replication.** Every change to an index goes to its owner node, which
+//!   applies it under the index's lock and copies it to the backups before
+//!   it answers, exactly like a commit; a backup is sent the change alone
+//!   (the ids added and removed), or the whole index when its copy is not
+//!   the one the change was computed from. Hand-over on membership changes,
+//!   anti-entropy, read fallback to a backup and tombstones cover indexes as
+//!   they cover sessions.
+//! - **Contents.** Each entry is a session id with the owner's
+//!   [`until`](session_core::Owner::until), the latest the session can live.
+//!   Every change drops the entries whose `until` has passed, and the index
+//!   itself lives until its largest `until`, so an owner whose sessions all
+//!   ended leaves nothing behind. An index that `delete_by_owner` emptied
+//!   becomes a tombstone.
+//!
+//! **Ordering.** A `create` of a record with an owner, and a `commit` whose
+//! changes give the session a new owner, first add the session to that
+//! owner's index (acknowledged by all `R` holders) and only then write the
+//! session, so an owned session is never live unindexed. An entry whose
+//! session was never written costs nothing but its place until its
+//! `until`. A session that moves to another owner is added to the new
+//! owner's index; its entry in the old one stays, and `delete_by_owner` of
+//! the old owner leaves the session alone. Commits that do not change the
+//! owner, touches and loads never touch an index. Creating an owned session
+//! therefore needs the index's holders as well as the session's: when one
+//! of them is down and not yet declared dead, the create fails with
+//! `Unavailable`.
+//!
+//! **`delete_by_owner(name)`** reads the index (from its owner node, or a
+//! backup when that one does not answer, as loads do). For each entry it
+//! sends a *conditional delete* to the session's owner node, which, under
+//! the session's lock, replaces the session with a tombstone only if its
+//! owner is still `name`: a commit racing it is either applied before (and
+//! deleted with the session) or finds the session
+//! [`Missing`](session_core::Committed::Missing), and the tombstone keeps
+//! it from coming back, as with `delete`. An entry whose session is absent
+//! also gets a tombstone, so that a create that indexed it but has not
+//! written the session yet finds the id taken rather than bring up a
+//! session nobody indexes any more. These deletes run 32 at a time, all
+//! within one [`request_timeout`](ClusterConfig::request_timeout). Last, the
+//! ended and absent ids leave the index (not those that belong to someone
+//! else now). It returns how many sessions it ended; an error means some
+//! may be left, and calling again finishes the job.
+//!
+//! **Cost.** With `S` indexed sessions, one `delete_by_owner` makes about
+//! `1 + S + 1` routed requests (the index read, one conditional delete per
+//! session, the index update), each of which is a peer request unless this
+//! node owns its key, and each write is copied to `R-1` backups: at most
+//! about `R·(S + 1) + 1` peer requests in all (`S + 1` round trips of
+//! latency at most, far fewer as the deletes run side by side). Adding a
+//! session to an index costs one routed request and `R-1` copies (and `R-1`
+//! fetches for an owner's first session, as the index owner node checks
+//! that no backup holds an index it lacks), on `create` with an owner and on
+//! a commit that sets one; nothing else pays for owners. During [`settle_time`](ClusterConfig::settle_time) after a
+//! membership change, owners ask every other node for the newest copy
+//! first, as for every operation.
+//!
+//! **Stats.** [`ClusterStats::owner_indexes_held`] counts the indexes a node
+//! holds (all prefixes), and [`ClusterStats::sessions_held`] counts
+//! sessions only; the requests above are counted in
+//! [`ClusterStats::requests_sent`] and the bytes with the rest.
+//! [`holds_owner_index`](ClusterStore::holds_owner_index) and
+//! [`owner_index_placement`](ClusterStore::owner_index_placement) show where
+//! an owner's index is.
+//!
 //! ## Compared with Tomcat's session replication
 //!
 //! | | Tomcat DeltaManager | Tomcat BackupManager | session-cluster |

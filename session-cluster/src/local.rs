@@ -1,6 +1,8 @@
-//! The copies this node holds: a moka cache of live records and tombstones.
+//! The copies this node holds: a moka cache of live records, owner indexes
+//! and tombstones.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -10,12 +12,17 @@ use moka::{
     ops::compute::{CompResult, Op},
     Expiry,
 };
-use session_core::{Data, Record, SessionId};
+use session_core::{Data, Owner, Record, SessionId};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// One key's state on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Entry {
     Live(Live),
+    /// The sessions of one owner under one prefix: kept at a key derived from
+    /// the owner's name, so it is placed, replicated, handed over and
+    /// tombstoned like a session.
+    Index(Index),
     /// A deleted session. It outlives the record it replaced (until that
     /// record's own expiry), so a stale copy pushed by a node that missed the
     /// delete is refused instead of bringing the session back.
@@ -33,6 +40,7 @@ pub(crate) struct Live {
     pub(crate) created_at: SystemTime,
     pub(crate) expires_at: SystemTime,
     pub(crate) version: u64,
+    pub(crate) owner: Option<Owner>,
 }
 
 impl Live {
@@ -42,6 +50,7 @@ impl Live {
             created_at: record.created_at,
             expires_at: record.expires_at,
             version: record.version,
+            owner: record.owner.clone(),
         }
     }
 
@@ -53,7 +62,69 @@ impl Live {
             self.expires_at,
         );
         record.version = self.version;
+        record.owner.clone_from(&self.owner);
         record
+    }
+
+    /// Whether the session belongs to the owner called `name`.
+    pub(crate) fn owned_by(&self, name: &str) -> bool {
+        self.owner.as_ref().is_some_and(|owner| owner.name == name)
+    }
+}
+
+/// One owner's sessions: each id with the owner's `until` for it. The index
+/// lives as long as its longest entry (`expires_at`); entries past their
+/// `until` are dropped by the next change the owner node makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Index {
+    pub(crate) sessions: Arc<HashMap<SessionId, SystemTime>>,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) version: u64,
+}
+
+/// A summary of an index's entries that does not depend on their order: a
+/// holder applies a change only to the same entries the owner changed, even
+/// when two coordinators briefly made different indexes of one version.
+pub(crate) fn digest(sessions: &HashMap<SessionId, SystemTime>) -> u64 {
+    sessions.iter().fold(0u64, |sum, (id, until)| {
+        let nanos = until
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut bytes = id.encode().into_bytes();
+        bytes.extend_from_slice(&nanos.to_be_bytes());
+        sum.wrapping_add(xxh3_64(&bytes))
+    })
+}
+
+/// One change to an index, as the owner node computed it: a holder that has
+/// the index the change was computed from applies exactly this and ends up
+/// with the owner's result, without the whole index travelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexDelta {
+    /// The version the change was computed from (0: no index yet).
+    pub(crate) from_version: u64,
+    /// [`digest`] of that version's entries (0 when there were none).
+    pub(crate) from_digest: u64,
+    pub(crate) remove: Vec<SessionId>,
+    pub(crate) add: Option<(SessionId, SystemTime)>,
+    pub(crate) expires_at: SystemTime,
+}
+
+impl IndexDelta {
+    /// The index this change makes of `base` (the entries at `from_version`).
+    pub(crate) fn apply(&self, base: &HashMap<SessionId, SystemTime>) -> Index {
+        let mut sessions = base.clone();
+        for id in &self.remove {
+            sessions.remove(id);
+        }
+        if let Some((id, until)) = self.add {
+            sessions.insert(id, until);
+        }
+        Index {
+            sessions: Arc::new(sessions),
+            expires_at: self.expires_at,
+            version: self.from_version.saturating_add(1),
+        }
     }
 }
 
@@ -61,6 +132,7 @@ impl Entry {
     pub(crate) fn version(&self) -> u64 {
         match self {
             Self::Live(live) => live.version,
+            Self::Index(index) => index.version,
             Self::Gone { version, .. } => *version,
         }
     }
@@ -68,6 +140,7 @@ impl Entry {
     pub(crate) fn until(&self) -> SystemTime {
         match self {
             Self::Live(live) => live.expires_at,
+            Self::Index(index) => index.expires_at,
             Self::Gone { until, .. } => *until,
         }
     }
@@ -97,12 +170,16 @@ impl Entry {
         match self.version().cmp(&other.version()) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => match (self, other) {
-                (Self::Gone { .. }, Self::Live(_)) => true,
-                (Self::Live(_), Self::Gone { .. }) => false,
+            std::cmp::Ordering::Equal => match (self.is_gone(), other.is_gone()) {
+                (true, false) => true,
+                (false, true) => false,
                 _ => self.until() > other.until(),
             },
         }
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        matches!(self, Self::Gone { .. })
     }
 
     /// The newer of two answers (`None` = nothing known).
@@ -123,7 +200,8 @@ pub(crate) enum Installed {
     Conflict(Entry),
 }
 
-/// What a replica did with a touch that names a version.
+/// What a replica did with a change that names the version it applies to
+/// (a touch, an index change).
 #[derive(Debug)]
 pub(crate) enum Touched {
     Applied,
@@ -234,15 +312,19 @@ impl Local {
         }
     }
 
-    /// Stores a new session unless the key is live or tombstoned here.
+    /// Stores a new session unless the key is live or tombstoned here. The
+    /// very record offered counts as stored: a backup that took it from the
+    /// owner may hand it back (re-replication) before the owner stores its
+    /// own copy, and that create has not failed.
     pub(crate) async fn create(&self, key: &str, live: Live) -> Installed {
+        let offer = Entry::Live(live);
         match self
-            .update(key, |current| {
-                current.is_none().then_some(Entry::Live(live))
-            })
+            .update(key, |current| current.is_none().then(|| offer.clone()))
             .await
         {
-            CompResult::Unchanged(entry) => Installed::Conflict(Entry::clone(entry.value())),
+            CompResult::Unchanged(entry) if *entry.value().as_ref() != offer => {
+                Installed::Conflict(Entry::clone(entry.value()))
+            }
             _ => Installed::Accepted,
         }
     }
@@ -261,6 +343,32 @@ impl Local {
         match result {
             CompResult::ReplacedWith(_) | CompResult::Inserted(_) => Touched::Applied,
             CompResult::Unchanged(entry) if entry.value().version() > version => {
+                Touched::Conflict(Entry::clone(entry.value()))
+            }
+            _ => Touched::NeedRecord,
+        }
+    }
+
+    /// Applies an owner node's change to this node's copy of the index at
+    /// `key`, if that copy is the one the change was computed from.
+    pub(crate) async fn change_index(&self, key: &str, delta: &IndexDelta) -> Touched {
+        let empty = HashMap::new();
+        let result = self
+            .update(key, |current| {
+                let base = match current {
+                    Some(Entry::Index(index)) if index.version == delta.from_version => {
+                        &index.sessions
+                    }
+                    Some(Entry::Gone { version, .. }) if *version == delta.from_version => &empty,
+                    None if delta.from_version == 0 => &empty,
+                    _ => return None,
+                };
+                (digest(base) == delta.from_digest).then(|| Entry::Index(delta.apply(base)))
+            })
+            .await;
+        match result {
+            CompResult::ReplacedWith(_) | CompResult::Inserted(_) => Touched::Applied,
+            CompResult::Unchanged(entry) if entry.value().version() > delta.from_version => {
                 Touched::Conflict(Entry::clone(entry.value()))
             }
             _ => Touched::NeedRecord,
@@ -295,13 +403,17 @@ impl Local {
             .collect()
     }
 
-    /// How many live sessions this node holds (exact, O(entries)).
-    pub(crate) fn live_count(&self) -> usize {
+    /// How many live sessions and how many owner indexes this node holds
+    /// (exact, O(entries)).
+    pub(crate) fn live_counts(&self) -> (usize, usize) {
         let now = SystemTime::now();
         self.cache
             .iter()
-            .filter(|(_, entry)| entry.live(now).is_some())
-            .count()
+            .fold((0, 0), |(sessions, indexes), (_, entry)| match &*entry {
+                Entry::Live(live) if live.expires_at > now => (sessions + 1, indexes),
+                Entry::Index(index) if index.expires_at > now => (sessions, indexes + 1),
+                _ => (sessions, indexes),
+            })
     }
 }
 
@@ -316,6 +428,7 @@ mod tests {
             created_at: now,
             expires_at: now + Duration::from_secs(secs),
             version,
+            owner: None,
         })
     }
 
@@ -361,6 +474,142 @@ mod tests {
                     ))
                 )
                 .await,
+            Installed::Conflict(_)
+        ));
+    }
+
+    fn ids(n: usize) -> Vec<SessionId> {
+        (0..n).map(|_| SessionId::generate()).collect()
+    }
+
+    fn delta_on(base: &HashMap<SessionId, SystemTime>, version: u64, add: SessionId) -> IndexDelta {
+        let until = SystemTime::now() + Duration::from_secs(60);
+        IndexDelta {
+            from_version: version,
+            from_digest: digest(base),
+            remove: Vec::new(),
+            add: Some((add, until)),
+            expires_at: until,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_index_change_applies_only_to_the_copy_it_was_computed_from() {
+        let local = Local::new(100);
+        let ids = ids(3);
+        let none = HashMap::new();
+        // No copy yet: a change from version 0 makes one.
+        let first = delta_on(&none, 0, ids[0]);
+        assert!(matches!(
+            local.change_index("i", &first).await,
+            Touched::Applied
+        ));
+        let held = first.apply(&none);
+        assert_eq!(local.get("i").await, Some(Entry::Index(held.clone())));
+        // A change from a version this copy is not at needs the whole index.
+        assert!(matches!(
+            local
+                .change_index("i", &delta_on(&held.sessions, 4, ids[1]))
+                .await,
+            Touched::NeedRecord
+        ));
+        // Same version, other entries (another coordinator's): whole index.
+        let mut other = HashMap::new();
+        other.insert(ids[2], SystemTime::now() + Duration::from_secs(5));
+        assert!(matches!(
+            local.change_index("i", &delta_on(&other, 1, ids[1])).await,
+            Touched::NeedRecord
+        ));
+        // Older than the copy: the copy is the answer.
+        assert!(matches!(
+            local.change_index("i", &first).await,
+            Touched::Conflict(Entry::Index(i)) if i.version == 1
+        ));
+        let second = delta_on(&held.sessions, 1, ids[1]);
+        assert!(matches!(
+            local.change_index("i", &second).await,
+            Touched::Applied
+        ));
+        let Some(Entry::Index(now)) = local.get("i").await else {
+            panic!("the index is gone");
+        };
+        assert_eq!(now, second.apply(&held.sessions));
+        assert_eq!(now.version, 2);
+        assert_eq!(now.sessions.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_index_change_starts_over_on_its_tombstone() {
+        let local = Local::new(100);
+        let until = SystemTime::now() + Duration::from_secs(60);
+        let _ = local.install("i", Entry::Gone { version: 3, until }).await;
+        let none = HashMap::new();
+        assert!(matches!(
+            local
+                .change_index("i", &delta_on(&none, 0, SessionId::generate()))
+                .await,
+            Touched::Conflict(Entry::Gone { .. })
+        ));
+        assert!(matches!(
+            local
+                .change_index("i", &delta_on(&none, 3, SessionId::generate()))
+                .await,
+            Touched::Applied
+        ));
+        assert_eq!(local.get("i").await.map(|e| e.version()), Some(4));
+    }
+
+    #[test]
+    fn versions_order_indexes_and_tombstones_like_sessions() {
+        let until = SystemTime::now() + Duration::from_secs(60);
+        let index = |version| {
+            Entry::Index(Index {
+                sessions: Arc::default(),
+                expires_at: until,
+                version,
+            })
+        };
+        let gone = |version| Entry::Gone { version, until };
+        assert!(index(2).supersedes(&gone(1)));
+        assert!(gone(2).supersedes(&index(2)));
+        assert!(!index(2).supersedes(&gone(2)));
+        assert!(!index(1).supersedes(&index(2)));
+        assert_eq!(index(3).into_live(SystemTime::now()), None);
+    }
+
+    #[tokio::test]
+    async fn indexes_are_counted_apart_from_sessions() {
+        let local = Local::new(100);
+        let _ = local.install("s1", live(1, 60)).await;
+        let _ = local.install("s2", live(1, 60)).await;
+        let _ = local
+            .change_index("i", &delta_on(&HashMap::new(), 0, SessionId::generate()))
+            .await;
+        assert_eq!(local.live_counts(), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_create_finds_its_own_record_already_handed_back_stored() {
+        let local = Local::new(100);
+        let now = SystemTime::now();
+        let record = Record::new(
+            SessionId::generate(),
+            Data::new(),
+            now,
+            now + Duration::from_secs(60),
+        );
+        let ours = Live::from_record(&record);
+        let _ = local.install("k", Entry::Live(ours.clone())).await;
+        assert!(matches!(
+            local.create("k", ours.clone()).await,
+            Installed::Accepted
+        ));
+        let other = Live {
+            data: Arc::new([("a".to_owned(), "1".to_owned())].into_iter().collect()),
+            ..ours
+        };
+        assert!(matches!(
+            local.create("k", other).await,
             Installed::Conflict(_)
         ));
     }

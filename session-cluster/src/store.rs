@@ -2,7 +2,7 @@
 //! of each operation.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     net::SocketAddr,
     sync::{
@@ -13,11 +13,12 @@ use std::{
 };
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::{future::join_all, stream, StreamExt as _};
 use session_core::{
-    Changes, Committed, ConfigError, Created, ErrorKind, Record, SessionId, SessionStore,
+    Changes, Committed, ConfigError, Created, ErrorKind, Owner, Record, SessionId, SessionStore,
     StoreError,
 };
+use sha2::{Digest as _, Sha256};
 use tokio::{
     net::{TcpListener, UdpSocket},
     sync::{mpsc, oneshot, watch},
@@ -28,10 +29,10 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::{
     link::{self, Blocked, Counters, Handler, Link},
-    local::{Entry, Installed, Live, Local, Touched},
+    local::{self, Entry, IndexDelta, Installed, Live, Local, Touched},
     membership::{self, Command, Ident},
     placement::{Member, View},
-    wire::{Msg, Reply, Signer, WireEntry, WireErrorKind, WireLive},
+    wire::{to_hex, EndOutcome, Msg, Reply, Signer, WireEntry, WireErrorKind, WireId, WireLive},
     ClusterConfig,
 };
 
@@ -66,8 +67,13 @@ pub struct ClusterStats {
     pub cluster_size: usize,
     /// The members this node must see to serve: a majority of `cluster_size`.
     pub quorum: usize,
-    /// Live sessions this node holds a copy of (all prefixes).
+    /// Live sessions this node holds a copy of (all prefixes). Owner indexes
+    /// are not sessions and are not counted here.
     pub sessions_held: usize,
+    /// Owner indexes this node holds a copy of (all prefixes): one per
+    /// owner with a live session, on `R` nodes each, like a session. See
+    /// [Ending a user's sessions](crate#ending-a-users-sessions).
+    pub owner_indexes_held: usize,
     /// Bytes this node wrote to peer-link connections, HTTP/2 framing
     /// included (membership datagrams are not counted).
     pub bytes_sent: u64,
@@ -143,6 +149,12 @@ pub(crate) struct Inner {
 const MAX_ATTEMPTS: usize = 5;
 /// Entries per re-replication message.
 const BATCH: usize = 512;
+/// Conditional deletes one `delete_by_owner` keeps in flight: enough to end a
+/// user's sessions in a few round trips, few enough to leave the per-peer
+/// slots to the requests of other users.
+const END_CONCURRENCY: usize = 32;
+/// Hashed into every owner index key, so the key space is this crate's own.
+const OWNER_KEY_DOMAIN: &[u8] = b"session-cluster owner index\0";
 
 impl ClusterStore {
     /// Starts this node: binds `listen` (TCP for the peer link, UDP for
@@ -309,15 +321,43 @@ impl ClusterStore {
             .is_some_and(|entry| entry.live(SystemTime::now()).is_some())
     }
 
+    /// Whether this node holds a live copy of the index of `owner`'s
+    /// sessions under this store's prefix: for tests and tools that check
+    /// placement.
+    pub async fn holds_owner_index(&self, owner: &str) -> bool {
+        matches!(
+            self.inner.local.get(&self.owner_key(owner)).await,
+            Some(Entry::Index(_))
+        )
+    }
+
+    /// The ids of the members that hold `id` under this store's prefix, as
+    /// this node sees the membership now, the owner first: for tests and
+    /// tools that check placement.
+    #[must_use]
+    pub fn placement(&self, id: &SessionId) -> Vec<String> {
+        self.inner.placement(&self.key(id))
+    }
+
+    /// The ids of the members that hold the index of `owner`'s sessions
+    /// under this store's prefix, as this node sees the membership now, the
+    /// index's owner node first: for tests and tools that check placement.
+    #[must_use]
+    pub fn owner_index_placement(&self, owner: &str) -> Vec<String> {
+        self.inner.placement(&self.owner_key(owner))
+    }
+
     /// Counters of this node.
     #[must_use]
     pub fn stats(&self) -> ClusterStats {
         let counters = &self.inner.counters;
+        let (sessions_held, owner_indexes_held) = self.inner.local.live_counts();
         ClusterStats {
             members: self.inner.view().len(),
             cluster_size: self.inner.expected,
             quorum: self.inner.quorum,
-            sessions_held: self.inner.local.live_count(),
+            sessions_held,
+            owner_indexes_held,
             bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
             bytes_received: counters.bytes_received.load(Ordering::Relaxed),
             requests_sent: counters.requests_sent.load(Ordering::Relaxed),
@@ -387,6 +427,41 @@ impl ClusterStore {
         key.push_str(&id.encode());
         key
     }
+
+    /// The key of `owner`'s index: the prefix, then `owner:` and the hex
+    /// SHA-256 of the name. The part after the prefix has a fixed length (70
+    /// characters), unlike a session key's (22), so no two prefixes' keys
+    /// can meet, whatever the prefixes and names; the hash resists names
+    /// chosen to collide and bounds the key's length.
+    fn owner_key(&self, owner: &str) -> String {
+        let digest = Sha256::new()
+            .chain_update(OWNER_KEY_DOMAIN)
+            .chain_update(owner.as_bytes())
+            .finalize();
+        format!("{}owner:{}", self.prefix, to_hex(&digest))
+    }
+
+    /// Adds `id` to `owner`'s index, acknowledged by every holder of the
+    /// index: done before the session itself is written, so an owned
+    /// session is never live unindexed.
+    async fn index(
+        &self,
+        owner: &Owner,
+        id: &SessionId,
+        operation: &'static str,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let key = self.owner_key(&owner.name);
+        let msg = Msg::IndexAdd {
+            key: key.clone(),
+            id: WireId(*id),
+            until: owner.until,
+        };
+        match self.inner.route(&key, msg, operation, deadline).await? {
+            Reply::Indexed => Ok(()),
+            other => Err(unexpected(operation, other)),
+        }
+    }
 }
 
 /// Binds TCP and UDP on one port. Port 0 picks a port free for both.
@@ -448,6 +523,9 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Conflict(_) => "Conflict",
         Reply::NeedRecord => "NeedRecord",
         Reply::Want(_) => "Want",
+        Reply::Indexed => "Indexed",
+        Reply::Index(_) => "Index",
+        Reply::Ended(_) => "Ended",
         Reply::Failed { .. } => "Failed",
     }
 }
@@ -480,15 +558,23 @@ impl Inner {
             .collect()
     }
 
+    fn placement(&self, key: &str) -> Vec<String> {
+        self.view()
+            .replicas(key, self.copies)
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect()
+    }
+
     /// Sends `msg` for `key` to its owner, or serves it here when this node
-    /// is the owner.
+    /// is the owner, all before `deadline`.
     async fn route(
         &self,
         key: &str,
         msg: Msg,
         operation: &'static str,
+        deadline: Instant,
     ) -> Result<Reply, StoreError> {
-        let deadline = Instant::now() + self.request_timeout;
         let view = self.view();
         self.check_quorum(&view, operation)?;
         let replicas = view.replicas(key, self.copies);
@@ -496,7 +582,7 @@ impl Inner {
         if *owner.name == *self.me {
             return Ok(self.coordinate(msg, deadline).await);
         }
-        if !matches!(msg, Msg::Load { .. }) {
+        if !matches!(msg, Msg::Load { .. } | Msg::IndexRead { .. }) {
             return self.link.call(owner.addr, &msg, deadline).await;
         }
         // A read may fall back to another holder when the owner does not
@@ -541,7 +627,11 @@ impl Inner {
             | Msg::Create { key, .. }
             | Msg::Commit { key, .. }
             | Msg::Touch { key, .. }
-            | Msg::Delete { key } => key.clone(),
+            | Msg::Delete { key }
+            | Msg::IndexAdd { key, .. }
+            | Msg::IndexRead { key }
+            | Msg::IndexRemove { key, .. }
+            | Msg::EndOwned { key, .. } => key.clone(),
             other => return self.serve_copy(other).await,
         };
         let result = if let Msg::Load { .. } = msg {
@@ -552,6 +642,19 @@ impl Inner {
                         .and_then(|e| e.live(SystemTime::now()))
                         .map(WireLive::from),
                 )
+            })
+        } else if let Msg::IndexRead { .. } = msg {
+            self.read_base(&key, &view, deadline).await.map(|entry| {
+                let now = SystemTime::now();
+                Reply::Index(match entry {
+                    Some(Entry::Index(index)) => index
+                        .sessions
+                        .iter()
+                        .filter(|(_, until)| **until > now)
+                        .map(|(id, until)| (WireId(*id), *until))
+                        .collect(),
+                    _ => Vec::new(),
+                })
             })
         } else {
             let Ok(_guard) = tokio::time::timeout_at(deadline, self.lock(&key).lock()).await else {
@@ -580,6 +683,20 @@ impl Inner {
                         .await
                 }
                 Msg::Delete { .. } => self.delete_here(&key, &view, &holders, deadline).await,
+                Msg::IndexAdd { id, until, .. } => {
+                    let change = IndexChange::Add(id.0, until);
+                    self.index_here(&key, &change, &view, &holders, deadline)
+                        .await
+                }
+                Msg::IndexRemove { ids, .. } => {
+                    let change = IndexChange::Remove(ids.into_iter().map(|id| id.0).collect());
+                    self.index_here(&key, &change, &view, &holders, deadline)
+                        .await
+                }
+                Msg::EndOwned { owner, until, .. } => {
+                    self.end_owned_here(&key, &owner, until, &view, &holders, deadline)
+                        .await
+                }
                 _ => unreachable!("matched above"),
             }
         };
@@ -693,11 +810,16 @@ impl Inner {
             };
             let mut data = session_core::Data::clone(&current.data);
             changes.apply_to(&mut data);
+            let owner = match changes.owner() {
+                Some(owner) => owner.cloned(),
+                None => current.owner.clone(),
+            };
             let next = Entry::Live(Live {
                 data: Arc::new(data),
                 created_at: current.created_at,
                 expires_at,
                 version: current.version + 1,
+                owner,
             });
             match self.replicate(key, &next, holders, deadline).await? {
                 None => return Ok(Reply::Committed(Some(current.version + 1))),
@@ -829,18 +951,182 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Reply, StoreError> {
         let base = self.read_base(key, view, deadline).await?;
-        // Ids are never reused, so the tombstone can outrank every version;
-        // it lasts as long as any copy of the record could.
+        self.tombstone(key, base.as_ref(), None, holders, deadline, "delete")
+            .await?;
+        Ok(Reply::Deleted)
+    }
+
+    /// Replaces the session at `key` (now `base`) with a tombstone on every
+    /// holder. Ids are never reused, so the tombstone can outrank every
+    /// version; it lasts as long as any copy of the record could, and at
+    /// least until `at_least`.
+    async fn tombstone(
+        &self,
+        key: &str,
+        base: Option<&Entry>,
+        at_least: Option<SystemTime>,
+        holders: &[&Member],
+        deadline: Instant,
+        operation: &'static str,
+    ) -> Result<(), StoreError> {
         let floor = SystemTime::now() + self.settle_time;
-        let until = base.map_or(floor, |entry| entry.until().max(floor));
+        let until = base
+            .map(Entry::until)
+            .into_iter()
+            .chain(at_least)
+            .fold(floor, SystemTime::max);
         let gone = Entry::Gone {
             version: u64::MAX,
             until,
         };
         match self.replicate(key, &gone, holders, deadline).await? {
-            None | Some(Entry::Gone { .. }) => Ok(Reply::Deleted),
-            Some(Entry::Live(_)) => Err(StoreError::new(ErrorKind::Other, "delete")
+            None | Some(Entry::Gone { .. }) => Ok(()),
+            Some(_) => Err(StoreError::new(ErrorKind::Other, operation)
                 .with_source("a live copy outranked a tombstone, which versions forbid")),
+        }
+    }
+
+    /// The owner's side of one conditional delete of `delete_by_owner`:
+    /// under the session's lock, so a commit racing it is applied wholly
+    /// before (and deleted with the session) or finds it missing.
+    async fn end_owned_here(
+        &self,
+        key: &str,
+        owner: &str,
+        until: SystemTime,
+        view: &View,
+        holders: &[&Member],
+        deadline: Instant,
+    ) -> Result<Reply, StoreError> {
+        let base = self.read_base(key, view, deadline).await?;
+        let ended = match &base {
+            Some(Entry::Live(live)) if live.expires_at > SystemTime::now() => {
+                if !live.owned_by(owner) {
+                    return Ok(Reply::Ended(EndOutcome::Kept));
+                }
+                EndOutcome::Ended
+            }
+            Some(Entry::Gone { .. }) => return Ok(Reply::Ended(EndOutcome::Absent)),
+            // Not a session; nothing of this owner's to end.
+            Some(Entry::Index(_)) => return Ok(Reply::Ended(EndOutcome::Kept)),
+            // Expired, or not written yet: a create that indexed this id may
+            // still be on its way. The tombstone makes it find the id taken,
+            // so once its entry leaves the index no session can appear
+            // behind it; the index entry's `until` is as long as it could live.
+            _ => EndOutcome::Absent,
+        };
+        self.tombstone(
+            key,
+            base.as_ref(),
+            Some(until),
+            holders,
+            deadline,
+            "delete_by_owner",
+        )
+        .await?;
+        Ok(Reply::Ended(ended))
+    }
+
+    /// The index owner's side of an index change: under the index's lock,
+    /// computed from the newest copy, and on every holder before the answer.
+    async fn index_here(
+        &self,
+        key: &str,
+        change: &IndexChange,
+        view: &View,
+        holders: &[&Member],
+        deadline: Instant,
+    ) -> Result<Reply, StoreError> {
+        let mut base = self.read_base(key, view, deadline).await?;
+        let none = HashMap::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let (version, sessions, expires_at) = match &base {
+                Some(Entry::Index(index)) => (index.version, &*index.sessions, index.expires_at),
+                Some(Entry::Gone { version, until }) => (*version, &none, *until),
+                None => (0, &none, SystemTime::UNIX_EPOCH),
+                Some(Entry::Live(_)) => {
+                    return Err(StoreError::new(ErrorKind::Corrupt, "index").with_source(
+                        "an owner index key holds a session, which key derivation rules out",
+                    ))
+                }
+            };
+            let outcome = match change.plan(version, sessions, expires_at, SystemTime::now()) {
+                Planned::Nothing => return Ok(Reply::Indexed),
+                Planned::Change(delta) => {
+                    self.replicate_index(key, &delta, sessions, holders, deadline)
+                        .await?
+                }
+                Planned::Empty(gone) => self.replicate(key, &gone, holders, deadline).await?,
+            };
+            match outcome {
+                None => return Ok(Reply::Indexed),
+                // Another coordinator changed it first (the nodes briefly
+                // disagreed about the owner): apply this change on top.
+                Some(newer) => base = Some(newer),
+            }
+        }
+        Err(
+            StoreError::new(ErrorKind::Unavailable, "index").with_source(
+                "the holders kept answering with newer copies; the membership is changing",
+            ),
+        )
+    }
+
+    /// [`replicate`](Self::replicate) for an index change: holders with the
+    /// version it was computed from get only the change, the others the
+    /// whole result, so adding to a long index does not resend it.
+    async fn replicate_index(
+        &self,
+        key: &str,
+        delta: &IndexDelta,
+        base: &HashMap<SessionId, SystemTime>,
+        holders: &[&Member],
+        deadline: Instant,
+    ) -> Result<Option<Entry>, StoreError> {
+        let next = Entry::Index(delta.apply(base));
+        let msg = Msg::IndexCopy {
+            key: key.to_owned(),
+            delta: delta.into(),
+        };
+        let mut newer: Option<Entry> = None;
+        let mut error = None;
+        let mut behind = Vec::new();
+        for (holder, answer) in holders
+            .iter()
+            .zip(self.to_holders(holders, &msg, deadline).await)
+        {
+            match answer {
+                Ok(Reply::Accepted) => {}
+                Ok(Reply::NeedRecord) => behind.push(*holder),
+                Ok(Reply::Conflict(entry)) => newer = Entry::newest(newer, Some(entry.into())),
+                Ok(other) => error = Some(unexpected(msg.name(), other)),
+                Err(err) => error = Some(err),
+            }
+        }
+        if !behind.is_empty() {
+            let install = Msg::Install {
+                key: key.to_owned(),
+                entry: (&next).into(),
+            };
+            for answer in self.to_holders(&behind, &install, deadline).await {
+                match answer {
+                    Ok(Reply::Accepted) => {}
+                    Ok(Reply::Conflict(entry)) => newer = Entry::newest(newer, Some(entry.into())),
+                    Ok(other) => error = Some(unexpected(install.name(), other)),
+                    Err(err) => error = Some(err),
+                }
+            }
+        }
+        if let Some(newer) = newer {
+            let _ = self.local.install(key, newer.clone()).await;
+            return Ok(Some(newer));
+        }
+        if let Some(err) = error {
+            return Err(err);
+        }
+        match self.local.install(key, next).await {
+            Installed::Accepted => Ok(None),
+            Installed::Conflict(entry) => Ok(Some(entry)),
         }
     }
 
@@ -872,6 +1158,13 @@ impl Inner {
                 Touched::NeedRecord => Reply::NeedRecord,
                 Touched::Conflict(entry) => Reply::Conflict((&entry).into()),
             },
+            Msg::IndexCopy { key, delta } => {
+                match self.local.change_index(key, &delta.clone().into()).await {
+                    Touched::Applied => Reply::Accepted,
+                    Touched::NeedRecord => Reply::NeedRecord,
+                    Touched::Conflict(entry) => Reply::Conflict((&entry).into()),
+                }
+            }
             Msg::Offer { entries } => {
                 let mut want = Vec::new();
                 for (index, (key, version, until, gone)) in entries.iter().enumerate() {
@@ -887,6 +1180,7 @@ impl Inner {
                             created_at: now,
                             expires_at: *until,
                             version: *version,
+                            owner: None,
                         })
                     };
                     let wanted = match self.local.get(key).await {
@@ -991,6 +1285,91 @@ impl Inner {
     }
 }
 
+/// A change to an owner's index, as a client node asks for it.
+#[derive(Debug)]
+enum IndexChange {
+    /// Index a session until the owner's `until`.
+    Add(SessionId, SystemTime),
+    /// Forget sessions `delete_by_owner` ended or found absent.
+    Remove(Vec<SessionId>),
+}
+
+/// What an [`IndexChange`] does to the index the owner node holds.
+#[derive(Debug)]
+enum Planned {
+    /// It is already so.
+    Nothing,
+    Change(IndexDelta),
+    /// Nothing is left: a tombstone, so a holder that missed the change
+    /// cannot hand the removed entries back.
+    Empty(Entry),
+}
+
+impl IndexChange {
+    /// The change to `sessions` (the index at `version`, living until
+    /// `expires_at`), computed on the index's owner node at `now`. Every
+    /// change also drops the entries whose `until` has passed.
+    fn plan(
+        &self,
+        version: u64,
+        sessions: &HashMap<SessionId, SystemTime>,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Planned {
+        let remove: Vec<SessionId> = sessions
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let change = |remove, add, expires_at| {
+            Planned::Change(IndexDelta {
+                from_version: version,
+                from_digest: local::digest(sessions),
+                remove,
+                add,
+                expires_at,
+            })
+        };
+        match self {
+            // An entry already past its `until` would be dropped at once; its
+            // session cannot be live either.
+            Self::Add(_, until) if *until <= now => Planned::Nothing,
+            Self::Add(id, until) => {
+                // Never shorten an entry: the session may live until the
+                // later of the two.
+                let until = sessions.get(id).map_or(*until, |held| (*held).max(*until));
+                if remove.is_empty() && sessions.get(id) == Some(&until) {
+                    return Planned::Nothing;
+                }
+                // The largest `until`, computed here on the owner node under
+                // the index's lock, so concurrent adds cannot shrink it.
+                change(remove, Some((*id, until)), expires_at.max(until))
+            }
+            Self::Remove(ids) => {
+                let mut gone: HashSet<SessionId> = remove.into_iter().collect();
+                gone.extend(ids.iter().filter(|id| sessions.contains_key(id)));
+                if gone.is_empty() {
+                    return Planned::Nothing;
+                }
+                if gone.len() == sessions.len() {
+                    return Planned::Empty(Entry::Gone {
+                        version: version.saturating_add(1),
+                        until: expires_at,
+                    });
+                }
+                let left = sessions
+                    .iter()
+                    .filter(|(id, _)| !gone.contains(id))
+                    .map(|(_, until)| *until)
+                    .max()
+                    .unwrap_or(expires_at);
+                let remove = gone.into_iter().collect();
+                change(remove, None, left)
+            }
+        }
+    }
+}
+
 async fn rebalance_loop(
     inner: Weak<Inner>,
     mut views: watch::Receiver<Arc<View>>,
@@ -1029,9 +1408,10 @@ impl Handler for Inner {
 impl SessionStore for ClusterStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
+        let deadline = Instant::now() + self.inner.request_timeout;
         match self
             .inner
-            .route(&key.clone(), Msg::Load { key }, "load")
+            .route(&key.clone(), Msg::Load { key }, "load", deadline)
             .await?
         {
             Reply::Loaded(live) => Ok(live.map(|w| Live::from(w).to_record(*id))),
@@ -1039,32 +1419,44 @@ impl SessionStore for ClusterStore {
         }
     }
 
+    /// A record with an owner is added to the owner's index first, then
+    /// written; see [Ending a user's sessions](crate#ending-a-users-sessions).
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let deadline = Instant::now() + self.inner.request_timeout;
+        if let Some(owner) = &record.owner {
+            self.index(owner, &record.id, "create", deadline).await?;
+        }
         let key = self.key(&record.id);
         let msg = Msg::Create {
             key: key.clone(),
             record: (&Live::from_record(record)).into(),
         };
-        match self.inner.route(&key, msg, "create").await? {
+        match self.inner.route(&key, msg, "create", deadline).await? {
             Reply::Created(true) => Ok(Created::Created),
             Reply::Created(false) => Ok(Created::IdTaken),
             other => Err(unexpected("create", other)),
         }
     }
 
+    /// Changes that give the session a new owner add it to that owner's
+    /// index first; all other commits cost what they did before owners.
     async fn commit(
         &self,
         id: &SessionId,
         changes: &Changes,
         expires_at: SystemTime,
     ) -> Result<Committed, StoreError> {
+        let deadline = Instant::now() + self.inner.request_timeout;
+        if let Some(Some(owner)) = changes.owner() {
+            self.index(owner, id, "commit", deadline).await?;
+        }
         let key = self.key(id);
         let msg = Msg::Commit {
             key: key.clone(),
             changes: changes.into(),
             expires_at,
         };
-        match self.inner.route(&key, msg, "commit").await? {
+        match self.inner.route(&key, msg, "commit", deadline).await? {
             Reply::Committed(Some(version)) => Ok(Committed::Applied { version }),
             Reply::Committed(None) => Ok(Committed::Missing),
             other => Err(unexpected("commit", other)),
@@ -1073,9 +1465,15 @@ impl SessionStore for ClusterStore {
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
         let key = self.key(id);
+        let deadline = Instant::now() + self.inner.request_timeout;
         match self
             .inner
-            .route(&key.clone(), Msg::Touch { key, expires_at }, "touch")
+            .route(
+                &key.clone(),
+                Msg::Touch { key, expires_at },
+                "touch",
+                deadline,
+            )
             .await?
         {
             Reply::Touched(done) => Ok(done),
@@ -1085,9 +1483,10 @@ impl SessionStore for ClusterStore {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = self.key(id);
+        let deadline = Instant::now() + self.inner.request_timeout;
         match self
             .inner
-            .route(&key.clone(), Msg::Delete { key }, "delete")
+            .route(&key.clone(), Msg::Delete { key }, "delete", deadline)
             .await?
         {
             Reply::Deleted => Ok(()),
@@ -1095,8 +1494,191 @@ impl SessionStore for ClusterStore {
         }
     }
 
+    /// Reads the owner's index (from its owner node, or a backup when that
+    /// one does not answer), ends each indexed session that still belongs
+    /// to `owner` on the session's own owner node, 32 at a time, then takes
+    /// the ended and absent ones out of the index. All of it within one
+    /// [`request_timeout`](ClusterConfig::request_timeout).
+    /// An error means some sessions may not have ended; calling again is
+    /// safe and finishes the job.
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        const OPERATION: &str = "delete_by_owner";
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let index = self.owner_key(owner);
+        let read = Msg::IndexRead { key: index.clone() };
+        let entries = match self.inner.route(&index, read, OPERATION, deadline).await? {
+            Reply::Index(entries) => entries,
+            other => return Err(unexpected(OPERATION, other)),
+        };
+        let results: Vec<(WireId, Result<Reply, StoreError>)> = stream::iter(entries)
+            .map(|(id, until)| async move {
+                let key = self.key(&id.0);
+                let msg = Msg::EndOwned {
+                    key: key.clone(),
+                    owner: owner.to_owned(),
+                    until,
+                };
+                (id, self.inner.route(&key, msg, OPERATION, deadline).await)
+            })
+            .buffer_unordered(END_CONCURRENCY)
+            .collect()
+            .await;
+        let mut ended = 0;
+        let mut settled = Vec::new();
+        let mut error = None;
+        for (id, result) in results {
+            match result {
+                Ok(Reply::Ended(EndOutcome::Ended)) => {
+                    ended += 1;
+                    settled.push(id);
+                }
+                Ok(Reply::Ended(EndOutcome::Absent)) => settled.push(id),
+                // It belongs to someone else now, but a commit giving it
+                // back to this owner may have indexed it already: the entry
+                // stays until its `until`.
+                Ok(Reply::Ended(EndOutcome::Kept)) => {}
+                Ok(other) => {
+                    error.get_or_insert(unexpected(OPERATION, other));
+                }
+                Err(err) => {
+                    error.get_or_insert(err);
+                }
+            }
+        }
+        if !settled.is_empty() {
+            let remove = Msg::IndexRemove {
+                key: index.clone(),
+                ids: settled,
+            };
+            // Tidying only: entries left behind point at tombstones, which
+            // the next call counts as absent, and leave by their `until`.
+            match self.inner.route(&index, remove, OPERATION, deadline).await {
+                Ok(Reply::Indexed) => {}
+                Ok(other) => tracing::debug!(
+                    error = %unexpected(OPERATION, other).to_line(),
+                    "ended sessions stay in their owner's index for now"
+                ),
+                Err(err) => tracing::debug!(
+                    error = %err.to_line(),
+                    "ended sessions stay in their owner's index for now"
+                ),
+            }
+        }
+        match error {
+            Some(err) => Err(err),
+            None => Ok(ended),
+        }
+    }
+
+    fn indexes_owners(&self) -> bool {
+        true
+    }
+
     /// `Ok` while this node sees a quorum of members.
     async fn health(&self) -> Result<(), StoreError> {
         self.inner.check_quorum(&self.inner.view(), "health")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + n)
+    }
+
+    #[test]
+    fn an_add_prunes_what_has_passed_and_never_shrinks_the_index() {
+        let (old, kept, new) = (
+            SessionId::generate(),
+            SessionId::generate(),
+            SessionId::generate(),
+        );
+        let sessions: HashMap<_, _> = [(old, secs(5)), (kept, secs(50))].into_iter().collect();
+        let Planned::Change(delta) =
+            IndexChange::Add(new, secs(20)).plan(3, &sessions, secs(90), secs(10))
+        else {
+            panic!("an add changed nothing");
+        };
+        assert_eq!(delta.from_version, 3);
+        assert_eq!(delta.remove, vec![old]);
+        // The index keeps living as long as it did: a concurrent add with a
+        // later `until` may have set that.
+        assert_eq!(delta.expires_at, secs(90));
+        let after = delta.apply(&sessions);
+        assert_eq!(after.version, 4);
+        assert_eq!(
+            after.sessions.as_ref(),
+            &[(kept, secs(50)), (new, secs(20))]
+                .into_iter()
+                .collect::<HashMap<_, _>>()
+        );
+        // Again, with nothing to prune: nothing to do.
+        assert!(matches!(
+            IndexChange::Add(new, secs(20)).plan(4, &after.sessions, secs(90), secs(10)),
+            Planned::Nothing
+        ));
+        // An earlier `until` for an indexed session keeps the later one.
+        assert!(matches!(
+            IndexChange::Add(new, secs(15)).plan(4, &after.sessions, secs(90), secs(10)),
+            Planned::Nothing
+        ));
+        // A later one moves the index's own expiry.
+        let Planned::Change(delta) =
+            IndexChange::Add(new, secs(200)).plan(4, &after.sessions, secs(90), secs(10))
+        else {
+            panic!("a later until changed nothing");
+        };
+        assert_eq!(delta.expires_at, secs(200));
+        // An entry already past its `until` is not added.
+        assert!(matches!(
+            IndexChange::Add(SessionId::generate(), secs(9)).plan(
+                0,
+                &HashMap::new(),
+                secs(0),
+                secs(10)
+            ),
+            Planned::Nothing
+        ));
+    }
+
+    #[test]
+    fn removing_the_last_entries_leaves_a_tombstone() {
+        let (a, b, c) = (
+            SessionId::generate(),
+            SessionId::generate(),
+            SessionId::generate(),
+        );
+        let sessions: HashMap<_, _> = [(a, secs(40)), (b, secs(60)), (c, secs(5))]
+            .into_iter()
+            .collect();
+        // Removing b drops c too (past), and the index shrinks to a's until.
+        let Planned::Change(delta) =
+            IndexChange::Remove(vec![b, b]).plan(8, &sessions, secs(60), secs(10))
+        else {
+            panic!("a removal changed nothing");
+        };
+        let mut removed = delta.remove.clone();
+        removed.sort_by_key(SessionId::encode);
+        let mut expected = vec![b, c];
+        expected.sort_by_key(SessionId::encode);
+        assert_eq!(removed, expected);
+        assert_eq!(delta.expires_at, secs(40));
+        // Ids it does not hold change nothing.
+        let after = delta.apply(&sessions);
+        assert!(matches!(
+            IndexChange::Remove(vec![b, SessionId::generate()]).plan(
+                9,
+                &after.sessions,
+                secs(40),
+                secs(10)
+            ),
+            Planned::Nothing
+        ));
+        assert!(matches!(
+            IndexChange::Remove(vec![a]).plan(9, &after.sessions, secs(40), secs(10)),
+            Planned::Empty(Entry::Gone { version: 10, until }) if until == secs(40)
+        ));
     }
 }

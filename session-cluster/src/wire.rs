@@ -5,16 +5,17 @@
 //! from the cluster secret; see [`Signer`].
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use session_core::{Changes, Data, ErrorKind};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use session_core::{Changes, Data, ErrorKind, Owner, SessionId};
 use sha2::Sha256;
 
-use crate::local::{Entry, Live};
+use crate::local::{Entry, Index, IndexDelta, Live};
 
 /// The path of every peer request; the version is in it so a future format
 /// can be served beside this one during a rolling upgrade.
@@ -77,6 +78,34 @@ pub(crate) enum Msg {
     Push {
         entries: Vec<(String, WireEntry)>,
     },
+    // A node hands an owner-index operation to the index's owner node.
+    /// Adds `id` (until `until`) to the index at `key`.
+    IndexAdd {
+        key: String,
+        id: WireId,
+        until: SystemTime,
+    },
+    /// The index's live entries.
+    IndexRead {
+        key: String,
+    },
+    /// Takes `ids` out of the index at `key`.
+    IndexRemove {
+        key: String,
+        ids: Vec<WireId>,
+    },
+    /// Ends the session at `key` only if it still belongs to `owner`;
+    /// `until` is the index entry's, how long the session could live.
+    EndOwned {
+        key: String,
+        owner: String,
+        until: SystemTime,
+    },
+    /// The index owner to a holder: one change to its copy.
+    IndexCopy {
+        key: String,
+        delta: WireIndexDelta,
+    },
 }
 
 impl Msg {
@@ -94,6 +123,11 @@ impl Msg {
             Self::TouchCopy { .. } => "touch_copy",
             Self::Offer { .. } => "offer",
             Self::Push { .. } => "push",
+            Self::IndexAdd { .. } => "index_add",
+            Self::IndexRead { .. } => "index_read",
+            Self::IndexRemove { .. } => "index_remove",
+            Self::EndOwned { .. } => "end_owned",
+            Self::IndexCopy { .. } => "index_copy",
         }
     }
 }
@@ -111,6 +145,12 @@ pub(crate) enum Reply {
     Conflict(WireEntry),
     NeedRecord,
     Want(Vec<u32>),
+    /// An index change is on every holder.
+    Indexed,
+    /// An index's live entries.
+    Index(Vec<(WireId, SystemTime)>),
+    /// What an [`Msg::EndOwned`] found.
+    Ended(EndOutcome),
     /// The peer could not do it; the kind is a [`ErrorKind`] name.
     Failed {
         kind: WireErrorKind,
@@ -153,6 +193,66 @@ impl From<WireErrorKind> for ErrorKind {
     }
 }
 
+/// What a conditional delete ([`Msg::EndOwned`]) found at the session's
+/// owner node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum EndOutcome {
+    /// The session belonged to the owner and is now deleted.
+    Ended,
+    /// There is no live session with this id (it ended, expired, or was
+    /// never written); a tombstone now keeps it that way.
+    Absent,
+    /// The session is live and belongs to someone else, or to no one.
+    Kept,
+}
+
+/// A session id on the wire, in its text form. Decoding refuses anything
+/// that is not an id, so a malformed index never reaches the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WireId(pub(crate) SessionId);
+
+impl Serialize for WireId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for WireId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        SessionId::decode(&text)
+            .map(Self)
+            .ok_or_else(|| serde::de::Error::custom("not a session id"))
+    }
+}
+
+/// A session's [`Owner`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireOwner {
+    name: String,
+    until: SystemTime,
+}
+
+impl From<&Owner> for WireOwner {
+    fn from(owner: &Owner) -> Self {
+        Self {
+            name: owner.name.clone(),
+            until: owner.until,
+        }
+    }
+}
+
+impl From<WireOwner> for Owner {
+    fn from(wire: WireOwner) -> Self {
+        // Not `Owner::new`: the name was checked where the session was
+        // written, and the wire must carry back exactly what was stored.
+        Self {
+            name: wire.name,
+            until: wire.until,
+        }
+    }
+}
+
 /// A live record on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WireLive {
@@ -160,6 +260,7 @@ pub(crate) struct WireLive {
     created_at: SystemTime,
     expires_at: SystemTime,
     version: u64,
+    owner: Option<WireOwner>,
 }
 
 impl From<&Live> for WireLive {
@@ -173,6 +274,7 @@ impl From<&Live> for WireLive {
             created_at: live.created_at,
             expires_at: live.expires_at,
             version: live.version,
+            owner: live.owner.as_ref().map(WireOwner::from),
         }
     }
 }
@@ -184,21 +286,95 @@ impl From<WireLive> for Live {
             created_at: wire.created_at,
             expires_at: wire.expires_at,
             version: wire.version,
+            owner: wire.owner.map(Owner::from),
         }
     }
 }
 
-/// An entry (live or tombstone) on the wire.
+/// An owner index on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireIndex {
+    sessions: Vec<(WireId, SystemTime)>,
+    expires_at: SystemTime,
+    version: u64,
+}
+
+impl From<&Index> for WireIndex {
+    fn from(index: &Index) -> Self {
+        Self {
+            sessions: index
+                .sessions
+                .iter()
+                .map(|(id, until)| (WireId(*id), *until))
+                .collect(),
+            expires_at: index.expires_at,
+            version: index.version,
+        }
+    }
+}
+
+impl From<WireIndex> for Index {
+    fn from(wire: WireIndex) -> Self {
+        Self {
+            sessions: Arc::new(
+                wire.sessions
+                    .into_iter()
+                    .map(|(id, until)| (id.0, until))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            expires_at: wire.expires_at,
+            version: wire.version,
+        }
+    }
+}
+
+/// An [`IndexDelta`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireIndexDelta {
+    from_version: u64,
+    from_digest: u64,
+    remove: Vec<WireId>,
+    add: Option<(WireId, SystemTime)>,
+    expires_at: SystemTime,
+}
+
+impl From<&IndexDelta> for WireIndexDelta {
+    fn from(delta: &IndexDelta) -> Self {
+        Self {
+            from_version: delta.from_version,
+            from_digest: delta.from_digest,
+            remove: delta.remove.iter().copied().map(WireId).collect(),
+            add: delta.add.map(|(id, until)| (WireId(id), until)),
+            expires_at: delta.expires_at,
+        }
+    }
+}
+
+impl From<WireIndexDelta> for IndexDelta {
+    fn from(wire: WireIndexDelta) -> Self {
+        Self {
+            from_version: wire.from_version,
+            from_digest: wire.from_digest,
+            remove: wire.remove.into_iter().map(|id| id.0).collect(),
+            add: wire.add.map(|(id, until)| (id.0, until)),
+            expires_at: wire.expires_at,
+        }
+    }
+}
+
+/// An entry (live record, owner index or tombstone) on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum WireEntry {
     Live(WireLive),
     Gone { version: u64, until: SystemTime },
+    Index(WireIndex),
 }
 
 impl From<&Entry> for WireEntry {
     fn from(entry: &Entry) -> Self {
         match entry {
             Entry::Live(live) => Self::Live(live.into()),
+            Entry::Index(index) => Self::Index(index.into()),
             Entry::Gone { version, until } => Self::Gone {
                 version: *version,
                 until: *until,
@@ -211,6 +387,7 @@ impl From<WireEntry> for Entry {
     fn from(wire: WireEntry) -> Self {
         match wire {
             WireEntry::Live(live) => Self::Live(live.into()),
+            WireEntry::Index(index) => Self::Index(index.into()),
             WireEntry::Gone { version, until } => Self::Gone { version, until },
         }
     }
@@ -223,6 +400,8 @@ pub(crate) struct WireChanges {
     clear: bool,
     removed: Vec<String>,
     set: Vec<(String, String)>,
+    /// As [`Changes::owner`]: `None` leaves the owner as it is.
+    owner: Option<Option<WireOwner>>,
 }
 
 impl From<&Changes> for WireChanges {
@@ -235,6 +414,7 @@ impl From<&Changes> for WireChanges {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            owner: changes.owner().map(|owner| owner.map(WireOwner::from)),
         }
     }
 }
@@ -250,6 +430,9 @@ impl From<WireChanges> for Changes {
         }
         for (key, value) in wire.set {
             changes.set(key, value);
+        }
+        if let Some(owner) = wire.owner {
+            changes.set_owner(owner.map(Owner::from));
         }
         changes
     }
@@ -346,6 +529,86 @@ mod tests {
         let wire = postcard::to_allocvec(&WireChanges::from(&changes)).unwrap();
         let back: WireChanges = postcard::from_bytes(&wire).unwrap();
         assert_eq!(Changes::from(back), changes);
+    }
+
+    fn through_the_wire<T: Serialize + for<'de> Deserialize<'de>>(value: &T) -> T {
+        postcard::from_bytes(&postcard::to_allocvec(value).unwrap()).unwrap()
+    }
+
+    fn ada() -> Owner {
+        // Not whole milliseconds: the wire keeps every nanosecond.
+        Owner::new(
+            "ada",
+            SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn owner_changes_survive_the_wire() {
+        for owner in [None, Some(None), Some(Some(ada()))] {
+            let mut changes = Changes::default();
+            changes.set("a", "1");
+            if let Some(owner) = owner {
+                changes.set_owner(owner);
+            }
+            let back = Changes::from(through_the_wire(&WireChanges::from(&changes)));
+            assert_eq!(back, changes);
+        }
+    }
+
+    #[test]
+    fn records_keep_their_owner_on_the_wire() {
+        let now = SystemTime::now();
+        let mut record = session_core::Record::new(SessionId::generate(), Data::new(), now, now);
+        record.owner = Some(ada());
+        let live = Live::from_record(&record);
+        let back = Live::from(through_the_wire(&WireLive::from(&live)));
+        assert_eq!(back, live);
+        assert_eq!(back.to_record(record.id), record);
+    }
+
+    #[test]
+    fn indexes_and_their_changes_survive_the_wire() {
+        let until = ada().until;
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        let index = Entry::Index(Index {
+            sessions: Arc::new([(a, until), (b, until)].into_iter().collect()),
+            expires_at: until,
+            version: 7,
+        });
+        assert_eq!(
+            Entry::from(through_the_wire(&WireEntry::from(&index))),
+            index
+        );
+        let delta = IndexDelta {
+            from_version: 7,
+            from_digest: 42,
+            remove: vec![a],
+            add: Some((b, until)),
+            expires_at: until,
+        };
+        assert_eq!(
+            IndexDelta::from(through_the_wire(&WireIndexDelta::from(&delta))),
+            delta
+        );
+    }
+
+    #[test]
+    fn a_message_with_something_other_than_an_id_does_not_decode() {
+        let id = SessionId::generate();
+        let msg = Msg::IndexRemove {
+            key: "k".to_owned(),
+            ids: vec![WireId(id)],
+        };
+        let mut bytes = postcard::to_allocvec(&msg).unwrap();
+        assert!(postcard::from_bytes::<Msg>(&bytes).is_ok());
+        let at = bytes
+            .windows(22)
+            .position(|w| w == id.encode().as_bytes())
+            .unwrap();
+        bytes[at] = b'!';
+        assert!(postcard::from_bytes::<Msg>(&bytes).is_err());
     }
 
     #[test]

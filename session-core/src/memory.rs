@@ -265,6 +265,23 @@ impl MemoryStore {
         self.cache.entry_count()
     }
 
+    /// Runs the cache's pending maintenance now: expired and evicted
+    /// sessions leave, and [`approximate_len`](Self::approximate_len) catches
+    /// up. It otherwise runs a little at a time during later calls, so a
+    /// store nobody calls keeps expired sessions in memory (never serving
+    /// them). For reports, tests and idle-time housekeeping.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let store = session_core::MemoryStore::new();
+    /// store.run_pending_tasks().await;
+    /// assert_eq!(store.approximate_len(), 0);
+    /// # }
+    /// ```
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     fn key(&self, id: &SessionId) -> String {
         let mut key = String::with_capacity(self.prefix.len() + crate::id::ENCODED_LEN);
         key.push_str(&self.prefix);

@@ -135,6 +135,14 @@ impl SessionStore for RoundRobin {
         self.pick().delete(id).await
     }
 
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.pick().delete_by_owner(owner).await
+    }
+
+    fn indexes_owners(&self) -> bool {
+        self.pick().indexes_owners()
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.pick().health().await
     }
