@@ -287,12 +287,13 @@ async fn stats(State(node): State<ClusterStore>) -> ([(&'static str, &'static st
         .join(",");
     let body = format!(
         "{{\"node\":{},\"addr\":\"{}\",\"members\":{},\"member_ids\":[{members}],\
-         \"sessions_held\":{},\"bytes_sent\":{},\"bytes_received\":{},\"requests_sent\":{},\
+         \"sessions_held\":{},\"owner_indexes_held\":{},\"bytes_sent\":{},\"bytes_received\":{},\"requests_sent\":{},\
          \"requests_refused\":{},\"rebalances\":{}}}\n",
         json_string(node.node_id()),
         node.local_addr(),
         stats.members,
         stats.sessions_held,
+        stats.owner_indexes_held,
         stats.bytes_sent,
         stats.bytes_received,
         stats.requests_sent,

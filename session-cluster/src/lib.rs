@@ -215,6 +215,8 @@
 //!   answers `503` past that instead of queueing.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "codec")]
+pub mod codec;
 mod config;
 mod link;
 mod local;
