@@ -829,11 +829,7 @@ impl Inner {
                 Some(newer) => base = Some(newer),
             }
         }
-        Err(
-            StoreError::new(ErrorKind::Unavailable, "commit").with_source(
-                "the holders kept answering with newer copies; the membership is changing",
-            ),
-        )
+        Err(kept_losing("commit"))
     }
 
     /// Installs `next` on every other holder, then here. `Some(entry)` when
@@ -936,11 +932,7 @@ impl Inner {
             }
             base = newer;
         }
-        Err(
-            StoreError::new(ErrorKind::Unavailable, "touch").with_source(
-                "the holders kept answering with newer copies; the membership is changing",
-            ),
-        )
+        Err(kept_losing("touch"))
     }
 
     async fn delete_here(
@@ -1065,11 +1057,7 @@ impl Inner {
                 Some(newer) => base = Some(newer),
             }
         }
-        Err(
-            StoreError::new(ErrorKind::Unavailable, "index").with_source(
-                "the holders kept answering with newer copies; the membership is changing",
-            ),
-        )
+        Err(kept_losing("index"))
     }
 
     /// [`replicate`](Self::replicate) for an index change: holders with the
@@ -1368,6 +1356,13 @@ impl IndexChange {
             }
         }
     }
+}
+
+/// A write that lost to a newer copy on every try: the membership is
+/// changing under it, and the caller may retry once it has settled.
+fn kept_losing(operation: &'static str) -> StoreError {
+    StoreError::new(ErrorKind::Unavailable, operation)
+        .with_source("the holders kept answering with newer copies; the membership is changing")
 }
 
 async fn rebalance_loop(

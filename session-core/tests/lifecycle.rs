@@ -2,7 +2,10 @@
 //! scenarios cannot steer: faults on writes only, sessions ended by another
 //! request, handles kept past the response.
 
+mod support;
+
 use std::sync::Arc;
+use support::{id_of, set_cookie};
 
 use session_conformance::{Calls, Fault, InstrumentedStore};
 use session_core::ErrorPolicy;
@@ -50,20 +53,6 @@ impl Fixture {
         self.store.take_calls();
         cookie
     }
-}
-
-fn set_cookie(finish: Finish) -> Option<String> {
-    match finish {
-        Finish::Respond { set_cookie } => {
-            set_cookie.map(|header| header.split(';').next().unwrap().to_owned())
-        }
-        other => panic!("expected a response, got {other:?}"),
-    }
-}
-
-fn id_of(cookie: &str) -> SessionId {
-    let value = cookie.split_once('=').unwrap().1;
-    SessionId::decode(value.split('.').next().unwrap()).unwrap()
 }
 
 #[tokio::test]

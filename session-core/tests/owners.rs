@@ -2,12 +2,15 @@
 //! stays within the owner's index entry, and "log out everywhere" racing a
 //! request that is changing its session's id.
 
+mod support;
+
 use std::{sync::Arc, time::Duration};
+use support::{id_of, set_cookie};
 
 use session_conformance::{Calls, InstrumentedStore};
 use session_core::{
-    Finish, Key, ManualClock, MemoryStore, Session, SessionError, SessionId, SessionManager,
-    SessionManagerBuilder, SessionStore,
+    Key, ManualClock, MemoryStore, Session, SessionError, SessionManager, SessionManagerBuilder,
+    SessionStore,
 };
 
 const IDLE: Duration = Duration::from_secs(30 * 60);
@@ -54,7 +57,7 @@ impl Fixture {
         let session = self.request(None);
         session.insert("user", user).await.unwrap();
         session.set_owner(user).await.unwrap();
-        let cookie = cookie_of(session.finish().await).expect("a new session gets a cookie");
+        let cookie = set_cookie(session.finish().await).expect("a new session gets a cookie");
         self.store.take_calls();
         cookie
     }
@@ -64,26 +67,12 @@ impl Fixture {
     }
 }
 
-fn cookie_of(finish: Finish) -> Option<String> {
-    match finish {
-        Finish::Respond { set_cookie } => {
-            set_cookie.map(|header| header.split(';').next().unwrap().to_owned())
-        }
-        other => panic!("expected a response, got {other:?}"),
-    }
-}
-
-fn id_of(cookie: &str) -> SessionId {
-    let value = cookie.split_once('=').unwrap().1;
-    SessionId::decode(value.split('.').next().unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn an_owner_alone_is_worth_storing_and_lasts_until_the_absolute_deadline() {
     let fixture = Fixture::new();
     let session = fixture.request(None);
     session.set_owner("ada").await.unwrap();
-    let cookie = cookie_of(session.finish().await).expect("an owned session is stored");
+    let cookie = set_cookie(session.finish().await).expect("an owned session is stored");
 
     let record = fixture.stored(&cookie).await.unwrap();
     let owner = record.owner.expect("the owner is stored");
@@ -215,7 +204,7 @@ async fn a_session_ended_while_its_id_cycles_does_not_survive_under_the_new_id()
     assert_eq!(fixture.manager.end_all_for("ada").await.unwrap(), 1);
 
     let finish = session.finish().await;
-    let removal = cookie_of(finish).expect("the browser is told to drop the cookie");
+    let removal = set_cookie(finish).expect("the browser is told to drop the cookie");
     assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
     assert_eq!(fixture.store.load(&new_id).await.unwrap(), None);
     assert!(fixture.stored(&cookie).await.is_none());
@@ -229,7 +218,7 @@ async fn a_cycled_owned_session_keeps_its_owner_and_stays_endable() {
 
     let session = fixture.request(Some(&cookie));
     session.cycle_id().await.unwrap();
-    let cycled = cookie_of(session.finish().await).expect("a new cookie");
+    let cycled = set_cookie(session.finish().await).expect("a new cookie");
     let record = fixture.stored(&cycled).await.unwrap();
     assert_eq!(
         record.owner.as_ref().map(|o| (o.name.as_str(), o.until)),
@@ -249,14 +238,14 @@ async fn log_out_everywhere_ends_the_owner_and_clears_this_cookie() {
 
     let session = fixture.request(Some(&laptop));
     assert_eq!(session.log_out_everywhere().await.unwrap(), 2);
-    let removal = cookie_of(session.finish().await).unwrap();
+    let removal = set_cookie(session.finish().await).unwrap();
     assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
     assert!(fixture.stored(&phone).await.is_none());
 
     // Without an owner it is a plain logout.
     let anonymous = fixture.request(None);
     anonymous.insert("k", 1).await.unwrap();
-    let cookie = cookie_of(anonymous.finish().await).unwrap();
+    let cookie = set_cookie(anonymous.finish().await).unwrap();
     let session = fixture.request(Some(&cookie));
     assert_eq!(session.log_out_everywhere().await.unwrap(), 0);
     let _ = session.finish().await;
