@@ -638,7 +638,7 @@ fn from_figment_error(err: &figment::Error) -> ConfigError {
     let key = if path.is_empty() {
         "config".to_owned()
     } else {
-        path.join(".")
+        dotted_key(&path)
     };
     let origin = match err.metadata.as_ref() {
         Some(metadata) => match &metadata.source {
@@ -652,6 +652,29 @@ fn from_figment_error(err: &figment::Error) -> ConfigError {
         None => String::new(),
     };
     ConfigError::new(key, format!("{}{origin}", err.kind))
+}
+
+/// `path` as the user would write it in TOML: bare segments joined by
+/// dots, and any segment that is not a bare key (an empty one, say)
+/// quoted, so the error never names an empty key. Found by the `config`
+/// fuzz target.
+fn dotted_key(path: &[String]) -> String {
+    let bare = |segment: &str| {
+        !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    path.iter()
+        .map(|segment| {
+            if bare(segment) {
+                segment.clone()
+            } else {
+                format!("{segment:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Stands in for the stores while the manager and failover settings are

@@ -893,3 +893,21 @@ fn a_type_error_in_a_file_names_the_file() {
         "{err}"
     );
 }
+
+/// Found by the `config` fuzz target (`fuzz/artifacts/config/crash-149ba5dd…`,
+/// the input ` "" =9`): an unknown key that is empty was named as the empty
+/// string. Keys that are not bare TOML keys are quoted now.
+#[test]
+fn an_unknown_key_that_is_not_a_bare_key_is_named_quoted() {
+    assert_eq!(
+        SessionConfig::from_toml(r#" "" =9"#).unwrap_err().key(),
+        r#""""#
+    );
+    assert_eq!(
+        SessionConfig::from_toml("[store]\n\"a b\" = 1\n")
+            .unwrap_err()
+            .key(),
+        r#"store."a b""#
+    );
+    assert_error("[store]\nnope = 1", "store.nope", "unknown field");
+}

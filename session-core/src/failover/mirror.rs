@@ -185,12 +185,25 @@ impl Inner {
             .expires_at
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        if left > EXPIRY_SKEW {
+        if left > EXPIRY_SKEW
+            && self
+                .repair_call(
+                    empty,
+                    &record.id,
+                    Missed::Write,
+                    empty.store.create(&record),
+                )
+                .await
+        {
+            // The gap the ahead mark recorded is closed: without this, the
+            // mark of every session committed during an outage would stay
+            // for the tombstone lifetime (found by session-lab's key count).
+            let mark = record.id.derive(AHEAD_DOMAIN);
             self.repair_call(
-                empty,
+                holder,
                 &record.id,
                 Missed::Write,
-                empty.store.create(&record),
+                holder.store.delete(&mark),
             )
             .await;
         }

@@ -1,0 +1,318 @@
+//! What one run measured, per strategy: the table, and the JSON a test
+//! reads.
+
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    schedule::Fault,
+    strategy::{Footprint, Kind},
+    workload::{EventKind, Tally},
+};
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct LabFigures {
+    pub(crate) nodes: usize,
+    pub(crate) users: usize,
+    pub(crate) load_seconds: f64,
+    pub(crate) pause_ms: u64,
+    pub(crate) schedule: Vec<FaultFigure>,
+    pub(crate) strategies: Vec<StrategyFigures>,
+    /// Wall time of the whole run, set-up and read-out included.
+    pub(crate) elapsed_seconds: f64,
+}
+
+/// One fault, as the report shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct FaultFigure {
+    pub(crate) at_seconds: f64,
+    pub(crate) action: crate::schedule::Action,
+    pub(crate) label: &'static str,
+    pub(crate) description: &'static str,
+    pub(crate) applies_to: &'static str,
+}
+
+impl From<&Fault> for FaultFigure {
+    fn from(fault: &Fault) -> Self {
+        Self {
+            at_seconds: fault.at.as_secs_f64(),
+            action: fault.action,
+            label: fault.action.label(),
+            description: fault.action.describe(),
+            applies_to: fault.action.applies_to(),
+        }
+    }
+}
+
+/// One strategy's figures; `measured` is absent for a skipped strategy.
+#[derive(Debug, Serialize)]
+pub(crate) struct StrategyFigures {
+    pub(crate) letter: &'static str,
+    pub(crate) key: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) setup: &'static str,
+    pub(crate) expectation: &'static str,
+    pub(crate) ran: bool,
+    /// Whether it runs on Redis (so the Redis faults touch it).
+    pub(crate) needs_redis: bool,
+    pub(crate) skipped_because: Option<String>,
+    #[serde(flatten)]
+    pub(crate) measured: Option<Measured>,
+}
+
+/// The figures of a strategy that ran.
+#[derive(Debug, Serialize)]
+pub(crate) struct Measured {
+    pub(crate) requests: u64,
+    pub(crate) logins: u64,
+    pub(crate) acknowledged_increments: u64,
+    pub(crate) lost_sessions: u64,
+    pub(crate) stale_reads: u64,
+    pub(crate) lost_increments: u64,
+    pub(crate) failed_requests: u64,
+    /// Failed requests by cause: a status code, `timeout` or `connection`.
+    pub(crate) failures: BTreeMap<String, u64>,
+    pub(crate) phantom_counts: u64,
+    pub(crate) short_final_reads: u64,
+    pub(crate) unread_counters: u64,
+    pub(crate) requests_per_node: Vec<u64>,
+    /// Busiest node's requests over the mean per node (1.0 is even).
+    pub(crate) load_skew: f64,
+    /// The same, over the requests from when the killed node came back:
+    /// whether the balancer gives it its share again.
+    pub(crate) load_skew_after_return: Option<f64>,
+    pub(crate) sessions_per_node: Vec<u64>,
+    /// Keys in the shared Redis (d), or in the primary and the secondary (e).
+    pub(crate) shared_store_keys: Option<Vec<u64>>,
+    pub(crate) store_bytes: u64,
+    pub(crate) store_bytes_per_request: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) timeline: Vec<Bucket>,
+}
+
+/// The trouble events of one slice of the run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Bucket {
+    pub(crate) start_seconds: f64,
+    pub(crate) failed: u64,
+    pub(crate) lost_sessions: u64,
+    pub(crate) stale_reads: u64,
+}
+
+impl StrategyFigures {
+    /// A strategy that did not run, and why.
+    pub(crate) fn skipped(kind: Kind, because: String) -> Self {
+        Self::new(kind, None, Some(because))
+    }
+
+    /// A strategy that ran: what its users saw and what it held.
+    pub(crate) fn measured(kind: Kind, tally: Tally, footprint: Footprint, load: Duration) -> Self {
+        let served: u64 = footprint.requests_per_node.iter().sum();
+        let millis = |quantile| tally.latency.value_at_quantile(quantile) as f64 / 1000.0;
+        let measured = Measured {
+            requests: tally.requests,
+            logins: tally.logins,
+            acknowledged_increments: tally.acknowledged_increments,
+            lost_sessions: tally.lost_sessions,
+            stale_reads: tally.stale_reads,
+            lost_increments: tally.lost_increments,
+            failed_requests: tally.failed_requests,
+            failures: tally
+                .failures
+                .iter()
+                .map(|(failure, count)| (failure.name(), *count))
+                .collect(),
+            phantom_counts: tally.phantom_counts,
+            short_final_reads: tally.short_final_reads,
+            unread_counters: tally.unread_counters,
+            load_skew: skew(&footprint.requests_per_node),
+            load_skew_after_return: footprint
+                .requests_per_node_since_return
+                .as_deref()
+                .map(skew),
+            store_bytes_per_request: if served > 0 {
+                footprint.store_bytes as f64 / served as f64
+            } else {
+                0.0
+            },
+            p50_ms: millis(0.50),
+            p99_ms: millis(0.99),
+            timeline: timeline(&tally, load),
+            requests_per_node: footprint.requests_per_node,
+            sessions_per_node: footprint.sessions_per_node,
+            shared_store_keys: footprint.shared_store_keys,
+            store_bytes: footprint.store_bytes,
+        };
+        Self::new(kind, Some(measured), None)
+    }
+
+    fn new(kind: Kind, measured: Option<Measured>, skipped_because: Option<String>) -> Self {
+        Self {
+            letter: kind.letter(),
+            key: kind.key(),
+            name: kind.name(),
+            setup: kind.setup(),
+            expectation: kind.expectation(),
+            ran: measured.is_some(),
+            needs_redis: kind.needs_redis(),
+            skipped_because,
+            measured,
+        }
+    }
+}
+
+/// The busiest node's requests over the mean per node; 0 with no requests.
+fn skew(requests_per_node: &[u64]) -> f64 {
+    let total: u64 = requests_per_node.iter().sum();
+    let busiest = requests_per_node.iter().copied().max().unwrap_or(0);
+    if total == 0 {
+        0.0
+    } else {
+        busiest as f64 * requests_per_node.len() as f64 / total as f64
+    }
+}
+
+/// The bucket width for a load of `load`: about 50 buckets, at least half
+/// a second each.
+pub(crate) fn bucket_width(load: Duration) -> Duration {
+    (load / 50).max(Duration::from_millis(500))
+}
+
+fn timeline(tally: &Tally, load: Duration) -> Vec<Bucket> {
+    let width = bucket_width(load);
+    // Final reads come after the load: one more bucket holds them.
+    let count = usize::try_from(load.as_millis() / width.as_millis().max(1)).unwrap_or(0) + 2;
+    let mut buckets: Vec<Bucket> = (0..count)
+        .map(|i| Bucket {
+            start_seconds: width.as_secs_f64() * i as f64,
+            failed: 0,
+            lost_sessions: 0,
+            stale_reads: 0,
+        })
+        .collect();
+    for event in &tally.events {
+        let index = usize::try_from(event.at.as_millis() / width.as_millis().max(1))
+            .unwrap_or(usize::MAX)
+            .min(count - 1);
+        let bucket = &mut buckets[index];
+        match event.kind {
+            EventKind::Failed => bucket.failed += 1,
+            EventKind::LostSession => bucket.lost_sessions += 1,
+            EventKind::StaleRead => bucket.stale_reads += 1,
+        }
+    }
+    buckets
+}
+
+/// `14 13 0`, or `- (Redis: 40 keys)` for the shared stores.
+pub(crate) fn memory_cell(measured: &Measured) -> String {
+    match &measured.shared_store_keys {
+        Some(keys) => {
+            let keys: Vec<String> = keys.iter().map(u64::to_string).collect();
+            format!("0 (Redis keys: {})", keys.join(" + "))
+        }
+        None => {
+            let held: Vec<String> = measured
+                .sessions_per_node
+                .iter()
+                .map(u64::to_string)
+                .collect();
+            held.join(" ")
+        }
+    }
+}
+
+/// `1.37/1.50`: the load skew over the whole run, then after the killed
+/// node came back.
+pub(crate) fn skew_cell(measured: &Measured) -> String {
+    match measured.load_skew_after_return {
+        Some(after) => format!("{:.2}/{after:.2}", measured.load_skew),
+        None => format!("{:.2}", measured.load_skew),
+    }
+}
+
+/// The table printed at the end of a run, as plain text.
+pub(crate) fn table(figures: &LabFigures) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>9} {:<24} {:>8} {:>7} {:>7}",
+        "strategy",
+        "requests",
+        "lost",
+        "stale",
+        "lost",
+        "failed",
+        "load",
+        "sessions held",
+        "store",
+        "p50",
+        "p99"
+    );
+    let _ = writeln!(
+        out,
+        "{:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>9} {:<24} {:>8} {:>7} {:>7}",
+        "", "", "sess.", "reads", "incr.", "reqs", "all/back", "per node", "B/req", "ms", "ms"
+    );
+    let _ = writeln!(out, "{}", "-".repeat(42 + 9 + 7 * 3 + 8 + 10 + 25 + 9 + 16));
+    for strategy in &figures.strategies {
+        let label = format!("{}  {}", strategy.letter, strategy.name);
+        match &strategy.measured {
+            Some(m) => {
+                let _ = writeln!(
+                    out,
+                    "{label:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>9} {:<24} {:>8.0} {:>7.1} {:>7.1}",
+                    m.requests,
+                    m.lost_sessions,
+                    m.stale_reads,
+                    m.lost_increments,
+                    m.failed_requests,
+                    skew_cell(m),
+                    memory_cell(m),
+                    m.store_bytes_per_request,
+                    m.p50_ms,
+                    m.p99_ms,
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{label:<42} skipped: {}",
+                    strategy.skipped_because.as_deref().unwrap_or("not run")
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Event;
+
+    #[test]
+    fn events_land_in_their_slice_and_late_ones_in_the_last() {
+        let mut tally = Tally::default();
+        for (ms, kind) in [
+            (100, EventKind::Failed),
+            (600, EventKind::LostSession),
+            (900, EventKind::StaleRead),
+            (99_000, EventKind::Failed),
+        ] {
+            tally.events.push(Event {
+                at: Duration::from_millis(ms),
+                kind,
+            });
+        }
+        let buckets = timeline(&tally, Duration::from_secs(10));
+        assert_eq!(buckets.len(), 22);
+        assert_eq!(buckets[0].failed, 1);
+        assert_eq!(buckets[1].lost_sessions, 1);
+        assert_eq!(buckets[1].stale_reads, 1);
+        assert_eq!(buckets[21].failed, 1);
+    }
+}

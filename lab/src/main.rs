@@ -1,0 +1,326 @@
+//! # session-lab
+//!
+//! The three ways sessions break when an app runs on several servers,
+//! reproduced on this machine and measured, next to session-kit's answers:
+//!
+//! ```text
+//! cargo run --release -p session-lab            # about two minutes
+//! cargo run --release -p session-lab -- --quick # under a minute
+//! ```
+//!
+//! Five strategies run side by side on one timeline, each with its own app
+//! servers (axum behind session-kit's tower layer), load balancer and
+//! store: local memory behind a sticky balancer (a) and behind round-robin
+//! (b), the session-kit cluster (c), one Redis (d) and a Redis failover
+//! mirror (e). Users log in and increment a counter in their session while
+//! an app server is killed and restarted, and then Redis. The lab counts
+//! what each user saw (lost sessions, stale reads, lost increments, failed
+//! requests) and what each strategy cost (load skew, memory, store traffic,
+//! latency), prints a table and writes an HTML report with charts.
+//! `session-lab --help` explains each strategy and figure.
+//!
+//! Everything listens on 127.0.0.1 only, and every loop is bounded by the
+//! run's length.
+#![forbid(unsafe_code)]
+
+mod app;
+mod args;
+mod balancer;
+mod error;
+mod figures;
+mod redis;
+mod report;
+mod schedule;
+mod strategy;
+mod workload;
+
+use std::{
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use futures_util::future::join_all;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::task::JoinSet;
+
+use crate::{
+    args::{Args, RedisWanted, Settings},
+    error::LabError,
+    figures::{FaultFigure, LabFigures, StrategyFigures},
+    schedule::{Action, Fault, VICTIM},
+    strategy::{Deployment, Kind},
+    workload::{Tally, User},
+};
+
+/// What each strategy and figure means: `--help` and the report show it.
+pub(crate) const HELP: &str = include_str!("help.txt");
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = args.settings();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("session-lab: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("session-lab: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why the Redis strategies are skipped, if they are.
+fn redis_skipped(wanted: RedisWanted) -> Result<Option<String>, LabError> {
+    match (wanted, redis::installed()) {
+        (RedisWanted::No, _) => Ok(Some("--no-redis".to_owned())),
+        (_, Ok(())) => Ok(None),
+        (RedisWanted::Required, Err(missing)) => Err(LabError::RedisMissing { missing }),
+        (RedisWanted::IfInstalled, Err(missing)) => Ok(Some(format!(
+            "{missing} is not installed (sudo apt-get install -y redis-server redis-tools)"
+        ))),
+    }
+}
+
+async fn run(settings: &Settings) -> Result<(), LabError> {
+    let began = Instant::now();
+    let redis_skipped = redis_skipped(settings.redis)?;
+    let mut deployments = Vec::new();
+    let mut skipped = Vec::new();
+    for kind in Kind::ALL {
+        if let (true, Some(reason)) = (kind.needs_redis(), &redis_skipped) {
+            skipped.push((kind, reason.clone()));
+            continue;
+        }
+        eprintln!(
+            "session-lab: starting {} {} ({} app servers)",
+            kind.letter(),
+            kind.name(),
+            settings.nodes
+        );
+        deployments.push(Deployment::start(kind, settings.nodes).await?);
+    }
+    for deployment in &mut deployments {
+        deployment.begin_counting().await?;
+    }
+    let any_redis = deployments.iter().any(|d| d.kind().needs_redis());
+    let faults = schedule::schedule(settings.load, any_redis);
+    eprintln!(
+        "session-lab: {} users per strategy for {} s; faults: {}",
+        settings.users,
+        settings.load.as_secs(),
+        faults
+            .iter()
+            .map(|f| format!("{:.1} s {}", f.at.as_secs_f64(), f.action.label()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let start = Instant::now();
+    let end = start + settings.load;
+    let mut crowds: Vec<JoinSet<User>> = Vec::with_capacity(deployments.len());
+    for deployment in &deployments {
+        let mut crowd = JoinSet::new();
+        for n in 0..settings.users {
+            let user = User::new(format!("user-{n}"), deployment.balancer_addr());
+            // Spread the first requests over one pause, so the logins do
+            // not all arrive at once.
+            let offset = settings.pause.mul_f64(n as f64 / settings.users as f64);
+            let pause = settings.pause;
+            crowd.spawn(async move {
+                tokio::time::sleep(offset).await;
+                user.run(start, end, pause).await
+            });
+        }
+        crowds.push(crowd);
+    }
+
+    let (bar, ticking) = progress_bar(settings.load, start, faults.clone());
+    for fault in &faults {
+        tokio::time::sleep_until((start + fault.at).into()).await;
+        let applied = join_all(
+            deployments
+                .iter_mut()
+                .map(|deployment| apply(deployment, fault.action)),
+        )
+        .await;
+        for note in applied
+            .into_iter()
+            .collect::<Result<Vec<_>, LabError>>()?
+            .into_iter()
+            .flatten()
+        {
+            say(&bar, &note);
+        }
+        say(
+            &bar,
+            &format!(
+                "[{:>5.1} s] {}",
+                start.elapsed().as_secs_f64(),
+                fault.action.describe()
+            ),
+        );
+    }
+    tokio::time::sleep_until(end.into()).await;
+    ticking.abort();
+    bar.set_position(bar.length().unwrap_or(0));
+    bar.set_message("last requests, then a final read per user");
+
+    let mut finishing: Vec<JoinSet<Tally>> = Vec::with_capacity(crowds.len());
+    for mut crowd in crowds {
+        let mut finish = JoinSet::new();
+        while let Some(user) = crowd.join_next().await {
+            // A user task only ends by returning: it neither panics nor is
+            // aborted.
+            if let Ok(user) = user {
+                finish.spawn(user.finish(start));
+            }
+        }
+        finishing.push(finish);
+    }
+    let mut tallies = Vec::with_capacity(finishing.len());
+    for mut finish in finishing {
+        let mut tally = Tally::default();
+        while let Some(user) = finish.join_next().await {
+            if let Ok(user) = user {
+                tally.add(user);
+            }
+        }
+        tallies.push(tally);
+    }
+    bar.finish_and_clear();
+
+    let footprints = join_all(deployments.iter_mut().map(Deployment::footprint)).await;
+    let mut strategies = Vec::with_capacity(Kind::ALL.len());
+    let mut measured = deployments.iter().zip(tallies).zip(footprints);
+    for kind in Kind::ALL {
+        if let Some((_, reason)) = skipped.iter().find(|(k, _)| *k == kind) {
+            strategies.push(StrategyFigures::skipped(kind, reason.clone()));
+        } else if let Some(((deployment, tally), footprint)) = measured.next() {
+            strategies.push(StrategyFigures::measured(
+                deployment.kind(),
+                tally,
+                footprint?,
+                settings.load,
+            ));
+        }
+    }
+    drop(deployments);
+
+    let figures = LabFigures {
+        nodes: settings.nodes,
+        users: settings.users,
+        load_seconds: settings.load.as_secs_f64(),
+        pause_ms: u64::try_from(settings.pause.as_millis()).unwrap_or(u64::MAX),
+        schedule: faults.iter().map(FaultFigure::from).collect(),
+        strategies,
+        elapsed_seconds: began.elapsed().as_secs_f64(),
+    };
+    println!();
+    print!("{}", figures::table(&figures));
+    println!();
+    for fault in &figures.schedule {
+        println!(
+            "  {:>5.1} s  {} [{}]",
+            fault.at_seconds, fault.description, fault.applies_to
+        );
+    }
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!(
+        "cargo run --release -p session-lab -- {}",
+        command.join(" ")
+    );
+    write(
+        &settings.report,
+        report::html(&figures, command.trim_end()).as_bytes(),
+    )?;
+    println!(
+        "\nreport: {} (run took {:.0} s)",
+        settings.report.display(),
+        figures.elapsed_seconds
+    );
+    if let Some(path) = &settings.json {
+        write(path, &serde_json::to_vec_pretty(&figures)?)?;
+        println!("figures as JSON: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Applies one fault to one strategy; returns a note worth showing, if any.
+async fn apply(deployment: &mut Deployment, action: Action) -> Result<Option<String>, LabError> {
+    match action {
+        Action::KillNode => deployment.kill_node(VICTIM),
+        Action::RestartNode => return deployment.restart_node(VICTIM).await,
+        Action::KillRedis => deployment.kill_redis().await?,
+        Action::RestartRedis => deployment.restart_redis().await?,
+    }
+    Ok(None)
+}
+
+/// The progress bar: the run's clock, and the next fault; and the task
+/// that moves it, which ends with the load (or when aborted).
+fn progress_bar(
+    load: Duration,
+    start: Instant,
+    faults: Vec<Fault>,
+) -> (ProgressBar, tokio::task::JoinHandle<()>) {
+    let total = u64::try_from(load.as_millis()).unwrap_or(u64::MAX);
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30.cyan/blue}] {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let ticking = bar.clone();
+    let task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(200));
+        while start.elapsed() < load {
+            every.tick().await;
+            let elapsed = start.elapsed();
+            ticking.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+            let next = faults.iter().find(|f| f.at > elapsed);
+            ticking.set_message(match next {
+                Some(fault) => format!(
+                    "next: {} in {:.0} s",
+                    fault.action.label(),
+                    (fault.at - elapsed).as_secs_f64().ceil()
+                ),
+                None => format!(
+                    "no more faults; load ends in {:.0} s",
+                    load.saturating_sub(elapsed).as_secs_f64().ceil()
+                ),
+            });
+        }
+    });
+    (bar, task)
+}
+
+/// A line above the progress bar, or on stderr when there is no bar
+/// (stderr is not a terminal).
+fn say(bar: &ProgressBar, line: &str) {
+    if bar.is_hidden() {
+        eprintln!("session-lab: {line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn write(path: &Path, contents: &[u8]) -> Result<(), LabError> {
+    let failed = |source| LabError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(failed)?;
+    }
+    std::fs::write(path, contents).map_err(failed)
+}

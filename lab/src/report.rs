@@ -1,0 +1,709 @@
+//! The HTML report: one self-contained file, the charts drawn with
+//! plotters' SVG backend and written inline.
+
+use std::fmt::Write as _;
+
+use plotters::{
+    prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
+};
+
+use crate::{
+    figures::{memory_cell, skew_cell, LabFigures, Measured, StrategyFigures},
+    schedule::Action,
+    HELP,
+};
+
+const WIDTH: u32 = 900;
+const LABEL_WIDTH: i32 = 300;
+const BAR_AREA: i32 = 480;
+const ROW: i32 = 30;
+const TOP: i32 = 58;
+
+/// One color per strategy, in the table's order, so a strategy looks the
+/// same in every chart.
+const COLORS: [RGBColor; 5] = [
+    RGBColor(232, 113, 10),
+    RGBColor(217, 48, 37),
+    RGBColor(26, 115, 232),
+    RGBColor(147, 52, 230),
+    RGBColor(24, 128, 56),
+];
+const GREY: RGBColor = RGBColor(120, 120, 120);
+const LIGHT: RGBColor = RGBColor(225, 225, 225);
+const FAILED: RGBColor = RGBColor(249, 171, 0);
+const LOST: RGBColor = RGBColor(217, 48, 37);
+const STALE: RGBColor = RGBColor(147, 52, 230);
+/// The background of a strip while something is down.
+const SHADE: RGBColor = RGBColor(241, 243, 244);
+
+fn color(index: usize) -> RGBColor {
+    COLORS[index % COLORS.len()]
+}
+
+fn font(size: u32) -> TextStyle<'static> {
+    ("sans-serif", size).into_font().color(&BLACK)
+}
+
+fn font_at(size: u32, h: HPos, v: VPos) -> TextStyle<'static> {
+    font(size).pos(Pos::new(h, v))
+}
+
+fn px(value: usize) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Draws into a new SVG of `height` pixels and returns its text. Drawing
+/// into a string cannot fail for want of a file, so the backend's errors
+/// (none in practice) are ignored.
+fn svg(
+    height: i32,
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>),
+) -> String {
+    let mut out = String::new();
+    {
+        let height = u32::try_from(height.max(1)).unwrap_or(1);
+        let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        draw(&root);
+        let _ = root.present();
+    }
+    out
+}
+
+/// A horizontal bar per strategy; `value` gives the bar's length and its
+/// label, `None` for a strategy that did not run.
+fn bar_chart(
+    title: &str,
+    strategies: &[StrategyFigures],
+    value: impl Fn(&Measured) -> (f64, String),
+) -> String {
+    let rows: Vec<(String, Option<(f64, String)>)> = strategies
+        .iter()
+        .map(|s| {
+            (
+                format!("{}  {}", s.letter, s.name),
+                s.measured.as_ref().map(&value),
+            )
+        })
+        .collect();
+    let max = rows
+        .iter()
+        .filter_map(|(_, v)| v.as_ref().map(|(x, _)| *x))
+        .fold(0.0_f64, f64::max);
+    let height = TOP + ROW * px(rows.len()) + 12;
+    svg(height, |root| {
+        let _ = root.draw(&Text::new(title.to_owned(), (10, 12), font(17)));
+        let _ = root.draw(&PathElement::new(
+            vec![(LABEL_WIDTH, TOP - 8), (LABEL_WIDTH, height - 8)],
+            GREY.stroke_width(1),
+        ));
+        for (i, (label, measured)) in rows.iter().enumerate() {
+            let y = TOP + ROW * px(i);
+            let _ = root.draw(&Text::new(
+                label.clone(),
+                (LABEL_WIDTH - 8, y + 9),
+                font_at(13, HPos::Right, VPos::Center),
+            ));
+            match measured {
+                Some((x, text)) => {
+                    let length = if max > 0.0 {
+                        ((x / max) * f64::from(BAR_AREA)) as i32
+                    } else {
+                        0
+                    };
+                    if length > 0 {
+                        let _ = root.draw(&Rectangle::new(
+                            [(LABEL_WIDTH, y), (LABEL_WIDTH + length, y + 18)],
+                            color(i).filled(),
+                        ));
+                    }
+                    let _ = root.draw(&Text::new(
+                        text.clone(),
+                        (LABEL_WIDTH + length + 6, y + 9),
+                        font_at(13, HPos::Left, VPos::Center),
+                    ));
+                }
+                None => {
+                    let _ = root.draw(&Text::new(
+                        "skipped (no redis-server)",
+                        (LABEL_WIDTH + 6, y + 9),
+                        font_at(12, HPos::Left, VPos::Center).color(&GREY),
+                    ));
+                }
+            }
+        }
+    })
+}
+
+/// Sessions each node holds: one thin bar per node, or one bar for the
+/// shared Redis server(s).
+fn memory_chart(strategies: &[StrategyFigures]) -> String {
+    let max = strategies
+        .iter()
+        .filter_map(|s| s.measured.as_ref())
+        .flat_map(|m| {
+            m.sessions_per_node
+                .iter()
+                .chain(m.shared_store_keys.iter().flatten())
+                .copied()
+        })
+        .max()
+        .unwrap_or(0);
+    let nodes = strategies
+        .iter()
+        .filter_map(|s| s.measured.as_ref())
+        .map(|m| m.sessions_per_node.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let thin = 11;
+    let group = px(nodes) * thin + 14;
+    let height = TOP + group * px(strategies.len()) + 12;
+    let length = |x: u64| {
+        if max == 0 {
+            0
+        } else {
+            ((x as f64 / max as f64) * f64::from(BAR_AREA)) as i32
+        }
+    };
+    svg(height, |root| {
+        let _ = root.draw(&Text::new(
+            "Sessions held in each app server's memory at the end (Redis: keys in the shared store)",
+            (10, 12),
+            font(17),
+        ));
+        for (i, strategy) in strategies.iter().enumerate() {
+            let y = TOP + group * px(i);
+            let _ = root.draw(&Text::new(
+                format!("{}  {}", strategy.letter, strategy.name),
+                (LABEL_WIDTH - 8, y + group / 2 - 7),
+                font_at(13, HPos::Right, VPos::Center),
+            ));
+            let Some(measured) = &strategy.measured else {
+                let _ = root.draw(&Text::new(
+                    "skipped (no redis-server)",
+                    (LABEL_WIDTH + 6, y + group / 2 - 7),
+                    font_at(12, HPos::Left, VPos::Center).color(&GREY),
+                ));
+                continue;
+            };
+            if let Some(keys) = &measured.shared_store_keys {
+                let total: u64 = keys.iter().sum();
+                let end = LABEL_WIDTH + length(total);
+                let _ = root.draw(&Rectangle::new(
+                    [(LABEL_WIDTH, y), (end, y + group - 16)],
+                    color(i).mix(0.35).filled(),
+                ));
+                let text = match keys.as_slice() {
+                    [one] => format!("0 per node; the shared Redis holds {one} keys"),
+                    many => format!(
+                        "0 per node; the Redis servers hold {} keys",
+                        many.iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" + ")
+                    ),
+                };
+                let _ = root.draw(&Text::new(
+                    text,
+                    (end + 6, y + group / 2 - 7),
+                    font_at(12, HPos::Left, VPos::Center),
+                ));
+                continue;
+            }
+            for (n, held) in measured.sessions_per_node.iter().enumerate() {
+                let top = y + thin * px(n);
+                let end = LABEL_WIDTH + length(*held);
+                let _ = root.draw(&Rectangle::new(
+                    [
+                        (LABEL_WIDTH, top),
+                        (end.max(LABEL_WIDTH + 1), top + thin - 3),
+                    ],
+                    color(i).filled(),
+                ));
+                let _ = root.draw(&Text::new(
+                    format!("node {n}: {held}"),
+                    (end + 6, top + thin / 2 - 2),
+                    font_at(10, HPos::Left, VPos::Center),
+                ));
+            }
+        }
+    })
+}
+
+/// One bar of a chart: its length, in the chart's unit, and its label.
+type Bar = (f64, String);
+
+/// Two bars per strategy, a dark and a light one: `values` gives each
+/// bar (`None` for a bar with nothing to show).
+fn paired_chart(
+    title: &str,
+    strategies: &[StrategyFigures],
+    values: impl Fn(&Measured) -> [Option<Bar>; 2],
+    mark_one: bool,
+) -> String {
+    let rows: Vec<Option<[Option<Bar>; 2]>> = strategies
+        .iter()
+        .map(|s| s.measured.as_ref().map(&values))
+        .collect();
+    let max = rows
+        .iter()
+        .flatten()
+        .flatten()
+        .flatten()
+        .map(|(x, _)| *x)
+        .fold(0.0_f64, f64::max);
+    let group = 34;
+    let height = TOP + group * px(strategies.len()) + 12;
+    let length = |x: f64| {
+        if max > 0.0 {
+            ((x / max) * f64::from(BAR_AREA)) as i32
+        } else {
+            0
+        }
+    };
+    svg(height, |root| {
+        let _ = root.draw(&Text::new(title.to_owned(), (10, 12), font(17)));
+        if mark_one && max >= 1.0 {
+            let one = LABEL_WIDTH + length(1.0);
+            let _ = root.draw(&PathElement::new(
+                vec![(one, TOP - 10), (one, height - 8)],
+                GREY.stroke_width(1),
+            ));
+            let _ = root.draw(&Text::new(
+                "1.00 = even",
+                (one + 3, TOP - 12),
+                font_at(10, HPos::Left, VPos::Center).color(&GREY),
+            ));
+        }
+        for (i, (strategy, row)) in strategies.iter().zip(&rows).enumerate() {
+            let y = TOP + group * px(i);
+            let _ = root.draw(&Text::new(
+                format!("{}  {}", strategy.letter, strategy.name),
+                (LABEL_WIDTH - 8, y + 10),
+                font_at(13, HPos::Right, VPos::Center),
+            ));
+            let Some(pair) = row else {
+                let _ = root.draw(&Text::new(
+                    "skipped (no redis-server)",
+                    (LABEL_WIDTH + 6, y + 10),
+                    font_at(12, HPos::Left, VPos::Center).color(&GREY),
+                ));
+                continue;
+            };
+            for (bar, (value, shade)) in pair.iter().zip([1.0, 0.4]).enumerate() {
+                let Some((value, text)) = value else { continue };
+                let top = y + 11 * px(bar);
+                let end = LABEL_WIDTH + length(*value).max(1);
+                let _ = root.draw(&Rectangle::new(
+                    [(LABEL_WIDTH, top), (end, top + 9)],
+                    color(i).mix(shade).filled(),
+                ));
+                let _ = root.draw(&Text::new(
+                    text.clone(),
+                    (end + 6, top + 4),
+                    font_at(11, HPos::Left, VPos::Center),
+                ));
+            }
+        }
+    })
+}
+
+/// Per strategy, a strip of the run: failed requests, lost sessions and
+/// stale reads per slice of time, with the faults marked.
+fn timeline_chart(figures: &LabFigures) -> String {
+    let strip = 62;
+    let left = 150;
+    // Room on the right for each strip's peak.
+    let right = i32::try_from(WIDTH).unwrap_or(900) - 70;
+    let height = TOP + 10 + strip * px(figures.strategies.len()) + 30;
+    let slices = figures
+        .strategies
+        .iter()
+        .filter_map(|s| s.measured.as_ref())
+        .map(|m| m.timeline.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let span = figures
+        .strategies
+        .iter()
+        .filter_map(|s| s.measured.as_ref())
+        .filter_map(|m| m.timeline.get(1).map(|b| b.start_seconds))
+        .next()
+        .unwrap_or(1.0)
+        * slices as f64;
+    let x = |seconds: f64| left + ((seconds / span) * f64::from(right - left)) as i32;
+    let load_end = figures.load_seconds;
+    svg(height, |root| {
+        let _ = root.draw(&Text::new(
+            "What went wrong, and when: requests per time slice",
+            (10, 12),
+            font(17),
+        ));
+        for (i, (name, shade)) in [
+            ("failed (5xx, timeout)", FAILED),
+            ("lost session (logged out)", LOST),
+            ("stale read", STALE),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let lx = left + 220 * px(i);
+            let _ = root.draw(&Rectangle::new([(lx, 38), (lx + 12, 50)], shade.filled()));
+            let _ = root.draw(&Text::new(
+                name,
+                (lx + 17, 44),
+                font_at(12, HPos::Left, VPos::Center),
+            ));
+        }
+        let base = TOP + 10;
+        // Shade the outages, so each strip shows what was down when.
+        let outage = |from: Action, to: Action| {
+            let at = |action| {
+                figures
+                    .schedule
+                    .iter()
+                    .find(|f| f.action == action)
+                    .map(|f| x(f.at_seconds))
+            };
+            at(from).zip(at(to))
+        };
+        let node_down = outage(Action::KillNode, Action::RestartNode);
+        let redis_down = outage(Action::KillRedis, Action::RestartRedis);
+        for (i, strategy) in figures.strategies.iter().enumerate() {
+            let top = base + strip * px(i);
+            let bands = [Some(node_down), strategy.needs_redis.then_some(redis_down)];
+            for (x0, x1) in bands.into_iter().flatten().flatten() {
+                let _ = root.draw(&Rectangle::new(
+                    [(x0, top - 2), (x1, top + strip - 12)],
+                    SHADE.filled(),
+                ));
+            }
+        }
+        for fault in &figures.schedule {
+            let fx = x(fault.at_seconds);
+            let _ = root.draw(&PathElement::new(
+                vec![(fx, base - 2), (fx, height - 24)],
+                GREY.stroke_width(1),
+            ));
+            let _ = root.draw(&Text::new(
+                format!("{} ({:.0} s)", fault.label, fault.at_seconds),
+                (fx + 3, height - 12),
+                font_at(10, HPos::Left, VPos::Center).color(&GREY),
+            ));
+        }
+        let ex = x(load_end);
+        let _ = root.draw(&PathElement::new(
+            vec![(ex, base - 2), (ex, height - 24)],
+            BLACK.stroke_width(1),
+        ));
+        let _ = root.draw(&Text::new(
+            "end of load",
+            (ex + 3, height - 12),
+            font_at(10, HPos::Left, VPos::Center),
+        ));
+        for (i, strategy) in figures.strategies.iter().enumerate() {
+            let top = base + strip * px(i);
+            let bottom = top + strip - 12;
+            let _ = root.draw(&Text::new(
+                format!("{}  {}", strategy.letter, short_name(strategy.key)),
+                (left - 8, top + (strip - 12) / 2),
+                font_at(12, HPos::Right, VPos::Center),
+            ));
+            let _ = root.draw(&PathElement::new(
+                vec![(left, bottom), (right, bottom)],
+                LIGHT.stroke_width(1),
+            ));
+            let Some(m) = &strategy.measured else {
+                let _ = root.draw(&Text::new(
+                    "skipped (no redis-server)",
+                    (left + 6, top + (strip - 12) / 2),
+                    font_at(12, HPos::Left, VPos::Center).color(&GREY),
+                ));
+                continue;
+            };
+            let peak = m
+                .timeline
+                .iter()
+                .map(|b| b.failed + b.lost_sessions + b.stale_reads)
+                .max()
+                .unwrap_or(0);
+            if peak == 0 {
+                let _ = root.draw(&Text::new(
+                    "nothing went wrong",
+                    (left + 6, bottom - 10),
+                    font_at(11, HPos::Left, VPos::Center).color(&color(i)),
+                ));
+                continue;
+            }
+            let scale = f64::from(strip - 16) / peak as f64;
+            for bucket in &m.timeline {
+                let x0 = x(bucket.start_seconds) + 1;
+                let x1 = (x(bucket.start_seconds + span / slices as f64) - 1).max(x0 + 1);
+                let mut y = bottom;
+                for (count, shade) in [
+                    (bucket.failed, FAILED),
+                    (bucket.lost_sessions, LOST),
+                    (bucket.stale_reads, STALE),
+                ] {
+                    if count == 0 {
+                        continue;
+                    }
+                    let h = ((count as f64 * scale) as i32).max(1);
+                    let _ = root.draw(&Rectangle::new([(x0, y - h), (x1, y)], shade.filled()));
+                    y -= h;
+                }
+            }
+            let _ = root.draw(&Text::new(
+                format!("peak {peak}"),
+                (right + 62, top + 2),
+                font_at(10, HPos::Right, VPos::Top).color(&GREY),
+            ));
+        }
+    })
+}
+
+fn short_name(key: &str) -> &str {
+    match key {
+        "sticky-memory" => "memory, sticky",
+        "round-robin-memory" => "memory, round-robin",
+        "cluster" => "cluster R=2",
+        "redis" => "one Redis",
+        "redis-failover" => "Redis + failover",
+        other => other,
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One line on what a strategy did, good or bad, as HTML.
+fn verdict(strategy: &StrategyFigures) -> String {
+    let Some(m) = &strategy.measured else {
+        return format!(
+            "skipped: {}",
+            escape(strategy.skipped_because.as_deref().unwrap_or("not run"))
+        );
+    };
+    let mut line = if m.lost_sessions + m.stale_reads + m.lost_increments == 0 {
+        "<span class=\"ok\">&#10004; nothing lost</span>: no user logged out, no stale read, \
+         no acknowledged increment gone"
+            .to_owned()
+    } else {
+        format!(
+            "<span class=\"lost\">&#10008; {} users logged out, {} stale reads, {} acknowledged \
+             increments gone</span>",
+            m.lost_sessions, m.stale_reads, m.lost_increments
+        )
+    };
+    if m.failed_requests > 0 {
+        let _ = write!(
+            line,
+            "; {} of {} requests failed (not acknowledged)",
+            m.failed_requests, m.requests
+        );
+    }
+    if let Some(after) = m.load_skew_after_return.filter(|skew| *skew >= 1.25) {
+        let _ = write!(
+            line,
+            "; after node 0 came back the busiest server took {after:.2}&times; its share"
+        );
+    }
+    line
+}
+
+fn html_table(figures: &LabFigures) -> String {
+    let mut out = String::from(
+        "<table><thead><tr><th>strategy</th><th>requests</th><th>lost sessions</th>\
+         <th>stale reads</th><th>lost increments</th><th>failed requests</th>\
+         <th>load skew (whole run / after node 0 came back)</th><th>sessions held per node</th><th>store bytes / request</th>\
+         <th>p50 ms</th><th>p99 ms</th></tr></thead><tbody>",
+    );
+    for (i, s) in figures.strategies.iter().enumerate() {
+        let swatch = color(i);
+        let _ = write!(
+            out,
+            "<tr><td><span class=\"swatch\" style=\"background:rgb({},{},{})\"></span><b>{}</b> {}</td>",
+            swatch.0,
+            swatch.1,
+            swatch.2,
+            s.letter,
+            escape(s.name)
+        );
+        match &s.measured {
+            Some(m) => {
+                let bad = |n: u64| {
+                    if n > 0 {
+                        format!("<td class=\"bad\">{n}</td>")
+                    } else {
+                        "<td class=\"good\">0</td>".to_owned()
+                    }
+                };
+                let _ = write!(
+                    out,
+                    "<td>{}</td>{}{}{}<td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+                    m.requests,
+                    bad(m.lost_sessions),
+                    bad(m.stale_reads),
+                    bad(m.lost_increments),
+                    m.failed_requests,
+                    skew_cell(m),
+                    escape(&memory_cell(m)),
+                    m.store_bytes_per_request,
+                    m.p50_ms,
+                    m.p99_ms
+                );
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    "<td colspan=\"10\" class=\"skipped\">skipped: {}</td></tr>",
+                    escape(s.skipped_because.as_deref().unwrap_or("not run"))
+                );
+            }
+        }
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+/// The whole report, as one HTML document.
+pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
+    let s = &figures.strategies;
+    let charts = [
+        bar_chart("Lost sessions: users logged out by the app", s, |m| {
+            (m.lost_sessions as f64, m.lost_sessions.to_string())
+        }),
+        bar_chart(
+            "Stale reads: a server answered from an older copy of the session",
+            s,
+            |m| (m.stale_reads as f64, m.stale_reads.to_string()),
+        ),
+        bar_chart(
+            "Lost increments: acknowledged writes that are gone",
+            s,
+            |m| (m.lost_increments as f64, m.lost_increments.to_string()),
+        ),
+        bar_chart(
+            "Failed requests: 5xx, connection errors, timeouts (not acknowledged)",
+            s,
+            |m| (m.failed_requests as f64, m.failed_requests.to_string()),
+        ),
+        timeline_chart(figures),
+        paired_chart(
+            "Load skew: busiest app server over the mean (dark: whole run; light: after node 0 came back)",
+            s,
+            |m| {
+                [
+                    Some((m.load_skew, format!("{:.2} whole run", m.load_skew))),
+                    m.load_skew_after_return
+                        .map(|skew| (skew, format!("{skew:.2} after the restart"))),
+                ]
+            },
+            true,
+        ),
+        memory_chart(s),
+        bar_chart(
+            "Replication or store traffic per request (bytes)",
+            s,
+            |m| {
+                (
+                    m.store_bytes_per_request,
+                    format!("{:.0} B", m.store_bytes_per_request),
+                )
+            },
+        ),
+        paired_chart(
+            "Latency of successful requests, through the balancer (ms): p50 dark, p99 light",
+            s,
+            |m| {
+                [
+                    Some((m.p50_ms, format!("p50 {:.1}", m.p50_ms))),
+                    Some((m.p99_ms, format!("p99 {:.1}", m.p99_ms))),
+                ]
+            },
+            false,
+        ),
+    ];
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>session-lab: how multi-server sessions break</title>\
+         <style>\
+         body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#202124}}\
+         h1{{font-size:1.6em}} h2{{font-size:1.2em;margin-top:2em}}\
+         table{{border-collapse:collapse;font-size:0.85em;width:100%}}\
+         th,td{{border-bottom:1px solid #ddd;padding:4px 6px;text-align:right}}\
+         th:first-child,td:first-child{{text-align:left}}\
+         td.bad{{color:#d93025;font-weight:bold}} td.good{{color:#188038}} td.skipped{{color:#777;text-align:left}}\
+         .swatch{{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}}\
+         .chart{{margin:1.5em 0}} pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:0.8em}}\
+         dt{{font-weight:bold;margin-top:0.6em}}\
+         ul.verdicts{{list-style:none;padding:0}}\
+         ul.verdicts li{{border-left:6px solid;padding:4px 10px;margin:6px 0;background:#fafafa}}\
+         .ok{{color:#188038;font-weight:bold}} .lost{{color:#d93025;font-weight:bold}}\
+         </style></head><body>\n\
+         <h1>session-lab: the three ways multi-server sessions break</h1>\n\
+         <p>{} app servers per strategy, {} users each, {:.0} s of load (a request every {} ms \
+         per user), all strategies side by side on one timeline. Produced by <code>{}</code> \
+         in {:.0} s.</p>\n",
+        figures.nodes,
+        figures.users,
+        figures.load_seconds,
+        figures.pause_ms,
+        escape(command),
+        figures.elapsed_seconds,
+    );
+    out.push_str("<h2>What this run shows</h2><ul class=\"verdicts\">");
+    for (i, strategy) in s.iter().enumerate() {
+        let swatch = color(i);
+        let _ = write!(
+            out,
+            "<li style=\"border-left-color:rgb({},{},{})\"><b>{} &nbsp;{}</b><br>{}</li>",
+            swatch.0,
+            swatch.1,
+            swatch.2,
+            strategy.letter,
+            escape(strategy.name),
+            verdict(strategy)
+        );
+    }
+    out.push_str("</ul><h2>The faults</h2><ul>");
+    for fault in &figures.schedule {
+        let _ = write!(
+            out,
+            "<li><b>{:.1} s</b>: {} (strategies: {})</li>",
+            fault.at_seconds,
+            escape(fault.description),
+            fault.applies_to
+        );
+    }
+    out.push_str("</ul><h2>The figures</h2>");
+    out.push_str(&html_table(figures));
+    for chart in charts {
+        let _ = write!(out, "<div class=\"chart\">{chart}</div>");
+    }
+    out.push_str("<h2>The strategies</h2><dl>");
+    for strategy in s {
+        let _ = write!(
+            out,
+            "<dt>{} &nbsp;{}</dt><dd>{} {}</dd>",
+            strategy.letter,
+            escape(strategy.name),
+            escape(strategy.setup),
+            escape(strategy.expectation)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "</dl><h2>How each figure is measured</h2><pre>{}</pre></body></html>",
+        escape(HELP)
+    );
+    out
+}

@@ -1,0 +1,519 @@
+//! The five ways of keeping sessions the lab compares, each a complete
+//! deployment of its own: app nodes, a balancer, and its store(s).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use serde::Serialize;
+use session_kit::{
+    cluster::{ClusterConfig, ClusterStore},
+    redis::{RedisConfig, RedisStore},
+    CookieConfig, FailoverMode, FailoverStore, Key, MemoryStore, SessionManager, SessionStore,
+};
+
+use crate::{
+    app::{self, NodeServer},
+    balancer::{Balancer, Routing},
+    error::LabError,
+    redis::Redis,
+};
+
+/// The bound on each store call of the session manager. With two calls
+/// per request (a load, then a commit) it keeps every request under the
+/// users' timeout, see `workload::REQUEST_TIMEOUT`.
+pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
+/// The cluster's bound on one call, the hop to the owner and the copy to
+/// the backups included: under [`OPERATION_TIMEOUT`], so a slow peer shows
+/// as the cluster's error rather than the manager's.
+const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_millis(800);
+/// The Redis client's bound on one command.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(400);
+/// The failover's bound on one call to either Redis: under
+/// [`REDIS_TIMEOUT`], so a hung server trips the breaker at once, and at
+/// most a third of [`OPERATION_TIMEOUT`], as `FailoverStore` asks.
+const FAILOVER_CALL_TIMEOUT: Duration = Duration::from_millis(300);
+/// Loopback only, and the process's lifetime only: a constant does.
+const CLUSTER_SECRET: &[u8; 32] = b"session-lab cluster secret 32 b!";
+/// How long cluster nodes may take to see each other.
+const CLUSTER_FORMING: Duration = Duration::from_secs(20);
+
+/// One of the compared strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Kind {
+    /// Each node its own `MemoryStore`; a sticky balancer.
+    StickyMemory,
+    /// Each node its own `MemoryStore`; round-robin.
+    RoundRobinMemory,
+    /// A `ClusterStore` per node, `R = 2`; round-robin.
+    Cluster,
+    /// One redis-server shared by every node; round-robin.
+    Redis,
+    /// A `FailoverStore` mirroring two redis-servers; round-robin.
+    RedisFailover,
+}
+
+impl Kind {
+    /// Every strategy, in the order of the table.
+    pub(crate) const ALL: [Kind; 5] = [
+        Kind::StickyMemory,
+        Kind::RoundRobinMemory,
+        Kind::Cluster,
+        Kind::Redis,
+        Kind::RedisFailover,
+    ];
+
+    /// Its letter in the table.
+    pub(crate) fn letter(self) -> &'static str {
+        match self {
+            Kind::StickyMemory => "a",
+            Kind::RoundRobinMemory => "b",
+            Kind::Cluster => "c",
+            Kind::Redis => "d",
+            Kind::RedisFailover => "e",
+        }
+    }
+
+    /// A stable name for the JSON.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Kind::StickyMemory => "sticky-memory",
+            Kind::RoundRobinMemory => "round-robin-memory",
+            Kind::Cluster => "cluster",
+            Kind::Redis => "redis",
+            Kind::RedisFailover => "redis-failover",
+        }
+    }
+
+    /// Its name in the table.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::StickyMemory => "local memory, sticky balancer",
+            Kind::RoundRobinMemory => "local memory, round-robin",
+            Kind::Cluster => "session-kit cluster R=2, round-robin",
+            Kind::Redis => "one Redis, round-robin",
+            Kind::RedisFailover => "Redis + failover mirror, round-robin",
+        }
+    }
+
+    /// How it is set up, in a sentence.
+    pub(crate) fn setup(self) -> &'static str {
+        match self {
+            Kind::StickyMemory => {
+                "Each node keeps sessions in its own MemoryStore; the balancer pins each user \
+                 to one node with its own cookie and re-pins when that node is down."
+            }
+            Kind::RoundRobinMemory => {
+                "Each node keeps sessions in its own MemoryStore; the balancer sends each \
+                 request to the next node, and nothing is shared."
+            }
+            Kind::Cluster => {
+                "Each node runs a session_cluster::ClusterStore: every session lives on 2 of \
+                 the nodes, any node serves any session; no external server."
+            }
+            Kind::Redis => "Every node keeps its sessions in one shared redis-server.",
+            Kind::RedisFailover => {
+                "Every node keeps its sessions in a FailoverStore that mirrors them on two \
+                 redis-servers behind circuit breakers."
+            }
+        }
+    }
+
+    /// What the run shows about it.
+    pub(crate) fn expectation(self) -> &'static str {
+        match self {
+            Kind::StickyMemory => {
+                "Works while every node lives. When a node dies its users are re-pinned to \
+                 another node, which has never seen their sessions: they are logged out. \
+                 The restarted node gets no one back, so the load stays uneven."
+            }
+            Kind::RoundRobinMemory => {
+                "What happens without sticky sessions and without sharing: most requests \
+                 land on a node that does not know the session."
+            }
+            Kind::Cluster => {
+                "Killing a node loses nothing: every session has a second copy. For about \
+                 a second, until the others declare the node dead, writes to the sessions it \
+                 held fail (503) rather than be acknowledged with one copy. Memory per node \
+                 is about 2/N of the sessions, not all of them."
+            }
+            Kind::Redis => {
+                "Any node serves any session, so killing a node costs nothing; killing Redis \
+                 fails every request (503) until it is back, and it comes back empty: every \
+                 user is logged out."
+            }
+            Kind::RedisFailover => {
+                "Killing the primary Redis moves every request to the secondary within a \
+                 breaker trip; the restarted, empty primary is repaired from the secondary. \
+                 No session and no acknowledged increment is lost."
+            }
+        }
+    }
+
+    /// Whether it needs redis-server.
+    pub(crate) fn needs_redis(self) -> bool {
+        matches!(self, Kind::Redis | Kind::RedisFailover)
+    }
+
+    fn routing(self) -> Routing {
+        match self {
+            Kind::StickyMemory => Routing::Sticky,
+            _ => Routing::RoundRobin,
+        }
+    }
+}
+
+/// What one node keeps: what its session manager runs on, and what the
+/// memory figures read at the end.
+#[derive(Debug, Clone)]
+enum NodeStore {
+    Memory(MemoryStore),
+    Cluster(ClusterStore),
+    /// Redis, with or without failover: nothing kept in the node itself.
+    Remote(Arc<dyn SessionStore>),
+}
+
+#[derive(Debug)]
+struct Node {
+    http: SocketAddr,
+    server: Option<NodeServer>,
+    store: Option<NodeStore>,
+}
+
+/// A running strategy: its nodes, balancer and stores.
+#[derive(Debug)]
+pub(crate) struct Deployment {
+    /// One cookie key for every node, as a real deployment shares its secret.
+    key: Key,
+    nodes: Vec<Node>,
+    balancer: Balancer,
+    stores: Stores,
+    /// Peer-link bytes sent by cluster nodes that were killed since.
+    cluster_bytes_retired: u64,
+    /// Peer-link bytes sent before the load started.
+    cluster_bytes_baseline: u64,
+    /// Requests each node had answered when the killed node came back.
+    answered_at_return: Option<Vec<u64>>,
+}
+
+/// What a strategy's nodes keep their sessions in, and how a node gets a
+/// fresh store.
+#[derive(Debug)]
+struct Stores {
+    kind: Kind,
+    /// d: the server; e: the primary, then the secondary.
+    redis: Vec<Redis>,
+    /// The cluster nodes' peer addresses, by node.
+    peers: Vec<SocketAddr>,
+    /// How many nodes the strategy has.
+    nodes: usize,
+}
+
+/// What a deployment holds and moved, read at the end of the run.
+#[derive(Debug)]
+pub(crate) struct Footprint {
+    /// Requests each node answered, from the balancer.
+    pub(crate) requests_per_node: Vec<u64>,
+    /// The same, counted from when the killed node came back.
+    pub(crate) requests_per_node_since_return: Option<Vec<u64>>,
+    /// Sessions each node holds in its own memory.
+    pub(crate) sessions_per_node: Vec<u64>,
+    /// Keys in each shared store (Redis), if any.
+    pub(crate) shared_store_keys: Option<Vec<u64>>,
+    /// Bytes moved between nodes (cluster) or to and from the stores
+    /// (Redis) since the load started.
+    pub(crate) store_bytes: u64,
+}
+
+impl Deployment {
+    /// Starts the strategy's stores, `nodes` app nodes and its balancer.
+    pub(crate) async fn start(kind: Kind, nodes: usize) -> Result<Self, LabError> {
+        let mut redis = Vec::new();
+        for _ in 0..match kind {
+            Kind::Redis => 1,
+            Kind::RedisFailover => 2,
+            _ => 0,
+        } {
+            redis.push(Redis::start().await?);
+        }
+        let mut stores = Stores {
+            kind,
+            redis,
+            peers: Vec::new(),
+            nodes,
+        };
+        let mut fresh = Vec::with_capacity(nodes);
+        for index in 0..nodes {
+            fresh.push(stores.fresh(index).await?);
+        }
+        for store in &fresh {
+            if let NodeStore::Cluster(cluster) = store {
+                if !cluster.wait_for_members(nodes, CLUSTER_FORMING).await {
+                    return Err(LabError::ClusterForming {
+                        node: cluster.node_id().to_owned(),
+                        members: cluster.members(),
+                        seconds: CLUSTER_FORMING.as_secs(),
+                    });
+                }
+            }
+        }
+        let key = Key::generate();
+        let mut started = Vec::with_capacity(nodes);
+        for (index, store) in fresh.into_iter().enumerate() {
+            let app = app::router(manager(&key, &store)?, index);
+            let (server, http) = NodeServer::start(([127, 0, 0, 1], 0).into(), app).await?;
+            started.push(Node {
+                http,
+                server: Some(server),
+                store: Some(store),
+            });
+        }
+        let addrs: Vec<SocketAddr> = started.iter().map(|n| n.http).collect();
+        Ok(Self {
+            key,
+            nodes: started,
+            balancer: Balancer::start(kind.routing(), &addrs).await?,
+            stores,
+            cluster_bytes_retired: 0,
+            cluster_bytes_baseline: 0,
+            answered_at_return: None,
+        })
+    }
+
+    /// Which strategy this is.
+    pub(crate) fn kind(&self) -> Kind {
+        self.stores.kind
+    }
+
+    /// Where its users connect.
+    pub(crate) fn balancer_addr(&self) -> SocketAddr {
+        self.balancer.addr()
+    }
+
+    /// Starts counting store traffic: called right before the load.
+    pub(crate) async fn begin_counting(&mut self) -> Result<(), LabError> {
+        self.cluster_bytes_baseline = self.cluster_bytes_live();
+        for redis in &mut self.stores.redis {
+            redis.begin_counting().await?;
+        }
+        Ok(())
+    }
+
+    /// Kills app node `index` as a crash would: its server with every
+    /// connection, and its store. For the cluster, dropping the last clone
+    /// of the `ClusterStore` stops its peer link and membership without
+    /// handing anything over.
+    pub(crate) fn kill_node(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        if let Some(NodeStore::Cluster(cluster)) = &node.store {
+            self.cluster_bytes_retired += cluster.stats().bytes_sent;
+        }
+        if let Some(server) = node.server.take() {
+            server.kill();
+        }
+        node.store = None;
+    }
+
+    /// Starts app node `index` again on its old port, with a fresh store:
+    /// an empty `MemoryStore`, a new `ClusterStore` joining the others, or
+    /// new Redis clients.
+    ///
+    /// As a deployment's readiness check would, a cluster node takes
+    /// traffic only once it sees the whole cluster again (bounded: past
+    /// that it serves, or refuses, what it can).
+    ///
+    /// Returns a note for the user when the cluster node did not see the
+    /// whole cluster in time.
+    pub(crate) async fn restart_node(&mut self, index: usize) -> Result<Option<String>, LabError> {
+        let store = self.stores.fresh(index).await?;
+        let mut note = None;
+        if let NodeStore::Cluster(cluster) = &store {
+            if !cluster
+                .wait_for_members(self.nodes.len(), CLUSTER_FORMING)
+                .await
+            {
+                note = Some(format!(
+                    "restarted cluster node {} sees only {:?} after {} s; it serves anyway",
+                    cluster.node_id(),
+                    cluster.members(),
+                    CLUSTER_FORMING.as_secs()
+                ));
+            }
+        }
+        let app = app::router(manager(&self.key, &store)?, index);
+        let node = &mut self.nodes[index];
+        let (server, _) = NodeServer::start(node.http, app).await?;
+        node.server = Some(server);
+        node.store = Some(store);
+        self.answered_at_return = Some(self.balancer.answered());
+        Ok(note)
+    }
+
+    /// Kills the Redis server (d) or the primary (e); nothing for the
+    /// others.
+    pub(crate) async fn kill_redis(&mut self) -> Result<(), LabError> {
+        match self.stores.redis.first_mut() {
+            Some(redis) => redis.kill().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Restarts what [`kill_redis`](Self::kill_redis) killed, empty.
+    pub(crate) async fn restart_redis(&mut self) -> Result<(), LabError> {
+        match self.stores.redis.first_mut() {
+            Some(redis) => redis.restart().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Reads what the deployment holds and moved: called after the load.
+    pub(crate) async fn footprint(&mut self) -> Result<Footprint, LabError> {
+        let memories: Vec<&MemoryStore> = self
+            .nodes
+            .iter()
+            .filter_map(|node| match &node.store {
+                Some(NodeStore::Memory(memory)) => Some(memory),
+                _ => None,
+            })
+            .collect();
+        settle(&memories).await;
+        let mut sessions_per_node = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            sessions_per_node.push(match &node.store {
+                Some(NodeStore::Memory(memory)) => memory.approximate_len(),
+                Some(NodeStore::Cluster(cluster)) => {
+                    u64::try_from(cluster.stats().sessions_held).unwrap_or(u64::MAX)
+                }
+                Some(NodeStore::Remote(_)) | None => 0,
+            });
+        }
+        let mut store_bytes = (self.cluster_bytes_live() + self.cluster_bytes_retired)
+            .saturating_sub(self.cluster_bytes_baseline);
+        let mut keys = Vec::new();
+        for redis in &mut self.stores.redis {
+            store_bytes += redis.bytes_counted().await?;
+            keys.push(redis.keys().await?);
+        }
+        let answered = self.balancer.answered();
+        Ok(Footprint {
+            requests_per_node_since_return: self.answered_at_return.as_ref().map(|then| {
+                answered
+                    .iter()
+                    .zip(then)
+                    .map(|(now, then)| now.saturating_sub(*then))
+                    .collect()
+            }),
+            requests_per_node: answered,
+            sessions_per_node,
+            shared_store_keys: (!keys.is_empty()).then_some(keys),
+            store_bytes,
+        })
+    }
+
+    fn cluster_bytes_live(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter_map(|node| match &node.store {
+                Some(NodeStore::Cluster(cluster)) => Some(cluster.stats().bytes_sent),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+/// The session manager of a node over `store`, signing with the strategy's
+/// `key`: session-kit's defaults (a 503 when the store fails) but for the
+/// shorter operation timeout.
+fn manager(key: &Key, store: &NodeStore) -> Result<SessionManager, LabError> {
+    let store: Arc<dyn SessionStore> = match store.clone() {
+        NodeStore::Memory(memory) => Arc::new(memory),
+        NodeStore::Cluster(cluster) => Arc::new(cluster),
+        NodeStore::Remote(remote) => remote,
+    };
+    Ok(SessionManager::builder(store, key.clone())
+        // Plain HTTP on loopback: a browser would drop a `Secure` cookie
+        // here (the lab's users keep it either way).
+        .cookie(CookieConfig::default().with_secure(false))
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()?)
+}
+
+impl Stores {
+    /// A fresh store for node `index`.
+    async fn fresh(&mut self, index: usize) -> Result<NodeStore, LabError> {
+        Ok(match self.kind {
+            Kind::StickyMemory | Kind::RoundRobinMemory => NodeStore::Memory(MemoryStore::new()),
+            Kind::Cluster => NodeStore::Cluster(self.cluster_node(index).await?),
+            Kind::Redis => NodeStore::Remote(Arc::new(self.redis_store(0).await?)),
+            Kind::RedisFailover => {
+                let primary = self.redis_store(0).await?;
+                let secondary = self.redis_store(1).await?;
+                // Fast enough to skip a dead primary within a few requests,
+                // as the facade's failover tests configure it.
+                let failover = FailoverStore::builder(primary, secondary)
+                    .mode(FailoverMode::Mirror)
+                    .call_timeout(FAILOVER_CALL_TIMEOUT)
+                    .failure_threshold(2)
+                    .open_for(Duration::from_millis(300))
+                    .max_open_for(Duration::from_secs(1))
+                    .build()?;
+                NodeStore::Remote(Arc::new(failover))
+            }
+        })
+    }
+
+    /// Starts cluster node `index`: on a fresh port the first time, seeded
+    /// with the nodes started before it; on its old port, with its old id,
+    /// seeded with all the others, when it comes back.
+    ///
+    /// Coming back with the old id and address is what the membership
+    /// layer expects of a restarted node: SWIM tells identities apart by
+    /// address, and the new incarnation carries a newer generation, which
+    /// replaces the dead one (see session-cluster's `membership.rs`).
+    /// Placement is by id, so the node owns the same sessions as before,
+    /// and the others hand them back to it.
+    async fn cluster_node(&mut self, index: usize) -> Result<ClusterStore, LabError> {
+        let listen = self
+            .peers
+            .get(index)
+            .copied()
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
+        let seeds: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != index)
+            .map(|(_, &addr)| addr)
+            .collect();
+        let config = ClusterConfig::new(format!("node-{index}"), listen, CLUSTER_SECRET.to_vec())
+            .cluster_size(self.nodes)
+            .replication_factor(2)
+            .request_timeout(CLUSTER_REQUEST_TIMEOUT)
+            .seeds(seeds);
+        let cluster = ClusterStore::start(config).await?;
+        if self.peers.len() == index {
+            self.peers.push(cluster.local_addr());
+        }
+        Ok(cluster)
+    }
+
+    async fn redis_store(&self, which: usize) -> Result<RedisStore, LabError> {
+        let config = RedisConfig::standalone(self.redis[which].url())
+            .with_operation_timeout(REDIS_TIMEOUT)
+            .with_connect_timeout(REDIS_TIMEOUT);
+        RedisStore::connect(config)
+            .await
+            .map_err(|source| LabError::Store {
+                strategy: self.kind.key(),
+                source,
+            })
+    }
+}
+
+/// Lets `MemoryStore`s bring their session counts up to date: moka counts
+/// entries lazily, in housekeeping that otherwise runs a little at a time
+/// during later calls.
+async fn settle(stores: &[&MemoryStore]) {
+    for store in stores {
+        store.run_pending_tasks().await;
+    }
+}
