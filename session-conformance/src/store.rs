@@ -596,10 +596,13 @@ pub async fn commits_racing_delete_by_owner_never_bring_a_session_back(factory: 
         })
     };
     let (writers, ended) = tokio::join!(writers, ender);
-    assert_eq!(
-        ended.unwrap(),
-        SESSIONS as u64,
-        "every session was live when it ran"
+    // Every session was live when it ran, so a single store counts all of
+    // them; a composite one may count fewer when a racing write's repair
+    // ended a copy first (see FailoverStore::delete_by_owner).
+    let ended = ended.unwrap();
+    assert!(
+        (1..=SESSIONS as u64).contains(&ended),
+        "ended {ended} of {SESSIONS}"
     );
     let stopped = writers.into_iter().filter(|w| *w.as_ref().unwrap()).count();
     assert_eq!(live(&*store, &ids).await, 0, "an ended session came back");

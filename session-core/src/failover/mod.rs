@@ -406,7 +406,10 @@ impl SessionStore for FailoverStore {
     ///
     /// The count is the larger of the two stores' counts in mirror mode
     /// (both hold copies of the same sessions) and their sum in standby mode
-    /// (a session lives in one of them).
+    /// (a session lives in one of them). In mirror mode it may fall short
+    /// when commits race the call: a repair that refuses to copy an ended
+    /// session back deletes the copy itself, and that store then no longer
+    /// counts it. Every such session is ended all the same.
     ///
     /// In mirror mode it first leaves an owner fence in both stores (a
     /// marker record under an id derived from the owner's name, kept for
