@@ -845,26 +845,33 @@ impl Inner {
             key: key.to_owned(),
             entry: next.into(),
         };
-        let mut newer: Option<Entry> = None;
-        let mut error = None;
+        let mut gathered = Gathered::default();
         for answer in self.to_holders(holders, &msg, deadline).await {
-            match answer {
-                Ok(Reply::Accepted) => {}
-                Ok(Reply::Conflict(entry)) => newer = Entry::newest(newer, Some(entry.into())),
-                Ok(other) => error = Some(unexpected(msg.name(), other)),
-                Err(err) => error = Some(err),
+            if let Some(other) = gathered.add(answer) {
+                gathered.error = Some(unexpected(msg.name(), other));
             }
         }
-        if let Some(newer) = newer {
+        self.settle(key, next.clone(), gathered).await
+    }
+
+    /// After every holder answered: a newer copy wins (and is installed
+    /// here), an error means not acknowledged (a holder may or may not have
+    /// the copy; the next commit or re-replication settles it by version),
+    /// and otherwise `next` is installed here last.
+    async fn settle(
+        &self,
+        key: &str,
+        next: Entry,
+        gathered: Gathered,
+    ) -> Result<Option<Entry>, StoreError> {
+        if let Some(newer) = gathered.newer {
             let _ = self.local.install(key, newer.clone()).await;
             return Ok(Some(newer));
         }
-        if let Some(err) = error {
-            // Not acknowledged: a holder may or may not have the copy. The
-            // next commit or re-replication settles it by version.
+        if let Some(err) = gathered.error {
             return Err(err);
         }
-        match self.local.install(key, next.clone()).await {
+        match self.local.install(key, next).await {
             Installed::Accepted => Ok(None),
             Installed::Conflict(entry) => Ok(Some(entry)),
         }
@@ -1076,19 +1083,16 @@ impl Inner {
             key: key.to_owned(),
             delta: delta.into(),
         };
-        let mut newer: Option<Entry> = None;
-        let mut error = None;
+        let mut gathered = Gathered::default();
         let mut behind = Vec::new();
         for (holder, answer) in holders
             .iter()
             .zip(self.to_holders(holders, &msg, deadline).await)
         {
-            match answer {
-                Ok(Reply::Accepted) => {}
-                Ok(Reply::NeedRecord) => behind.push(*holder),
-                Ok(Reply::Conflict(entry)) => newer = Entry::newest(newer, Some(entry.into())),
-                Ok(other) => error = Some(unexpected(msg.name(), other)),
-                Err(err) => error = Some(err),
+            match gathered.add(answer) {
+                None => {}
+                Some(Reply::NeedRecord) => behind.push(*holder),
+                Some(other) => gathered.error = Some(unexpected(msg.name(), other)),
             }
         }
         if !behind.is_empty() {
@@ -1097,25 +1101,12 @@ impl Inner {
                 entry: (&next).into(),
             };
             for answer in self.to_holders(&behind, &install, deadline).await {
-                match answer {
-                    Ok(Reply::Accepted) => {}
-                    Ok(Reply::Conflict(entry)) => newer = Entry::newest(newer, Some(entry.into())),
-                    Ok(other) => error = Some(unexpected(install.name(), other)),
-                    Err(err) => error = Some(err),
+                if let Some(other) = gathered.add(answer) {
+                    gathered.error = Some(unexpected(install.name(), other));
                 }
             }
         }
-        if let Some(newer) = newer {
-            let _ = self.local.install(key, newer.clone()).await;
-            return Ok(Some(newer));
-        }
-        if let Some(err) = error {
-            return Err(err);
-        }
-        match self.local.install(key, next).await {
-            Installed::Accepted => Ok(None),
-            Installed::Conflict(entry) => Ok(Some(entry)),
-        }
+        self.settle(key, next, gathered).await
     }
 
     /// A holder's side: operations on this node's copies only.
@@ -1353,6 +1344,33 @@ impl IndexChange {
                     .unwrap_or(expires_at);
                 let remove = gone.into_iter().collect();
                 change(remove, None, left)
+            }
+        }
+    }
+}
+
+/// The holders' answers to one copy: the newest conflicting entry and the
+/// last error.
+#[derive(Default)]
+struct Gathered {
+    newer: Option<Entry>,
+    error: Option<StoreError>,
+}
+
+impl Gathered {
+    /// Takes one holder's answer; any reply other than accepted or a
+    /// conflict is handed back for the caller to judge.
+    fn add(&mut self, answer: Result<Reply, StoreError>) -> Option<Reply> {
+        match answer {
+            Ok(Reply::Accepted) => None,
+            Ok(Reply::Conflict(entry)) => {
+                self.newer = Entry::newest(self.newer.take(), Some(entry.into()));
+                None
+            }
+            Ok(other) => Some(other),
+            Err(err) => {
+                self.error = Some(err);
+                None
             }
         }
     }

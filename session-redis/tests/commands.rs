@@ -11,19 +11,6 @@ use support::{connect, standalone};
 
 const REQUESTS: u64 = 50;
 
-/// `calls` per command name from `INFO commandstats`.
-fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
-    server
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
-            Some((name.to_owned(), calls.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Commands the app sent per request, over `REQUESTS` requests to `path`.
 /// Commands that Lua scripts run inside Redis are listed apart: they cost no
 /// round trip.
@@ -39,7 +26,7 @@ async fn per_request(
     }
     let mut sent = 0;
     let mut detail = Vec::new();
-    for (name, calls) in command_calls(server) {
+    for (name, calls) in support::command_calls(server) {
         // RESETSTAT resets before it counts itself; INFO is this probe.
         if matches!(name.as_str(), "config|resetstat" | "info") {
             continue;
