@@ -309,18 +309,21 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let key = self.key(&record.id);
         let result = self
             .cache
-            .entry(key.clone())
+            .entry(self.key(&record.id))
             .and_compute_with(|existing| async move {
                 let old = match existing {
                     Some(entry) if entry.value().is_live() => return Op::Nop,
                     Some(entry) => entry.into_value().owner.clone(),
                     None => None,
                 };
-                self.owners
-                    .update(&key, old.as_ref(), record.owner.as_ref());
+                if old.is_some() || record.owner.is_some() {
+                    // Only owned sessions pay for a second copy of the key.
+                    let key = self.key(&record.id);
+                    self.owners
+                        .update(&key, old.as_ref(), record.owner.as_ref());
+                }
                 Op::Put(Arc::new(Stored {
                     data: Arc::new(record.data.clone()),
                     created_at: record.created_at,
@@ -342,10 +345,9 @@ impl SessionStore for MemoryStore {
         changes: &Changes,
         expires_at: SystemTime,
     ) -> Result<Committed, StoreError> {
-        let key = self.key(id);
         let result = self
             .cache
-            .entry(key.clone())
+            .entry(self.key(id))
             .and_compute_with(|existing| async move {
                 let Some(entry) = existing.filter(|entry| entry.value().is_live()) else {
                     return Op::Nop;
@@ -355,7 +357,8 @@ impl SessionStore for MemoryStore {
                 changes.apply_to(&mut data);
                 let owner = match changes.owner() {
                     Some(owner) => {
-                        self.owners.update(&key, current.owner.as_ref(), owner);
+                        self.owners
+                            .update(entry.key(), current.owner.as_ref(), owner);
                         owner.cloned()
                     }
                     None => current.owner.clone(),
