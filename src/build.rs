@@ -304,7 +304,10 @@ where
                     format!("{path}.on_unreachable"),
                     format!("cannot start degraded: {}", err.to_line()),
                 )
-            })?;
+            })?
+            // Memcached cannot index owners; a failover pair over it must
+            // refuse "log out everywhere" before it connects, as after.
+            .assume_indexes_owners(block.kind != StoreKind::Memcached);
             Ok(Arc::new(lazy))
         }
     }

@@ -18,9 +18,11 @@
 //! one call timeout, opens the breaker on that single timeout, and is then
 //! skipped; once it is resumed, a probe closes the breaker.
 //!
-//! **Conformance**: `store_suite!` over mirror (Redis, Memcached), standby
-//! (Redis, memory) and `TieredStore` over Redis, and `http_suite!` on axum
-//! over the mirror pair.
+//! **Conformance**: `store_suite!` over mirror (Redis, Memcached), mirror
+//! (Redis, Redis), standby (Redis, memory) and `TieredStore` over Redis;
+//! `http_suite!` on axum over both mirror pairs (with Memcached, "log out
+//! everywhere" is refused; with two Redis servers it ends the sessions in
+//! both), and on actix over the standby pair.
 
 use std::{
     fmt::Write as _,
@@ -719,6 +721,12 @@ fn shared_memcached() -> &'static MemcachedServer {
     SERVER.get_or_init(MemcachedServer::start)
 }
 
+/// A second Redis, the other half of [`MirrorRedisRedis`].
+fn shared_redis_secondary() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
 /// A store on the shared Redis under `prefix`, on a connection of its own
 /// (opened in the runtime of the test that asks: each test has its own).
 async fn conformance_redis(prefix: &str) -> RedisStore {
@@ -748,6 +756,28 @@ impl StoreFactory for MirrorRedisMemcached {
 
     /// Memcached cannot index owners, so the pair cannot either.
     fn indexes_owners(&self) -> bool {
+        false
+    }
+}
+
+/// Mirror over two Redis servers, default breaker settings: a pair where
+/// both stores index owners, so "log out everywhere" runs through it.
+struct MirrorRedisRedis;
+
+#[async_trait]
+impl StoreFactory for MirrorRedisRedis {
+    async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
+        let secondary =
+            RedisConfig::standalone(shared_redis_secondary().url()).with_key_prefix(prefix);
+        Arc::new(FailoverStore::new(
+            conformance_redis(prefix).await,
+            redis_store(secondary).await,
+        ))
+    }
+
+    /// A racing write's repair may end a copy before the call counts it
+    /// (see `FailoverStore::delete_by_owner`).
+    fn owner_counts_are_exact(&self) -> bool {
         false
     }
 }
@@ -797,8 +827,26 @@ mod mirror_redis_memcached {
     }
 }
 
+mod mirror_redis_redis {
+    session_conformance::store_suite!(super::MirrorRedisRedis);
+
+    mod http {
+        session_conformance::http_suite!(
+            session_kit::tower::conformance::AxumApp,
+            super::super::MirrorRedisRedis
+        );
+    }
+}
+
 mod standby_redis_memory {
     session_conformance::store_suite!(super::StandbyRedisMemory(super::shared_memory()));
+
+    mod http {
+        session_conformance::http_suite!(
+            session_actix::conformance::ActixApp,
+            super::super::StandbyRedisMemory(super::super::shared_memory())
+        );
+    }
 }
 
 mod tiered_redis {

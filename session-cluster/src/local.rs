@@ -234,17 +234,49 @@ fn remaining(until: SystemTime) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+/// What an owner index's key holds after the store's prefix: this tag, then
+/// 64 lowercase hex digits (a SHA-256 of the owner's name).
+pub(crate) const OWNER_KEY_TAG: &str = "owner:";
+const OWNER_KEY_HEX: usize = 64;
+
+/// Whether `key` has the shape of an owner index's key. It depends on the
+/// key alone, so every operation on one key reaches the same cache; a
+/// session key never has this shape (its part after the prefix is 22
+/// base64url characters, not 70), and a prefix made to look like one only
+/// moves that key's copies out of the evicting cache.
+pub(crate) fn is_owner_key(key: &str) -> bool {
+    let tail = OWNER_KEY_TAG.len() + OWNER_KEY_HEX;
+    key.len() >= tail
+        && key.is_char_boundary(key.len() - tail)
+        && key[key.len() - tail..]
+            .strip_prefix(OWNER_KEY_TAG)
+            .is_some_and(|hex| {
+                hex.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+}
+
 /// This node's copies. Every write is one atomic moka compute on the entry,
 /// so concurrent installs of one key cannot interleave.
+///
+/// Sessions and their tombstones share one cache bounded by `max_capacity`;
+/// owner indexes have a cache of their own that never evicts. An index is
+/// read rarely (only by "log out everywhere"), so in a shared cache TinyLFU
+/// would evict it first, and an evicted index on all `R` holders would let
+/// `delete_by_owner` end nothing while the owner's sessions live on. Indexes
+/// still end with their longest entry, and there is at most one per owner
+/// with a live session, so the cache stays bounded by time and owners.
 #[derive(Clone)]
 pub(crate) struct Local {
-    cache: Cache<String, Arc<Entry>>,
+    sessions: Cache<String, Arc<Entry>>,
+    indexes: Cache<String, Arc<Entry>>,
 }
 
 impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Local")
-            .field("entries", &self.cache.entry_count())
+            .field("sessions", &self.sessions.entry_count())
+            .field("indexes", &self.indexes.entry_count())
             .finish()
     }
 }
@@ -252,17 +284,31 @@ impl std::fmt::Debug for Local {
 impl Local {
     pub(crate) fn new(max_capacity: u64) -> Self {
         Self {
-            cache: Cache::builder()
+            sessions: Cache::builder()
                 .max_capacity(max_capacity)
                 .expire_after(UntilEntryEnds)
                 .build(),
+            indexes: Cache::builder().expire_after(UntilEntryEnds).build(),
         }
+    }
+
+    fn cache(&self, key: &str) -> &Cache<String, Arc<Entry>> {
+        if is_owner_key(key) {
+            &self.indexes
+        } else {
+            &self.sessions
+        }
+    }
+
+    /// Every entry of both caches, expired ones included.
+    fn entries(&self) -> impl Iterator<Item = (Arc<String>, Arc<Entry>)> + '_ {
+        self.sessions.iter().chain(self.indexes.iter())
     }
 
     /// The current (unexpired) entry for `key`, live or tombstone.
     pub(crate) async fn get(&self, key: &str) -> Option<Entry> {
         let now = SystemTime::now();
-        self.cache
+        self.cache(key)
             .get(key)
             .await
             .filter(|entry| entry.is_current(now))
@@ -277,7 +323,7 @@ impl Local {
         decide: impl FnOnce(Option<&Entry>) -> Option<Entry>,
     ) -> CompResult<String, Arc<Entry>> {
         let now = SystemTime::now();
-        self.cache
+        self.cache(key)
             .entry_by_ref(key)
             .and_compute_with(|existing| {
                 let current = existing
@@ -379,7 +425,7 @@ impl Local {
     /// copy was handed to the nodes that now hold the key.
     pub(crate) async fn forget_if_unchanged(&self, key: &str, expected: &Entry) {
         let _ = self
-            .cache
+            .cache(key)
             .entry_by_ref(key)
             .and_compute_with(|existing| {
                 let op = match existing {
@@ -396,8 +442,7 @@ impl Local {
     /// appear, and the next pass catches them.
     pub(crate) fn snapshot(&self) -> Vec<(String, Entry)> {
         let now = SystemTime::now();
-        self.cache
-            .iter()
+        self.entries()
             .filter(|(_, entry)| entry.is_current(now))
             .map(|(key, entry)| (String::clone(&key), Entry::clone(&entry)))
             .collect()
@@ -407,8 +452,7 @@ impl Local {
     /// (exact, O(entries)).
     pub(crate) fn live_counts(&self) -> (usize, usize) {
         let now = SystemTime::now();
-        self.cache
-            .iter()
+        self.entries()
             .fold((0, 0), |(sessions, indexes), (_, entry)| match &*entry {
                 Entry::Live(live) if live.expires_at > now => (sessions + 1, indexes),
                 Entry::Index(index) if index.expires_at > now => (sessions, indexes + 1),
@@ -575,6 +619,42 @@ mod tests {
         assert!(!index(2).supersedes(&gone(2)));
         assert!(!index(1).supersedes(&index(2)));
         assert_eq!(index(3).into_live(SystemTime::now()), None);
+    }
+
+    #[test]
+    fn owner_keys_are_told_from_session_keys_by_shape() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert!(is_owner_key(&format!("session:owner:{hex}")));
+        assert!(is_owner_key(&format!("owner:{hex}")));
+        assert!(!is_owner_key(&format!(
+            "session:{}",
+            SessionId::generate().encode()
+        )));
+        assert!(!is_owner_key(&format!(
+            "session:owner:{}",
+            hex.to_uppercase()
+        )));
+        assert!(!is_owner_key(&format!("session:owner:{}", &hex[1..])));
+        // A multi-byte character where the tail would start must not panic.
+        assert!(!is_owner_key(&"é".repeat(40)));
+    }
+
+    #[tokio::test]
+    async fn owner_indexes_survive_the_eviction_of_sessions() {
+        let local = Local::new(8);
+        let key = format!("session:owner:{}", "ab".repeat(32));
+        let _ = local
+            .change_index(&key, &delta_on(&HashMap::new(), 0, SessionId::generate()))
+            .await;
+        for n in 0..200 {
+            let _ = local.install(&format!("s{n}"), live(1, 60)).await;
+        }
+        local.sessions.run_pending_tasks().await;
+        local.indexes.run_pending_tasks().await;
+        let (sessions, indexes) = local.live_counts();
+        assert!(sessions <= 8, "the session cache held {sessions} of 8");
+        assert_eq!(indexes, 1, "the owner index was evicted");
+        assert!(matches!(local.get(&key).await, Some(Entry::Index(_))));
     }
 
     #[tokio::test]

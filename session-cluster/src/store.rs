@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::{
     link::{self, Blocked, Counters, Handler, Link},
-    local::{self, Entry, IndexDelta, Installed, Live, Local, Touched},
+    local::{self, Entry, IndexDelta, Installed, Live, Local, Touched, OWNER_KEY_TAG},
     membership::{self, Command, Ident},
     placement::{Member, View},
     wire::{to_hex, EndOutcome, Msg, Reply, Signer, WireEntry, WireErrorKind, WireId, WireLive},
@@ -438,7 +438,7 @@ impl ClusterStore {
             .chain_update(OWNER_KEY_DOMAIN)
             .chain_update(owner.as_bytes())
             .finalize();
-        format!("{}owner:{}", self.prefix, to_hex(&digest))
+        format!("{}{OWNER_KEY_TAG}{}", self.prefix, to_hex(&digest))
     }
 
     /// Adds `id` to `owner`'s index, acknowledged by every holder of the

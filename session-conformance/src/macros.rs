@@ -26,6 +26,7 @@ macro_rules! __store_tests {
             delete_by_owner_ends_that_owners_sessions_and_no_others,
             delete_by_owner_follows_owner_changes,
             commits_racing_delete_by_owner_never_bring_a_session_back,
+            owner_changes_racing_delete_by_owner_leave_no_session_of_that_owner,
             expired_sessions_leave_the_owner_index,
         }
     };

@@ -1,7 +1,11 @@
 //! The suite must be able to fail: each deliberately broken store below
 //! breaks one rule of the contract, and the test for that rule must catch it.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::SystemTime};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError},
+    time::SystemTime,
+};
 
 use futures_util::FutureExt as _;
 use session_conformance::{async_trait, block_on, store, StoreFactory};
@@ -21,12 +25,18 @@ enum Flaw {
     Resurrects,
     /// The factory ignores the prefix.
     IgnoresPrefix,
+    /// `delete_by_owner` checks each session's owner, then deletes it in a
+    /// separate step, so a session that moved to another owner in between
+    /// is ended with the old owner's.
+    ChecksThenEnds,
 }
 
 #[derive(Debug)]
 struct BrokenStore {
     inner: MemoryStore,
     flaw: Flaw,
+    /// Every id created, for `delete_by_owner` to go through.
+    created: Mutex<Vec<SessionId>>,
 }
 
 #[async_trait]
@@ -36,6 +46,10 @@ impl SessionStore for BrokenStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        self.created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(record.id);
         match self.flaw {
             Flaw::Overwrites => {
                 self.inner.delete(&record.id).await?;
@@ -91,6 +105,38 @@ impl SessionStore for BrokenStore {
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.inner.delete(id).await
     }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        if self.flaw != Flaw::ChecksThenEnds {
+            return self.inner.delete_by_owner(owner).await;
+        }
+        let ids = self
+            .created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut ended = 0;
+        for id in ids {
+            let owned = self
+                .inner
+                .load(&id)
+                .await?
+                .and_then(|record| record.owner)
+                .is_some_and(|o| o.name == owner);
+            if owned {
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+                self.inner.delete(&id).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    fn indexes_owners(&self) -> bool {
+        true
+    }
 }
 
 struct BrokenFactory {
@@ -109,6 +155,7 @@ impl StoreFactory for BrokenFactory {
         Arc::new(BrokenStore {
             inner,
             flaw: self.flaw,
+            created: Mutex::default(),
         })
     }
 }
@@ -152,6 +199,19 @@ fn a_store_that_ignores_its_prefix_fails_the_prefix_test() {
     assert!(caught(
         Flaw::IgnoresPrefix,
         "prefixes_do_not_see_each_other"
+    ));
+}
+
+#[test]
+fn a_check_then_end_delete_by_owner_fails_the_owner_change_race_test() {
+    assert!(caught(
+        Flaw::ChecksThenEnds,
+        "owner_changes_racing_delete_by_owner_leave_no_session_of_that_owner"
+    ));
+    // The same store passes the tests without a race: only the race shows it.
+    assert!(!caught(
+        Flaw::ChecksThenEnds,
+        "delete_by_owner_follows_owner_changes"
     ));
 }
 

@@ -4,7 +4,10 @@
 use std::{
     fmt,
     future::Future,
-    sync::{Arc, OnceLock, Weak},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock, Weak,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -70,6 +73,8 @@ struct Shared {
     label: Arc<str>,
     store: OnceLock<Arc<dyn SessionStore>>,
     connected: Notify,
+    /// What `indexes_owners` answers until the store is connected.
+    assumed_indexes_owners: AtomicBool,
 }
 
 impl fmt::Debug for LazyStore {
@@ -209,6 +214,7 @@ impl LazyStore {
             label: label.into().into(),
             store: OnceLock::new(),
             connected: Notify::new(),
+            assumed_indexes_owners: AtomicBool::new(true),
         });
         runtime.spawn(keep_connecting(
             Arc::downgrade(&shared),
@@ -218,6 +224,36 @@ impl LazyStore {
             max_retry,
         ));
         Ok(Self { shared })
+    }
+
+    /// What [`indexes_owners`](SessionStore::indexes_owners) answers until
+    /// the store is connected (default `true`); once connected, the store's
+    /// own answer. Say `false` when the store being connected cannot index
+    /// owners (a `MemcachedStore`): a [`FailoverStore`](crate::FailoverStore)
+    /// over it then refuses `delete_by_owner` up front, as it will once
+    /// connected, instead of ending the other store's share and then failing
+    /// on this one.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use session_core::{ErrorKind, LazyStore, MemoryStore, SessionStore, StoreError};
+    ///
+    /// let store = LazyStore::connect_in_background("memcached", || async {
+    ///     Err::<MemoryStore, _>(StoreError::new(ErrorKind::Unavailable, "connect"))
+    /// })
+    /// .unwrap()
+    /// .assume_indexes_owners(false);
+    /// assert!(!store.indexes_owners());
+    /// # }
+    /// # #[cfg(not(feature = "memory"))] fn main() {}
+    /// ```
+    #[must_use]
+    pub fn assume_indexes_owners(self, indexes: bool) -> Self {
+        self.shared
+            .assumed_indexes_owners
+            .store(indexes, Ordering::Relaxed);
+        self
     }
 
     /// Whether the background connect has succeeded. Once true, it stays
@@ -382,13 +418,14 @@ impl SessionStore for LazyStore {
             .await
     }
 
-    /// The connected store's answer; `true` until then, since the store is
-    /// not known yet and every call fails as `Unavailable` meanwhile.
+    /// The connected store's answer; until then, what
+    /// [`assume_indexes_owners`](LazyStore::assume_indexes_owners) said
+    /// (`true` by default), while every call fails as `Unavailable`.
     fn indexes_owners(&self) -> bool {
-        self.shared
-            .store
-            .get()
-            .is_none_or(SessionStore::indexes_owners)
+        self.shared.store.get().map_or_else(
+            || self.shared.assumed_indexes_owners.load(Ordering::Relaxed),
+            SessionStore::indexes_owners,
+        )
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -40,6 +40,10 @@ impl StoreFactory for Failover {
             .expect("valid failover settings"),
         )
     }
+
+    fn owner_counts_are_exact(&self) -> bool {
+        self.mode != FailoverMode::Mirror
+    }
 }
 
 /// Tiered stores, each with its own near-cache, over one far memory store.

@@ -645,3 +645,34 @@ async fn ending_an_owner_with_one_store_down_fails_and_the_retry_finishes() {
     assert_eq!(pair.raw_secondary.load(&record.id).await.unwrap(), None);
     assert_eq!(server.load(&record.id).await.unwrap(), None);
 }
+
+/// A secondary that is still connecting in the background and, once
+/// connected, could not index owners (a Memcached server) makes the pair
+/// refuse "log out everywhere" before either store ends anything, not
+/// after the primary has ended its share.
+#[tokio::test]
+async fn a_pair_over_a_connecting_store_that_cannot_index_owners_refuses_up_front() {
+    let primary = MemoryStore::new();
+    let connecting = session_core::LazyStore::connect_in_background("memcached", || async {
+        Err::<MemoryStore, _>(session_core::StoreError::new(
+            ErrorKind::Unavailable,
+            "connect",
+        ))
+    })
+    .unwrap()
+    .assume_indexes_owners(false);
+    let server = FailoverStore::builder(Arc::new(primary.clone()), Arc::new(connecting))
+        .mode(FailoverMode::Mirror)
+        .call_timeout(CALL_TIMEOUT)
+        .build()
+        .unwrap();
+    let record = owned_by("ada");
+    assert_eq!(primary.create(&record).await.unwrap(), Created::Created);
+
+    let err = server.delete_by_owner("ada").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(
+        primary.load(&record.id).await.unwrap().is_some(),
+        "the primary ended its share before the pair refused"
+    );
+}

@@ -92,6 +92,12 @@
 //! - **Owners need Redis 6.2** or later (`ZADD GT`). A session must not
 //!   live past its owner's `until` (the manager caps `expires_at` at it):
 //!   past it, the index no longer names the session.
+//! - **Eviction.** Run session Redis servers with
+//!   `maxmemory-policy noeviction`: a full server then refuses writes
+//!   (`TooLarge`, above) and loses nothing. Under an `allkeys-*` or
+//!   `volatile-*` policy Redis may drop any key with a TTL, which logs the
+//!   session's user out, and, worse, may drop an owner's index while the
+//!   sessions it names live on, so `delete_by_owner` would miss them.
 //! - **TLS** (`rediss://`) needs the redis crate's TLS support, which this
 //!   crate leaves off so that plain deployments build no TLS stack. Add
 //!   `redis = { version = "1", features = ["tokio-rustls-comp"] }` and a

@@ -431,6 +431,13 @@ impl Inner {
 
     /// Whether `side` holds a fence of `record`'s owner from after the
     /// record was created: the session was ended with its owner's.
+    ///
+    /// A record does not say when it got its owner, only when it was
+    /// created, so a session created before the fence that took the owner
+    /// after it (a login without `cycle_id`, which would have made a new
+    /// record) and then went missing from one store is taken for an ended
+    /// one here: its user logs in again. Nothing ended ever comes back,
+    /// which is the rule this check exists for.
     async fn fenced(self: &Arc<Self>, side: &Side, record: &Record) -> bool {
         let Some(owner) = &record.owner else {
             return false;

@@ -382,8 +382,11 @@ impl Session {
     ///
     /// # Errors
     /// [`SessionError::Unavailable`] when the store fails or cannot index
-    /// owners ([`ErrorKind::Unsupported`]); nothing is ended then, and the
-    /// session is left as it was.
+    /// owners ([`ErrorKind::Unsupported`]), and the session is left as it
+    /// was. A store that cannot index owners ends nothing. A store that
+    /// failed part-way may have ended some of the sessions (a failover pair
+    /// with one store down ends those in the other): call again once the
+    /// store is back, since a call that ends nothing more is harmless.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
