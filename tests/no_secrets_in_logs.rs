@@ -8,7 +8,12 @@
 //! the `Debug` of any value an app holds may contain a session id in full,
 //! a cookie value, or a signing secret in any encoding.
 //!
-//! One test per binary: the subscriber is process-wide.
+//! actix-web and reqwest log through the `log` crate, not `tracing`;
+//! `tracing_log::LogTracer` forwards those records to the same subscriber,
+//! so they are checked too.
+//!
+//! One test per binary: the subscriber and the `log` logger are
+//! process-wide.
 
 use std::{
     io::Write,
@@ -180,6 +185,7 @@ fn no_session_id_cookie_or_secret_reaches_the_logs_or_debug_output() {
             .finish(),
     )
     .expect("the only subscriber in this binary");
+    tracing_log::LogTracer::init().expect("the only `log` logger in this binary");
 
     let mut seen = Seen::default();
     let mut debug = session_conformance::block_on(async {
@@ -193,6 +199,12 @@ fn no_session_id_cookie_or_secret_reaches_the_logs_or_debug_output() {
     assert!(
         logs.contains("session load failed") || logs.contains("session write failed"),
         "the outage was not logged at all, so this test would prove nothing:\n{logs}"
+    );
+    // reqwest logs each new connection through `log`: without the
+    // `LogTracer` no `log` record would be checked at all.
+    assert!(
+        logs.contains("starting new connection"),
+        "no `log`-crate record was captured, so theirs went unchecked:\n{logs}"
     );
     assert!(
         seen.cookie_values.len() >= 10,

@@ -1,11 +1,11 @@
 //! The cluster kind of a store block: from `[store] kind = "cluster"` to a
 //! [`ClusterConfig`], with seeds given by host name resolved.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use session_cluster::ClusterConfig;
 
-use super::{env_var, read_secret_file, SessionConfig, StoreConfig};
+use super::{env_var, read_secret_file, Secret, SessionConfig, StoreConfig};
 use crate::ConfigError;
 
 /// The longest wait for the resolver on one seed's host name, so a DNS
@@ -237,19 +237,15 @@ async fn resolve(
 }
 
 impl SessionConfig {
-    /// Refuses a cluster secret that is also the cookie secret: whoever
-    /// learns one would hold both, and could then write any session over
-    /// the peer link as well as forge cookies.
+    /// Refuses a cluster secret that is also a cookie secret, the current
+    /// one or any previous one still verifying: whoever learns one would
+    /// hold both, and could then write any session over the peer link as
+    /// well as forge cookies.
     pub(crate) fn check_cluster_secret_apart(&self) -> Result<(), ConfigError> {
-        let cookie = match (&self.cookie.secret, &self.cookie.secret_file) {
-            (Some(secret), _) => secret.expose().as_bytes().to_vec(),
-            // Unreadable: `keys` has already reported it.
-            (None, Some(file)) => match read_secret_file("cookie.secret_file", file) {
-                Ok(secret) => secret,
-                Err(_) => return Ok(()),
-            },
-            (None, None) => return Ok(()),
-        };
+        let cookie_secrets = self.cookie_secrets();
+        if cookie_secrets.is_empty() {
+            return Ok(());
+        }
         let secondary = self
             .failover
             .as_ref()
@@ -258,16 +254,58 @@ impl SessionConfig {
             if block.kind != crate::config::StoreKind::Cluster {
                 continue;
             }
-            if let Some((secret, option)) = block.cluster_secret_bytes(path)? {
-                if secret == cookie {
-                    return Err(ConfigError::new(
-                        format!("{path}.{option}"),
-                        "is the cookie secret too; give the cluster a secret of its own, so \
-                         that whoever learns one cannot also use the other",
-                    ));
-                }
+            let Some((secret, option)) = block.cluster_secret_bytes(path)? else {
+                continue;
+            };
+            if let Some((cookie_key, _)) = cookie_secrets
+                .iter()
+                .find(|(_, cookie_secret)| *cookie_secret == secret)
+            {
+                return Err(ConfigError::new(
+                    format!("{path}.{option}"),
+                    format!(
+                        "is the same secret as `{cookie_key}`; give the cluster a secret of \
+                         its own, so that whoever learns one cannot also use the other"
+                    ),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Every cookie secret, current and previous, with the key it came
+    /// from. A file that cannot be read is left out: `keys` has already
+    /// reported it.
+    fn cookie_secrets(&self) -> Vec<(String, Vec<u8>)> {
+        let cookie = &self.cookie;
+        let inline = |key: String, secret: &Secret| (key, secret.expose().as_bytes().to_vec());
+        let from_file = |key: String, file: &Path| {
+            read_secret_file(&key, file)
+                .ok()
+                .map(|secret| (key, secret))
+        };
+        let current = match (&cookie.secret, &cookie.secret_file) {
+            (Some(secret), _) => Some(inline("cookie.secret".to_owned(), secret)),
+            (None, Some(file)) => from_file("cookie.secret_file".to_owned(), file),
+            (None, None) => None,
+        };
+        let previous = cookie
+            .previous_secrets
+            .iter()
+            .enumerate()
+            .map(|(index, secret)| inline(format!("cookie.previous_secrets[{index}]"), secret));
+        let previous_files =
+            cookie
+                .previous_secret_files
+                .iter()
+                .enumerate()
+                .filter_map(|(index, file)| {
+                    from_file(format!("cookie.previous_secret_files[{index}]"), file)
+                });
+        current
+            .into_iter()
+            .chain(previous)
+            .chain(previous_files)
+            .collect()
     }
 }

@@ -594,14 +594,40 @@ fn key_from_file(name: impl Into<String>, path: &Path) -> Result<Key, ConfigErro
     key(name, &secret)
 }
 
-/// The secret in the file at `path`, for key `name`.
+/// The most a secret file may hold. A secret needs well under a kilobyte;
+/// the cap is there so that a path to a device or a growing file
+/// (`/dev/zero`, a log) is refused instead of read until memory runs out.
+const MAX_SECRET_FILE_BYTES: usize = 64 * 1024;
+
+/// The secret in the file at `path`, for key `name`: at most
+/// [`MAX_SECRET_FILE_BYTES`], refused beyond that.
 pub(crate) fn read_secret_file(name: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let mut contents = std::fs::read(path).map_err(|err| {
+    use std::io::Read as _;
+
+    let cannot_read = |err: std::io::Error| {
         ConfigError::new(
             name.to_owned(),
             format!("cannot read `{}`: {err}", path.display()),
         )
-    })?;
+    };
+    let mut contents = Vec::new();
+    // One byte past the cap tells "exactly the cap" from "more", without
+    // ever reading more than that.
+    std::fs::File::open(path)
+        .map_err(cannot_read)?
+        .take(MAX_SECRET_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut contents)
+        .map_err(cannot_read)?;
+    if contents.len() > MAX_SECRET_FILE_BYTES {
+        return Err(ConfigError::new(
+            name.to_owned(),
+            format!(
+                "`{}` holds more than {} KiB; a secret file holds one secret",
+                path.display(),
+                MAX_SECRET_FILE_BYTES / 1024
+            ),
+        ));
+    }
     // Files written by `echo` or an editor end in a newline that is not
     // part of the secret.
     if contents.ends_with(b"\n") {

@@ -226,6 +226,46 @@ fn a_secret_file_is_read_without_its_newline() {
     );
 }
 
+/// A secret file is read up to a cap, so `secret_file = "/dev/zero"` (or a
+/// log file named by mistake) is a config error rather than a process that
+/// reads until memory runs out.
+#[test]
+fn a_secret_file_larger_than_64_kib_is_refused_naming_the_key() {
+    let sized = |len: usize| {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&vec![b's'; len]).unwrap();
+        file
+    };
+    let at_the_cap = sized(MAX_SECRET_FILE_BYTES);
+    SessionConfig::from_toml(&format!(
+        "[cookie]\nsecret_file = {:?}",
+        at_the_cap.path().display().to_string()
+    ))
+    .unwrap()
+    .validate()
+    .unwrap();
+
+    let past_the_cap = sized(MAX_SECRET_FILE_BYTES + 1);
+    assert_error(
+        &format!(
+            "[cookie]\nsecret_file = {:?}",
+            past_the_cap.path().display().to_string()
+        ),
+        "cookie.secret_file",
+        "holds more than 64 KiB",
+    );
+    assert_error(
+        "[cookie]\nsecret_file = \"/dev/zero\"",
+        "cookie.secret_file",
+        "`/dev/zero` holds more than 64 KiB",
+    );
+    assert_error(
+        &format!("[cookie]\nsecret = \"{SECRET}\"\nprevious_secret_files = [\"/dev/zero\"]"),
+        "cookie.previous_secret_files[0]",
+        "holds more than 64 KiB",
+    );
+}
+
 #[test]
 fn zero_and_negative_timeouts_are_refused() {
     assert_error("idle_timeout = \"0s\"", "idle_timeout", "greater than zero");
@@ -660,8 +700,64 @@ fn a_cluster_secret_must_not_be_the_cookie_secret() {
             cluster_without("cluster_secret")
         ),
         "store.cluster_secret",
-        "is the cookie secret too",
+        "is the same secret as `cookie.secret`",
     );
+}
+
+/// A previous cookie secret still verifies cookies, so sharing it with the
+/// cluster is as bad as sharing the current one, inline or from a file.
+#[cfg(feature = "cluster")]
+#[test]
+fn a_cluster_secret_must_not_be_any_previous_cookie_secret() {
+    const OLDER: &str = "an older cookie secret, still verifying, 32+ bytes";
+    const OLDEST: &str = "the oldest cookie secret, still verifying, 32+ bytes";
+    let mut oldest_file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(oldest_file, "{OLDEST}").unwrap();
+    let cookie = format!(
+        "[cookie]\nsecret = \"{SECRET}\"\nprevious_secrets = [\"{OLDER}\", \"{OLDEST}\"]\n\
+         previous_secret_files = [{:?}]",
+        oldest_file.path().display().to_string()
+    );
+    let with_cluster_secret = |secret: &str| {
+        format!(
+            "{}\ncluster_secret = \"{secret}\"\n{cookie}",
+            cluster_without("cluster_secret")
+        )
+    };
+    assert_error(
+        &with_cluster_secret(OLDER),
+        "store.cluster_secret",
+        "is the same secret as `cookie.previous_secrets[0]`",
+    );
+    assert_error(
+        &with_cluster_secret(OLDEST),
+        "store.cluster_secret",
+        "is the same secret as `cookie.previous_secrets[1]`",
+    );
+
+    // Only in a file on the cookie side, and in a file on the cluster side.
+    let cookie = format!(
+        "[cookie]\nsecret = \"{SECRET}\"\nprevious_secret_files = [{:?}]",
+        oldest_file.path().display().to_string()
+    );
+    assert_error(
+        &format!(
+            "{}\ncluster_secret_file = {:?}\n{cookie}",
+            cluster_without("cluster_secret"),
+            oldest_file.path().display().to_string()
+        ),
+        "store.cluster_secret_file",
+        "is the same secret as `cookie.previous_secret_files[0]`",
+    );
+
+    // A cluster secret of its own passes with all of them configured.
+    let config = SessionConfig::from_toml(&format!(
+        "{CLUSTER}\n[cookie]\nsecret = \"{SECRET}\"\nprevious_secrets = [\"{OLDER}\"]\n\
+         previous_secret_files = [{:?}]",
+        oldest_file.path().display().to_string()
+    ))
+    .unwrap();
+    config.validate().unwrap();
 }
 
 #[cfg(feature = "cluster")]

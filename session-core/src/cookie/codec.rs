@@ -238,6 +238,34 @@ mod tests {
         }
     }
 
+    /// `=` where base64url has none, at the full length so the length check
+    /// passes and the decoders must refuse it. The id forms carry a genuine
+    /// tag over their own text, so the HMAC cannot be what refuses them.
+    #[test]
+    fn padding_inside_a_full_length_value_is_refused_even_with_a_genuine_tag() {
+        let key = Key::generate();
+        let codec = codec_with(CookieConfig::default(), key.clone().into());
+        let good = codec.sign(&SessionId::generate());
+        let (id, tag) = good.split_once('.').unwrap();
+        let genuinely_signed = |id_text: &str| {
+            let tag = key.tag(&[b"session", b"=", id_text.as_bytes()]);
+            format!("{id_text}.{}", URL_SAFE_NO_PAD.encode(tag))
+        };
+        let padded_id = format!("{}==", &id[..ENCODED_LEN - 2]);
+        let id_with_a_gap = format!("{}={}", &id[..10], &id[11..]);
+        let padded_tag = format!("{id}.{}=", &tag[..TAG_LEN - 1]);
+        let tag_with_a_gap = format!("{id}.{}={}", &tag[..20], &tag[21..]);
+        for bad in [
+            genuinely_signed(&padded_id),
+            genuinely_signed(&id_with_a_gap),
+            padded_tag,
+            tag_with_a_gap,
+        ] {
+            assert_eq!(bad.len(), VALUE_LEN, "{bad}");
+            assert_eq!(codec.verify(&bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn a_value_signed_for_another_cookie_name_does_not_verify() {
         let key = Key::generate();
