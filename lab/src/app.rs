@@ -27,7 +27,7 @@ use session_kit::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::error::LabError;
+use crate::{error::LabError, shutdown::Shutdown};
 
 /// The session key holding the logged-in user.
 const USER: &str = "user";
@@ -85,28 +85,30 @@ fn answer(node: usize, count: u64) -> Response {
 /// at once unless the machine is very busy.
 const REBIND_FOR: Duration = Duration::from_secs(5);
 
-/// An app server running on the lab's runtime. [`kill`](Self::kill) (or
-/// drop) ends it as a crash would: its listener and every open connection
-/// close, and its router, with the session manager and store inside, is
-/// dropped with them.
+/// An app server running on the lab's runtime, until the run's
+/// [`Shutdown`]. [`kill`](Self::kill) (or drop) ends it sooner, as a crash
+/// would: its listener and every open connection close, and its router,
+/// with the session manager and store inside, is dropped with them.
 #[derive(Debug)]
 pub(crate) struct NodeServer {
     task: JoinHandle<()>,
 }
 
 impl NodeServer {
-    /// Binds `addr` (port 0 for a fresh one) and serves `app` there;
-    /// returns the server and the address it is on. A taken port is tried
-    /// again for a few seconds, for a node restarted on its old port.
+    /// Binds `addr` (port 0 for a fresh one) and serves `app` there until
+    /// `shutdown`; returns the server and the address it is on. A taken
+    /// port is tried again for a few seconds, for a node restarted on its
+    /// old port.
     pub(crate) async fn start(
         addr: SocketAddr,
         app: Router,
+        shutdown: Shutdown,
     ) -> Result<(Self, SocketAddr), LabError> {
         let listener = bind(addr).await?;
         let bound = listener
             .local_addr()
             .map_err(|source| LabError::Bind { addr, source })?;
-        let task = tokio::spawn(serve(listener, app));
+        let task = tokio::spawn(serve(listener, app, shutdown));
         Ok((Self { task }, bound))
     }
 
@@ -136,13 +138,18 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, LabError> {
     }
 }
 
-/// Accepts connections until the task is aborted. The connections are
-/// tasks of a `JoinSet` this future owns, not detached ones, so aborting
-/// the server drops them too: nothing of a killed node lives on.
-async fn serve(listener: TcpListener, app: Router) {
+/// Accepts connections until `shutdown`, or until the task is aborted (a
+/// kill). The connections are tasks of a `JoinSet` this future owns, not
+/// detached ones, so either way they end with it: nothing of a killed node
+/// lives on, and at the shutdown no user is left to answer, only idle
+/// keep-alive connections from the balancer.
+async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown) {
     let mut connections = tokio::task::JoinSet::new();
+    let over = shutdown.requested();
+    tokio::pin!(over);
     loop {
         tokio::select! {
+            () = &mut over => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
                     // Out of file descriptors or similar: let it pass rather

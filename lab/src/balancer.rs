@@ -38,7 +38,7 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 
-use crate::error::LabError;
+use crate::{error::LabError, shutdown::Shutdown};
 
 /// How often down nodes are probed.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -57,7 +57,8 @@ pub(crate) enum Routing {
     Sticky,
 }
 
-/// A running balancer; stops when dropped.
+/// A running balancer; stops when the run's [`Shutdown`] comes, or when
+/// dropped.
 #[derive(Debug)]
 pub(crate) struct Balancer {
     addr: SocketAddr,
@@ -82,8 +83,13 @@ struct Backend {
 }
 
 impl Balancer {
-    /// Starts a balancer on a fresh loopback port in front of `nodes`.
-    pub(crate) async fn start(routing: Routing, nodes: &[SocketAddr]) -> Result<Self, LabError> {
+    /// Starts a balancer on a fresh loopback port in front of `nodes`,
+    /// serving until `shutdown`.
+    pub(crate) async fn start(
+        routing: Routing,
+        nodes: &[SocketAddr],
+        shutdown: Shutdown,
+    ) -> Result<Self, LabError> {
         let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
         let listener = TcpListener::bind(addr)
             .await
@@ -110,8 +116,8 @@ impl Balancer {
                 .build(connector),
         });
         let tasks = vec![
-            tokio::spawn(accept(listener, Arc::clone(&shared))),
-            tokio::spawn(probe(Arc::clone(&shared))),
+            tokio::spawn(accept(listener, Arc::clone(&shared), shutdown.clone())),
+            tokio::spawn(probe(Arc::clone(&shared), shutdown)),
         ];
         Ok(Self {
             addr,
@@ -136,6 +142,8 @@ impl Balancer {
 }
 
 impl Drop for Balancer {
+    /// The backstop: the loops end with the run's shutdown, but a balancer
+    /// dropped before it (the run failed) must not serve on.
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -143,12 +151,17 @@ impl Drop for Balancer {
     }
 }
 
-/// Serves users' connections until the balancer is dropped; each
-/// connection is a task of a set this future owns.
-async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+/// Serves users' connections until `shutdown`; each connection is a task
+/// of a set this future owns, so returning ends them too. By then every
+/// user is done, and what is left is idle keep-alive connections, which
+/// would otherwise stay open for as long as their users' clients.
+async fn accept(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
     let mut connections = tokio::task::JoinSet::new();
+    let over = shutdown.requested();
+    tokio::pin!(over);
     loop {
         tokio::select! {
+            () = &mut over => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -170,13 +183,18 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Probes the down nodes every [`PROBE_EVERY`] until the balancer is
-/// dropped; a node that accepts a connection is up again.
-async fn probe(shared: Arc<Shared>) {
+/// Probes the down nodes every [`PROBE_EVERY`] until `shutdown`; a node
+/// that accepts a connection is up again.
+async fn probe(shared: Arc<Shared>, shutdown: Shutdown) {
     let mut every = tokio::time::interval(PROBE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let over = shutdown.requested();
+    tokio::pin!(over);
     loop {
-        every.tick().await;
+        tokio::select! {
+            () = &mut over => return,
+            _ = every.tick() => {}
+        }
         for node in &shared.nodes {
             if node.up.load(Ordering::Relaxed) {
                 continue;
@@ -303,6 +321,33 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shutdown;
+
+    #[tokio::test]
+    async fn the_balancer_stops_at_the_run_s_shutdown() {
+        let (trigger, until) = shutdown::channel();
+        let balancer = Balancer::start(Routing::RoundRobin, &[], until)
+            .await
+            .expect("a balancer on loopback");
+        assert!(tokio::net::TcpStream::connect(balancer.addr())
+            .await
+            .is_ok());
+        trigger.fire();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+            while !balancer.tasks.iter().all(JoinHandle::is_finished) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            stopped.is_ok(),
+            "the accept and probe loops outlived the run"
+        );
+        // The accept loop took its listener with it.
+        assert!(tokio::net::TcpStream::connect(balancer.addr())
+            .await
+            .is_err());
+    }
 
     fn parts(cookie: &str) -> http::request::Parts {
         Request::get("/")

@@ -6,10 +6,16 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use serde::Serialize;
 
 use crate::{
-    schedule::Fault,
+    schedule::{Action, Fault},
     strategy::{Footprint, Kind},
     workload::{EventKind, Tally},
 };
+
+/// How late a fault may take effect and still be shown at its planned
+/// time: a restart's own work (starting a process, binding a port) takes a
+/// few hundred milliseconds, which is not news; a cluster node waiting
+/// seconds for its peers is.
+pub(crate) const LATE_SECONDS: f64 = 0.5;
 
 /// Everything one run measured.
 #[derive(Debug, Serialize)]
@@ -18,15 +24,18 @@ pub(crate) struct LabFigures {
     pub(crate) users: usize,
     pub(crate) load_seconds: f64,
     pub(crate) pause_ms: u64,
+    /// The planned faults; when each took effect is per strategy
+    /// ([`Measured::faults_applied`]).
     pub(crate) schedule: Vec<FaultFigure>,
     pub(crate) strategies: Vec<StrategyFigures>,
     /// Wall time of the whole run, set-up and read-out included.
     pub(crate) elapsed_seconds: f64,
 }
 
-/// One fault, as the report shows it.
+/// One planned fault, as the report shows it.
 #[derive(Debug, Serialize)]
 pub(crate) struct FaultFigure {
+    /// When it is planned, from the start of the load.
     pub(crate) at_seconds: f64,
     pub(crate) action: crate::schedule::Action,
     pub(crate) label: &'static str,
@@ -43,6 +52,26 @@ impl From<&Fault> for FaultFigure {
             description: fault.action.describe(),
             applies_to: fault.action.applies_to(),
         }
+    }
+}
+
+/// One fault as a strategy's own timeline applied it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct AppliedFault {
+    pub(crate) action: Action,
+    /// When it was planned, from the start of the load.
+    pub(crate) planned_seconds: f64,
+    /// When it took effect: the kill done, or the restarted server serving
+    /// again. Later than planned when the strategy's previous fault, or
+    /// this one's own work, took long (a cluster node waits for its peers
+    /// before it serves).
+    pub(crate) applied_seconds: f64,
+}
+
+impl AppliedFault {
+    /// Whether it took effect more than [`LATE_SECONDS`] after its plan.
+    pub(crate) fn is_late(&self) -> bool {
+        self.applied_seconds - self.planned_seconds > LATE_SECONDS
     }
 }
 
@@ -77,19 +106,36 @@ pub(crate) struct Measured {
     pub(crate) phantom_counts: u64,
     pub(crate) short_final_reads: u64,
     pub(crate) unread_counters: u64,
+    /// Requests each node answered over the whole run, from the balancer.
     pub(crate) requests_per_node: Vec<u64>,
-    /// Busiest node's requests over the mean per node (1.0 is even).
-    pub(crate) load_skew: f64,
+    /// Busiest node's requests over the mean per node (1.0 is even),
+    /// counted only while every node was up: before the kill and from the
+    /// return on. The whole run's counts would charge the dead node's
+    /// missing share to every balancer, even a perfectly even one.
+    pub(crate) load_skew_all_up: f64,
     /// The same, over the requests from when the killed node came back:
     /// whether the balancer gives it its share again.
     pub(crate) load_skew_after_return: Option<f64>,
     pub(crate) sessions_per_node: Vec<u64>,
-    /// Keys in the shared Redis (d), or in the primary and the secondary (e).
+    /// Keys in the shared Redis (d), or in the primary and the secondary
+    /// (e): `DBSIZE`, so the failover's ahead marks and tombstones count.
     pub(crate) shared_store_keys: Option<Vec<u64>>,
+    /// Bytes the cluster nodes wrote to their peer links (replication and
+    /// forwarding; SWIM's membership datagrams are not counted), or bytes
+    /// in and out of the Redis servers; since the load started.
     pub(crate) store_bytes: u64,
+    /// [`store_bytes`](Self::store_bytes) over the requests the nodes
+    /// answered.
     pub(crate) store_bytes_per_request: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
+    /// Median latency of the answers that succeeded (2xx) only, through
+    /// the balancer. The requests that failed (a store down, a timeout)
+    /// are in `failed_requests`, not here, so an outage does not show in
+    /// the latency.
+    pub(crate) p50_ok_ms: f64,
+    /// The 99th percentile of the same successful answers.
+    pub(crate) p99_ok_ms: f64,
+    /// The faults as this strategy applied them, in order.
+    pub(crate) faults_applied: Vec<AppliedFault>,
     pub(crate) timeline: Vec<Bucket>,
 }
 
@@ -108,8 +154,15 @@ impl StrategyFigures {
         Self::new(kind, None, Some(because))
     }
 
-    /// A strategy that ran: what its users saw and what it held.
-    pub(crate) fn measured(kind: Kind, tally: Tally, footprint: Footprint, load: Duration) -> Self {
+    /// A strategy that ran: what its users saw, what it held, and when its
+    /// faults took effect.
+    pub(crate) fn measured(
+        kind: Kind,
+        tally: Tally,
+        footprint: Footprint,
+        faults_applied: Vec<AppliedFault>,
+        load: Duration,
+    ) -> Self {
         let served: u64 = footprint.requests_per_node.iter().sum();
         let millis = |quantile| tally.latency.value_at_quantile(quantile) as f64 / 1000.0;
         let measured = Measured {
@@ -128,7 +181,7 @@ impl StrategyFigures {
             phantom_counts: tally.phantom_counts,
             short_final_reads: tally.short_final_reads,
             unread_counters: tally.unread_counters,
-            load_skew: skew(&footprint.requests_per_node),
+            load_skew_all_up: skew(&footprint.requests_per_node_all_up),
             load_skew_after_return: footprint
                 .requests_per_node_since_return
                 .as_deref()
@@ -138,8 +191,9 @@ impl StrategyFigures {
             } else {
                 0.0
             },
-            p50_ms: millis(0.50),
-            p99_ms: millis(0.99),
+            p50_ok_ms: millis(0.50),
+            p99_ok_ms: millis(0.99),
+            faults_applied,
             timeline: timeline(&tally, load),
             requests_per_node: footprint.requests_per_node,
             sessions_per_node: footprint.sessions_per_node,
@@ -161,6 +215,14 @@ impl StrategyFigures {
             skipped_because,
             measured,
         }
+    }
+
+    /// `skipped: <why>`, for a strategy that did not run.
+    pub(crate) fn skip_note(&self) -> String {
+        format!(
+            "skipped: {}",
+            self.skipped_because.as_deref().unwrap_or("not run")
+        )
     }
 }
 
@@ -207,7 +269,8 @@ fn timeline(tally: &Tally, load: Duration) -> Vec<Bucket> {
     buckets
 }
 
-/// `14 13 0`, or `- (Redis: 40 keys)` for the shared stores.
+/// `14 13 0`: the sessions each node holds; for the shared stores
+/// `0 (Redis keys: 40)`, or `0 (Redis keys: 40 + 40)` for e's two servers.
 pub(crate) fn memory_cell(measured: &Measured) -> String {
     match &measured.shared_store_keys {
         Some(keys) => {
@@ -225,21 +288,65 @@ pub(crate) fn memory_cell(measured: &Measured) -> String {
     }
 }
 
-/// `1.37/1.50`: the load skew over the whole run, then after the killed
-/// node came back.
+/// `1.37/1.50`: the load skew while every node was up, then after the
+/// killed node came back.
 pub(crate) fn skew_cell(measured: &Measured) -> String {
     match measured.load_skew_after_return {
-        Some(after) => format!("{:.2}/{after:.2}", measured.load_skew),
-        None => format!("{:.2}", measured.load_skew),
+        Some(after) => format!("{:.2}/{after:.2}", measured.load_skew_all_up),
+        None => format!("{:.2}", measured.load_skew_all_up),
     }
 }
+
+/// The planned faults, one line each, `  5.0 s  kill app node 0 (...) [all]`;
+/// with, when a strategy applied one more than [`LATE_SECONDS`] late, which
+/// and when (`; took effect at c 12.3 s`).
+pub(crate) fn fault_lines(figures: &LabFigures) -> Vec<String> {
+    figures
+        .schedule
+        .iter()
+        .map(|fault| {
+            let late: Vec<String> = figures
+                .strategies
+                .iter()
+                .filter_map(|s| {
+                    let applied = s
+                        .measured
+                        .as_ref()?
+                        .faults_applied
+                        .iter()
+                        .find(|applied| applied.action == fault.action)?;
+                    applied
+                        .is_late()
+                        .then(|| format!("{} {:.1} s", s.letter, applied.applied_seconds))
+                })
+                .collect();
+            let mut line = format!(
+                "{:>5.1} s  {} [{}]",
+                fault.at_seconds, fault.description, fault.applies_to
+            );
+            if !late.is_empty() {
+                let _ = write!(line, "; took effect at {}", late.join(", "));
+            }
+            line
+        })
+        .collect()
+}
+
+/// What the table's less obvious columns count, printed under it.
+pub(crate) const TABLE_LEGEND: &str = "\
+load all-up/back  the busiest server's requests over the mean per server (1.00 is even),
+                  while all servers were up (before the kill and after the return) /
+                  after server 0 came back
+p50, p99 ok ms    latency of the successful (2xx) answers only; failed ones are under
+                  failed reqs (session-lab --help says more)
+";
 
 /// The table printed at the end of a run, as plain text.
 pub(crate) fn table(figures: &LabFigures) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>9} {:<24} {:>8} {:>7} {:>7}",
+        "{:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>11} {:<24} {:>8} {:>7} {:>7}",
         "strategy",
         "requests",
         "lost",
@@ -249,22 +356,27 @@ pub(crate) fn table(figures: &LabFigures) -> String {
         "load",
         "sessions held",
         "store",
-        "p50",
-        "p99"
+        "p50 ok",
+        "p99 ok"
     );
     let _ = writeln!(
         out,
-        "{:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>9} {:<24} {:>8} {:>7} {:>7}",
-        "", "", "sess.", "reads", "incr.", "reqs", "all/back", "per node", "B/req", "ms", "ms"
+        "{:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>11} {:<24} {:>8} {:>7} {:>7}",
+        "", "", "sess.", "reads", "incr.", "reqs", "all-up/back", "per node", "B/req", "ms", "ms"
     );
-    let _ = writeln!(out, "{}", "-".repeat(42 + 9 + 7 * 3 + 8 + 10 + 25 + 9 + 16));
+    // The columns' widths above, each with its separating space.
+    let _ = writeln!(
+        out,
+        "{}",
+        "-".repeat(42 + 9 + 7 * 3 + 8 + 12 + 25 + 9 + 8 * 2)
+    );
     for strategy in &figures.strategies {
         let label = format!("{}  {}", strategy.letter, strategy.name);
         match &strategy.measured {
             Some(m) => {
                 let _ = writeln!(
                     out,
-                    "{label:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>9} {:<24} {:>8.0} {:>7.1} {:>7.1}",
+                    "{label:<42} {:>8} {:>6} {:>6} {:>6} {:>7} {:>11} {:<24} {:>8.0} {:>7.1} {:>7.1}",
                     m.requests,
                     m.lost_sessions,
                     m.stale_reads,
@@ -273,20 +385,58 @@ pub(crate) fn table(figures: &LabFigures) -> String {
                     skew_cell(m),
                     memory_cell(m),
                     m.store_bytes_per_request,
-                    m.p50_ms,
-                    m.p99_ms,
+                    m.p50_ok_ms,
+                    m.p99_ok_ms,
                 );
             }
             None => {
-                let _ = writeln!(
-                    out,
-                    "{label:<42} skipped: {}",
-                    strategy.skipped_because.as_deref().unwrap_or("not run")
-                );
+                let _ = writeln!(out, "{label:<42} {}", strategy.skip_note());
             }
         }
     }
     out
+}
+
+/// A run of one measured strategy (c, with `faults_applied`) and one
+/// skipped (d, `--no-redis`), for the tests of what is shown.
+#[cfg(test)]
+pub(crate) fn figures_with(faults_applied: Vec<AppliedFault>) -> LabFigures {
+    let plan = [
+        Fault {
+            at: Duration::from_secs(5),
+            action: Action::KillNode,
+        },
+        Fault {
+            at: Duration::from_secs(10),
+            action: Action::RestartNode,
+        },
+    ];
+    let footprint = Footprint {
+        requests_per_node: vec![1, 1, 1],
+        requests_per_node_all_up: vec![1, 1, 1],
+        requests_per_node_since_return: None,
+        sessions_per_node: vec![0, 0, 0],
+        shared_store_keys: None,
+        store_bytes: 0,
+    };
+    LabFigures {
+        nodes: 3,
+        users: 3,
+        load_seconds: 20.0,
+        pause_ms: 100,
+        schedule: plan.iter().map(FaultFigure::from).collect(),
+        strategies: vec![
+            StrategyFigures::measured(
+                Kind::Cluster,
+                Tally::default(),
+                footprint,
+                faults_applied,
+                Duration::from_secs(20),
+            ),
+            StrategyFigures::skipped(Kind::Redis, "--no-redis".to_owned()),
+        ],
+        elapsed_seconds: 30.0,
+    }
 }
 
 #[cfg(test)]
@@ -314,5 +464,37 @@ mod tests {
         assert_eq!(buckets[1].lost_sessions, 1);
         assert_eq!(buckets[1].stale_reads, 1);
         assert_eq!(buckets[21].failed, 1);
+    }
+
+    #[test]
+    fn a_fault_that_took_effect_late_is_shown_with_its_actual_time() {
+        let figures = figures_with(vec![
+            AppliedFault {
+                action: Action::KillNode,
+                planned_seconds: 5.0,
+                applied_seconds: 5.2,
+            },
+            AppliedFault {
+                action: Action::RestartNode,
+                planned_seconds: 10.0,
+                applied_seconds: 12.34,
+            },
+        ]);
+        let lines = fault_lines(&figures);
+        assert_eq!(lines.len(), 2);
+        assert!(!lines[0].contains("took effect"), "{}", lines[0]);
+        assert!(
+            lines[1].ends_with("; took effect at c 12.3 s"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn the_table_labels_latency_as_successful_answers_only_and_gives_the_skip_reason() {
+        let table = table(&figures_with(Vec::new()));
+        assert!(table.contains("p50 ok"), "{table}");
+        assert!(table.contains("all-up/back"), "{table}");
+        assert!(table.contains("skipped: --no-redis"), "{table}");
     }
 }

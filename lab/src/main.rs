@@ -8,19 +8,23 @@
 //! cargo run --release -p session-lab -- --quick # under a minute
 //! ```
 //!
-//! Five strategies run side by side on one timeline, each with its own app
-//! servers (axum behind session-kit's tower layer), load balancer and
-//! store: local memory behind a sticky balancer (a) and behind round-robin
-//! (b), the session-kit cluster (c), one Redis (d) and a Redis failover
-//! mirror (e). Users log in and increment a counter in their session while
-//! an app server is killed and restarted, and then Redis. The lab counts
-//! what each user saw (lost sessions, stale reads, lost increments, failed
-//! requests) and what each strategy cost (load skew, memory, store traffic,
-//! latency), prints a table and writes an HTML report with charts.
-//! `session-lab --help` explains each strategy and figure.
+//! Five strategies run side by side, each with its own app servers (axum
+//! behind session-kit's tower layer), load balancer and store: local
+//! memory behind a sticky balancer (a) and behind round-robin (b), the
+//! session-kit cluster (c), one Redis (d) and a Redis failover mirror (e).
+//! Users log in and increment a counter in their session while an app
+//! server is killed and restarted, and then Redis. Every strategy follows
+//! the same plan of faults, each on its own clock, so one strategy's slow
+//! restart delays no other's faults; the lab records when each fault took
+//! effect, per strategy. It counts what each user saw (lost sessions,
+//! stale reads, lost increments, failed requests) and what each strategy
+//! cost (load skew, memory, store traffic, latency), prints a table and
+//! writes an HTML report with charts. `session-lab --help` explains each
+//! strategy and figure.
 //!
 //! Everything listens on 127.0.0.1 only, and every loop is bounded by the
-//! run's length.
+//! run's length: the users' and the faults' by the load's end, the
+//! servers' by the run's shutdown signal (`shutdown.rs`).
 #![forbid(unsafe_code)]
 
 mod app;
@@ -31,6 +35,7 @@ mod figures;
 mod redis;
 mod report;
 mod schedule;
+mod shutdown;
 mod strategy;
 mod workload;
 
@@ -48,7 +53,7 @@ use tokio::task::JoinSet;
 use crate::{
     args::{Args, RedisWanted, Settings},
     error::LabError,
-    figures::{FaultFigure, LabFigures, StrategyFigures},
+    figures::{AppliedFault, FaultFigure, LabFigures, StrategyFigures},
     schedule::{Action, Fault, VICTIM},
     strategy::{Deployment, Kind},
     workload::{Tally, User},
@@ -94,6 +99,8 @@ fn redis_skipped(wanted: RedisWanted) -> Result<Option<String>, LabError> {
 async fn run(settings: &Settings) -> Result<(), LabError> {
     let began = Instant::now();
     let redis_skipped = redis_skipped(settings.redis)?;
+    // Fired once the users are done; dropped, should the run fail first.
+    let (shutdown, servers_run_until) = shutdown::channel();
     let mut deployments = Vec::new();
     let mut skipped = Vec::new();
     for kind in Kind::ALL {
@@ -107,7 +114,7 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
             kind.name(),
             settings.nodes
         );
-        deployments.push(Deployment::start(kind, settings.nodes).await?);
+        deployments.push(Deployment::start(kind, settings.nodes, servers_run_until.clone()).await?);
     }
     for deployment in &mut deployments {
         deployment.begin_counting().await?;
@@ -145,35 +152,35 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
     }
 
     let (bar, ticking) = progress_bar(settings.load, start, faults.clone());
-    for fault in &faults {
-        tokio::time::sleep_until((start + fault.at).into()).await;
-        let applied = join_all(
-            deployments
-                .iter_mut()
-                .map(|deployment| apply(deployment, fault.action)),
-        )
-        .await;
-        for note in applied
-            .into_iter()
-            .collect::<Result<Vec<_>, LabError>>()?
-            .into_iter()
-            .flatten()
-        {
-            say(&bar, &note);
-        }
-        say(
-            &bar,
-            &format!(
-                "[{:>5.1} s] {}",
-                start.elapsed().as_secs_f64(),
-                fault.action.describe()
-            ),
-        );
-    }
+    let timelines: Vec<_> = deployments
+        .into_iter()
+        .map(|deployment| {
+            let own: Vec<Fault> = faults
+                .iter()
+                .copied()
+                .filter(|fault| fault.action.touches(deployment.kind()))
+                .collect();
+            tokio::spawn(fault_timeline(deployment, own, start, bar.clone()))
+        })
+        .collect();
     tokio::time::sleep_until(end.into()).await;
     ticking.abort();
     bar.set_position(bar.length().unwrap_or(0));
     bar.set_message("last requests, then a final read per user");
+    // Every fault is planned well before the end of the load, so the
+    // timelines are done by now unless a restart took very long; then
+    // this waits for it, which the late times in the table will show.
+    let mut done = Vec::with_capacity(timelines.len());
+    for timeline in timelines {
+        done.push(match timeline.await {
+            Ok(finished) => finished?,
+            // A timeline is never aborted, so its join error is a panic:
+            // pass it on.
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        });
+    }
+    let (mut deployments, applied): (Vec<Deployment>, Vec<Vec<AppliedFault>>) =
+        done.into_iter().unzip();
 
     let mut finishing: Vec<JoinSet<Tally>> = Vec::with_capacity(crowds.len());
     for mut crowd in crowds {
@@ -198,18 +205,22 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
         tallies.push(tally);
     }
     bar.finish_and_clear();
+    // No user is left: the balancers and app servers stop here. What the
+    // footprint reads (the balancers' counts, the stores) outlives them.
+    shutdown.fire();
 
     let footprints = join_all(deployments.iter_mut().map(Deployment::footprint)).await;
     let mut strategies = Vec::with_capacity(Kind::ALL.len());
-    let mut measured = deployments.iter().zip(tallies).zip(footprints);
+    let mut measured = deployments.iter().zip(applied).zip(tallies).zip(footprints);
     for kind in Kind::ALL {
         if let Some((_, reason)) = skipped.iter().find(|(k, _)| *k == kind) {
             strategies.push(StrategyFigures::skipped(kind, reason.clone()));
-        } else if let Some(((deployment, tally), footprint)) = measured.next() {
+        } else if let Some((((deployment, applied), tally), footprint)) = measured.next() {
             strategies.push(StrategyFigures::measured(
                 deployment.kind(),
                 tally,
                 footprint?,
+                applied,
                 settings.load,
             ));
         }
@@ -228,11 +239,10 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
     println!();
     print!("{}", figures::table(&figures));
     println!();
-    for fault in &figures.schedule {
-        println!(
-            "  {:>5.1} s  {} [{}]",
-            fault.at_seconds, fault.description, fault.applies_to
-        );
+    print!("{}", figures::TABLE_LEGEND);
+    println!();
+    for line in figures::fault_lines(&figures) {
+        println!("  {line}");
     }
     let command: Vec<String> = std::env::args().skip(1).collect();
     let command = format!(
@@ -253,6 +263,43 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
         println!("figures as JSON: {}", path.display());
     }
     Ok(())
+}
+
+/// One strategy's faults: applies each of `faults` to `deployment` at its
+/// planned instant from `start`, one after the other, and records when
+/// each took effect. Each strategy runs its own, on its own task, so a
+/// slow fault of one (a restarted cluster node waits up to 20 s for its
+/// peers) delays no other strategy's faults, only this one's later ones.
+async fn fault_timeline(
+    mut deployment: Deployment,
+    faults: Vec<Fault>,
+    start: Instant,
+    bar: ProgressBar,
+) -> Result<(Deployment, Vec<AppliedFault>), LabError> {
+    let letter = deployment.kind().letter();
+    let mut applied = Vec::with_capacity(faults.len());
+    for fault in faults {
+        tokio::time::sleep_until((start + fault.at).into()).await;
+        let note = apply(&mut deployment, fault.action).await?;
+        let at = start.elapsed();
+        if let Some(note) = note {
+            say(&bar, &format!("{letter}: {note}"));
+        }
+        say(
+            &bar,
+            &format!(
+                "[{:>5.1} s] {letter}: {}",
+                at.as_secs_f64(),
+                fault.action.label()
+            ),
+        );
+        applied.push(AppliedFault {
+            action: fault.action,
+            planned_seconds: fault.at.as_secs_f64(),
+            applied_seconds: at.as_secs_f64(),
+        });
+    }
+    Ok((deployment, applied))
 }
 
 /// Applies one fault to one strategy; returns a note worth showing, if any.

@@ -2,27 +2,24 @@
 //! block (they start processes and wait for them) and panic on failure, so
 //! each runs on the blocking pool and a panic comes back as an error.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use session_conformance::testkit::RedisServer;
+use session_conformance::testkit::{find_binary, RedisServer};
 
 use crate::error::LabError;
 
 /// Whether the Redis binaries the test kit runs are installed; the one
-/// missing when not.
+/// missing when not. The kit's own search decides, so the lab never runs
+/// d and e on a binary the kit would then refuse (one that is not
+/// executable, say).
 pub(crate) fn installed() -> Result<(), &'static str> {
-    for binary in ["redis-server", "redis-cli"] {
-        let found = std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| Path::new(&dir).join(binary).is_file())
-        });
-        if !found {
-            return Err(binary);
-        }
+    match ["redis-server", "redis-cli"]
+        .into_iter()
+        .find(|binary| find_binary(binary).is_none())
+    {
+        Some(missing) => Err(missing),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// One redis-server, and the network bytes it has moved while counted.

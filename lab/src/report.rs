@@ -9,7 +9,9 @@ use plotters::{
 };
 
 use crate::{
-    figures::{memory_cell, skew_cell, LabFigures, Measured, StrategyFigures},
+    figures::{
+        fault_lines, memory_cell, skew_cell, LabFigures, Measured, StrategyFigures, LATE_SECONDS,
+    },
     schedule::Action,
     HELP,
 };
@@ -53,13 +55,44 @@ fn px(value: usize) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
+/// What every chart draws on.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Starts a strategy's row in a chart whose bars begin at `axis`: its
+/// `label` right-aligned before the axis, at height `y`. For a strategy
+/// that did not run it also writes why after the axis, in grey, and
+/// returns `None`; else what the strategy measured, for the row's bars.
+fn row<'a>(
+    root: &Area<'_>,
+    strategy: &'a StrategyFigures,
+    label: String,
+    axis: i32,
+    y: i32,
+) -> Option<&'a Measured> {
+    let _ = root.draw(&Text::new(
+        label,
+        (axis - 8, y),
+        font_at(13, HPos::Right, VPos::Center),
+    ));
+    if strategy.measured.is_none() {
+        let _ = root.draw(&Text::new(
+            strategy.skip_note(),
+            (axis + 6, y),
+            font_at(12, HPos::Left, VPos::Center).color(&GREY),
+        ));
+    }
+    strategy.measured.as_ref()
+}
+
+/// `a  local memory, sticky balancer`: a strategy's label in the charts.
+fn long_label(strategy: &StrategyFigures) -> String {
+    format!("{}  {}", strategy.letter, strategy.name)
+}
+
 /// Draws into a new SVG of `height` pixels and returns its text. Drawing
 /// into a string cannot fail for want of a file, so the backend's errors
 /// (none in practice) are ignored.
-fn svg(
-    height: i32,
-    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>),
-) -> String {
+fn svg(height: i32, draw: impl FnOnce(&Area<'_>)) -> String {
     let mut out = String::new();
     {
         let height = u32::try_from(height.max(1)).unwrap_or(1);
@@ -72,66 +105,47 @@ fn svg(
 }
 
 /// A horizontal bar per strategy; `value` gives the bar's length and its
-/// label, `None` for a strategy that did not run.
+/// label.
 fn bar_chart(
     title: &str,
     strategies: &[StrategyFigures],
     value: impl Fn(&Measured) -> (f64, String),
 ) -> String {
-    let rows: Vec<(String, Option<(f64, String)>)> = strategies
+    let max = strategies
         .iter()
-        .map(|s| {
-            (
-                format!("{}  {}", s.letter, s.name),
-                s.measured.as_ref().map(&value),
-            )
-        })
-        .collect();
-    let max = rows
-        .iter()
-        .filter_map(|(_, v)| v.as_ref().map(|(x, _)| *x))
+        .filter_map(|s| s.measured.as_ref())
+        .map(|m| value(m).0)
         .fold(0.0_f64, f64::max);
-    let height = TOP + ROW * px(rows.len()) + 12;
+    let height = TOP + ROW * px(strategies.len()) + 12;
     svg(height, |root| {
         let _ = root.draw(&Text::new(title.to_owned(), (10, 12), font(17)));
         let _ = root.draw(&PathElement::new(
             vec![(LABEL_WIDTH, TOP - 8), (LABEL_WIDTH, height - 8)],
             GREY.stroke_width(1),
         ));
-        for (i, (label, measured)) in rows.iter().enumerate() {
+        for (i, strategy) in strategies.iter().enumerate() {
             let y = TOP + ROW * px(i);
-            let _ = root.draw(&Text::new(
-                label.clone(),
-                (LABEL_WIDTH - 8, y + 9),
-                font_at(13, HPos::Right, VPos::Center),
-            ));
-            match measured {
-                Some((x, text)) => {
-                    let length = if max > 0.0 {
-                        ((x / max) * f64::from(BAR_AREA)) as i32
-                    } else {
-                        0
-                    };
-                    if length > 0 {
-                        let _ = root.draw(&Rectangle::new(
-                            [(LABEL_WIDTH, y), (LABEL_WIDTH + length, y + 18)],
-                            color(i).filled(),
-                        ));
-                    }
-                    let _ = root.draw(&Text::new(
-                        text.clone(),
-                        (LABEL_WIDTH + length + 6, y + 9),
-                        font_at(13, HPos::Left, VPos::Center),
-                    ));
-                }
-                None => {
-                    let _ = root.draw(&Text::new(
-                        "skipped (no redis-server)",
-                        (LABEL_WIDTH + 6, y + 9),
-                        font_at(12, HPos::Left, VPos::Center).color(&GREY),
-                    ));
-                }
+            let Some(measured) = row(root, strategy, long_label(strategy), LABEL_WIDTH, y + 9)
+            else {
+                continue;
+            };
+            let (x, text) = value(measured);
+            let length = if max > 0.0 {
+                ((x / max) * f64::from(BAR_AREA)) as i32
+            } else {
+                0
+            };
+            if length > 0 {
+                let _ = root.draw(&Rectangle::new(
+                    [(LABEL_WIDTH, y), (LABEL_WIDTH + length, y + 18)],
+                    color(i).filled(),
+                ));
             }
+            let _ = root.draw(&Text::new(
+                text,
+                (LABEL_WIDTH + length + 6, y + 9),
+                font_at(13, HPos::Left, VPos::Center),
+            ));
         }
     })
 }
@@ -175,17 +189,8 @@ fn memory_chart(strategies: &[StrategyFigures]) -> String {
         ));
         for (i, strategy) in strategies.iter().enumerate() {
             let y = TOP + group * px(i);
-            let _ = root.draw(&Text::new(
-                format!("{}  {}", strategy.letter, strategy.name),
-                (LABEL_WIDTH - 8, y + group / 2 - 7),
-                font_at(13, HPos::Right, VPos::Center),
-            ));
-            let Some(measured) = &strategy.measured else {
-                let _ = root.draw(&Text::new(
-                    "skipped (no redis-server)",
-                    (LABEL_WIDTH + 6, y + group / 2 - 7),
-                    font_at(12, HPos::Left, VPos::Center).color(&GREY),
-                ));
+            let label = long_label(strategy);
+            let Some(measured) = row(root, strategy, label, LABEL_WIDTH, y + group / 2 - 7) else {
                 continue;
             };
             if let Some(keys) = &measured.shared_store_keys {
@@ -243,16 +248,12 @@ fn paired_chart(
     values: impl Fn(&Measured) -> [Option<Bar>; 2],
     mark_one: bool,
 ) -> String {
-    let rows: Vec<Option<[Option<Bar>; 2]>> = strategies
+    let max = strategies
         .iter()
-        .map(|s| s.measured.as_ref().map(&values))
-        .collect();
-    let max = rows
-        .iter()
+        .filter_map(|s| s.measured.as_ref())
+        .flat_map(&values)
         .flatten()
-        .flatten()
-        .flatten()
-        .map(|(x, _)| *x)
+        .map(|(x, _)| x)
         .fold(0.0_f64, f64::max);
     let group = 34;
     let height = TOP + group * px(strategies.len()) + 12;
@@ -277,31 +278,22 @@ fn paired_chart(
                 font_at(10, HPos::Left, VPos::Center).color(&GREY),
             ));
         }
-        for (i, (strategy, row)) in strategies.iter().zip(&rows).enumerate() {
+        for (i, strategy) in strategies.iter().enumerate() {
             let y = TOP + group * px(i);
-            let _ = root.draw(&Text::new(
-                format!("{}  {}", strategy.letter, strategy.name),
-                (LABEL_WIDTH - 8, y + 10),
-                font_at(13, HPos::Right, VPos::Center),
-            ));
-            let Some(pair) = row else {
-                let _ = root.draw(&Text::new(
-                    "skipped (no redis-server)",
-                    (LABEL_WIDTH + 6, y + 10),
-                    font_at(12, HPos::Left, VPos::Center).color(&GREY),
-                ));
+            let Some(measured) = row(root, strategy, long_label(strategy), LABEL_WIDTH, y + 10)
+            else {
                 continue;
             };
-            for (bar, (value, shade)) in pair.iter().zip([1.0, 0.4]).enumerate() {
+            for (bar, (value, shade)) in values(measured).into_iter().zip([1.0, 0.4]).enumerate() {
                 let Some((value, text)) = value else { continue };
                 let top = y + 11 * px(bar);
-                let end = LABEL_WIDTH + length(*value).max(1);
+                let end = LABEL_WIDTH + length(value).max(1);
                 let _ = root.draw(&Rectangle::new(
                     [(LABEL_WIDTH, top), (end, top + 9)],
                     color(i).mix(shade).filled(),
                 ));
                 let _ = root.draw(&Text::new(
-                    text.clone(),
+                    text,
                     (end + 6, top + 4),
                     font_at(11, HPos::Left, VPos::Center),
                 ));
@@ -359,23 +351,26 @@ fn timeline_chart(figures: &LabFigures) -> String {
             ));
         }
         let base = TOP + 10;
-        // Shade the outages, so each strip shows what was down when.
-        let outage = |from: Action, to: Action| {
+        // Shade the outages, so each strip shows what was down when: from
+        // when the strategy's own kill took effect to when its own restart
+        // did, which may be later than planned (the lines mark the plan).
+        for (i, strategy) in figures.strategies.iter().enumerate() {
+            let Some(m) = &strategy.measured else {
+                continue;
+            };
             let at = |action| {
-                figures
-                    .schedule
+                m.faults_applied
                     .iter()
                     .find(|f| f.action == action)
-                    .map(|f| x(f.at_seconds))
+                    .map(|f| x(f.applied_seconds))
             };
-            at(from).zip(at(to))
-        };
-        let node_down = outage(Action::KillNode, Action::RestartNode);
-        let redis_down = outage(Action::KillRedis, Action::RestartRedis);
-        for (i, strategy) in figures.strategies.iter().enumerate() {
+            let outage = |from, to| at(from).zip(at(to));
             let top = base + strip * px(i);
-            let bands = [Some(node_down), strategy.needs_redis.then_some(redis_down)];
-            for (x0, x1) in bands.into_iter().flatten().flatten() {
+            let bands = [
+                outage(Action::KillNode, Action::RestartNode),
+                outage(Action::KillRedis, Action::RestartRedis),
+            ];
+            for (x0, x1) in bands.into_iter().flatten() {
                 let _ = root.draw(&Rectangle::new(
                     [(x0, top - 2), (x1, top + strip - 12)],
                     SHADE.filled(),
@@ -389,7 +384,7 @@ fn timeline_chart(figures: &LabFigures) -> String {
                 GREY.stroke_width(1),
             ));
             let _ = root.draw(&Text::new(
-                format!("{} ({:.0} s)", fault.label, fault.at_seconds),
+                format!("{} (plan {:.0} s)", fault.label, fault.at_seconds),
                 (fx + 3, height - 12),
                 font_at(10, HPos::Left, VPos::Center).color(&GREY),
             ));
@@ -407,21 +402,12 @@ fn timeline_chart(figures: &LabFigures) -> String {
         for (i, strategy) in figures.strategies.iter().enumerate() {
             let top = base + strip * px(i);
             let bottom = top + strip - 12;
-            let _ = root.draw(&Text::new(
-                format!("{}  {}", strategy.letter, short_name(strategy.key)),
-                (left - 8, top + (strip - 12) / 2),
-                font_at(12, HPos::Right, VPos::Center),
-            ));
             let _ = root.draw(&PathElement::new(
                 vec![(left, bottom), (right, bottom)],
                 LIGHT.stroke_width(1),
             ));
-            let Some(m) = &strategy.measured else {
-                let _ = root.draw(&Text::new(
-                    "skipped (no redis-server)",
-                    (left + 6, top + (strip - 12) / 2),
-                    font_at(12, HPos::Left, VPos::Center).color(&GREY),
-                ));
+            let label = format!("{}  {}", strategy.letter, short_name(strategy.key));
+            let Some(m) = row(root, strategy, label, left, top + (strip - 12) / 2) else {
                 continue;
             };
             let peak = m
@@ -485,10 +471,7 @@ fn escape(text: &str) -> String {
 /// One line on what a strategy did, good or bad, as HTML.
 fn verdict(strategy: &StrategyFigures) -> String {
     let Some(m) = &strategy.measured else {
-        return format!(
-            "skipped: {}",
-            escape(strategy.skipped_because.as_deref().unwrap_or("not run"))
-        );
+        return escape(&strategy.skip_note());
     };
     let mut line = if m.lost_sessions + m.stale_reads + m.lost_increments == 0 {
         "<span class=\"ok\">&#10004; nothing lost</span>: no user logged out, no stale read, \
@@ -521,8 +504,9 @@ fn html_table(figures: &LabFigures) -> String {
     let mut out = String::from(
         "<table><thead><tr><th>strategy</th><th>requests</th><th>lost sessions</th>\
          <th>stale reads</th><th>lost increments</th><th>failed requests</th>\
-         <th>load skew (whole run / after node 0 came back)</th><th>sessions held per node</th><th>store bytes / request</th>\
-         <th>p50 ms</th><th>p99 ms</th></tr></thead><tbody>",
+         <th>load skew (all servers up / after node 0 came back)</th><th>sessions held per node</th>\
+         <th>store bytes / request</th><th>p50 ok ms (2xx only)</th><th>p99 ok ms (2xx only)</th>\
+         </tr></thead><tbody>",
     );
     for (i, s) in figures.strategies.iter().enumerate() {
         let swatch = color(i);
@@ -555,15 +539,15 @@ fn html_table(figures: &LabFigures) -> String {
                     skew_cell(m),
                     escape(&memory_cell(m)),
                     m.store_bytes_per_request,
-                    m.p50_ms,
-                    m.p99_ms
+                    m.p50_ok_ms,
+                    m.p99_ok_ms
                 );
             }
             None => {
                 let _ = write!(
                     out,
-                    "<td colspan=\"10\" class=\"skipped\">skipped: {}</td></tr>",
-                    escape(s.skipped_because.as_deref().unwrap_or("not run"))
+                    "<td colspan=\"10\" class=\"skipped\">{}</td></tr>",
+                    escape(&s.skip_note())
                 );
             }
         }
@@ -596,11 +580,14 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
         ),
         timeline_chart(figures),
         paired_chart(
-            "Load skew: busiest app server over the mean (dark: whole run; light: after node 0 came back)",
+            "Load skew: busiest app server over the mean (dark: all servers up; light: after node 0 came back)",
             s,
             |m| {
                 [
-                    Some((m.load_skew, format!("{:.2} whole run", m.load_skew))),
+                    Some((
+                        m.load_skew_all_up,
+                        format!("{:.2} all servers up", m.load_skew_all_up),
+                    )),
                     m.load_skew_after_return
                         .map(|skew| (skew, format!("{skew:.2} after the restart"))),
                 ]
@@ -609,7 +596,7 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
         ),
         memory_chart(s),
         bar_chart(
-            "Replication or store traffic per request (bytes)",
+            "Store traffic per request (bytes): the cluster's peer links (no SWIM datagrams), Redis in + out",
             s,
             |m| {
                 (
@@ -619,12 +606,12 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
             },
         ),
         paired_chart(
-            "Latency of successful requests, through the balancer (ms): p50 dark, p99 light",
+            "Latency of the successful (2xx) answers only, through the balancer (ms): p50 ok dark, p99 ok light",
             s,
             |m| {
                 [
-                    Some((m.p50_ms, format!("p50 {:.1}", m.p50_ms))),
-                    Some((m.p99_ms, format!("p99 {:.1}", m.p99_ms))),
+                    Some((m.p50_ok_ms, format!("p50 ok {:.1}", m.p50_ok_ms))),
+                    Some((m.p99_ok_ms, format!("p99 ok {:.1}", m.p99_ok_ms))),
                 ]
             },
             false,
@@ -651,7 +638,7 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
          </style></head><body>\n\
          <h1>session-lab: the three ways multi-server sessions break</h1>\n\
          <p>{} app servers per strategy, {} users each, {:.0} s of load (a request every {} ms \
-         per user), all strategies side by side on one timeline. Produced by <code>{}</code> \
+         per user), all strategies side by side on one plan of faults. Produced by <code>{}</code> \
          in {:.0} s.</p>\n",
         figures.nodes,
         figures.users,
@@ -674,15 +661,14 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
             verdict(strategy)
         );
     }
-    out.push_str("</ul><h2>The faults</h2><ul>");
-    for fault in &figures.schedule {
-        let _ = write!(
-            out,
-            "<li><b>{:.1} s</b>: {} (strategies: {})</li>",
-            fault.at_seconds,
-            escape(fault.description),
-            fault.applies_to
-        );
+    let _ = write!(
+        out,
+        "</ul><h2>The faults</h2><p>Planned times, the same for every strategy; each \
+         strategy applies them on its own clock, and where one took effect more than \
+         {LATE_SECONDS} s late the line says when.</p><ul>",
+    );
+    for line in fault_lines(figures) {
+        let _ = write!(out, "<li>{}</li>", escape(line.trim_start()));
     }
     out.push_str("</ul><h2>The figures</h2>");
     out.push_str(&html_table(figures));
@@ -706,4 +692,19 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
         escape(HELP)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::figures_with;
+
+    #[test]
+    fn a_skipped_strategy_shows_its_own_reason_in_every_chart() {
+        let report = html(&figures_with(Vec::new()), "session-lab --no-redis");
+        assert!(!report.contains("no redis-server"), "a made-up reason");
+        // The verdict and the table, and each of the nine charts (five bar
+        // charts, two paired ones, the memory chart, the timeline).
+        assert_eq!(report.matches("skipped: --no-redis").count(), 2 + 9);
+    }
 }

@@ -1,8 +1,11 @@
-//! The faults, on one timeline for every strategy.
+//! The faults: one plan for every strategy, which each strategy applies
+//! to itself on its own clock (see `main.rs`).
 
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::strategy::Kind;
 
 /// The app node every strategy loses.
 pub(crate) const VICTIM: usize = 0;
@@ -59,6 +62,15 @@ impl Action {
             Action::KillRedis | Action::RestartRedis => "d, e",
         }
     }
+
+    /// Whether it touches strategy `kind`, as [`applies_to`](Self::applies_to)
+    /// says.
+    pub(crate) fn touches(self, kind: Kind) -> bool {
+        match self {
+            Action::KillNode | Action::RestartNode => true,
+            Action::KillRedis | Action::RestartRedis => kind.needs_redis(),
+        }
+    }
 }
 
 /// A fault and its time from the start of the load.
@@ -96,5 +108,13 @@ mod tests {
         let at: Vec<u64> = faults.iter().map(|f| f.at.as_secs()).collect();
         assert_eq!(at, [5, 10, 12, 16]);
         assert_eq!(schedule(Duration::from_secs(20), false).len(), 2);
+    }
+
+    #[test]
+    fn the_redis_faults_touch_only_the_redis_strategies() {
+        for kind in Kind::ALL {
+            assert!(Action::KillNode.touches(kind));
+            assert_eq!(Action::KillRedis.touches(kind), kind.needs_redis());
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::{
     balancer::{Balancer, Routing},
     error::LabError,
     redis::Redis,
+    shutdown::Shutdown,
 };
 
 /// The bound on each store call of the session manager. With two calls
@@ -191,8 +192,12 @@ pub(crate) struct Deployment {
     cluster_bytes_retired: u64,
     /// Peer-link bytes sent before the load started.
     cluster_bytes_baseline: u64,
+    /// Requests each node had answered when a node was killed.
+    answered_at_kill: Option<Vec<u64>>,
     /// Requests each node had answered when the killed node came back.
     answered_at_return: Option<Vec<u64>>,
+    /// When the servers stop, for the restarted ones too.
+    shutdown: Shutdown,
 }
 
 /// What a strategy's nodes keep their sessions in, and how a node gets a
@@ -213,6 +218,10 @@ struct Stores {
 pub(crate) struct Footprint {
     /// Requests each node answered, from the balancer.
     pub(crate) requests_per_node: Vec<u64>,
+    /// The same, counted only while every node was up: before the kill
+    /// and from the return on. Over the whole run, the dead node's missing
+    /// share would read as skew of any balancer, even a perfectly even one.
+    pub(crate) requests_per_node_all_up: Vec<u64>,
     /// The same, counted from when the killed node came back.
     pub(crate) requests_per_node_since_return: Option<Vec<u64>>,
     /// Sessions each node holds in its own memory.
@@ -225,8 +234,13 @@ pub(crate) struct Footprint {
 }
 
 impl Deployment {
-    /// Starts the strategy's stores, `nodes` app nodes and its balancer.
-    pub(crate) async fn start(kind: Kind, nodes: usize) -> Result<Self, LabError> {
+    /// Starts the strategy's stores, `nodes` app nodes and its balancer,
+    /// whose servers run until `shutdown`.
+    pub(crate) async fn start(
+        kind: Kind,
+        nodes: usize,
+        shutdown: Shutdown,
+    ) -> Result<Self, LabError> {
         let mut redis = Vec::new();
         for _ in 0..match kind {
             Kind::Redis => 1,
@@ -260,7 +274,8 @@ impl Deployment {
         let mut started = Vec::with_capacity(nodes);
         for (index, store) in fresh.into_iter().enumerate() {
             let app = app::router(manager(&key, &store)?, index);
-            let (server, http) = NodeServer::start(([127, 0, 0, 1], 0).into(), app).await?;
+            let (server, http) =
+                NodeServer::start(([127, 0, 0, 1], 0).into(), app, shutdown.clone()).await?;
             started.push(Node {
                 http,
                 server: Some(server),
@@ -271,11 +286,13 @@ impl Deployment {
         Ok(Self {
             key,
             nodes: started,
-            balancer: Balancer::start(kind.routing(), &addrs).await?,
+            balancer: Balancer::start(kind.routing(), &addrs, shutdown.clone()).await?,
             stores,
             cluster_bytes_retired: 0,
             cluster_bytes_baseline: 0,
+            answered_at_kill: None,
             answered_at_return: None,
+            shutdown,
         })
     }
 
@@ -303,6 +320,7 @@ impl Deployment {
     /// of the `ClusterStore` stops its peer link and membership without
     /// handing anything over.
     pub(crate) fn kill_node(&mut self, index: usize) {
+        self.answered_at_kill = Some(self.balancer.answered());
         let node = &mut self.nodes[index];
         if let Some(NodeStore::Cluster(cluster)) = &node.store {
             self.cluster_bytes_retired += cluster.stats().bytes_sent;
@@ -341,7 +359,7 @@ impl Deployment {
         }
         let app = app::router(manager(&self.key, &store)?, index);
         let node = &mut self.nodes[index];
-        let (server, _) = NodeServer::start(node.http, app).await?;
+        let (server, _) = NodeServer::start(node.http, app, self.shutdown.clone()).await?;
         node.server = Some(server);
         node.store = Some(store);
         self.answered_at_return = Some(self.balancer.answered());
@@ -395,13 +413,15 @@ impl Deployment {
         }
         let answered = self.balancer.answered();
         Ok(Footprint {
-            requests_per_node_since_return: self.answered_at_return.as_ref().map(|then| {
-                answered
-                    .iter()
-                    .zip(then)
-                    .map(|(now, then)| now.saturating_sub(*then))
-                    .collect()
-            }),
+            requests_per_node_since_return: self
+                .answered_at_return
+                .as_ref()
+                .map(|then| minus(&answered, then)),
+            requests_per_node_all_up: while_all_up(
+                &answered,
+                self.answered_at_kill.as_deref(),
+                self.answered_at_return.as_deref(),
+            ),
             requests_per_node: answered,
             sessions_per_node,
             shared_store_keys: (!keys.is_empty()).then_some(keys),
@@ -417,6 +437,30 @@ impl Deployment {
                 _ => None,
             })
             .sum()
+    }
+}
+
+/// `now - then`, node by node.
+fn minus(now: &[u64], then: &[u64]) -> Vec<u64> {
+    now.iter()
+        .zip(then)
+        .map(|(now, then)| now.saturating_sub(*then))
+        .collect()
+}
+
+/// The requests each node answered while every node was up, from the
+/// counts at the end (`answered`), at the kill and at the return: those
+/// before the kill plus those from the return on. With no kill, all of
+/// them; with a kill and no return, those before the kill.
+fn while_all_up(answered: &[u64], at_kill: Option<&[u64]>, at_return: Option<&[u64]>) -> Vec<u64> {
+    match (at_kill, at_return) {
+        (Some(before), Some(back)) => before
+            .iter()
+            .zip(minus(answered, back))
+            .map(|(before, after)| before + after)
+            .collect(),
+        (Some(before), None) => before.to_vec(),
+        (None, _) => answered.to_vec(),
     }
 }
 
@@ -515,5 +559,25 @@ impl Stores {
 async fn settle(stores: &[&MemoryStore]) {
     for store in stores {
         store.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_all_up_counts_leave_out_the_dead_node_s_downtime() {
+        // 10 each before the kill; 20 each for the two live nodes while
+        // node 0 was down; 5 each after its return.
+        let at_kill = [10, 10, 10];
+        let at_return = [10, 30, 30];
+        let answered = [15, 35, 35];
+        assert_eq!(
+            while_all_up(&answered, Some(&at_kill), Some(&at_return)),
+            [15, 15, 15]
+        );
+        assert_eq!(while_all_up(&answered, Some(&at_kill), None), at_kill);
+        assert_eq!(while_all_up(&answered, None, None), answered);
     }
 }

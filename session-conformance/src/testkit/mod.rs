@@ -27,6 +27,9 @@
 //! a server that would not start says why. A missing binary fails the test
 //! with the command that installs it; nothing is ever skipped. On Debian:
 //! `sudo apt-get install -y redis-server redis-tools redis-sentinel memcached`.
+//! A program that runs the servers only when they are installed (a demo, a
+//! benchmark) can ask first with [`find_binary`], the same search the
+//! servers' start makes.
 //!
 //! The API blocks, with plain std processes and sleeps, and every wait is
 //! bounded. It creates no runtime, so it may be called from inside a tokio
@@ -78,6 +81,7 @@ use std::{
 
 pub use self::{
     memcached::MemcachedServer,
+    process::find_binary,
     redis::{RedisCluster, RedisSentinel, RedisServer},
 };
 

@@ -192,18 +192,35 @@ fn process_state(pid: u32) -> Option<char> {
     }
 }
 
-/// Finds `binary` on `PATH`. A missing server is a failed test that says how
-/// to install it, never a skipped one: a skip would let CI pass with nothing
-/// tested.
-pub(crate) fn require_binary(binary: &str, package: &str) -> PathBuf {
+/// The first executable file named `binary` in a folder of `PATH`, as a
+/// shell would run it; `None` when there is none.
+///
+/// A file without an execute bit does not count: the shell would not run
+/// it either, so a test that went by it would fail later, and less clearly.
+///
+/// ```
+/// use session_conformance::testkit::find_binary;
+///
+/// // `sh` is on the PATH of every Unix machine the kit runs on.
+/// let sh = find_binary("sh").expect("sh is on the PATH");
+/// assert!(sh.ends_with("sh"));
+/// assert_eq!(find_binary("no-such-binary-of-the-testkit"), None);
+/// ```
+pub fn find_binary(binary: &str) -> Option<PathBuf> {
     env::var_os("PATH")
         .iter()
         .flat_map(env::split_paths)
         .map(|dir| dir.join(binary))
         .find(|path| is_executable(path))
-        .unwrap_or_else(|| {
-            panic!("{binary} not found on PATH; install it with: sudo apt-get install -y {package}")
-        })
+}
+
+/// Finds `binary` on `PATH`. A missing server is a failed test that says how
+/// to install it, never a skipped one: a skip would let CI pass with nothing
+/// tested.
+pub(crate) fn require_binary(binary: &str, package: &str) -> PathBuf {
+    find_binary(binary).unwrap_or_else(|| {
+        panic!("{binary} not found on PATH; install it with: sudo apt-get install -y {package}")
+    })
 }
 
 fn is_executable(path: &Path) -> bool {
