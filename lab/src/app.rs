@@ -27,7 +27,10 @@ use session_kit::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{error::LabError, shutdown::Shutdown};
+use crate::{
+    error::LabError,
+    shutdown::{self, Shutdown},
+};
 
 /// The session key holding the logged-in user.
 const USER: &str = "user";
@@ -138,36 +141,17 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, LabError> {
     }
 }
 
-/// Accepts connections until `shutdown`, or until the task is aborted (a
-/// kill). The connections are tasks of a `JoinSet` this future owns, not
-/// detached ones, so either way they end with it: nothing of a killed node
-/// lives on, and at the shutdown no user is left to answer, only idle
-/// keep-alive connections from the balancer.
+/// Serves `app` until `shutdown`, or until aborted (a kill).
 async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown) {
-    let mut connections = tokio::task::JoinSet::new();
-    let over = shutdown.requested();
-    tokio::pin!(over);
-    loop {
-        tokio::select! {
-            () = &mut over => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    // Out of file descriptors or similar: let it pass rather
-                    // than spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                connections.spawn(async move {
-                    // A connection that ends in an error is the client's
-                    // business (a timeout, a balancer that gave up).
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    shutdown::accept_until(listener, shutdown, |stream| {
+        let service = TowerToHyperService::new(app.clone());
+        async move {
+            // A connection that ends in an error is the client's business
+            // (a timeout, a balancer that gave up).
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
-    }
+    })
+    .await;
 }

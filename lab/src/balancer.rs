@@ -38,7 +38,10 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 
-use crate::{error::LabError, shutdown::Shutdown};
+use crate::{
+    error::LabError,
+    shutdown::{self, Shutdown},
+};
 
 /// How often down nodes are probed.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -151,36 +154,22 @@ impl Drop for Balancer {
     }
 }
 
-/// Serves users' connections until `shutdown`; each connection is a task
-/// of a set this future owns, so returning ends them too. By then every
-/// user is done, and what is left is idle keep-alive connections, which
-/// would otherwise stay open for as long as their users' clients.
+/// Forwards every connection's requests until `shutdown`, or until
+/// aborted; by the shutdown every user is done, and what is left is idle
+/// keep-alive connections, which would otherwise stay open for as long as
+/// their users' clients.
 async fn accept(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
-    let mut connections = tokio::task::JoinSet::new();
-    let over = shutdown.requested();
-    tokio::pin!(over);
-    loop {
-        tokio::select! {
-            () = &mut over => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        forward(Arc::clone(&shared), request)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    shutdown::accept_until(listener, shutdown, |stream| {
+        let shared = Arc::clone(&shared);
+        async move {
+            let service =
+                hyper::service::service_fn(move |request| forward(Arc::clone(&shared), request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
-    }
+    })
+    .await;
 }
 
 /// Probes the down nodes every [`PROBE_EVERY`] until `shutdown`; a node
@@ -321,7 +310,6 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shutdown;
 
     #[tokio::test]
     async fn the_balancer_stops_at_the_run_s_shutdown() {

@@ -4,7 +4,13 @@
 //! is aborted. Aborting on drop stays as the backstop, and is still how a
 //! node is killed mid-run (a crash, not a shutdown).
 
-use tokio::sync::watch;
+use std::{future::Future, time::Duration};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
 
 /// Ends the run when [`fire`](Self::fire)d or dropped: an early return with
 /// an error ends every loop as surely as the normal end does.
@@ -35,6 +41,37 @@ impl Shutdown {
     pub(crate) async fn requested(mut self) {
         // An error means the trigger is gone: the run is over all the same.
         let _ = self.0.wait_for(|&over| over).await;
+    }
+}
+
+/// Accepts connections until `shutdown`, or until the task running this
+/// is aborted (a kill), handing each to `connection`. The connections are
+/// tasks of a set this future owns, not detached ones, so either way they
+/// end with it: nothing of a killed server lives on, and at the shutdown
+/// no user is left, only idle keep-alive connections.
+pub(crate) async fn accept_until<F, Fut>(listener: TcpListener, shutdown: Shutdown, connection: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    let over = shutdown.requested();
+    tokio::pin!(over);
+    loop {
+        tokio::select! {
+            () = &mut over => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors or similar: let it pass rather
+                    // than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                connections.spawn(connection(stream));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
 }
 
