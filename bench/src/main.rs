@@ -67,12 +67,16 @@ usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connec
   --svg FILE       write the throughput chart there
   --no-pin         do not pin the servers and the load generator to cores
 
-usage: session-bench --soak [--seconds S] [--users N] [--store memory|redis]...
+usage: session-bench --soak [--seconds S] [--warm-up W] [--users N]
+                            [--store memory|redis]...
 
-  the soak test: S seconds (default 60) of N users (default 200), each
-  driving a session from two tasks and abandoning it every 3 s, against
-  each store (default both); reports errors, lost updates and memory from
-  start to after every session expired, and fails on any error or loss";
+  the soak test: against each store (default both), W seconds (default
+  S/2, from 6 to 30) of warm-up load whose sessions all expire, a
+  quiescent RSS baseline, then S seconds (default 60) of N users (default
+  200), each driving a session from two tasks and abandoning it every 3 s,
+  then RSS again once every session expired; fails on any error or lost
+  update, any session the store still holds after expiry, or RSS above the
+  baseline by more than max(15 %, 8 MiB)";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
