@@ -7,7 +7,7 @@
 
 use std::{borrow::Cow, fmt, time::SystemTime};
 
-use session_core::{Record, SessionId};
+use session_core::{Record, SessionId, Stamp};
 
 use crate::hash;
 
@@ -57,7 +57,7 @@ pub fn encode(record: &Record) -> Vec<Cow<'_, str>> {
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
-/// use session_core::{Record, SessionId};
+/// use session_core::{Record, SessionId, Stamp};
 /// use session_redis::codec;
 ///
 /// let now = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
@@ -95,6 +95,34 @@ pub fn decode(
     now: SystemTime,
 ) -> Result<Option<Record>, CorruptHash> {
     hash::decode(id, fields, now).map_err(CorruptHash)
+}
+
+/// The version and expiry of a session from an `HMGET key version
+/// expires_at` reply (the fields in that order), as the near-cache's version
+/// check reads them: `Ok(None)` when both are nil (the key is absent) or
+/// the expiry is not after `now`.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// use session_redis::codec;
+///
+/// let now = UNIX_EPOCH + Duration::from_millis(1_000);
+/// let stamp = codec::decode_stamp([Some(b"3".to_vec()), Some(b"2000".to_vec())], now)?;
+/// assert_eq!(stamp.unwrap().version, 3);
+/// assert_eq!(codec::decode_stamp([None, None], now)?, None);
+/// assert!(codec::decode_stamp([Some(b"3".to_vec()), None], now).is_err());
+/// # Ok::<(), codec::CorruptHash>(())
+/// ```
+///
+/// # Errors
+/// [`CorruptHash`] when only one field is there or either is not an
+/// integer.
+pub fn decode_stamp(
+    reply: [Option<Vec<u8>>; 2],
+    now: SystemTime,
+) -> Result<Option<Stamp>, CorruptHash> {
+    hash::decode_stamp(reply, now).map_err(CorruptHash)
 }
 
 /// Hash fields that are not a session record; see [`decode`]. The store
