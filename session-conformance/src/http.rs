@@ -820,10 +820,7 @@ pub async fn hostile_cookies_get_a_fresh_session_and_touch_no_one_elses(
         }
         let expected = match reach {
             Reach::Nothing => Calls::default(),
-            Reach::OneLoad => Calls {
-                load: 1,
-                ..Calls::default()
-            },
+            Reach::OneLoad => Calls::ONE_LOAD,
         };
         assert_eq!(
             world.store.take_calls(),
@@ -903,13 +900,7 @@ pub async fn hostile_cookies_get_a_fresh_session_and_touch_no_one_elses(
         expired.is_removal(),
         "a dead session's cookie is cleared: {expired:?}"
     );
-    assert_eq!(
-        world.store.take_calls(),
-        Calls {
-            load: 1,
-            ..Calls::default()
-        }
-    );
+    assert_eq!(world.store.take_calls(), Calls::ONE_LOAD);
 }
 
 /// After a key rotation a cookie signed with the old key still works, and
@@ -939,10 +930,7 @@ pub async fn rotated_key_still_verifies_and_is_re_signed(
     assert_ne!(resigned, old_cookie);
     assert_eq!(
         world.store.take_calls(),
-        Calls {
-            load: 1,
-            ..Calls::default()
-        },
+        Calls::ONE_LOAD,
         "re-signing a cookie is a new Set-Cookie, not a store write"
     );
     let untouched = world.get(&rotated, "/untouched", Some(&old_cookie)).await;
@@ -984,13 +972,7 @@ pub async fn read_only_request_sets_no_cookie_and_writes_nothing(
     let read = world.get(&app, "/read", Some(&cookie)).await;
     read.assert_ok("1");
     assert!(read.set_cookies.is_empty(), "{read:?}");
-    assert_eq!(
-        world.store.take_calls(),
-        Calls {
-            load: 1,
-            ..Calls::default()
-        }
-    );
+    assert_eq!(world.store.take_calls(), Calls::ONE_LOAD);
 
     let untouched = world.get(&app, "/untouched", Some(&cookie)).await;
     untouched.assert_ok("untouched");

@@ -33,6 +33,24 @@ pub struct Calls {
 }
 
 impl Calls {
+    /// One `load` and nothing else: what a request that reads a session
+    /// should cost.
+    ///
+    /// ```
+    /// use session_conformance::Calls;
+    ///
+    /// assert_eq!(Calls::ONE_LOAD, Calls { load: 1, ..Calls::default() });
+    /// ```
+    pub const ONE_LOAD: Self = Self {
+        load: 1,
+        stamp: 0,
+        create: 0,
+        commit: 0,
+        touch: 0,
+        delete: 0,
+        delete_by_owner: 0,
+    };
+
     /// Calls that write.
     #[must_use]
     pub fn writes(&self) -> usize {

@@ -89,13 +89,7 @@ async fn setting_the_same_owner_writes_nothing_and_a_new_one_commits_once() {
     let session = fixture.request(Some(&cookie));
     session.set_owner("ada").await.unwrap();
     let _ = session.finish().await;
-    assert_eq!(
-        fixture.store.take_calls(),
-        Calls {
-            load: 1,
-            ..Calls::default()
-        }
-    );
+    assert_eq!(fixture.store.take_calls(), Calls::ONE_LOAD);
 
     let session = fixture.request(Some(&cookie));
     session.set_owner("bob").await.unwrap();
