@@ -19,17 +19,17 @@ const SESSIONS: usize = 50_000;
 /// The in-process stores whose footprint is measured.
 pub(crate) const STORES: [&str; 2] = ["session-kit", "tower-sessions"];
 
-/// Resident bytes of this process, from `/proc/self/statm` (4 KiB pages,
-/// as on every x86-64 and aarch64 Linux this runs on).
-fn resident_bytes() -> Result<u64, String> {
-    let statm = std::fs::read_to_string("/proc/self/statm")
-        .map_err(|err| format!("reading /proc/self/statm: {err}"))?;
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|field| field.parse().ok())
-        .ok_or_else(|| format!("/proc/self/statm has no resident field: {statm}"))?;
-    Ok(pages * 4096)
+/// Resident bytes of this process, from `VmRSS` in `/proc/self/status`
+/// (in kB, so no page size is assumed). The soak test reads it too.
+pub(crate) fn resident_bytes() -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|err| format!("cannot measure memory: /proc/self/status: {err}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| "cannot measure memory: no VmRSS in /proc/self/status".to_owned())
 }
 
 /// Fills `store` (one of [`STORES`]) and prints bytes per session; the

@@ -50,6 +50,8 @@ use session_kit::{
 };
 use tokio::net::TcpStream;
 
+use crate::footprint::resident_bytes;
+
 /// Sessions end this long after their last request.
 const IDLE: Duration = Duration::from_secs(2);
 /// How long a user keeps one session before abandoning it.
@@ -215,7 +217,7 @@ impl Report {
 pub(crate) fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The comparison needs a memory figure; a soak that cannot take one
     // must not pass for flat.
-    rss()?;
+    resident_bytes()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -353,7 +355,7 @@ async fn soak_one(
             (IDLE + EXPIRY_MARGIN + DRAIN_LIMIT).as_secs_f64()
         ));
     }
-    let rss_baseline = rss()?;
+    let rss_baseline = resident_bytes()?;
     let store_baseline = target.memory();
 
     // 2. The timed load.
@@ -369,7 +371,7 @@ async fn soak_one(
 
     // 3. Every session expired, the store drained, no client left.
     let held_at_end = expire(&target).await;
-    let rss_end = rss()?;
+    let rss_end = resident_bytes()?;
     let store_end = target.memory();
     server.abort();
 
@@ -429,7 +431,7 @@ async fn drive(addr: SocketAddr, users: usize, length: Duration, tally: &Arc<Tal
     let mut peak = 0;
     while Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
-        peak = peak.max(rss().unwrap_or(0));
+        peak = peak.max(resident_bytes().unwrap_or(0));
     }
     for user in users {
         let _ = user.await;
@@ -606,19 +608,6 @@ impl Client {
     }
 }
 
-/// This process's resident memory in bytes, from `VmRSS` in
-/// `/proc/self/status`.
-fn rss() -> Result<u64, String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|err| format!("cannot measure memory: /proc/self/status: {err}"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| "cannot measure memory: no VmRSS in /proc/self/status".to_owned())
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
@@ -660,6 +649,6 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn rss_is_measured() {
-        assert!(rss().unwrap() > MIB);
+        assert!(resident_bytes().unwrap() > MIB);
     }
 }
