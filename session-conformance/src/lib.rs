@@ -10,7 +10,9 @@
 //! | [`http`] | the lifecycle over real HTTP: counter, login with `cycle_id`, logout, idle and absolute expiry, bad cookies, key rotation, no-write reads, oversized headers, the error policy and the operation timeout | a [`TestApp`] for your framework, and a [`StoreFactory`] |
 //!
 //! [`InstrumentedStore`] wraps a real store to count calls and inject
-//! faults; it stands in for no backend.
+//! faults; it stands in for no backend. The [`race`] module holds the race
+//! harness: gates that hold one chosen store call to force an exact
+//! interleaving.
 //!
 //! With the `testkit` feature, the `testkit` module starts the real servers
 //! that backends are tested against: a standalone Redis, a Sentinel group,
@@ -54,6 +56,7 @@ mod instrumented;
 mod macros;
 
 pub mod http;
+pub mod race;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
