@@ -6,8 +6,11 @@
 
 use std::{
     sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+// tokio's clock: a paused test runtime drives the back-off deterministically.
+use tokio::time::Instant;
 
 use super::Role;
 

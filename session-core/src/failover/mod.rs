@@ -12,10 +12,13 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
+// tokio's clock, so a test on a paused runtime drives the breakers'
+// back-off deterministically; in a running runtime it is the system's.
+use tokio::time::Instant;
 
 pub use self::breaker::BreakerState;
 use self::breaker::{Admission, Breaker, BreakerConfig, Transition};
