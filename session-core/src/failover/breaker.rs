@@ -132,6 +132,21 @@ impl Breaker {
         Some(Transition::Recovered)
     }
 
+    /// The store answered a recovery probe sent outside the request path
+    /// (the failover store's watch): it is back, whatever the back-off said.
+    pub(crate) fn recover(&self) -> Option<Transition> {
+        let mut inner = self.lock();
+        inner.consecutive_failures = 0;
+        if inner.state == BreakerState::Closed {
+            return None;
+        }
+        inner.state = BreakerState::Closed;
+        inner.backoff = self.config.open_for;
+        drop(inner);
+        self.report("closed", "the recovery probe answered; the store is back");
+        Some(Transition::Recovered)
+    }
+
     /// The store failed with an outage (`Unavailable`/`Timeout`) at `now`.
     /// `trip_now` opens the breaker whatever the count: a call that ran into
     /// the failover call timeout has already cost a request that long.
@@ -223,6 +238,25 @@ mod tests {
             BreakerState::Open { retry_at: at, .. } => assert_eq!(at, retry_at),
             other => panic!("expected open, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_recovery_probe_closes_the_breaker_whatever_the_back_off() {
+        let breaker = breaker();
+        let now = Instant::now();
+        assert_eq!(
+            breaker.on_outage(now, false, true),
+            Some(Transition::Opened)
+        );
+        assert!(matches!(breaker.state(), BreakerState::Open { .. }));
+        assert_eq!(breaker.recover(), Some(Transition::Recovered));
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert_eq!(breaker.admit(now), Admission::Call);
+        assert_eq!(
+            breaker.recover(),
+            None,
+            "closing a closed breaker is no transition"
+        );
     }
 
     #[test]

@@ -87,6 +87,16 @@ impl Inner {
             self.call(&self.secondary, "load", self.secondary.store.load(id)),
         );
         match self.settle(id, None, "load", primary, secondary)? {
+            // "No session" from a store this server knows is missing writes
+            // is no answer: the session may live only on the store that is
+            // down. Refused, so the error policy decides, rather than the
+            // user silently starting over with a fresh session.
+            Both::OneSide {
+                answer: None, by, ..
+            } if self.may_lack(self.side(by), id) => {
+                Err(StoreError::new(crate::ErrorKind::Unavailable, "load")
+                    .with_source(Incomplete(by.name())))
+            }
             // The down store's copy cannot be compared now; the replay or a
             // later read repairs it.
             Both::OneSide { answer, .. } => Ok(answer),
@@ -140,8 +150,9 @@ impl Inner {
                     (s, &self.secondary, &self.primary)
                 };
                 let ahead_mark = newer.id.derive(AHEAD_DOMAIN);
-                if behind == Some(stale.role) || self.holds(ahead, &ahead_mark).await {
-                    self.overwrite(stale, &newer).await;
+                if (behind == Some(stale.role) || self.holds(ahead, &ahead_mark).await)
+                    && self.overwrite(stale, &newer).await
+                {
                     self.repair_call(
                         ahead,
                         &newer.id,
@@ -152,20 +163,43 @@ impl Inner {
                 }
                 Some(newer)
             }
-            (Some(record), None) => self.one_sided(&self.primary, record).await,
-            (None, Some(record)) => self.one_sided(&self.secondary, record).await,
+            (Some(record), None) => self.one_sided(&self.primary, record).await.served(),
+            (None, Some(record)) => self.one_sided(&self.secondary, record).await.served(),
         }
+    }
+
+    /// Whether `side` may lack sessions that the other store holds, as far
+    /// as this process knows: it missed a write of `id`, or it has missed
+    /// writes not yet replayed (it was down, and may have come back empty).
+    fn may_lack(&self, side: &Side, id: &SessionId) -> bool {
+        side.pending_len.load(std::sync::atomic::Ordering::Relaxed) > 0
+            || side.replaying.load(std::sync::atomic::Ordering::Acquire)
+            || side
+                .missed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(id)
     }
 
     /// `holder` has `record` and the other store has nothing: either the
     /// other store lost it (a restart, an expiry after a missed touch) and
-    /// gets a copy, or the session was deleted while `holder` was down and
-    /// the other store's tombstone says so, and `holder`'s copy goes.
-    async fn one_sided(self: &Arc<Self>, holder: &Side, record: Record) -> Option<Record> {
+    /// gets a copy, or the session was deleted and a tombstone says so, and
+    /// `holder`'s copy goes.
+    ///
+    /// Tombstones are looked for in both stores: a delete leaves one in each
+    /// before it deletes either copy, so a load that read `holder` before a
+    /// racing delete and the other store after it finds the tombstone on
+    /// the other store; and a copy that such a load made anyway after the
+    /// delete sits next to the tombstone on its own store.
+    async fn one_sided(self: &Arc<Self>, holder: &Side, record: Record) -> OneSided {
         let empty = self.other(holder);
-        if self.holds(empty, &record.id.derive(TOMBSTONE_DOMAIN)).await
-            || self.fenced(empty, &record).await
-        {
+        let tombstone = record.id.derive(TOMBSTONE_DOMAIN);
+        let (in_empty, in_holder, fenced) = tokio::join!(
+            self.holds(empty, &tombstone),
+            self.holds(holder, &tombstone),
+            self.fenced(empty, &record),
+        );
+        if in_empty || in_holder || fenced {
             self.repair_call(
                 holder,
                 &record.id,
@@ -173,7 +207,7 @@ impl Inner {
                 holder.store.delete(&record.id),
             )
             .await;
-            return None;
+            return OneSided::Ended;
         }
         // Near its expiry, "the other store has nothing" is as likely the
         // two stores disagreeing on when it expires as a lost copy. A copy
@@ -185,16 +219,14 @@ impl Inner {
             .expires_at
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        if left > EXPIRY_SKEW
-            && self
-                .repair_call(
-                    empty,
-                    &record.id,
-                    Missed::Write,
-                    empty.store.create(&record),
-                )
-                .await
-        {
+        if left <= EXPIRY_SKEW {
+            return OneSided::Kept {
+                record,
+                copied: false,
+            };
+        }
+        let copied = self.copy_to(empty, &record).await;
+        if copied {
             // The gap the ahead mark recorded is closed: without this, the
             // mark of every session committed during an outage would stay
             // for the tombstone lifetime (found by session-lab's key count).
@@ -207,7 +239,54 @@ impl Inner {
             )
             .await;
         }
-        Some(record)
+        OneSided::Kept { record, copied }
+    }
+
+    /// Puts `record` on `side`, which had no copy when last read. True once
+    /// `side` holds this version or a later one.
+    ///
+    /// `IdTaken` is not success: another app server's repair (or this
+    /// one's, for another commit) got there first, possibly with an older
+    /// version. Taking it for done acknowledged a commit that only one store
+    /// held, with nothing left to say so; so the copy there is read, and
+    /// replaced when it is older.
+    async fn copy_to(self: &Arc<Self>, side: &Side, record: &Record) -> bool {
+        let id = &record.id;
+        for _ in 0..COPY_ATTEMPTS {
+            match self.call(side, "repair", side.store.create(record)).await {
+                Ok(Reply::Answer(Created::Created)) => {
+                    count_repair(side);
+                    return true;
+                }
+                Ok(Reply::Answer(Created::IdTaken)) => {}
+                Ok(Reply::Down(_)) => {
+                    let _ = self.missed(side, id, Missed::Write);
+                    return false;
+                }
+                Err(err) => {
+                    log_failed_repair(side, &err);
+                    return false;
+                }
+            }
+            match self.call(side, "load", side.store.load(id)).await {
+                Ok(Reply::Answer(Some(theirs))) if theirs.version >= record.version => {
+                    return true;
+                }
+                // Older: replace it, and create again.
+                Ok(Reply::Answer(Some(_))) => {
+                    if !self
+                        .repair_call(side, id, Missed::Write, side.store.delete(id))
+                        .await
+                    {
+                        return false;
+                    }
+                }
+                // Gone again: deleted or expired since. Copying now could
+                // undo a delete; the caller keeps its mark instead.
+                Ok(Reply::Answer(None) | Reply::Down(_)) | Err(_) => return false,
+            }
+        }
+        false
     }
 
     pub(super) async fn mirror_create(
@@ -364,16 +443,23 @@ impl Inner {
     async fn one_sided_write(self: &Arc<Self>, holder: &Side, id: &SessionId) -> bool {
         match self.call(holder, "load", holder.store.load(id)).await {
             Ok(Reply::Answer(Some(record))) => {
-                if self.one_sided(holder, record).await.is_none() {
+                let OneSided::Kept { copied, .. } = self.one_sided(holder, record).await else {
                     return false;
-                }
+                };
+                let other = self.other(holder);
                 if let Ok(Reply::Answer(None)) =
                     self.call(holder, "stamp", holder.store.stamp(id)).await
                 {
-                    let other = self.other(holder);
                     self.repair_call(other, id, Missed::Delete, other.store.delete(id))
                         .await;
                     return false;
+                }
+                if !copied {
+                    // Acknowledged while only `holder` is sure to have it:
+                    // the mark tells every app server's read to repair the
+                    // other store, and the replay owes it the write.
+                    let _ = self.missed(other, id, Missed::Write);
+                    self.mark_ahead(holder, id).await;
                 }
                 true
             }
@@ -480,14 +566,46 @@ impl Inner {
         }
     }
 
-    /// Marks `id` deleted on `side`, the store that took a delete the other
-    /// store missed.
-    pub(super) async fn leave_tombstone(
-        self: &Arc<Self>,
-        side: &Side,
-        id: &SessionId,
-    ) -> Result<(), StoreError> {
-        self.leave_marker(side, &id.derive(TOMBSTONE_DOMAIN)).await
+    /// Deletes `id` from both stores, leaving a tombstone in each first.
+    ///
+    /// The tombstones come first because a delete cannot reach both stores
+    /// at the same instant. An app server whose load reads one store before
+    /// the delete and the other after it sees a copy on one side only,
+    /// exactly what a store that lost its data looks like; without a
+    /// tombstone it copied the session back, and a stolen cookie outlived
+    /// its owner's logout. With the tombstones in place before either copy
+    /// goes, [`one_sided`](Self::one_sided) finds one and ends the copy
+    /// instead.
+    ///
+    /// Acknowledged once every store that is up took the delete and at
+    /// least one of them holds the tombstone; a store that is down gets the
+    /// delete replayed, and meanwhile the survivor's tombstone keeps its old
+    /// copy from coming back.
+    pub(super) async fn mirror_delete(self: &Arc<Self>, id: &SessionId) -> Result<(), StoreError> {
+        let tombstone = id.derive(TOMBSTONE_DOMAIN);
+        let (primary_mark, secondary_mark) = tokio::join!(
+            self.leave_marker(&self.primary, &tombstone),
+            self.leave_marker(&self.secondary, &tombstone),
+        );
+        let (primary, secondary) = tokio::join!(
+            self.call(&self.primary, "delete", self.primary.store.delete(id)),
+            self.call(&self.secondary, "delete", self.secondary.store.delete(id)),
+        );
+        let marked = |role| match role {
+            Role::Primary => primary_mark.is_ok(),
+            Role::Secondary => secondary_mark.is_ok(),
+        };
+        match self.settle(id, Some(Missed::Delete), "delete", primary, secondary)? {
+            Both::Answered((), ()) if marked(Role::Primary) || marked(Role::Secondary) => Ok(()),
+            Both::OneSide { by, .. } if marked(by) => Ok(()),
+            // No store that took the delete holds a tombstone, so a racing
+            // read could copy the session back: not acknowledged, and the
+            // caller's retry finishes it.
+            _ => Err(primary_mark
+                .err()
+                .or(secondary_mark.err())
+                .unwrap_or_else(|| StoreError::new(crate::ErrorKind::Unavailable, "delete"))),
+        }
     }
 
     /// Stores an empty record under `marker` on `side` for the tombstone
@@ -513,20 +631,16 @@ impl Inner {
     /// no unconditional write, so this is a delete and a create, which also
     /// gives both stores the same version again. A commit that lands in
     /// between finds the session missing on `side` and goes through the
-    /// one-sided rule.
-    async fn overwrite(self: &Arc<Self>, side: &Side, record: &Record) {
-        if self
-            .repair_call(
-                side,
-                &record.id,
-                Missed::Write,
-                side.store.delete(&record.id),
-            )
-            .await
-        {
-            self.repair_call(side, &record.id, Missed::Write, side.store.create(record))
-                .await;
-        }
+    /// one-sided rule. True once `side` holds this version or a later one.
+    async fn overwrite(self: &Arc<Self>, side: &Side, record: &Record) -> bool {
+        self.repair_call(
+            side,
+            &record.id,
+            Missed::Write,
+            side.store.delete(&record.id),
+        )
+        .await
+            && self.copy_to(side, record).await
     }
 
     /// Runs a repair call on `side`. A repair that fails leaves the session
@@ -541,8 +655,7 @@ impl Inner {
     ) -> bool {
         match self.call(side, "repair", call).await {
             Ok(Reply::Answer(_)) => {
-                metrics::counter!("session_kit_failover_repairs_total", "store" => side.role.name())
-                    .increment(1);
+                count_repair(side);
                 true
             }
             Ok(Reply::Down(_)) => {
@@ -550,16 +663,54 @@ impl Inner {
                 false
             }
             Err(err) => {
-                tracing::debug!(
-                    target: "session_kit::failover",
-                    store = side.role.name(),
-                    error.kind = ?err.kind(),
-                    "a repair failed; the next read tries again"
-                );
+                log_failed_repair(side, &err);
                 false
             }
         }
     }
+}
+
+/// How often [`Inner::copy_to`] tries again when racing repairs keep
+/// taking the id first; each round replaces an older copy.
+const COPY_ATTEMPTS: usize = 3;
+
+/// What [`Inner::one_sided`] made of a copy found on one store only.
+enum OneSided {
+    /// A tombstone or an owner fence said the session was ended; the copy
+    /// was deleted.
+    Ended,
+    /// The session stands. `copied` is true when the other store now holds
+    /// this version or a later one.
+    Kept { record: Record, copied: bool },
+}
+
+impl OneSided {
+    fn served(self) -> Option<Record> {
+        match self {
+            Self::Ended => None,
+            Self::Kept { record, .. } => Some(record),
+        }
+    }
+}
+
+/// The source of a load refused because the store that answered may lack
+/// the session (see [`Inner::may_lack`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the {0} store answered, but it is missing writes that only the store that is down holds")]
+struct Incomplete(&'static str);
+
+fn count_repair(side: &Side) {
+    metrics::counter!("session_kit_failover_repairs_total", "store" => side.role.name())
+        .increment(1);
+}
+
+fn log_failed_repair(side: &Side, err: &StoreError) {
+    tracing::debug!(
+        target: "session_kit::failover",
+        store = side.role.name(),
+        error.kind = ?err.kind(),
+        "a repair failed; the next read tries again"
+    );
 }
 
 /// The data key of an owner fence: when the owner's sessions were ended,

@@ -169,6 +169,7 @@ pub struct FailoverStoreBuilder {
     breaker: BreakerConfig,
     tombstone_ttl: Duration,
     max_pending: usize,
+    probe_interval: Duration,
 }
 
 /// The longest breaker back-off accepted.
@@ -188,6 +189,8 @@ impl FailoverStoreBuilder {
     pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
     /// The default [`max_pending`](Self::max_pending).
     pub const DEFAULT_MAX_PENDING: usize = 100_000;
+    /// The default [`probe_interval`](Self::probe_interval).
+    pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
     /// Mirror (the default) or standby.
     pub fn mode(mut self, mode: FailoverMode) -> Self {
@@ -237,18 +240,31 @@ impl FailoverStoreBuilder {
         self
     }
 
+    /// How often a store whose breaker is open is probed in the background,
+    /// whatever the breaker's back-off. A store that answers is closed at
+    /// once and the writes it missed start replaying, so it is repaired
+    /// within about this long of coming back even when no request reaches
+    /// the probe. The back-off only decides how often *requests* try the
+    /// store; a background probe costs no request any time.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
     /// Builds the store.
     ///
     /// # Errors
     /// A [`ConfigError`] naming the key (`failover.call_timeout`,
     /// `failover.failure_threshold`, `failover.open_for`,
-    /// `failover.max_open_for` or `failover.tombstone_ttl`) when it is zero,
+    /// `failover.max_open_for`, `failover.probe_interval` or
+    /// `failover.tombstone_ttl`) when it is zero,
     /// `max_open_for` is shorter than `open_for`, a back-off is longer than
     /// a day or the tombstone TTL longer than 400 days.
     pub fn build(self) -> Result<FailoverStore, ConfigError> {
         for (key, value) in [
             ("failover.call_timeout", self.call_timeout),
             ("failover.open_for", self.breaker.open_for),
+            ("failover.probe_interval", self.probe_interval),
             ("failover.tombstone_ttl", self.tombstone_ttl),
         ] {
             if value.is_zero() {
@@ -267,6 +283,12 @@ impl FailoverStoreBuilder {
             (
                 "failover.max_open_for",
                 self.breaker.max_open_for,
+                MAX_OPEN_FOR,
+                "a day",
+            ),
+            (
+                "failover.probe_interval",
+                self.probe_interval,
                 MAX_OPEN_FOR,
                 "a day",
             ),
@@ -301,6 +323,7 @@ impl FailoverStoreBuilder {
                 call_timeout: self.call_timeout,
                 tombstone_ttl: self.tombstone_ttl,
                 max_pending: self.max_pending,
+                probe_interval: self.probe_interval,
             }),
         })
     }
@@ -334,6 +357,7 @@ impl FailoverStore {
             },
             tombstone_ttl: FailoverStoreBuilder::DEFAULT_TOMBSTONE_TTL,
             max_pending: FailoverStoreBuilder::DEFAULT_MAX_PENDING,
+            probe_interval: FailoverStoreBuilder::DEFAULT_PROBE_INTERVAL,
         }
     }
 
@@ -510,6 +534,8 @@ struct Side {
     /// `missed.len()`, readable on every call without taking the lock.
     pending_len: AtomicUsize,
     replaying: AtomicBool,
+    /// A background probe is watching this store's open breaker.
+    watching: AtomicBool,
 }
 
 impl std::fmt::Debug for Side {
@@ -534,6 +560,7 @@ impl Side {
             missed: Mutex::new(HashMap::new()),
             pending_len: AtomicUsize::new(0),
             replaying: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
         }
     }
 }
@@ -560,6 +587,7 @@ struct Inner {
     call_timeout: Duration,
     tombstone_ttl: Duration,
     max_pending: usize,
+    probe_interval: Duration,
 }
 
 /// Reopens a half-open breaker whose probe was dropped before it answered
@@ -620,11 +648,16 @@ impl Inner {
         guard.armed = false;
         match outcome {
             Ok(Err(err)) if err.kind().is_transient() => {
-                let _ = side.breaker.on_outage(Instant::now(), probe, false);
+                if side.breaker.on_outage(Instant::now(), probe, false) == Some(Transition::Opened)
+                {
+                    self.start_watch(side.role);
+                }
                 Ok(Reply::Down(err))
             }
             Err(elapsed) => {
-                let _ = side.breaker.on_outage(Instant::now(), probe, true);
+                if side.breaker.on_outage(Instant::now(), probe, true) == Some(Transition::Opened) {
+                    self.start_watch(side.role);
+                }
                 Ok(Reply::Down(
                     StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed),
                 ))
@@ -643,6 +676,51 @@ impl Inner {
                 answer.map(Reply::Answer)
             }
         }
+    }
+
+    /// Watches `role`'s open breaker from a background task: every
+    /// [`probe_interval`](FailoverStoreBuilder::probe_interval) it asks the
+    /// store for the stamp of an id no session has, and the first answer
+    /// closes the breaker and starts the replay. At most one watch per
+    /// store; it ends when the breaker closes (by this probe or a request's)
+    /// or the failover store is dropped.
+    ///
+    /// Without it, recovery waits for a request to draw the breaker's probe,
+    /// and the back-off doubles up to `max_open_for`: a store that returned
+    /// just after a failed probe stayed out, unrepaired, for that long.
+    fn start_watch(self: &Arc<Self>, role: Role) {
+        let side = self.side(role);
+        if side.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            side.watching.store(false, Ordering::Release);
+            return;
+        };
+        // A weak handle: a dropped failover store stops its watches.
+        let weak = Arc::downgrade(self);
+        let interval = self.probe_interval;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let side = inner.side(role);
+                if side.breaker.state() == BreakerState::Closed {
+                    side.watching.store(false, Ordering::Release);
+                    // A request's probe closed it; its replay is started.
+                    return;
+                }
+                let id = probe_id();
+                let probe = side.store.stamp(&id);
+                if let Ok(Ok(_)) = tokio::time::timeout(inner.call_timeout, probe).await {
+                    side.watching.store(false, Ordering::Release);
+                    if side.breaker.recover() == Some(Transition::Recovered) {
+                        inner.start_replay(role);
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     /// Remembers that `side` missed a write or delete of `id`, for replay.
@@ -739,42 +817,14 @@ impl Inner {
         }
     }
 
-    /// Deletes on both stores (in either mode, so a session that lives on
-    /// the standby secondary is deleted too). A store that is down gets the
-    /// delete replayed; in mirror mode the store that took it also keeps a
-    /// tombstone, so another app server's read cannot bring back the down
-    /// store's old copy before the replay does.
+    /// Ends `id` in both stores, in either mode (a session created on the
+    /// standby secondary during an outage is deleted too); see
+    /// [`mirror_delete`](Self::mirror_delete) and
+    /// [`standby_delete`](Self::standby_delete) for when it is acknowledged.
     async fn delete_both(self: &Arc<Self>, id: &SessionId) -> Result<(), StoreError> {
-        let (primary, secondary) = tokio::join!(
-            self.call(&self.primary, "delete", self.primary.store.delete(id)),
-            self.call(&self.secondary, "delete", self.secondary.store.delete(id)),
-        );
-        match (primary?, secondary?) {
-            (Reply::Answer(()), Reply::Answer(())) => Ok(()),
-            (Reply::Down(err), Reply::Down(_)) => Err(err),
-            (Reply::Answer(()), Reply::Down(_)) => {
-                let _ = self.missed(&self.secondary, id, Missed::Delete);
-                self.after_one_sided_delete(&self.primary, id).await
-            }
-            (Reply::Down(_), Reply::Answer(())) => {
-                let _ = self.missed(&self.primary, id, Missed::Delete);
-                self.after_one_sided_delete(&self.secondary, id).await
-            }
-        }
-    }
-
-    async fn after_one_sided_delete(
-        self: &Arc<Self>,
-        took_it: &Side,
-        id: &SessionId,
-    ) -> Result<(), StoreError> {
-        count_fallback("delete");
         match self.mode {
-            FailoverMode::Mirror => self.leave_tombstone(took_it, id).await,
-            // Standby reads the primary first and the secondary only on a
-            // miss, so a tombstone would never be read; the replay is what
-            // deletes the down store's copy.
-            FailoverMode::Standby => Ok(()),
+            FailoverMode::Mirror => self.mirror_delete(id).await,
+            FailoverMode::Standby => self.standby_delete(id).await,
         }
     }
 }
@@ -796,6 +846,14 @@ fn count_fallback(operation: &'static str) {
     metrics::counter!("session_kit_failover_fallbacks_total", "op" => operation).increment(1);
 }
 
+/// The id the background recovery probe asks for: derived under a domain
+/// of its own, so no session, tombstone or mark ever has it.
+fn probe_id() -> SessionId {
+    SessionId::derive_from(PROBE_DOMAIN, b"probe")
+}
+
+/// The domain of the recovery probe's id.
+const PROBE_DOMAIN: &str = "session-kit/failover-probe/v1";
 /// The domain of the ids that tombstones are stored under.
 const TOMBSTONE_DOMAIN: &str = "session-kit/failover-tombstone/v1";
 /// The domain of the ids of "ahead" marks: the store holding one took

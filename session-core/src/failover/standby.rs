@@ -3,8 +3,8 @@
 
 use std::{sync::Arc, time::SystemTime};
 
-use super::{count_fallback, Inner, Reply};
-use crate::{Changes, Committed, Created, Record, SessionId, StoreError};
+use super::{count_fallback, BreakerState, Inner, Missed, Reply};
+use crate::{Changes, Committed, Created, ErrorKind, Record, SessionId, StoreError};
 
 impl Inner {
     pub(super) async fn standby_load(
@@ -19,13 +19,15 @@ impl Inner {
             Reply::Answer(Some(record)) => Ok(Some(record)),
             // Not on the primary: it may have been created on the secondary
             // during an outage. A secondary that is down cannot have it now.
+            // A secondary that is down may hold it, and "no session" would
+            // log its user out; the request fails instead.
             Reply::Answer(None) => {
                 match self
                     .call(secondary, "load", secondary.store.load(id))
                     .await?
                 {
                     Reply::Answer(record) => Ok(record),
-                    Reply::Down(_) => Ok(None),
+                    Reply::Down(err) => Err(err),
                 }
             }
             // The primary's sessions are out of reach for now; the secondary
@@ -44,6 +46,54 @@ impl Inner {
         }
     }
 
+    /// Deletes `id` wherever it lives. A session lives in one store only:
+    /// on the primary, or on the secondary when it was created there during
+    /// an outage (a commit never copies it across). So the delete is
+    /// acknowledged once it reached both stores, or once the store that is
+    /// up is found to hold the session. Otherwise the session may live on
+    /// the store that is down: acknowledging would let every other app
+    /// server go on serving it from there once it is back (and, if this
+    /// server restarted first, forever), so the delete fails instead, and
+    /// is also queued for replay so that it finishes when the store is back.
+    pub(super) async fn standby_delete(self: &Arc<Self>, id: &SessionId) -> Result<(), StoreError> {
+        let (primary, secondary) = (&self.primary, &self.secondary);
+        let degraded = primary.breaker.state() != BreakerState::Closed
+            || secondary.breaker.state() != BreakerState::Closed;
+        if degraded {
+            // Ask the store that is up first: if the session is there, it
+            // is nowhere else, and deleting it there is the whole delete.
+            let (up, down) = if primary.breaker.state() == BreakerState::Closed {
+                (primary, secondary)
+            } else {
+                (secondary, primary)
+            };
+            if let Reply::Answer(Some(_)) = self.call(up, "stamp", up.store.stamp(id)).await? {
+                if let Reply::Down(err) = self.call(up, "delete", up.store.delete(id)).await? {
+                    return Err(err);
+                }
+                let _ = self.missed(down, id, Missed::Delete);
+                count_fallback("delete");
+                return Ok(());
+            }
+        }
+        let (on_primary, on_secondary) = tokio::join!(
+            self.call(primary, "delete", primary.store.delete(id)),
+            self.call(secondary, "delete", secondary.store.delete(id)),
+        );
+        match (on_primary?, on_secondary?) {
+            (Reply::Answer(()), Reply::Answer(())) => Ok(()),
+            (Reply::Down(err), Reply::Answer(())) => {
+                let _ = self.missed(primary, id, Missed::Delete);
+                Err(err)
+            }
+            (Reply::Answer(()), Reply::Down(err)) => {
+                let _ = self.missed(secondary, id, Missed::Delete);
+                Err(err)
+            }
+            (Reply::Down(err), Reply::Down(_)) => Err(err),
+        }
+    }
+
     pub(super) async fn standby_create(
         self: &Arc<Self>,
         record: &Record,
@@ -53,6 +103,13 @@ impl Inner {
             .await?
         {
             Reply::Answer(created) => Ok(created),
+            // A create that timed out may have landed on the primary; a
+            // second copy on the secondary would break the rule that a
+            // session lives in one store, which is what makes a delete
+            // during an outage safe to acknowledge (see `standby_delete`).
+            Reply::Down(primary_err) if primary_err.kind() == ErrorKind::Timeout => {
+                Err(primary_err)
+            }
             Reply::Down(primary_err) => {
                 count_fallback("create");
                 match self
