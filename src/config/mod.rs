@@ -229,6 +229,7 @@ impl Default for CookieSection {
 /// | `failure_threshold` | `3` |
 /// | `open_for` | `"1s"` |
 /// | `max_open_for` | `"30s"` |
+/// | `probe_interval` | `"1s"`: a store that is back is found and repaired within this |
 /// | `tombstone_ttl` | `"24h"`; at least `absolute_timeout` |
 /// | `max_pending` | `100000` |
 /// | `[failover.secondary]` | required: a store block like `[store]` |
@@ -251,6 +252,13 @@ pub struct FailoverConfig {
     /// The longest wait between probes.
     #[serde(default = "defaults::max_open_for", deserialize_with = "de::duration")]
     pub max_open_for: Duration,
+    /// How often a store whose breaker is open is probed in the
+    /// background, whatever the back-off.
+    #[serde(
+        default = "defaults::probe_interval",
+        deserialize_with = "de::duration"
+    )]
+    pub probe_interval: Duration,
     /// How long a delete's tombstone outlives the delete.
     #[serde(default = "defaults::tombstone_ttl", deserialize_with = "de::duration")]
     pub tombstone_ttl: Duration,
@@ -271,6 +279,7 @@ impl FailoverConfig {
             failure_threshold: defaults::failure_threshold(),
             open_for: defaults::open_for(),
             max_open_for: defaults::max_open_for(),
+            probe_interval: defaults::probe_interval(),
             tombstone_ttl: defaults::tombstone_ttl(),
             max_pending: defaults::max_pending(),
             secondary,
@@ -289,6 +298,7 @@ impl FailoverConfig {
             .failure_threshold(self.failure_threshold)
             .open_for(self.open_for)
             .max_open_for(self.max_open_for)
+            .probe_interval(self.probe_interval)
             .tombstone_ttl(self.tombstone_ttl)
             .max_pending(self.max_pending)
     }
@@ -335,6 +345,9 @@ mod defaults {
     }
     pub(super) fn max_open_for() -> Duration {
         B::DEFAULT_MAX_OPEN_FOR
+    }
+    pub(super) fn probe_interval() -> Duration {
+        B::DEFAULT_PROBE_INTERVAL
     }
     pub(super) fn tombstone_ttl() -> Duration {
         B::DEFAULT_TOMBSTONE_TTL

@@ -86,6 +86,7 @@ fn every_key_is_read() {
         failure_threshold = 5
         open_for = "2s"
         max_open_for = "1m"
+        probe_interval = "250ms"
         tombstone_ttl = "2d"
         max_pending = 10
 
@@ -117,6 +118,7 @@ fn every_key_is_read() {
     assert_eq!(failover.mode, FailoverMode::Standby);
     assert_eq!(failover.call_timeout, Duration::from_millis(200));
     assert_eq!(failover.tombstone_ttl, Duration::from_secs(2 * 86_400));
+    assert_eq!(failover.probe_interval, Duration::from_millis(250));
     assert_eq!(failover.secondary.kind, StoreKind::Memcached);
     assert_eq!(failover.secondary.commit_attempts, Some(8));
     assert_eq!(config.near_cache.as_ref().unwrap().max_bytes, 1 << 20);
@@ -481,6 +483,11 @@ fn failover_rules_tie_the_blocks_together() {
         &failover("max_open_for = \"1y\""),
         "failover.max_open_for",
         "at most a day",
+    );
+    assert_error(
+        &failover("probe_interval = \"0s\""),
+        "failover.probe_interval",
+        "longer than zero",
     );
     assert_error(
         &failover("failure_threshold = 0"),
