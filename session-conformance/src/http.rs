@@ -1086,6 +1086,51 @@ pub async fn treat_as_empty_policy_serves_reads_during_an_outage(
     world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
 }
 
+/// Under `TreatAsEmpty`, a request that changes a session whose load failed
+/// gets a bare 503 and no `Set-Cookie`, even though the store takes writes
+/// again by then (a load that timed out, then a write that would get
+/// through): nothing is created, the user keeps their cookie, and the
+/// session is intact once loads work again.
+pub async fn treat_as_empty_policy_refuses_a_write_after_a_failed_load(
+    app: &dyn TestApp,
+    factory: &dyn StoreFactory,
+) {
+    let world = World::new(app, factory).await;
+    let app = world
+        .serve(world.manager().error_policy(ErrorPolicy::TreatAsEmpty))
+        .await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+    world.store.take_calls();
+
+    world
+        .store
+        .set_fault(Some(Fault::FailReads(ErrorKind::Timeout)));
+    for path in ["/counter", "/login", "/login-as/eve", "/logout-everywhere"] {
+        let reply = world.get(&app, path, Some(&cookie)).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (503, ""),
+            "{path}: {reply:?}"
+        );
+        assert!(
+            reply.set_cookies.is_empty(),
+            "{path}: the user's cookie must stay: {reply:?}"
+        );
+        assert_eq!(
+            world.store.take_calls(),
+            Calls::ONE_LOAD,
+            "{path}: nothing may be written"
+        );
+    }
+
+    world.store.set_fault(None);
+    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+    world
+        .get(&app, "/counter", Some(&cookie))
+        .await
+        .assert_ok("2");
+}
+
 /// A store that never answers costs a request at most the operation timeout,
 /// then a 503.
 pub async fn hung_store_answers_within_the_operation_timeout(

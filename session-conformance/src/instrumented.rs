@@ -67,6 +67,11 @@ pub enum Fault {
     /// Loads and stamps work; every write (`create`, `commit`, `touch`,
     /// `delete`, `delete_by_owner`) fails at once with this kind.
     FailWrites(ErrorKind),
+    /// Every read (`load`, `stamp`) fails at once with this kind; writes
+    /// work. A store that timed out one request's load and took its write a
+    /// moment later, which is how a failed load and a working write meet in
+    /// one request.
+    FailReads(ErrorKind),
     /// Every call waits forever, so only the manager's operation timeout
     /// ends it.
     Hang,
@@ -155,7 +160,10 @@ impl InstrumentedStore {
         match fault {
             None => Ok(()),
             Some(Fault::FailWrites(_)) if matches!(operation, "load" | "stamp") => Ok(()),
-            Some(Fault::Fail(kind) | Fault::FailWrites(kind)) => injected(kind),
+            Some(Fault::FailReads(_)) if !matches!(operation, "load" | "stamp") => Ok(()),
+            Some(Fault::Fail(kind) | Fault::FailWrites(kind) | Fault::FailReads(kind)) => {
+                injected(kind)
+            }
             Some(Fault::Hang) => std::future::pending().await,
         }
     }

@@ -50,6 +50,7 @@ macro_rules! __http_scenarios {
             oversized_cookie_header_gets_a_fresh_session,
             store_outage_answers_503_and_overwrites_nothing,
             treat_as_empty_policy_serves_reads_during_an_outage,
+            treat_as_empty_policy_refuses_a_write_after_a_failed_load,
             hung_store_answers_within_the_operation_timeout,
             log_out_everywhere_ends_the_users_sessions_on_every_server,
             hostile_cookies_get_a_fresh_session_and_touch_no_one_elses,

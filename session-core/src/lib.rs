@@ -59,8 +59,16 @@
 //! ## When the store fails
 //! Every store call runs under a per-operation timeout (default 2 s). The
 //! [`ErrorPolicy`] decides what the request gets: by default a bare 503 with
-//! nothing overwritten; optionally an empty session for reads. A failed write
-//! is always a 503, so no response acknowledges data that was not stored.
+//! nothing overwritten; optionally an empty session for reads
+//! ([`ErrorPolicy::TreatAsEmpty`]), where a change after the failed load is
+//! refused with a 503 and the cookie is left alone, so the user is never
+//! logged out by an outage. A failed write is always a 503, so no response
+//! acknowledges data that was not stored.
+//!
+//! A failed or cancelled load never turns into an empty session: every
+//! [`Session`] method is cancel-safe (a handler may wrap any call in
+//! `tokio::time::timeout` or `select!`), and a call dropped mid-load leaves
+//! the session to be loaded again by the next call.
 //!
 //! ## Example
 //! ```

@@ -20,11 +20,60 @@ pub enum ErrorPolicy {
     /// later and finds their session intact.
     #[default]
     Reject,
-    /// A failed load is served as an empty session, so pages that merely show
-    /// "logged in as" keep working during an outage. The user's cookie is left
-    /// alone, so the session is back once the store is. A failed *write* is
-    /// still a 503: a response must never acknowledge data that was not
-    /// stored.
+    /// A failed load (the store unavailable or timed out) is served as an
+    /// empty session *for reading*, so pages that merely show "logged in as"
+    /// keep working during an outage. The user's cookie is left alone (no
+    /// `Set-Cookie`), so the session is back once the store is.
+    ///
+    /// A *change* after a failed load is refused: [`insert`](Session::insert),
+    /// [`remove`](Session::remove), [`take`](Session::take),
+    /// [`clear`](Session::clear), [`cycle_id`](Session::cycle_id),
+    /// [`set_owner`](Session::set_owner), [`clear_owner`](Session::clear_owner)
+    /// and [`log_out_everywhere`](Session::log_out_everywhere) return
+    /// [`SessionError::Unavailable`], and the response is a bare 503 with no
+    /// `Set-Cookie`, exactly as under [`Reject`](Self::Reject). This holds
+    /// even when the store answers again before the request ends: writing
+    /// would start a fresh session over the user's (logging them out) or
+    /// overwrite data this request never saw. Nothing is created, and the
+    /// stored session is untouched.
+    ///
+    /// [`destroy`](Session::destroy) still works after a failed load: it needs
+    /// no load, and ends the session the cookie names, so logging out works
+    /// during an outage (the response is a 503 if the delete fails too).
+    ///
+    /// A failed *write* is still a 503: a response must never acknowledge
+    /// data that was not stored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::sync::Arc;
+    /// use session_conformance::{Fault, InstrumentedStore};
+    /// use session_core::{ErrorKind, ErrorPolicy, Finish, Key, MemoryStore, SessionManager};
+    ///
+    /// let store = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    /// let manager = SessionManager::builder(Arc::clone(&store), Key::generate())
+    ///     .error_policy(ErrorPolicy::TreatAsEmpty)
+    ///     .build()
+    ///     .unwrap();
+    /// let session = manager.start(std::iter::empty());
+    /// session.insert("user", "ada").await.unwrap();
+    /// let Finish::Respond { set_cookie: Some(set_cookie) } = session.finish().await else { panic!() };
+    /// let cookie = set_cookie.split(';').next().unwrap();
+    ///
+    /// // The store cannot load; the request reads an empty session...
+    /// store.set_fault(Some(Fault::FailReads(ErrorKind::Timeout)));
+    /// let session = manager.start([cookie.as_bytes()]);
+    /// assert_eq!(session.get::<String>("user").await.unwrap(), None);
+    /// // ...but may not change it: a 503, and the cookie stays.
+    /// assert!(session.insert("cart", 1).await.unwrap_err().is_unavailable());
+    /// assert_eq!(session.finish().await, Finish::Unavailable);
+    ///
+    /// // Once the store is back, the session is as it was.
+    /// store.set_fault(None);
+    /// let session = manager.start([cookie.as_bytes()]);
+    /// assert_eq!(session.get::<String>("user").await.unwrap().as_deref(), Some("ada"));
+    /// # }
+    /// ```
     TreatAsEmpty,
 }
 

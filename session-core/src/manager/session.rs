@@ -20,8 +20,10 @@ const CREATE_ATTEMPTS: usize = 3;
 #[non_exhaustive]
 pub enum SessionError {
     /// The store failed while loading the session and the
-    /// [`ErrorPolicy`] is [`Reject`](ErrorPolicy::Reject). The response will
-    /// be a 503 whatever the handler returns.
+    /// [`ErrorPolicy`] is [`Reject`](ErrorPolicy::Reject), or it is
+    /// [`TreatAsEmpty`](ErrorPolicy::TreatAsEmpty) and the handler tried to
+    /// change the session it was served empty. The response will be a 503
+    /// whatever the handler returns.
     #[error("session store unavailable")]
     Unavailable(#[source] StoreError),
     /// A value could not be encoded as JSON.
@@ -87,6 +89,23 @@ impl SessionError {
 /// [`finish`](Self::finish), which adapters call.
 ///
 /// Values are stored as JSON text, one per key.
+///
+/// # Cancel safety
+/// Every method is cancel-safe: a handler may drop any call's future (a
+/// `tokio::time::timeout`, a `select!` branch that lost) and go on using the
+/// session. The only wait inside a call is the load, and nothing changes
+/// until it has answered, so a call dropped mid-load leaves the session
+/// unloaded, and the next call loads it again. It never leaves the session
+/// empty, where a later write would start a fresh session over the user's.
+/// A change dropped mid-load is not applied.
+///
+/// Two calls do work that cannot be taken back once it reached the store:
+/// - [`finish`](Self::finish) dropped mid-write may or may not have written.
+///   The handle is finished either way, and a later `finish` answers
+///   [`Finish::Unavailable`], never a response that acknowledges the write.
+/// - [`log_out_everywhere`](Self::log_out_everywhere) dropped mid-way may have
+///   ended some of the owner's sessions and not yet marked this one; calling
+///   it again ends the rest.
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<Inner>,
@@ -132,8 +151,22 @@ enum Phase {
     #[default]
     Unloaded,
     Loaded,
+    /// The load failed under [`ErrorPolicy::TreatAsEmpty`]: reads see an
+    /// empty session, and a change turns the phase into `LoadFailed`.
+    ServedEmpty(ErrorKind),
     LoadFailed(ErrorKind),
+    /// `finish` is writing. Another call sees this only when that `finish`
+    /// was dropped mid-write, with the write's outcome unknown.
+    Writing,
     Finished,
+}
+
+/// What a call does with the session, which decides whether a session served
+/// empty after a failed load may serve it.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Change,
 }
 
 impl Session {
@@ -160,7 +193,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        let state = self.loaded_state().await?;
+        let state = self.loaded_state(Access::Read).await?;
         state.ensure_open()?;
         state
             .data
@@ -185,7 +218,7 @@ impl Session {
             key: key.to_owned(),
             source,
         })?;
-        let mut state = self.loaded_state().await?;
+        let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
         if state.data.get(key) == Some(&text) {
             return Ok(());
@@ -210,7 +243,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn remove(&self, key: &str) -> Result<bool, SessionError> {
-        let mut state = self.loaded_state().await?;
+        let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
         Ok(state.remove(key).is_some())
     }
@@ -227,7 +260,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        let mut state = self.loaded_state().await?;
+        let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
         // Decode before removing, so a type error leaves the session as it was.
         let value = state
@@ -253,7 +286,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn clear(&self) -> Result<(), SessionError> {
-        let mut state = self.loaded_state().await?;
+        let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
         state.data.clear();
         // A cleared session belongs to no one.
@@ -284,7 +317,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn cycle_id(&self) -> Result<(), SessionError> {
-        let mut state = self.loaded_state().await?;
+        let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
         state.next_id = Some(SessionId::generate());
         Ok(())
@@ -349,7 +382,7 @@ impl Session {
     pub async fn set_owner(&self, owner: impl Into<String>) -> Result<(), SessionError> {
         let owner = owner.into();
         Owner::check_name(&owner)?;
-        let mut state = self.loaded_state().await?;
+        let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
         if state.owner.as_deref() == Some(owner.as_str()) {
             return Ok(());
@@ -363,7 +396,7 @@ impl Session {
 
     /// Records that the session belongs to no one any more.
     pub async fn clear_owner(&self) -> Result<(), SessionError> {
-        let mut state = self.loaded_state().await?;
+        let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
         state.owner = None;
         Ok(())
@@ -371,7 +404,7 @@ impl Session {
 
     /// The name of the session's owner, if it has one.
     pub async fn owner(&self) -> Result<Option<String>, SessionError> {
-        let state = self.loaded_state().await?;
+        let state = self.loaded_state(Access::Read).await?;
         Ok(state.owner.clone())
     }
 
@@ -404,7 +437,14 @@ impl Session {
     /// # }
     /// ```
     pub async fn log_out_everywhere(&self) -> Result<u64, SessionError> {
-        let owner = self.owner().await?;
+        // A change: a session served empty after a failed load has an
+        // unknown owner, and ending "no one's" sessions would answer 0 while
+        // every other session of the user lives on.
+        let owner = {
+            let state = self.loaded_state(Access::Change).await?;
+            state.ensure_open()?;
+            state.owner.clone()
+        };
         let ended = match owner {
             Some(owner) => super::end_all_for(&self.inner.shared, &owner)
                 .await
@@ -418,7 +458,7 @@ impl Session {
     /// The id the session will have once this request is written: `None` for
     /// a new session that holds no data (it will not be stored).
     pub async fn id(&self) -> Result<Option<SessionId>, SessionError> {
-        let state = self.loaded_state().await?;
+        let state = self.loaded_state(Access::Read).await?;
         Ok(state.next_id.or(state.base.map(|base| base.id)))
     }
 
@@ -437,13 +477,27 @@ impl Session {
         let mut state = self.inner.state.lock().await;
         match mem::replace(&mut state.phase, Phase::Finished) {
             Phase::Finished => Finish::Respond { set_cookie: None },
+            Phase::Writing => {
+                tracing::warn!(
+                    "a session write was cancelled mid-way and may or may not have happened; answering 503"
+                );
+                Finish::Unavailable
+            }
             Phase::LoadFailed(_) => Finish::Unavailable,
+            // Every change was refused, so there is nothing to write, and the
+            // cookie is left alone: the session is back once the store is.
+            Phase::ServedEmpty(_) => Finish::Respond { set_cookie: None },
             Phase::Unloaded => Finish::Respond {
                 set_cookie: self.resign_unloaded(),
             },
             Phase::Loaded => {
                 let now = self.inner.shared.clock.now();
-                match self.write(&mut state, now).await {
+                // Marks the write as under way for the case where this future
+                // is dropped mid-write: see the `Writing` arm above.
+                state.phase = Phase::Writing;
+                let written = self.write(&mut state, now).await;
+                state.phase = Phase::Finished;
+                match written {
                     Ok(set_cookie) => Finish::Respond { set_cookie },
                     Err(err) => {
                         log_store_error(&err, "session write failed; answering 503");
@@ -454,25 +508,46 @@ impl Session {
         }
     }
 
-    async fn loaded_state(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
+    /// The state, loaded first if it is not yet. Under
+    /// [`ErrorPolicy::TreatAsEmpty`] a session served empty after a failed
+    /// load serves reads, and refuses a change: writing it would start a
+    /// fresh session over the user's, or overwrite data this request never
+    /// saw. The refusal makes the whole request answer 503.
+    async fn loaded_state(
+        &self,
+        access: Access,
+    ) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
         let mut state = self.inner.state.lock().await;
-        match state.phase {
-            Phase::Loaded | Phase::Finished => {}
-            Phase::LoadFailed(kind) => {
-                return Err(SessionError::Unavailable(StoreError::new(kind, "load")));
-            }
-            Phase::Unloaded => self.load_into(&mut state).await?,
+        if let Phase::Unloaded = state.phase {
+            self.load_into(&mut state).await?;
         }
-        Ok(state)
+        match (state.phase, access) {
+            (Phase::LoadFailed(kind), _) => {
+                Err(SessionError::Unavailable(StoreError::new(kind, "load")))
+            }
+            (Phase::ServedEmpty(kind), Access::Change) => {
+                tracing::warn!(
+                    error.kind = ?kind,
+                    "session changed after its load failed; refusing the change and answering 503"
+                );
+                state.phase = Phase::LoadFailed(kind);
+                Err(SessionError::Unavailable(StoreError::new(kind, "load")))
+            }
+            _ => Ok(state),
+        }
     }
 
+    /// Loads the session into `state`. Cancel-safe: `state` is changed only
+    /// once the store has answered, so a caller dropped while the load waits
+    /// leaves the session unloaded, and the next call loads it again.
     async fn load_into(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
-        state.phase = Phase::Loaded;
         let Some(cookie) = self.inner.cookie else {
+            state.phase = Phase::Loaded;
             return Ok(());
         };
         let loaded = shared.call("load", shared.store.load(&cookie.id)).await;
+        state.phase = Phase::Loaded;
         let now = shared.clock.now();
         match loaded {
             Ok(Some(record)) if shared.is_live(now, record.created_at, record.expires_at) => {
@@ -501,7 +576,11 @@ impl Session {
             }
             Err(err) => match shared.error_policy {
                 ErrorPolicy::TreatAsEmpty => {
-                    log_store_error(&err, "session load failed; serving an empty session");
+                    log_store_error(
+                        &err,
+                        "session load failed; serving reads empty and refusing changes",
+                    );
+                    state.phase = Phase::ServedEmpty(err.kind());
                 }
                 ErrorPolicy::Reject => {
                     log_store_error(&err, "session load failed; answering 503");
@@ -686,7 +765,7 @@ impl Session {
 impl State {
     fn ensure_open(&self) -> Result<(), SessionError> {
         match self.phase {
-            Phase::Finished => Err(SessionError::Finished),
+            Phase::Writing | Phase::Finished => Err(SessionError::Finished),
             _ => Ok(()),
         }
     }
