@@ -624,6 +624,113 @@ async fn standby_redis_memory_loses_only_what_lives_on_the_dead_store() {
 }
 
 // ---------------------------------------------------------------------------
+// The kill run of issue 21, with the breaker an app runs with
+// ---------------------------------------------------------------------------
+
+/// Runs rounds for `length`, however many that takes.
+async fn rounds_for(app: &RunningApp, users: &mut [User], phase: &mut Phase, length: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < length {
+        round(app, users, phase).await;
+    }
+}
+
+/// When the primary, back from a restart at `since`, was repaired: its
+/// breaker closed and nothing this process owes it is left to replay.
+/// Polled every 5 ms from a task of its own while the users keep counting.
+fn watch_for_repair(failover: FailoverStore, since: Instant) -> JoinHandle<Option<Duration>> {
+    tokio::spawn(async move {
+        while since.elapsed() < BREAKER_WATCH {
+            let state = failover.state();
+            if state.primary == BreakerState::Closed && state.pending_primary == 0 {
+                return Some(since.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    })
+}
+
+/// The black-box kill run of issue 21 as a test, with the breaker settings
+/// an app gets by default (1 s back-off doubling to 30 s, a background
+/// probe every second) rather than the fast ones above: Redis is killed
+/// under load, restarted empty 3 s later, and Memcached is killed 4 s after
+/// that. Before the background probe, the breaker's back-off kept the
+/// returned Redis out, unrepaired, until Memcached died, and every session
+/// was replaced by a fresh one. Now the primary is repaired within about a
+/// probe interval of answering again, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_with_default_breakers_repairs_a_restarted_primary_before_the_secondary_dies() {
+    const DOWN_FOR: Duration = Duration::from_secs(3);
+    const SECOND_KILL_AFTER: Duration = Duration::from_secs(4);
+    let mut primary = RedisServer::start();
+    let mut secondary = MemcachedServer::start();
+    let failover = FailoverStore::builder(
+        redis_store(fault_redis(&primary)).await,
+        memcached_store(fault_memcached(&secondary)).await,
+    )
+    .call_timeout(CALL_TIMEOUT)
+    .build()
+    .expect("valid failover settings");
+    let app = serve_store(&AxumApp, failover.clone(), ErrorPolicy::Reject).await;
+    let mut users = users(USERS);
+    let mut phases = Vec::new();
+
+    let started = Instant::now();
+    let mut phase = Phase::new("0 warm-up", USERS);
+    rounds(&app, &mut users, &mut phase, WARM_UP_ROUNDS, started).await;
+    phases.push(phase);
+
+    primary.kill();
+    let mut phase = Phase::new("1 Redis killed", USERS);
+    rounds_for(&app, &mut users, &mut phase, DOWN_FOR).await;
+    phase.note = format!(
+        "pending replay at the end: {}",
+        failover.state().pending_primary
+    );
+    phases.push(phase);
+
+    primary.restart();
+    let restarted_at = Instant::now();
+    let repair = watch_for_repair(failover.clone(), restarted_at);
+    let mut phase = Phase::new("2 Redis restarted (empty)", USERS);
+    rounds_for(&app, &mut users, &mut phase, SECOND_KILL_AFTER).await;
+    let repaired_after = repair.await.expect("the repair watch ran");
+    phase.note = repaired_after.map_or_else(
+        || "Redis was not repaired before Memcached died".to_owned(),
+        |after| {
+            format!(
+                "Redis repaired (breaker closed, replay done) {} ms after its restart",
+                ms(after)
+            )
+        },
+    );
+    phases.push(phase);
+
+    secondary.kill();
+    let mut phase = Phase::new("3 Memcached killed", USERS);
+    rounds_for(&app, &mut users, &mut phase, DOWN_FOR).await;
+    phases.push(phase);
+
+    println!(
+        "{}",
+        table(
+            "Redis + Memcached, default breaker",
+            FailoverMode::Mirror,
+            &phases
+        )
+    );
+    let repaired_after = repaired_after.expect("Redis repaired before Memcached was killed");
+    println!(
+        "time with a single copy after Redis answered again: {} ms",
+        ms(repaired_after)
+    );
+    for phase in &phases {
+        assert_clean(phase);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // A hung primary
 // ---------------------------------------------------------------------------
 

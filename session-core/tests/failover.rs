@@ -438,14 +438,18 @@ async fn standby_serves_new_sessions_from_the_secondary_and_keeps_them_after_rec
     assert_eq!(pair.raw_secondary.load(&after.id).await.unwrap(), None);
 }
 
+/// The session lives on the primary, which is down: the delete is not
+/// acknowledged (other servers would go on serving the session from the
+/// primary), and it is replayed once the primary is back.
 #[tokio::test]
-async fn standby_replays_a_delete_the_primary_missed() {
+async fn standby_refuses_a_delete_the_primary_missed_and_replays_it() {
     let pair = Pair::new();
     let store = pair.server(FailoverMode::Standby);
     let record = record();
     let _ = store.create(&record).await.unwrap();
     down(&pair.primary);
-    store.delete(&record.id).await.unwrap();
+    let err = store.delete(&record.id).await.unwrap_err();
+    assert!(err.kind().is_transient(), "{err:?}");
     assert_eq!(store.state().pending_primary, 1);
     pair.primary.set_fault(None);
     recover_primary(&store).await;

@@ -2,15 +2,13 @@
 //! [`FailoverStore`](super::FailoverStore).
 //!
 //! A pure state machine over explicit instants, so its rules are tested
-//! without sleeping; the store passes `Instant::now()`.
+//! without sleeping; the store passes the time of tokio's clock, so a test
+//! on a paused runtime drives the back-off deterministically.
 
 use std::{
     sync::{Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
-
-// tokio's clock: a paused test runtime drives the back-off deterministically.
-use tokio::time::Instant;
 
 use super::Role;
 

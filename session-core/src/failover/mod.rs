@@ -16,9 +16,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-// tokio's clock, so a test on a paused runtime drives the breakers'
-// back-off deterministically; in a running runtime it is the system's.
-use tokio::time::Instant;
 
 pub use self::breaker::BreakerState;
 use self::breaker::{Admission, Breaker, BreakerConfig, Transition};
@@ -601,7 +598,7 @@ struct ProbeGuard<'a> {
 impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.breaker.on_outage(Instant::now(), true, false);
+            let _ = self.breaker.on_outage(now(), true, false);
         }
     }
 }
@@ -630,7 +627,7 @@ impl Inner {
         operation: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<Reply<T>, StoreError> {
-        let probe = match side.breaker.admit(Instant::now()) {
+        let probe = match side.breaker.admit(now()) {
             Admission::Skip => {
                 return Ok(Reply::Down(
                     StoreError::new(ErrorKind::Unavailable, operation)
@@ -648,14 +645,13 @@ impl Inner {
         guard.armed = false;
         match outcome {
             Ok(Err(err)) if err.kind().is_transient() => {
-                if side.breaker.on_outage(Instant::now(), probe, false) == Some(Transition::Opened)
-                {
+                if side.breaker.on_outage(now(), probe, false) == Some(Transition::Opened) {
                     self.start_watch(side.role);
                 }
                 Ok(Reply::Down(err))
             }
             Err(elapsed) => {
-                if side.breaker.on_outage(Instant::now(), probe, true) == Some(Transition::Opened) {
+                if side.breaker.on_outage(now(), probe, true) == Some(Transition::Opened) {
                     self.start_watch(side.role);
                 }
                 Ok(Reply::Down(
@@ -827,6 +823,12 @@ impl Inner {
             FailoverMode::Standby => self.standby_delete(id).await,
         }
     }
+}
+
+/// Now, on tokio's clock: a test on a paused runtime drives the breakers'
+/// back-off deterministically; on a running runtime it is the system's.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Milliseconds since the Unix epoch; times before it count as the epoch.

@@ -19,15 +19,16 @@ impl Inner {
             Reply::Answer(Some(record)) => Ok(Some(record)),
             // Not on the primary: it may have been created on the secondary
             // during an outage. A secondary that is down cannot have it now.
-            // A secondary that is down may hold it, and "no session" would
-            // log its user out; the request fails instead.
+            // Not on the primary: it may have been created on the secondary
+            // during an outage. A secondary that is down cannot serve it
+            // now; its sessions are what standby loses with it.
             Reply::Answer(None) => {
                 match self
                     .call(secondary, "load", secondary.store.load(id))
                     .await?
                 {
                     Reply::Answer(record) => Ok(record),
-                    Reply::Down(err) => Err(err),
+                    Reply::Down(_) => Ok(None),
                 }
             }
             // The primary's sessions are out of reach for now; the secondary
