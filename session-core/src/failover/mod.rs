@@ -35,23 +35,46 @@ pub enum FailoverMode {
     /// has it: both normally, the survivor while one is down. So when
     /// either store dies, no acknowledged write is lost. When a store
     /// comes back it may hold copies from before its outage (or nothing,
-    /// after a restart without persistence); a read compares versions,
-    /// serves the newer copy and repairs the stale side, and the writes and
-    /// deletes this process made during the outage are replayed to it at
-    /// once. A delete that reaches only one store leaves a tombstone there,
-    /// so the other store's old copy is never brought back to life. A copy
-    /// found on one store only within 2 s of its expiry is served but not
-    /// copied, so two stores that count expiry differently (Memcached
-    /// rounds up to whole seconds) cannot keep an idle session alive. **What
-    /// can be lost:** a session whose only up-to-date copy is on one store
-    /// when that store dies too. That takes two failures in a row: a
-    /// restarted-empty store that has not yet been repaired (by a read, or
-    /// by the replay of this process's writes) and then the loss of the
-    /// other. And under a split in which some app servers reach only the
-    /// primary and others only the secondary, both stores take commits;
-    /// afterwards the copy with the higher version wins (the primary's on
-    /// a tie) and the other side's commits from the split are lost. Costs:
-    /// every write and every read goes to both stores, in parallel.
+    /// after a restart without persistence). A background probe finds it
+    /// within [`probe_interval`](FailoverStoreBuilder::probe_interval)
+    /// (1 s) of answering, whatever the breaker's back-off, and the writes
+    /// and deletes this process made during the outage are replayed to it
+    /// at once; a read compares versions, serves the newer copy and repairs
+    /// the stale side. A commit that reaches one store and finds the
+    /// session missing on the other copies it over and, when the copy finds
+    /// another server's older repair there, replaces it before the commit
+    /// is acknowledged; when it cannot, it leaves an "ahead" mark that makes
+    /// every server's next read repair the other store.
+    ///
+    /// **Deletes.** Every delete first leaves a tombstone in both stores,
+    /// then deletes both copies; a copy found on one store only is ended,
+    /// not copied back, when either store holds its tombstone. So a load on
+    /// another server that reads one store before the delete and the other
+    /// after it cannot bring the session back, and neither can a store that
+    /// returns with an old copy. A tombstone lives for
+    /// [`tombstone_ttl`](FailoverStoreBuilder::tombstone_ttl), at least the
+    /// absolute timeout. A delete is acknowledged only once a store that
+    /// took it holds the tombstone.
+    ///
+    /// **No false "no session".** A load that only one store answers, with
+    /// "no session", while this process knows that store missed writes (it
+    /// holds writes for it to replay) fails as `Unavailable` instead: the
+    /// session may live only on the store that is down, and the error
+    /// policy (a 503 by default) beats a silent fresh session.
+    ///
+    /// A copy found on one store only within 2 s of its expiry is served
+    /// but not copied, so two stores that count expiry differently
+    /// (Memcached rounds up to whole seconds) cannot keep an idle session
+    /// alive. **What can be lost:** a session whose only up-to-date copy is
+    /// on one store when that store dies too. That takes two failures in a
+    /// row: a restarted-empty store that has not yet been repaired (by the
+    /// replay, by a read, or by the commit that found it missing) and then
+    /// the loss of the other. And under a split in which some app servers
+    /// reach only the primary and others only the secondary, both stores
+    /// take commits; afterwards the copy with the higher version wins (the
+    /// primary's on a tie) and the other side's commits from the split are
+    /// lost. Costs: every write and every read goes to both stores, in
+    /// parallel; a delete also writes a tombstone to each.
     #[default]
     Mirror,
     /// Writes go to the primary only; the secondary (a
@@ -65,13 +88,25 @@ pub enum FailoverMode {
     /// on the secondary, which keeps its id from then on (no new cookie on
     /// every page). When the primary returns, new sessions go back to it
     /// and sessions created on the secondary stay readable there until they
-    /// expire. **What is lost:** for the length of a primary outage, every
+    /// expire. A session lives in exactly one store: a create whose call to
+    /// the primary timed out (it may have landed) fails rather than make a
+    /// second copy on the secondary.
+    ///
+    /// **Deletes.** A delete is acknowledged once both stores took it, or,
+    /// with one of them down, once the store that is up is found to hold
+    /// the session (then it lives nowhere else). Otherwise the session may
+    /// live on the store that is down, and every other app server would go
+    /// on serving it from there once it is back: the delete fails (a 503
+    /// under the default policy; the user can retry), and is replayed to
+    /// that store when it returns. So a logout this store acknowledges is
+    /// never undone, on any server, even if this one restarts first.
+    ///
+    /// **What is lost:** for the length of a primary outage, every
     /// session on the primary (they come back with it, unless it restarted
     /// without persistence); every session on the secondary when the
     /// secondary dies (or, for a `MemoryStore`, when the app server
-    /// restarts). Deletes the primary missed are replayed to it when it
-    /// returns. Costs: one store call per operation, as with the primary
-    /// alone.
+    /// restarts). Costs: one store call per operation, as with the primary
+    /// alone; a delete during an outage costs one more (the stamp).
     Standby,
 }
 
@@ -92,7 +127,12 @@ pub enum FailoverMode {
 /// [`open_for`](FailoverStoreBuilder::open_for) (default 1 s) one probe call
 /// is let through: if it answers, the breaker closes; if not, it stays open
 /// twice as long, up to [`max_open_for`](FailoverStoreBuilder::max_open_for)
-/// (default 30 s). `Corrupt`, `TooLarge` and every other error kind are the
+/// (default 30 s). That back-off only spares requests; a background task
+/// probes an open breaker's store every
+/// [`probe_interval`](FailoverStoreBuilder::probe_interval) (default 1 s),
+/// and the first answer closes the breaker and starts the replay, so a
+/// store that is back is repaired within about that long even when the
+/// back-off has grown or no request comes. `Corrupt`, `TooLarge` and every other error kind are the
 /// store answering, not an outage: they reach the caller and fail nothing
 /// over, since a second store would only hide the bug.
 ///
