@@ -169,10 +169,12 @@ impl Inner {
     }
 
     /// Whether `side` may lack sessions that the other store holds, as far
-    /// as this process knows: it missed a write of `id`, or it has missed
-    /// writes not yet replayed (it was down, and may have come back empty).
+    /// as this process knows: it missed a write of `id`, it has missed
+    /// writes not yet replayed (it was down, and may have come back empty),
+    /// or it came back from its last outage without its data.
     fn may_lack(&self, side: &Side, id: &SessionId) -> bool {
-        side.pending_len.load(std::sync::atomic::Ordering::Relaxed) > 0
+        side.epoch.lost_data()
+            || side.pending_len.load(std::sync::atomic::Ordering::Relaxed) > 0
             || side.replaying.load(std::sync::atomic::Ordering::Acquire)
             || side
                 .missed

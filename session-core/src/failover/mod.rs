@@ -3,6 +3,7 @@
 
 mod breaker;
 mod mirror;
+mod recovery;
 mod standby;
 
 use std::{
@@ -10,7 +11,7 @@ use std::{
     future::Future,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
     },
     time::{Duration, SystemTime},
 };
@@ -361,6 +362,7 @@ impl FailoverStoreBuilder {
                 tombstone_ttl: self.tombstone_ttl,
                 max_pending: self.max_pending,
                 probe_interval: self.probe_interval,
+                epoch_mark: SessionId::generate().derive(EPOCH_DOMAIN),
             }),
         })
     }
@@ -573,6 +575,8 @@ struct Side {
     replaying: AtomicBool,
     /// A background probe is watching this store's open breaker.
     watching: AtomicBool,
+    /// Whether the store kept its data through its last outage.
+    epoch: recovery::Epoch,
 }
 
 impl std::fmt::Debug for Side {
@@ -598,6 +602,7 @@ impl Side {
             pending_len: AtomicUsize::new(0),
             replaying: AtomicBool::new(false),
             watching: AtomicBool::new(false),
+            epoch: recovery::Epoch::default(),
         }
     }
 }
@@ -625,6 +630,10 @@ struct Inner {
     tombstone_ttl: Duration,
     max_pending: usize,
     probe_interval: Duration,
+    /// This process's epoch mark: an id only this failover store writes,
+    /// to each store once, so that after an outage it can tell a store
+    /// that kept its data from one that restarted empty.
+    epoch_mark: SessionId,
 }
 
 /// Reopens a half-open breaker whose probe was dropped before it answered
@@ -706,149 +715,13 @@ impl Inner {
                 // would only churn the backlog.
                 let backlog = side.pending_len.load(Ordering::Relaxed) > 0
                     && self.other(side).breaker.state() == BreakerState::Closed;
-                if recovered || backlog {
+                if recovered {
+                    self.on_recovered(side.role);
+                } else if backlog {
                     self.start_replay(side.role);
                 }
+                self.ensure_epoch_mark(side.role);
                 answer.map(Reply::Answer)
-            }
-        }
-    }
-
-    /// Watches `role`'s open breaker from a background task: every
-    /// [`probe_interval`](FailoverStoreBuilder::probe_interval) it asks the
-    /// store for the stamp of an id no session has, and the first answer
-    /// closes the breaker and starts the replay. At most one watch per
-    /// store; it ends when the breaker closes (by this probe or a request's)
-    /// or the failover store is dropped.
-    ///
-    /// Without it, recovery waits for a request to draw the breaker's probe,
-    /// and the back-off doubles up to `max_open_for`: a store that returned
-    /// just after a failed probe stayed out, unrepaired, for that long.
-    fn start_watch(self: &Arc<Self>, role: Role) {
-        let side = self.side(role);
-        if side.watching.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            side.watching.store(false, Ordering::Release);
-            return;
-        };
-        // A weak handle: a dropped failover store stops its watches.
-        let weak = Arc::downgrade(self);
-        let interval = self.probe_interval;
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let side = inner.side(role);
-                if side.breaker.state() == BreakerState::Closed {
-                    side.watching.store(false, Ordering::Release);
-                    // A request's probe closed it; its replay is started.
-                    return;
-                }
-                let id = probe_id();
-                let probe = side.store.stamp(&id);
-                if let Ok(Ok(_)) = tokio::time::timeout(inner.call_timeout, probe).await {
-                    side.watching.store(false, Ordering::Release);
-                    if side.breaker.recover() == Some(Transition::Recovered) {
-                        inner.start_replay(role);
-                    }
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Remembers that `side` missed a write or delete of `id`, for replay.
-    /// True the first time for this id since its last replay: what decides
-    /// whether the other store needs to be marked as ahead.
-    fn missed(&self, side: &Side, id: &SessionId, what: Missed) -> bool {
-        let mut missed = side.missed.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = missed.get_mut(id) {
-            // A delete outranks a write: replaying a write would copy the
-            // session back.
-            if what == Missed::Delete {
-                *entry = Missed::Delete;
-            }
-            return false;
-        }
-        if missed.len() >= self.max_pending {
-            drop(missed);
-            metrics::counter!("session_kit_failover_replay_dropped_total", "store" => side.role.name())
-                .increment(1);
-            tracing::debug!(
-                target: "session_kit::failover",
-                store = side.role.name(),
-                max_pending = self.max_pending,
-                "the replay set is full; this missed write is repaired only when read"
-            );
-            return true;
-        }
-        missed.insert(*id, what);
-        side.pending_len.store(missed.len(), Ordering::Relaxed);
-        true
-    }
-
-    /// Replays what `role` missed, in a background task: at most one per
-    /// store at a time, one session after another, each call bounded by
-    /// the call timeout. Stops, keeping the rest, when the store goes down
-    /// again.
-    fn start_replay(self: &Arc<Self>, role: Role) {
-        let side = self.side(role);
-        if side.replaying.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // Without a tokio runtime there is nowhere to run it; the missed
-        // writes wait for reads to repair them.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            side.replaying.store(false, Ordering::Release);
-            return;
-        };
-        let inner = Arc::clone(self);
-        runtime.spawn(async move {
-            inner.replay(role).await;
-            inner.side(role).replaying.store(false, Ordering::Release);
-        });
-    }
-
-    async fn replay(self: &Arc<Self>, role: Role) {
-        let side = self.side(role);
-        let backlog: Vec<(SessionId, Missed)> = {
-            let mut missed = side.missed.lock().unwrap_or_else(PoisonError::into_inner);
-            side.pending_len.store(0, Ordering::Relaxed);
-            missed.drain().collect()
-        };
-        if backlog.is_empty() {
-            return;
-        }
-        tracing::info!(
-            target: "session_kit::failover",
-            store = role.name(),
-            sessions = backlog.len(),
-            "replaying writes the store missed while it was down"
-        );
-        let mut backlog = backlog.into_iter();
-        while let Some((id, what)) = backlog.next() {
-            let reached = match what {
-                Missed::Delete => self.call(side, "delete", side.store.delete(&id)).await,
-                Missed::Write => self.sync(&id, role).await,
-            };
-            match reached {
-                Ok(Reply::Answer(())) => {}
-                Ok(Reply::Down(_)) => {
-                    // Down again: keep this one and the rest for next time.
-                    for (id, what) in std::iter::once((id, what)).chain(backlog) {
-                        let _ = self.missed(side, &id, what);
-                    }
-                    return;
-                }
-                Err(err) => tracing::warn!(
-                    target: "session_kit::failover",
-                    store = role.name(),
-                    error.kind = ?err.kind(),
-                    error.message = %err,
-                    "a missed write could not be replayed; it is left to read repair"
-                ),
             }
         }
     }
@@ -888,14 +761,8 @@ fn count_fallback(operation: &'static str) {
     metrics::counter!("session_kit_failover_fallbacks_total", "op" => operation).increment(1);
 }
 
-/// The id the background recovery probe asks for: derived under a domain
-/// of its own, so no session, tombstone or mark ever has it.
-fn probe_id() -> SessionId {
-    SessionId::derive_from(PROBE_DOMAIN, b"probe")
-}
-
-/// The domain of the recovery probe's id.
-const PROBE_DOMAIN: &str = "session-kit/failover-probe/v1";
+/// The domain of the ids of epoch marks (see `Inner::epoch_mark`).
+const EPOCH_DOMAIN: &str = "session-kit/failover-epoch/v1";
 /// The domain of the ids that tombstones are stored under.
 const TOMBSTONE_DOMAIN: &str = "session-kit/failover-tombstone/v1";
 /// The domain of the ids of "ahead" marks: the store holding one took

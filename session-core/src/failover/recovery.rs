@@ -1,0 +1,294 @@
+//! How a store that was down catches up: the background probe that finds
+//! it back, the writes it missed (replayed to it), and the check that it
+//! came back with its data.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use super::{now, BreakerState, Inner, Missed, Reply, Role, Side, Transition};
+use crate::{Created, Record, SessionId};
+
+impl Inner {
+    /// `role`'s breaker just closed: the store answers again. Its missed
+    /// writes are replayed, and it is checked for having come back without
+    /// its data.
+    pub(super) fn on_recovered(self: &Arc<Self>, role: Role) {
+        self.start_replay(role);
+        self.start_epoch_check(role);
+    }
+
+    /// Leaves this process's epoch mark on `role`'s store the first time it
+    /// answers: the mark [`check_epoch`](Self::check_epoch) looks for after
+    /// an outage. Written once, in the background, off the request path.
+    pub(super) fn ensure_epoch_mark(self: &Arc<Self>, role: Role) {
+        let side = self.side(role);
+        if side.epoch.fresh() || side.epoch.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            side.epoch.busy.store(false, Ordering::Release);
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            let side = inner.side(role);
+            if inner.write_epoch_mark(side).await {
+                side.epoch.written(inner.tombstone_ttl);
+            }
+            side.epoch.busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// Writes the epoch mark to `side`, or moves its expiry on when it is
+    /// there already.
+    async fn write_epoch_mark(self: &Arc<Self>, side: &Side) -> bool {
+        let now = SystemTime::now();
+        let expires_at = now + self.tombstone_ttl;
+        let mark = Record::new(self.epoch_mark, Default::default(), now, expires_at);
+        let bounded = |call| tokio::time::timeout(self.call_timeout, call);
+        match bounded(side.store.create(&mark)).await {
+            Ok(Ok(Created::Created)) => true,
+            Ok(Ok(Created::IdTaken)) => matches!(
+                tokio::time::timeout(
+                    self.call_timeout,
+                    side.store.touch(&self.epoch_mark, expires_at)
+                )
+                .await,
+                Ok(Ok(true))
+            ),
+            Ok(Err(_)) | Err(_) => false,
+        }
+    }
+
+    /// Checks, in the background, whether `role`'s store still holds this
+    /// process's epoch mark. A store that lost it restarted without its
+    /// data (or evicted it): for the tombstone lifetime, the longest any
+    /// session it lost could still be live, its "no session" is not taken
+    /// as an answer while the other store is down
+    /// ([`may_lack`](Self::may_lack)). The mark is then written again.
+    fn start_epoch_check(self: &Arc<Self>, role: Role) {
+        let side = self.side(role);
+        if !side.epoch.is_marked() || side.epoch.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            side.epoch.busy.store(false, Ordering::Release);
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            let side = inner.side(role);
+            let stamp = side.store.stamp(&inner.epoch_mark);
+            if let Ok(Ok(None)) = tokio::time::timeout(inner.call_timeout, stamp).await {
+                let until = now() + inner.tombstone_ttl;
+                *side.epoch.lost_data_until.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(until);
+                metrics::counter!("session_kit_failover_store_lost_data_total", "store" => role.name())
+                    .increment(1);
+                tracing::warn!(
+                    target: "session_kit::failover",
+                    store = role.name(),
+                    "the store came back without its data; its \"no session\" answers are not trusted while the other store is down"
+                );
+                if inner.write_epoch_mark(side).await {
+                    side.epoch.written(inner.tombstone_ttl);
+                }
+            }
+            side.epoch.busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// Watches `role`'s open breaker from a background task: every
+    /// [`probe_interval`](FailoverStoreBuilder::probe_interval) it asks the
+    /// store for the stamp of an id no session has, and the first answer
+    /// closes the breaker and starts the replay. At most one watch per
+    /// store; it ends when the breaker closes (by this probe or a request's)
+    /// or the failover store is dropped.
+    ///
+    /// Without it, recovery waits for a request to draw the breaker's probe,
+    /// and the back-off doubles up to `max_open_for`: a store that returned
+    /// just after a failed probe stayed out, unrepaired, for that long.
+    pub(super) fn start_watch(self: &Arc<Self>, role: Role) {
+        let side = self.side(role);
+        if side.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            side.watching.store(false, Ordering::Release);
+            return;
+        };
+        // A weak handle: a dropped failover store stops its watches.
+        let weak = Arc::downgrade(self);
+        let interval = self.probe_interval;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let side = inner.side(role);
+                if side.breaker.state() == BreakerState::Closed {
+                    side.watching.store(false, Ordering::Release);
+                    // A request's probe closed it; its replay is started.
+                    return;
+                }
+                let id = probe_id();
+                let probe = side.store.stamp(&id);
+                if let Ok(Ok(_)) = tokio::time::timeout(inner.call_timeout, probe).await {
+                    side.watching.store(false, Ordering::Release);
+                    if side.breaker.recover() == Some(Transition::Recovered) {
+                        inner.on_recovered(role);
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Remembers that `side` missed a write or delete of `id`, for replay.
+    /// True the first time for this id since its last replay: what decides
+    /// whether the other store needs to be marked as ahead.
+    pub(super) fn missed(&self, side: &Side, id: &SessionId, what: Missed) -> bool {
+        let mut missed = side.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = missed.get_mut(id) {
+            // A delete outranks a write: replaying a write would copy the
+            // session back.
+            if what == Missed::Delete {
+                *entry = Missed::Delete;
+            }
+            return false;
+        }
+        if missed.len() >= self.max_pending {
+            drop(missed);
+            metrics::counter!("session_kit_failover_replay_dropped_total", "store" => side.role.name())
+                .increment(1);
+            tracing::debug!(
+                target: "session_kit::failover",
+                store = side.role.name(),
+                max_pending = self.max_pending,
+                "the replay set is full; this missed write is repaired only when read"
+            );
+            return true;
+        }
+        missed.insert(*id, what);
+        side.pending_len.store(missed.len(), Ordering::Relaxed);
+        true
+    }
+
+    /// Replays what `role` missed, in a background task: at most one per
+    /// store at a time, one session after another, each call bounded by
+    /// the call timeout. Stops, keeping the rest, when the store goes down
+    /// again.
+    pub(super) fn start_replay(self: &Arc<Self>, role: Role) {
+        let side = self.side(role);
+        if side.replaying.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Without a tokio runtime there is nowhere to run it; the missed
+        // writes wait for reads to repair them.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            side.replaying.store(false, Ordering::Release);
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            inner.replay(role).await;
+            inner.side(role).replaying.store(false, Ordering::Release);
+        });
+    }
+
+    pub(super) async fn replay(self: &Arc<Self>, role: Role) {
+        let side = self.side(role);
+        let backlog: Vec<(SessionId, Missed)> = {
+            let mut missed = side.missed.lock().unwrap_or_else(PoisonError::into_inner);
+            side.pending_len.store(0, Ordering::Relaxed);
+            missed.drain().collect()
+        };
+        if backlog.is_empty() {
+            return;
+        }
+        tracing::info!(
+            target: "session_kit::failover",
+            store = role.name(),
+            sessions = backlog.len(),
+            "replaying writes the store missed while it was down"
+        );
+        let mut backlog = backlog.into_iter();
+        while let Some((id, what)) = backlog.next() {
+            let reached = match what {
+                Missed::Delete => self.call(side, "delete", side.store.delete(&id)).await,
+                Missed::Write => self.sync(&id, role).await,
+            };
+            match reached {
+                Ok(Reply::Answer(())) => {}
+                Ok(Reply::Down(_)) => {
+                    // Down again: keep this one and the rest for next time.
+                    for (id, what) in std::iter::once((id, what)).chain(backlog) {
+                        let _ = self.missed(side, &id, what);
+                    }
+                    return;
+                }
+                Err(err) => tracing::warn!(
+                    target: "session_kit::failover",
+                    store = role.name(),
+                    error.kind = ?err.kind(),
+                    error.message = %err,
+                    "a missed write could not be replayed; it is left to read repair"
+                ),
+            }
+        }
+    }
+}
+
+/// What a side knows about whether its store kept its data.
+#[derive(Debug, Default)]
+pub(super) struct Epoch {
+    /// When the epoch mark is due to be written again, in milliseconds since
+    /// the Unix epoch; 0 until it was first written. An atomic, because
+    /// every answered call reads it.
+    refresh_due_ms: AtomicU64,
+    /// A background write or check of the mark is under way.
+    busy: AtomicBool,
+    /// Until when the store counts as having lost data.
+    lost_data_until: Mutex<Option<Instant>>,
+}
+
+impl Epoch {
+    /// Records that the mark, which lives for `lifetime`, was just written.
+    /// It is due again after half its lifetime, so that a process that sees
+    /// no outage for longer than the mark lives does not take its expiry for
+    /// lost data.
+    fn written(&self, lifetime: Duration) {
+        let due = super::millis(SystemTime::now() + lifetime / 2);
+        self.refresh_due_ms.store(due.max(1), Ordering::Release);
+    }
+
+    fn is_marked(&self) -> bool {
+        self.refresh_due_ms.load(Ordering::Acquire) > 0
+    }
+
+    fn fresh(&self) -> bool {
+        super::millis(SystemTime::now()) < self.refresh_due_ms.load(Ordering::Acquire)
+    }
+
+    /// Whether the store came back without its data recently enough that a
+    /// session it lost may still be live elsewhere.
+    pub(super) fn lost_data(&self) -> bool {
+        self.lost_data_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| now() < until)
+    }
+}
+
+/// The id the background recovery probe asks for: derived under a domain
+/// of its own, so no session, tombstone or mark ever has it.
+fn probe_id() -> SessionId {
+    SessionId::derive_from(PROBE_DOMAIN, b"probe")
+}
+
+/// The domain of the recovery probe's id.
+const PROBE_DOMAIN: &str = "session-kit/failover-probe/v1";
