@@ -180,8 +180,18 @@ async fn failover_file_writes_both_stores() {
         .iter()
         .map(|server| server.stats()["curr_items"].parse::<u64>().unwrap())
         .sum();
-    assert_eq!(in_memcached, 2, "the secondary should mirror both sessions");
-    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "2", "the primary holds both");
+    let in_redis: u64 = redis.cli(&["DBSIZE"]).trim().parse().unwrap();
+    // Each store holds both sessions and, once the failover store has
+    // written it in the background, this process's epoch mark (how it
+    // tells a store that restarted empty after an outage).
+    assert!(
+        (2..=3).contains(&in_memcached),
+        "the secondary should mirror both sessions: {in_memcached} items"
+    );
+    assert!(
+        (2..=3).contains(&in_redis),
+        "the primary should hold both sessions: {in_redis} keys"
+    );
 }
 
 #[tokio::test]
