@@ -311,10 +311,24 @@ impl<'a> Checker<'a> {
                 continue;
             }
             missed_keys.push(key);
+            // Stale rather than lost if a later read shows this value, or
+            // one written no later than this read: not merely a value
+            // written afterwards over it.
+            let fresh = self
+                .ops
+                .iter()
+                .filter(|write| op.ended.is_some_and(|ended| write.began > ended))
+                .filter(|write| self.target(write) == Some(lineage))
+                .filter_map(|write| write.action.written())
+                .filter(|(written_key, _)| *written_key == key)
+                .map(|(_, value)| value)
+                .min()
+                .unwrap_or(u64::MAX);
             let seen_again = self.ops.iter().any(|later| {
                 op.precedes(later)
                     && self.lineage(later.cookie) == Some(lineage)
-                    && matches!(&later.observed, Observed::Values(v) if v.get(key).copied().unwrap_or(0) >= written)
+                    && matches!(&later.observed, Observed::Values(v)
+                        if v.get(key).is_some_and(|&value| value >= written && value < fresh))
             });
             let key = key.to_owned();
             violations.push(if seen_again {

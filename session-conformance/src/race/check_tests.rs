@@ -411,3 +411,24 @@ fn cycle_id_and_destroy_may_change_the_cookie() {
     );
     assert_eq!(s.check(), vec![]);
 }
+
+#[test]
+fn a_write_missing_from_every_read_until_a_newer_one_overwrote_it_is_lost() {
+    let id = SessionId::generate();
+    let s = Script::logged_in(id);
+    let written = s.run(0, Some(id), write(0, 2), values(&[("c0", 1)]), ok());
+    let read = s.run(1, Some(id), Action::Read, values(&[("c0", 1)]), ok());
+    s.run(0, Some(id), write(0, 3), values(&[("c0", 1)]), ok());
+    s.run(1, Some(id), Action::Read, values(&[("c0", 3)]), ok());
+    let found = s.check();
+    assert!(
+        found.contains(&Violation::LostWrite {
+            write: written,
+            read,
+            key: "c0".to_owned(),
+            written: 2,
+            seen: Some(1)
+        }),
+        "{found:?}"
+    );
+}
