@@ -155,7 +155,14 @@ impl History {
     /// - a live session's cookie changes only by `cycle_id` or `destroy`
     ///   ([`CookieReplaced`](Violation::CookieReplaced)).
     ///
-    /// See the [module docs](super) for how ambiguous operations are read.
+    /// A session is a lineage of ids: the one a login or first write
+    /// created, and each id `cycle_id` moved it to. Each client writes only
+    /// its own key, with growing sequence numbers, so a read must show,
+    /// for every key, the last value acknowledged before it began or a
+    /// later one. An operation that failed (a 503) or had not ended may or
+    /// may not have taken effect, and nothing is guessed: its value may
+    /// appear or not, the session it ended may live on or not, but a value
+    /// once seen must not disappear.
     #[must_use]
     pub fn check(&self) -> Vec<Violation> {
         let ops = self.ops();

@@ -327,7 +327,7 @@ pub struct Summary {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use session_conformance::race::{Deployment, Explorer, Scenario};
+/// use session_conformance::race::{Deployment, Explorer, Mix, Scenario};
 /// use session_core::{MemoryStore, SessionStore};
 ///
 /// struct Memory;
@@ -340,7 +340,7 @@ pub struct Summary {
 ///     }
 /// }
 ///
-/// let explorer = Explorer::new("memory", Memory, Scenario::new());
+/// let explorer = Explorer::new("memory", Memory, Scenario::new().mix(Mix::reads_and_writes()));
 /// let summary = explorer.explore(0..5);
 /// assert!(summary.failure.is_none());
 /// assert_eq!(summary.histories, 5);
