@@ -59,7 +59,7 @@ fn mix() -> Mix {
 
 #[test]
 fn memory_store_keeps_every_promise_under_concurrent_requests() {
-    let scenario = Scenario::new().servers(3).mix(mix());
+    let scenario = Scenario::new().servers(3).thief().mix(mix());
     Explorer::new("memory", Memory, scenario).run(SEEDS);
 }
 
@@ -143,6 +143,7 @@ impl Deployment for Tiered {
 fn tiered_store_never_serves_a_stale_near_copy() {
     let scenario = Scenario::new()
         .servers(3)
+        .thief()
         .mix(mix())
         .operation_timeout(ms(50))
         .fault(FaultWindow::new(
@@ -195,7 +196,7 @@ fn lazy_store_keeps_every_promise_while_it_connects() {
     Explorer::new(
         "lazy over memory",
         Lazy,
-        Scenario::new().servers(3).mix(mix()),
+        Scenario::new().servers(3).thief().mix(mix()),
     )
     .run(SEEDS);
 }
@@ -233,6 +234,7 @@ fn standby_keeps_every_promise_while_its_secondary_fails() {
     // down; the secondary's faults must cost nothing.
     let scenario = Scenario::new()
         .servers(3)
+        .thief()
         .mix(mix())
         .fault(FaultWindow::new(
             1,

@@ -91,6 +91,39 @@ pub enum Violation {
     },
 }
 
+/// The promise a [`Violation`] breaks: what an explorer can
+/// [waive](super::Explorer::waive) where a store documents an exception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Promise {
+    /// No acknowledged write is lost ([`Violation::LostWrite`]).
+    NoLostWrite,
+    /// No read is older than a write acknowledged before it began
+    /// ([`Violation::StaleRead`]).
+    NoStaleRead,
+    /// No value once seen disappears ([`Violation::WentBackwards`]).
+    NoGoingBackwards,
+    /// Nothing ended comes back ([`Violation::Resurrected`]).
+    NothingEndedReturns,
+    /// A live session's cookie changes only by `cycle_id` or `destroy`
+    /// ([`Violation::CookieReplaced`]).
+    CookieKept,
+}
+
+impl Violation {
+    /// The promise this breaks.
+    #[must_use]
+    pub fn promise(&self) -> Promise {
+        match self {
+            Self::LostWrite { .. } => Promise::NoLostWrite,
+            Self::StaleRead { .. } => Promise::NoStaleRead,
+            Self::WentBackwards { .. } => Promise::NoGoingBackwards,
+            Self::Resurrected { .. } => Promise::NothingEndedReturns,
+            Self::CookieReplaced { .. } => Promise::CookieKept,
+        }
+    }
+}
+
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value =

@@ -40,6 +40,8 @@ pub struct Client {
     /// the id it names.
     cookie: Option<(SessionId, String)>,
     next_value: u64,
+    /// Sends the same cookie whatever responses set: a stolen cookie.
+    keeps_cookie: bool,
 }
 
 impl Client {
@@ -53,7 +55,15 @@ impl Client {
             history,
             cookie: None,
             next_value: 1,
+            keeps_cookie: false,
         }
+    }
+
+    /// From now on, sends the cookie it holds whatever responses set, as a
+    /// stolen cookie replayed by an attacker does. What responses set is
+    /// still recorded.
+    pub fn keep_cookie(&mut self) {
+        self.keeps_cookie = true;
     }
 
     /// The key this client writes.
@@ -234,14 +244,18 @@ impl Client {
         let pair = set_cookie.split(';').next().unwrap_or_default().trim();
         let value = pair.split_once('=').map_or("", |(_, value)| value);
         if value.is_empty() {
-            self.cookie = None;
+            if !self.keeps_cookie {
+                self.cookie = None;
+            }
             return CookieChange::Removed;
         }
         let verified = manager
             .codec()
             .verify(value)
             .expect("the manager sets cookies it can verify");
-        self.cookie = Some((verified.id, pair.to_owned()));
+        if !self.keeps_cookie {
+            self.cookie = Some((verified.id, pair.to_owned()));
+        }
         CookieChange::Set(verified.id)
     }
 }

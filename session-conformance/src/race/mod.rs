@@ -66,12 +66,12 @@ mod explore;
 mod faults;
 mod gate;
 mod history;
+mod scenario;
 
-pub use check::Violation;
+pub use check::{Promise, Violation};
 pub use client::Client;
-pub use explore::{
-    Deployment, Explorer, FaultWindow, Mix, Run, Scenario, Summary, OWNER, SEEDS_VAR, SEED_VAR,
-};
+pub use explore::{Deployment, Explorer, Run, Summary, SEEDS_VAR, SEED_VAR};
 pub use faults::{Faults, Schedule, SimulatedFaults, SimulatedStore, StoreFault};
 pub use gate::{Catch, Gate, GatedStore, Op, Point};
 pub use history::{Action, CookieChange, History, Observed, OpIndex, Operation, Outcome, Tick};
+pub use scenario::{FaultWindow, Mix, Scenario, OWNER};
