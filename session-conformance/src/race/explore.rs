@@ -262,6 +262,30 @@ impl Explorer {
         summary
     }
 
+    /// [`explore`](Self::explore) on the runtime the caller is in, each
+    /// seed by [`run_in_current_runtime`](Self::run_in_current_runtime):
+    /// for real servers.
+    pub async fn explore_in_current_runtime(&self, seeds: Range<u64>) -> Summary {
+        let started = Instant::now();
+        let mut summary = Summary {
+            histories: 0,
+            operations: 0,
+            elapsed: Duration::ZERO,
+            failure: None,
+        };
+        for seed in seeds {
+            let run = self.run_in_current_runtime(seed).await;
+            summary.histories += 1;
+            summary.operations += run.history.len() as u64;
+            if !run.violations.is_empty() {
+                summary.failure = Some(run);
+                break;
+            }
+        }
+        summary.elapsed = started.elapsed();
+        summary
+    }
+
     /// Runs one seed on a fresh paused current-thread runtime.
     ///
     /// # Panics

@@ -214,6 +214,15 @@ impl Scenario {
         self
     }
 
+    /// How long the run waits, once the clients are done and every fault
+    /// has ended, before the final reads (default 3 s): time for breakers
+    /// to probe and replays to run. Virtual time on the explorer's own
+    /// runtime, so free there; over real servers, keep it short.
+    pub fn settle(mut self, wait: Duration) -> Self {
+        self.settle = wait;
+        self
+    }
+
     /// The managers' operation timeout.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
