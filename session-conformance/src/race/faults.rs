@@ -2,6 +2,7 @@
 //! and faults (down, paused, restarted empty) for in-process stores.
 
 use std::{
+    future::Future,
     ops::RangeInclusive,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
@@ -112,7 +113,18 @@ type Restart = Box<dyn Fn() -> Arc<dyn SessionStore> + Send + Sync>;
 /// delay before it reaches the store and another before its caller sees
 /// the answer, so concurrent requests interleave differently with every
 /// seed; and faults are applied here for in-process stores.
+///
+/// A call that has left (its first delay is over) is served whatever
+/// becomes of its caller, as a server runs a command whose client gave up:
+/// a write held by a pause lands when the pause ends, after its request
+/// has answered 503. Only a call still on its way is dropped with a
+/// cancelled caller.
 pub struct SimulatedStore {
+    link: Arc<Link>,
+}
+
+/// What a call in flight needs, shared with the task that serves it.
+struct Link {
     inner: Mutex<Arc<dyn SessionStore>>,
     restart: Restart,
     condition: watch::Sender<Condition>,
@@ -122,7 +134,7 @@ pub struct SimulatedStore {
 impl std::fmt::Debug for SimulatedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimulatedStore")
-            .field("condition", &*self.condition.borrow())
+            .field("condition", &*self.link.condition.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -137,17 +149,57 @@ impl SimulatedStore {
         schedule: Schedule,
     ) -> Self {
         Self {
-            inner: Mutex::new(store),
-            restart: Box::new(restart),
-            condition: watch::Sender::new(Condition::Up),
-            schedule,
+            link: Arc::new(Link {
+                inner: Mutex::new(store),
+                restart: Box::new(restart),
+                condition: watch::Sender::new(Condition::Up),
+                schedule,
+            }),
         }
     }
 
     fn set(&self, condition: Condition) {
-        self.condition.send_replace(condition);
+        self.link.condition.send_replace(condition);
     }
 
+    fn restart_empty(&self) {
+        let empty = (self.link.restart)();
+        *self
+            .link
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = empty;
+    }
+
+    /// Runs `call` on the store: the delay there, the call, the delay
+    /// back, and the faults on either side.
+    async fn call<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn SessionStore>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        // Still on its way: a cancelled caller sends nothing.
+        tokio::time::sleep(self.link.schedule.delay()).await;
+        let link = Arc::clone(&self.link);
+        let served = tokio::spawn(async move {
+            link.reachable(operation).await?;
+            let store = Arc::clone(&link.inner.lock().unwrap_or_else(PoisonError::into_inner));
+            let answer = call(store).await;
+            tokio::time::sleep(link.schedule.delay()).await;
+            // The answer is lost if the store went down meanwhile.
+            link.reachable(operation).await?;
+            answer
+        });
+        match served.await {
+            Ok(answer) => answer,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => Err(StoreError::new(ErrorKind::Unavailable, operation).with_source(err)),
+        }
+    }
+}
+
+impl Link {
     /// Waits out a pause, then fails if the store is down.
     async fn reachable(&self, operation: &'static str) -> Result<(), StoreError> {
         let mut condition = self.condition.subscribe();
@@ -161,44 +213,29 @@ impl SimulatedStore {
         }
         Ok(())
     }
-
-    /// The store to call, after the delay on the way there.
-    async fn enter(&self, operation: &'static str) -> Result<Arc<dyn SessionStore>, StoreError> {
-        tokio::time::sleep(self.schedule.delay()).await;
-        self.reachable(operation).await?;
-        Ok(Arc::clone(
-            &self.inner.lock().unwrap_or_else(PoisonError::into_inner),
-        ))
-    }
-
-    /// The store's answer, after the delay on the way back; lost if the
-    /// store went down meanwhile.
-    async fn leave<T>(
-        &self,
-        operation: &'static str,
-        answer: Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        tokio::time::sleep(self.schedule.delay()).await;
-        self.reachable(operation).await?;
-        answer
-    }
 }
 
 #[async_trait]
 impl SessionStore for SimulatedStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        let store = self.enter("load").await?;
-        self.leave("load", store.load(id).await).await
+        let id = *id;
+        self.call("load", move |store| async move { store.load(&id).await })
+            .await
     }
 
     async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
-        let store = self.enter("stamp").await?;
-        self.leave("stamp", store.stamp(id).await).await
+        let id = *id;
+        self.call("stamp", move |store| async move { store.stamp(&id).await })
+            .await
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let store = self.enter("create").await?;
-        self.leave("create", store.create(record).await).await
+        let record = record.clone();
+        self.call(
+            "create",
+            move |store| async move { store.create(&record).await },
+        )
+        .await
     }
 
     async fn commit(
@@ -207,37 +244,49 @@ impl SessionStore for SimulatedStore {
         changes: &Changes,
         expires_at: SystemTime,
     ) -> Result<Committed, StoreError> {
-        let store = self.enter("commit").await?;
-        self.leave("commit", store.commit(id, changes, expires_at).await)
-            .await
+        let (id, changes) = (*id, changes.clone());
+        self.call("commit", move |store| async move {
+            store.commit(&id, &changes, expires_at).await
+        })
+        .await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
-        let store = self.enter("touch").await?;
-        self.leave("touch", store.touch(id, expires_at).await).await
+        let id = *id;
+        self.call("touch", move |store| async move {
+            store.touch(&id, expires_at).await
+        })
+        .await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        let store = self.enter("delete").await?;
-        self.leave("delete", store.delete(id).await).await
+        let id = *id;
+        self.call(
+            "delete",
+            move |store| async move { store.delete(&id).await },
+        )
+        .await
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        let store = self.enter("delete_by_owner").await?;
-        self.leave("delete_by_owner", store.delete_by_owner(owner).await)
-            .await
+        let owner = owner.to_owned();
+        self.call("delete_by_owner", move |store| async move {
+            store.delete_by_owner(&owner).await
+        })
+        .await
     }
 
     fn indexes_owners(&self) -> bool {
-        self.inner
+        self.link
+            .inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .indexes_owners()
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        let store = self.enter("health").await?;
-        self.leave("health", store.health().await).await
+        self.call("health", |store| async move { store.health().await })
+            .await
     }
 }
 
@@ -265,8 +314,7 @@ impl Faults for SimulatedFaults {
             StoreFault::Pause => store.set(Condition::Paused),
             StoreFault::RestartEmpty => {
                 store.set(Condition::Down);
-                let empty = (store.restart)();
-                *store.inner.lock().unwrap_or_else(PoisonError::into_inner) = empty;
+                store.restart_empty();
             }
         }
     }
