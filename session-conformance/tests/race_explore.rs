@@ -25,7 +25,7 @@ use session_core::{
 
 /// Seeds per scenario by default: the whole file stays well under a
 /// minute in a debug build on two cores.
-const SEEDS: u64 = 500;
+const SEEDS: u64 = 1000;
 
 const fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
