@@ -12,7 +12,9 @@
 //! [`InstrumentedStore`] wraps a real store to count calls and inject
 //! faults; it stands in for no backend. The [`race`] module holds the race
 //! harness: gates that hold one chosen store call to force an exact
-//! interleaving.
+//! interleaving, a Jepsen-style history checker, and a schedule explorer
+//! that runs small multi-server scenarios, with faults, under many seeded
+//! interleavings and checks every history.
 //!
 //! With the `testkit` feature, the `testkit` module starts the real servers
 //! that backends are tested against: a standalone Redis, a Sentinel group,
