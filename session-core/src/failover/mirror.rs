@@ -135,6 +135,22 @@ impl Inner {
     ) -> Option<Record> {
         match (primary, secondary) {
             (None, None) => None,
+            (Some(p), Some(s)) if p.version == s.version && p.data != s.data => {
+                // The same number of commits, but not the same ones: a
+                // repair raced a commit and the stores diverged. Only an
+                // ahead mark says which copy has the acknowledged writes.
+                let id = p.id;
+                let mark = id.derive(AHEAD_DOMAIN);
+                if self.holds(&self.primary, &mark).await {
+                    let _ = self.overwrite(&self.secondary, &p).await;
+                    Some(p)
+                } else if self.holds(&self.secondary, &mark).await {
+                    let _ = self.overwrite(&self.primary, &s).await;
+                    Some(s)
+                } else {
+                    Some(p)
+                }
+            }
             (Some(p), Some(s)) if p.version == s.version => {
                 // The same commits on both. A touch one side missed leaves
                 // it an earlier expiry; serve the later one, and let the
@@ -149,17 +165,12 @@ impl Inner {
                 } else {
                     (s, &self.secondary, &self.primary)
                 };
+                // The mark stays until it expires: deleting it here raced
+                // the commit that had just placed it for a newer gap, and
+                // left that gap unmarked for good (the explorer found it).
                 let ahead_mark = newer.id.derive(AHEAD_DOMAIN);
-                if (behind == Some(stale.role) || self.holds(ahead, &ahead_mark).await)
-                    && self.overwrite(stale, &newer).await
-                {
-                    self.repair_call(
-                        ahead,
-                        &newer.id,
-                        Missed::Write,
-                        ahead.store.delete(&ahead_mark),
-                    )
-                    .await;
+                if behind == Some(stale.role) || self.holds(ahead, &ahead_mark).await {
+                    let _ = self.overwrite(stale, &newer).await;
                 }
                 Some(newer)
             }
@@ -228,19 +239,6 @@ impl Inner {
             };
         }
         let copied = self.copy_to(empty, &record).await;
-        if copied {
-            // The gap the ahead mark recorded is closed: without this, the
-            // mark of every session committed during an outage would stay
-            // for the tombstone lifetime (found by session-lab's key count).
-            let mark = record.id.derive(AHEAD_DOMAIN);
-            self.repair_call(
-                holder,
-                &record.id,
-                Missed::Write,
-                holder.store.delete(&mark),
-            )
-            .await;
-        }
         OneSided::Kept { record, copied }
     }
 
@@ -555,8 +553,16 @@ impl Inner {
 
     /// Marks on `side` that `id` took commits the other store missed, so
     /// any app server's read knows the gap is real and repairs it.
+    ///
+    /// A mark is never deleted (a delete could not tell a mark it has seen
+    /// repaired from one a commit just placed for a newer gap); it lives
+    /// for [`AHEAD_MARK_TTL`] from the last time a commit placed it, capped
+    /// by the tombstone lifetime. While it lives, a read that finds the two
+    /// copies apart repairs the stale one, so a repair that raced a commit
+    /// and left the stores apart is mended by the next read.
     async fn mark_ahead(self: &Arc<Self>, side: &Side, id: &SessionId) {
-        if let Err(err) = self.leave_marker(side, &id.derive(AHEAD_DOMAIN)).await {
+        let lifetime = AHEAD_MARK_TTL.min(self.tombstone_ttl);
+        if let Err(err) = self.leave_marker(side, &id.derive(AHEAD_DOMAIN), lifetime).await {
             // Reads still serve the higher version; only the repair waits
             // for this process's replay.
             tracing::debug!(
@@ -586,8 +592,8 @@ impl Inner {
     pub(super) async fn mirror_delete(self: &Arc<Self>, id: &SessionId) -> Result<(), StoreError> {
         let tombstone = id.derive(TOMBSTONE_DOMAIN);
         let (primary_mark, secondary_mark) = tokio::join!(
-            self.leave_marker(&self.primary, &tombstone),
-            self.leave_marker(&self.secondary, &tombstone),
+            self.leave_marker(&self.primary, &tombstone, self.tombstone_ttl),
+            self.leave_marker(&self.secondary, &tombstone, self.tombstone_ttl),
         );
         let (primary, secondary) = tokio::join!(
             self.call(&self.primary, "delete", self.primary.store.delete(id)),
@@ -610,21 +616,34 @@ impl Inner {
         }
     }
 
-    /// Stores an empty record under `marker` on `side` for the tombstone
-    /// time to live.
+    /// Stores an empty record under `marker` on `side` that lives for
+    /// `lifetime` from now; one that is there already is kept at least that
+    /// long.
     async fn leave_marker(
         self: &Arc<Self>,
         side: &Side,
         marker: &SessionId,
+        lifetime: Duration,
     ) -> Result<(), StoreError> {
         let now = SystemTime::now();
-        let record = Record::new(*marker, Data::new(), now, now + self.tombstone_ttl);
+        let record = Record::new(*marker, Data::new(), now, now + lifetime);
         match self
             .call(side, "create", side.store.create(&record))
             .await?
         {
-            // Already there from an earlier outage: just as good.
-            Reply::Answer(Created::Created | Created::IdTaken) => Ok(()),
+            Reply::Answer(Created::Created) => Ok(()),
+            // Already there: make it last from now. A touch that finds it
+            // just expired leaves no mark, which the next commit's miss
+            // places again.
+            Reply::Answer(Created::IdTaken) => {
+                match self
+                    .call(side, "touch", side.store.touch(marker, record.expires_at))
+                    .await?
+                {
+                    Reply::Answer(_) => Ok(()),
+                    Reply::Down(err) => Err(err),
+                }
+            }
             Reply::Down(err) => Err(err),
         }
     }
@@ -671,6 +690,12 @@ impl Inner {
         }
     }
 }
+
+/// How long an ahead mark lives after the last commit that placed it:
+/// long past the replay and the reads that repair the gap it marks, short
+/// enough that marks of sessions committed during an outage do not pile up
+/// for the tombstone lifetime.
+const AHEAD_MARK_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// How often [`Inner::copy_to`] tries again when racing repairs keep
 /// taking the id first; each round replaces an older copy.
