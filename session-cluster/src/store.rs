@@ -15,8 +15,8 @@ use std::{
 use async_trait::async_trait;
 use futures_util::{future::join_all, stream, StreamExt as _};
 use session_core::{
-    Changes, Committed, ConfigError, Created, ErrorKind, Owner, Record, SessionId, SessionStore,
-    StoreError,
+    Changes, Committed, ConfigError, Created, ErrorKind, Owner, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::{
@@ -1514,7 +1514,7 @@ impl SessionStore for ClusterStore {
     /// [`request_timeout`](ClusterConfig::request_timeout).
     /// An error means some sessions may not have ended; calling again is
     /// safe and finishes the job.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         const OPERATION: &str = "delete_by_owner";
         let deadline = Instant::now() + self.inner.request_timeout;
         let index = self.owner_key(owner);
@@ -1523,6 +1523,7 @@ impl SessionStore for ClusterStore {
             Reply::Index(entries) => entries,
             other => return Err(unexpected(OPERATION, other)),
         };
+        let indexed = entries.iter().map(|(id, _)| id.0).collect();
         let results: Vec<(WireId, Result<Reply, StoreError>)> = stream::iter(entries)
             .map(|(id, until)| async move {
                 let key = self.key(&id.0);
@@ -1579,7 +1580,7 @@ impl SessionStore for ClusterStore {
         }
         match error {
             Some(err) => Err(err),
-            None => Ok(ended),
+            None => Ok(OwnerPass { ended, indexed }),
         }
     }
 

@@ -10,7 +10,8 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, Stamp, StoreError,
+    Changes, Committed, Created, ErrorKind, OwnerPass, Record, SessionId, SessionStore, Stamp,
+    StoreError,
 };
 
 /// How many times each store operation was called.
@@ -198,7 +199,7 @@ impl SessionStore for InstrumentedStore {
         self.inner.delete(id).await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.enter(&self.delete_by_owner, "delete_by_owner").await?;
         self.inner.delete_by_owner(owner).await
     }

@@ -10,7 +10,8 @@ use std::{
 use futures_util::FutureExt as _;
 use session_conformance::{async_trait, block_on, store, StoreFactory};
 use session_core::{
-    Changes, Committed, Created, MemoryStore, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, Created, MemoryStore, OwnerPass, Record, SessionId, SessionStore,
+    StoreError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,7 @@ impl SessionStore for BrokenStore {
         self.inner.delete(id).await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         if self.flaw != Flaw::ChecksThenEnds {
             return self.inner.delete_by_owner(owner).await;
         }
@@ -115,7 +116,7 @@ impl SessionStore for BrokenStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut ended = 0;
+        let mut pass = OwnerPass::default();
         for id in ids {
             let owned = self
                 .inner
@@ -128,10 +129,11 @@ impl SessionStore for BrokenStore {
                     tokio::task::yield_now().await;
                 }
                 self.inner.delete(&id).await?;
-                ended += 1;
+                pass.ended += 1;
             }
+            pass.indexed.push(id);
         }
-        Ok(ended)
+        Ok(pass)
     }
 
     fn indexes_owners(&self) -> bool {

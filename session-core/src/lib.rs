@@ -110,6 +110,6 @@ pub use manager::{
 #[cfg(feature = "memory")]
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use record::{Changes, Data, Owner, OwnerError, Record};
-pub use store::{Committed, Created, SessionStore, Stamp};
+pub use store::{Committed, Created, OwnerPass, SessionStore, Stamp};
 #[cfg(feature = "memory")]
 pub use tiered::{NearCache, TieredStore};

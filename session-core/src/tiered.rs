@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use moka::future::Cache;
 
 use crate::{
-    expiry::UntilExpiresAt, Changes, Committed, Created, Record, SessionId, SessionStore, Stamp,
-    StoreError,
+    expiry::UntilExpiresAt, Changes, Committed, Created, OwnerPass, Record, SessionId,
+    SessionStore, Stamp, StoreError,
 };
 
 /// The sessions a [`TieredStore`] keeps in this process: a moka cache
@@ -241,7 +241,7 @@ impl SessionStore for TieredStore {
     /// Ends them in the far store only. A near copy of an ended session is
     /// never served: every near hit is checked against the far store's
     /// stamp, which is gone, and the copy is dropped then.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.far.delete_by_owner(owner).await
     }
 

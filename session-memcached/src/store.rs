@@ -393,8 +393,8 @@ impl SessionStore for MemcachedStore {
         };
         let now = SystemTime::now();
         let envelope = Envelope::decode(&item.value).map_err(|err| corrupt(OPERATION, err))?;
-        let expires_at = exptime::expires_at(item.ttl, now)
-            .ok_or_else(|| corrupt(OPERATION, CorruptItem::NoExpiry))?;
+        let expires_at =
+            exptime::expires_at(item.ttl, now).map_err(|err| corrupt(OPERATION, err))?;
         self.remember(key, item.cas, item.value).await;
         let mut record = Record::new(*id, envelope.data, envelope.created_at, expires_at);
         record.version = envelope.version;

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use redis::RedisResult;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Owner, Record, SessionId, SessionStore, Stamp,
-    StoreError,
+    Changes, Committed, Created, ErrorKind, Owner, OwnerPass, Record, SessionId, SessionStore,
+    Stamp, StoreError,
 };
 
 use crate::{
@@ -358,11 +358,11 @@ impl SessionStore for RedisStore {
     /// One `ZRANGEBYSCORE` of the owner's live entries, one `end_owned`
     /// script per session (sent together, so they cost about one round
     /// trip), and one `ZREM` of the entries settled: see the type's docs.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         const OPERATION: &str = "delete_by_owner";
         if Owner::check_name(owner).is_err() {
             // No session can have been given this name.
-            return Ok(0);
+            return Ok(OwnerPass::default());
         }
         let index_key = index::key(&self.prefix, owner);
         let redis_error = |err| store_error(OPERATION, err);
@@ -421,7 +421,10 @@ impl SessionStore for RedisStore {
                     .await
                     .map_err(redis_error)?;
             }
-            Ok(ended)
+            Ok(OwnerPass {
+                ended,
+                indexed: ids,
+            })
         })
         .await
     }

@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Committed, Created, Record, SessionId, SessionStore, Stamp, StoreError,
+    Changes, Committed, Created, OwnerPass, Record, SessionId, SessionStore, Stamp, StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -312,7 +312,7 @@ impl SessionStore for GatedStore {
             .await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.around(Op::DeleteByOwner, None, self.inner.delete_by_owner(owner))
             .await
     }

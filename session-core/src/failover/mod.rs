@@ -23,8 +23,8 @@ use tokio::time::Instant;
 pub use self::breaker::BreakerState;
 use self::breaker::{Admission, Breaker, BreakerConfig, Transition};
 use crate::{
-    Changes, Committed, ConfigError, Created, ErrorKind, Record, SessionId, SessionStore,
-    StoreError,
+    Changes, Committed, ConfigError, Created, ErrorKind, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 
 /// How a [`FailoverStore`] uses its two stores.
@@ -409,7 +409,8 @@ impl SessionStore for FailoverStore {
     ///
     /// The count is the larger of the two stores' counts in mirror mode
     /// (both hold copies of the same sessions) and their sum in standby mode
-    /// (a session lives in one of them). In mirror mode it may fall short
+    /// (a session lives in one of them); the sessions found are both
+    /// stores' together. In mirror mode it may fall short
     /// when commits race the call: a repair that refuses to copy an ended
     /// session back deletes the copy itself, and that store then no longer
     /// counts it. Every such session is ended all the same.
@@ -424,7 +425,7 @@ impl SessionStore for FailoverStore {
     /// an ended one by such a repair. With one store down, the fence in the
     /// other is what keeps the down store's copies from coming back when it
     /// returns.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         let inner = &self.inner;
         if !self.indexes_owners() {
             return Err(StoreError::unsupported("delete_by_owner"));
@@ -452,10 +453,15 @@ impl SessionStore for FailoverStore {
         );
         match (primary?, secondary?, fence_outage) {
             (_, _, Some(err)) | (Reply::Down(err), _, _) | (_, Reply::Down(err), _) => Err(err),
-            (Reply::Answer(primary), Reply::Answer(secondary), None) => Ok(match inner.mode {
-                FailoverMode::Mirror => primary.max(secondary),
-                FailoverMode::Standby => primary + secondary,
-            }),
+            (Reply::Answer(primary), Reply::Answer(secondary), None) => {
+                let ended = match inner.mode {
+                    FailoverMode::Mirror => primary.ended.max(secondary.ended),
+                    FailoverMode::Standby => primary.ended + secondary.ended,
+                };
+                let mut indexed = primary.indexed;
+                indexed.extend(secondary.indexed);
+                Ok(OwnerPass { ended, indexed })
+            }
         }
     }
 
