@@ -10,8 +10,8 @@ use std::{
 use futures_util::FutureExt as _;
 use session_conformance::{async_trait, block_on, store, StoreFactory};
 use session_core::{
-    Changes, Committed, Created, MemoryStore, OwnerPass, Record, SessionId, SessionStore,
-    StoreError,
+    Changes, Committed, ConditionalDelete, Created, MemoryStore, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,9 @@ enum Flaw {
     /// separate step, so a session that moved to another owner in between
     /// is ended with the old owner's.
     ChecksThenEnds,
+    /// `delete_if_version` checks the version, then deletes in a separate
+    /// step, so a commit acknowledged in between is deleted with it.
+    ChecksVersionThenDeletes,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,27 @@ impl SessionStore for BrokenStore {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.inner.delete(id).await
+    }
+
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        if self.flaw != Flaw::ChecksVersionThenDeletes {
+            return self.inner.delete_if_version(id, version).await;
+        }
+        match self.inner.load(id).await? {
+            None => Ok(ConditionalDelete::Missing),
+            Some(record) if record.version != version => Ok(ConditionalDelete::Changed),
+            Some(_) => {
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+                self.inner.delete(id).await?;
+                Ok(ConditionalDelete::Deleted)
+            }
+        }
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
@@ -214,6 +238,19 @@ fn a_check_then_end_delete_by_owner_fails_the_owner_change_race_test() {
     assert!(!caught(
         Flaw::ChecksThenEnds,
         "delete_by_owner_follows_owner_changes"
+    ));
+}
+
+#[test]
+fn a_check_then_delete_delete_if_version_fails_the_commit_race_test() {
+    assert!(caught(
+        Flaw::ChecksVersionThenDeletes,
+        "commits_racing_delete_if_version_are_kept_or_refused"
+    ));
+    // The same store passes the test without a race: only the race shows it.
+    assert!(!caught(
+        Flaw::ChecksVersionThenDeletes,
+        "delete_if_version_deletes_only_at_the_version_given"
     ));
 }
 

@@ -15,8 +15,8 @@ use moka::{
 
 use crate::{
     expiry::{ExpiresAt, UntilExpiresAt},
-    Changes, Committed, Created, Data, Owner, OwnerPass, Record, SessionId, SessionStore,
-    StoreError,
+    Changes, Committed, ConditionalDelete, Created, Data, Owner, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 
 /// A session as the cache holds it. The data sits behind its own `Arc` so a
@@ -449,6 +449,33 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    /// One atomic compute on the entry, as `commit` is, so the two are
+    /// ordered; the eviction listener takes the session out of its owner's
+    /// index, as for `delete`.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let result = self
+            .cache
+            .entry(self.key(id))
+            .and_compute_with(|existing| async move {
+                match existing {
+                    Some(entry) if entry.value().is_live() && entry.value().version == version => {
+                        Op::Remove
+                    }
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+        Ok(match result {
+            CompResult::Removed(_) => ConditionalDelete::Deleted,
+            CompResult::Unchanged(entry) if entry.value().is_live() => ConditionalDelete::Changed,
+            _ => ConditionalDelete::Missing,
+        })
+    }
+
     /// Reads the owner's entries from the index, then removes each session
     /// that still has this owner in one atomic compute on its entry, so a
     /// commit racing it either lands first (and is deleted with it) or finds
@@ -612,6 +639,14 @@ mod tests {
 
         async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
             self.store.delete(id).await
+        }
+
+        async fn delete_if_version(
+            &self,
+            id: &SessionId,
+            version: u64,
+        ) -> Result<ConditionalDelete, StoreError> {
+            self.store.delete_if_version(id, version).await
         }
 
         async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {

@@ -30,6 +30,19 @@ pub enum Committed {
     Missing,
 }
 
+/// The answer of [`SessionStore::delete_if_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum ConditionalDelete {
+    /// The live record had the version given and is deleted.
+    Deleted,
+    /// The live record has another version: a commit landed since the
+    /// caller read it. Nothing was deleted.
+    Changed,
+    /// No live record has this id (never created, expired or deleted).
+    Missing,
+}
+
 /// The version and expiry of a live record, without its data: what a
 /// near-cache needs to tell whether its copy is still the stored one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +122,10 @@ pub struct OwnerPass {
 /// - [`create`](Self::create) and [`commit`](Self::commit) keep
 ///   [`Record::owner`](crate::Record::owner): `load` returns the owner last
 ///   written, and [`Changes::owner`](crate::Changes::owner) changes it.
+/// - [`delete_if_version`](Self::delete_if_version), where supported,
+///   deletes a live record only at the version given, in one atomic step
+///   with respect to `commit`: a commit it races is kept or finds the
+///   record `Missing`, never acknowledged and then deleted.
 /// - [`delete_by_owner`](Self::delete_by_owner), where supported, ends every
 ///   session of one owner and no other, no commit brings one back, and it
 ///   reports every session it found in the owner's index.
@@ -149,6 +166,53 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// Forgets `id`. Deleting an absent id is not an error.
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError>;
+
+    /// Deletes the live record for `id` only if its version is still
+    /// `version`, as one atomic step: a commit racing it either lands first
+    /// (the answer is [`Changed`](ConditionalDelete::Changed), and the
+    /// record keeps the commit) or finds the record
+    /// [`Missing`](Committed::Missing).
+    ///
+    /// [`Session::cycle_id`](crate::Session::cycle_id) ends the old id with
+    /// it once the new one exists, so that a commit acknowledged on the old
+    /// id after the request loaded it is carried over instead of deleted
+    /// with the old id.
+    ///
+    /// The default answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
+    /// reading the version and then deleting would delete a commit
+    /// acknowledged in between, so a store without an atomic way must say
+    /// so. The manager then fails the cycle (the request gets a 503 and
+    /// keeps its old id and data) rather than risk the write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::{Duration, SystemTime};
+    /// use session_core::{Changes, ConditionalDelete, MemoryStore, Record, SessionId, SessionStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// let now = SystemTime::now();
+    /// let record = Record::new(SessionId::generate(), Default::default(), now, now + Duration::from_secs(60));
+    /// let _ = store.create(&record).await.unwrap();
+    /// let mut changes = Changes::default();
+    /// changes.set("n", "2");
+    /// let _ = store.commit(&record.id, &changes, record.expires_at).await.unwrap();
+    ///
+    /// // Read at version 1; the commit made it 2, so nothing is deleted.
+    /// let answer = store.delete_if_version(&record.id, record.version).await.unwrap();
+    /// assert_eq!(answer, ConditionalDelete::Changed);
+    /// let answer = store.delete_if_version(&record.id, record.version + 1).await.unwrap();
+    /// assert_eq!(answer, ConditionalDelete::Deleted);
+    /// assert_eq!(store.load(&record.id).await.unwrap(), None);
+    /// # }
+    /// ```
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let _ = (id, version);
+        Err(StoreError::unsupported("delete_if_version"))
+    }
 
     /// Ends every live session whose [`Owner`](crate::Owner) is named `owner`,
     /// and says how many it ended and which sessions it found in the
@@ -223,6 +287,14 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         (**self).delete(id).await
+    }
+
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        (**self).delete_if_version(id, version).await
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {

@@ -14,7 +14,8 @@ use std::{
 use session_cluster::{ClusterConfig, ClusterStore};
 use session_conformance::{async_trait, StoreFactory};
 use session_core::{
-    Changes, Committed, Created, Data, OwnerPass, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, ConditionalDelete, Created, Data, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 
 pub const SECRET: &[u8; 32] = b"test-cluster-secret-of-32-bytes!";
@@ -133,6 +134,14 @@ impl SessionStore for RoundRobin {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.pick().delete(id).await
+    }
+
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        self.pick().delete_if_version(id, version).await
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {

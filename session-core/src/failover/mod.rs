@@ -23,8 +23,8 @@ use tokio::time::Instant;
 pub use self::breaker::BreakerState;
 use self::breaker::{Admission, Breaker, BreakerConfig, Transition};
 use crate::{
-    Changes, Committed, ConfigError, Created, ErrorKind, OwnerPass, Record, SessionId,
-    SessionStore, StoreError,
+    Changes, Committed, ConditionalDelete, ConfigError, Created, ErrorKind, OwnerPass, Record,
+    SessionId, SessionStore, StoreError,
 };
 
 /// How a [`FailoverStore`] uses its two stores.
@@ -393,6 +393,28 @@ impl SessionStore for FailoverStore {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.inner.delete_both(id).await
+    }
+
+    /// Decided as a commit is: in mirror mode by both stores at once (a
+    /// commit that landed on either copy makes it
+    /// [`Changed`](ConditionalDelete::Changed)), in standby mode by the
+    /// primary, or by the secondary for a session the primary lacks or
+    /// while it is down. Once a store deleted the record at that version,
+    /// the other store's copy goes as by [`delete`](SessionStore::delete),
+    /// tombstone and replay included.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let answer = match self.inner.mode {
+            FailoverMode::Mirror => self.inner.mirror_delete_if_version(id, version).await?,
+            FailoverMode::Standby => self.inner.standby_delete_if_version(id, version).await?,
+        };
+        if answer == ConditionalDelete::Deleted {
+            self.inner.delete_both(id).await?;
+        }
+        Ok(answer)
     }
 
     /// Ends the owner's sessions in both stores at once, in either mode: a
@@ -765,6 +787,79 @@ impl Inner {
             (Reply::Down(_), Reply::Answer(())) => {
                 let _ = self.missed(&self.primary, id, Missed::Delete);
                 self.after_one_sided_delete(&self.secondary, id).await
+            }
+        }
+    }
+
+    async fn mirror_delete_if_version(
+        self: &Arc<Self>,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        use ConditionalDelete::{Changed, Deleted, Missing};
+        let (primary, secondary) = tokio::join!(
+            self.call(
+                &self.primary,
+                "delete_if_version",
+                self.primary.store.delete_if_version(id, version)
+            ),
+            self.call(
+                &self.secondary,
+                "delete_if_version",
+                self.secondary.store.delete_if_version(id, version)
+            ),
+        );
+        Ok(match (primary?, secondary?) {
+            (Reply::Down(err), Reply::Down(_)) => return Err(err),
+            // A commit landed on a copy after the caller read it: the
+            // caller re-reads, and a load repairs a copy deleted here.
+            (Reply::Answer(Changed), _) | (_, Reply::Answer(Changed)) => Changed,
+            (Reply::Answer(Missing), Reply::Answer(Missing)) => Missing,
+            (Reply::Answer(_), Reply::Answer(_)) => Deleted,
+            // As a load with one store down: the other store's answer.
+            (Reply::Answer(answer), Reply::Down(_)) | (Reply::Down(_), Reply::Answer(answer)) => {
+                answer
+            }
+        })
+    }
+
+    async fn standby_delete_if_version(
+        self: &Arc<Self>,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let on_secondary = || self.secondary.store.delete_if_version(id, version);
+        match self
+            .call(
+                &self.primary,
+                "delete_if_version",
+                self.primary.store.delete_if_version(id, version),
+            )
+            .await?
+        {
+            // A session created on the secondary during an outage.
+            Reply::Answer(ConditionalDelete::Missing) => {
+                match self
+                    .call(&self.secondary, "delete_if_version", on_secondary())
+                    .await?
+                {
+                    Reply::Answer(answer) => Ok(answer),
+                    Reply::Down(err) => Err(err),
+                }
+            }
+            Reply::Answer(answer) => Ok(answer),
+            Reply::Down(primary_err) => {
+                match self
+                    .call(&self.secondary, "delete_if_version", on_secondary())
+                    .await?
+                {
+                    Reply::Answer(
+                        answer @ (ConditionalDelete::Deleted | ConditionalDelete::Changed),
+                    ) => Ok(answer),
+                    // The session lives on the primary, which is down: fail
+                    // rather than report it gone, as a commit does.
+                    Reply::Answer(ConditionalDelete::Missing) | Reply::Down(_) => Err(primary_err),
+                }
             }
         }
     }
