@@ -9,27 +9,34 @@ use std::{sync::Arc, time::SystemTime};
 use support::{id_of, set_cookie};
 
 use async_trait::async_trait;
-use session_conformance::race::{GatedStore, Op};
+use session_conformance::{
+    race::{GatedStore, Op},
+    Fault, InstrumentedStore,
+};
 use session_core::{
-    Changes, Committed, Created, Finish, Key, MemoryStore, Record, SessionId, SessionManager,
-    SessionStore, StoreError,
+    Changes, Committed, Created, ErrorKind, FailoverMode, FailoverStore, Finish, Key, MemoryStore,
+    Record, SessionId, SessionManager, SessionStore, StoreError,
 };
 
 struct Fixture {
-    memory: Arc<MemoryStore>,
+    /// The store, ungated: what the tests look at.
+    store: Arc<dyn SessionStore>,
     gated: Arc<GatedStore>,
     manager: SessionManager,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let memory = Arc::new(MemoryStore::new());
-        let gated = Arc::new(GatedStore::new(Arc::clone(&memory) as Arc<dyn SessionStore>));
+        Self::over(Arc::new(MemoryStore::new()))
+    }
+
+    fn over(store: Arc<dyn SessionStore>) -> Self {
+        let gated = Arc::new(GatedStore::new(Arc::clone(&store)));
         let manager = SessionManager::builder(Arc::clone(&gated), Key::generate())
             .build()
             .unwrap();
         Self {
-            memory,
+            store,
             gated,
             manager,
         }
@@ -56,7 +63,7 @@ impl Fixture {
     }
 
     async fn n(&self, id: &SessionId) -> Option<String> {
-        let record = self.memory.load(id).await.unwrap()?;
+        let record = self.store.load(id).await.unwrap()?;
         record.data.get("n").cloned()
     }
 }
@@ -67,7 +74,42 @@ impl Fixture {
 /// without losing it.
 #[tokio::test]
 async fn a_commit_acknowledged_while_the_id_cycles_is_carried_over() {
-    let fixture = Fixture::new();
+    assert!(commit_during_cycle_is_carried_over(&Fixture::new()).await);
+}
+
+/// The same through a mirror pair, with both stores up and with the
+/// secondary down: the pair answers the conditional delete as a commit.
+#[tokio::test]
+async fn a_mirror_pair_carries_a_commit_acknowledged_while_the_id_cycles_over() {
+    let pair = |secondary: Arc<InstrumentedStore>| {
+        let store = FailoverStore::builder(MemoryStore::new(), secondary)
+            .failure_threshold(1)
+            .build()
+            .unwrap();
+        Fixture::over(Arc::new(store))
+    };
+    let secondary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    assert!(commit_during_cycle_is_carried_over(&pair(Arc::clone(&secondary))).await);
+
+    let secondary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    let fixture = pair(Arc::clone(&secondary));
+    secondary.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    assert!(commit_during_cycle_is_carried_over(&fixture).await);
+}
+
+/// The same in standby mode, where the primary decides.
+#[tokio::test]
+async fn a_standby_pair_carries_a_commit_acknowledged_while_the_id_cycles_over() {
+    let store = FailoverStore::builder(MemoryStore::new(), MemoryStore::new())
+        .mode(FailoverMode::Standby)
+        .build()
+        .unwrap();
+    assert!(commit_during_cycle_is_carried_over(&Fixture::over(Arc::new(store))).await);
+}
+
+/// Runs race 7 on `fixture`; true when the cycle carried the commit over,
+/// false when it failed with the old id keeping it.
+async fn commit_during_cycle_is_carried_over(fixture: &Fixture) -> bool {
     let cookie = fixture.visit().await;
     let old = id_of(&cookie);
 
@@ -93,9 +135,10 @@ async fn a_commit_acknowledged_while_the_id_cycles_is_carried_over() {
                 Some("2"),
                 "the commit acknowledged on the old id was lost"
             );
-            let record = fixture.memory.load(&new).await.unwrap().unwrap();
+            let record = fixture.store.load(&new).await.unwrap().unwrap();
             assert_eq!(record.data.get("user").map(String::as_str), Some("\"ada\""));
-            assert_eq!(fixture.memory.load(&old).await.unwrap(), None);
+            assert_eq!(fixture.store.load(&old).await.unwrap(), None);
+            true
         }
         failed => {
             assert_eq!(failed, Finish::Unavailable);
@@ -104,6 +147,7 @@ async fn a_commit_acknowledged_while_the_id_cycles_is_carried_over() {
                 Some("2"),
                 "a failed cycle lost the commit"
             );
+            false
         }
     }
 }
@@ -124,7 +168,7 @@ async fn a_commit_acknowledged_after_the_new_id_exists_is_carried_over() {
     let mut end_old = fixture.gated.hold(Op::DeleteIfVersion.before().on(old));
     let cycling = tokio::spawn(async move { login.finish().await });
     end_old.reached().await;
-    assert!(fixture.memory.load(&new).await.unwrap().is_some());
+    assert!(fixture.store.load(&new).await.unwrap().is_some());
 
     fixture.commit_n(&cookie, 2).await;
     end_old.release();
@@ -136,7 +180,7 @@ async fn a_commit_acknowledged_after_the_new_id_exists_is_carried_over() {
         Some("2"),
         "the commit acknowledged on the old id was lost"
     );
-    assert_eq!(fixture.memory.load(&old).await.unwrap(), None);
+    assert_eq!(fixture.store.load(&old).await.unwrap(), None);
 }
 
 /// A logout on another server while the id cycles: the old id is gone when
@@ -163,7 +207,7 @@ async fn a_session_logged_out_while_its_id_cycles_does_not_come_back_under_the_n
         set_cookie(cycling.await.unwrap()).expect("the browser is told to drop the cookie");
     assert_eq!(removal, format!("{}=", fixture.manager.codec().name()));
     assert_eq!(
-        fixture.memory.load(&new).await.unwrap(),
+        fixture.store.load(&new).await.unwrap(),
         None,
         "a logged-out session came back under its new id"
     );
@@ -201,7 +245,7 @@ async fn a_cycle_that_keeps_losing_to_commits_fails_and_keeps_every_commit() {
     assert!(n > 2, "the cycle gave up after {} attempts", n - 1);
     assert_eq!(fixture.n(&old).await, Some(n.to_string()));
     assert_eq!(
-        fixture.memory.load(&new).await.unwrap(),
+        fixture.store.load(&new).await.unwrap(),
         None,
         "the failed cycle left its new id"
     );
