@@ -112,11 +112,11 @@ pub use build::{build_manager, build_store, BuildError};
 pub use figment;
 
 pub use session_core::{
-    clock, cookie, BoxError, BreakerState, Changes, Clock, Committed, ConfigError, CookieCodec,
-    CookieConfig, Created, Data, ErrorKind, ErrorPolicy, FailoverMode, FailoverState,
-    FailoverStore, FailoverStoreBuilder, Finish, Key, KeyError, KeyRing, LazyStore, ManualClock,
-    Owner, OwnerError, Record, SameSite, Session, SessionError, SessionId, SessionManager,
-    SessionManagerBuilder, SessionStore, Stamp, StoreError, SystemClock, Verified,
+    clock, cookie, BoxError, BreakerState, Changes, Clock, Committed, ConditionalDelete,
+    ConfigError, CookieCodec, CookieConfig, Created, Data, ErrorKind, ErrorPolicy, FailoverMode,
+    FailoverState, FailoverStore, FailoverStoreBuilder, Finish, Key, KeyError, KeyRing, LazyStore,
+    ManualClock, Owner, OwnerError, OwnerPass, Record, SameSite, Session, SessionError, SessionId,
+    SessionManager, SessionManagerBuilder, SessionStore, Stamp, StoreError, SystemClock, Verified,
 };
 #[cfg(feature = "memory")]
 pub use session_core::{MemoryStore, MemoryStoreBuilder, NearCache, TieredStore};

@@ -40,8 +40,9 @@ use session_kit::{
     memcached::{MemcachedConfig, MemcachedStore},
     redis::{RedisConfig, RedisStore},
     tower::conformance::AxumApp,
-    BreakerState, Changes, Committed, Created, ErrorKind, ErrorPolicy, FailoverMode, FailoverStore,
-    MemoryStore, NearCache, Record, SessionId, SessionStore, Stamp, StoreError, TieredStore,
+    BreakerState, Changes, Committed, ConditionalDelete, Created, ErrorKind, ErrorPolicy,
+    FailoverMode, FailoverStore, MemoryStore, NearCache, Record, SessionId, SessionStore, Stamp,
+    StoreError, TieredStore,
 };
 use tokio::task::JoinHandle;
 
@@ -160,6 +161,14 @@ impl SessionStore for Wipeable {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.current().delete(id).await
+    }
+
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        self.current().delete_if_version(id, version).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -15,8 +15,8 @@ use std::{
 use async_trait::async_trait;
 use futures_util::{future::join_all, stream, StreamExt as _};
 use session_core::{
-    Changes, Committed, ConfigError, Created, ErrorKind, Owner, Record, SessionId, SessionStore,
-    StoreError,
+    Changes, Committed, ConditionalDelete, ConfigError, Created, ErrorKind, Owner, OwnerPass,
+    Record, SessionId, SessionStore, StoreError,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::{
@@ -32,7 +32,10 @@ use crate::{
     local::{self, Entry, IndexDelta, Installed, Live, Local, Touched, OWNER_KEY_TAG},
     membership::{self, Command, Ident},
     placement::{Member, View},
-    wire::{to_hex, EndOutcome, Msg, Reply, Signer, WireEntry, WireErrorKind, WireId, WireLive},
+    wire::{
+        to_hex, EndOutcome, Msg, Reply, Signer, WireConditionalDelete, WireEntry, WireErrorKind,
+        WireId, WireLive,
+    },
     ClusterConfig,
 };
 
@@ -527,6 +530,7 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Index(_) => "Index",
         Reply::Ended(_) => "Ended",
         Reply::Failed { .. } => "Failed",
+        Reply::DeletedIf(_) => "DeletedIf",
     }
 }
 
@@ -631,7 +635,8 @@ impl Inner {
             | Msg::IndexAdd { key, .. }
             | Msg::IndexRead { key }
             | Msg::IndexRemove { key, .. }
-            | Msg::EndOwned { key, .. } => key.clone(),
+            | Msg::EndOwned { key, .. }
+            | Msg::DeleteIfVersion { key, .. } => key.clone(),
             other => return self.serve_copy(other).await,
         };
         let result = if let Msg::Load { .. } = msg {
@@ -695,6 +700,10 @@ impl Inner {
                 }
                 Msg::EndOwned { owner, until, .. } => {
                     self.end_owned_here(&key, &owner, until, &view, &holders, deadline)
+                        .await
+                }
+                Msg::DeleteIfVersion { version, .. } => {
+                    self.delete_if_version_here(&key, version, &view, &holders, deadline)
                         .await
                 }
                 _ => unreachable!("matched above"),
@@ -983,6 +992,39 @@ impl Inner {
             Some(_) => Err(StoreError::new(ErrorKind::Other, operation)
                 .with_source("a live copy outranked a tombstone, which versions forbid")),
         }
+    }
+
+    /// The owner's side of `delete_if_version`: under the session's lock,
+    /// so a commit racing it is applied wholly before (and the answer is
+    /// `Changed`) or finds the tombstone.
+    async fn delete_if_version_here(
+        &self,
+        key: &str,
+        version: u64,
+        view: &View,
+        holders: &[&Member],
+        deadline: Instant,
+    ) -> Result<Reply, StoreError> {
+        let base = self.read_base(key, view, deadline).await?;
+        let answer = match &base {
+            Some(Entry::Live(live)) if live.expires_at > SystemTime::now() => {
+                if live.version != version {
+                    return Ok(Reply::DeletedIf(WireConditionalDelete::Changed));
+                }
+                WireConditionalDelete::Deleted
+            }
+            _ => return Ok(Reply::DeletedIf(WireConditionalDelete::Missing)),
+        };
+        self.tombstone(
+            key,
+            base.as_ref(),
+            None,
+            holders,
+            deadline,
+            "delete_if_version",
+        )
+        .await?;
+        Ok(Reply::DeletedIf(answer))
     }
 
     /// The owner's side of one conditional delete of `delete_by_owner`:
@@ -1507,6 +1549,27 @@ impl SessionStore for ClusterStore {
         }
     }
 
+    /// Routed to the session's owner node, which checks the version and
+    /// leaves a tombstone on every holder under the session's lock, as for
+    /// `delete`.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        const OPERATION: &str = "delete_if_version";
+        let key = self.key(id);
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let msg = Msg::DeleteIfVersion {
+            key: key.clone(),
+            version,
+        };
+        match self.inner.route(&key, msg, OPERATION, deadline).await? {
+            Reply::DeletedIf(answer) => Ok(answer.into()),
+            other => Err(unexpected(OPERATION, other)),
+        }
+    }
+
     /// Reads the owner's index (from its owner node, or a backup when that
     /// one does not answer), ends each indexed session that still belongs
     /// to `owner` on the session's own owner node, 32 at a time, then takes
@@ -1514,7 +1577,7 @@ impl SessionStore for ClusterStore {
     /// [`request_timeout`](ClusterConfig::request_timeout).
     /// An error means some sessions may not have ended; calling again is
     /// safe and finishes the job.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         const OPERATION: &str = "delete_by_owner";
         let deadline = Instant::now() + self.inner.request_timeout;
         let index = self.owner_key(owner);
@@ -1523,6 +1586,7 @@ impl SessionStore for ClusterStore {
             Reply::Index(entries) => entries,
             other => return Err(unexpected(OPERATION, other)),
         };
+        let indexed = entries.iter().map(|(id, _)| id.0).collect();
         let results: Vec<(WireId, Result<Reply, StoreError>)> = stream::iter(entries)
             .map(|(id, until)| async move {
                 let key = self.key(&id.0);
@@ -1579,7 +1643,7 @@ impl SessionStore for ClusterStore {
         }
         match error {
             Some(err) => Err(err),
-            None => Ok(ended),
+            None => Ok(OwnerPass { ended, indexed }),
         }
     }
 

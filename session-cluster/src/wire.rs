@@ -12,7 +12,7 @@ use std::{
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use session_core::{Changes, Data, ErrorKind, Owner, SessionId};
+use session_core::{Changes, ConditionalDelete, Data, ErrorKind, Owner, SessionId};
 use sha2::Sha256;
 
 use crate::local::{Entry, Index, IndexDelta, Live};
@@ -106,6 +106,12 @@ pub(crate) enum Msg {
         key: String,
         delta: WireIndexDelta,
     },
+    // Last, so the variants before keep their numbers on the wire.
+    /// Deletes the session at `key` only if its version is `version`.
+    DeleteIfVersion {
+        key: String,
+        version: u64,
+    },
 }
 
 impl Msg {
@@ -128,6 +134,7 @@ impl Msg {
             Self::IndexRemove { .. } => "index_remove",
             Self::EndOwned { .. } => "end_owned",
             Self::IndexCopy { .. } => "index_copy",
+            Self::DeleteIfVersion { .. } => "delete_if_version",
         }
     }
 }
@@ -156,6 +163,9 @@ pub(crate) enum Reply {
         kind: WireErrorKind,
         reason: String,
     },
+    // Last, so the variants before keep their numbers on the wire.
+    /// What a [`Msg::DeleteIfVersion`] found.
+    DeletedIf(WireConditionalDelete),
 }
 
 /// The error kinds a peer reports, mirrored so the wire does not depend on
@@ -204,6 +214,25 @@ pub(crate) enum EndOutcome {
     Absent,
     /// The session is live and belongs to someone else, or to no one.
     Kept,
+}
+
+/// [`ConditionalDelete`](session_core::ConditionalDelete) on the wire,
+/// mirrored so the wire does not depend on core's enum layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WireConditionalDelete {
+    Deleted,
+    Changed,
+    Missing,
+}
+
+impl From<WireConditionalDelete> for ConditionalDelete {
+    fn from(answer: WireConditionalDelete) -> Self {
+        match answer {
+            WireConditionalDelete::Deleted => Self::Deleted,
+            WireConditionalDelete::Changed => Self::Changed,
+            WireConditionalDelete::Missing => Self::Missing,
+        }
+    }
 }
 
 /// A session id on the wire, in its text form. Decoding refuses anything
@@ -761,6 +790,7 @@ mod properties {
                 until
             }),
             (text(), delta()).prop_map(|(key, delta)| Msg::IndexCopy { key, delta }),
+            (text(), any::<u64>()).prop_map(|(key, version)| Msg::DeleteIfVersion { key, version }),
         ]
     }
 
@@ -793,6 +823,12 @@ mod properties {
             vec((id(), time()), 0..4).prop_map(Reply::Index),
             outcome.prop_map(Reply::Ended),
             (kind, text()).prop_map(|(kind, reason)| Reply::Failed { kind, reason }),
+            prop::sample::select(vec![
+                WireConditionalDelete::Deleted,
+                WireConditionalDelete::Changed,
+                WireConditionalDelete::Missing,
+            ])
+            .prop_map(Reply::DeletedIf),
         ]
     }
 

@@ -67,7 +67,7 @@ async fn create_one(node: &ClusterStore, record: Record) -> SessionId {
 async fn end_all(node: &ClusterStore, name: &str) -> (u64, usize) {
     for attempt in 1..=40 {
         match node.delete_by_owner(name).await {
-            Ok(ended) => return (ended, attempt),
+            Ok(pass) => return (pass.ended, attempt),
             Err(err) if err.kind().is_transient() && attempt < 40 => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -320,7 +320,8 @@ async fn the_index_is_read_from_a_backup_while_its_owner_node_is_unreachable() {
             node.delete_by_owner("ada"),
         )
         .await
-        .unwrap_or_else(|err| panic!("delete_by_owner via {caller}: {}", err.to_line()));
+        .unwrap_or_else(|err| panic!("delete_by_owner via {caller}: {}", err.to_line()))
+        .ended;
         if caller == nodes[0].node_id() {
             assert_eq!(ended, SESSIONS as u64, "via {caller}");
         } else {
@@ -352,8 +353,8 @@ async fn sessions_created_during_delete_by_owner_are_never_left_unindexed() {
             let mut ended = 0;
             // Bounded by the creators, which the test bounds.
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(n) = nodes[calls % nodes.len()].delete_by_owner("ada").await {
-                    ended += n;
+                if let Ok(pass) = nodes[calls % nodes.len()].delete_by_owner("ada").await {
+                    ended += pass.ended;
                 }
                 calls += 1;
             }

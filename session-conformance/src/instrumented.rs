@@ -10,7 +10,8 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, Stamp, StoreError,
+    Changes, Committed, ConditionalDelete, Created, ErrorKind, OwnerPass, Record, SessionId,
+    SessionStore, Stamp, StoreError,
 };
 
 /// How many times each store operation was called.
@@ -30,6 +31,8 @@ pub struct Calls {
     pub delete: usize,
     /// `delete_by_owner` calls.
     pub delete_by_owner: usize,
+    /// `delete_if_version` calls.
+    pub delete_if_version: usize,
 }
 
 impl Calls {
@@ -49,12 +52,18 @@ impl Calls {
         touch: 0,
         delete: 0,
         delete_by_owner: 0,
+        delete_if_version: 0,
     };
 
     /// Calls that write.
     #[must_use]
     pub fn writes(&self) -> usize {
-        self.create + self.commit + self.touch + self.delete + self.delete_by_owner
+        self.create
+            + self.commit
+            + self.touch
+            + self.delete
+            + self.delete_by_owner
+            + self.delete_if_version
     }
 }
 
@@ -65,7 +74,8 @@ pub enum Fault {
     /// Every call fails at once with this kind.
     Fail(ErrorKind),
     /// Loads and stamps work; every write (`create`, `commit`, `touch`,
-    /// `delete`, `delete_by_owner`) fails at once with this kind.
+    /// `delete`, `delete_if_version`, `delete_by_owner`) fails at once with
+    /// this kind.
     FailWrites(ErrorKind),
     /// Every read (`load`, `stamp`) fails at once with this kind; writes
     /// work. A store that timed out one request's load and took its write a
@@ -94,6 +104,7 @@ pub struct InstrumentedStore {
     touch: AtomicUsize,
     delete: AtomicUsize,
     delete_by_owner: AtomicUsize,
+    delete_if_version: AtomicUsize,
     fault: Mutex<Option<Fault>>,
 }
 
@@ -110,6 +121,7 @@ impl InstrumentedStore {
             touch: AtomicUsize::new(0),
             delete: AtomicUsize::new(0),
             delete_by_owner: AtomicUsize::new(0),
+            delete_if_version: AtomicUsize::new(0),
             fault: Mutex::new(None),
         }
     }
@@ -125,6 +137,7 @@ impl InstrumentedStore {
             touch: self.touch.load(Ordering::SeqCst),
             delete: self.delete.load(Ordering::SeqCst),
             delete_by_owner: self.delete_by_owner.load(Ordering::SeqCst),
+            delete_if_version: self.delete_if_version.load(Ordering::SeqCst),
         }
     }
 
@@ -138,6 +151,7 @@ impl InstrumentedStore {
             touch: self.touch.swap(0, Ordering::SeqCst),
             delete: self.delete.swap(0, Ordering::SeqCst),
             delete_by_owner: self.delete_by_owner.swap(0, Ordering::SeqCst),
+            delete_if_version: self.delete_if_version.swap(0, Ordering::SeqCst),
         }
     }
 
@@ -206,7 +220,17 @@ impl SessionStore for InstrumentedStore {
         self.inner.delete(id).await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        self.enter(&self.delete_if_version, "delete_if_version")
+            .await?;
+        self.inner.delete_if_version(id, version).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.enter(&self.delete_by_owner, "delete_by_owner").await?;
         self.inner.delete_by_owner(owner).await
     }

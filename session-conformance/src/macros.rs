@@ -28,6 +28,8 @@ macro_rules! __store_tests {
             commits_racing_delete_by_owner_never_bring_a_session_back,
             owner_changes_racing_delete_by_owner_leave_no_session_of_that_owner,
             expired_sessions_leave_the_owner_index,
+            delete_if_version_deletes_only_at_the_version_given,
+            commits_racing_delete_if_version_are_kept_or_refused,
         }
     };
 }

@@ -4,6 +4,7 @@
 //! parallel against one shared server.
 
 use std::{
+    collections::HashSet,
     future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -15,8 +16,11 @@ use std::{
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use session_core::{
-    Changes, Committed, Created, Data, ErrorKind, Owner, Record, SessionId, SessionStore, Stamp,
+    Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Owner, Record, SessionId,
+    SessionStore, Stamp,
 };
+
+use crate::race::{GatedStore, Op};
 
 /// Makes stores for the suite.
 ///
@@ -40,6 +44,14 @@ pub trait StoreFactory: Send + Sync {
     /// default; a store that cannot say so here, and the owner tests then
     /// check that it answers [`ErrorKind::Unsupported`] and ends nothing.
     fn indexes_owners(&self) -> bool {
+        true
+    }
+
+    /// Whether the store implements
+    /// [`delete_if_version`](SessionStore::delete_if_version). `true` by
+    /// default; a store that cannot say so here, and the tests then check
+    /// that it answers [`ErrorKind::Unsupported`] and deletes nothing.
+    fn deletes_if_version(&self) -> bool {
         true
     }
 
@@ -481,9 +493,10 @@ pub async fn owner_round_trips_through_create_and_commit(factory: &dyn StoreFact
     assert_eq!(loaded.version, Record::FIRST_VERSION + 3);
 }
 
-/// `delete_by_owner` ends every live session of one owner, counts them, and
-/// leaves other owners' sessions, unowned sessions and the same owner's
-/// sessions under another prefix alone. A second call ends nothing.
+/// `delete_by_owner` ends every live session of one owner, counts them,
+/// reports each as found in the owner's index, and leaves other owners'
+/// sessions, unowned sessions and the same owner's sessions under another
+/// prefix alone. A second call ends nothing.
 pub async fn delete_by_owner_ends_that_owners_sessions_and_no_others(factory: &dyn StoreFactory) {
     let store = fresh_store(factory).await;
     let neighbour = fresh_store(factory).await;
@@ -509,7 +522,15 @@ pub async fn delete_by_owner_ends_that_owners_sessions_and_no_others(factory: &d
         return;
     }
 
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 3);
+    let pass = store.delete_by_owner("ada").await.unwrap();
+    assert_eq!(pass.ended, 3);
+    // SessionManager::end_all_for stops on what a pass found, so a session
+    // the pass read from the index and left out here could outlive it.
+    assert_eq!(
+        pass.indexed.iter().copied().collect::<HashSet<_>>(),
+        ada.iter().copied().collect::<HashSet<_>>(),
+        "the pass did not report exactly ada's sessions as found in her index"
+    );
     assert_eq!(live(&*store, &ada).await, 0, "an ada session survived");
     assert_eq!(live(&*store, &bob).await, 2, "a bob session was ended");
     assert!(
@@ -521,8 +542,8 @@ pub async fn delete_by_owner_ends_that_owners_sessions_and_no_others(factory: &d
         1,
         "another prefix's session was ended"
     );
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 0);
-    assert_eq!(store.delete_by_owner("nobody").await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 0);
+    assert_eq!(store.delete_by_owner("nobody").await.unwrap().ended, 0);
     for id in &ada {
         assert_eq!(
             store
@@ -559,7 +580,7 @@ pub async fn delete_by_owner_follows_owner_changes(factory: &dyn StoreFactory) {
         let _ = store.commit(&id, &changes, expiry(LONG)).await.unwrap();
     }
 
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 1);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 1);
     assert!(store.load(&gained.id).await.unwrap().is_none());
     assert!(
         store.load(&moved.id).await.unwrap().is_some(),
@@ -569,7 +590,7 @@ pub async fn delete_by_owner_follows_owner_changes(factory: &dyn StoreFactory) {
         store.load(&lost.id).await.unwrap().is_some(),
         "an unowned session was ended"
     );
-    assert_eq!(store.delete_by_owner("bob").await.unwrap(), 1);
+    assert_eq!(store.delete_by_owner("bob").await.unwrap().ended, 1);
     assert!(store.load(&moved.id).await.unwrap().is_none());
 }
 
@@ -622,7 +643,7 @@ pub async fn commits_racing_delete_by_owner_never_bring_a_session_back(factory: 
                 async move { started.load(Ordering::SeqCst) == SESSIONS }
             })
             .await;
-            store.delete_by_owner("ada").await.unwrap()
+            store.delete_by_owner("ada").await.unwrap().ended
         })
     };
     let (writers, ended) = tokio::join!(writers, ender);
@@ -692,7 +713,7 @@ pub async fn owner_changes_racing_delete_by_owner_leave_no_session_of_that_owner
             }
             let ended = store.delete_by_owner("ada");
             let _ = ending.send(true);
-            ended.await.unwrap()
+            ended.await.unwrap().ended
         })
     };
     let (moved, ended) = tokio::join!(movers, ender);
@@ -719,11 +740,14 @@ pub async fn owner_changes_racing_delete_by_owner_leave_no_session_of_that_owner
     }
     assert!(ended <= SESSIONS as u64, "ended {ended} of {SESSIONS}");
     assert_eq!(
-        store.delete_by_owner("ada").await.unwrap(),
+        store.delete_by_owner("ada").await.unwrap().ended,
         0,
         "ada still has sessions"
     );
-    assert_eq!(store.delete_by_owner("bob").await.unwrap(), live_as_bob);
+    assert_eq!(
+        store.delete_by_owner("bob").await.unwrap().ended,
+        live_as_bob
+    );
     assert_eq!(live(&*store, &ids).await, 0);
 }
 
@@ -747,11 +771,278 @@ pub async fn expired_sessions_leave_the_owner_index(factory: &dyn StoreFactory) 
         live(&*store, &short).await == 0
     })
     .await;
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 0);
 
     let long = create_all(&*store, "ada", 1).await;
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 1);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 1);
     assert_eq!(live(&*store, &long).await, 0);
+}
+
+/// `delete_if_version` deletes a live record only at the version given:
+/// at any other version it answers `Changed` and keeps the record (a
+/// `touch` does not change the version), an absent, deleted or expired
+/// record is `Missing`, a deleted one takes no commit, another prefix's
+/// record is untouched, and an owned one leaves nothing for its owner's
+/// end-all to end.
+pub async fn delete_if_version_deletes_only_at_the_version_given(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let neighbour = fresh_store(factory).await;
+    let record = record_with(&[("k", "1")], LONG);
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    let first = record.version;
+    if !factory.deletes_if_version() {
+        let err = store
+            .delete_if_version(&record.id, first)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(
+            store.load(&record.id).await.unwrap().is_some(),
+            "an unsupported delete_if_version deleted the record"
+        );
+        return;
+    }
+
+    assert_eq!(
+        store
+            .delete_if_version(&record.id, first + 1)
+            .await
+            .unwrap(),
+        ConditionalDelete::Changed,
+        "a version the record never had"
+    );
+    let Committed::Applied { version: second } = store
+        .commit(&record.id, &set("k", "2"), expiry(LONG))
+        .await
+        .unwrap()
+    else {
+        panic!("the commit found its record missing");
+    };
+    assert_eq!(
+        store.delete_if_version(&record.id, first).await.unwrap(),
+        ConditionalDelete::Changed,
+        "the version before the commit"
+    );
+    let kept = store
+        .load(&record.id)
+        .await
+        .unwrap()
+        .expect("a Changed answer deleted the record");
+    assert_eq!(kept.data.get("k").map(String::as_str), Some("2"));
+
+    assert!(store.touch(&record.id, expiry(LONG)).await.unwrap());
+    assert_eq!(
+        store.delete_if_version(&record.id, second).await.unwrap(),
+        ConditionalDelete::Deleted,
+        "the current version, after a touch (which keeps it)"
+    );
+    assert_eq!(store.load(&record.id).await.unwrap(), None);
+    assert_eq!(
+        store.delete_if_version(&record.id, second).await.unwrap(),
+        ConditionalDelete::Missing
+    );
+    assert_eq!(
+        store
+            .commit(&record.id, &set("k", "3"), expiry(LONG))
+            .await
+            .unwrap(),
+        Committed::Missing,
+        "a commit brought a conditionally deleted record back"
+    );
+    assert_eq!(
+        store
+            .delete_if_version(&SessionId::generate(), first)
+            .await
+            .unwrap(),
+        ConditionalDelete::Missing,
+        "an id never created"
+    );
+
+    let next_door = record_with(&[("k", "1")], LONG);
+    assert_eq!(
+        neighbour.create(&next_door).await.unwrap(),
+        Created::Created
+    );
+    assert_eq!(
+        store.delete_if_version(&next_door.id, first).await.unwrap(),
+        ConditionalDelete::Missing,
+        "another prefix's record was visible"
+    );
+    assert!(
+        neighbour.load(&next_door.id).await.unwrap().is_some(),
+        "another prefix's record was deleted"
+    );
+
+    let short = record_with(&[("k", "1")], SHORT);
+    assert_eq!(store.create(&short).await.unwrap(), Created::Created);
+    poll_until("the short-lived record to expire", || async {
+        store.load(&short.id).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(
+        store
+            .delete_if_version(&short.id, short.version)
+            .await
+            .unwrap(),
+        ConditionalDelete::Missing,
+        "an expired record"
+    );
+
+    let owned = record_owned_by("ada", &[], LONG);
+    assert_eq!(store.create(&owned).await.unwrap(), Created::Created);
+    assert_eq!(
+        store
+            .delete_if_version(&owned.id, owned.version)
+            .await
+            .unwrap(),
+        ConditionalDelete::Deleted
+    );
+    if factory.indexes_owners() {
+        assert_eq!(
+            store.delete_by_owner("ada").await.unwrap().ended,
+            0,
+            "a conditionally deleted session was still live for its owner"
+        );
+    }
+}
+
+/// `delete_if_version` and `commit` on one session are ordered: a commit
+/// that the store applied before the conditional delete makes it answer
+/// `Changed` and stays; a commit after it finds the record `Missing`.
+/// Both orders are forced with gates; then writers keep committing while
+/// the record is deleted at the version last read, and no commit the store
+/// acknowledged may be newer than the version deleted (a store that checks
+/// the version and deletes in a second step deletes such a commit).
+pub async fn commits_racing_delete_if_version_are_kept_or_refused(factory: &dyn StoreFactory) {
+    const WRITERS: usize = 4;
+    if !factory.deletes_if_version() {
+        return;
+    }
+    let store = fresh_store(factory).await;
+    let gated = Arc::new(GatedStore::new(Arc::clone(&store)));
+
+    // A commit the store applied, not yet acknowledged: the version read
+    // before it is stale.
+    let record = record_with(&[("k", "1")], LONG);
+    let id = record.id;
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    let mut gate = gated.hold(Op::Commit.after().on(id));
+    let committing = tokio::spawn({
+        let gated = Arc::clone(&gated);
+        async move { gated.commit(&id, &set("k", "2"), expiry(LONG)).await }
+    });
+    gate.reached().await;
+    assert_eq!(
+        store.delete_if_version(&id, record.version).await.unwrap(),
+        ConditionalDelete::Changed,
+        "a conditional delete at the version before an applied commit"
+    );
+    gate.release();
+    let Committed::Applied { version } = committing.await.unwrap().unwrap() else {
+        panic!("the held commit found its record missing");
+    };
+    let loaded = store
+        .load(&id)
+        .await
+        .unwrap()
+        .expect("the record was deleted");
+    assert_eq!(loaded.data.get("k").map(String::as_str), Some("2"));
+
+    // A conditional delete the store applied, not yet acknowledged: a
+    // commit now finds nothing to commit to.
+    let mut gate = gated.hold(Op::DeleteIfVersion.after().on(id));
+    let deleting = tokio::spawn({
+        let gated = Arc::clone(&gated);
+        async move { gated.delete_if_version(&id, version).await }
+    });
+    gate.reached().await;
+    assert_eq!(
+        store
+            .commit(&id, &set("k", "3"), expiry(LONG))
+            .await
+            .unwrap(),
+        Committed::Missing,
+        "a commit after a conditional delete"
+    );
+    gate.release();
+    assert_eq!(deleting.await.unwrap().unwrap(), ConditionalDelete::Deleted);
+
+    // Free-running: writers commit until they see `Missing` while the
+    // record is deleted at the version last read.
+    let record = record_with(&[("k", "1")], LONG);
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    let id = record.id;
+    let started = Arc::new(AtomicUsize::new(0));
+    let writers = join_all((0..WRITERS).map(|writer| {
+        let store = Arc::clone(&store);
+        let started = Arc::clone(&started);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + RACE_DEADLINE;
+            let mut newest = 0;
+            for i in 0..RACE_COMMITS {
+                let changes = set(&format!("w{writer}"), &i.to_string());
+                match store.commit(&id, &changes, expiry(LONG)).await.unwrap() {
+                    Committed::Applied { version } => newest = newest.max(version),
+                    Committed::Missing => return Some(newest),
+                }
+                if i == 0 {
+                    started.fetch_add(1, Ordering::SeqCst);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            None
+        })
+    }));
+    let deleter = {
+        let store = Arc::clone(&store);
+        let started = Arc::clone(&started);
+        tokio::spawn(async move {
+            poll_until("every writer to commit once", || {
+                let started = Arc::clone(&started);
+                async move { started.load(Ordering::SeqCst) == WRITERS }
+            })
+            .await;
+            let deadline = tokio::time::Instant::now() + RACE_DEADLINE;
+            loop {
+                let read = store
+                    .load(&id)
+                    .await
+                    .unwrap()
+                    .expect("the record vanished before it was deleted")
+                    .version;
+                match store.delete_if_version(&id, read).await.unwrap() {
+                    ConditionalDelete::Deleted => return read,
+                    ConditionalDelete::Changed => {}
+                    ConditionalDelete::Missing => {
+                        panic!("the record vanished before it was deleted")
+                    }
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the writers never left a gap to delete the record in"
+                );
+            }
+        })
+    };
+    let (writers, deleted_at) = tokio::join!(writers, deleter);
+    let deleted_at = deleted_at.unwrap();
+    for newest in writers {
+        let newest = newest
+            .unwrap()
+            .expect("a writer never saw the record deleted (it ran out of commits or time first)");
+        assert!(
+            newest <= deleted_at,
+            "a commit acknowledged at version {newest} was deleted with the record at version {deleted_at}"
+        );
+    }
+    assert_eq!(
+        store.load(&id).await.unwrap(),
+        None,
+        "a deleted record came back"
+    );
 }
 
 /// An owner called `name` whose index entry lasts `lifetime` from now.

@@ -10,7 +10,8 @@ use std::{
 use futures_util::FutureExt as _;
 use session_conformance::{async_trait, block_on, store, StoreFactory};
 use session_core::{
-    Changes, Committed, Created, MemoryStore, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, ConditionalDelete, Created, MemoryStore, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,9 @@ enum Flaw {
     /// separate step, so a session that moved to another owner in between
     /// is ended with the old owner's.
     ChecksThenEnds,
+    /// `delete_if_version` checks the version, then deletes in a separate
+    /// step, so a commit acknowledged in between is deleted with it.
+    ChecksVersionThenDeletes,
 }
 
 #[derive(Debug)]
@@ -106,7 +110,28 @@ impl SessionStore for BrokenStore {
         self.inner.delete(id).await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        if self.flaw != Flaw::ChecksVersionThenDeletes {
+            return self.inner.delete_if_version(id, version).await;
+        }
+        match self.inner.load(id).await? {
+            None => Ok(ConditionalDelete::Missing),
+            Some(record) if record.version != version => Ok(ConditionalDelete::Changed),
+            Some(_) => {
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+                self.inner.delete(id).await?;
+                Ok(ConditionalDelete::Deleted)
+            }
+        }
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         if self.flaw != Flaw::ChecksThenEnds {
             return self.inner.delete_by_owner(owner).await;
         }
@@ -115,7 +140,7 @@ impl SessionStore for BrokenStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut ended = 0;
+        let mut pass = OwnerPass::default();
         for id in ids {
             let owned = self
                 .inner
@@ -128,10 +153,11 @@ impl SessionStore for BrokenStore {
                     tokio::task::yield_now().await;
                 }
                 self.inner.delete(&id).await?;
-                ended += 1;
+                pass.ended += 1;
             }
+            pass.indexed.push(id);
         }
-        Ok(ended)
+        Ok(pass)
     }
 
     fn indexes_owners(&self) -> bool {
@@ -212,6 +238,19 @@ fn a_check_then_end_delete_by_owner_fails_the_owner_change_race_test() {
     assert!(!caught(
         Flaw::ChecksThenEnds,
         "delete_by_owner_follows_owner_changes"
+    ));
+}
+
+#[test]
+fn a_check_then_delete_delete_if_version_fails_the_commit_race_test() {
+    assert!(caught(
+        Flaw::ChecksVersionThenDeletes,
+        "commits_racing_delete_if_version_are_kept_or_refused"
+    ));
+    // The same store passes the test without a race: only the race shows it.
+    assert!(!caught(
+        Flaw::ChecksVersionThenDeletes,
+        "delete_if_version_deletes_only_at_the_version_given"
     ));
 }
 

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::{
-    error::cause_chain, Changes, Committed, ConfigError, Created, ErrorKind, Record, SessionId,
-    SessionStore, Stamp, StoreError,
+    error::cause_chain, Changes, Committed, ConditionalDelete, ConfigError, Created, ErrorKind,
+    OwnerPass, Record, SessionId, SessionStore, Stamp, StoreError,
 };
 
 /// A store that is connected in the background, for apps that must start
@@ -412,7 +412,17 @@ impl SessionStore for LazyStore {
         self.connected("delete")?.delete(id).await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        self.connected("delete_if_version")?
+            .delete_if_version(id, version)
+            .await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.connected("delete_by_owner")?
             .delete_by_owner(owner)
             .await

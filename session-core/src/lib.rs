@@ -42,9 +42,12 @@
 //! - Two requests that set **the same key** race; the last commit wins.
 //! - A read sees the session as loaded at the request's first use of it plus
 //!   its own changes; it does not see another request's later commit.
-//! - [`Session::cycle_id`] copies the data to a new id and deletes the old id;
-//!   a request that commits to the old id in between finds it `Missing` and
-//!   its changes are dropped (the response clears its cookie).
+//! - [`Session::cycle_id`] copies the data to a new id and deletes the old id
+//!   only at the version it loaded: a commit another request got
+//!   acknowledged on the old id meanwhile is carried over to the new id, and
+//!   one that arrives after the old id is gone finds it `Missing`, its
+//!   changes are dropped and the response clears its cookie, so no
+//!   acknowledged write is lost either way.
 //!
 //! ## Logging a user out everywhere
 //! [`Session::set_owner`] records whose session it is (say, at login);
@@ -118,6 +121,6 @@ pub use manager::{
 #[cfg(feature = "memory")]
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use record::{Changes, Data, Owner, OwnerError, Record};
-pub use store::{Committed, Created, SessionStore, Stamp};
+pub use store::{Committed, ConditionalDelete, Created, OwnerPass, SessionStore, Stamp};
 #[cfg(feature = "memory")]
 pub use tiered::{NearCache, TieredStore};

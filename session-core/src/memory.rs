@@ -15,7 +15,8 @@ use moka::{
 
 use crate::{
     expiry::{ExpiresAt, UntilExpiresAt},
-    Changes, Committed, Created, Data, Owner, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, ConditionalDelete, Created, Data, Owner, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 
 /// A session as the cache holds it. The data sits behind its own `Arc` so a
@@ -37,7 +38,10 @@ struct Stored {
 /// session, so a session with an owner is never live unindexed. They leave
 /// when the session leaves the cache (the eviction listener), when their
 /// `until` has passed (swept on the next add for that owner), or when
-/// `delete_by_owner` takes them.
+/// `delete_by_owner` finds, inside the compute on the session's entry, that
+/// the session is gone or has another owner. An entry never leaves while
+/// its session is live with its owner, so every pass of `delete_by_owner`
+/// sees every such session, however many passes run at once.
 #[derive(Default)]
 struct OwnerIndex {
     owners: Mutex<HashMap<String, HashMap<String, SystemTime>>>,
@@ -70,23 +74,17 @@ impl OwnerIndex {
         });
     }
 
-    /// Takes the keys of `owner`'s sessions under `prefix`.
-    fn take(&self, owner: &str, prefix: &str) -> Vec<String> {
+    /// The keys of `owner`'s sessions under `prefix`, left in the index: an
+    /// entry leaves only with its session (see the type's docs), so a pass
+    /// that fails or is dropped half-way leaves no live session unindexed.
+    fn keys(&self, owner: &str, prefix: &str) -> Vec<String> {
         let ours = |key: &str| {
             key.len() == prefix.len() + crate::id::ENCODED_LEN && key.starts_with(prefix)
         };
         self.with(|owners| {
-            let Some(keys) = owners.get_mut(owner) else {
-                return Vec::new();
-            };
-            let taken: Vec<String> = keys.keys().filter(|key| ours(key)).cloned().collect();
-            for key in &taken {
-                keys.remove(key);
-            }
-            if keys.is_empty() {
-                owners.remove(owner);
-            }
-            taken
+            owners.get(owner).map_or_else(Vec::new, |keys| {
+                keys.keys().filter(|key| ours(key)).cloned().collect()
+            })
         })
     }
 
@@ -288,6 +286,43 @@ impl MemoryStore {
         key.push_str(&id.encode());
         key
     }
+
+    /// The second half of a `delete_by_owner` pass: ends each session at
+    /// `keys` (read from `owner`'s index) that still has this owner.
+    async fn end_owned(&self, owner: &str, keys: Vec<String>) -> OwnerPass {
+        let mut pass = OwnerPass::default();
+        for key in keys {
+            if let Some(id) = SessionId::decode(&key[self.prefix.len()..]) {
+                pass.indexed.push(id);
+            }
+            let result = self
+                .cache
+                .entry(key.clone())
+                .and_compute_with(|existing| async move {
+                    let ours = existing.as_ref().is_some_and(|entry| {
+                        entry.value().is_live()
+                            && entry
+                                .value()
+                                .owner
+                                .as_ref()
+                                .is_some_and(|held| held.name == owner)
+                    });
+                    // Under the entry's lock no write to this session can
+                    // interleave, so the index changes with the session.
+                    self.owners.remove(owner, &key);
+                    if ours {
+                        Op::Remove
+                    } else {
+                        Op::Nop
+                    }
+                })
+                .await;
+            if matches!(result, CompResult::Removed(_)) {
+                pass.ended += 1;
+            }
+        }
+        pass
+    }
 }
 
 #[async_trait]
@@ -320,9 +355,17 @@ impl SessionStore for MemoryStore {
                 };
                 if old.is_some() || record.owner.is_some() {
                     // Only owned sessions pay for a second copy of the key.
+                    // The expired record's entry may already be gone (a
+                    // pass of `delete_by_owner` drops entries of expired
+                    // sessions), so the new owner is added whatever the
+                    // old one was.
                     let key = self.key(&record.id);
-                    self.owners
-                        .update(&key, old.as_ref(), record.owner.as_ref());
+                    if let Some(old) = &old {
+                        self.owners.remove(&old.name, &key);
+                    }
+                    if let Some(owner) = &record.owner {
+                        self.owners.add(owner, &key);
+                    }
                 }
                 Op::Put(Arc::new(Stored {
                     data: Arc::new(record.data.clone()),
@@ -406,37 +449,42 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    /// Takes the owner's entries from the index, then removes each session
+    /// One atomic compute on the entry, as `commit` is, so the two are
+    /// ordered; the eviction listener takes the session out of its owner's
+    /// index, as for `delete`.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let result = self
+            .cache
+            .entry(self.key(id))
+            .and_compute_with(|existing| async move {
+                match existing {
+                    Some(entry) if entry.value().is_live() && entry.value().version == version => {
+                        Op::Remove
+                    }
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+        Ok(match result {
+            CompResult::Removed(_) => ConditionalDelete::Deleted,
+            CompResult::Unchanged(entry) if entry.value().is_live() => ConditionalDelete::Changed,
+            _ => ConditionalDelete::Missing,
+        })
+    }
+
+    /// Reads the owner's entries from the index, then removes each session
     /// that still has this owner in one atomic compute on its entry, so a
     /// commit racing it either lands first (and is deleted with it) or finds
-    /// it gone. O(the owner's sessions).
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut ended = 0;
-        for key in self.owners.take(owner, &self.prefix) {
-            let result = self
-                .cache
-                .entry(key)
-                .and_compute_with(|existing| async move {
-                    match existing {
-                        Some(entry)
-                            if entry.value().is_live()
-                                && entry
-                                    .value()
-                                    .owner
-                                    .as_ref()
-                                    .is_some_and(|held| held.name == owner) =>
-                        {
-                            Op::Remove
-                        }
-                        _ => Op::Nop,
-                    }
-                })
-                .await;
-            if matches!(result, CompResult::Removed(_)) {
-                ended += 1;
-            }
-        }
-        Ok(ended)
+    /// it gone. The same compute drops the entry of a session that is gone
+    /// or has another owner; an entry whose session is live with this owner
+    /// leaves only with the session. O(the owner's sessions).
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
+        let keys = self.owners.keys(owner, &self.prefix);
+        Ok(self.end_owned(owner, keys).await)
     }
 
     fn indexes_owners(&self) -> bool {
@@ -452,7 +500,10 @@ impl SessionStore for MemoryStore {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use tokio::sync::oneshot;
+
     use super::*;
+    use crate::{Finish, Key, SessionManager};
 
     fn record(lifetime: Duration) -> Record {
         let now = SystemTime::now();
@@ -551,5 +602,122 @@ mod tests {
             .unwrap());
         let after = store.cache.get(&store.key(&record.id)).await.unwrap();
         assert!(Arc::ptr_eq(&before.data, &after.data));
+    }
+
+    /// A [`MemoryStore`] whose first `delete_by_owner` pass is held between
+    /// reading the owner's index and ending the sessions it found, until
+    /// the test lets it go: the window in which a request can move a
+    /// session to a new id behind the pass's back.
+    #[derive(Debug)]
+    struct HeldPass {
+        store: MemoryStore,
+        hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    }
+
+    #[async_trait]
+    impl SessionStore for HeldPass {
+        async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+            self.store.load(id).await
+        }
+
+        async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+            self.store.create(record).await
+        }
+
+        async fn commit(
+            &self,
+            id: &SessionId,
+            changes: &Changes,
+            expires_at: SystemTime,
+        ) -> Result<Committed, StoreError> {
+            self.store.commit(id, changes, expires_at).await
+        }
+
+        async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
+            self.store.touch(id, expires_at).await
+        }
+
+        async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+            self.store.delete(id).await
+        }
+
+        async fn delete_if_version(
+            &self,
+            id: &SessionId,
+            version: u64,
+        ) -> Result<ConditionalDelete, StoreError> {
+            self.store.delete_if_version(id, version).await
+        }
+
+        async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
+            let keys = self.store.owners.keys(owner, &self.store.prefix);
+            let held = self
+                .hold
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some((reached, release)) = held {
+                let _ = reached.send(());
+                let _ = release.await;
+            }
+            Ok(self.store.end_owned(owner, keys).await)
+        }
+
+        fn indexes_owners(&self) -> bool {
+            true
+        }
+    }
+
+    /// Race 6 of issue 21: "log out everywhere" reads ada's index (the old
+    /// id) while a request is moving her session to a new id; the request
+    /// creates and indexes the new id and deletes the old one before the
+    /// pass reaches it, so the pass ends nothing. The new id must not live
+    /// on as a way back in.
+    #[tokio::test]
+    async fn an_id_cycled_while_a_pass_reads_the_index_is_ended_under_its_new_id() {
+        let (reached_tx, reached) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        let store = Arc::new(HeldPass {
+            store: MemoryStore::new(),
+            hold: Mutex::new(Some((reached_tx, release_rx))),
+        });
+        let manager = SessionManager::builder(Arc::clone(&store), Key::generate())
+            .build()
+            .unwrap();
+        let login = manager.start(std::iter::empty());
+        login.set_owner("ada").await.unwrap();
+        let old_id = login.id().await.unwrap().unwrap();
+        let Finish::Respond {
+            set_cookie: Some(set_cookie),
+        } = login.finish().await
+        else {
+            panic!("the login got no cookie");
+        };
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+        let cycling = manager.start([cookie.as_bytes()]);
+        cycling.cycle_id().await.unwrap();
+        let new_id = cycling.id().await.unwrap().unwrap();
+        let ending = tokio::spawn({
+            let manager = manager.clone();
+            async move { manager.end_all_for("ada").await }
+        });
+        reached.await.unwrap();
+        assert!(matches!(
+            cycling.finish().await,
+            Finish::Respond {
+                set_cookie: Some(_)
+            }
+        ));
+        assert!(store.store.load(&new_id).await.unwrap().is_some());
+        assert_eq!(store.store.load(&old_id).await.unwrap(), None);
+        release.send(()).unwrap();
+
+        ending.await.unwrap().unwrap();
+        assert_eq!(
+            store.store.load(&new_id).await.unwrap(),
+            None,
+            "the session outlived log out everywhere under its new id"
+        );
     }
 }

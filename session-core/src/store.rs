@@ -30,6 +30,19 @@ pub enum Committed {
     Missing,
 }
 
+/// The answer of [`SessionStore::delete_if_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum ConditionalDelete {
+    /// The live record had the version given and is deleted.
+    Deleted,
+    /// The live record has another version: a commit landed since the
+    /// caller read it. Nothing was deleted.
+    Changed,
+    /// No live record has this id (never created, expired or deleted).
+    Missing,
+}
+
 /// The version and expiry of a live record, without its data: what a
 /// near-cache needs to tell whether its copy is still the stored one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +60,43 @@ impl From<&Record> for Stamp {
             expires_at: record.expires_at,
         }
     }
+}
+
+/// What one [`SessionStore::delete_by_owner`] pass did: how many sessions it
+/// ended, and which sessions it found in the owner's index.
+///
+/// [`SessionManager::end_all_for`](crate::SessionManager::end_all_for) asks
+/// the store again until a pass ends nothing and finds no session that an
+/// earlier pass had not found. The count alone cannot tell it when to stop:
+/// a session that changes id ([`Session::cycle_id`](crate::Session::cycle_id))
+/// while a pass runs is indexed under its new id after the pass read the
+/// index and deletes its old id before the pass reaches it, so that pass
+/// ends nothing, yet the new id is live.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::{Duration, SystemTime};
+/// use session_core::{MemoryStore, Owner, Record, SessionId, SessionStore};
+///
+/// let store = MemoryStore::new();
+/// let now = SystemTime::now();
+/// let mut record = Record::new(SessionId::generate(), Default::default(), now, now + Duration::from_secs(60));
+/// record.owner = Some(Owner::new("user-42", record.expires_at).unwrap());
+/// let _ = store.create(&record).await.unwrap();
+///
+/// let pass = store.delete_by_owner("user-42").await.unwrap();
+/// assert_eq!((pass.ended, pass.indexed), (1, vec![record.id]));
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct OwnerPass {
+    /// How many sessions this pass ended.
+    pub ended: u64,
+    /// Every session the pass found in the owner's index, whatever it did
+    /// with it: those it ended, those already gone, and those that belong
+    /// to someone else now. In no particular order.
+    pub indexed: Vec<SessionId>,
 }
 
 /// Where sessions live. One contract for every backend.
@@ -72,8 +122,13 @@ impl From<&Record> for Stamp {
 /// - [`create`](Self::create) and [`commit`](Self::commit) keep
 ///   [`Record::owner`](crate::Record::owner): `load` returns the owner last
 ///   written, and [`Changes::owner`](crate::Changes::owner) changes it.
+/// - [`delete_if_version`](Self::delete_if_version), where supported,
+///   deletes a live record only at the version given, in one atomic step
+///   with respect to `commit`: a commit it races is kept or finds the
+///   record `Missing`, never acknowledged and then deleted.
 /// - [`delete_by_owner`](Self::delete_by_owner), where supported, ends every
-///   session of one owner and no other, and no commit brings one back.
+///   session of one owner and no other, no commit brings one back, and it
+///   reports every session it found in the owner's index.
 /// - Every store carries a key prefix: two stores with different prefixes on
 ///   the same backing server never see each other's sessions.
 /// - Errors are typed ([`StoreError`]), so failover and the error policy can
@@ -112,13 +167,67 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// Forgets `id`. Deleting an absent id is not an error.
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError>;
 
-    /// Ends every live session whose [`Owner`](crate::Owner) is named `owner`
-    /// and returns how many it ended: "log this user out everywhere".
+    /// Deletes the live record for `id` only if its version is still
+    /// `version`, as one atomic step: a commit racing it either lands first
+    /// (the answer is [`Changed`](ConditionalDelete::Changed), and the
+    /// record keeps the commit) or finds the record
+    /// [`Missing`](Committed::Missing).
+    ///
+    /// [`Session::cycle_id`](crate::Session::cycle_id) ends the old id with
+    /// it once the new one exists, so that a commit acknowledged on the old
+    /// id after the request loaded it is carried over instead of deleted
+    /// with the old id.
+    ///
+    /// The default answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
+    /// reading the version and then deleting would delete a commit
+    /// acknowledged in between, so a store without an atomic way must say
+    /// so. The manager then fails the cycle (the request gets a 503 and
+    /// keeps its old id and data) rather than risk the write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::{Duration, SystemTime};
+    /// use session_core::{Changes, ConditionalDelete, MemoryStore, Record, SessionId, SessionStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// let now = SystemTime::now();
+    /// let record = Record::new(SessionId::generate(), Default::default(), now, now + Duration::from_secs(60));
+    /// let _ = store.create(&record).await.unwrap();
+    /// let mut changes = Changes::default();
+    /// changes.set("n", "2");
+    /// let _ = store.commit(&record.id, &changes, record.expires_at).await.unwrap();
+    ///
+    /// // Read at version 1; the commit made it 2, so nothing is deleted.
+    /// let answer = store.delete_if_version(&record.id, record.version).await.unwrap();
+    /// assert_eq!(answer, ConditionalDelete::Changed);
+    /// let answer = store.delete_if_version(&record.id, record.version + 1).await.unwrap();
+    /// assert_eq!(answer, ConditionalDelete::Deleted);
+    /// assert_eq!(store.load(&record.id).await.unwrap(), None);
+    /// # }
+    /// ```
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let _ = (id, version);
+        Err(StoreError::unsupported("delete_if_version"))
+    }
+
+    /// Ends every live session whose [`Owner`](crate::Owner) is named `owner`,
+    /// and says how many it ended and which sessions it found in the
+    /// owner's index: one pass of "log this user out everywhere", which
+    /// [`SessionManager::end_all_for`](crate::SessionManager::end_all_for)
+    /// repeats until a pass finds nothing new (see [`OwnerPass`]).
     ///
     /// When it returns, no session that had this owner when the call began
     /// is live, a commit racing it finds its session
     /// [`Missing`](Committed::Missing), and sessions of other owners,
     /// including sessions that moved to another owner, are untouched.
+    /// [`OwnerPass::indexed`] lists every session whose index entry the
+    /// pass read, ended or not; an entry leaves the index only once its
+    /// session is gone or belongs to someone else, so a session of this
+    /// owner that is live when a pass reads the index is in the list.
     /// Entries of sessions that expired leave the store's index by
     /// themselves, by the owner's [`until`](crate::Owner::until) at the
     /// latest.
@@ -126,7 +235,7 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// The default answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
     /// a store that cannot enumerate an owner's sessions correctly must say
     /// so rather than end some of them.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         let _ = owner;
         Err(StoreError::unsupported("delete_by_owner"))
     }
@@ -180,7 +289,15 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         (**self).delete(id).await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        (**self).delete_if_version(id, version).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         (**self).delete_by_owner(owner).await
     }
 

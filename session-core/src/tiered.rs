@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use moka::future::Cache;
 
 use crate::{
-    expiry::UntilExpiresAt, Changes, Committed, Created, Record, SessionId, SessionStore, Stamp,
-    StoreError,
+    expiry::UntilExpiresAt, Changes, Committed, ConditionalDelete, Created, OwnerPass, Record,
+    SessionId, SessionStore, Stamp, StoreError,
 };
 
 /// The sessions a [`TieredStore`] keeps in this process: a moka cache
@@ -238,10 +238,21 @@ impl SessionStore for TieredStore {
         self.far.delete(id).await
     }
 
+    /// Decided by the far store, whose versions are the ones that count;
+    /// the near copy goes whatever the answer, as for `delete`.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        self.near.cache.invalidate(id).await;
+        self.far.delete_if_version(id, version).await
+    }
+
     /// Ends them in the far store only. A near copy of an ended session is
     /// never served: every near hit is checked against the far store's
     /// stamp, which is gone, and the copy is dropped then.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.far.delete_by_owner(owner).await
     }
 

@@ -604,7 +604,7 @@ async fn ending_an_owner_reaches_both_stores_in_either_mode() {
         pair.primary.set_fault(None);
         tokio::time::sleep(OPEN_FOR * 5).await;
 
-        let ended = server.delete_by_owner("ada").await.unwrap();
+        let ended = server.delete_by_owner("ada").await.unwrap().ended;
         assert!(
             ended >= 2 - u64::from(mode == FailoverMode::Mirror),
             "{mode:?}: {ended}"

@@ -99,7 +99,7 @@ async fn cycle_id_moves_data_and_lifetime_to_the_new_id() {
         Calls {
             load: 1,
             create: 1,
-            delete: 1,
+            delete_if_version: 1,
             ..Calls::default()
         }
     );

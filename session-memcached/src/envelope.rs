@@ -76,10 +76,10 @@ impl Envelope {
             return Err(CorruptItem::UnknownFormat(format));
         }
         let version = reader.u64()?;
-        let created_at = UNIX_EPOCH + Duration::from_millis(reader.u64()?);
+        let created_at = reader.time()?;
         let owner = if format == FORMAT_OWNED {
             let name = reader.text()?;
-            let until = UNIX_EPOCH + Duration::from_millis(reader.u64()?);
+            let until = reader.time()?;
             Some(Owner::new(name, until).map_err(|_| CorruptItem::BadOwner)?)
         } else {
             None
@@ -182,6 +182,15 @@ impl<'a> Reader<'a> {
         Ok(high << 32 | low)
     }
 
+    /// A time written as [`millis`]. `SystemTime`'s range depends on the
+    /// platform (Windows' ends before `u64::MAX` milliseconds), so a forged
+    /// value is refused instead of overflowing the addition.
+    fn time(&mut self) -> Result<SystemTime, CorruptItem> {
+        UNIX_EPOCH
+            .checked_add(Duration::from_millis(self.u64()?))
+            .ok_or(CorruptItem::TimeOutOfRange)
+    }
+
     fn text(&mut self) -> Result<String, CorruptItem> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
@@ -199,6 +208,8 @@ pub(crate) enum CorruptItem {
     DuplicateKey,
     TrailingBytes,
     NoExpiry,
+    ExpiryOutOfRange,
+    TimeOutOfRange,
     BadOwner,
 }
 
@@ -215,6 +226,12 @@ impl fmt::Display for CorruptItem {
             Self::DuplicateKey => f.write_str("the session envelope repeats a key"),
             Self::TrailingBytes => f.write_str("the session envelope has bytes after its end"),
             Self::NoExpiry => f.write_str("the session item never expires, so no store wrote it"),
+            Self::ExpiryOutOfRange => {
+                f.write_str("the server gave the session item a lifetime no exptime can hold")
+            }
+            Self::TimeOutOfRange => {
+                f.write_str("the session envelope holds a time this platform cannot represent")
+            }
             Self::BadOwner => f.write_str("the session envelope names an empty or oversized owner"),
         }
     }

@@ -18,6 +18,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::envelope::CorruptItem;
+
 /// The longest lifetime Memcached takes as relative seconds.
 pub(crate) const MAX_RELATIVE_SECS: u64 = 30 * 24 * 60 * 60;
 
@@ -53,10 +55,24 @@ pub(crate) fn exptime(expires_at: SystemTime, now: SystemTime) -> Exptime {
 }
 
 /// When an item read at `now` with `remaining` seconds left (Memcached's `t`
-/// flag) expires. `None` for an item that never expires (`t` is `-1`).
-pub(crate) fn expires_at(remaining: i64, now: SystemTime) -> Option<SystemTime> {
-    let remaining = u64::try_from(remaining).ok()?;
-    Some(now + Duration::from_secs(remaining))
+/// flag) expires.
+///
+/// # Errors
+/// [`CorruptItem::NoExpiry`] for an item that never expires (`t` is `-1`),
+/// which no store wrote, and [`CorruptItem::ExpiryOutOfRange`] for any other
+/// value no server can send: a negative one, or one past the 32-bit exptime
+/// the item could have been stored with. The reply comes from the network,
+/// so a bad value must be an error, never a panic in the time arithmetic.
+pub(crate) fn expires_at(remaining: i64, now: SystemTime) -> Result<SystemTime, CorruptItem> {
+    if remaining == -1 {
+        return Err(CorruptItem::NoExpiry);
+    }
+    let remaining = u64::try_from(remaining)
+        .ok()
+        .filter(|&secs| secs <= u64::from(u32::MAX))
+        .ok_or(CorruptItem::ExpiryOutOfRange)?;
+    now.checked_add(Duration::from_secs(remaining))
+        .ok_or(CorruptItem::ExpiryOutOfRange)
 }
 
 fn ceil_secs(duration: Duration) -> u64 {
@@ -128,7 +144,29 @@ mod tests {
     #[test]
     fn the_remaining_ttl_gives_the_expiry() {
         let now = at(NOW);
-        assert_eq!(expires_at(60, now), Some(at(NOW + 60)));
-        assert_eq!(expires_at(-1, now), None);
+        assert_eq!(expires_at(60, now), Ok(at(NOW + 60)));
+        assert_eq!(
+            expires_at(i64::from(u32::MAX), now),
+            Ok(at(NOW + u64::from(u32::MAX)))
+        );
+        assert_eq!(expires_at(-1, now), Err(CorruptItem::NoExpiry));
+    }
+
+    #[test]
+    fn a_ttl_no_server_can_send_is_corrupt_not_a_panic() {
+        let now = at(NOW);
+        for remaining in [
+            i64::MAX,
+            i64::MAX - 1,
+            i64::from(u32::MAX) + 1,
+            -2,
+            i64::MIN,
+        ] {
+            assert_eq!(
+                expires_at(remaining, now),
+                Err(CorruptItem::ExpiryOutOfRange),
+                "t = {remaining}"
+            );
+        }
     }
 }

@@ -11,7 +11,8 @@ use futures_util::future::join_all;
 use moka::future::Cache;
 use rand::Rng;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, ConditionalDelete, Created, ErrorKind, Record, SessionId, SessionStore,
+    StoreError,
 };
 
 use crate::{
@@ -55,6 +56,7 @@ const QUEUE_IDLE: Duration = Duration::from_secs(5);
 /// | `commit` | `ms C<cas>` with the token from `load`; on a lost race `mg`, then `ms C<cas>` again | 1, +2 per lost race |
 /// | `touch` | `mg T` (meta touch: no data rewritten) | 1 |
 /// | `delete` | `md` | 1 |
+/// | `delete_if_version` | `mg v c`, then `md C<cas>` if the version is the one given; on a lost race both again | 2, +2 per lost race |
 ///
 /// **Owners.** A session's [`Owner`](session_core::Owner) is kept in its
 /// envelope, but [`delete_by_owner`](SessionStore::delete_by_owner) answers
@@ -393,8 +395,8 @@ impl SessionStore for MemcachedStore {
         };
         let now = SystemTime::now();
         let envelope = Envelope::decode(&item.value).map_err(|err| corrupt(OPERATION, err))?;
-        let expires_at = exptime::expires_at(item.ttl, now)
-            .ok_or_else(|| corrupt(OPERATION, CorruptItem::NoExpiry))?;
+        let expires_at =
+            exptime::expires_at(item.ttl, now).map_err(|err| corrupt(OPERATION, err))?;
         self.remember(key, item.cas, item.value).await;
         let mut record = Record::new(*id, envelope.data, envelope.created_at, expires_at);
         record.version = envelope.version;
@@ -484,6 +486,56 @@ impl SessionStore for MemcachedStore {
         self.bounded(OPERATION, async {
             let deleted = self.client.delete(&key, None).await;
             deleted.map(drop).map_err(|err| store_error(OPERATION, err))
+        })
+        .await
+    }
+
+    /// `mg` for the item's version and CAS token, then `md C<cas>`: the
+    /// delete lands only if nothing changed the item since it was read. A
+    /// lost race (a commit, or a touch, which moves the token too) reads
+    /// again, as `commit` does.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        const OPERATION: &str = "delete_if_version";
+        let key = self.key(id);
+        self.bounded(OPERATION, async {
+            for attempt in 0..self.commit_attempts {
+                let Some(item) = self.read(OPERATION, &key).await? else {
+                    return Ok(ConditionalDelete::Missing);
+                };
+                let envelope =
+                    Envelope::decode(&item.value).map_err(|err| corrupt(OPERATION, err))?;
+                if envelope.version != version {
+                    return Ok(ConditionalDelete::Changed);
+                }
+                let deleted = self
+                    .client
+                    .delete(&key, Some(item.cas))
+                    .await
+                    .map_err(|err| store_error(OPERATION, err))?;
+                match deleted {
+                    Guarded::Done(()) => {
+                        self.known.invalidate(&key).await;
+                        return Ok(ConditionalDelete::Deleted);
+                    }
+                    Guarded::Missing => return Ok(ConditionalDelete::Missing),
+                    Guarded::Conflict if attempt > 0 => {
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    Guarded::Conflict => {}
+                }
+            }
+            Err(
+                StoreError::new(ErrorKind::Other, OPERATION).with_source(MemcachedError::new(
+                    format!(
+                        "{} tries all lost the race to other writes of the same session",
+                        self.commit_attempts
+                    ),
+                )),
+            )
         })
         .await
     }

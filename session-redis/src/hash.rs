@@ -131,21 +131,16 @@ pub(crate) fn decode(
     let owner = match (owner, owner_until) {
         (None, None) => None,
         (Some(name), Some(until)) => Some(
-            Owner::new(name, UNIX_EPOCH + Duration::from_millis(until))
+            Owner::new(name, time(until)?)
                 .map_err(|_| CorruptHash("has an owner name that no owner can have"))?,
         ),
         _ => return Err(CorruptHash("has only one of owner and owner_until")),
     };
-    let expires_at = UNIX_EPOCH + Duration::from_millis(expires_at);
+    let expires_at = time(expires_at)?;
     if expires_at <= now {
         return Ok(None);
     }
-    let mut record = Record::new(
-        id,
-        data,
-        UNIX_EPOCH + Duration::from_millis(created_at),
-        expires_at,
-    );
+    let mut record = Record::new(id, data, time(created_at)?, expires_at);
     record.version = version;
     record.owner = owner;
     Ok(Some(record))
@@ -166,11 +161,20 @@ pub(crate) fn decode_stamp(
         (Some(version), Some(expires_at)) => (integer(&version)?, integer(&expires_at)?),
         _ => return Err(CorruptHash("lacks version or expires_at")),
     };
-    let expires_at = UNIX_EPOCH + Duration::from_millis(expires_at);
+    let expires_at = time(expires_at)?;
     Ok((expires_at > now).then_some(Stamp {
         version,
         expires_at,
     }))
+}
+
+/// A time stored as milliseconds since the Unix epoch. `SystemTime`'s range
+/// depends on the platform (Windows' ends before `u64::MAX` milliseconds),
+/// so a value no store wrote is refused instead of overflowing the addition.
+fn time(millis: u64) -> Result<SystemTime, CorruptHash> {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(millis))
+        .ok_or(CorruptHash("holds a time this platform cannot represent"))
 }
 
 fn text(value: Vec<u8>) -> Result<String, CorruptHash> {

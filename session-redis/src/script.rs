@@ -1,4 +1,5 @@
-//! The Lua scripts behind `create`, `commit`, `touch` and `delete_by_owner`.
+//! The Lua scripts behind `create`, `commit`, `touch`, `delete_if_version`
+//! and `delete_by_owner`.
 //!
 //! Each runs as one atomic step on the session key it names in `KEYS[1]`.
 //! `create` and `commit` also take the owner's index as `KEYS[2]` when they
@@ -64,6 +65,12 @@ impl Script {
         Self::new(script!("lua/end_owned.lua"))
     }
 
+    /// Deletes a session if it is still at the version given: 1 deleted,
+    /// 0 absent, -1 another version.
+    pub(crate) fn delete_if_version() -> Self {
+        Self::new(script!("lua/delete_if_version.lua"))
+    }
+
     /// `EVALSHA` of this script on `keys` with `args`.
     pub(crate) fn evalsha(&self, keys: &[&str], args: &[Cow<'_, str>]) -> Cmd {
         Self::invocation("EVALSHA", &self.sha, keys, args)
@@ -92,6 +99,7 @@ pub(crate) struct Scripts {
     pub(crate) touch: Script,
     pub(crate) index_owner: Script,
     pub(crate) end_owned: Script,
+    pub(crate) delete_if_version: Script,
 }
 
 impl Scripts {
@@ -102,6 +110,7 @@ impl Scripts {
             touch: Script::touch(),
             index_owner: Script::index_owner(),
             end_owned: Script::end_owned(),
+            delete_if_version: Script::delete_if_version(),
         }
     }
 }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use redis::RedisResult;
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Owner, Record, SessionId, SessionStore, Stamp,
-    StoreError,
+    Changes, Committed, ConditionalDelete, Created, ErrorKind, Owner, OwnerPass, Record, SessionId,
+    SessionStore, Stamp, StoreError,
 };
 
 use crate::{
@@ -43,6 +43,7 @@ use crate::{
 /// | `commit` that removes the owner | the same, plus `HDEL owner owner_until`; the index is left alone | 1 |
 /// | `touch` | Lua: `EXISTS`, `HSET`, `PEXPIREAT` | 1 |
 /// | `delete` | `UNLINK` | 1 |
+/// | `delete_if_version` | Lua: `HGET version`, then `UNLINK` if it is the one given | 1 |
 /// | `delete_by_owner` | `ZRANGEBYSCORE` (live entries), then per session a Lua `HGET owner` and `UNLINK` if it matches, all pipelined (on Cluster, to each session's node at once), then one `ZREM` of the settled entries | 3 however many sessions (1 when there are none) |
 ///
 /// Scripts go as `EVALSHA`, with one `EVAL` the first time a server has not
@@ -355,14 +356,42 @@ impl SessionStore for RedisStore {
         .await
     }
 
+    /// One script: `HGET version`, and `UNLINK` when it matches.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        const OPERATION: &str = "delete_if_version";
+        let args = [Cow::Owned(version.to_string())];
+        let answer: i64 = self
+            .run(
+                OPERATION,
+                self.connection.run_script(
+                    &self.scripts.delete_if_version,
+                    &[&self.key(id)],
+                    &args,
+                ),
+            )
+            .await?;
+        match answer {
+            1 => Ok(ConditionalDelete::Deleted),
+            0 => Ok(ConditionalDelete::Missing),
+            -1 => Ok(ConditionalDelete::Changed),
+            _ => Err(StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(
+                "the delete_if_version script answered something other than 1, 0 or -1",
+            )),
+        }
+    }
+
     /// One `ZRANGEBYSCORE` of the owner's live entries, one `end_owned`
     /// script per session (sent together, so they cost about one round
     /// trip), and one `ZREM` of the entries settled: see the type's docs.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         const OPERATION: &str = "delete_by_owner";
         if Owner::check_name(owner).is_err() {
             // No session can have been given this name.
-            return Ok(0);
+            return Ok(OwnerPass::default());
         }
         let index_key = index::key(&self.prefix, owner);
         let redis_error = |err| store_error(OPERATION, err);
@@ -421,7 +450,10 @@ impl SessionStore for RedisStore {
                     .await
                     .map_err(redis_error)?;
             }
-            Ok(ended)
+            Ok(OwnerPass {
+                ended,
+                indexed: ids,
+            })
         })
         .await
     }

@@ -61,7 +61,7 @@ async fn an_owners_index_expires_at_its_highest_until_and_then_is_gone() {
         || async { server.cli(&["EXISTS", index]) == "0" },
     )
     .await;
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +111,7 @@ async fn a_session_that_moved_away_keeps_its_old_entry_and_is_found_when_it_move
     assert_eq!(server.cli(&["HGET", &key, "owner_until"]), bob_until);
     assert_eq!(server.cli(&["ZSCORE", "app:owner:bob", &id]), bob_until);
 
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 0);
     assert!(store.load(&record.id).await.unwrap().is_some());
     assert_eq!(
         server.cli(&["ZSCORE", "app:owner:ada", &id]),
@@ -125,7 +125,7 @@ async fn a_session_that_moved_away_keeps_its_old_entry_and_is_found_when_it_move
         .commit(&record.id, &back, record.expires_at)
         .await
         .unwrap();
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 1);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 1);
     assert_eq!(server.cli(&["EXISTS", &key]), "0");
     assert_eq!(server.cli(&["ZSCORE", "app:owner:ada", &id]), "");
 }
@@ -154,7 +154,7 @@ async fn losing_the_owner_removes_both_fields_and_an_ended_sessions_entry_goes()
     // Neither session is ended, and neither entry is needed any more: the
     // deleted session's goes, the one that lost its owner stays (a session
     // that lost its owner may get it back, as far as the index can tell).
-    assert_eq!(store.delete_by_owner("ada").await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner("ada").await.unwrap().ended, 0);
     assert!(store.load(&kept.id).await.unwrap().is_some());
     assert_eq!(
         server.cli(&["ZRANGE", "app:owner:ada", "0", "-1"]),
@@ -316,12 +316,12 @@ async fn on_cluster_the_index_is_written_on_its_own_node_before_the_session() {
 
     // The session moved away from `first`, so ending `first`'s sessions
     // leaves it, and its entry.
-    assert_eq!(store.delete_by_owner(first).await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner(first).await.unwrap().ended, 0);
     assert_eq!(
         nodes[first_node].cli(&["ZSCORE", &first_index, &id]),
         first_until
     );
-    assert_eq!(store.delete_by_owner(second).await.unwrap(), 1);
+    assert_eq!(store.delete_by_owner(second).await.unwrap().ended, 1);
     assert_eq!(nodes[session_node].cli(&["EXISTS", &key]), "0");
     assert_eq!(nodes[second_node].cli(&["ZSCORE", &second_index, &id]), "");
 
@@ -331,7 +331,7 @@ async fn on_cluster_the_index_is_written_on_its_own_node_before_the_session() {
     let ghost = record_with(&[], LONG).id.encode();
     let ghost_until = millis(SystemTime::now() + LONG);
     nodes[second_node].cli(&["ZADD", &second_index, &ghost_until, &ghost]);
-    assert_eq!(store.delete_by_owner(second).await.unwrap(), 0);
+    assert_eq!(store.delete_by_owner(second).await.unwrap().ended, 0);
     assert_eq!(
         nodes[second_node].cli(&["ZSCORE", &second_index, &ghost]),
         ghost_until

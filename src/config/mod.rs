@@ -55,8 +55,8 @@ pub use store::{OnUnreachable, StoreConfig, StoreKind};
 
 use crate::{
     Changes, Committed, ConfigError, CookieConfig, Created, ErrorPolicy, FailoverMode,
-    FailoverStore, FailoverStoreBuilder, Key, KeyError, KeyRing, Record, SameSite, SessionId,
-    SessionManager, SessionManagerBuilder, SessionStore, StoreError,
+    FailoverStore, FailoverStoreBuilder, Key, KeyError, KeyRing, OwnerPass, Record, SameSite,
+    SessionId, SessionManager, SessionManagerBuilder, SessionStore, StoreError,
 };
 
 /// The prefix of environment variables that override config keys.
@@ -749,7 +749,7 @@ impl SessionStore for Unbuilt {
     async fn delete(&self, _: &SessionId) -> Result<(), StoreError> {
         Err(StoreError::unsupported("delete"))
     }
-    async fn delete_by_owner(&self, _: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, _: &str) -> Result<OwnerPass, StoreError> {
         Err(StoreError::unsupported("delete_by_owner"))
     }
 }

@@ -14,7 +14,8 @@ use std::{
 use session_cluster::{ClusterConfig, ClusterStore};
 use session_conformance::{async_trait, StoreFactory};
 use session_core::{
-    Changes, Committed, Created, Data, Record, SessionId, SessionStore, StoreError,
+    Changes, Committed, ConditionalDelete, Created, Data, OwnerPass, Record, SessionId,
+    SessionStore, StoreError,
 };
 
 pub const SECRET: &[u8; 32] = b"test-cluster-secret-of-32-bytes!";
@@ -135,7 +136,15 @@ impl SessionStore for RoundRobin {
         self.pick().delete(id).await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        self.pick().delete_if_version(id, version).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.pick().delete_by_owner(owner).await
     }
 

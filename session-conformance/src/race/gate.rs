@@ -8,7 +8,8 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Committed, Created, Record, SessionId, SessionStore, Stamp, StoreError,
+    Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionId, SessionStore,
+    Stamp, StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -30,6 +31,8 @@ pub enum Op {
     Delete,
     /// [`SessionStore::delete_by_owner`].
     DeleteByOwner,
+    /// [`SessionStore::delete_if_version`].
+    DeleteIfVersion,
 }
 
 impl Op {
@@ -312,7 +315,20 @@ impl SessionStore for GatedStore {
             .await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        self.around(
+            Op::DeleteIfVersion,
+            Some(id),
+            self.inner.delete_if_version(id, version),
+        )
+        .await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.around(Op::DeleteByOwner, None, self.inner.delete_by_owner(owner))
             .await
     }

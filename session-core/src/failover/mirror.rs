@@ -562,7 +562,10 @@ impl Inner {
     /// and left the stores apart is mended by the next read.
     async fn mark_ahead(self: &Arc<Self>, side: &Side, id: &SessionId) {
         let lifetime = AHEAD_MARK_TTL.min(self.tombstone_ttl);
-        if let Err(err) = self.leave_marker(side, &id.derive(AHEAD_DOMAIN), lifetime).await {
+        if let Err(err) = self
+            .leave_marker(side, &id.derive(AHEAD_DOMAIN), lifetime)
+            .await
+        {
             // Reads still serve the higher version; only the repair waits
             // for this process's replay.
             tracing::debug!(

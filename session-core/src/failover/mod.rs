@@ -21,8 +21,8 @@ use async_trait::async_trait;
 pub use self::breaker::BreakerState;
 use self::breaker::{Admission, Breaker, BreakerConfig, Transition};
 use crate::{
-    Changes, Committed, ConfigError, Created, ErrorKind, Record, SessionId, SessionStore,
-    StoreError,
+    Changes, Committed, ConditionalDelete, ConfigError, Created, ErrorKind, OwnerPass, Record,
+    SessionId, SessionStore, StoreError,
 };
 
 /// How a [`FailoverStore`] uses its two stores.
@@ -458,6 +458,32 @@ impl SessionStore for FailoverStore {
         self.inner.delete_both(id).await
     }
 
+    /// Decided as a commit is: in mirror mode by both stores at once (a
+    /// commit that landed on either copy makes it
+    /// [`Changed`](ConditionalDelete::Changed)), in standby mode by the
+    /// primary, or by the secondary for a session the primary lacks or
+    /// while it is down. Once a store deleted the record at that version,
+    /// the other store's copy goes as by [`delete`](SessionStore::delete),
+    /// tombstone and replay included.
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let answer = match self.inner.mode {
+            FailoverMode::Mirror => self.inner.mirror_delete_if_version(id, version).await?,
+            FailoverMode::Standby => self.inner.standby_delete_if_version(id, version).await?,
+        };
+        if answer == ConditionalDelete::Deleted {
+            // The version matched, so the session ends: as a delete, which
+            // in mirror mode leaves the tombstones that keep a read racing
+            // this call (one store answered before the conditional delete,
+            // the other after) from copying it back.
+            self.inner.delete_both(id).await?;
+        }
+        Ok(answer)
+    }
+
     /// Ends the owner's sessions in both stores at once, in either mode: a
     /// session created on the secondary during an outage is as much the
     /// user's as one on the primary. Succeeds only when both stores did it;
@@ -472,7 +498,8 @@ impl SessionStore for FailoverStore {
     ///
     /// The count is the larger of the two stores' counts in mirror mode
     /// (both hold copies of the same sessions) and their sum in standby mode
-    /// (a session lives in one of them). In mirror mode it may fall short
+    /// (a session lives in one of them); the sessions found are both
+    /// stores' together. In mirror mode it may fall short
     /// when commits race the call: a repair that refuses to copy an ended
     /// session back deletes the copy itself, and that store then no longer
     /// counts it. Every such session is ended all the same.
@@ -487,7 +514,7 @@ impl SessionStore for FailoverStore {
     /// an ended one by such a repair. With one store down, the fence in the
     /// other is what keeps the down store's copies from coming back when it
     /// returns.
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         let inner = &self.inner;
         if !self.indexes_owners() {
             return Err(StoreError::unsupported("delete_by_owner"));
@@ -515,10 +542,15 @@ impl SessionStore for FailoverStore {
         );
         match (primary?, secondary?, fence_outage) {
             (_, _, Some(err)) | (Reply::Down(err), _, _) | (_, Reply::Down(err), _) => Err(err),
-            (Reply::Answer(primary), Reply::Answer(secondary), None) => Ok(match inner.mode {
-                FailoverMode::Mirror => primary.max(secondary),
-                FailoverMode::Standby => primary + secondary,
-            }),
+            (Reply::Answer(primary), Reply::Answer(secondary), None) => {
+                let ended = match inner.mode {
+                    FailoverMode::Mirror => primary.ended.max(secondary.ended),
+                    FailoverMode::Standby => primary.ended + secondary.ended,
+                };
+                let mut indexed = primary.indexed;
+                indexed.extend(secondary.indexed);
+                Ok(OwnerPass { ended, indexed })
+            }
         }
     }
 
@@ -734,6 +766,85 @@ impl Inner {
         match self.mode {
             FailoverMode::Mirror => self.mirror_delete(id).await,
             FailoverMode::Standby => self.standby_delete(id).await,
+        }
+    }
+
+    /// Both stores' conditional deletes, settled: `Changed` when either
+    /// store has a commit the caller did not read, `Deleted` when both
+    /// deleted (or one deleted and the other had nothing).
+    async fn mirror_delete_if_version(
+        self: &Arc<Self>,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        use ConditionalDelete::{Changed, Deleted, Missing};
+        let (primary, secondary) = tokio::join!(
+            self.call(
+                &self.primary,
+                "delete_if_version",
+                self.primary.store.delete_if_version(id, version)
+            ),
+            self.call(
+                &self.secondary,
+                "delete_if_version",
+                self.secondary.store.delete_if_version(id, version)
+            ),
+        );
+        Ok(match (primary?, secondary?) {
+            (Reply::Down(err), Reply::Down(_)) => return Err(err),
+            // A commit landed on a copy after the caller read it: the
+            // caller re-reads, and a load repairs a copy deleted here.
+            (Reply::Answer(Changed), _) | (_, Reply::Answer(Changed)) => Changed,
+            (Reply::Answer(Missing), Reply::Answer(Missing)) => Missing,
+            (Reply::Answer(_), Reply::Answer(_)) => Deleted,
+            // As a load with one store down: the other store's answer.
+            (Reply::Answer(answer), Reply::Down(_)) | (Reply::Down(_), Reply::Answer(answer)) => {
+                answer
+            }
+        })
+    }
+
+    /// The conditional delete where the session lives, decided as a
+    /// commit is: the primary first, the secondary for a session made there
+    /// during an outage.
+    async fn standby_delete_if_version(
+        self: &Arc<Self>,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let on_secondary = || self.secondary.store.delete_if_version(id, version);
+        match self
+            .call(
+                &self.primary,
+                "delete_if_version",
+                self.primary.store.delete_if_version(id, version),
+            )
+            .await?
+        {
+            // A session created on the secondary during an outage.
+            Reply::Answer(ConditionalDelete::Missing) => {
+                match self
+                    .call(&self.secondary, "delete_if_version", on_secondary())
+                    .await?
+                {
+                    Reply::Answer(answer) => Ok(answer),
+                    Reply::Down(err) => Err(err),
+                }
+            }
+            Reply::Answer(answer) => Ok(answer),
+            Reply::Down(primary_err) => {
+                match self
+                    .call(&self.secondary, "delete_if_version", on_secondary())
+                    .await?
+                {
+                    Reply::Answer(
+                        answer @ (ConditionalDelete::Deleted | ConditionalDelete::Changed),
+                    ) => Ok(answer),
+                    // The session lives on the primary, which is down: fail
+                    // rather than report it gone, as a commit does.
+                    Reply::Answer(ConditionalDelete::Missing) | Reply::Down(_) => Err(primary_err),
+                }
+            }
         }
     }
 }

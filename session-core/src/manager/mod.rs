@@ -2,7 +2,7 @@
 
 mod session;
 
-use std::{future::Future, sync::Arc, time::Duration, time::SystemTime};
+use std::{collections::HashSet, future::Future, sync::Arc, time::Duration, time::SystemTime};
 
 pub use session::{Session, SessionError};
 
@@ -166,18 +166,26 @@ impl SessionManager {
     /// [`Session::set_owner`]; a request from an ended session gets a fresh
     /// session, as after a logout.
     ///
-    /// The store is asked until a pass ends nothing, at most
-    /// [`END_ALL_PASSES`](Self::END_ALL_PASSES) times: a session that was
-    /// changing id ([`Session::cycle_id`]) while the first pass ran is
-    /// indexed under its new id before it checks the old one, so the next
-    /// pass finds it. Each pass runs under the operation timeout. The cost
-    /// per pass depends on the store (see its docs): about one round trip
-    /// plus one per session ended.
+    /// When it returns `Ok`, no session the owner had when it was called is
+    /// live, under its old id or a new one. The store is asked again
+    /// ([`SessionStore::delete_by_owner`]) until a pass ends nothing and
+    /// finds no session in the owner's index that an earlier pass had not
+    /// found, at most [`END_ALL_PASSES`](Self::END_ALL_PASSES) times. A pass
+    /// that ends nothing is not enough: a session changing id
+    /// ([`Session::cycle_id`]) while a pass runs is indexed under its new id
+    /// after that pass read the index, and its old id is gone before the
+    /// pass reaches it. The next pass finds the new id. So an owner with no
+    /// sessions costs one pass, an owner with some costs two, and each id
+    /// changed during a pass one more. Each pass runs under the operation
+    /// timeout; what a pass costs depends on the store (see its docs):
+    /// about one round trip plus one per session ended.
     ///
     /// # Errors
     /// The store's error: [`ErrorKind::Unsupported`] when it cannot index
-    /// owners (Memcached), or an outage. Sessions ended by earlier passes
-    /// stay ended.
+    /// owners (Memcached), or an outage. [`ErrorKind::Other`] when the
+    /// owner's sessions still changed ids after the last pass, so one may
+    /// remain. Sessions ended by earlier passes stay ended, and calling
+    /// again is safe.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -195,11 +203,14 @@ impl SessionManager {
         end_all_for(&self.shared, owner).await
     }
 
-    /// The most passes [`end_all_for`](Self::end_all_for) makes. Each pass
-    /// after the first only finds sessions that changed id while the one
-    /// before ran; four leaves room for a client cycling ids as fast as it
-    /// can.
-    pub const END_ALL_PASSES: usize = 4;
+    /// The most passes [`end_all_for`](Self::end_all_for) makes. Two end
+    /// every session that no request moves to a new id meanwhile (the
+    /// second confirms the first missed nothing); each pass after that
+    /// only finds sessions that changed id while the one before ran, which
+    /// takes a request finishing within that pass. Eight leaves room for
+    /// several such requests at once; past it the call fails rather than
+    /// answer with a session possibly left.
+    pub const END_ALL_PASSES: usize = 8;
 
     /// The cookie codec, for adapters and tests that need the cookie's name.
     #[must_use]
@@ -388,17 +399,39 @@ async fn end_all_for(shared: &Shared, owner: &str) -> Result<u64, StoreError> {
         return Ok(0);
     }
     let mut ended = 0;
+    // Every session an earlier pass found: ended by it, or gone or someone
+    // else's when it looked, so a later pass that finds it again has
+    // nothing new to end there.
+    let mut found = HashSet::new();
     for _ in 0..SessionManager::END_ALL_PASSES {
         let pass = shared
             .call("delete_by_owner", shared.store.delete_by_owner(owner))
             .await?;
-        ended += pass;
-        if pass == 0 {
-            break;
+        ended += pass.ended;
+        let mut new = false;
+        for id in pass.indexed {
+            new |= found.insert(id);
+        }
+        // A session of the owner live when this pass read the index was in
+        // it, and one that changed id since was indexed under its new id
+        // while its old one was still live: a pass that ends nothing and
+        // finds nothing new proves that no earlier session remains.
+        if pass.ended == 0 && !new {
+            tracing::info!(sessions.ended = ended, "ended every session of one owner");
+            return Ok(ended);
         }
     }
-    tracing::info!(sessions.ended = ended, "ended every session of one owner");
-    Ok(ended)
+    tracing::warn!(
+        sessions.ended = ended,
+        passes = SessionManager::END_ALL_PASSES,
+        "the owner's sessions kept changing ids; one may remain"
+    );
+    Err(
+        StoreError::new(ErrorKind::Other, "delete_by_owner").with_source(format!(
+            "the owner's sessions were still changing ids after {} passes; call again",
+            SessionManager::END_ALL_PASSES
+        )),
+    )
 }
 
 fn log_store_error(err: &StoreError, what: &'static str) {
@@ -408,4 +441,69 @@ fn log_store_error(err: &StoreError, what: &'static str) {
         error.cause_chain = %cause_chain(err),
         "{what}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{Changes, Committed, Created, Key, OwnerPass, Record, SessionId};
+
+    /// A store whose every `delete_by_owner` pass finds a session no
+    /// earlier pass found, as if the owner's sessions kept changing ids.
+    #[derive(Debug, Default)]
+    struct EverNewIds {
+        passes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl SessionStore for EverNewIds {
+        async fn load(&self, _: &SessionId) -> Result<Option<Record>, StoreError> {
+            Ok(None)
+        }
+        async fn create(&self, _: &Record) -> Result<Created, StoreError> {
+            Err(StoreError::unsupported("create"))
+        }
+        async fn commit(
+            &self,
+            _: &SessionId,
+            _: &Changes,
+            _: SystemTime,
+        ) -> Result<Committed, StoreError> {
+            Ok(Committed::Missing)
+        }
+        async fn touch(&self, _: &SessionId, _: SystemTime) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn delete(&self, _: &SessionId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn delete_by_owner(&self, _: &str) -> Result<OwnerPass, StoreError> {
+            self.passes.fetch_add(1, Ordering::SeqCst);
+            Ok(OwnerPass {
+                ended: 0,
+                indexed: vec![SessionId::generate()],
+            })
+        }
+        fn indexes_owners(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn end_all_fails_rather_than_answer_while_ids_keep_changing() {
+        let store = Arc::new(EverNewIds::default());
+        let manager = SessionManager::builder(Arc::clone(&store), Key::generate())
+            .build()
+            .unwrap();
+        let err = manager.end_all_for("ada").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Other, "{err}");
+        assert_eq!(
+            store.passes.load(Ordering::SeqCst),
+            SessionManager::END_ALL_PASSES
+        );
+    }
 }

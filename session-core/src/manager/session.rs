@@ -7,13 +7,18 @@ use tokio::sync::Mutex;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
-    cookie::Verified, Changes, Committed, Created, Data, ErrorKind, Owner, OwnerError, Record,
-    SessionId, StoreError,
+    cookie::Verified, Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Owner,
+    OwnerError, Record, SessionId, StoreError,
 };
 
 /// How many fresh ids `create` tries before giving up. With 128-bit random ids
 /// a second collision means a broken RNG, not bad luck.
 const CREATE_ATTEMPTS: usize = 3;
+
+/// How many times `cycle_id` re-reads the old record after a commit landed
+/// on it mid-cycle before it gives up and keeps the old id. Each retry
+/// needs another request to commit within one store round trip.
+const CYCLE_ATTEMPTS: usize = 4;
 
 /// An error from the [`Session`] handle.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +310,18 @@ impl Session {
     /// request the record under the new id is created *before* the old one is
     /// deleted, so a store failure in between loses nothing; the old cookie
     /// stops working once the response is sent.
+    ///
+    /// A commit that another request got acknowledged on the old id while
+    /// this one ran is carried over to the new id: the old record is
+    /// deleted only at the version this request loaded, and otherwise read
+    /// again with this request's changes applied on top. A commit that
+    /// arrives after the old record is gone finds it missing and is
+    /// refused, so nothing acknowledged is lost. If the old session was
+    /// ended meanwhile (a logout, "log out everywhere"), the new one is
+    /// ended too. If the store cannot delete by version
+    /// ([`SessionStore::delete_if_version`](crate::SessionStore::delete_if_version)),
+    /// or other requests keep committing, the request fails (503) and the
+    /// session keeps its old id and every write.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -636,32 +653,11 @@ impl Session {
         now: SystemTime,
     ) -> Result<Option<String>, StoreError> {
         let shared = &self.inner.shared;
-        let owner = state.owner_at_write(shared, base.created_at);
-        // The session must not outlive its owner's index entry.
-        let expires_at = owner
-            .as_ref()
-            .map_or(shared.deadline(now, base.created_at), |owner| {
-                shared.deadline(now, base.created_at).min(owner.until)
-            });
-
         if let Some(next_id) = state.next_id {
-            let mut record = Record::new(
-                next_id,
-                mem::take(&mut state.data),
-                base.created_at,
-                expires_at,
-            );
-            record.version = base.version + 1;
-            record.owner = owner;
-            // Create first: if the delete then fails, the user keeps a working
-            // old session and the new record simply expires unused.
-            let id = self.create(record).await?;
-            if state.loaded_owner.is_some() && !self.still_live(&base.id, &id).await? {
-                return Ok(Some(shared.codec.removal()));
-            }
-            shared.call("delete", shared.store.delete(&base.id)).await?;
-            return Ok(Some(self.cookie_for(&id, expires_at, now)));
+            return self.cycle(state, base, next_id, now).await;
         }
+        let owner = state.owner_at_write(shared, base.created_at);
+        let expires_at = state.expiry_at_write(shared, now, base.created_at, owner.as_ref());
 
         if state.owner.as_deref() != state.loaded_owner.as_ref().map(|o| o.name.as_str()) {
             state.changes.set_owner(owner);
@@ -705,28 +701,140 @@ impl Session {
         }
     }
 
-    /// Whether the session being cycled away from (`old`) is still live after
-    /// its copy `new` was created. If "log out everywhere" ended it in the
-    /// meantime, the copy is deleted too: ending a user's sessions must not
-    /// miss one because it was changing id at that moment. The copy was
-    /// indexed before this check, so an end-all that ends `old` after the
-    /// check finds the copy on its next pass (see
-    /// [`SessionManager::end_all_for`](crate::SessionManager::end_all_for)).
-    async fn still_live(&self, old: &SessionId, new: &SessionId) -> Result<bool, StoreError> {
+    /// Moves the session from `base.id` to a new id (`next_id`, or a fresh
+    /// one if taken), carrying over every commit acknowledged on the old id
+    /// before the old id ends:
+    ///
+    /// 1. create the new record from the data this request sees;
+    /// 2. delete the old record only if it is still at the version this
+    ///    request loaded ([`SessionStore::delete_if_version`]), atomically,
+    ///    so a commit that another request got acknowledged on the old id
+    ///    either is seen here or finds the old id gone (and is refused);
+    /// 3. if a commit landed in between, load the old record again, apply
+    ///    this request's changes on top, rewrite the new record from it
+    ///    and try again, up to [`CYCLE_ATTEMPTS`] times.
+    ///
+    /// When the old session was ended meanwhile (a logout, "log out
+    /// everywhere", expiry), the new record is deleted too and the browser
+    /// is told to drop the cookie: ending a session must not miss it
+    /// because it was changing id. When the store cannot delete by version,
+    /// or commits keep landing, the new record is deleted and the request
+    /// fails: the old id and everything committed to it stay.
+    async fn cycle(
+        &self,
+        state: &mut State,
+        base: Base,
+        next_id: SessionId,
+        now: SystemTime,
+    ) -> Result<Option<String>, StoreError> {
         let shared = &self.inner.shared;
-        if shared
-            .call("stamp", shared.store.stamp(old))
-            .await?
-            .is_some()
-        {
-            return Ok(true);
+        let mut owner = state.owner_at_write(shared, base.created_at);
+        let mut expires_at = state.expiry_at_write(shared, now, base.created_at, owner.as_ref());
+        let mut record = Record::new(
+            next_id,
+            mem::take(&mut state.data),
+            base.created_at,
+            expires_at,
+        );
+        record.version = base.version + 1;
+        record.owner.clone_from(&owner);
+        // Create first: if anything after fails, the user keeps a working
+        // old session and the new record simply expires unused.
+        let id = self.create(record).await?;
+        let mut version = base.version;
+        for _ in 0..CYCLE_ATTEMPTS {
+            let ended = shared
+                .call(
+                    "delete_if_version",
+                    shared.store.delete_if_version(&base.id, version),
+                )
+                .await;
+            match ended {
+                Ok(ConditionalDelete::Deleted) => {
+                    return Ok(Some(self.cookie_for(&id, expires_at, now)));
+                }
+                Ok(ConditionalDelete::Missing) => {
+                    return self.ended_while_cycling(&base.id, &id).await;
+                }
+                Ok(ConditionalDelete::Changed) => {}
+                // Nothing was deleted: drop the copy and fail, so the old
+                // id keeps every write.
+                Err(err) if err.kind() == ErrorKind::Unsupported => {
+                    self.drop_copy(&id).await;
+                    return Err(err);
+                }
+                // The old record may or may not be gone; the copy is the
+                // user's only one if it is, so it stays.
+                Err(err) => return Err(err),
+            }
+            // Another request committed to the old id after this one loaded
+            // it: start again from the old record as it is now.
+            let loaded = shared.call("load", shared.store.load(&base.id)).await?;
+            let Some(current) = loaded.filter(|r| shared.is_live(now, r.created_at, r.expires_at))
+            else {
+                return self.ended_while_cycling(&base.id, &id).await;
+            };
+            tracing::debug!(
+                session.id = ?base.id,
+                "a commit landed while the session id was being cycled; carrying it over"
+            );
+            owner = state.owner_after(shared, current.owner, base.created_at);
+            expires_at = state.expiry_at_write(shared, now, base.created_at, owner.as_ref());
+            let mut data = current.data;
+            state.changes.apply_to(&mut data);
+            let mut rewrite = Changes::default();
+            rewrite.clear();
+            for (key, value) in data {
+                rewrite.set(key, value);
+            }
+            rewrite.set_owner(owner.clone());
+            match shared
+                .call("commit", shared.store.commit(&id, &rewrite, expires_at))
+                .await?
+            {
+                Committed::Applied { .. } => version = current.version,
+                // Only this request knows the new id; only the end of its
+                // owner's sessions can have ended it.
+                Committed::Missing => return self.ended_while_cycling(&base.id, &id).await,
+            }
         }
+        tracing::warn!(
+            session.id = ?base.id,
+            attempts = CYCLE_ATTEMPTS,
+            "commits kept landing while the session id was being cycled; keeping the old id"
+        );
+        self.drop_copy(&id).await;
+        Err(StoreError::new(ErrorKind::Other, "cycle_id").with_source(format!(
+            "other requests committed to the session during each of {CYCLE_ATTEMPTS} attempts to move it to a new id"
+        )))
+    }
+
+    /// The session being cycled away from (`old`) was ended (or expired)
+    /// while its copy `new` was being made: the copy goes too, and the
+    /// browser is told to drop the cookie. Ending a user's sessions must
+    /// not miss one because it was changing id.
+    async fn ended_while_cycling(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+    ) -> Result<Option<String>, StoreError> {
+        let shared = &self.inner.shared;
         tracing::info!(
             session.id = ?old,
             "session was ended while its id was being cycled; ending the new id too"
         );
         shared.call("delete", shared.store.delete(new)).await?;
-        Ok(false)
+        Ok(Some(shared.codec.removal()))
+    }
+
+    /// Deletes the new id of a cycle that failed with the old id intact. A
+    /// failure here only leaves a record nobody has the cookie of, which
+    /// expires unused.
+    async fn drop_copy(&self, new: &SessionId) {
+        let shared = &self.inner.shared;
+        if let Err(err) = shared.call("delete", shared.store.delete(new)).await {
+            log_store_error(&err, "the new id of a failed cycle could not be deleted");
+        }
     }
 
     /// Creates `record`, drawing a new id if its id is taken.
@@ -782,6 +890,36 @@ impl State {
             name: name.clone(),
             until: created_at + shared.absolute_timeout,
         })
+    }
+
+    /// The owner to write after another request's commit changed the
+    /// record to `current` (owner included): this request's owner when it
+    /// set one, else the record's as it is now.
+    fn owner_after(
+        &self,
+        shared: &Shared,
+        current: Option<Owner>,
+        created_at: SystemTime,
+    ) -> Option<Owner> {
+        let loaded = self.loaded_owner.as_ref().map(|o| o.name.as_str());
+        if self.owner.as_deref() == loaded {
+            current
+        } else {
+            self.owner_at_write(shared, created_at)
+        }
+    }
+
+    /// When a session touched at `now` expires: the manager's deadline, and
+    /// never after its owner's index entry, which it must not outlive.
+    fn expiry_at_write(
+        &self,
+        shared: &Shared,
+        now: SystemTime,
+        created_at: SystemTime,
+        owner: Option<&Owner>,
+    ) -> SystemTime {
+        let deadline = shared.deadline(now, created_at);
+        owner.map_or(deadline, |owner| deadline.min(owner.until))
     }
 
     fn remove(&mut self, key: &str) -> Option<String> {
