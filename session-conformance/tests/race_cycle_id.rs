@@ -1,12 +1,10 @@
 //! The schedule explorer with `cycle_id` in the mix, on the memory store.
 //!
-//! **This fails until race 7 of issue 21 is fixed** (`cycle_id` drops a
-//! commit that lands between its load and its create: found as a lost
-//! write), so it is ignored here; once the fix is in, remove the
-//! `#[ignore]` (or run `cargo test -p session-conformance --test
-//! race_cycle_id -- --ignored`). The same mix also covers race 6
-//! (`end_all_for` missing a session whose id is cycled during its pass),
-//! which the memory store's one-step `delete_by_owner` does not expose.
+//! It found race 7 of issue 21 before it was fixed (`cycle_id` dropped a
+//! commit that landed between its load and its create: a lost write).
+//! The same mix also covers race 6 (`end_all_for` missing a session whose
+//! id is cycled during its pass), which the memory store's one-step
+//! `delete_by_owner` does not expose; `session-core`'s gated tests do.
 
 use std::sync::Arc;
 
@@ -38,7 +36,6 @@ impl Deployment for Memory {
 }
 
 #[test]
-#[ignore = "finds race 7 of issue 21 (cycle_id drops a commit that lands between its load and its create) until it is fixed"]
 fn cycle_id_carries_over_every_commit_acknowledged_before_it() {
     let scenario = Scenario::new().servers(3).mix(Mix::default());
     Explorer::new("memory, with cycle_id", Memory, scenario).run(SEEDS);

@@ -1,9 +1,8 @@
 //! The schedule explorer on mirror-mode failover: every app server runs
 //! its own `FailoverStore` over the same two stores.
 //!
-//! **These fail until races 1 and 2 of issue 21 are fixed**, so they are
-//! ignored here; once the fixes are in, remove the `#[ignore]`s (or run
-//! `cargo test -p session-conformance --test race_mirror -- --ignored`):
+//! They found races 1 and 2 of issue 21 before those were fixed, and
+//! find them again within the default seeds when either fix is undone:
 //! - race 1: a load on one server racing a logout on another sees the
 //!   primary's copy from before the delete and the secondary's `None`
 //!   from after it, takes that for a lost copy and writes the session
@@ -51,7 +50,6 @@ impl Deployment for Mirror {
 }
 
 #[test]
-#[ignore = "finds race 1 of issue 21 (mirror: a load racing a logout brings the session back) until it is fixed"]
 fn mirror_never_brings_back_a_session_logged_out_on_another_server() {
     // No fault: logouts on one server while the same cookie is read and
     // written on the others, and replayed by a thief.
@@ -61,7 +59,6 @@ fn mirror_never_brings_back_a_session_logged_out_on_another_server() {
 }
 
 #[test]
-#[ignore = "finds race 2 of issue 21 (mirror: a repair answered IdTaken counts as a copy) until it is fixed"]
 fn mirror_loses_no_acknowledged_write_when_the_secondary_restarts_empty_and_then_the_primary_dies()
 {
     // Reads and writes; the secondary restarts empty while commits run,
@@ -96,7 +93,6 @@ fn mirror_loses_no_acknowledged_write_when_the_secondary_restarts_empty_and_then
 }
 
 #[test]
-#[ignore = "mirror with every fault: finds races 1 and 2 of issue 21 until they are fixed"]
 fn mirror_keeps_every_promise_through_single_store_faults() {
     // One store fails at a time, each fault seconds after the last ended
     // (time for any bounded repair of what the failed store missed):

@@ -7,12 +7,9 @@
 //! promises about values and cookies are waived here; what is checked is
 //! that nothing ended comes back.
 //!
-//! **This fails until race 3 of issue 21 is fixed** (a logout while the
-//! primary is down lands on the secondary only, and the other servers go
-//! on serving the primary's copy once it is back: found as a
-//! resurrection), so it is ignored here; once the fix is in, remove the
-//! `#[ignore]` (or run `cargo test -p session-conformance --test
-//! race_standby -- --ignored`).
+//! It found race 3 of issue 21 before it was fixed: a logout while the
+//! primary is down landed on the secondary only, and the other servers
+//! went on serving the primary's copy once it was back (a resurrection).
 
 use std::{sync::Arc, time::Duration};
 
@@ -56,7 +53,6 @@ impl Deployment for Standby {
 }
 
 #[test]
-#[ignore = "finds race 3 of issue 21 (standby: a logout while the primary is down is undone on every other server) until it is fixed"]
 fn standby_never_brings_back_a_session_logged_out_while_the_primary_was_down() {
     let documented = "standby: the primary's sessions are out of reach while it is down";
     let scenario = Scenario::new()

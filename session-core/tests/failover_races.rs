@@ -301,8 +301,15 @@ async fn a_returning_store_is_probed_and_repaired_within_the_probe_interval() {
         state.secondary == BreakerState::Closed && state.pending_secondary == 0
     })
     .await;
-    let replayed = stores.secondary.load(&id).await.unwrap().expect("a copy");
-    assert_eq!(replayed.data.get("n").map(String::as_str), Some("1"));
+    // The replay's repair waits out one call timeout before it copies.
+    for _ in 0..400 {
+        let replayed = stores.secondary.load(&id).await.unwrap().expect("a copy");
+        if replayed.data.get("n").map(String::as_str) == Some("1") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the secondary did not get the missed write within 2 s");
 }
 
 /// A load is never answered "no session" by a store this server knows is

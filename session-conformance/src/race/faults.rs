@@ -11,7 +11,8 @@ use std::{
 use async_trait::async_trait;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use session_core::{
-    Changes, Committed, Created, ErrorKind, Record, SessionId, SessionStore, Stamp, StoreError,
+    Changes, Committed, ConditionalDelete, Created, ErrorKind, OwnerPass, Record, SessionId,
+    SessionStore, Stamp, StoreError,
 };
 use tokio::sync::watch;
 
@@ -268,7 +269,19 @@ impl SessionStore for SimulatedStore {
         .await
     }
 
-    async fn delete_by_owner(&self, owner: &str) -> Result<u64, StoreError> {
+    async fn delete_if_version(
+        &self,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let id = *id;
+        self.call("delete_if_version", move |store| async move {
+            store.delete_if_version(&id, version).await
+        })
+        .await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         let owner = owner.to_owned();
         self.call("delete_by_owner", move |store| async move {
             store.delete_by_owner(&owner).await

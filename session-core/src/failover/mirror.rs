@@ -29,7 +29,7 @@ use super::{
     count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, OWNER_FENCE_DOMAIN,
     TOMBSTONE_DOMAIN,
 };
-use crate::{Changes, Committed, Created, Data, Record, SessionId, StoreError};
+use crate::{Changes, Committed, ConditionalDelete, Created, Data, Record, SessionId, StoreError};
 
 /// The widest two stores may disagree on when one session expires:
 /// Memcached counts whole seconds on a clock that ticks once a second.
@@ -135,23 +135,7 @@ impl Inner {
     ) -> Option<Record> {
         match (primary, secondary) {
             (None, None) => None,
-            (Some(p), Some(s)) if p.version == s.version && p.data != s.data => {
-                // The same number of commits, but not the same ones: a
-                // repair raced a commit and the stores diverged. Only an
-                // ahead mark says which copy has the acknowledged writes.
-                let id = p.id;
-                let mark = id.derive(AHEAD_DOMAIN);
-                if self.holds(&self.primary, &mark).await {
-                    let _ = self.overwrite(&self.secondary, &p).await;
-                    Some(p)
-                } else if self.holds(&self.secondary, &mark).await {
-                    let _ = self.overwrite(&self.primary, &s).await;
-                    Some(s)
-                } else {
-                    Some(p)
-                }
-            }
-            (Some(p), Some(s)) if p.version == s.version => {
+            (Some(p), Some(s)) if p.version == s.version && p.data == s.data => {
                 // The same commits on both. A touch one side missed leaves
                 // it an earlier expiry; serve the later one, and let the
                 // short copy expire into the one-sided case, which copies
@@ -159,23 +143,142 @@ impl Inner {
                 // whole-second expiry on every load.)
                 Some(if s.expires_at > p.expires_at { s } else { p })
             }
-            (Some(p), Some(s)) => {
-                let (newer, ahead, stale) = if p.version > s.version {
-                    (p, &self.primary, &self.secondary)
-                } else {
-                    (s, &self.secondary, &self.primary)
-                };
-                // The mark stays until it expires: deleting it here raced
-                // the commit that had just placed it for a newer gap, and
-                // left that gap unmarked for good (the explorer found it).
-                let ahead_mark = newer.id.derive(AHEAD_DOMAIN);
-                if behind == Some(stale.role) || self.holds(ahead, &ahead_mark).await {
-                    let _ = self.overwrite(stale, &newer).await;
-                }
-                Some(newer)
-            }
+            (Some(p), Some(s)) => Some(self.settle_copies(p, s, behind).await),
             (Some(record), None) => self.one_sided(&self.primary, record).await.served(),
             (None, Some(record)) => self.one_sided(&self.secondary, record).await.served(),
+        }
+    }
+
+    /// The copy to serve when the two stores hold different copies, and the
+    /// repair of the other one when it is known to be stale.
+    ///
+    /// A version counts a copy's commits, not which ones: a store that
+    /// missed a commit during an outage and took the later ones has as high
+    /// a version as the other and still lacks that commit. So the copy
+    /// known to hold everything wins: the other store is `behind` (this
+    /// process saw it miss writes), or this copy's store holds an ahead
+    /// mark (some server saw the other store miss a commit) and the other
+    /// holds none, or an older one. It is served, and the other copy is
+    /// repaired ([`repair_copy`](Self::repair_copy)): inline for the replay
+    /// (`behind`), in the background for a load. With no such knowledge
+    /// the gap is a commit still on its way to the other store, which
+    /// arrives by itself: the higher version is served (the primary's on a
+    /// tie) and nothing is rewritten.
+    async fn settle_copies(self: &Arc<Self>, p: Record, s: Record, behind: Option<Role>) -> Record {
+        let winner = match behind {
+            Some(stale) => Some(stale.other()),
+            None => {
+                let mark = p.id.derive(AHEAD_DOMAIN);
+                let (on_primary, on_secondary) = tokio::join!(
+                    self.mark_of(&self.primary, &mark),
+                    self.mark_of(&self.secondary, &mark),
+                );
+                match (on_primary, on_secondary) {
+                    (Some(_), None) => Some(Role::Primary),
+                    (None, Some(_)) => Some(Role::Secondary),
+                    (Some(p_mark), Some(s_mark)) if p_mark.at != s_mark.at => {
+                        Some(if p_mark.at > s_mark.at {
+                            Role::Primary
+                        } else {
+                            Role::Secondary
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let Some(winner) = winner else {
+            return if s.version > p.version { s } else { p };
+        };
+        if behind.is_some() {
+            self.repair_copy(p.id, winner).await;
+        } else {
+            self.start_repair(p.id, winner);
+        }
+        match winner {
+            Role::Primary => p,
+            Role::Secondary => s,
+        }
+    }
+
+    /// Repairs `id` in the background (see [`repair_copy`](Self::repair_copy)),
+    /// at most one repair per session at a time, and at most
+    /// [`max_pending`](super::FailoverStoreBuilder::max_pending) at once.
+    fn start_repair(self: &Arc<Self>, id: SessionId, winner: Role) {
+        {
+            let mut repairing = self
+                .repairing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if repairing.len() >= self.max_pending || !repairing.insert(id) {
+                return;
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.repairing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            inner.repair_copy(id, winner).await;
+            inner
+                .repairing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+        });
+    }
+
+    /// Replaces the copy of `id` on `winner`'s rival with `winner`'s, which
+    /// holds every acknowledged commit, without dropping one that is on
+    /// the rival only because it is still on its way to `winner`:
+    /// 1. read the rival's copy, and the ahead mark;
+    /// 2. wait one call timeout: both halves of a commit start together and
+    ///    each is bounded by it, so every commit the rival held in step 1
+    ///    has reached `winner` by then (or failed, unacknowledged);
+    /// 3. read `winner`'s copy, which now holds all of them;
+    /// 4. delete the rival's copy only if it is still the one read in step 1
+    ///    (a commit that reached it since keeps it; the next read tries
+    ///    again), and create `winner`'s copy there; a commit arriving in
+    ///    between finds the session missing and copies it over itself;
+    /// 5. then drop the ahead mark, only if no commit placed it again since
+    ///    step 1.
+    ///
+    /// Replacing the rival from the read that found the gap, as before,
+    /// dropped a commit that had reached the rival and not yet `winner`
+    /// (the explorer found it).
+    async fn repair_copy(self: &Arc<Self>, id: SessionId, winner: Role) {
+        let (winner, rival) = (self.side(winner), self.other(self.side(winner)));
+        let mark_id = id.derive(AHEAD_DOMAIN);
+        let (theirs, mark) = tokio::join!(
+            self.call(rival, "load", rival.store.load(&id)),
+            self.mark_of(winner, &mark_id),
+        );
+        let Ok(Reply::Answer(Some(theirs))) = theirs else {
+            // Gone (the one-sided rule takes it from here) or unreadable.
+            return;
+        };
+        tokio::time::sleep(self.call_timeout).await;
+        let Ok(Reply::Answer(Some(ours))) = self.call(winner, "load", winner.store.load(&id)).await
+        else {
+            return;
+        };
+        if ours.version == theirs.version && ours.data == theirs.data {
+            // Already the same: nothing to replace.
+        } else if !self.overwrite(rival, theirs.version, &ours).await {
+            return;
+        }
+        if let Some(mark) = mark {
+            let _ = self
+                .call(
+                    winner,
+                    "repair",
+                    winner.store.delete_if_version(&mark_id, mark.version),
+                )
+                .await;
         }
     }
 
@@ -235,58 +338,56 @@ impl Inner {
         if left <= EXPIRY_SKEW {
             return OneSided::Kept {
                 record,
-                copied: false,
+                copy: Copy::Failed,
             };
         }
-        let copied = self.copy_to(empty, &record).await;
-        OneSided::Kept { record, copied }
+        let copy = self.copy_to(empty, &record).await;
+        OneSided::Kept { record, copy }
     }
 
-    /// Puts `record` on `side`, which had no copy when last read. True once
-    /// `side` holds this version or a later one.
+    /// Puts `record` on `side`, which had no copy when last read.
     ///
     /// `IdTaken` is not success: another app server's repair (or this
-    /// one's, for another commit) got there first, possibly with an older
-    /// version. Taking it for done acknowledged a commit that only one store
-    /// held, with nothing left to say so; so the copy there is read, and
-    /// replaced when it is older.
-    async fn copy_to(self: &Arc<Self>, side: &Side, record: &Record) -> bool {
+    /// one's, for another commit) got there first, from a read that may be
+    /// older, and commits may have landed on it since. Taking it for done
+    /// acknowledged a commit that only one store held, with nothing left to
+    /// say so. So the copy there is read: an older one is replaced, and one
+    /// at this version or later is [`Copy::Found`], for the caller to check
+    /// (a version says how many commits a copy took, not which).
+    async fn copy_to(self: &Arc<Self>, side: &Side, record: &Record) -> Copy {
         let id = &record.id;
         for _ in 0..COPY_ATTEMPTS {
             match self.call(side, "repair", side.store.create(record)).await {
                 Ok(Reply::Answer(Created::Created)) => {
                     count_repair(side);
-                    return true;
+                    return Copy::Made;
                 }
                 Ok(Reply::Answer(Created::IdTaken)) => {}
                 Ok(Reply::Down(_)) => {
                     let _ = self.missed(side, id, Missed::Write);
-                    return false;
+                    return Copy::Failed;
                 }
                 Err(err) => {
                     log_failed_repair(side, &err);
-                    return false;
+                    return Copy::Failed;
                 }
             }
             match self.call(side, "load", side.store.load(id)).await {
                 Ok(Reply::Answer(Some(theirs))) if theirs.version >= record.version => {
-                    return true;
+                    return Copy::Found(theirs.data);
                 }
                 // Older: replace it, and create again.
-                Ok(Reply::Answer(Some(_))) => {
-                    if !self
-                        .repair_call(side, id, Missed::Write, side.store.delete(id))
-                        .await
-                    {
-                        return false;
+                Ok(Reply::Answer(Some(theirs))) => {
+                    if !self.remove_stale(side, id, theirs.version).await {
+                        return Copy::Failed;
                     }
                 }
                 // Gone again: deleted or expired since. Copying now could
                 // undo a delete; the caller keeps its mark instead.
-                Ok(Reply::Answer(None) | Reply::Down(_)) | Err(_) => return false,
+                Ok(Reply::Answer(None) | Reply::Down(_)) | Err(_) => return Copy::Failed,
             }
         }
-        false
+        Copy::Failed
     }
 
     pub(super) async fn mirror_create(
@@ -392,11 +493,16 @@ impl Inner {
                     (_, Committed::Applied { version }) => (&self.secondary, version),
                     _ => unreachable!("both missing is matched above"),
                 };
-                Ok(if self.one_sided_write(holder, id).await {
-                    Committed::Applied { version }
-                } else {
-                    Committed::Missing
-                })
+                Ok(
+                    if self
+                        .one_sided_write(holder, id, Some((changes, expires_at)))
+                        .await
+                    {
+                        Committed::Applied { version }
+                    } else {
+                        Committed::Missing
+                    },
+                )
             }
         }
     }
@@ -425,7 +531,7 @@ impl Inner {
             Both::Answered(p, s) if p == s => Ok(p),
             Both::Answered(p, _) => {
                 let holder = if p { &self.primary } else { &self.secondary };
-                Ok(self.one_sided_write(holder, id).await)
+                Ok(self.one_sided_write(holder, id, None).await)
             }
         }
     }
@@ -440,10 +546,24 @@ impl Inner {
     /// now, it was being deleted on both stores while this write ran (a
     /// logout, or its owner's sessions being ended), and the copy would
     /// bring it back, so the copy goes too.
-    async fn one_sided_write(self: &Arc<Self>, holder: &Side, id: &SessionId) -> bool {
+    ///
+    /// A commit (`commit` is its changes and expiry) is acknowledged once
+    /// the other store holds it too: the copy this call made from `holder`
+    /// (read after the commit landed there), or a copy someone else made
+    /// that shows the commit's changes, or, failing both, the changes
+    /// applied to that copy now (unless they clear the session, which could
+    /// wipe a later commit's keys there). Otherwise it is acknowledged with
+    /// an ahead mark on `holder` that makes every server's read repair the
+    /// other store, and this process replays the write.
+    async fn one_sided_write(
+        self: &Arc<Self>,
+        holder: &Side,
+        id: &SessionId,
+        commit: Option<(&Changes, SystemTime)>,
+    ) -> bool {
         match self.call(holder, "load", holder.store.load(id)).await {
             Ok(Reply::Answer(Some(record))) => {
-                let OneSided::Kept { copied, .. } = self.one_sided(holder, record).await else {
+                let OneSided::Kept { copy, .. } = self.one_sided(holder, record).await else {
                     return false;
                 };
                 let other = self.other(holder);
@@ -454,7 +574,17 @@ impl Inner {
                         .await;
                     return false;
                 }
-                if !copied {
+                let on_both = match (copy, commit) {
+                    (Copy::Made, _) | (Copy::Found(_), None) => true,
+                    (Copy::Found(theirs), Some((changes, _))) if shows(&theirs, changes) => true,
+                    (Copy::Found(_), Some((changes, expires_at))) if !changes.clears() => matches!(
+                        self.call(other, "repair", other.store.commit(id, changes, expires_at))
+                            .await,
+                        Ok(Reply::Answer(Committed::Applied { .. }))
+                    ),
+                    (Copy::Found(_) | Copy::Failed, _) => false,
+                };
+                if !on_both {
                     // Acknowledged while only `holder` is sure to have it:
                     // the mark tells every app server's read to repair the
                     // other store, and the replay owes it the write.
@@ -551,8 +681,26 @@ impl Inner {
         )
     }
 
+    /// `side`'s ahead mark `mark`: when it was last placed, and its
+    /// version (which every placing bumps). `None` when it holds none, or
+    /// cannot say.
+    async fn mark_of(self: &Arc<Self>, side: &Side, mark: &SessionId) -> Option<Mark> {
+        match self.call(side, "load", side.store.load(mark)).await {
+            Ok(Reply::Answer(Some(record))) => Some(Mark {
+                at: record
+                    .data
+                    .get(MARKED_AT_FIELD)
+                    .and_then(|at| at.parse().ok())
+                    .unwrap_or(0),
+                version: record.version,
+            }),
+            _ => None,
+        }
+    }
+
     /// Marks on `side` that `id` took commits the other store missed, so
-    /// any app server's read knows the gap is real and repairs it.
+    /// any app server's read knows which copy holds everything and repairs
+    /// the other.
     ///
     /// A mark is never deleted (a delete could not tell a mark it has seen
     /// repaired from one a commit just placed for a newer gap); it lives
@@ -562,10 +710,32 @@ impl Inner {
     /// and left the stores apart is mended by the next read.
     async fn mark_ahead(self: &Arc<Self>, side: &Side, id: &SessionId) {
         let lifetime = AHEAD_MARK_TTL.min(self.tombstone_ttl);
-        if let Err(err) = self
-            .leave_marker(side, &id.derive(AHEAD_DOMAIN), lifetime)
-            .await
-        {
+        let now = SystemTime::now();
+        let mark = id.derive(AHEAD_DOMAIN);
+        let at = crate::failover::millis_text(now);
+        let mut record = Record::new(mark, Data::new(), now, now + lifetime);
+        record.data.insert(MARKED_AT_FIELD.to_owned(), at.clone());
+        let placed = match self.call(side, "create", side.store.create(&record)).await {
+            Ok(Reply::Answer(Created::Created)) => Ok(()),
+            // There already: it is now the newer mark, for longer.
+            Ok(Reply::Answer(Created::IdTaken)) => {
+                let mut changes = Changes::default();
+                changes.set(MARKED_AT_FIELD, at);
+                match self
+                    .call(
+                        side,
+                        "commit",
+                        side.store.commit(&mark, &changes, record.expires_at),
+                    )
+                    .await
+                {
+                    Ok(Reply::Answer(_)) => Ok(()),
+                    Ok(Reply::Down(err)) | Err(err) => Err(err),
+                }
+            }
+            Ok(Reply::Down(err)) | Err(err) => Err(err),
+        };
+        if let Err(err) = placed {
             // Reads still serve the higher version; only the repair waits
             // for this process's replay.
             tracing::debug!(
@@ -651,20 +821,53 @@ impl Inner {
         }
     }
 
-    /// Replaces `side`'s copy with `record`, which is newer. The trait has
-    /// no unconditional write, so this is a delete and a create, which also
-    /// gives both stores the same version again. A commit that lands in
-    /// between finds the session missing on `side` and goes through the
-    /// one-sided rule. True once `side` holds this version or a later one.
-    async fn overwrite(self: &Arc<Self>, side: &Side, record: &Record) -> bool {
-        self.repair_call(
-            side,
-            &record.id,
-            Missed::Write,
-            side.store.delete(&record.id),
-        )
-        .await
-            && self.copy_to(side, record).await
+    /// Replaces `side`'s copy, read at `stale_version`, with `record`,
+    /// which is newer. True once `side` holds this version or a later one.
+    /// The trait has no unconditional write, so this is a delete and a
+    /// create, which also gives both stores the same version again; see
+    /// [`remove_stale`](Self::remove_stale) for why the delete is
+    /// conditional.
+    async fn overwrite(self: &Arc<Self>, side: &Side, stale_version: u64, record: &Record) -> bool {
+        self.remove_stale(side, &record.id, stale_version).await
+            && !matches!(self.copy_to(side, record).await, Copy::Failed)
+    }
+
+    /// Deletes `side`'s copy of `id` only if it is still at `version`, the
+    /// stale version a repair read. A commit that reached the copy since
+    /// then was acknowledged against both stores; deleting the copy with it
+    /// and recreating it from the other store's older read left the stores
+    /// apart for good, with the commit on one of them only (the explorer
+    /// found it). So a copy that moved on is left alone (false), and the
+    /// next read compares again. A commit that arrives after the delete
+    /// finds the session missing there and copies it over itself.
+    ///
+    /// A store without [`delete_if_version`](crate::SessionStore::delete_if_version)
+    /// gets a plain delete: the window above stays open for it.
+    async fn remove_stale(self: &Arc<Self>, side: &Side, id: &SessionId, version: u64) -> bool {
+        match self
+            .call(side, "repair", side.store.delete_if_version(id, version))
+            .await
+        {
+            Ok(Reply::Answer(ConditionalDelete::Deleted)) => {
+                count_repair(side);
+                true
+            }
+            // Moved on (a commit) or gone (a delete, an expiry): not ours
+            // to replace now.
+            Ok(Reply::Answer(ConditionalDelete::Changed | ConditionalDelete::Missing)) => false,
+            Err(err) if err.kind() == crate::ErrorKind::Unsupported => {
+                self.repair_call(side, id, Missed::Write, side.store.delete(id))
+                    .await
+            }
+            Ok(Reply::Down(_)) => {
+                let _ = self.missed(side, id, Missed::Write);
+                false
+            }
+            Err(err) => {
+                log_failed_repair(side, &err);
+                false
+            }
+        }
     }
 
     /// Runs a repair call on `side`. A repair that fails leaves the session
@@ -709,9 +912,8 @@ enum OneSided {
     /// A tombstone or an owner fence said the session was ended; the copy
     /// was deleted.
     Ended,
-    /// The session stands. `copied` is true when the other store now holds
-    /// this version or a later one.
-    Kept { record: Record, copied: bool },
+    /// The session stands; `copy` says what the other store holds now.
+    Kept { record: Record, copy: Copy },
 }
 
 impl OneSided {
@@ -721,6 +923,40 @@ impl OneSided {
             Self::Kept { record, .. } => Some(record),
         }
     }
+}
+
+/// An ahead mark as read.
+struct Mark {
+    /// When it was last placed, in milliseconds since the Unix epoch.
+    at: u64,
+    /// Its record's version: bumped by every placing.
+    version: u64,
+}
+
+/// What [`Inner::copy_to`] left on the other store.
+enum Copy {
+    /// The copy this call made.
+    Made,
+    /// A copy someone else made, at the version copied or later (its data):
+    /// it took as many commits, not necessarily the same ones.
+    Found(Data),
+    /// No copy this call can vouch for: the store is down, the session went
+    /// away meanwhile, or racing repairs kept replacing each other.
+    Failed,
+}
+
+/// Whether `data` shows what `changes` did: every key set to its value
+/// and every removed key absent. A concurrent commit to the same key can
+/// hide a change that is there; re-applying it then may leave the two
+/// stores with different last writers of that key, which the contract
+/// leaves open for concurrent writes to one key anyway.
+fn shows(data: &Data, changes: &Changes) -> bool {
+    !changes.clears()
+        && changes
+            .sets()
+            .iter()
+            .all(|(key, value)| data.get(key) == Some(value))
+        && changes.removals().iter().all(|key| !data.contains_key(key))
 }
 
 /// The source of a load refused because the store that answered may lack
@@ -742,6 +978,11 @@ fn log_failed_repair(side: &Side, err: &StoreError) {
         "a repair failed; the next read tries again"
     );
 }
+
+/// The data key of an ahead mark: when it was last placed, in milliseconds
+/// since the Unix epoch. Of two marks, the newer one's store took the
+/// commits the other missed last.
+const MARKED_AT_FIELD: &str = "marked_at";
 
 /// The data key of an owner fence: when the owner's sessions were ended,
 /// in milliseconds since the Unix epoch.

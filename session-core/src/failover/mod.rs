@@ -362,6 +362,7 @@ impl FailoverStoreBuilder {
                 tombstone_ttl: self.tombstone_ttl,
                 max_pending: self.max_pending,
                 probe_interval: self.probe_interval,
+                repairing: Mutex::new(std::collections::HashSet::new()),
                 epoch_mark: SessionId::generate().derive(EPOCH_DOMAIN),
             }),
         })
@@ -580,6 +581,14 @@ pub(crate) enum Role {
 }
 
 impl Role {
+    /// The other store.
+    pub(crate) fn other(self) -> Self {
+        match self {
+            Self::Primary => Self::Secondary,
+            Self::Secondary => Self::Primary,
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Primary => "primary",
@@ -662,6 +671,9 @@ struct Inner {
     tombstone_ttl: Duration,
     max_pending: usize,
     probe_interval: Duration,
+    /// Sessions with a background repair under way (see
+    /// `Inner::start_repair`).
+    repairing: Mutex<std::collections::HashSet<SessionId>>,
     /// This process's epoch mark: an id only this failover store writes,
     /// to each store once, so that after an outage it can tell a store
     /// that kept its data from one that restarted empty.
