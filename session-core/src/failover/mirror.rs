@@ -542,10 +542,12 @@ impl Inner {
     /// a tombstone (the session was deleted, so `holder`'s copy goes and the
     /// write is `Missing`).
     ///
-    /// After copying, `holder` is asked again: if the session is gone there
-    /// now, it was being deleted on both stores while this write ran (a
-    /// logout, or its owner's sessions being ended), and the copy would
-    /// bring it back, so the copy goes too.
+    /// A logout or an end-all racing the write needs no check here: both
+    /// leave their tombstone or owner fence in both stores before they end
+    /// a copy, so a copy made after the tombstone is ended by the next
+    /// read. (Asking `holder` again and deleting the copy when `holder`'s
+    /// was gone took a conditional delete that found a commit on one store
+    /// and deleted the other's copy for a logout, and ended a live session.)
     ///
     /// A commit (`commit` is its changes and expiry) is acknowledged once
     /// the other store holds it too: the copy this call made from `holder`
@@ -567,13 +569,6 @@ impl Inner {
                     return false;
                 };
                 let other = self.other(holder);
-                if let Ok(Reply::Answer(None)) =
-                    self.call(holder, "stamp", holder.store.stamp(id)).await
-                {
-                    self.repair_call(other, id, Missed::Delete, other.store.delete(id))
-                        .await;
-                    return false;
-                }
                 let on_both = match (copy, commit) {
                     (Copy::Made, _) | (Copy::Found(_), None) => true,
                     (Copy::Found(theirs), Some((changes, _))) if shows(&theirs, changes) => true,
