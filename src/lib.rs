@@ -94,7 +94,20 @@
 //!   replicated store there.
 //! - One store is one point of failure. [`FailoverStore`] in mirror mode
 //!   survives the death of either of two stores with no acknowledged write
-//!   lost; [`FailoverMode`] says exactly what each mode can lose.
+//!   lost; [`FailoverMode`] says exactly what each mode can lose. A store
+//!   that comes back is found by a background probe within
+//!   `failover.probe_interval` (1 s) and repaired from the other.
+//! - A logout, `destroy` or "log out everywhere" acknowledged on one server
+//!   is never undone on another, whatever the timing of loads, repairs and
+//!   replays (mirror deletes leave tombstones in both stores first; a
+//!   standby delete that cannot reach where the session lives fails
+//!   instead). `cycle_id` carries over every commit acknowledged before it,
+//!   or fails with nothing lost.
+//! - Every `Session` method is cancel-safe; a failed or cancelled load never
+//!   becomes an empty session that a write would turn into a new cookie.
+//! - These are checked by racing them: gated tests that force one
+//!   interleaving, and a schedule explorer with a history checker over
+//!   every store (`session_conformance::race`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

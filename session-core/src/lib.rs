@@ -49,6 +49,23 @@
 //!   changes are dropped and the response clears its cookie, so no
 //!   acknowledged write is lost either way.
 //!
+//! ## How these guarantees are tested
+//! Each guarantee that involves two requests, two servers or a store failure
+//! is tested the way it can break, not one step after another:
+//! - *gates* (`session_conformance::race::GatedStore`) hold one chosen store
+//!   call until the test releases it, forcing one exact interleaving (the
+//!   `failover_races`, `races_manager` and `cycle_races` tests here);
+//! - a *schedule explorer* runs small multi-server scenarios (logouts racing
+//!   loads, commits racing repairs, a store down, paused or restarted empty)
+//!   under a thousand seeded interleavings each, on a paused runtime, and
+//!   replays a failing seed exactly;
+//! - a *history checker* reads every request's start, end and outcome and
+//!   checks: no acknowledged write missing from a later read, no read older
+//!   than a write acknowledged before it began, nothing logged out coming
+//!   back, no cookie replaced but by `cycle_id` or `destroy`, no value going
+//!   backwards. A write that failed may or may not have happened; both are
+//!   accepted.
+//!
 //! ## Logging a user out everywhere
 //! [`Session::set_owner`] records whose session it is (say, at login);
 //! [`SessionManager::end_all_for`] and [`Session::log_out_everywhere`] end

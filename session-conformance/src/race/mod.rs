@@ -58,8 +58,9 @@
 //! SESSION_KIT_RACE_SEEDS=5000 cargo test -p session-conformance --test race_explore
 //! ```
 //! and `SESSION_KIT_RACE_SEED=<n>` replays one seed and prints its history.
-//! `race_mirror`, `race_standby` and `race_cycle_id` are the scenarios that
-//! found the races of issue 21 before they were fixed; they run by default.
+//! `session-conformance/tests/race_explore.rs` holds the in-process
+//! scenarios, including those that found the races of issue 21 before they
+//! were fixed; they run by default.
 #![allow(clippy::module_name_repetitions)]
 
 mod check;
