@@ -107,6 +107,33 @@ async fn a_standby_pair_carries_a_commit_acknowledged_while_the_id_cycles_over()
     assert!(commit_during_cycle_is_carried_over(&Fixture::over(Arc::new(store))).await);
 }
 
+/// A login (`cycle_id`) during a primary outage, of a session made on the
+/// standby secondary meanwhile: the old id goes where it lives and the
+/// login succeeds. (Ending the old id a second time, on both stores, failed
+/// on the down primary: a 503 after the old id was already gone, which
+/// logged the user out.)
+#[tokio::test]
+async fn a_standby_login_during_a_primary_outage_moves_the_session() {
+    let primary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    primary.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    let store = FailoverStore::builder(Arc::clone(&primary), MemoryStore::new())
+        .mode(FailoverMode::Standby)
+        .build()
+        .unwrap();
+    let fixture = Fixture::over(Arc::new(store));
+    let cookie = fixture.visit().await;
+    let old = id_of(&cookie);
+
+    let login = fixture.manager.start([cookie.as_bytes()]);
+    login.insert("user", "ada").await.unwrap();
+    login.cycle_id().await.unwrap();
+    let header = set_cookie(login.finish().await).expect("the login's new cookie");
+    let new = id_of(&header);
+    assert_ne!(new, old);
+    assert_eq!(fixture.n(&new).await.as_deref(), Some("1"));
+    assert_eq!(fixture.store.load(&old).await.unwrap(), None);
+}
+
 /// Runs race 7 on `fixture`; true when the cycle carried the commit over,
 /// false when it failed with the old id keeping it.
 async fn commit_during_cycle_is_carried_over(fixture: &Fixture) -> bool {

@@ -475,11 +475,13 @@ impl SessionStore for FailoverStore {
             FailoverMode::Mirror => self.inner.mirror_delete_if_version(id, version).await?,
             FailoverMode::Standby => self.inner.standby_delete_if_version(id, version).await?,
         };
-        if answer == ConditionalDelete::Deleted {
+        if answer == ConditionalDelete::Deleted && self.inner.mode == FailoverMode::Mirror {
             // The version matched, so the session ends: as a delete, which
-            // in mirror mode leaves the tombstones that keep a read racing
-            // this call (one store answered before the conditional delete,
-            // the other after) from copying it back.
+            // leaves the tombstones that keep a read racing this call (one
+            // store answered before the conditional delete, the other
+            // after) from copying it back. Standby needs nothing more: a
+            // session lives in one store, where it was just deleted, and a
+            // second delete would fail while the other store is down.
             self.inner.delete_both(id).await?;
         }
         Ok(answer)
