@@ -13,7 +13,7 @@ use std::{
 };
 
 use session_conformance::{
-    race::{GatedStore, Op},
+    race::{Faults, GatedStore, Op, Schedule, SimulatedFaults, SimulatedStore, StoreFault},
     store::set,
     Fault, InstrumentedStore,
 };
@@ -339,6 +339,55 @@ async fn no_session_from_a_store_known_to_miss_writes_is_refused() {
     let err = server
         .store
         .load(&id)
+        .await
+        .expect_err("a fresh session instead of the user's");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+}
+
+/// A store that comes back without its data (restarted, no persistence) has
+/// lost sessions that no replay set names: the ones nobody wrote during its
+/// outage. While the other store is down, its "no session" is refused, not
+/// taken as the answer.
+#[tokio::test]
+async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
+    let raw = MemoryStore::new();
+    let primary = Arc::new(SimulatedStore::new(
+        Arc::new(raw.clone()),
+        || Arc::new(MemoryStore::new()),
+        Schedule::new(0, Duration::ZERO),
+    ));
+    let faults = SimulatedFaults::new(vec![Arc::clone(&primary)]);
+    let secondary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    let store = FailoverStore::builder(Arc::clone(&primary), Arc::clone(&secondary))
+        .call_timeout(CALL_TIMEOUT)
+        .failure_threshold(1)
+        .open_for(Duration::from_secs(30))
+        .probe_interval(PROBE_INTERVAL)
+        .build()
+        .unwrap();
+    let session = record();
+    created(store.create(&session).await);
+    // The session and this process's epoch mark, written in the background.
+    for _ in 0..400 {
+        raw.run_pending_tasks().await;
+        if raw.approximate_len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(raw.approximate_len(), 2, "the epoch mark was never written");
+
+    faults.begin(0, StoreFault::RestartEmpty).await;
+    assert!(store.load(&session.id).await.unwrap().is_some());
+    faults.end(0, StoreFault::RestartEmpty).await;
+    eventually("the primary is found to have lost its data", || {
+        store.state().lost_data_primary
+    })
+    .await;
+
+    down(&secondary);
+    let err = store
+        .load(&session.id)
         .await
         .expect_err("a fresh session instead of the user's");
     assert_eq!(err.kind(), ErrorKind::Unavailable);

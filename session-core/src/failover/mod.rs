@@ -194,6 +194,12 @@ pub struct FailoverState {
     pub pending_primary: usize,
     /// The same for the secondary.
     pub pending_secondary: usize,
+    /// The primary came back from its last outage without its data (a
+    /// restart without persistence): while the secondary is down, its "no
+    /// session" answers are refused rather than trusted.
+    pub lost_data_primary: bool,
+    /// The same for the secondary.
+    pub lost_data_secondary: bool,
 }
 
 /// Configures a [`FailoverStore`]; see its docs for what each knob does.
@@ -416,6 +422,8 @@ impl FailoverStore {
             secondary: self.inner.secondary.breaker.state(),
             pending_primary: self.inner.primary.pending_len.load(Ordering::Relaxed),
             pending_secondary: self.inner.secondary.pending_len.load(Ordering::Relaxed),
+            lost_data_primary: self.inner.primary.epoch.lost_data(),
+            lost_data_secondary: self.inner.secondary.epoch.lost_data(),
         }
     }
 }
