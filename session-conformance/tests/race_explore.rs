@@ -354,7 +354,7 @@ fn mirror_keeps_every_promise_through_single_store_faults() {
     // faults closer together would be two failures at once, whose loss
     // the mirror docs allow. The clients' requests spread over the first
     // two seconds or so.
-    let mix = Mix::default().with_endings(0, 1, 1);
+    let mix = Mix::default();
     let scenario = Scenario::new()
         .servers(3)
         .requests(14)
@@ -379,4 +379,17 @@ fn mirror_keeps_every_promise_through_single_store_faults() {
             ms(0)..=ms(20),
         ));
     Explorer::new("mirror, single store faults", Mirror, scenario).run(SEEDS);
+}
+
+#[test]
+fn mirror_never_forks_a_session_cycled_on_two_servers_at_once() {
+    // Two logins (`cycle_id`) of one session at the same moment: one wins,
+    // the other finds the old id gone. Asking both stores at once let both
+    // win, each deleting the old id on one store, and fork the session.
+    let scenario = Scenario::new()
+        .servers(3)
+        .clients(3)
+        .thief()
+        .mix(Mix::reads_and_writes().with_endings(2, 0, 0));
+    Explorer::new("mirror, concurrent cycle_id", Mirror, scenario).run(SEEDS);
 }

@@ -100,7 +100,19 @@ impl Inner {
             // The down store's copy cannot be compared now; the replay or a
             // later read repairs it.
             Both::OneSide { answer, .. } => Ok(answer),
-            Both::Answered(p, s) => Ok(self.reconcile(p, s, None).await),
+            Both::Answered(p, s) => {
+                // What this process knows of a store that missed writes
+                // settles a disagreement as the replay's knowledge does.
+                let behind = match (
+                    self.may_lack(&self.primary, id),
+                    self.may_lack(&self.secondary, id),
+                ) {
+                    (true, false) => Some(Role::Primary),
+                    (false, true) => Some(Role::Secondary),
+                    _ => None,
+                };
+                Ok(self.reconcile(p, s, behind, Repair::Later).await)
+            }
         }
     }
 
@@ -118,7 +130,7 @@ impl Inner {
         );
         match (primary?, secondary?) {
             (Reply::Answer(p), Reply::Answer(s)) => {
-                let _ = self.reconcile(p, s, Some(behind)).await;
+                let _ = self.reconcile(p, s, Some(behind), Repair::Now).await;
                 Ok(Reply::Answer(()))
             }
             (Reply::Down(err), _) | (_, Reply::Down(err)) => Ok(Reply::Down(err)),
@@ -132,6 +144,7 @@ impl Inner {
         primary: Option<Record>,
         secondary: Option<Record>,
         behind: Option<Role>,
+        repair: Repair,
     ) -> Option<Record> {
         match (primary, secondary) {
             (None, None) => None,
@@ -143,7 +156,7 @@ impl Inner {
                 // whole-second expiry on every load.)
                 Some(if s.expires_at > p.expires_at { s } else { p })
             }
-            (Some(p), Some(s)) => Some(self.settle_copies(p, s, behind).await),
+            (Some(p), Some(s)) => Some(self.settle_copies(p, s, behind, repair).await),
             (Some(record), None) => self.one_sided(&self.primary, record).await.served(),
             (None, Some(record)) => self.one_sided(&self.secondary, record).await.served(),
         }
@@ -159,12 +172,17 @@ impl Inner {
     /// process saw it miss writes), or this copy's store holds an ahead
     /// mark (some server saw the other store miss a commit) and the other
     /// holds none, or an older one. It is served, and the other copy is
-    /// repaired ([`repair_copy`](Self::repair_copy)): inline for the replay
-    /// (`behind`), in the background for a load. With no such knowledge
-    /// the gap is a commit still on its way to the other store, which
-    /// arrives by itself: the higher version is served (the primary's on a
-    /// tie) and nothing is rewritten.
-    async fn settle_copies(self: &Arc<Self>, p: Record, s: Record, behind: Option<Role>) -> Record {
+    /// repaired ([`repair_copy`](Self::repair_copy)), as `repair` says. With
+    /// no such knowledge the gap is a commit still on its way to one store,
+    /// which arrives by itself: the primary's copy is served and nothing is
+    /// rewritten.
+    async fn settle_copies(
+        self: &Arc<Self>,
+        p: Record,
+        s: Record,
+        behind: Option<Role>,
+        repair: Repair,
+    ) -> Record {
         let winner = match behind {
             Some(stale) => Some(stale.other()),
             None => {
@@ -187,13 +205,19 @@ impl Inner {
                 }
             }
         };
+        // With nothing known, the primary's copy: every acknowledged commit
+        // reached both stores, so it has them all, and a commit that has
+        // reached only the secondary so far is not acknowledged yet.
+        // Serving the higher version showed such a commit, and when the
+        // primary then refused it (its session ended there meanwhile, by a
+        // `cycle_id`), a value was seen that no later read showed (the
+        // explorer found it).
         let Some(winner) = winner else {
-            return if s.version > p.version { s } else { p };
+            return p;
         };
-        if behind.is_some() {
-            self.repair_copy(p.id, winner).await;
-        } else {
-            self.start_repair(p.id, winner);
+        match repair {
+            Repair::Now => self.repair_copy(p.id, winner).await,
+            Repair::Later => self.start_repair(p.id, winner),
         }
         match winner {
             Role::Primary => p,
@@ -286,7 +310,7 @@ impl Inner {
     /// as this process knows: it missed a write of `id`, it has missed
     /// writes not yet replayed (it was down, and may have come back empty),
     /// or it came back from its last outage without its data.
-    fn may_lack(&self, side: &Side, id: &SessionId) -> bool {
+    pub(super) fn may_lack(&self, side: &Side, id: &SessionId) -> bool {
         side.epoch.lost_data()
             || side.pending_len.load(std::sync::atomic::Ordering::Relaxed) > 0
             || side.replaying.load(std::sync::atomic::Ordering::Acquire)
@@ -786,33 +810,96 @@ impl Inner {
 
     /// Stores an empty record under `marker` on `side` that lives for
     /// `lifetime` from now; one that is there already is kept at least that
-    /// long.
+    /// long, through a commit, which bumps its version (see
+    /// [`retract_tombstones`](Self::retract_tombstones)). `Ok(true)` when
+    /// this call created it.
     async fn leave_marker(
         self: &Arc<Self>,
         side: &Side,
         marker: &SessionId,
         lifetime: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = SystemTime::now();
         let record = Record::new(*marker, Data::new(), now, now + lifetime);
         match self
             .call(side, "create", side.store.create(&record))
             .await?
         {
-            Reply::Answer(Created::Created) => Ok(()),
-            // Already there: make it last from now. A touch that finds it
-            // just expired leaves no mark, which the next commit's miss
-            // places again.
+            Reply::Answer(Created::Created) => Ok(true),
+            // Already there: make it last from now. A commit that finds it
+            // just expired leaves no marker; the caller's retry places it.
             Reply::Answer(Created::IdTaken) => {
+                let mut changes = Changes::default();
+                changes.set(MARKED_AT_FIELD, crate::failover::millis_text(now));
                 match self
-                    .call(side, "touch", side.store.touch(marker, record.expires_at))
+                    .call(
+                        side,
+                        "commit",
+                        side.store.commit(marker, &changes, record.expires_at),
+                    )
                     .await?
                 {
-                    Reply::Answer(_) => Ok(()),
+                    Reply::Answer(_) => Ok(false),
                     Reply::Down(err) => Err(err),
                 }
             }
             Reply::Down(err) => Err(err),
+        }
+    }
+
+    /// The conditional delete of `cycle_id`, between its tombstones: they
+    /// go into both stores first, as for a delete, so that from the moment
+    /// the primary ends the old id no read or commit can copy it back from
+    /// the other store (a commit that reached the other store after the
+    /// primary's end was briefly visible there, and a read copied it back).
+    /// When the old id is not ended after all (`Changed`, `Missing`), the
+    /// tombstones this call created are withdrawn, each only if nothing
+    /// placed it again meanwhile (a real logout's delete bumps it).
+    pub(super) async fn mirror_delete_if_version_fenced(
+        self: &Arc<Self>,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let tombstone = id.derive(TOMBSTONE_DOMAIN);
+        let (on_primary, on_secondary) = tokio::join!(
+            self.leave_marker(&self.primary, &tombstone, self.tombstone_ttl),
+            self.leave_marker(&self.secondary, &tombstone, self.tombstone_ttl),
+        );
+        let answer = self.mirror_delete_if_version(id, version).await;
+        if !matches!(answer, Ok(ConditionalDelete::Deleted)) {
+            self.retract_tombstones(
+                &tombstone,
+                matches!(on_primary, Ok(true)),
+                matches!(on_secondary, Ok(true)),
+            )
+            .await;
+        }
+        answer
+    }
+
+    /// Deletes the tombstone `marker` where this process created it, only
+    /// at the version it was created with.
+    async fn retract_tombstones(
+        self: &Arc<Self>,
+        marker: &SessionId,
+        primary: bool,
+        secondary: bool,
+    ) {
+        tokio::join!(
+            self.retract_tombstone(&self.primary, marker, primary),
+            self.retract_tombstone(&self.secondary, marker, secondary),
+        );
+    }
+
+    async fn retract_tombstone(self: &Arc<Self>, side: &Side, marker: &SessionId, created: bool) {
+        if created {
+            let _ = self
+                .call(
+                    side,
+                    "repair",
+                    side.store.delete_if_version(marker, Record::FIRST_VERSION),
+                )
+                .await;
         }
     }
 
@@ -918,6 +1005,15 @@ impl OneSided {
             Self::Kept { record, .. } => Some(record),
         }
     }
+}
+
+/// When [`Inner::reconcile`] repairs a stale copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    /// Before it returns: the replay, which runs in the background anyway.
+    Now,
+    /// In a background task: a load, which must not wait for it.
+    Later,
 }
 
 /// An ahead mark as read.

@@ -480,7 +480,11 @@ impl SessionStore for FailoverStore {
         version: u64,
     ) -> Result<ConditionalDelete, StoreError> {
         let answer = match self.inner.mode {
-            FailoverMode::Mirror => self.inner.mirror_delete_if_version(id, version).await?,
+            FailoverMode::Mirror => {
+                self.inner
+                    .mirror_delete_if_version_fenced(id, version)
+                    .await?
+            }
             FailoverMode::Standby => self.inner.standby_delete_if_version(id, version).await?,
         };
         if answer == ConditionalDelete::Deleted && self.inner.mode == FailoverMode::Mirror {
@@ -791,39 +795,48 @@ impl Inner {
         }
     }
 
-    /// Both stores' conditional deletes, settled: `Changed` when either
-    /// store has a commit the caller did not read, `Deleted` when both
-    /// deleted (or one deleted and the other had nothing).
+    /// The conditional delete, decided by the primary: its copy is the
+    /// one the version is checked against, and only a primary that cannot
+    /// answer for the session (down, or known to lack it: it came back
+    /// empty or owes writes) hands the decision to the secondary.
+    ///
+    /// Asking both stores at once and settling their answers let two
+    /// `cycle_id`s of one session both succeed, each deleting the old id
+    /// on one store and finding it gone on the other, and fork the session;
+    /// and it deleted the primary's complete copy when the secondary's
+    /// stale one answered `Changed`, which a read then copied back (both
+    /// found by the explorer over real servers). After `Deleted`, the
+    /// caller ends the other copy as a delete does, tombstones first.
     async fn mirror_delete_if_version(
         self: &Arc<Self>,
         id: &SessionId,
         version: u64,
     ) -> Result<ConditionalDelete, StoreError> {
-        use ConditionalDelete::{Changed, Deleted, Missing};
-        let (primary, secondary) = tokio::join!(
-            self.call(
-                &self.primary,
+        let primary = &self.primary;
+        let answer = self
+            .call(
+                primary,
                 "delete_if_version",
-                self.primary.store.delete_if_version(id, version)
-            ),
-            self.call(
-                &self.secondary,
+                primary.store.delete_if_version(id, version),
+            )
+            .await?;
+        match answer {
+            Reply::Answer(ConditionalDelete::Missing) if self.may_lack(primary, id) => {}
+            Reply::Answer(answer) => return Ok(answer),
+            Reply::Down(_) => {}
+        }
+        let secondary = &self.secondary;
+        match self
+            .call(
+                secondary,
                 "delete_if_version",
-                self.secondary.store.delete_if_version(id, version)
-            ),
-        );
-        Ok(match (primary?, secondary?) {
-            (Reply::Down(err), Reply::Down(_)) => return Err(err),
-            // A commit landed on a copy after the caller read it: the
-            // caller re-reads, and a load repairs a copy deleted here.
-            (Reply::Answer(Changed), _) | (_, Reply::Answer(Changed)) => Changed,
-            (Reply::Answer(Missing), Reply::Answer(Missing)) => Missing,
-            (Reply::Answer(_), Reply::Answer(_)) => Deleted,
-            // As a load with one store down: the other store's answer.
-            (Reply::Answer(answer), Reply::Down(_)) | (Reply::Down(_), Reply::Answer(answer)) => {
-                answer
-            }
-        })
+                secondary.store.delete_if_version(id, version),
+            )
+            .await?
+        {
+            Reply::Answer(answer) => Ok(answer),
+            Reply::Down(err) => Err(err),
+        }
     }
 
     /// The conditional delete where the session lives, decided as a
