@@ -207,11 +207,16 @@ fn lazy_store_keeps_every_promise_while_it_connects() {
     .run(SEEDS);
 }
 
-/// Every app server runs its own standby failover store over the same two
-/// stores.
-struct Standby;
+/// Every app server runs its own failover store, in this mode, over the
+/// same two stores (0 is the primary, 1 the secondary).
+struct Failover(FailoverMode);
 
-impl Deployment for Standby {
+/// Mirror mode: every write to both stores.
+const MIRROR: Failover = Failover(FailoverMode::Mirror);
+/// Standby mode: the secondary takes over while the primary is down.
+const STANDBY: Failover = Failover(FailoverMode::Standby);
+
+impl Deployment for Failover {
     fn stores(&self) -> usize {
         2
     }
@@ -227,7 +232,7 @@ impl Deployment for Standby {
     ) -> Arc<dyn SessionStore> {
         Arc::new(
             FailoverStore::builder(Arc::clone(&shared[0]), Arc::clone(&shared[1]))
-                .mode(FailoverMode::Standby)
+                .mode(self.0)
                 .build()
                 .expect("valid failover settings"),
         )
@@ -254,7 +259,7 @@ fn standby_keeps_every_promise_while_its_secondary_fails() {
             ms(60)..=ms(90),
             ms(0)..=ms(20),
         ));
-    Explorer::new("standby over memory", Standby, scenario).run(SEEDS);
+    Explorer::new("standby over memory", STANDBY, scenario).run(SEEDS);
 }
 
 #[test]
@@ -271,37 +276,12 @@ fn standby_never_brings_back_a_session_logged_out_while_the_primary_was_down() {
             ms(10)..=ms(40),
             ms(40)..=ms(120),
         ));
-    Explorer::new("standby, primary down", Standby, scenario)
+    Explorer::new("standby, primary down", STANDBY, scenario)
         .waive(Promise::NoLostWrite, documented)
         .waive(Promise::NoStaleRead, documented)
         .waive(Promise::NoGoingBackwards, documented)
         .waive(Promise::CookieKept, documented)
         .run(SEEDS);
-}
-
-/// Every app server runs its own mirror over the same two stores (0 is
-/// the primary, 1 the secondary).
-struct Mirror;
-
-impl Deployment for Mirror {
-    fn stores(&self) -> usize {
-        2
-    }
-
-    fn empty_store(&self, _index: usize) -> Arc<dyn SessionStore> {
-        Arc::new(MemoryStore::new())
-    }
-
-    fn server_store(
-        &self,
-        _server: usize,
-        shared: &[Arc<dyn SessionStore>],
-    ) -> Arc<dyn SessionStore> {
-        Arc::new(FailoverStore::new(
-            Arc::clone(&shared[0]),
-            Arc::clone(&shared[1]),
-        ))
-    }
 }
 
 #[test]
@@ -310,7 +290,7 @@ fn mirror_never_brings_back_a_session_logged_out_on_another_server() {
     // written on the others, and replayed by a thief.
     let mix = Mix::reads_and_writes().with_endings(0, 2, 0);
     let scenario = Scenario::new().servers(3).clients(3).thief().mix(mix);
-    Explorer::new("mirror, logouts racing loads", Mirror, scenario).run(SEEDS);
+    Explorer::new("mirror, logouts racing loads", MIRROR, scenario).run(SEEDS);
 }
 
 #[test]
@@ -341,7 +321,7 @@ fn mirror_loses_no_acknowledged_write_when_the_secondary_restarts_empty_and_then
         ));
     Explorer::new(
         "mirror, secondary then primary restarted empty",
-        Mirror,
+        MIRROR,
         scenario,
     )
     .run(SEEDS);
@@ -378,7 +358,7 @@ fn mirror_keeps_every_promise_through_single_store_faults() {
             ms(4500)..=ms(4600),
             ms(0)..=ms(20),
         ));
-    Explorer::new("mirror, single store faults", Mirror, scenario).run(SEEDS);
+    Explorer::new("mirror, single store faults", MIRROR, scenario).run(SEEDS);
 }
 
 #[test]
@@ -391,5 +371,5 @@ fn mirror_never_forks_a_session_cycled_on_two_servers_at_once() {
         .clients(3)
         .thief()
         .mix(Mix::reads_and_writes().with_endings(2, 0, 0));
-    Explorer::new("mirror, concurrent cycle_id", Mirror, scenario).run(SEEDS);
+    Explorer::new("mirror, concurrent cycle_id", MIRROR, scenario).run(SEEDS);
 }
