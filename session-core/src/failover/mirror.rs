@@ -111,7 +111,7 @@ impl Inner {
                     (false, true) => Some(Role::Secondary),
                     _ => None,
                 };
-                Ok(self.reconcile(p, s, behind, Repair::Later).await)
+                Ok(self.reconcile(p, s, behind).await)
             }
         }
     }
@@ -130,7 +130,7 @@ impl Inner {
         );
         match (primary?, secondary?) {
             (Reply::Answer(p), Reply::Answer(s)) => {
-                let _ = self.reconcile(p, s, Some(behind), Repair::Now).await;
+                let _ = self.reconcile(p, s, Some(behind)).await;
                 Ok(Reply::Answer(()))
             }
             (Reply::Down(err), _) | (_, Reply::Down(err)) => Ok(Reply::Down(err)),
@@ -144,7 +144,6 @@ impl Inner {
         primary: Option<Record>,
         secondary: Option<Record>,
         behind: Option<Role>,
-        repair: Repair,
     ) -> Option<Record> {
         match (primary, secondary) {
             (None, None) => None,
@@ -156,7 +155,7 @@ impl Inner {
                 // whole-second expiry on every load.)
                 Some(if s.expires_at > p.expires_at { s } else { p })
             }
-            (Some(p), Some(s)) => Some(self.settle_copies(p, s, behind, repair).await),
+            (Some(p), Some(s)) => Some(self.settle_copies(p, s, behind).await),
             (Some(record), None) => self.one_sided(&self.primary, record).await.served(),
             (None, Some(record)) => self.one_sided(&self.secondary, record).await.served(),
         }
@@ -172,17 +171,11 @@ impl Inner {
     /// process saw it miss writes), or this copy's store holds an ahead
     /// mark (some server saw the other store miss a commit) and the other
     /// holds none, or an older one. It is served, and the other copy is
-    /// repaired ([`repair_copy`](Self::repair_copy)), as `repair` says. With
+    /// repaired in the background ([`repair_copy`](Self::repair_copy)). With
     /// no such knowledge the gap is a commit still on its way to one store,
     /// which arrives by itself: the primary's copy is served and nothing is
     /// rewritten.
-    async fn settle_copies(
-        self: &Arc<Self>,
-        p: Record,
-        s: Record,
-        behind: Option<Role>,
-        repair: Repair,
-    ) -> Record {
+    async fn settle_copies(self: &Arc<Self>, p: Record, s: Record, behind: Option<Role>) -> Record {
         let winner = match behind {
             Some(stale) => Some(stale.other()),
             None => {
@@ -215,10 +208,9 @@ impl Inner {
         let Some(winner) = winner else {
             return p;
         };
-        match repair {
-            Repair::Now => self.repair_copy(p.id, winner).await,
-            Repair::Later => self.start_repair(p.id, winner),
-        }
+        // In the background, for the replay too: a repair waits out call
+        // timeouts, and may try again while commits keep coming.
+        self.start_repair(p.id, winner);
         match winner {
             Role::Primary => p,
             Role::Secondary => s,
@@ -274,7 +266,20 @@ impl Inner {
     /// Replacing the rival from the read that found the gap, as before,
     /// dropped a commit that had reached the rival and not yet `winner`
     /// (the explorer found it).
+    ///
+    /// A repair that finds the rival moved on (a commit reached it after
+    /// step 1) tries again from step 1, up to [`REPAIR_ATTEMPTS`] times:
+    /// giving up at once left a stale copy for good under steady commits,
+    /// and the primary's death then lost a write (the explorer found it).
     async fn repair_copy(self: &Arc<Self>, id: SessionId, winner: Role) {
+        for _ in 0..REPAIR_ATTEMPTS {
+            if self.repair_once(id, winner).await != Repaired::Moved {
+                return;
+            }
+        }
+    }
+
+    async fn repair_once(self: &Arc<Self>, id: SessionId, winner: Role) -> Repaired {
         let (winner, rival) = (self.side(winner), self.other(self.side(winner)));
         let mark_id = id.derive(AHEAD_DOMAIN);
         let (theirs, mark) = tokio::join!(
@@ -283,17 +288,17 @@ impl Inner {
         );
         let Ok(Reply::Answer(Some(theirs))) = theirs else {
             // Gone (the one-sided rule takes it from here) or unreadable.
-            return;
+            return Repaired::GaveUp;
         };
         tokio::time::sleep(self.call_timeout).await;
         let Ok(Reply::Answer(Some(ours))) = self.call(winner, "load", winner.store.load(&id)).await
         else {
-            return;
+            return Repaired::GaveUp;
         };
         if ours.version == theirs.version && ours.data == theirs.data {
             // Already the same: nothing to replace.
         } else if !self.overwrite(rival, theirs.version, &ours).await {
-            return;
+            return Repaired::Moved;
         }
         if let Some(mark) = mark {
             let _ = self
@@ -304,6 +309,7 @@ impl Inner {
                 )
                 .await;
         }
+        Repaired::Done
     }
 
     /// Whether `side` may lack sessions that the other store holds, as far
@@ -1007,13 +1013,22 @@ impl OneSided {
     }
 }
 
-/// When [`Inner::reconcile`] repairs a stale copy.
+/// How often [`Inner::repair_copy`] tries again when commits keep moving
+/// the stale copy; each try waits one call timeout first, so this bounds a
+/// repair to about 20 call timeouts (6 s with the defaults).
+const REPAIR_ATTEMPTS: usize = 20;
+
+/// What one try of [`Inner::repair_copy`] came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repair {
-    /// Before it returns: the replay, which runs in the background anyway.
-    Now,
-    /// In a background task: a load, which must not wait for it.
-    Later,
+enum Repaired {
+    /// The copies are the same now.
+    Done,
+    /// A commit moved the stale copy since it was read, or the replacement
+    /// did not take: try again.
+    Moved,
+    /// A copy is gone or a store cannot be read: the one-sided rule, the
+    /// replay or the next read takes it from here.
+    GaveUp,
 }
 
 /// An ahead mark as read.
