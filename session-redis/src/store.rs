@@ -413,7 +413,8 @@ impl SessionStore for RedisStore {
                 .map(|member| index::member_id(member))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(corrupt)?;
-            let name = [Cow::Borrowed(owner)];
+            let now = millis(SystemTime::now()).to_string();
+            let name = [Cow::Borrowed(owner), Cow::Owned(now)];
             let answers: Vec<i64> = try_join_all(ids.iter().map(|id| {
                 let key = self.key(id);
                 let name = &name;
