@@ -7,18 +7,19 @@
 //!   set). Both down is the primary's error.
 //! - Any other error from either store is returned: it is not an outage.
 //! - When both answer and agree, that is the answer.
-//! - When both answer and disagree, the newer copy is served:
-//!   - two copies: the higher version. Every commit bumps the version on
-//!     each store, so a store that missed commits is behind by as many.
-//!     The lower side is rewritten only when it is known to have missed
-//!     commits: this process remembers it did, or the higher side holds an
-//!     "ahead" mark, left by whichever app server committed to it alone.
-//!     Without either, the gap is a commit still in flight to the other
-//!     store, which arrives by itself; rewriting then could drop that very
-//!     commit.
+//! - When both answer and disagree:
+//!   - two copies: the copy known to hold every acknowledged commit is
+//!     served, and the other is replaced in the background. Known means this
+//!     process saw the other store miss writes (its replay set), or an ahead
+//!     mark (the newer one, when both stores hold one) says which store took
+//!     commits the other missed. A version counts commits, not which ones,
+//!     so it decides nothing. With nothing known, the difference is a commit
+//!     still on its way to one store: the primary's copy is served (every
+//!     acknowledged commit reached it) and nothing is rewritten.
 //!   - a copy on one side only: it stands, and is copied to the other side,
-//!     unless the other side holds a tombstone, which means the session was
-//!     deleted while the first side was down; then that copy goes too.
+//!     unless either side holds a tombstone (a delete leaves one in both
+//!     stores before it deletes either copy) or an owner fence ends it; then
+//!     that copy goes too.
 
 use std::{
     sync::Arc,
@@ -735,34 +736,12 @@ impl Inner {
     /// and left the stores apart is mended by the next read.
     async fn mark_ahead(self: &Arc<Self>, side: &Side, id: &SessionId) {
         let lifetime = AHEAD_MARK_TTL.min(self.tombstone_ttl);
-        let now = SystemTime::now();
-        let mark = id.derive(AHEAD_DOMAIN);
-        let at = crate::failover::millis_text(now);
-        let mut record = Record::new(mark, Data::new(), now, now + lifetime);
-        record.data.insert(MARKED_AT_FIELD.to_owned(), at.clone());
-        let placed = match self.call(side, "create", side.store.create(&record)).await {
-            Ok(Reply::Answer(Created::Created)) => Ok(()),
-            // There already: it is now the newer mark, for longer.
-            Ok(Reply::Answer(Created::IdTaken)) => {
-                let mut changes = Changes::default();
-                changes.set(MARKED_AT_FIELD, at);
-                match self
-                    .call(
-                        side,
-                        "commit",
-                        side.store.commit(&mark, &changes, record.expires_at),
-                    )
-                    .await
-                {
-                    Ok(Reply::Answer(_)) => Ok(()),
-                    Ok(Reply::Down(err)) | Err(err) => Err(err),
-                }
-            }
-            Ok(Reply::Down(err)) | Err(err) => Err(err),
-        };
-        if let Err(err) = placed {
-            // Reads still serve the higher version; only the repair waits
-            // for this process's replay.
+        if let Err(err) = self
+            .leave_marker(side, &id.derive(AHEAD_DOMAIN), lifetime)
+            .await
+        {
+            // This process's replay set still names the store behind, and
+            // its replay repairs it; other servers' reads serve the primary.
             tracing::debug!(
                 target: "session_kit::failover",
                 store = side.role.name(),
@@ -814,9 +793,10 @@ impl Inner {
         }
     }
 
-    /// Stores an empty record under `marker` on `side` that lives for
-    /// `lifetime` from now; one that is there already is kept at least that
-    /// long, through a commit, which bumps its version (see
+    /// Stores a record under `marker` on `side` that says when it was placed
+    /// ([`MARKED_AT_FIELD`]) and lives for `lifetime` from now; one that is
+    /// there already is placed again (its time moved to now, kept at least
+    /// that long) through a commit, which bumps its version (see
     /// [`retract_tombstones`](Self::retract_tombstones)). `Ok(true)` when
     /// this call created it.
     async fn leave_marker(
@@ -826,7 +806,9 @@ impl Inner {
         lifetime: Duration,
     ) -> Result<bool, StoreError> {
         let now = SystemTime::now();
-        let record = Record::new(*marker, Data::new(), now, now + lifetime);
+        let at = crate::failover::millis_text(now);
+        let mut record = Record::new(*marker, Data::new(), now, now + lifetime);
+        record.data.insert(MARKED_AT_FIELD.to_owned(), at);
         match self
             .call(side, "create", side.store.create(&record))
             .await?
@@ -1085,9 +1067,9 @@ fn log_failed_repair(side: &Side, err: &StoreError) {
     );
 }
 
-/// The data key of an ahead mark: when it was last placed, in milliseconds
-/// since the Unix epoch. Of two marks, the newer one's store took the
-/// commits the other missed last.
+/// The data key of a marker (an ahead mark, a tombstone): when it was last
+/// placed, in milliseconds since the Unix epoch. Of two ahead marks, the
+/// newer one's store took the commits the other missed last.
 const MARKED_AT_FIELD: &str = "marked_at";
 
 /// The data key of an owner fence: when the owner's sessions were ended,
