@@ -133,14 +133,7 @@ async fn a_load_racing_a_logout_never_brings_the_session_back() {
     // Concurrent with the logout, L's own load may see either answer.
     let _ = loading.await.unwrap().unwrap();
 
-    // Every load that begins after the logout was acknowledged finds
-    // nothing, on every server, and nothing is left in either store.
-    for _ in 0..3 {
-        assert_eq!(d.store.load(&id).await.unwrap(), None, "D brought it back");
-        assert_eq!(l.store.load(&id).await.unwrap(), None, "L brought it back");
-    }
-    assert_eq!(stores.primary.load(&id).await.unwrap(), None);
-    assert_eq!(stores.secondary.load(&id).await.unwrap(), None);
+    assert_ended_everywhere(&stores, &[&d, &l], &id).await;
 }
 
 /// Race 1, the other side: L's copy lands after the logout. The next load
@@ -166,10 +159,24 @@ async fn a_repair_copy_landing_after_a_logout_is_ended_by_the_next_load() {
     copying.release();
     let _ = loading.await.unwrap().unwrap();
 
-    assert_eq!(d.store.load(&id).await.unwrap(), None);
-    assert_eq!(l.store.load(&id).await.unwrap(), None);
-    assert_eq!(stores.primary.load(&id).await.unwrap(), None);
-    assert_eq!(stores.secondary.load(&id).await.unwrap(), None);
+    assert_ended_everywhere(&stores, &[&d, &l], &id).await;
+}
+
+/// Every load that begins after a logout was acknowledged finds nothing,
+/// on every server (asked three times, so a repair one load makes is seen
+/// by the next), and nothing is left in either store.
+async fn assert_ended_everywhere(stores: &Stores, servers: &[&Server], id: &SessionId) {
+    for _ in 0..3 {
+        for (index, server) in servers.iter().enumerate() {
+            assert_eq!(
+                server.store.load(id).await.unwrap(),
+                None,
+                "server {index} brought it back"
+            );
+        }
+    }
+    assert_eq!(stores.primary.load(id).await.unwrap(), None);
+    assert_eq!(stores.secondary.load(id).await.unwrap(), None);
 }
 
 /// Race 2: after the secondary restarted empty, two commits' repair copies
