@@ -14,7 +14,7 @@
 
 mod support;
 
-use session_kit::{MemoryStore, SessionManager};
+use session_kit::{memory::MemoryStore, SessionManager};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -13,7 +13,7 @@
 
 mod support;
 
-use session_kit::{MemoryStore, SessionManager};
+use session_kit::{memory::MemoryStore, SessionManager};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

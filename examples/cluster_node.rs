@@ -47,13 +47,15 @@ use std::{fmt::Write as _, net::SocketAddr, path::Path, process::ExitCode, time:
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use session_kit::{
     cluster::ClusterStore,
-    config::{Secret, SessionConfig, ENV_PREFIX},
-    figment::{
-        providers::{Env, Format, Toml},
-        Figment,
+    config::{
+        figment::{
+            providers::{Env, Format, Toml},
+            Figment,
+        },
+        SessionConfig, ENV_PREFIX,
     },
+    store::SessionStore,
     tower::{Error, Session, SessionLayer},
-    SessionStore,
 };
 
 const USAGE: &str = "usage: cluster_node [--config FILE] [--id ID] [--listen IP:PORT] \
@@ -127,8 +129,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
             .parse()?,
     };
-    let mut config = load(&args)?;
-    use_dev_secrets_if_unset(&mut config, http)?;
+    let figment = use_dev_secrets_if_unset(load(&args)?, http)?;
+    let config = SessionConfig::from_figment(&figment)?;
 
     let (manager, node) = session_kit::cluster::build_manager(&config).await?;
     let app = Router::new()
@@ -177,7 +179,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Defaults with `store.kind = "cluster"`, then the file, then `SESSION__…`
 /// variables, then the flags.
-fn load(args: &Args) -> Result<SessionConfig, Box<dyn std::error::Error>> {
+fn load(args: &Args) -> Result<Figment, Box<dyn std::error::Error>> {
     let mut figment = Figment::new().merge(("store.kind", "cluster"));
     if let Some(path) = &args.config {
         // figment would report a missing file as a missing key.
@@ -194,28 +196,32 @@ fn load(args: &Args) -> Result<SessionConfig, Box<dyn std::error::Error>> {
     if let Some(seeds) = &args.seeds {
         figment = figment.merge(("store.seeds", seeds));
     }
-    Ok(SessionConfig::from_figment(&figment)?)
+    Ok(figment)
 }
 
 /// Fills in the development secrets the config lacks, as long as nothing
 /// but this machine can reach the node.
 fn use_dev_secrets_if_unset(
-    config: &mut SessionConfig,
+    mut figment: Figment,
     http: SocketAddr,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let cookie = &config.cookie;
-    let no_cookie_secret =
-        cookie.secret.is_none() && cookie.secret_file.is_none() && !cookie.generate_secret;
-    let store = &config.store;
-    let no_cluster_secret = store.cluster_secret.is_none() && store.cluster_secret_file.is_none();
+) -> Result<Figment, Box<dyn std::error::Error>> {
+    let set = |key: &str| figment.find_value(key).is_ok();
+    let no_cookie_secret = !set("cookie.secret")
+        && !set("cookie.secret_file")
+        && !figment
+            .extract_inner::<bool>("cookie.generate_secret")
+            .unwrap_or(false);
+    let no_cluster_secret = !set("store.cluster_secret") && !set("store.cluster_secret_file");
     if !no_cookie_secret && !no_cluster_secret {
-        return Ok(());
+        return Ok(figment);
     }
-    // An unset `listen` is reported by the build, naming its key.
-    let reachable = !http.ip().is_loopback()
-        || store
-            .listen
-            .is_some_and(|listen| !listen.ip().is_loopback());
+    // An unset or malformed `listen` is reported by the build, naming its key.
+    let listen = figment
+        .extract_inner::<String>("store.listen")
+        .ok()
+        .and_then(|listen| listen.parse::<SocketAddr>().ok());
+    let reachable =
+        !http.ip().is_loopback() || listen.is_some_and(|listen| !listen.ip().is_loopback());
     if reachable {
         return Err(
             "set SESSION__COOKIE__SECRET and SESSION__STORE__CLUSTER_SECRET (at least 32 \
@@ -229,16 +235,16 @@ fn use_dev_secrets_if_unset(
             "SESSION__COOKIE__SECRET is not set: using the public development cookie secret; \
              anyone can forge this node's cookies"
         );
-        config.cookie.secret = Some(Secret::new(DEV_COOKIE_SECRET));
+        figment = figment.merge(("cookie.secret", DEV_COOKIE_SECRET));
     }
     if no_cluster_secret {
         tracing::warn!(
             "SESSION__STORE__CLUSTER_SECRET is not set: using the public development cluster \
              secret; anyone who can reach the peer port can read and write every session"
         );
-        config.store.cluster_secret = Some(Secret::new(DEV_CLUSTER_SECRET));
+        figment = figment.merge(("store.cluster_secret", DEV_CLUSTER_SECRET));
     }
-    Ok(())
+    Ok(figment)
 }
 
 /// Ctrl-C, or SIGTERM (what `kill`, systemd and Kubernetes send).

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::config::OnUnreachable;
 use crate::{
     config::{SessionConfig, StoreConfig, StoreKind},
-    BoxError, ConfigError, KeyRing, SessionManager, SessionStore, StoreError,
+    store::{BoxError, SessionStore},
+    ConfigError, KeyRing, SessionManager, StoreError,
 };
 
 /// Why the session stack could not be built.
@@ -107,7 +108,11 @@ async fn wrap_primary(
 ) -> Result<Arc<dyn SessionStore>, BuildError> {
     if let Some(failover) = &config.failover {
         let secondary = Box::pin(backend(&failover.secondary, "failover.secondary")).await?;
-        store = Arc::new(failover.builder(store, secondary).build()?);
+        store = Arc::new(
+            crate::failover::FailoverStore::builder(store, secondary)
+                .with_config(failover.config.clone())
+                .build()?,
+        );
     }
     if let Some(near) = &config.near_cache {
         store = near_cache(near.max_bytes, store);
@@ -117,8 +122,8 @@ async fn wrap_primary(
 
 #[cfg(feature = "memory")]
 fn near_cache(max_bytes: u64, far: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
-    Arc::new(crate::TieredStore::new(
-        crate::NearCache::with_max_bytes(max_bytes),
+    Arc::new(crate::memory::TieredStore::new(
+        crate::memory::NearCache::new().with_max_bytes(max_bytes),
         far,
     ))
 }
@@ -150,7 +155,9 @@ fn near_cache(_: u64, _: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
 pub async fn build_manager(config: &SessionConfig) -> Result<SessionManager, BuildError> {
     let keys = validated_for_manager(config)?;
     let store = build_validated_store(config).await?;
-    Ok(config.manager_builder(store, keys).build()?)
+    Ok(SessionManager::builder(store, keys)
+        .with_config(config.manager_config())
+        .build()?)
 }
 
 /// Checks everything before the first connect, so a typo is not reported
@@ -235,35 +242,40 @@ pub async fn actix_middleware(
 
 /// Connects the backend of one store block.
 async fn backend(block: &StoreConfig, path: &str) -> Result<Arc<dyn SessionStore>, BuildError> {
-    match block.kind {
+    match block {
         #[cfg(feature = "memory")]
-        StoreKind::Memory => Ok(Arc::new(block.memory_store())),
+        StoreConfig::Memory(config) => Ok(Arc::new(StoreConfig::memory_store(config))),
         #[cfg(feature = "redis")]
-        StoreKind::Redis => {
-            let config = block.redis_config(path)?;
+        StoreConfig::Redis { config, .. } => {
+            let config = config.clone();
             connect(block, path, move || {
                 session_redis::RedisStore::connect(config.clone())
             })
             .await
         }
         #[cfg(feature = "memcached")]
-        StoreKind::Memcached => {
-            let config = block.memcached_config(path)?;
+        StoreConfig::Memcached { config, .. } => {
+            let config = config.clone();
             connect(block, path, move || {
                 session_memcached::MemcachedStore::connect(config.clone())
             })
             .await
         }
         #[cfg(feature = "cluster")]
-        StoreKind::Cluster => Ok(Arc::new(start_cluster(block, path).await?)),
-        // Validation refuses these first; answer the same if it ever did not.
-        #[allow(unreachable_patterns)] // every kind compiled in
-        _ => Err(block.not_compiled_in(path).into()),
+        StoreConfig::Cluster(config) => Ok(Arc::new(start_cluster(config, path).await?)),
+        // Validation refuses a memory block without its feature first;
+        // answer the same if it ever did not.
+        #[allow(unreachable_patterns)]
+        _ => Err(block
+            .validate(path)
+            .err()
+            .unwrap_or_else(|| ConfigError::new(format!("{path}.kind"), "is not compiled in"))
+            .into()),
     }
 }
 
 /// Connects once; on failure either fails or, when the block allows it,
-/// starts a [`LazyStore`](crate::LazyStore) that keeps trying.
+/// starts a [`LazyStore`](crate::lazy::LazyStore) that keeps trying.
 #[cfg(any(feature = "redis", feature = "memcached"))]
 async fn connect<S, F, Fut>(
     block: &StoreConfig,
@@ -283,7 +295,7 @@ where
     match block.on_unreachable() {
         OnUnreachable::Fail => Err(BuildError::Unreachable {
             key: path.to_owned(),
-            kind: block.kind,
+            kind: block.kind(),
             cause,
             source,
         }),
@@ -291,23 +303,22 @@ where
             tracing::warn!(
                 target: "session_kit::config",
                 store = path,
-                kind = %block.kind,
+                kind = %block.kind(),
                 error = %cause,
                 "store did not answer at start-up; starting degraded and connecting in the background"
             );
-            let lazy = crate::LazyStore::connect_in_background(
-                format!("{path} ({})", block.kind),
-                connect,
-            )
-            .map_err(|err| {
-                ConfigError::new(
-                    format!("{path}.on_unreachable"),
-                    format!("cannot start degraded: {}", err.to_line()),
-                )
-            })?
-            // Memcached cannot index owners; a failover pair over it must
-            // refuse "log out everywhere" before it connects, as after.
-            .assume_indexes_owners(block.kind != StoreKind::Memcached);
+            let lazy = crate::lazy::LazyStore::builder(format!("{path} ({})", block.kind()))
+                // Memcached cannot index owners; a failover pair over it
+                // must refuse "log out everywhere" before it connects, as
+                // after.
+                .with_indexes_owners(block.kind() != StoreKind::Memcached)
+                .connect_in_background(connect)
+                .map_err(|err| {
+                    ConfigError::new(
+                        format!("{path}.on_unreachable"),
+                        format!("cannot start degraded: {}", err.to_line()),
+                    )
+                })?;
             Ok(Arc::new(lazy))
         }
     }
@@ -317,14 +328,14 @@ where
 /// joins its seeds in the background and serves once it sees a quorum.
 #[cfg(feature = "cluster")]
 async fn start_cluster(
-    block: &StoreConfig,
+    config: &session_cluster::ClusterConfig,
     path: &str,
 ) -> Result<session_cluster::ClusterStore, BuildError> {
     use session_cluster::{ClusterError, ClusterStore};
 
     let start_error = |key: String, err: BoxError| BuildError::Start {
         key,
-        kind: block.kind,
+        kind: StoreKind::Cluster,
         cause: err.to_string(),
         source: err,
     };
@@ -333,13 +344,14 @@ async fn start_cluster(
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(start_error(path.to_owned(), ClusterError::NoRuntime.into()));
     }
-    let config = block.cluster_config(path).await?;
     let (expected, quorum) = (config.expected_cluster_size(), config.quorum());
-    let store = ClusterStore::start(config).await.map_err(|err| match err {
-        ClusterError::Config(err) => BuildError::Config(block.nest_cluster(path, &err)),
-        err @ ClusterError::Bind { .. } => start_error(format!("{path}.listen"), err.into()),
-        err => start_error(path.to_owned(), err.into()),
-    })?;
+    let store = ClusterStore::start(config.clone())
+        .await
+        .map_err(|err| match err {
+            ClusterError::Config(err) => BuildError::Config(nest_cluster(path, &err)),
+            err @ ClusterError::Bind { .. } => start_error(format!("{path}.listen"), err.into()),
+            err => start_error(path.to_owned(), err.into()),
+        })?;
     tracing::info!(
         target: "session_kit::config",
         store = path,
@@ -352,6 +364,17 @@ async fn start_cluster(
     Ok(store)
 }
 
+/// A cluster error, keyed under the block's `path`; the node calls its
+/// secret `secret`, which the block spells `cluster_secret`.
+#[cfg(feature = "cluster")]
+fn nest_cluster(path: &str, err: &ConfigError) -> ConfigError {
+    let option = match err.key() {
+        "secret" => "cluster_secret",
+        other => other,
+    };
+    ConfigError::new(format!("{path}.{option}"), err.reason().to_owned())
+}
+
 /// The manager of a `[store] kind = "cluster"` config, and the node's
 /// handle: see [`cluster::build_manager`](crate::cluster::build_manager).
 #[cfg(feature = "cluster")]
@@ -359,18 +382,21 @@ pub(crate) async fn build_cluster_manager(
     config: &SessionConfig,
 ) -> Result<(SessionManager, session_cluster::ClusterStore), BuildError> {
     let keys = validated_for_manager(config)?;
-    if config.store.kind != StoreKind::Cluster {
+    let StoreConfig::Cluster(cluster) = &config.store else {
         return Err(ConfigError::new(
             "store.kind",
             format!(
                 "is `{}`; cluster::build_manager builds a cluster node, so it needs \
                  store.kind = \"cluster\" (build_manager builds any kind)",
-                config.store.kind
+                config.store.kind()
             ),
         )
         .into());
-    }
-    let node = Box::pin(start_cluster(&config.store, "store")).await?;
+    };
+    let node = Box::pin(start_cluster(cluster, "store")).await?;
     let store = wrap_primary(config, Arc::new(node.clone())).await?;
-    Ok((config.manager_builder(store, keys).build()?, node))
+    let manager = SessionManager::builder(store, keys)
+        .with_config(config.manager_config())
+        .build()?;
+    Ok((manager, node))
 }

@@ -13,7 +13,7 @@
 //! ## Features
 //! | feature | gives you |
 //! |---|---|
-//! | `memory` (default) | [`MemoryStore`]: in-process sessions on moka |
+//! | `memory` (default) | [`MemoryStore`](memory::MemoryStore): in-process sessions on moka |
 //! | `tower` | [`tower::SessionLayer`] for any tower-compatible server |
 //! | `axum` | `tower` plus the [`tower::Session`] extractor |
 //! | `actix` | the actix-web [`actix::SessionMiddleware`] and [`actix::Session`] extractor |
@@ -21,17 +21,18 @@
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
 //! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
 //!
-//! Whatever the features, [`FailoverStore`] puts a secondary store behind a
+//! Whatever the features, [`FailoverStore`](failover::FailoverStore) puts a secondary store behind a
 //! primary (mirror or standby, with a circuit breaker on each), and with
-//! `memory` [`TieredStore`] puts a near-cache in front of a remote store.
+//! `memory` [`TieredStore`](memory::TieredStore) puts a near-cache in front of a remote store.
 //!
 //! ## Axum
 //! ```
 //! # #[cfg(feature = "axum")] {
 //! use axum::{routing::get, Router};
 //! use session_kit::{
+//!     memory::MemoryStore,
 //!     tower::{Error, Session, SessionLayer},
-//!     Key, MemoryStore, SessionManager,
+//!     Key, SessionManager,
 //! };
 //!
 //! async fn counter(session: Session) -> Result<String, Error> {
@@ -59,7 +60,8 @@
 //! use actix_web::{web, App};
 //! use session_kit::{
 //!     actix::{Error, Session, SessionMiddleware},
-//!     Key, MemoryStore, SessionManager,
+//!     memory::MemoryStore,
+//!     Key, SessionManager,
 //! };
 //!
 //! async fn counter(session: Session) -> Result<String, Error> {
@@ -89,12 +91,12 @@
 //! - A store failure answers 503 by default (or serves reads as an empty
 //!   session, if configured), within the per-operation timeout; a failed
 //!   write is never acknowledged.
-//! - [`MemoryStore`] is per process: with several servers, a request that
+//! - [`MemoryStore`](memory::MemoryStore) is per process: with several servers, a request that
 //!   lands on another server does not see the session. Use a shared or
 //!   replicated store there.
-//! - One store is one point of failure. [`FailoverStore`] in mirror mode
+//! - One store is one point of failure. [`FailoverStore`](failover::FailoverStore) in mirror mode
 //!   survives the death of either of two stores with no acknowledged write
-//!   lost; [`FailoverMode`] says exactly what each mode can lose. A store
+//!   lost; [`FailoverMode`](failover::FailoverMode) says exactly what each mode can lose. A store
 //!   that comes back is found by a background probe within
 //!   `failover.probe_interval` (1 s) and repaired from the other.
 //! - A logout, `destroy` or "log out everywhere" acknowledged on one server
@@ -119,20 +121,56 @@ pub use build::actix_middleware;
 #[cfg(feature = "tower")]
 pub use build::tower_layer;
 pub use build::{build_manager, build_store, BuildError};
-/// The config library [`SessionConfig::from_figment`](config::SessionConfig::from_figment)
-/// takes, re-exported so an app layering its own sources uses the same
-/// version.
-pub use figment;
-
 pub use session_core::{
-    clock, cookie, BoxError, BreakerState, Changes, Clock, Committed, ConditionalDelete,
-    ConfigError, CookieCodec, CookieConfig, Created, Data, ErrorKind, ErrorPolicy, FailoverMode,
-    FailoverState, FailoverStore, FailoverStoreBuilder, Finish, Key, KeyError, KeyRing, LazyStore,
-    ManualClock, Owner, OwnerError, OwnerPass, Record, SameSite, Session, SessionError, SessionId,
-    SessionManager, SessionManagerBuilder, SessionStore, Stamp, StoreError, SystemClock, Verified,
+    ConfigError, CookieConfig, ErrorKind, ErrorPolicy, Key, KeyError, KeyRing, SameSite, Session,
+    SessionError, SessionId, SessionManager, StoreError,
 };
+
+/// For store authors: the [`SessionStore`](store::SessionStore) trait and
+/// the records it moves (session-core's [`store`](session_core::store)).
+pub mod store {
+    pub use session_core::store::*;
+}
+
+/// For adapter authors: the signed cookie's codec (session-core's
+/// [`cookie`](session_core::cookie)).
+pub mod cookie {
+    pub use session_core::cookie::*;
+}
+
+/// The clock timeouts are measured against, and a manual one for tests
+/// (session-core's [`clock`](session_core::clock)).
+pub mod clock {
+    pub use session_core::clock::*;
+}
+
+/// For apps that configure a [`SessionManager`] in steps or from config,
+/// and for adapter authors: the builder, [`ManagerConfig`](manager::ManagerConfig)
+/// and the [`Finish`](manager::Finish) a request ends with (session-core's
+/// [`manager`](session_core::manager)).
+pub mod manager {
+    pub use session_core::manager::*;
+}
+
+/// A primary and a secondary store behind circuit breakers:
+/// [`FailoverStore`](failover::FailoverStore), mirror or standby.
+pub mod failover {
+    pub use session_core::failover::*;
+}
+
+/// A store connected in the background, so the app starts while its store
+/// is down: [`LazyStore`](lazy::LazyStore).
+pub mod lazy {
+    pub use session_core::lazy::*;
+}
+
+/// Sessions in this process's memory: [`MemoryStore`](memory::MemoryStore),
+/// and the [`TieredStore`](memory::TieredStore) near-cache in front of a
+/// remote store.
 #[cfg(feature = "memory")]
-pub use session_core::{MemoryStore, MemoryStoreBuilder, NearCache, TieredStore};
+pub mod memory {
+    pub use session_core::memory::*;
+}
 
 /// Sessions in Redis: [`RedisStore`](redis::RedisStore) over a
 /// [`RedisConfig`](redis::RedisConfig) that names a server, a Sentinel

@@ -17,10 +17,12 @@ use session_conformance::{
 use session_kit::{
     actix::conformance::ActixApp,
     build_manager,
-    config::SessionConfig,
-    figment::{
-        providers::{Format, Toml},
-        Figment,
+    config::{
+        figment::{
+            providers::{Format, Toml},
+            Figment,
+        },
+        SessionConfig,
     },
     tower::conformance::AxumApp,
     BuildError,
@@ -46,15 +48,22 @@ const FILES: &[&str] = &[
 /// test needs: a shared secret (unless the file generates one) and cookies
 /// without `Secure`, since the tests speak plain http.
 fn load(file: &str, overrides: Figment) -> SessionConfig {
+    try_load(file, overrides).unwrap_or_else(|err| panic!("{file}: {err}"))
+}
+
+/// [`load`], returning the error. A cluster file leaves each node's id and
+/// address to the node, so it reads only with them given.
+fn try_load(file: &str, overrides: Figment) -> Result<SessionConfig, session_kit::ConfigError> {
     let path = Path::new(CONFIG_DIR).join(file);
-    let shipped = SessionConfig::from_figment(&Figment::from(Toml::file_exact(&path)))
-        .unwrap_or_else(|err| panic!("{file} as shipped: {err}"));
-    let mut figment = Figment::from(Toml::file_exact(&path)).merge(("cookie.secure", false));
-    if !shipped.cookie.generate_secret {
+    let shipped = Figment::from(Toml::file_exact(&path));
+    let generates_secret = shipped
+        .extract_inner::<bool>("cookie.generate_secret")
+        .unwrap_or(false);
+    let mut figment = shipped.merge(("cookie.secure", false));
+    if !generates_secret {
         figment = figment.merge(("cookie.secret", SECRET));
     }
     SessionConfig::from_figment(&figment.merge(overrides))
-        .unwrap_or_else(|err| panic!("{file}: {err}"))
 }
 
 /// Serves `config` with `app` and checks that a browser's count goes up
@@ -210,7 +219,12 @@ fn dead_redis() -> RedisServer {
 }
 
 fn fast_connect(config: &mut SessionConfig) {
-    config.store.connect_timeout = Some(Duration::from_millis(300));
+    let session_kit::config::StoreConfig::Redis { config: redis, .. } = &mut config.store else {
+        panic!("a redis config: {config:?}");
+    };
+    *redis = redis
+        .clone()
+        .with_connect_timeout(Duration::from_millis(300));
 }
 
 #[tokio::test]
@@ -422,13 +436,13 @@ async fn cluster_file_counts_round_robin_across_three_nodes() {
 #[tokio::test]
 async fn a_cluster_node_without_its_id_is_refused_naming_the_key() {
     let addrs = free_cluster_ports(1);
-    let config = load(
+    let err = try_load(
         "cluster-3-nodes.toml",
         Figment::new()
             .merge(("store.listen", addrs[0].to_string()))
             .merge(("store.cluster_secret", CLUSTER_SECRET)),
-    );
-    let err = build_manager(&config).await.unwrap_err();
+    )
+    .unwrap_err();
     assert_eq!(err.key(), "store.node_id", "{err}");
     assert!(err.to_string().contains("SESSION__STORE__NODE_ID"), "{err}");
 }

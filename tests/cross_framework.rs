@@ -21,7 +21,7 @@ async fn deployment(redis: &RedisServer) -> SessionManager {
         .unwrap();
     SessionManager::builder(store, Key::from_secret(SECRET).unwrap())
         // Plain http on loopback: a Secure cookie would never be sent back.
-        .cookie(CookieConfig::default().with_secure(false))
+        .with_cookie(CookieConfig::default().with_secure(false))
         .build()
         .unwrap()
 }

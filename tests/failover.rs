@@ -37,12 +37,13 @@ use session_conformance::{
     Browser, Fault, InstrumentedStore, RunningApp, StoreFactory,
 };
 use session_kit::{
+    failover::{BreakerState, FailoverMode, FailoverStore},
     memcached::{MemcachedConfig, MemcachedStore},
+    memory::{MemoryStore, NearCache, TieredStore},
     redis::{RedisConfig, RedisStore},
+    store::{Changes, Committed, ConditionalDelete, Created, Record, SessionStore, Stamp},
     tower::conformance::AxumApp,
-    BreakerState, Changes, Committed, ConditionalDelete, Created, ErrorKind, ErrorPolicy,
-    FailoverMode, FailoverStore, MemoryStore, NearCache, Record, SessionId, SessionStore, Stamp,
-    StoreError, TieredStore,
+    ErrorKind, ErrorPolicy, SessionId, StoreError,
 };
 use tokio::task::JoinHandle;
 
@@ -103,11 +104,11 @@ fn fast_failover(
     mode: FailoverMode,
 ) -> FailoverStore {
     FailoverStore::builder(primary, secondary)
-        .mode(mode)
-        .call_timeout(CALL_TIMEOUT)
-        .failure_threshold(FAILURE_THRESHOLD)
-        .open_for(OPEN_FOR)
-        .max_open_for(MAX_OPEN_FOR)
+        .with_mode(mode)
+        .with_call_timeout(CALL_TIMEOUT)
+        .with_failure_threshold(FAILURE_THRESHOLD)
+        .with_open_for(OPEN_FOR)
+        .with_max_open_for(MAX_OPEN_FOR)
         .build()
         .expect("valid failover settings")
 }
@@ -662,7 +663,7 @@ async fn mirror_with_default_breakers_repairs_a_restarted_primary_before_the_sec
         redis_store(fault_redis(&primary)).await,
         memcached_store(fault_memcached(&secondary)).await,
     )
-    .call_timeout(CALL_TIMEOUT)
+    .with_call_timeout(CALL_TIMEOUT)
     .build()
     .expect("valid failover settings");
     let app = serve_store(&AxumApp, failover.clone(), ErrorPolicy::Reject).await;
@@ -899,8 +900,8 @@ struct StandbyRedisMemory(MemoryStore);
 impl StoreFactory for StandbyRedisMemory {
     async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
         Arc::new(
-            FailoverStore::builder(conformance_redis(prefix).await, self.0.with_prefix(prefix))
-                .mode(FailoverMode::Standby)
+            FailoverStore::builder(conformance_redis(prefix).await, self.0.prefixed(prefix))
+                .with_mode(FailoverMode::Standby)
                 .build()
                 .expect("valid failover settings"),
         )

@@ -23,7 +23,7 @@ use std::{
 
 use reqwest::header::{COOKIE, SET_COOKIE};
 use session_conformance::{Fault, InstrumentedStore, RunningApp, TestApp};
-use session_kit::{ErrorKind, KeyRing, MemoryStore, SessionManager, SessionStore};
+use session_kit::{memory::MemoryStore, store::SessionStore, ErrorKind, KeyRing, SessionManager};
 use tracing_subscriber::fmt::MakeWriter;
 
 const CURRENT: &str = "the-current-signing-secret-0123456789abcdef";
@@ -111,7 +111,7 @@ async fn lifecycle(app: &dyn TestApp, seen: &mut Seen) -> Vec<String> {
     let keys = KeyRing::from_secrets([CURRENT, OLD]).unwrap();
     let manager = |keys: KeyRing| {
         SessionManager::builder(Arc::clone(&store), keys)
-            .operation_timeout(Duration::from_millis(200))
+            .with_operation_timeout(Duration::from_millis(200))
             .build()
             .unwrap()
     };

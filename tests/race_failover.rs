@@ -45,10 +45,13 @@ use session_conformance::{
     testkit::{MemcachedServer, RedisServer},
 };
 use session_kit::{
+    failover::{FailoverMode, FailoverStore},
     memcached::{MemcachedConfig, MemcachedStore},
     redis::{RedisConfig, RedisStore},
-    Changes, Committed, ConditionalDelete, Created, FailoverMode, FailoverStore, OwnerPass, Record,
-    SessionId, SessionStore, Stamp, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionStore, Stamp,
+    },
+    SessionId, StoreError,
 };
 
 /// Seeds per test by default: a run with two server faults costs about a
@@ -342,10 +345,10 @@ enum Connected {
 }
 
 impl Connected {
-    fn with_prefix(&self, prefix: String) -> Arc<dyn SessionStore> {
+    fn prefixed(&self, prefix: String) -> Arc<dyn SessionStore> {
         match self {
-            Self::Redis(store) => Arc::new(store.with_prefix(prefix)),
-            Self::Memcached(store) => Arc::new(store.with_prefix(prefix)),
+            Self::Redis(store) => Arc::new(store.prefixed(prefix)),
+            Self::Memcached(store) => Arc::new(store.prefixed(prefix)),
         }
     }
 }
@@ -366,7 +369,7 @@ impl Deployment for Pair {
     fn empty_store(&self, index: usize) -> Arc<dyn SessionStore> {
         // Called once per store per run, in order.
         let run = self.handed.fetch_add(1, Ordering::Relaxed) / 2;
-        self.stores[index].with_prefix(format!("race-{run}:"))
+        self.stores[index].prefixed(format!("race-{run}:"))
     }
 
     fn server_store(
@@ -382,9 +385,9 @@ impl Deployment for Pair {
         };
         Arc::new(
             FailoverStore::builder(traced(0), traced(1))
-                .mode(self.mode)
-                .call_timeout(CALL_TIMEOUT)
-                .probe_interval(PROBE_INTERVAL)
+                .with_mode(self.mode)
+                .with_call_timeout(CALL_TIMEOUT)
+                .with_probe_interval(PROBE_INTERVAL)
                 .build()
                 .expect("valid failover settings"),
         )
@@ -477,21 +480,21 @@ async fn mirror_each_restarted_empty_in_turn(name: &str, mix: Mix, default_seeds
     // (each makes 16 requests, up to 70 ms apart), so the session is read
     // and written, and so repaired, in between.
     let scenario = Scenario::new()
-        .servers(3)
-        .clients(3)
-        .thief()
-        .requests(16)
-        .think_time(ms(70))
-        .mix(mix)
-        .operation_timeout(ms(1000))
-        .settle(ms(200))
-        .fault(FaultWindow::new(
+        .with_servers(3)
+        .with_clients(3)
+        .with_thief(true)
+        .with_requests(16)
+        .with_think_time(ms(70))
+        .with_mix(mix)
+        .with_operation_timeout(ms(1000))
+        .with_settle(ms(200))
+        .with_fault(FaultWindow::new(
             1,
             StoreFault::RestartEmpty,
             ms(20)..=ms(60),
             ms(0)..=ms(20),
         ))
-        .fault(FaultWindow::new(
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::RestartEmpty,
             ms(500)..=ms(600),
@@ -562,21 +565,21 @@ async fn standby_over_two_redis_never_brings_back_an_ended_session_when_the_prim
     // The primary hangs first (longer than a call timeout: its breaker
     // opens), then dies and comes back empty.
     let scenario = Scenario::new()
-        .servers(3)
-        .clients(3)
-        .thief()
-        .requests(12)
-        .think_time(ms(70))
-        .mix(Mix::default())
-        .operation_timeout(ms(1000))
-        .settle(ms(200))
-        .fault(FaultWindow::new(
+        .with_servers(3)
+        .with_clients(3)
+        .with_thief(true)
+        .with_requests(12)
+        .with_think_time(ms(70))
+        .with_mix(Mix::default())
+        .with_operation_timeout(ms(1000))
+        .with_settle(ms(200))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Pause,
             ms(20)..=ms(60),
             ms(50)..=ms(300),
         ))
-        .fault(FaultWindow::new(
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::RestartEmpty,
             ms(450)..=ms(550),

@@ -25,7 +25,7 @@ use std::{hint::black_box, time::SystemTime};
 use criterion::{criterion_main, BatchSize, BenchmarkId, Criterion};
 use session_bench::{payload_bytes, session_of};
 use session_core::{
-    CookieCodec, CookieConfig, Key, KeyRing, MemoryStore, SessionId, SessionManager,
+    cookie::CookieCodec, memory::MemoryStore, CookieConfig, Key, KeyRing, SessionId, SessionManager,
 };
 use session_memcached::codec as memcached_codec;
 use session_redis::codec as redis_codec;

@@ -11,7 +11,10 @@ use std::{hint::black_box, time::Duration};
 use criterion::{criterion_main, Criterion};
 use session_bench::{payload_bytes, redis_bytes_sent, session_of};
 use session_conformance::testkit::RedisServer;
-use session_core::{Created, NearCache, SessionStore, TieredStore};
+use session_core::{
+    memory::{NearCache, TieredStore},
+    store::{Created, SessionStore},
+};
 use session_redis::{RedisConfig, RedisStore};
 
 /// Loads per byte count: enough that the handful of bytes of the `INFO`

@@ -10,7 +10,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use session_kit::{Data, MemoryStore, Record, SessionId, SessionStore};
+use session_kit::{
+    memory::MemoryStore,
+    store::{Data, Record, SessionStore},
+    SessionId,
+};
 
 /// Sessions per fill: half the default capacity of both stores, so neither
 /// evicts, and enough that the page granularity of RSS is noise.
@@ -69,7 +73,7 @@ pub(crate) fn fill_and_print(store: &str) -> Result<(), Box<dyn std::error::Erro
                     SessionStore,
                 };
                 let store = tower_sessions_moka_store::MokaStore::new(Some(
-                    MemoryStore::DEFAULT_MAX_CAPACITY,
+                    session_kit::memory::MemoryStoreBuilder::DEFAULT_MAX_CAPACITY,
                 ));
                 let before = resident_bytes();
                 for _ in 0..SESSIONS {

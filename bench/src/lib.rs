@@ -19,7 +19,10 @@
 use std::time::{Duration, SystemTime};
 
 use session_conformance::testkit::RedisServer;
-use session_core::{Data, Record, SessionId};
+use session_core::{
+    store::{Data, Record},
+    SessionId,
+};
 
 /// A session of `keys` keys whose values are JSON strings of `value_len`
 /// characters, living ten minutes.

@@ -45,8 +45,10 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use session_conformance::testkit::RedisServer;
 use session_kit::{
+    memory::MemoryStore,
+    store::SessionStore,
     tower::{Error, Session, SessionLayer},
-    CookieConfig, Key, MemoryStore, SessionManager, SessionStore,
+    CookieConfig, Key, SessionManager,
 };
 use tokio::net::TcpStream;
 
@@ -329,9 +331,9 @@ async fn soak_one(
         (Target::Memory(memory.clone()), Arc::new(memory))
     };
     let manager = SessionManager::builder(store, Key::generate())
-        .cookie(CookieConfig::default().with_secure(false))
-        .idle_timeout(IDLE)
-        .absolute_timeout(IDLE * 60)
+        .with_cookie(CookieConfig::default().with_secure(false))
+        .with_idle_timeout(IDLE)
+        .with_absolute_timeout(IDLE * 60)
         .build()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -5,9 +5,12 @@ use std::{error::Error, net::SocketAddr, sync::mpsc, time::Duration};
 
 use session_cluster::{ClusterConfig, ClusterStore};
 use session_kit::{
+    failover::FailoverStore,
     memcached::{MemcachedConfig, MemcachedStore},
+    memory::{MemoryStore, NearCache, TieredStore},
     redis::{RedisConfig, RedisStore},
-    FailoverStore, Key, MemoryStore, NearCache, SessionManager, SessionStore, TieredStore,
+    store::SessionStore,
+    Key, SessionManager,
 };
 
 use crate::{
@@ -216,9 +219,11 @@ async fn start_axum(
             apps::axum_kit(manager(store)?)
         }
         Variant::AxumKitCluster => return start_cluster().await,
-        Variant::AxumTowerSessionsMoka => apps::axum_tower_sessions(
-            tower_sessions_moka_store::MokaStore::new(Some(MemoryStore::DEFAULT_MAX_CAPACITY)),
-        ),
+        Variant::AxumTowerSessionsMoka => {
+            apps::axum_tower_sessions(tower_sessions_moka_store::MokaStore::new(Some(
+                session_kit::memory::MemoryStoreBuilder::DEFAULT_MAX_CAPACITY,
+            )))
+        }
         Variant::AxumTowerSessionsRedis => {
             use tower_sessions_redis_store::{fred::prelude::*, RedisStore};
             // As tower-sessions-redis-store's own docs set it up.
@@ -246,14 +251,14 @@ async fn start_cluster() -> Started {
             "127.0.0.1:0".parse().expect("a literal address"),
             CLUSTER_SECRET,
         )
-        .cluster_size(NODES)
-        .replication_factor(2)
+        .with_cluster_size(NODES)
+        .with_replication_factor(2)
     };
     let first = ClusterStore::start(config("node-0")).await?;
     let seed = first.local_addr();
     let mut nodes = vec![first];
     for i in 1..NODES {
-        nodes.push(ClusterStore::start(config(&format!("node-{i}")).seeds([seed])).await?);
+        nodes.push(ClusterStore::start(config(&format!("node-{i}")).with_seeds([seed])).await?);
     }
     for node in &nodes {
         if !node.wait_for_members(NODES, Duration::from_secs(20)).await {

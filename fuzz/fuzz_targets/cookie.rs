@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use session_core::{CookieCodec, CookieConfig, Key, KeyRing, SessionId};
+use session_core::{CookieConfig, Key, KeyRing, SessionId, cookie::CookieCodec};
 
 /// The seeds' id, `session-kit-fuzz` in base64url.
 const ID: &str = "c2Vzc2lvbi1raXQtZnV6eg";

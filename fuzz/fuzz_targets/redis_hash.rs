@@ -7,7 +7,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use session_core::{SessionId, Stamp};
+use session_core::{SessionId, store::Stamp};
 use session_redis::codec;
 
 fuzz_target!(|data: &[u8]| {

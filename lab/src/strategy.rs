@@ -6,8 +6,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use serde::Serialize;
 use session_kit::{
     cluster::{ClusterConfig, ClusterStore},
+    failover::{FailoverMode, FailoverStore},
+    memory::MemoryStore,
     redis::{RedisConfig, RedisStore},
-    CookieConfig, FailoverMode, FailoverStore, Key, MemoryStore, SessionManager, SessionStore,
+    store::SessionStore,
+    CookieConfig, Key, SessionManager,
 };
 
 use crate::{
@@ -25,7 +28,7 @@ pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
 /// The cluster's bound on one call, the hop to the owner and the copy to
 /// the backups included: under [`OPERATION_TIMEOUT`], so a slow peer shows
 /// as the cluster's error rather than the manager's.
-const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_millis(800);
+const CLUSTER_OPERATION_TIMEOUT: Duration = Duration::from_millis(800);
 /// The Redis client's bound on one command.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(400);
 /// The failover's bound on one call to either Redis: under
@@ -476,8 +479,8 @@ fn manager(key: &Key, store: &NodeStore) -> Result<SessionManager, LabError> {
     Ok(SessionManager::builder(store, key.clone())
         // Plain HTTP on loopback: a browser would drop a `Secure` cookie
         // here (the lab's users keep it either way).
-        .cookie(CookieConfig::default().with_secure(false))
-        .operation_timeout(OPERATION_TIMEOUT)
+        .with_cookie(CookieConfig::default().with_secure(false))
+        .with_operation_timeout(OPERATION_TIMEOUT)
         .build()?)
 }
 
@@ -494,11 +497,11 @@ impl Stores {
                 // Fast enough to skip a dead primary within a few requests,
                 // as the facade's failover tests configure it.
                 let failover = FailoverStore::builder(primary, secondary)
-                    .mode(FailoverMode::Mirror)
-                    .call_timeout(FAILOVER_CALL_TIMEOUT)
-                    .failure_threshold(2)
-                    .open_for(Duration::from_millis(300))
-                    .max_open_for(Duration::from_secs(1))
+                    .with_mode(FailoverMode::Mirror)
+                    .with_call_timeout(FAILOVER_CALL_TIMEOUT)
+                    .with_failure_threshold(2)
+                    .with_open_for(Duration::from_millis(300))
+                    .with_max_open_for(Duration::from_secs(1))
                     .build()?;
                 NodeStore::Remote(Arc::new(failover))
             }
@@ -529,10 +532,10 @@ impl Stores {
             .map(|(_, &addr)| addr)
             .collect();
         let config = ClusterConfig::new(format!("node-{index}"), listen, CLUSTER_SECRET.to_vec())
-            .cluster_size(self.nodes)
-            .replication_factor(2)
-            .request_timeout(CLUSTER_REQUEST_TIMEOUT)
-            .seeds(seeds);
+            .with_cluster_size(self.nodes)
+            .with_replication_factor(2)
+            .with_operation_timeout(CLUSTER_OPERATION_TIMEOUT)
+            .with_seeds(seeds);
         let cluster = ClusterStore::start(config).await?;
         if self.peers.len() == index {
             self.peers.push(cluster.local_addr());

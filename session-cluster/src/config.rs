@@ -13,26 +13,34 @@ use session_core::ConfigError;
 /// use session_cluster::ClusterConfig;
 ///
 /// let config = ClusterConfig::new("node-a", "127.0.0.1:7401".parse().unwrap(), [7u8; 32])
-///     .seeds(["127.0.0.1:7402".parse().unwrap(), "127.0.0.1:7403".parse().unwrap()])
-///     .replication_factor(2);
+///     .with_seeds(["127.0.0.1:7402".parse().unwrap(), "127.0.0.1:7403".parse().unwrap()])
+///     .with_replication_factor(2);
 /// assert_eq!(config.quorum(), 2);
 /// config.validate().unwrap();
 /// ```
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(try_from = "crate::block::ClusterBlock")
+)]
 #[must_use]
 pub struct ClusterConfig {
     pub(crate) node_id: String,
     pub(crate) listen: SocketAddr,
     pub(crate) advertise: Option<SocketAddr>,
     pub(crate) seeds: Vec<SocketAddr>,
+    /// Seeds given by host name (from config), resolved when the node
+    /// starts.
+    pub(crate) seed_hosts: Vec<(String, u16)>,
     pub(crate) secret: Vec<u8>,
     pub(crate) replication_factor: usize,
     pub(crate) cluster_size: Option<usize>,
-    pub(crate) request_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_in_flight_per_peer: usize,
     pub(crate) max_capacity: u64,
-    pub(crate) prefix: String,
+    pub(crate) key_prefix: String,
     pub(crate) settle_time: Duration,
     pub(crate) anti_entropy_interval: Duration,
     pub(crate) probe_period: Duration,
@@ -46,11 +54,12 @@ impl fmt::Debug for ClusterConfig {
             .field("listen", &self.listen)
             .field("advertise", &self.advertise)
             .field("seeds", &self.seeds)
+            .field("seed_hosts", &self.seed_hosts)
             .field("secret", &"<redacted>")
             .field("replication_factor", &self.replication_factor)
             .field("cluster_size", &self.expected_cluster_size())
-            .field("request_timeout", &self.request_timeout)
-            .field("prefix", &self.prefix)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("key_prefix", &self.key_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -63,11 +72,28 @@ impl ClusterConfig {
     /// The default bound on one store call, forwarding and replication
     /// included. It stays under the manager's default operation timeout (2 s)
     /// so a slow peer is reported as this store's error, not the manager's.
-    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
     /// The most sessions (and tombstones) one node holds by default.
     pub const DEFAULT_MAX_CAPACITY: u64 = 1_000_000;
     /// The default key prefix.
-    pub const DEFAULT_PREFIX: &'static str = "session:";
+    pub const DEFAULT_KEY_PREFIX: &'static str = session_core::store::DEFAULT_KEY_PREFIX;
+    /// The default bound on opening a connection to a peer: peers sit on
+    /// one network, so a connect that takes longer means the peer is gone.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+    /// The default most calls in flight to one peer.
+    pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 256;
+    /// The default time after a membership change during which owners also
+    /// ask the other nodes for a session.
+    pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(10);
+    /// The default interval between anti-entropy rounds.
+    pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
+    /// The default interval between membership probes.
+    pub const DEFAULT_PROBE_PERIOD: Duration = Duration::from_millis(250);
+    /// The default time a silent peer stays suspect before it is dead.
+    pub const DEFAULT_SUSPECT_TIMEOUT: Duration = Duration::from_millis(750);
+    /// The longest wait for the resolver on one seed's host name, so a DNS
+    /// server that does not answer fails start-up instead of hanging it.
+    pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
     /// The longest any duration setting may be: far past any sane value, and
     /// short enough that deadline arithmetic cannot overflow.
     pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -80,24 +106,25 @@ impl ClusterConfig {
             listen,
             advertise: None,
             seeds: Vec::new(),
+            seed_hosts: Vec::new(),
             secret: secret.into(),
             replication_factor: Self::DEFAULT_REPLICATION_FACTOR,
             cluster_size: None,
-            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
-            connect_timeout: Duration::from_millis(300),
-            max_in_flight_per_peer: 256,
+            operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            max_in_flight_per_peer: Self::DEFAULT_MAX_IN_FLIGHT_PER_PEER,
             max_capacity: Self::DEFAULT_MAX_CAPACITY,
-            prefix: Self::DEFAULT_PREFIX.to_owned(),
-            settle_time: Duration::from_secs(10),
-            anti_entropy_interval: Duration::from_secs(60),
-            probe_period: Duration::from_millis(250),
-            suspect_timeout: Duration::from_millis(750),
+            key_prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
+            settle_time: Self::DEFAULT_SETTLE_TIME,
+            anti_entropy_interval: Self::DEFAULT_ANTI_ENTROPY_INTERVAL,
+            probe_period: Self::DEFAULT_PROBE_PERIOD,
+            suspect_timeout: Self::DEFAULT_SUSPECT_TIMEOUT,
         }
     }
 
     /// The address peers reach this node at, when it differs from `listen`
     /// (listening on `0.0.0.0`, or behind NAT). Default: `listen`.
-    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+    pub fn with_advertise(mut self, addr: SocketAddr) -> Self {
         self.advertise = Some(addr);
         self
     }
@@ -105,14 +132,14 @@ impl ClusterConfig {
     /// Peers to join through. Listing every other node is simplest; one live
     /// one is enough. This node's own address is ignored if listed, so every
     /// node can share one list.
-    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+    pub fn with_seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.seeds = seeds.into_iter().collect();
         self
     }
 
     /// How many nodes hold each session (`R`, default 2). Losing up to `R-1`
     /// nodes at once loses no session.
-    pub fn replication_factor(mut self, copies: usize) -> Self {
+    pub fn with_replication_factor(mut self, copies: usize) -> Self {
         self.replication_factor = copies;
         self
     }
@@ -121,20 +148,20 @@ impl ClusterConfig {
     /// requests only while it sees a majority of them (itself included), so
     /// the minority side of a partition refuses instead of diverging.
     /// Default: the distinct seeds other than this node, plus one.
-    pub fn cluster_size(mut self, nodes: usize) -> Self {
+    pub fn with_cluster_size(mut self, nodes: usize) -> Self {
         self.cluster_size = Some(nodes);
         self
     }
 
     /// The bound on one store call, including the hop to the session's owner
     /// and the owner's copy to the backups (default 1.5 s).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
         self
     }
 
     /// The bound on opening a TCP connection to a peer (default 300 ms).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
@@ -142,7 +169,7 @@ impl ClusterConfig {
     /// The most requests this node has in flight to one peer (default 256).
     /// A call that finds no free slot waits, within its timeout: this is the
     /// back-pressure a slow peer puts on its callers.
-    pub fn max_in_flight_per_peer(mut self, requests: usize) -> Self {
+    pub fn with_max_in_flight_per_peer(mut self, requests: usize) -> Self {
         self.max_in_flight_per_peer = requests;
         self
     }
@@ -153,21 +180,21 @@ impl ClusterConfig {
     /// Owner indexes ("log out everywhere") are not counted and never
     /// evicted: an evicted index would let `delete_by_owner` miss sessions.
     /// They end with their last session.
-    pub fn max_capacity(mut self, entries: u64) -> Self {
+    pub fn with_max_capacity(mut self, entries: u64) -> Self {
         self.max_capacity = entries;
         self
     }
 
     /// The prefix of every key (default `"session:"`).
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+    pub fn with_key_prefix(mut self, key_prefix: impl Into<String>) -> Self {
+        self.key_prefix = key_prefix.into();
         self
     }
 
     /// How long after a membership change the owner of a session also asks
     /// the other nodes for it before answering (default 10 s): long enough
     /// for the nodes to hand each other the sessions they now own.
-    pub fn settle_time(mut self, time: Duration) -> Self {
+    pub fn with_settle_time(mut self, time: Duration) -> Self {
         self.settle_time = time;
         self
     }
@@ -175,15 +202,15 @@ impl ClusterConfig {
     /// How often each node compares its sessions with their other holders
     /// and repairs missing copies, besides after every membership change
     /// (default 60 s).
-    pub fn anti_entropy_interval(mut self, interval: Duration) -> Self {
+    pub fn with_anti_entropy_interval(mut self, interval: Duration) -> Self {
         self.anti_entropy_interval = interval;
         self
     }
 
     /// How often the membership protocol (SWIM) probes a peer (default
     /// 250 ms). A dead node is noticed after about one or two periods plus the
-    /// [suspect timeout](Self::suspect_timeout).
-    pub fn probe_period(mut self, period: Duration) -> Self {
+    /// [suspect timeout](Self::with_suspect_timeout).
+    pub fn with_probe_period(mut self, period: Duration) -> Self {
         self.probe_period = period;
         self
     }
@@ -191,7 +218,7 @@ impl ClusterConfig {
     /// How long a peer that missed its probes stays suspect before it is
     /// declared dead (default 750 ms). Shorter notices deaths sooner; longer
     /// survives pauses (GC, a busy machine) without a false alarm.
-    pub fn suspect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_suspect_timeout(mut self, timeout: Duration) -> Self {
         self.suspect_timeout = timeout;
         self
     }
@@ -200,6 +227,49 @@ impl ClusterConfig {
     #[must_use]
     pub fn advertised_addr(&self) -> SocketAddr {
         self.advertise.unwrap_or(self.listen)
+    }
+
+    /// Resolves the seeds given by host name, each to one address, and adds
+    /// them to the seeds: a name with IPv4 and IPv6 addresses is one node
+    /// (the first address of `listen`'s family), and counting it twice
+    /// would raise the quorum the cluster size implies. The cluster size
+    /// was fixed before, counting each name once.
+    pub(crate) async fn resolve_seed_hosts(&mut self) -> Result<(), ConfigError> {
+        if self.cluster_size.is_none() {
+            self.cluster_size = Some(self.expected_cluster_size());
+        }
+        let prefer_v6 = self.listen.is_ipv6();
+        for (host, port) in std::mem::take(&mut self.seed_hosts) {
+            let error = |reason: String| ConfigError::new("seeds", reason);
+            let found: Vec<SocketAddr> = tokio::time::timeout(
+                Self::RESOLVE_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await
+            .map_err(|_| {
+                error(format!(
+                    "`{host}:{port}` did not resolve within {} s",
+                    Self::RESOLVE_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|err| error(format!("`{host}:{port}` does not resolve: {err}")))?
+            .collect();
+            let addr = found
+                .iter()
+                .find(|addr| addr.is_ipv6() == prefer_v6)
+                .or_else(|| found.first())
+                .copied()
+                .ok_or_else(|| error(format!("`{host}:{port}` resolves to no address")))?;
+            self.seeds.push(addr);
+        }
+        Ok(())
+    }
+
+    /// Whether this node's peer link is signed with `secret`: for configs
+    /// that refuse a cluster secret equal to a cookie secret.
+    #[must_use]
+    pub fn uses_secret(&self, secret: &[u8]) -> bool {
+        self.secret == secret
     }
 
     /// The configured cluster size, or the one derived from the seeds.
@@ -214,7 +284,11 @@ impl ClusterConfig {
                 .collect();
             others.sort();
             others.dedup();
-            others.len() + 1
+            // Each host name counts as one node, whatever it resolves to.
+            let mut hosts: Vec<_> = self.seed_hosts.iter().collect();
+            hosts.sort();
+            hosts.dedup();
+            others.len() + hosts.len() + 1
         })
     }
 
@@ -253,7 +327,7 @@ impl ClusterConfig {
                 "set the address peers reach this node at: `listen` is a wildcard address",
             ));
         }
-        if self.seeds.is_empty() && self.cluster_size.is_none() {
+        if self.seeds.is_empty() && self.seed_hosts.is_empty() && self.cluster_size.is_none() {
             // Without either, a node that was meant to join would form a
             // cluster of one and serve on its own: a split brain by typo.
             return Err(ConfigError::new(
@@ -283,7 +357,7 @@ impl ClusterConfig {
             return Err(ConfigError::new("max_capacity", "must be at least 1"));
         }
         for (key, value) in [
-            ("request_timeout", self.request_timeout),
+            ("operation_timeout", self.operation_timeout),
             ("connect_timeout", self.connect_timeout),
             ("settle_time", self.settle_time),
             ("anti_entropy_interval", self.anti_entropy_interval),
@@ -310,7 +384,7 @@ mod tests {
 
     fn config() -> ClusterConfig {
         ClusterConfig::new("a", "127.0.0.1:7000".parse().unwrap(), [1u8; 32])
-            .seeds(["127.0.0.1:7001".parse().unwrap()])
+            .with_seeds(["127.0.0.1:7001".parse().unwrap()])
     }
 
     #[test]
@@ -321,10 +395,10 @@ mod tests {
             "127.0.0.1:7002",
             "127.0.0.1:7001",
         ];
-        let config = config().seeds(seeds.iter().map(|s| s.parse().unwrap()));
+        let config = config().with_seeds(seeds.iter().map(|s| s.parse().unwrap()));
         assert_eq!(config.expected_cluster_size(), 3);
         assert_eq!(config.quorum(), 2);
-        assert_eq!(config.cluster_size(5).quorum(), 3);
+        assert_eq!(config.with_cluster_size(5).quorum(), 3);
     }
 
     #[test]
@@ -332,32 +406,39 @@ mod tests {
         let short = ClusterConfig::new("a", "127.0.0.1:7000".parse().unwrap(), [1u8; 8]);
         assert_eq!(short.validate().unwrap_err().key(), "secret");
         assert_eq!(
-            config().replication_factor(0).validate().unwrap_err().key(),
+            config()
+                .with_replication_factor(0)
+                .validate()
+                .unwrap_err()
+                .key(),
             "replication_factor"
         );
         assert_eq!(
             config()
-                .request_timeout(Duration::ZERO)
+                .with_operation_timeout(Duration::ZERO)
                 .validate()
                 .unwrap_err()
                 .key(),
-            "request_timeout"
+            "operation_timeout"
         );
         assert_eq!(
             config()
-                .suspect_timeout(Duration::from_secs(90_000))
+                .with_suspect_timeout(Duration::from_secs(90_000))
                 .validate()
                 .unwrap_err()
                 .key(),
             "suspect_timeout"
         );
-        assert_eq!(config().seeds([]).validate().unwrap_err().key(), "seeds");
-        config().cluster_size(1).validate().unwrap();
-        let wildcard =
-            ClusterConfig::new("a", "0.0.0.0:7000".parse().unwrap(), [1u8; 32]).cluster_size(1);
+        assert_eq!(
+            config().with_seeds([]).validate().unwrap_err().key(),
+            "seeds"
+        );
+        config().with_cluster_size(1).validate().unwrap();
+        let wildcard = ClusterConfig::new("a", "0.0.0.0:7000".parse().unwrap(), [1u8; 32])
+            .with_cluster_size(1);
         assert_eq!(wildcard.clone().validate().unwrap_err().key(), "advertise");
         wildcard
-            .advertise("10.0.0.1:7000".parse().unwrap())
+            .with_advertise("10.0.0.1:7000".parse().unwrap())
             .validate()
             .unwrap();
         let nameless = ClusterConfig::new("", "127.0.0.1:7000".parse().unwrap(), [1u8; 32]);

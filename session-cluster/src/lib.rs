@@ -3,7 +3,7 @@
 //! Sessions kept in the memory of the app servers themselves, each one on
 //! `R` of them, so an app behind a plain round-robin load balancer needs no
 //! Redis, no Memcached and no sticky sessions. [`ClusterStore`] is a
-//! [`SessionStore`](session_core::SessionStore) like any other: the Axum and
+//! [`SessionStore`](session_core::store::SessionStore) like any other: the Axum and
 //! Actix adapters, the failover and near-cache wrappers and the conformance
 //! suite take it unchanged.
 //!
@@ -15,7 +15,7 @@
 //! // Node "a" of three; "b" and "c" run the same with their own id and address.
 //! let secret = std::env::var("CLUSTER_SECRET")?; // at least 32 bytes, shared by all nodes
 //! let config = ClusterConfig::new("a", "10.0.0.1:7400".parse()?, secret)
-//!     .seeds(["10.0.0.2:7400".parse()?, "10.0.0.3:7400".parse()?]);
+//!     .with_seeds(["10.0.0.2:7400".parse()?, "10.0.0.3:7400".parse()?]);
 //! let store = ClusterStore::start(config).await?;
 //! store.wait_for_members(2, Duration::from_secs(10)).await;
 //! // Hand `store` to `SessionManager::builder(store, keys)` as with any backend.
@@ -67,13 +67,13 @@
 //! backup, and writes to sessions it holds fail with `Unavailable` (the error
 //! policy answers, a 503 by default) rather than be acknowledged with fewer
 //! than `R` copies. A node that joins, or comes back, is handed the sessions
-//! it now holds; for [`settle_time`](ClusterConfig::settle_time) after any
+//! it now holds; for [`with_settle_time`](ClusterConfig::with_settle_time) after any
 //! membership change an owner also asks the other nodes for the newest copy
 //! before it answers, so a new owner never serves a session it has not been
 //! handed yet.
 //!
 //! **Partitions.** A node serves requests only while it sees a majority of
-//! the [cluster size](ClusterConfig::cluster_size) (a quorum), itself
+//! the [cluster size](ClusterConfig::with_cluster_size) (a quorum), itself
 //! included. On the minority side of a partition every operation, reads
 //! included, fails with `Unavailable` once it has noticed the partition: the
 //! minority accepts no writes and, after that, serves no copies the majority
@@ -104,9 +104,9 @@
 //!
 //! ## Ending a user's sessions
 //!
-//! [`delete_by_owner`](session_core::SessionStore::delete_by_owner) ("log
+//! [`delete_by_owner`](session_core::store::SessionStore::delete_by_owner) ("log
 //! this user out everywhere") needs every session of one
-//! [`Owner`](session_core::Owner). Each node holds only its share of the
+//! [`Owner`](session_core::store::Owner). Each node holds only its share of the
 //! sessions, so none can scan for them; instead each owner has an **index**
 //! of its session ids, and the index is placed and replicated like a
 //! session:
@@ -116,7 +116,7 @@
 //!   hash of that key: an owner node and `R-1` backups, as for any session.
 //!   The key's part after the prefix is 70 characters long and a session's
 //!   is 22, so no index key can be any prefix's session key or another
-//!   prefix's index key, and [`with_prefix`](ClusterStore::with_prefix)
+//!   prefix's index key, and [`prefixed`](ClusterStore::prefixed)
 //!   views never see each other's owners.
 //! - **Replication.** Every change to an index goes to its owner node, which
 //!   applies it under the index's lock and copies it to the backups before
@@ -126,7 +126,7 @@
 //!   anti-entropy, read fallback to a backup and tombstones cover indexes as
 //!   they cover sessions.
 //! - **Contents.** Each entry is a session id with the owner's
-//!   [`until`](session_core::Owner::until), the latest the session can live.
+//!   [`until`](session_core::store::Owner::until), the latest the session can live.
 //!   Every change drops the entries whose `until` has passed, and the index
 //!   itself lives until its largest `until`, so an owner whose sessions all
 //!   ended leaves nothing behind. An index that `delete_by_owner` emptied
@@ -151,12 +151,12 @@
 //! the session's lock, replaces the session with a tombstone only if its
 //! owner is still `name`: a commit racing it is either applied before (and
 //! deleted with the session) or finds the session
-//! [`Missing`](session_core::Committed::Missing), and the tombstone keeps
+//! [`Missing`](session_core::store::Committed::Missing), and the tombstone keeps
 //! it from coming back, as with `delete`. An entry whose session is absent
 //! also gets a tombstone, so that a create that indexed it but has not
 //! written the session yet finds the id taken rather than bring up a
 //! session nobody indexes any more. These deletes run 32 at a time, all
-//! within one [`request_timeout`](ClusterConfig::request_timeout). Last, the
+//! within one [`with_operation_timeout`](ClusterConfig::with_operation_timeout). Last, the
 //! ended and absent ids leave the index (not those that belong to someone
 //! else now). It returns how many sessions it ended; an error means some
 //! may be left, and calling again finishes the job.
@@ -170,7 +170,7 @@
 //! session to an index costs one routed request and `R-1` copies (and `R-1`
 //! fetches for an owner's first session, as the index owner node checks
 //! that no backup holds an index it lacks), on `create` with an owner and on
-//! a commit that sets one; nothing else pays for owners. During [`settle_time`](ClusterConfig::settle_time) after a
+//! a commit that sets one; nothing else pays for owners. During [`with_settle_time`](ClusterConfig::with_settle_time) after a
 //! membership change, owners ask every other node for the newest copy
 //! first, as for every operation.
 //!
@@ -206,15 +206,17 @@
 //!   datagrams carry a tag under another derived key. The link is
 //!   authenticated, not encrypted: run it on a private network.
 //! - Every call runs under the store's
-//!   [`request_timeout`](ClusterConfig::request_timeout), forwarding and
+//!   [`with_operation_timeout`](ClusterConfig::with_operation_timeout), forwarding and
 //!   replication included; the owner is told how much time the caller has
 //!   left and works within it.
-//! - At most [`max_in_flight_per_peer`](ClusterConfig::max_in_flight_per_peer)
+//! - At most [`with_max_in_flight_per_peer`](ClusterConfig::with_max_in_flight_per_peer)
 //!   calls are in flight to one peer; further calls wait for a slot within
 //!   their deadline. A node serves at most 1024 peer requests at once and
 //!   answers `503` past that instead of queueing.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "serde")]
+mod block;
 #[cfg(feature = "codec")]
 pub mod codec;
 mod config;

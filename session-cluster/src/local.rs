@@ -12,7 +12,10 @@ use moka::{
     ops::compute::{CompResult, Op},
     Expiry,
 };
-use session_core::{Data, Owner, Record, SessionId};
+use session_core::{
+    store::{Data, Owner, Record},
+    SessionId,
+};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// One key's state on this node.

@@ -15,8 +15,10 @@ use std::{
 use async_trait::async_trait;
 use futures_util::{future::join_all, stream, StreamExt as _};
 use session_core::{
-    Changes, Committed, ConditionalDelete, ConfigError, Created, ErrorKind, Owner, OwnerPass,
-    Record, SessionId, SessionStore, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, Owner, OwnerPass, Record, SessionStore,
+    },
+    ConfigError, ErrorKind, SessionId, StoreError,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::{
@@ -134,7 +136,7 @@ pub(crate) struct Inner {
     copies: usize,
     expected: usize,
     quorum: usize,
-    request_timeout: Duration,
+    operation_timeout: Duration,
     settle_time: Duration,
     local: Local,
     link: Link,
@@ -174,20 +176,21 @@ impl ClusterStore {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use std::time::Duration;
     /// use session_cluster::{ClusterConfig, ClusterStore};
-    /// use session_core::SessionStore;
+    /// use session_core::store::SessionStore;
     ///
     /// // A one-node cluster on a free port: a majority of one is itself.
-    /// let config = ClusterConfig::new("solo", "127.0.0.1:0".parse().unwrap(), [7u8; 32]).cluster_size(1);
+    /// let config = ClusterConfig::new("solo", "127.0.0.1:0".parse().unwrap(), [7u8; 32]).with_cluster_size(1);
     /// let store = ClusterStore::start(config).await.unwrap();
     /// assert!(store.wait_for_members(1, Duration::from_secs(5)).await);
     /// store.health().await.unwrap();
     /// # }
     /// ```
-    pub async fn start(config: ClusterConfig) -> Result<Self, ClusterError> {
+    pub async fn start(mut config: ClusterConfig) -> Result<Self, ClusterError> {
         config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ClusterError::NoRuntime);
         }
+        config.resolve_seed_hosts().await?;
         let (listener, socket) = bind(config.listen).await?;
         let bound = listener.local_addr().map_err(|source| ClusterError::Bind {
             addr: config.listen,
@@ -207,7 +210,7 @@ impl ClusterStore {
             copies: config.replication_factor,
             expected,
             quorum: config.quorum(),
-            request_timeout: config.request_timeout,
+            operation_timeout: config.operation_timeout,
             settle_time: config.settle_time,
             local: Local::new(config.max_capacity),
             blocked: Arc::clone(&blocked),
@@ -230,7 +233,7 @@ impl ClusterStore {
             handler,
             link_signer,
             counters,
-            config.request_timeout,
+            config.operation_timeout,
         ));
         let (commands, command_rx) = mpsc::channel(1);
         let membership = tokio::spawn(membership::run(
@@ -266,14 +269,14 @@ impl ClusterStore {
                 ],
                 commands,
             }),
-            prefix: config.prefix.into(),
+            prefix: config.key_prefix.into(),
         })
     }
 
     /// A view of the same node whose keys carry `prefix` instead, as two
     /// apps would share one Redis.
     #[must_use]
-    pub fn with_prefix(&self, prefix: impl Into<String>) -> Self {
+    pub fn prefixed(&self, prefix: impl Into<String>) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
             _tasks: Arc::clone(&self._tasks),
@@ -817,7 +820,7 @@ impl Inner {
             let Some(current) = base.and_then(|e| e.into_live(SystemTime::now())) else {
                 return Ok(Reply::Committed(None));
             };
-            let mut data = session_core::Data::clone(&current.data);
+            let mut data = session_core::store::Data::clone(&current.data);
             changes.apply_to(&mut data);
             let owner = match changes.owner() {
                 Some(owner) => owner.cloned(),
@@ -1267,7 +1270,7 @@ impl Inner {
 
     async fn hand_over(&self, addr: SocketAddr, entries: Vec<(String, Entry)>) -> bool {
         for batch in entries.chunks(BATCH) {
-            let deadline = Instant::now() + self.request_timeout;
+            let deadline = Instant::now() + self.operation_timeout;
             let offer = Msg::Offer {
                 entries: batch
                     .iter()
@@ -1292,7 +1295,7 @@ impl Inner {
             if push.is_empty() {
                 continue;
             }
-            let deadline = Instant::now() + self.request_timeout;
+            let deadline = Instant::now() + self.operation_timeout;
             if !matches!(
                 self.link
                     .call(addr, &Msg::Push { entries: push }, deadline)
@@ -1463,7 +1466,7 @@ impl Handler for Inner {
 impl SessionStore for ClusterStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
-        let deadline = Instant::now() + self.inner.request_timeout;
+        let deadline = Instant::now() + self.inner.operation_timeout;
         match self
             .inner
             .route(&key.clone(), Msg::Load { key }, "load", deadline)
@@ -1477,7 +1480,7 @@ impl SessionStore for ClusterStore {
     /// A record with an owner is added to the owner's index first, then
     /// written; see [Ending a user's sessions](crate#ending-a-users-sessions).
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let deadline = Instant::now() + self.inner.request_timeout;
+        let deadline = Instant::now() + self.inner.operation_timeout;
         if let Some(owner) = &record.owner {
             self.index(owner, &record.id, "create", deadline).await?;
         }
@@ -1501,7 +1504,7 @@ impl SessionStore for ClusterStore {
         changes: &Changes,
         expires_at: SystemTime,
     ) -> Result<Committed, StoreError> {
-        let deadline = Instant::now() + self.inner.request_timeout;
+        let deadline = Instant::now() + self.inner.operation_timeout;
         if let Some(Some(owner)) = changes.owner() {
             self.index(owner, id, "commit", deadline).await?;
         }
@@ -1520,7 +1523,7 @@ impl SessionStore for ClusterStore {
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
         let key = self.key(id);
-        let deadline = Instant::now() + self.inner.request_timeout;
+        let deadline = Instant::now() + self.inner.operation_timeout;
         match self
             .inner
             .route(
@@ -1538,7 +1541,7 @@ impl SessionStore for ClusterStore {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = self.key(id);
-        let deadline = Instant::now() + self.inner.request_timeout;
+        let deadline = Instant::now() + self.inner.operation_timeout;
         match self
             .inner
             .route(&key.clone(), Msg::Delete { key }, "delete", deadline)
@@ -1559,7 +1562,7 @@ impl SessionStore for ClusterStore {
     ) -> Result<ConditionalDelete, StoreError> {
         const OPERATION: &str = "delete_if_version";
         let key = self.key(id);
-        let deadline = Instant::now() + self.inner.request_timeout;
+        let deadline = Instant::now() + self.inner.operation_timeout;
         let msg = Msg::DeleteIfVersion {
             key: key.clone(),
             version,
@@ -1574,12 +1577,12 @@ impl SessionStore for ClusterStore {
     /// one does not answer), ends each indexed session that still belongs
     /// to `owner` on the session's own owner node, 32 at a time, then takes
     /// the ended and absent ones out of the index. All of it within one
-    /// [`request_timeout`](ClusterConfig::request_timeout).
+    /// [`with_operation_timeout`](ClusterConfig::with_operation_timeout).
     /// An error means some sessions may not have ended; calling again is
     /// safe and finishes the job.
     async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         const OPERATION: &str = "delete_by_owner";
-        let deadline = Instant::now() + self.inner.request_timeout;
+        let deadline = Instant::now() + self.inner.operation_timeout;
         let index = self.owner_key(owner);
         let read = Msg::IndexRead { key: index.clone() };
         let entries = match self.inner.route(&index, read, OPERATION, deadline).await? {

@@ -12,7 +12,10 @@ use std::{
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use session_core::{Changes, ConditionalDelete, Data, ErrorKind, Owner, SessionId};
+use session_core::{
+    store::{Changes, ConditionalDelete, Data, Owner},
+    ErrorKind, SessionId,
+};
 use sha2::Sha256;
 
 use crate::local::{Entry, Index, IndexDelta, Live};
@@ -216,7 +219,7 @@ pub(crate) enum EndOutcome {
     Kept,
 }
 
-/// [`ConditionalDelete`](session_core::ConditionalDelete) on the wire,
+/// [`ConditionalDelete`](session_core::store::ConditionalDelete) on the wire,
 /// mirrored so the wire does not depend on core's enum layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum WireConditionalDelete {
@@ -589,7 +592,8 @@ mod tests {
     #[test]
     fn records_keep_their_owner_on_the_wire() {
         let now = SystemTime::now();
-        let mut record = session_core::Record::new(SessionId::generate(), Data::new(), now, now);
+        let mut record =
+            session_core::store::Record::new(SessionId::generate(), Data::new(), now, now);
         record.owner = Some(ada());
         let live = Live::from_record(&record);
         let back = Live::from(through_the_wire(&WireLive::from(&live)));

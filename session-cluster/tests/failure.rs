@@ -10,7 +10,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use session_cluster::ClusterStore;
-use session_core::{Committed, SessionId, SessionStore};
+use session_core::{
+    store::{Committed, SessionStore},
+    SessionId,
+};
 use support::{
     all_held_by, bounded, check_counts, config, create_counters, eventually, holders, ids,
     placed_counters, start, start_with, Writers, MEASURING,
@@ -163,8 +166,9 @@ async fn a_joining_node_is_handed_its_share() {
     let _measuring = MEASURING.read().await;
     // The cluster is meant to have 4 nodes; 3 of them are a quorum. No
     // periodic pass: the join's own pass must hand everything over.
-    let settings =
-        |name: &str| config(name, NODES, COPIES).anti_entropy_interval(Duration::from_secs(3600));
+    let settings = |name: &str| {
+        config(name, NODES, COPIES).with_anti_entropy_interval(Duration::from_secs(3600))
+    };
     let mut nodes = bounded(
         "cluster start",
         Duration::from_secs(20),
@@ -189,7 +193,7 @@ async fn a_joining_node_is_handed_its_share() {
     let passes = passes(&nodes);
     let writers = Writers::start(&nodes, busy, 8, 10_000, 80);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let joiner = ClusterStore::start(settings("node-3").seeds([nodes[0].local_addr()]))
+    let joiner = ClusterStore::start(settings("node-3").with_seeds([nodes[0].local_addr()]))
         .await
         .expect("the new node starts");
     let joined = Instant::now();
@@ -294,7 +298,7 @@ async fn a_deleted_session_stays_deleted_across_membership_changes() {
     let _measuring = MEASURING.read().await;
     // No periodic pass: only the membership changes move sessions.
     let settings =
-        |name: &str| config(name, 3, COPIES).anti_entropy_interval(Duration::from_secs(3600));
+        |name: &str| config(name, 3, COPIES).with_anti_entropy_interval(Duration::from_secs(3600));
     let mut nodes = bounded(
         "cluster start",
         Duration::from_secs(20),
@@ -333,7 +337,7 @@ async fn a_deleted_session_stays_deleted_across_membership_changes() {
         .unwrap_or_else(|e| panic!("after {victim_name} died: {e}"));
 
     let before = passes(&nodes);
-    let joiner = ClusterStore::start(settings("node-3").seeds([nodes[0].local_addr()]))
+    let joiner = ClusterStore::start(settings("node-3").with_seeds([nodes[0].local_addr()]))
         .await
         .expect("the new node starts");
     nodes.push(joiner);

@@ -12,7 +12,10 @@ use std::{
 };
 
 use session_cluster::{ClusterConfig, ClusterStore};
-use session_core::{Changes, Committed, Created, Owner, Record, SessionId, SessionStore};
+use session_core::{
+    store::{Changes, Committed, Created, Owner, Record, SessionStore},
+    SessionId,
+};
 use support::{bounded, config, eventually, in_an_hour, start, start_with, MEASURING};
 
 const COPIES: usize = 2;
@@ -154,7 +157,7 @@ async fn an_owners_index_is_held_by_exactly_r_nodes_and_ends_as_a_tombstone() {
     // Other prefixes have their own owners.
     assert!(
         !nodes[0]
-            .with_prefix("elsewhere:")
+            .prefixed("elsewhere:")
             .holds_owner_index(&names[0])
             .await
     );
@@ -284,7 +287,8 @@ async fn the_index_is_read_from_a_backup_while_its_owner_node_is_unreachable() {
     let _measuring = MEASURING.read().await;
     // Suspected nodes stay members for a minute: no death is declared
     // during the test, so no session or index moves.
-    let settings = |name: &str| config(name, 3, COPIES).suspect_timeout(Duration::from_secs(60));
+    let settings =
+        |name: &str| config(name, 3, COPIES).with_suspect_timeout(Duration::from_secs(60));
     let mut nodes = bounded(
         "cluster start",
         Duration::from_secs(20),
@@ -426,8 +430,8 @@ async fn only_a_new_owner_costs_an_index_update() {
     // peer requests are the ones the calls below make.
     let settings = |name: &str| {
         config(name, 3, COPIES)
-            .settle_time(Duration::from_millis(50))
-            .anti_entropy_interval(Duration::from_secs(3600))
+            .with_settle_time(Duration::from_millis(50))
+            .with_anti_entropy_interval(Duration::from_secs(3600))
     };
     let nodes = bounded(
         "cluster start",
@@ -533,7 +537,7 @@ async fn a_joining_node_is_handed_the_indexes_it_now_holds() {
         all.extend(create_owned(&nodes, name, EACH).await);
     }
     let before: Vec<u64> = nodes.iter().map(|n| n.stats().rebalances).collect();
-    let joiner = ClusterStore::start(settings("node-3").seeds([nodes[0].local_addr()]))
+    let joiner = ClusterStore::start(settings("node-3").with_seeds([nodes[0].local_addr()]))
         .await
         .expect("the new node starts");
     nodes.push(joiner);

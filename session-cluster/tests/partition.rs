@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use session_cluster::ClusterStore;
-use session_core::{ErrorKind, SessionId, SessionStore, StoreError};
+use session_core::{store::SessionStore, ErrorKind, SessionId, StoreError};
 use support::{
     all_held_by, bounded, check_counts, counter_record, create_counters, eventually, ids,
     set_count, start, Writers, MEASURING,

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use session_cluster::ClusterStore;
-use session_core::SessionStore;
+use session_core::store::SessionStore;
 use support::{
     bounded, config, holders, ids, placed_counters, set_count, start, start_with, MEASURING,
 };
@@ -116,9 +116,9 @@ async fn one_commit_costs_one_copy_to_each_backup() {
             // A slow suspicion too: a false alarm on a busy machine would
             // start a pass and the settle window in the middle of it.
             config(name, 3, COPIES)
-                .settle_time(settle)
-                .anti_entropy_interval(Duration::from_secs(3600))
-                .suspect_timeout(Duration::from_secs(3))
+                .with_settle_time(settle)
+                .with_anti_entropy_interval(Duration::from_secs(3600))
+                .with_suspect_timeout(Duration::from_secs(3))
         }),
     )
     .await;
@@ -161,7 +161,10 @@ async fn one_commit_costs_one_copy_to_each_backup() {
         )
         .await
         .unwrap_or_else(|e| panic!("commit: {}", e.to_line()));
-        assert!(matches!(committed, session_core::Committed::Applied { .. }));
+        assert!(matches!(
+            committed,
+            session_core::store::Committed::Applied { .. }
+        ));
         let now = sent(&cluster);
         let (bytes, requests) = (now.0 - last.0, now.1 - last.1);
         last = now;

@@ -55,8 +55,10 @@ use session_conformance::{
     },
 };
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, ErrorKind, OwnerPass, Record, SessionId,
-    SessionStore, Stamp, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionStore, Stamp,
+    },
+    ErrorKind, SessionId, StoreError,
 };
 use support::{config_at, SECRET};
 use tokio::sync::watch;
@@ -78,7 +80,7 @@ const fn ms(millis: u64) -> Duration {
 /// enough that a call to a dead node ends well within the managers'
 /// operation timeout.
 fn settings(name: &str, listen: SocketAddr) -> ClusterConfig {
-    config_at(name, listen, SECRET, NODES, COPIES).request_timeout(ms(400))
+    config_at(name, listen, SECRET, NODES, COPIES).with_operation_timeout(ms(400))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,9 +125,10 @@ impl Cluster {
         let seed = first.local_addr();
         let mut running = vec![first];
         for i in 1..NODES {
-            let node = ClusterStore::start(settings(&format!("node-{i}"), any_port).seeds([seed]))
-                .await
-                .expect("node starts");
+            let node =
+                ClusterStore::start(settings(&format!("node-{i}"), any_port).with_seeds([seed]))
+                    .await
+                    .expect("node starts");
             running.push(node);
         }
         let nodes = running
@@ -186,7 +189,9 @@ impl Cluster {
             .collect();
         let started = Instant::now();
         let store = loop {
-            match ClusterStore::start(settings(&node.name, node.addr).seeds(seeds.clone())).await {
+            match ClusterStore::start(settings(&node.name, node.addr).with_seeds(seeds.clone()))
+                .await
+            {
                 Ok(store) => break store,
                 // The old sockets may not be closed yet.
                 Err(_) if started.elapsed() < Duration::from_secs(5) => {
@@ -295,7 +300,7 @@ impl OnNode {
             .node
             .current()
             .ok_or_else(|| refused(operation))?
-            .with_prefix(self.prefix.clone());
+            .prefixed(self.prefix.clone());
         let mut condition = self.node.condition.subscribe();
         let answer = tokio::select! {
             answer = call(store) => answer,
@@ -473,12 +478,12 @@ async fn explore(name: &str, scenario: Scenario, default_seeds: u64) {
 /// Three clients on one session and a thief replaying its first cookie.
 fn scenario(mix: Mix) -> Scenario {
     Scenario::new()
-        .servers(NODES)
-        .clients(3)
-        .thief()
-        .mix(mix)
-        .operation_timeout(ms(1000))
-        .settle(ms(100))
+        .with_servers(NODES)
+        .with_clients(3)
+        .with_thief(true)
+        .with_mix(mix)
+        .with_operation_timeout(ms(1000))
+        .with_settle(ms(100))
 }
 
 /// Reads, writes and `cycle_id`: nothing that may end the session, so a
@@ -494,9 +499,9 @@ fn nothing_ends() -> Mix {
 /// declared dead, some one whose sessions were re-replicated meanwhile.
 fn killed(mix: Mix) -> Scenario {
     scenario(mix)
-        .requests(10)
-        .think_time(ms(100))
-        .fault(FaultWindow::new(
+        .with_requests(10)
+        .with_think_time(ms(100))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::RestartEmpty,
             ms(20)..=ms(150),
@@ -508,9 +513,9 @@ fn killed(mix: Mix) -> Scenario {
 /// server's calls hang and go through when the cut ends.
 fn cut_off(mix: Mix) -> Scenario {
     scenario(mix)
-        .requests(8)
-        .think_time(ms(60))
-        .fault(FaultWindow::new(
+        .with_requests(8)
+        .with_think_time(ms(60))
+        .with_fault(FaultWindow::new(
             1,
             StoreFault::Pause,
             ms(20)..=ms(150),

@@ -9,7 +9,7 @@ use std::{
 };
 
 use session_cluster::{ClusterError, ClusterStore};
-use session_core::{ErrorKind, SessionId, SessionStore};
+use session_core::{store::SessionStore, ErrorKind, SessionId};
 use support::{bounded, config, config_at, counter_record, MEASURING, SECRET};
 
 const OTHER_SECRET: &[u8; 32] = b"not-the-cluster-secret-32-bytes!";
@@ -27,7 +27,7 @@ async fn a_node_without_the_secret_never_becomes_a_member() {
         support::start(3, 2),
     )
     .await;
-    let stranger = ClusterStore::start(intruder("stranger", 4).seeds([nodes[0].local_addr()]))
+    let stranger = ClusterStore::start(intruder("stranger", 4).with_seeds([nodes[0].local_addr()]))
         .await
         .expect("the stranger starts");
     // Past several probe periods (100 ms) and announce rounds (1 s).
@@ -70,7 +70,7 @@ async fn a_node_without_the_secret_never_becomes_a_member() {
 async fn start_on(name: &str, addr: SocketAddr, seed: SocketAddr) -> ClusterStore {
     let started = Instant::now();
     loop {
-        match ClusterStore::start(config_at(name, addr, SECRET, 3, 2).seeds([seed])).await {
+        match ClusterStore::start(config_at(name, addr, SECRET, 3, 2).with_seeds([seed])).await {
             Ok(node) => return node,
             Err(ClusterError::Bind { .. }) if started.elapsed() < Duration::from_secs(5) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -89,11 +89,11 @@ async fn start_on(name: &str, addr: SocketAddr, seed: SocketAddr) -> ClusterStor
 async fn peer_requests_signed_with_another_secret_are_refused() {
     const ATTEMPTS: usize = 20;
     let _measuring = MEASURING.read().await;
-    let patient = |name: &str| intruder(name, 2).suspect_timeout(Duration::from_secs(60));
+    let patient = |name: &str| intruder(name, 2).with_suspect_timeout(Duration::from_secs(60));
     let e0 = ClusterStore::start(patient("intruder-0"))
         .await
         .expect("intruder-0 starts");
-    let e1 = ClusterStore::start(patient("intruder-1").seeds([e0.local_addr()]))
+    let e1 = ClusterStore::start(patient("intruder-1").with_seeds([e0.local_addr()]))
         .await
         .expect("intruder-1 starts");
     for node in [&e0, &e1] {
@@ -108,7 +108,7 @@ async fn peer_requests_signed_with_another_secret_are_refused() {
     let n0 = ClusterStore::start(config("node-0", 3, 2))
         .await
         .expect("node-0 starts");
-    let n1 = ClusterStore::start(config("node-1", 3, 2).seeds([n0.local_addr()]))
+    let n1 = ClusterStore::start(config("node-1", 3, 2).with_seeds([n0.local_addr()]))
         .await
         .expect("node-1 starts");
     let n2 = bounded(

@@ -11,7 +11,10 @@ use std::{
 };
 
 use session_cluster::ClusterStore;
-use session_core::{Changes, Committed, Created, Data, Record, SessionId, SessionStore};
+use session_core::{
+    store::{Changes, Committed, Created, Data, Record, SessionStore},
+    SessionId,
+};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(600);
 
@@ -87,19 +90,19 @@ fn config(name: &str) -> session_cluster::ClusterConfig {
     // Suspicion far longer than the test, so the frozen node stays a member
     // and requests keep being routed to it: the case the timeout is for.
     support::config(name, 3, 2)
-        .request_timeout(REQUEST_TIMEOUT)
-        .suspect_timeout(Duration::from_secs(30))
-        .settle_time(Duration::from_millis(200))
+        .with_operation_timeout(REQUEST_TIMEOUT)
+        .with_suspect_timeout(Duration::from_secs(30))
+        .with_settle_time(Duration::from_millis(200))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_peer_costs_at_most_the_request_timeout() {
     let first = ClusterStore::start(config("node-0")).await.unwrap();
     let seed = first.local_addr();
-    let second = ClusterStore::start(config("node-1").seeds([seed]))
+    let second = ClusterStore::start(config("node-1").with_seeds([seed]))
         .await
         .unwrap();
-    let (frozen, third) = FrozenNode::start(config("node-2").seeds([seed]));
+    let (frozen, third) = FrozenNode::start(config("node-2").with_seeds([seed]));
     for node in [&first, &second, &third] {
         assert!(
             node.wait_for_members(3, Duration::from_secs(15)).await,

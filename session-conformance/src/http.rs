@@ -14,8 +14,12 @@ use std::{
 use async_trait::async_trait;
 use reqwest::header::{HeaderValue, COOKIE, SET_COOKIE};
 use session_core::{
-    CookieCodec, CookieConfig, ErrorKind, ErrorPolicy, Key, KeyRing, ManualClock, Record, Session,
-    SessionError, SessionId, SessionManager, SessionManagerBuilder, SessionStore,
+    clock::ManualClock,
+    cookie::CookieCodec,
+    manager::SessionManagerBuilder,
+    store::{Record, SessionStore},
+    CookieConfig, ErrorKind, ErrorPolicy, Key, KeyRing, Session, SessionError, SessionId,
+    SessionManager,
 };
 
 use crate::{
@@ -76,8 +80,8 @@ pub async fn serve_store(
     policy: ErrorPolicy,
 ) -> RunningApp {
     let manager = SessionManager::builder(store, Key::generate())
-        .cookie(CookieConfig::default().with_secure(false))
-        .error_policy(policy)
+        .with_cookie(CookieConfig::default().with_secure(false))
+        .with_error_policy(policy)
         .build()
         .expect("a valid manager");
     app.serve(manager).await
@@ -249,7 +253,8 @@ impl<'a> World<'a> {
 
     /// A manager over this world's store and clock, signing with its key.
     fn manager(&self) -> SessionManagerBuilder {
-        SessionManager::builder(Arc::clone(&self.store), self.key.clone()).clock(self.clock.clone())
+        SessionManager::builder(Arc::clone(&self.store), self.key.clone())
+            .with_clock(self.clock.clone())
     }
 
     async fn serve(&self, manager: SessionManagerBuilder) -> RunningApp {
@@ -344,7 +349,7 @@ pub async fn counter_counts_across_requests(app: &dyn TestApp, factory: &dyn Sto
         .serve(
             world
                 .manager()
-                .cookie(CookieConfig::default().with_secure(false)),
+                .with_cookie(CookieConfig::default().with_secure(false)),
         )
         .await;
     let client = client(true);
@@ -509,7 +514,7 @@ pub async fn log_out_everywhere_ends_the_users_sessions_on_every_server(
 pub async fn idle_timeout_ends_an_unused_session(app: &dyn TestApp, factory: &dyn StoreFactory) {
     const IDLE: Duration = Duration::from_secs(600);
     let world = World::new(app, factory).await;
-    let app = world.serve(world.manager().idle_timeout(IDLE)).await;
+    let app = world.serve(world.manager().with_idle_timeout(IDLE)).await;
     let cookie = world.get(&app, "/counter", None).await.issued();
     world.store.take_calls();
 
@@ -549,8 +554,8 @@ pub async fn absolute_timeout_ends_even_an_active_session(
         .serve(
             world
                 .manager()
-                .idle_timeout(IDLE)
-                .absolute_timeout(ABSOLUTE),
+                .with_idle_timeout(IDLE)
+                .with_absolute_timeout(ABSOLUTE),
         )
         .await;
     let cookie = world.get(&app, "/counter", None).await.issued();
@@ -679,8 +684,8 @@ pub async fn hostile_cookies_get_a_fresh_session_and_touch_no_one_elses(
         .serve(
             world
                 .manager()
-                .idle_timeout(IDLE)
-                .absolute_timeout(ABSOLUTE),
+                .with_idle_timeout(IDLE)
+                .with_absolute_timeout(ABSOLUTE),
         )
         .await;
     let victim = world.get(&app, "/login", None).await.issued();
@@ -920,7 +925,9 @@ pub async fn rotated_key_still_verifies_and_is_re_signed(
     let new_key = Key::generate();
     let ring = KeyRing::new(new_key.clone()).with_fallback(world.key.clone());
     let rotated = world
-        .serve(SessionManager::builder(Arc::clone(&world.store), ring).clock(world.clock.clone()))
+        .serve(
+            SessionManager::builder(Arc::clone(&world.store), ring).with_clock(world.clock.clone()),
+        )
         .await;
     world.store.take_calls();
     let reply = world.get(&rotated, "/read", Some(&old_cookie)).await;
@@ -945,7 +952,8 @@ pub async fn rotated_key_still_verifies_and_is_re_signed(
 
     let retired = world
         .serve(
-            SessionManager::builder(Arc::clone(&world.store), new_key).clock(world.clock.clone()),
+            SessionManager::builder(Arc::clone(&world.store), new_key)
+                .with_clock(world.clock.clone()),
         )
         .await;
     world
@@ -1066,7 +1074,7 @@ pub async fn treat_as_empty_policy_serves_reads_during_an_outage(
 ) {
     let world = World::new(app, factory).await;
     let app = world
-        .serve(world.manager().error_policy(ErrorPolicy::TreatAsEmpty))
+        .serve(world.manager().with_error_policy(ErrorPolicy::TreatAsEmpty))
         .await;
     let cookie = world.get(&app, "/counter", None).await.issued();
 
@@ -1097,7 +1105,7 @@ pub async fn treat_as_empty_policy_refuses_a_write_after_a_failed_load(
 ) {
     let world = World::new(app, factory).await;
     let app = world
-        .serve(world.manager().error_policy(ErrorPolicy::TreatAsEmpty))
+        .serve(world.manager().with_error_policy(ErrorPolicy::TreatAsEmpty))
         .await;
     let cookie = world.get(&app, "/counter", None).await.issued();
     world.store.take_calls();
@@ -1140,7 +1148,7 @@ pub async fn hung_store_answers_within_the_operation_timeout(
     const OPERATION_TIMEOUT: Duration = Duration::from_millis(200);
     let world = World::new(app, factory).await;
     let app = world
-        .serve(world.manager().operation_timeout(OPERATION_TIMEOUT))
+        .serve(world.manager().with_operation_timeout(OPERATION_TIMEOUT))
         .await;
     let cookie = world.get(&app, "/counter", None).await.issued();
 

@@ -10,8 +10,10 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, ErrorKind, OwnerPass, Record, SessionId,
-    SessionStore, Stamp, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionStore, Stamp,
+    },
+    ErrorKind, SessionId, StoreError,
 };
 
 /// How many times each store operation was called.

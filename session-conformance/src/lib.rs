@@ -6,7 +6,7 @@
 //!
 //! | module | what it checks | what you provide |
 //! |---|---|---|
-//! | [`store`] | the [`SessionStore`](session_core::SessionStore) contract: expiry, create-never-overwrites, atomic delta commits, 100 concurrent disjoint commits, touch, delete, prefix isolation, 256 KiB values, versions, stamps | a [`StoreFactory`] |
+//! | [`store`] | the [`SessionStore`](session_core::store::SessionStore) contract: expiry, create-never-overwrites, atomic delta commits, 100 concurrent disjoint commits, touch, delete, prefix isolation, 256 KiB values, versions, stamps | a [`StoreFactory`] |
 //! | [`http`] | the lifecycle over real HTTP: counter, login with `cycle_id`, logout, idle and absolute expiry, bad cookies, key rotation, no-write reads, oversized headers, the error policy and the operation timeout | a [`TestApp`] for your framework, and a [`StoreFactory`] |
 //!
 //! [`InstrumentedStore`] wraps a real store to count calls and inject
@@ -28,7 +28,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use session_conformance::{async_trait, StoreFactory};
-//! use session_core::{MemoryStore, SessionStore};
+//! use session_core::{memory::MemoryStore, store::SessionStore};
 //!
 //! /// Stands in for a factory holding, say, a connection to one test server.
 //! struct MyFactory(MemoryStore);
@@ -36,7 +36,7 @@
 //! #[async_trait]
 //! impl StoreFactory for MyFactory {
 //!     async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
-//!         Arc::new(self.0.with_prefix(prefix))
+//!         Arc::new(self.0.prefixed(prefix))
 //!     }
 //! }
 //!
@@ -95,7 +95,7 @@ mod memory {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use session_core::{MemoryStore, SessionStore};
+    use session_core::{memory::MemoryStore, store::SessionStore};
 
     use crate::StoreFactory;
 
@@ -117,7 +117,7 @@ mod memory {
     #[async_trait]
     impl StoreFactory for MemoryFactory {
         async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
-            Arc::new(self.store.with_prefix(prefix))
+            Arc::new(self.store.prefixed(prefix))
         }
     }
 }

@@ -16,8 +16,10 @@ use std::{
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Owner, Record, SessionId,
-    SessionStore, Stamp,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, Data, Owner, Record, SessionStore, Stamp,
+    },
+    ErrorKind, SessionId,
 };
 
 use crate::race::{GatedStore, Op};

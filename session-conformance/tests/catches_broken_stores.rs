@@ -10,8 +10,9 @@ use std::{
 use futures_util::FutureExt as _;
 use session_conformance::{async_trait, block_on, store, StoreFactory};
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, MemoryStore, OwnerPass, Record, SessionId,
-    SessionStore, StoreError,
+    memory::MemoryStore,
+    store::{Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionStore},
+    SessionId, StoreError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,10 @@ struct BrokenStore {
     flaw: Flaw,
     /// Every id created, for `delete_by_owner` to go through.
     created: Mutex<Vec<SessionId>>,
+    /// Told after every applied commit, so the flawed `delete_if_version`
+    /// can wait for one inside its window: the flaw then shows on every
+    /// run, not only when the scheduler happens to interleave them.
+    committed: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -98,7 +103,11 @@ impl SessionStore for BrokenStore {
                     .await?;
                 Ok(Committed::Applied { version: 1 })
             }
-            _ => self.inner.commit(id, changes, expires_at).await,
+            _ => {
+                let committed = self.inner.commit(id, changes, expires_at).await;
+                self.committed.notify_waiters();
+                committed
+            }
         }
     }
 
@@ -122,8 +131,21 @@ impl SessionStore for BrokenStore {
             None => Ok(ConditionalDelete::Missing),
             Some(record) if record.version != version => Ok(ConditionalDelete::Changed),
             Some(_) => {
-                for _ in 0..4 {
-                    tokio::task::yield_now().await;
+                // The window between the check and the delete, held until a
+                // commit lands in it: one that moves the version past the
+                // one checked, not the tail of a commit applied before the
+                // check (bounded, for a test with no writers).
+                let window = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+                loop {
+                    let next = self.committed.notified();
+                    let past = self
+                        .inner
+                        .load(id)
+                        .await?
+                        .is_some_and(|record| record.version > version);
+                    if past || tokio::time::timeout_at(window, next).await.is_err() {
+                        break;
+                    }
                 }
                 self.inner.delete(id).await?;
                 Ok(ConditionalDelete::Deleted)
@@ -176,12 +198,13 @@ impl StoreFactory for BrokenFactory {
         let inner = if self.flaw == Flaw::IgnoresPrefix {
             self.base.clone()
         } else {
-            self.base.with_prefix(prefix)
+            self.base.prefixed(prefix)
         };
         Arc::new(BrokenStore {
             inner,
             flaw: self.flaw,
             created: Mutex::default(),
+            committed: tokio::sync::Notify::new(),
         })
     }
 }

@@ -25,8 +25,11 @@ use session_conformance::race::{
     Deployment, Explorer, FaultWindow, Mix, Promise, Scenario, StoreFault,
 };
 use session_core::{
-    ErrorKind, FailoverMode, FailoverStore, LazyStore, MemoryStore, NearCache, SessionStore,
-    StoreError, TieredStore,
+    failover::{FailoverMode, FailoverStore},
+    lazy::LazyStore,
+    memory::{MemoryStore, NearCache, TieredStore},
+    store::SessionStore,
+    ErrorKind, StoreError,
 };
 
 /// Seeds per scenario by default: the whole file stays well under a
@@ -65,7 +68,10 @@ fn mix() -> Mix {
 
 #[test]
 fn memory_store_keeps_every_promise_under_concurrent_requests() {
-    let scenario = Scenario::new().servers(3).thief().mix(mix());
+    let scenario = Scenario::new()
+        .with_servers(3)
+        .with_thief(true)
+        .with_mix(mix());
     Explorer::new("memory", Memory, scenario).run(SEEDS);
 }
 
@@ -74,16 +80,16 @@ fn memory_store_keeps_every_promise_while_paused_or_down() {
     // A paused store turns requests into timeouts (503s), whose writes
     // may or may not have happened.
     let scenario = Scenario::new()
-        .servers(2)
-        .mix(mix())
-        .operation_timeout(ms(50))
-        .fault(FaultWindow::new(
+        .with_servers(2)
+        .with_mix(mix())
+        .with_operation_timeout(ms(50))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Pause,
             ms(10)..=ms(60),
             ms(20)..=ms(120),
         ))
-        .fault(FaultWindow::new(
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Down,
             ms(80)..=ms(120),
@@ -95,9 +101,9 @@ fn memory_store_keeps_every_promise_while_paused_or_down() {
 #[test]
 fn a_seed_replays_the_same_history() {
     let scenario = Scenario::new()
-        .servers(3)
-        .mix(mix())
-        .fault(FaultWindow::new(
+        .with_servers(3)
+        .with_mix(mix())
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Down,
             ms(10)..=ms(40),
@@ -148,11 +154,11 @@ impl Deployment for Tiered {
 #[test]
 fn tiered_store_never_serves_a_stale_near_copy() {
     let scenario = Scenario::new()
-        .servers(3)
-        .thief()
-        .mix(mix())
-        .operation_timeout(ms(50))
-        .fault(FaultWindow::new(
+        .with_servers(3)
+        .with_thief(true)
+        .with_mix(mix())
+        .with_operation_timeout(ms(50))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Down,
             ms(20)..=ms(80),
@@ -191,7 +197,10 @@ impl Deployment for Lazy {
             }
         };
         Arc::new(
-            LazyStore::connect_in_background_with_delays("sessions", ms(5), ms(20), connect)
+            LazyStore::builder("sessions")
+                .with_first_retry(ms(5))
+                .with_max_retry(ms(20))
+                .connect_in_background(connect)
                 .expect("inside the run's runtime"),
         )
     }
@@ -202,7 +211,10 @@ fn lazy_store_keeps_every_promise_while_it_connects() {
     Explorer::new(
         "lazy over memory",
         Lazy,
-        Scenario::new().servers(3).thief().mix(mix()),
+        Scenario::new()
+            .with_servers(3)
+            .with_thief(true)
+            .with_mix(mix()),
     )
     .run(SEEDS);
 }
@@ -232,7 +244,7 @@ impl Deployment for Failover {
     ) -> Arc<dyn SessionStore> {
         Arc::new(
             FailoverStore::builder(Arc::clone(&shared[0]), Arc::clone(&shared[1]))
-                .mode(self.0)
+                .with_mode(self.0)
                 .build()
                 .expect("valid failover settings"),
         )
@@ -244,16 +256,16 @@ fn standby_keeps_every_promise_while_its_secondary_fails() {
     // Standby's documented loss is the primary's sessions while it is
     // down; the secondary's faults must cost nothing.
     let scenario = Scenario::new()
-        .servers(3)
-        .thief()
-        .mix(mix())
-        .fault(FaultWindow::new(
+        .with_servers(3)
+        .with_thief(true)
+        .with_mix(mix())
+        .with_fault(FaultWindow::new(
             1,
             StoreFault::Down,
             ms(10)..=ms(40),
             ms(5)..=ms(40),
         ))
-        .fault(FaultWindow::new(
+        .with_fault(FaultWindow::new(
             1,
             StoreFault::RestartEmpty,
             ms(60)..=ms(90),
@@ -266,11 +278,11 @@ fn standby_keeps_every_promise_while_its_secondary_fails() {
 fn standby_never_brings_back_a_session_logged_out_while_the_primary_was_down() {
     let documented = "standby: the primary's sessions are out of reach while it is down";
     let scenario = Scenario::new()
-        .servers(3)
-        .requests(8)
-        .thief()
-        .mix(Mix::reads_and_writes().with_endings(0, 2, 0))
-        .fault(FaultWindow::new(
+        .with_servers(3)
+        .with_requests(8)
+        .with_thief(true)
+        .with_mix(Mix::reads_and_writes().with_endings(0, 2, 0))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Down,
             ms(10)..=ms(40),
@@ -289,7 +301,11 @@ fn mirror_never_brings_back_a_session_logged_out_on_another_server() {
     // No fault: logouts on one server while the same cookie is read and
     // written on the others, and replayed by a thief.
     let mix = Mix::reads_and_writes().with_endings(0, 2, 0);
-    let scenario = Scenario::new().servers(3).clients(3).thief().mix(mix);
+    let scenario = Scenario::new()
+        .with_servers(3)
+        .with_clients(3)
+        .with_thief(true)
+        .with_mix(mix);
     Explorer::new("mirror, logouts racing loads", MIRROR, scenario).run(SEEDS);
 }
 
@@ -302,18 +318,18 @@ fn mirror_loses_no_acknowledged_write_when_the_secondary_restarts_empty_and_then
     // empty: time enough for any bounded background repair, so what the
     // final reads miss was acknowledged with one copy.
     let scenario = Scenario::new()
-        .servers(2)
-        .clients(3)
-        .requests(14)
-        .think_time(ms(10))
-        .mix(Mix::reads_and_writes())
-        .fault(FaultWindow::new(
+        .with_servers(2)
+        .with_clients(3)
+        .with_requests(14)
+        .with_think_time(ms(10))
+        .with_mix(Mix::reads_and_writes())
+        .with_fault(FaultWindow::new(
             1,
             StoreFault::RestartEmpty,
             ms(15)..=ms(30),
             ms(0)..=ms(5),
         ))
-        .fault(FaultWindow::new(
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::RestartEmpty,
             ms(2500)..=ms(2600),
@@ -336,23 +352,23 @@ fn mirror_keeps_every_promise_through_single_store_faults() {
     // two seconds or so.
     let mix = Mix::default();
     let scenario = Scenario::new()
-        .servers(3)
-        .requests(14)
-        .think_time(ms(250))
-        .mix(mix)
-        .fault(FaultWindow::new(
+        .with_servers(3)
+        .with_requests(14)
+        .with_think_time(ms(250))
+        .with_mix(mix)
+        .with_fault(FaultWindow::new(
             1,
             StoreFault::Down,
             ms(10)..=ms(30),
             ms(5)..=ms(30),
         ))
-        .fault(FaultWindow::new(
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Pause,
             ms(1500)..=ms(1600),
             ms(50)..=ms(300),
         ))
-        .fault(FaultWindow::new(
+        .with_fault(FaultWindow::new(
             1,
             StoreFault::RestartEmpty,
             ms(4500)..=ms(4600),
@@ -367,9 +383,9 @@ fn mirror_never_forks_a_session_cycled_on_two_servers_at_once() {
     // the other finds the old id gone. Asking both stores at once let both
     // win, each deleting the old id on one store, and fork the session.
     let scenario = Scenario::new()
-        .servers(3)
-        .clients(3)
-        .thief()
-        .mix(Mix::reads_and_writes().with_endings(2, 0, 0));
+        .with_servers(3)
+        .with_clients(3)
+        .with_thief(true)
+        .with_mix(Mix::reads_and_writes().with_endings(2, 0, 0));
     Explorer::new("mirror, concurrent cycle_id", MIRROR, scenario).run(SEEDS);
 }

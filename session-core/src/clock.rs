@@ -30,7 +30,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use session_core::{Clock, ManualClock};
+/// use session_core::clock::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::starting_now();
 /// let before = clock.now();

@@ -2,6 +2,8 @@
 
 use std::{error::Error as StdError, fmt};
 
+use serde::de;
+
 /// The boxed cause carried by a [`StoreError`].
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -58,7 +60,7 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error from a [`SessionStore`](crate::SessionStore): a [kind](ErrorKind),
+/// An error from a [`SessionStore`](crate::store::SessionStore): a [kind](ErrorKind),
 /// a short context naming the operation, and the underlying cause.
 ///
 /// ```
@@ -177,10 +179,10 @@ pub(crate) fn cause_chain(err: &(dyn StdError + 'static)) -> String {
 ///
 /// ```
 /// use std::time::Duration;
-/// use session_core::{Key, MemoryStore, SessionManager};
+/// use session_core::{Key, SessionManager, memory::MemoryStore};
 ///
 /// let err = SessionManager::builder(MemoryStore::new(), Key::generate())
-///     .idle_timeout(Duration::ZERO)
+///     .with_idle_timeout(Duration::ZERO)
 ///     .build()
 ///     .unwrap_err();
 /// assert_eq!(err.key(), "idle_timeout");
@@ -217,5 +219,46 @@ impl ConfigError {
     #[must_use]
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+}
+
+// A backend config that checks itself while it is deserialized hands serde
+// its `ConfigError` as text, the only thing serde carries. The text names
+// the key relative to that config; a reader that knows where the config
+// sits (session-kit's `SessionConfig`) reads the key back and nests it.
+impl ConfigError {
+    /// The start of every `ConfigError`'s text, up to its key.
+    const MESSAGE_PREFIX: &'static str = "invalid session config `";
+
+    /// This error as a serde error: a backend config's `TryFrom` returns it
+    /// so the error keeps its key, relative to that config.
+    #[must_use]
+    pub fn into_de_error<E: de::Error>(self) -> E {
+        E::custom(self)
+    }
+
+    /// The error [`into_de_error`](Self::into_de_error) made, read back from
+    /// a deserializer's message, with its key under `path`; `None` when the
+    /// message did not come from a `ConfigError`.
+    ///
+    /// ```
+    /// use session_core::ConfigError;
+    ///
+    /// let message = ConfigError::new("url", "is not a URL").to_string();
+    /// let nested = ConfigError::from_nested_message("store", &message).unwrap();
+    /// assert_eq!(nested.key(), "store.url");
+    /// assert_eq!(nested.reason(), "is not a URL");
+    /// assert!(ConfigError::from_nested_message("store", "invalid type").is_none());
+    /// ```
+    #[must_use]
+    pub fn from_nested_message(path: &str, message: &str) -> Option<Self> {
+        let rest = message.strip_prefix(Self::MESSAGE_PREFIX)?;
+        let (key, reason) = rest.split_once("`: ")?;
+        let key = if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        };
+        Some(Self::new(key, reason.to_owned()))
     }
 }

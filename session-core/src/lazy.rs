@@ -4,10 +4,7 @@
 use std::{
     fmt,
     future::Future,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, OnceLock, Weak,
-    },
+    sync::{Arc, OnceLock, Weak},
     time::{Duration, SystemTime},
 };
 
@@ -29,7 +26,7 @@ use crate::{
 /// [`ErrorKind::Unavailable`], never waiting for the connect: the
 /// [`SessionManager`](crate::SessionManager) answers it by its
 /// [`ErrorPolicy`](crate::ErrorPolicy) and a
-/// [`FailoverStore`](crate::FailoverStore) counts it as an outage, so a
+/// [`FailoverStore`](crate::failover::FailoverStore) counts it as an outage, so a
 /// `LazyStore` as the primary of a failover store serves sessions from the
 /// secondary until the primary is reached. From then on every call,
 /// `stamp` and `health` included, goes to the connected store unchanged.
@@ -53,7 +50,7 @@ use crate::{
 /// # #[cfg(feature = "memory")]
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), session_core::StoreError> {
 /// use std::time::Duration;
-/// use session_core::{LazyStore, MemoryStore, SessionId, SessionStore};
+/// use session_core::{SessionId, lazy::LazyStore, memory::MemoryStore, store::SessionStore};
 ///
 /// // In production: `move || RedisStore::connect(config.clone())`.
 /// let store = LazyStore::connect_in_background("sessions", || async { Ok(MemoryStore::new()) })?;
@@ -74,7 +71,7 @@ struct Shared {
     store: OnceLock<Arc<dyn SessionStore>>,
     connected: Notify,
     /// What `indexes_owners` answers until the store is connected.
-    assumed_indexes_owners: AtomicBool,
+    assumed_indexes_owners: bool,
 }
 
 impl fmt::Debug for LazyStore {
@@ -94,28 +91,162 @@ impl fmt::Debug for LazyStore {
 #[error("{0} is not connected yet; retrying in the background")]
 struct NotConnected(Arc<str>);
 
-impl LazyStore {
-    /// The default delay after the first failed attempt: 100 ms, short
-    /// enough that a store that was only restarting is picked up before
-    /// many requests are turned away.
+/// Configures a [`LazyStore`] before its background connect starts: the
+/// retry delays and what it says about owner indexes until connected.
+/// [`LazyStore::connect_in_background`] is this builder with every default.
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::{error::Error, time::Duration};
+/// use session_core::{ConfigError, ErrorKind, lazy::LazyStore, memory::MemoryStore};
+///
+/// let err = LazyStore::builder("sessions")
+///     .with_first_retry(Duration::from_secs(1))
+///     .with_max_retry(Duration::from_millis(100))
+///     .connect_in_background(|| async { Ok(MemoryStore::new()) })
+///     .unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// let config = err.source().unwrap().downcast_ref::<ConfigError>().unwrap();
+/// assert_eq!(config.key(), "lazy.max_retry");
+/// # }
+/// # #[cfg(not(feature = "memory"))] fn main() {}
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LazyStoreBuilder {
+    label: String,
+    first_retry: Duration,
+    max_retry: Duration,
+    indexes_owners: bool,
+}
+
+impl LazyStoreBuilder {
+    /// The default [`with_first_retry`](Self::with_first_retry): 100 ms,
+    /// short enough that a store that was only restarting is picked up
+    /// before many requests are turned away.
     pub const DEFAULT_FIRST_RETRY: Duration = Duration::from_millis(100);
-    /// The default longest delay between attempts: the delay doubles after
-    /// each failure up to 5 s, so that a store that is really down is not
-    /// hammered by every app server at once, yet is picked up within 5 s of
-    /// coming back.
+    /// The default [`with_max_retry`](Self::with_max_retry): the delay
+    /// doubles after each failure up to 5 s, so that a store that is really
+    /// down is not hammered by every app server at once, yet is picked up
+    /// within 5 s of coming back.
     pub const DEFAULT_MAX_RETRY: Duration = Duration::from_secs(5);
 
-    /// A store that calls `connect` in a background task until it succeeds,
-    /// with the default delays: [`DEFAULT_FIRST_RETRY`](Self::DEFAULT_FIRST_RETRY)
-    /// after the first failure, doubling up to
-    /// [`DEFAULT_MAX_RETRY`](Self::DEFAULT_MAX_RETRY). The first attempt
-    /// starts at once.
+    /// The delay after the first failed attempt; it doubles after each
+    /// further failure.
+    pub fn with_first_retry(mut self, delay: Duration) -> Self {
+        self.first_retry = delay;
+        self
+    }
+
+    /// The longest delay between attempts.
+    pub fn with_max_retry(mut self, delay: Duration) -> Self {
+        self.max_retry = delay;
+        self
+    }
+
+    /// What [`indexes_owners`](SessionStore::indexes_owners) answers until
+    /// the store is connected (default `true`); once connected, the store's
+    /// own answer. Say `false` when the store being connected cannot index
+    /// owners (a `MemcachedStore`): a [`FailoverStore`](crate::failover::FailoverStore)
+    /// over it then refuses `delete_by_owner` up front, as it will once
+    /// connected, instead of ending the other store's share and then failing
+    /// on this one.
     ///
-    /// `label` names the store in log events and errors ("redis",
-    /// "sessions"): never put a URL in it, since URLs carry passwords.
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use session_core::{ErrorKind, StoreError, lazy::LazyStore, memory::MemoryStore, store::SessionStore};
+    ///
+    /// let store = LazyStore::builder("memcached")
+    ///     .with_indexes_owners(false)
+    ///     .connect_in_background(|| async {
+    ///         Err::<MemoryStore, _>(StoreError::new(ErrorKind::Unavailable, "connect"))
+    ///     })
+    ///     .unwrap();
+    /// assert!(!store.indexes_owners());
+    /// # }
+    /// # #[cfg(not(feature = "memory"))] fn main() {}
+    /// ```
+    pub fn with_indexes_owners(mut self, indexes: bool) -> Self {
+        self.indexes_owners = indexes;
+        self
+    }
+
+    /// Returns the store at once and spawns the task that calls `connect`
+    /// until it succeeds. The first attempt starts at once.
+    ///
     /// `connect` should bound its own attempt, as `RedisStore::connect` and
     /// `MemcachedStore::connect` do by their connect timeout: the next
     /// attempt starts only after this one has failed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when called outside a tokio runtime, which the
+    /// background task needs, or when a delay is zero or the max retry is
+    /// shorter than the first; then the source is a [`ConfigError`] naming
+    /// the key (`lazy.first_retry` or `lazy.max_retry`).
+    pub fn connect_in_background<F, Fut, S>(self, connect: F) -> Result<LazyStore, StoreError>
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<S, StoreError>> + Send + 'static,
+        S: SessionStore,
+    {
+        const OPERATION: &str = "connect_in_background";
+        let config_error =
+            |err: ConfigError| StoreError::new(ErrorKind::Config, OPERATION).with_source(err);
+        for (key, value) in [
+            ("lazy.first_retry", self.first_retry),
+            ("lazy.max_retry", self.max_retry),
+        ] {
+            if value.is_zero() {
+                return Err(config_error(ConfigError::new(
+                    key,
+                    "must be longer than zero",
+                )));
+            }
+        }
+        if self.max_retry < self.first_retry {
+            return Err(config_error(ConfigError::new(
+                "lazy.max_retry",
+                "must be at least lazy.first_retry",
+            )));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|err| StoreError::new(ErrorKind::Config, OPERATION).with_source(err))?;
+        let shared = Arc::new(Shared {
+            label: self.label.into(),
+            store: OnceLock::new(),
+            connected: Notify::new(),
+            assumed_indexes_owners: self.indexes_owners,
+        });
+        runtime.spawn(keep_connecting(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.label),
+            connect,
+            self.first_retry,
+            self.max_retry,
+        ));
+        Ok(LazyStore { shared })
+    }
+}
+
+impl LazyStore {
+    /// Starts configuring a store; `label` names it in log events and
+    /// errors ("redis", "sessions"): never put a URL in it, since URLs
+    /// carry passwords.
+    pub fn builder(label: impl Into<String>) -> LazyStoreBuilder {
+        LazyStoreBuilder {
+            label: label.into(),
+            first_retry: LazyStoreBuilder::DEFAULT_FIRST_RETRY,
+            max_retry: LazyStoreBuilder::DEFAULT_MAX_RETRY,
+            indexes_owners: true,
+        }
+    }
+
+    /// A store that calls `connect` in a background task until it succeeds,
+    /// with the [default](LazyStoreBuilder) delays: 100 ms after the first
+    /// failure, doubling up to 5 s. The first attempt starts at once. See
+    /// [`LazyStoreBuilder::connect_in_background`].
     ///
     /// # Errors
     /// [`ErrorKind::Config`] when called outside a tokio runtime, which the
@@ -123,7 +254,7 @@ impl LazyStore {
     ///
     /// ```
     /// # #[cfg(feature = "memory")] {
-    /// use session_core::{ErrorKind, LazyStore, MemoryStore};
+    /// use session_core::{ErrorKind, lazy::LazyStore, memory::MemoryStore};
     ///
     /// // No runtime here: nothing could run the connect.
     /// let err = LazyStore::connect_in_background("sessions", || async { Ok(MemoryStore::new()) })
@@ -140,120 +271,7 @@ impl LazyStore {
         Fut: Future<Output = Result<S, StoreError>> + Send + 'static,
         S: SessionStore,
     {
-        Self::connect_in_background_with_delays(
-            label,
-            Self::DEFAULT_FIRST_RETRY,
-            Self::DEFAULT_MAX_RETRY,
-            connect,
-        )
-    }
-
-    /// [`connect_in_background`](Self::connect_in_background) with other
-    /// delays: `first_retry` after the first failure, doubling after each
-    /// further failure up to `max_retry`.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Config`] when called outside a tokio runtime, or when a
-    /// delay is zero or `max_retry` is shorter than `first_retry`; then the
-    /// source is a [`ConfigError`] naming the key (`lazy.first_retry` or
-    /// `lazy.max_retry`).
-    ///
-    /// ```
-    /// # #[cfg(feature = "memory")]
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use std::{error::Error, time::Duration};
-    /// use session_core::{ConfigError, ErrorKind, LazyStore, MemoryStore};
-    ///
-    /// let err = LazyStore::connect_in_background_with_delays(
-    ///     "sessions",
-    ///     Duration::from_secs(1),
-    ///     Duration::from_millis(100),
-    ///     || async { Ok(MemoryStore::new()) },
-    /// )
-    /// .unwrap_err();
-    /// assert_eq!(err.kind(), ErrorKind::Config);
-    /// let config = err.source().unwrap().downcast_ref::<ConfigError>().unwrap();
-    /// assert_eq!(config.key(), "lazy.max_retry");
-    /// # }
-    /// # #[cfg(not(feature = "memory"))] fn main() {}
-    /// ```
-    pub fn connect_in_background_with_delays<F, Fut, S>(
-        label: impl Into<String>,
-        first_retry: Duration,
-        max_retry: Duration,
-        connect: F,
-    ) -> Result<Self, StoreError>
-    where
-        F: Fn() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<S, StoreError>> + Send + 'static,
-        S: SessionStore,
-    {
-        const OPERATION: &str = "connect_in_background";
-        let config_error =
-            |err: ConfigError| StoreError::new(ErrorKind::Config, OPERATION).with_source(err);
-        for (key, value) in [
-            ("lazy.first_retry", first_retry),
-            ("lazy.max_retry", max_retry),
-        ] {
-            if value.is_zero() {
-                return Err(config_error(ConfigError::new(
-                    key,
-                    "must be longer than zero",
-                )));
-            }
-        }
-        if max_retry < first_retry {
-            return Err(config_error(ConfigError::new(
-                "lazy.max_retry",
-                "must be at least lazy.first_retry",
-            )));
-        }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|err| StoreError::new(ErrorKind::Config, OPERATION).with_source(err))?;
-        let shared = Arc::new(Shared {
-            label: label.into().into(),
-            store: OnceLock::new(),
-            connected: Notify::new(),
-            assumed_indexes_owners: AtomicBool::new(true),
-        });
-        runtime.spawn(keep_connecting(
-            Arc::downgrade(&shared),
-            Arc::clone(&shared.label),
-            connect,
-            first_retry,
-            max_retry,
-        ));
-        Ok(Self { shared })
-    }
-
-    /// What [`indexes_owners`](SessionStore::indexes_owners) answers until
-    /// the store is connected (default `true`); once connected, the store's
-    /// own answer. Say `false` when the store being connected cannot index
-    /// owners (a `MemcachedStore`): a [`FailoverStore`](crate::FailoverStore)
-    /// over it then refuses `delete_by_owner` up front, as it will once
-    /// connected, instead of ending the other store's share and then failing
-    /// on this one.
-    ///
-    /// ```
-    /// # #[cfg(feature = "memory")]
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use session_core::{ErrorKind, LazyStore, MemoryStore, SessionStore, StoreError};
-    ///
-    /// let store = LazyStore::connect_in_background("memcached", || async {
-    ///     Err::<MemoryStore, _>(StoreError::new(ErrorKind::Unavailable, "connect"))
-    /// })
-    /// .unwrap()
-    /// .assume_indexes_owners(false);
-    /// assert!(!store.indexes_owners());
-    /// # }
-    /// # #[cfg(not(feature = "memory"))] fn main() {}
-    /// ```
-    #[must_use]
-    pub fn assume_indexes_owners(self, indexes: bool) -> Self {
-        self.shared
-            .assumed_indexes_owners
-            .store(indexes, Ordering::Relaxed);
-        self
+        Self::builder(label).connect_in_background(connect)
     }
 
     /// Whether the background connect has succeeded. Once true, it stays
@@ -262,7 +280,7 @@ impl LazyStore {
     /// ```
     /// # #[cfg(feature = "memory")]
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use session_core::{ErrorKind, LazyStore, MemoryStore, SessionId, SessionStore, StoreError};
+    /// use session_core::{ErrorKind, SessionId, StoreError, lazy::LazyStore, memory::MemoryStore, store::SessionStore};
     ///
     /// let store = LazyStore::connect_in_background("sessions", || async {
     ///     Err::<MemoryStore, _>(StoreError::new(ErrorKind::Unavailable, "connect"))
@@ -288,7 +306,7 @@ impl LazyStore {
     /// # #[cfg(feature = "memory")]
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use std::time::Duration;
-    /// use session_core::{LazyStore, MemoryStore};
+    /// use session_core::{lazy::LazyStore, memory::MemoryStore};
     ///
     /// let store = LazyStore::connect_in_background("sessions", || async { Ok(MemoryStore::new()) })
     ///     .unwrap();
@@ -429,11 +447,11 @@ impl SessionStore for LazyStore {
     }
 
     /// The connected store's answer; until then, what
-    /// [`assume_indexes_owners`](LazyStore::assume_indexes_owners) said
+    /// [`with_indexes_owners`](LazyStoreBuilder::with_indexes_owners) said
     /// (`true` by default), while every call fails as `Unavailable`.
     fn indexes_owners(&self) -> bool {
         self.shared.store.get().map_or_else(
-            || self.shared.assumed_indexes_owners.load(Ordering::Relaxed),
+            || self.shared.assumed_indexes_owners,
             SessionStore::indexes_owners,
         )
     }

@@ -3,18 +3,20 @@
 //! The contract every part of session-kit agrees on, with no web framework and
 //! no external store in sight:
 //!
+//! The root holds what an app uses; each module says whom it is for.
+//!
 //! | piece | what it is |
 //! |---|---|
-//! | [`SessionId`] | 128 random bits; 22 characters of base64url; `Debug` shows only a prefix |
-//! | [`Record`], [`Changes`], [`Owner`] | a stored session, the delta one request makes to it, and whose session it is |
-//! | [`SessionStore`] | the store trait: `load`, `create`, `commit`, `touch`, `delete`, and `delete_by_owner` where the store can index owners |
-//! | [`StoreError`], [`ErrorKind`] | typed errors that failover and the error policy act on |
-//! | [`CookieCodec`], [`KeyRing`] | the HMAC-SHA256 signed cookie, with key rotation |
 //! | [`SessionManager`], [`Session`] | the per-request lifecycle that adapters drive |
-//! | [`MemoryStore`] | an in-process store on moka (feature `memory`, on by default) |
-//! | [`FailoverStore`] | a primary and a secondary store behind circuit breakers: mirror or standby |
-//! | [`LazyStore`] | a store connected in the background, so the app starts while Redis or Memcached is down; calls fail as `Unavailable` until it is reached |
-//! | [`TieredStore`], [`NearCache`] | a near-cache in this process in front of a remote store, checked against the far version on every load (feature `memory`) |
+//! | [`CookieConfig`], [`Key`], [`KeyRing`] | the cookie's attributes, and the HMAC-SHA256 keys that sign it, with rotation |
+//! | [`SessionId`] | 128 random bits; 22 characters of base64url; `Debug` shows only a prefix |
+//! | [`StoreError`], [`ErrorKind`], [`ConfigError`] | typed errors that failover and the error policy act on, and config errors naming their key |
+//! | [`memory`] | [`MemoryStore`], an in-process store on moka, and [`TieredStore`](memory::TieredStore), a near-cache in front of a remote store (feature `memory`, on by default) |
+//! | [`failover`] | [`FailoverStore`]: a primary and a secondary store behind circuit breakers, mirror or standby |
+//! | [`lazy`] | [`LazyStore`]: a store connected in the background, so the app starts while Redis or Memcached is down |
+//! | [`store`] | for store authors: the [`SessionStore`] trait and the records it moves |
+//! | [`cookie`] | for adapter authors: the [`CookieCodec`] that reads and writes the signed cookie |
+//! | [`clock`] | the [`Clock`] timeouts are measured against, and a [`ManualClock`] for tests |
 //!
 //! Most apps use this crate through `session-kit` and an adapter
 //! (`session-tower` for Axum/Tower, `session-actix` for Actix-web), which only
@@ -93,7 +95,7 @@
 //! ## Example
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use session_core::{Finish, Key, MemoryStore, SessionManager};
+//! use session_core::{Key, SessionManager, manager::Finish, memory::MemoryStore};
 //!
 //! let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
 //! let session = manager.start(std::iter::empty());
@@ -109,35 +111,45 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod clock;
+pub mod config;
 pub mod cookie;
 mod error;
 #[cfg(feature = "memory")]
 mod expiry;
-mod failover;
+pub mod failover;
 mod id;
-mod lazy;
-mod manager;
+pub mod lazy;
+pub mod manager;
 #[cfg(feature = "memory")]
-mod memory;
+pub mod memory;
 mod record;
-mod store;
+pub mod store;
 #[cfg(feature = "memory")]
 mod tiered;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use cookie::{CookieCodec, CookieConfig, Key, KeyError, KeyRing, SameSite, Verified};
-pub use error::{BoxError, ConfigError, ErrorKind, StoreError};
-pub use failover::{
-    BreakerState, FailoverMode, FailoverState, FailoverStore, FailoverStoreBuilder,
+pub use cookie::{
+    config::{CookieConfig, SameSite},
+    key::{Key, KeyError, KeyRing},
 };
+pub use error::{ConfigError, ErrorKind, StoreError};
 pub use id::SessionId;
-pub use lazy::LazyStore;
-pub use manager::{
-    ErrorPolicy, Finish, Session, SessionError, SessionManager, SessionManagerBuilder,
+pub use manager::lifecycle::{
+    session::{Session, SessionError},
+    ErrorPolicy, SessionManager,
 };
+
+// Short paths for this crate's own code; the public paths are the modules.
 #[cfg(feature = "memory")]
-pub use memory::{MemoryStore, MemoryStoreBuilder};
-pub use record::{Changes, Data, Owner, OwnerError, Record};
-pub use store::{Committed, ConditionalDelete, Created, OwnerPass, SessionStore, Stamp};
-#[cfg(feature = "memory")]
-pub use tiered::{NearCache, TieredStore};
+#[allow(unused_imports)]
+pub(crate) use memory::{MemoryStore, MemoryStoreBuilder};
+#[allow(unused_imports)]
+pub(crate) use {
+    clock::{Clock, ManualClock, SystemClock},
+    cookie::{CookieCodec, Verified},
+    error::BoxError,
+    failover::{FailoverMode, FailoverStore},
+    lazy::LazyStore,
+    manager::{Finish, SessionManagerBuilder},
+    record::{Changes, Data, Owner, OwnerError, Record},
+    store::{Committed, ConditionalDelete, Created, OwnerPass, SessionStore, Stamp},
+};

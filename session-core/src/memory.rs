@@ -1,10 +1,14 @@
-//! `MemoryStore`: sessions in this process's memory, on moka.
+//! Sessions in this process's memory, on moka: the [`MemoryStore`], and the
+//! [`TieredStore`] that keeps a [`NearCache`] of a remote store's sessions in
+//! this process (feature `memory`).
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
     time::SystemTime,
 };
+
+pub use crate::tiered::{NearCache, TieredStore};
 
 use async_trait::async_trait;
 use moka::{
@@ -124,22 +128,22 @@ impl ExpiresAt for Stored {
 /// - **Expiry.** Each entry lives until its record's `expires_at` (moka's
 ///   per-entry `Expiry`); `load` also checks `expires_at` itself, so an entry
 ///   moka has not yet evicted is never served.
-/// - **Capacity.** At most [`max_capacity`](MemoryStoreBuilder::max_capacity)
+/// - **Capacity.** At most [`with_max_capacity`](MemoryStoreBuilder::with_max_capacity)
 ///   sessions (default 100 000). Past that moka evicts by its TinyLFU policy,
 ///   shortly after the insert that overflowed, and an evicted session is gone.
 /// - **Cost.** `load`, `touch` and `delete` are O(1) hash-map operations;
 ///   `load` copies the session's data out. `create` and `commit` run as one
 ///   atomic compute on the entry, and `commit` copies the data once
 ///   (copy-on-write).
-/// - **Prefixes.** [`with_prefix`](Self::with_prefix) gives a view of the same
+/// - **Prefixes.** [`prefixed`](Self::prefixed) gives a view of the same
 ///   cache under another key prefix, as two apps would share one Redis.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::time::{Duration, SystemTime};
-/// use session_core::{MemoryStore, Record, SessionId, SessionStore};
+/// use session_core::{SessionId, memory::MemoryStore, store::{Record, SessionStore}};
 ///
-/// let store = MemoryStore::builder().max_capacity(10_000).build();
+/// let store = MemoryStore::builder().with_max_capacity(10_000).build();
 /// let now = SystemTime::now();
 /// let record = Record::new(SessionId::generate(), Default::default(), now, now + Duration::from_secs(60));
 /// store.create(&record).await.unwrap();
@@ -158,7 +162,7 @@ impl std::fmt::Debug for MemoryStore {
     // bearer credential) and their data. A log line must show neither.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("prefix", &self.prefix)
+            .field("key_prefix", &self.prefix)
             .field("sessions", &self.cache.entry_count())
             .finish_non_exhaustive()
     }
@@ -167,29 +171,34 @@ impl std::fmt::Debug for MemoryStore {
 /// Configures a [`MemoryStore`].
 ///
 /// ```
-/// use session_core::MemoryStore;
+/// use session_core::memory::MemoryStore;
 ///
-/// let store = MemoryStore::builder().max_capacity(50_000).prefix("shop:").build();
-/// let other_app = store.with_prefix("blog:");
+/// let store = MemoryStore::builder().with_max_capacity(50_000).with_key_prefix("shop:").build();
+/// let other_app = store.prefixed("blog:");
 /// # let _ = other_app;
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MemoryStoreBuilder {
     max_capacity: u64,
-    prefix: String,
+    key_prefix: String,
 }
 
 impl MemoryStoreBuilder {
+    /// The default [`with_max_capacity`](Self::with_max_capacity).
+    pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
+    /// The default [`with_key_prefix`](Self::with_key_prefix).
+    pub const DEFAULT_KEY_PREFIX: &'static str = crate::store::DEFAULT_KEY_PREFIX;
+
     /// The most sessions held at once.
-    pub fn max_capacity(mut self, sessions: u64) -> Self {
+    pub fn with_max_capacity(mut self, sessions: u64) -> Self {
         self.max_capacity = sessions;
         self
     }
 
     /// The prefix of every key.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+    pub fn with_key_prefix(mut self, key_prefix: impl Into<String>) -> Self {
+        self.key_prefix = key_prefix.into();
         self
     }
 
@@ -215,7 +224,7 @@ impl MemoryStoreBuilder {
                 .eviction_listener(listener)
                 .build(),
             owners,
-            prefix: self.prefix.into(),
+            prefix: self.key_prefix.into(),
         }
     }
 }
@@ -227,11 +236,6 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// The default session capacity.
-    pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
-    /// The default key prefix.
-    pub const DEFAULT_PREFIX: &'static str = "session:";
-
     /// A store with the default capacity and prefix.
     #[must_use]
     pub fn new() -> Self {
@@ -241,18 +245,20 @@ impl MemoryStore {
     /// Starts configuring a store.
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
-            max_capacity: Self::DEFAULT_MAX_CAPACITY,
-            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            max_capacity: MemoryStoreBuilder::DEFAULT_MAX_CAPACITY,
+            key_prefix: MemoryStoreBuilder::DEFAULT_KEY_PREFIX.to_owned(),
         }
     }
 
-    /// A view of the same cache whose keys carry `prefix` instead.
+    /// Another handle on the same cache whose keys carry `key_prefix`
+    /// instead: two apps (or two tests) share one cache without seeing each
+    /// other's sessions.
     #[must_use]
-    pub fn with_prefix(&self, prefix: impl Into<String>) -> Self {
+    pub fn prefixed(&self, key_prefix: impl Into<String>) -> Self {
         Self {
             cache: self.cache.clone(),
             owners: Arc::clone(&self.owners),
-            prefix: prefix.into().into(),
+            prefix: key_prefix.into().into(),
         }
     }
 
@@ -271,7 +277,7 @@ impl MemoryStore {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let store = session_core::MemoryStore::new();
+    /// let store = session_core::memory::MemoryStore::new();
     /// store.run_pending_tasks().await;
     /// assert_eq!(store.approximate_len(), 0);
     /// # }
@@ -512,7 +518,7 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_bounds_the_number_of_sessions() {
-        let store = MemoryStore::builder().max_capacity(10).build();
+        let store = MemoryStore::builder().with_max_capacity(10).build();
         for _ in 0..100 {
             let _ = store
                 .create(&record(Duration::from_secs(600)))

@@ -13,7 +13,7 @@ use crate::SessionId;
 pub type Data = HashMap<String, String>;
 
 /// Who a session belongs to, so that every session of one user can be ended
-/// at once ([`SessionStore::delete_by_owner`](crate::SessionStore::delete_by_owner)).
+/// at once ([`SessionStore::delete_by_owner`](crate::store::SessionStore::delete_by_owner)).
 ///
 /// `name` is opaque to session-kit: a user id, an account number, an email.
 /// `until` is the latest the session can live: its absolute deadline, which
@@ -24,7 +24,7 @@ pub type Data = HashMap<String, String>;
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use session_core::Owner;
+/// use session_core::store::Owner;
 ///
 /// let owner = Owner::new("user-42", SystemTime::now() + Duration::from_secs(3600)).unwrap();
 /// assert_eq!(owner.name, "user-42");
@@ -111,7 +111,7 @@ impl Record {
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
-    /// use session_core::{Record, SessionId};
+    /// use session_core::{SessionId, store::Record};
     ///
     /// let now = SystemTime::now();
     /// let record = Record::new(SessionId::generate(), Default::default(), now, now + Duration::from_secs(60));
@@ -140,7 +140,7 @@ impl Record {
 /// different keys of one session at the same time both survive.
 ///
 /// ```
-/// use session_core::Changes;
+/// use session_core::store::Changes;
 ///
 /// let mut changes = Changes::default();
 /// changes.set("a", "1");

@@ -1,10 +1,26 @@
-//! The `SessionStore` trait every backend implements.
+//! For store authors: the [`SessionStore`] trait every backend implements,
+//! the [`Record`] it keeps and the [`Changes`] a request makes to it, and the
+//! answers its methods give. `session-conformance` runs the contract's tests
+//! against any implementation.
+//!
+//! An app needs none of this to use a store: it passes one to
+//! [`SessionManager::builder`](crate::SessionManager::builder).
 
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::{Changes, Record, SessionId, StoreError};
+use crate::{SessionId, StoreError};
+
+pub use crate::{
+    error::BoxError,
+    record::{Changes, Data, Owner, OwnerError, Record},
+};
+
+/// The key prefix every backend uses unless told otherwise, so sessions
+/// written by one backend's defaults are found under the same keys by
+/// tools that know the convention.
+pub const DEFAULT_KEY_PREFIX: &str = "session:";
 
 /// The answer of [`SessionStore::create`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +92,7 @@ impl From<&Record> for Stamp {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::time::{Duration, SystemTime};
-/// use session_core::{MemoryStore, Owner, Record, SessionId, SessionStore};
+/// use session_core::{SessionId, memory::MemoryStore, store::{Owner, Record, SessionStore}};
 ///
 /// let store = MemoryStore::new();
 /// let now = SystemTime::now();
@@ -120,8 +136,8 @@ pub struct OwnerPass {
 /// - [`stamp`](Self::stamp) agrees with [`load`](Self::load): the same
 ///   version and expiry, and `None` exactly when `load` is `None`.
 /// - [`create`](Self::create) and [`commit`](Self::commit) keep
-///   [`Record::owner`](crate::Record::owner): `load` returns the owner last
-///   written, and [`Changes::owner`](crate::Changes::owner) changes it.
+///   [`Record::owner`](crate::store::Record::owner): `load` returns the owner last
+///   written, and [`Changes::owner`](crate::store::Changes::owner) changes it.
 /// - [`delete_if_version`](Self::delete_if_version), where supported,
 ///   deletes a live record only at the version given, in one atomic step
 ///   with respect to `commit`: a commit it races is kept or finds the
@@ -143,7 +159,7 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     ///
     /// The default loads the whole record. Override it when the backend can
     /// read two small fields for less than the whole session (Redis: one
-    /// `HMGET`); [`TieredStore`](crate::TieredStore) calls it on every load.
+    /// `HMGET`); [`TieredStore`](crate::memory::TieredStore) calls it on every load.
     async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
         Ok(self.load(id).await?.as_ref().map(Stamp::from))
     }
@@ -187,7 +203,7 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use std::time::{Duration, SystemTime};
-    /// use session_core::{Changes, ConditionalDelete, MemoryStore, Record, SessionId, SessionStore};
+    /// use session_core::{SessionId, memory::MemoryStore, store::{Changes, ConditionalDelete, Record, SessionStore}};
     ///
     /// let store = MemoryStore::new();
     /// let now = SystemTime::now();
@@ -214,7 +230,7 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
         Err(StoreError::unsupported("delete_if_version"))
     }
 
-    /// Ends every live session whose [`Owner`](crate::Owner) is named `owner`,
+    /// Ends every live session whose [`Owner`](crate::store::Owner) is named `owner`,
     /// and says how many it ended and which sessions it found in the
     /// owner's index: one pass of "log this user out everywhere", which
     /// [`SessionManager::end_all_for`](crate::SessionManager::end_all_for)
@@ -229,7 +245,7 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// session is gone or belongs to someone else, so a session of this
     /// owner that is live when a pass reads the index is in the list.
     /// Entries of sessions that expired leave the store's index by
-    /// themselves, by the owner's [`until`](crate::Owner::until) at the
+    /// themselves, by the owner's [`until`](crate::store::Owner::until) at the
     /// latest.
     ///
     /// The default answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):

@@ -15,9 +15,9 @@ use crate::{
 /// than its record's `expires_at`.
 ///
 /// ```
-/// use session_core::NearCache;
+/// use session_core::memory::NearCache;
 ///
-/// let near = NearCache::with_max_bytes(16 * 1024 * 1024);
+/// let near = NearCache::new().with_max_bytes(16 * 1024 * 1024);
 /// # let _ = near;
 /// ```
 pub struct NearCache {
@@ -48,7 +48,7 @@ fn weight(record: &Record) -> u32 {
 
 impl Default for NearCache {
     fn default() -> Self {
-        Self::with_max_bytes(Self::DEFAULT_MAX_BYTES)
+        Self::new()
     }
 }
 
@@ -59,20 +59,26 @@ impl NearCache {
     /// A near-cache of at most [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES).
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            cache: Self::cache(Self::DEFAULT_MAX_BYTES),
+        }
     }
 
-    /// A near-cache holding at most about `bytes` of session keys and
-    /// values; past that moka evicts by its TinyLFU policy.
+    /// Holds at most about `bytes` of session keys and values; past that
+    /// moka evicts by its TinyLFU policy. Set it before the cache is used:
+    /// the cache is made anew, empty.
     #[must_use]
-    pub fn with_max_bytes(bytes: u64) -> Self {
-        Self {
-            cache: Cache::builder()
-                .max_capacity(bytes)
-                .weigher(|_, record: &Arc<Record>| weight(record))
-                .expire_after(UntilExpiresAt)
-                .build(),
-        }
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.cache = Self::cache(bytes);
+        self
+    }
+
+    fn cache(max_bytes: u64) -> Cache<SessionId, Arc<Record>> {
+        Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_, record: &Arc<Record>| weight(record))
+            .expire_after(UntilExpiresAt)
+            .build()
     }
 }
 
@@ -94,7 +100,7 @@ impl NearCache {
 ///
 /// The scheme needs the far store's versions to name one content each,
 /// which every single store guarantees. Put the near-cache in front of a
-/// [`FailoverStore`](crate::FailoverStore), not inside one: in mirror mode,
+/// [`FailoverStore`](crate::failover::FailoverStore), not inside one: in mirror mode,
 /// two stores that drifted apart during an outage can hold different data
 /// under one version until they are repaired.
 ///
@@ -110,7 +116,7 @@ impl NearCache {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::time::{Duration, SystemTime};
-/// use session_core::{MemoryStore, NearCache, Record, SessionId, SessionStore, TieredStore};
+/// use session_core::{SessionId, memory::{MemoryStore, NearCache, TieredStore}, store::{Record, SessionStore}};
 ///
 /// // In production the far store is, say, a RedisStore.
 /// let store = TieredStore::new(NearCache::new(), MemoryStore::new());

@@ -7,7 +7,10 @@ use std::{sync::Arc, time::Duration};
 
 use session_conformance::{async_trait, StoreFactory};
 use session_core::{
-    FailoverMode, FailoverStore, LazyStore, MemoryStore, NearCache, SessionStore, TieredStore,
+    failover::{FailoverMode, FailoverStore},
+    lazy::LazyStore,
+    memory::{MemoryStore, NearCache, TieredStore},
+    store::SessionStore,
 };
 
 /// Failover stores over two memory stores, each shared by every prefix.
@@ -32,10 +35,10 @@ impl StoreFactory for Failover {
     async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
         Arc::new(
             FailoverStore::builder(
-                self.primary.with_prefix(prefix),
-                self.secondary.with_prefix(prefix),
+                self.primary.prefixed(prefix),
+                self.secondary.prefixed(prefix),
             )
-            .mode(self.mode)
+            .with_mode(self.mode)
             .build()
             .expect("valid failover settings"),
         )
@@ -52,10 +55,7 @@ struct Tiered(MemoryStore);
 #[async_trait]
 impl StoreFactory for Tiered {
     async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
-        Arc::new(TieredStore::new(
-            NearCache::new(),
-            self.0.with_prefix(prefix),
-        ))
+        Arc::new(TieredStore::new(NearCache::new(), self.0.prefixed(prefix)))
     }
 }
 
@@ -66,7 +66,7 @@ struct Lazy(MemoryStore);
 #[async_trait]
 impl StoreFactory for Lazy {
     async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
-        let inner = self.0.with_prefix(prefix);
+        let inner = self.0.prefixed(prefix);
         let store = LazyStore::connect_in_background("conformance", move || {
             let inner = inner.clone();
             async move { Ok(inner) }

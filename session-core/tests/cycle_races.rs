@@ -14,8 +14,11 @@ use session_conformance::{
     Fault, InstrumentedStore,
 };
 use session_core::{
-    Changes, Committed, Created, ErrorKind, FailoverMode, FailoverStore, Finish, Key, MemoryStore,
-    Record, SessionId, SessionManager, SessionStore, StoreError,
+    failover::{FailoverMode, FailoverStore},
+    manager::Finish,
+    memory::MemoryStore,
+    store::{Changes, Committed, Created, Record, SessionStore},
+    ErrorKind, Key, SessionId, SessionManager, StoreError,
 };
 
 struct Fixture {
@@ -83,7 +86,7 @@ async fn a_commit_acknowledged_while_the_id_cycles_is_carried_over() {
 async fn a_mirror_pair_carries_a_commit_acknowledged_while_the_id_cycles_over() {
     let pair = |secondary: Arc<InstrumentedStore>| {
         let store = FailoverStore::builder(MemoryStore::new(), secondary)
-            .failure_threshold(1)
+            .with_failure_threshold(1)
             .build()
             .unwrap();
         Fixture::over(Arc::new(store))
@@ -101,7 +104,7 @@ async fn a_mirror_pair_carries_a_commit_acknowledged_while_the_id_cycles_over() 
 #[tokio::test]
 async fn a_standby_pair_carries_a_commit_acknowledged_while_the_id_cycles_over() {
     let store = FailoverStore::builder(MemoryStore::new(), MemoryStore::new())
-        .mode(FailoverMode::Standby)
+        .with_mode(FailoverMode::Standby)
         .build()
         .unwrap();
     assert!(commit_during_cycle_is_carried_over(&Fixture::over(Arc::new(store))).await);
@@ -117,7 +120,7 @@ async fn a_standby_login_during_a_primary_outage_moves_the_session() {
     let primary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
     primary.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
     let store = FailoverStore::builder(Arc::clone(&primary), MemoryStore::new())
-        .mode(FailoverMode::Standby)
+        .with_mode(FailoverMode::Standby)
         .build()
         .unwrap();
     let fixture = Fixture::over(Arc::new(store));

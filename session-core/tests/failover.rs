@@ -12,8 +12,10 @@ use std::{
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use session_conformance::{store::set, Fault, InstrumentedStore};
 use session_core::{
-    BreakerState, Committed, Created, ErrorKind, FailoverMode, FailoverStore, MemoryStore,
-    NearCache, Record, SessionId, SessionStore, TieredStore,
+    failover::{BreakerState, FailoverMode, FailoverStore},
+    memory::{MemoryStore, NearCache, TieredStore},
+    store::{Committed, Created, Record, SessionStore},
+    ErrorKind, SessionId,
 };
 
 const OPEN_FOR: Duration = Duration::from_millis(50);
@@ -43,11 +45,11 @@ impl Pair {
     /// A failover store over the pair: one app server.
     fn server(&self, mode: FailoverMode) -> FailoverStore {
         FailoverStore::builder(Arc::clone(&self.primary), Arc::clone(&self.secondary))
-            .mode(mode)
-            .call_timeout(CALL_TIMEOUT)
-            .failure_threshold(2)
-            .open_for(OPEN_FOR)
-            .max_open_for(OPEN_FOR * 4)
+            .with_mode(mode)
+            .with_call_timeout(CALL_TIMEOUT)
+            .with_failure_threshold(2)
+            .with_open_for(OPEN_FOR)
+            .with_max_open_for(OPEN_FOR * 4)
             .build()
             .unwrap()
     }
@@ -485,8 +487,8 @@ async fn both_stores_down_is_an_outage_error() {
 #[test]
 fn bad_settings_name_their_key() {
     let build = |configure: fn(
-        session_core::FailoverStoreBuilder,
-    ) -> session_core::FailoverStoreBuilder| {
+        session_core::failover::FailoverStoreBuilder,
+    ) -> session_core::failover::FailoverStoreBuilder| {
         configure(FailoverStore::builder(
             MemoryStore::new(),
             MemoryStore::new(),
@@ -497,22 +499,25 @@ fn bad_settings_name_their_key() {
         .to_owned()
     };
     assert_eq!(
-        build(|b| b.call_timeout(Duration::ZERO)),
+        build(|b| b.with_call_timeout(Duration::ZERO)),
         "failover.call_timeout"
     );
     assert_eq!(
-        build(|b| b.failure_threshold(0)),
+        build(|b| b.with_failure_threshold(0)),
         "failover.failure_threshold"
     );
-    assert_eq!(build(|b| b.open_for(Duration::ZERO)), "failover.open_for");
+    assert_eq!(
+        build(|b| b.with_open_for(Duration::ZERO)),
+        "failover.open_for"
+    );
     assert_eq!(
         build(|b| b
-            .open_for(Duration::from_secs(5))
-            .max_open_for(Duration::from_secs(1))),
+            .with_open_for(Duration::from_secs(5))
+            .with_max_open_for(Duration::from_secs(1))),
         "failover.max_open_for"
     );
     assert_eq!(
-        build(|b| b.tombstone_ttl(Duration::ZERO)),
+        build(|b| b.with_tombstone_ttl(Duration::ZERO)),
         "failover.tombstone_ttl"
     );
 }
@@ -586,7 +591,7 @@ async fn a_far_store_outage_is_not_hidden_by_the_near_cache() {
 
 fn owned_by(name: &str) -> Record {
     let mut record = record();
-    record.owner = Some(session_core::Owner::new(name, record.expires_at).unwrap());
+    record.owner = Some(session_core::store::Owner::new(name, record.expires_at).unwrap());
     record
 }
 
@@ -662,17 +667,18 @@ async fn ending_an_owner_with_one_store_down_fails_and_the_retry_finishes() {
 #[tokio::test]
 async fn a_pair_over_a_connecting_store_that_cannot_index_owners_refuses_up_front() {
     let primary = MemoryStore::new();
-    let connecting = session_core::LazyStore::connect_in_background("memcached", || async {
-        Err::<MemoryStore, _>(session_core::StoreError::new(
-            ErrorKind::Unavailable,
-            "connect",
-        ))
-    })
-    .unwrap()
-    .assume_indexes_owners(false);
+    let connecting = session_core::lazy::LazyStore::builder("memcached")
+        .with_indexes_owners(false)
+        .connect_in_background(|| async {
+            Err::<MemoryStore, _>(session_core::StoreError::new(
+                ErrorKind::Unavailable,
+                "connect",
+            ))
+        })
+        .unwrap();
     let server = FailoverStore::builder(Arc::new(primary.clone()), Arc::new(connecting))
-        .mode(FailoverMode::Mirror)
-        .call_timeout(CALL_TIMEOUT)
+        .with_mode(FailoverMode::Mirror)
+        .with_call_timeout(CALL_TIMEOUT)
         .build()
         .unwrap();
     let record = owned_by("ada");

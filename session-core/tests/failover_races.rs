@@ -18,8 +18,10 @@ use session_conformance::{
     Fault, InstrumentedStore,
 };
 use session_core::{
-    BreakerState, Committed, Created, ErrorKind, FailoverMode, FailoverStore, MemoryStore, Record,
-    SessionId, SessionStore, StoreError,
+    failover::{BreakerState, FailoverMode, FailoverStore},
+    memory::MemoryStore,
+    store::{Committed, Created, Record, SessionStore},
+    ErrorKind, SessionId, StoreError,
 };
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -54,12 +56,12 @@ impl Stores {
         let primary = Arc::new(GatedStore::new(primary_faults.clone()));
         let secondary = Arc::new(GatedStore::new(secondary_faults.clone()));
         let store = FailoverStore::builder(primary.clone(), secondary.clone())
-            .mode(mode)
-            .call_timeout(CALL_TIMEOUT)
-            .failure_threshold(1)
-            .open_for(Duration::from_secs(30))
-            .max_open_for(Duration::from_secs(60))
-            .probe_interval(PROBE_INTERVAL)
+            .with_mode(mode)
+            .with_call_timeout(CALL_TIMEOUT)
+            .with_failure_threshold(1)
+            .with_open_for(Duration::from_secs(30))
+            .with_max_open_for(Duration::from_secs(60))
+            .with_probe_interval(PROBE_INTERVAL)
             .build()
             .unwrap();
         Server {
@@ -366,10 +368,10 @@ async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
     let faults = SimulatedFaults::new(vec![Arc::clone(&primary)]);
     let secondary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
     let store = FailoverStore::builder(Arc::clone(&primary), Arc::clone(&secondary))
-        .call_timeout(CALL_TIMEOUT)
-        .failure_threshold(1)
-        .open_for(Duration::from_secs(30))
-        .probe_interval(PROBE_INTERVAL)
+        .with_call_timeout(CALL_TIMEOUT)
+        .with_failure_threshold(1)
+        .with_open_for(Duration::from_secs(30))
+        .with_probe_interval(PROBE_INTERVAL)
         .build()
         .unwrap();
     let session = record();

@@ -16,8 +16,11 @@ use std::{
 
 use session_conformance::InstrumentedStore;
 use session_core::{
-    Changes, Committed, ConfigError, Created, ErrorKind, FailoverMode, FailoverStore, LazyStore,
-    MemoryStore, Record, SessionId, SessionStore, StoreError,
+    failover::{FailoverMode, FailoverStore},
+    lazy::LazyStore,
+    memory::MemoryStore,
+    store::{Changes, Committed, Created, Record, SessionStore},
+    ConfigError, ErrorKind, SessionId, StoreError,
 };
 
 /// How long an unconnected call may take. Generous: it is a check that the
@@ -111,11 +114,10 @@ async fn calls_reach_the_inner_store_once_a_failing_connect_succeeds() {
     const FAILURES: usize = 3;
     let inner = MemoryStore::new();
     let attempts = Arc::new(AtomicUsize::new(0));
-    let store = LazyStore::connect_in_background_with_delays(
-        "redis",
-        Duration::from_millis(50),
-        Duration::from_millis(50),
-        {
+    let store = LazyStore::builder("redis")
+        .with_first_retry(Duration::from_millis(50))
+        .with_max_retry(Duration::from_millis(50))
+        .connect_in_background({
             let (inner, attempts) = (inner.clone(), Arc::clone(&attempts));
             move || {
                 let failed_so_far = attempts.fetch_add(1, Ordering::SeqCst);
@@ -128,9 +130,8 @@ async fn calls_reach_the_inner_store_once_a_failing_connect_succeeds() {
                     }
                 }
             }
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let other_clone = store.clone();
 
     assert_every_call_is_unavailable(&store, "redis").await;
@@ -208,19 +209,17 @@ async fn a_first_attempt_that_succeeds_connects_without_any_delay() {
     let attempts = Arc::new(AtomicUsize::new(0));
     // Delays this long would outlast the test: any wait before or after
     // the first attempt shows as a timeout.
-    let store = LazyStore::connect_in_background_with_delays(
-        "sessions",
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
-        {
+    let store = LazyStore::builder("sessions")
+        .with_first_retry(Duration::from_secs(3600))
+        .with_max_retry(Duration::from_secs(3600))
+        .connect_in_background({
             let attempts = Arc::clone(&attempts);
             move || {
                 attempts.fetch_add(1, Ordering::SeqCst);
                 async { Ok(MemoryStore::new()) }
             }
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
 
     assert!(store.wait_connected(DEADLINE).await);
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
@@ -236,17 +235,20 @@ async fn retry_delays_double_from_the_first_up_to_the_cap() {
     const FIRST: Duration = Duration::from_millis(10);
     const MAX: Duration = Duration::from_millis(40);
     let attempts: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let store = LazyStore::connect_in_background_with_delays("redis", FIRST, MAX, {
-        let attempts = Arc::clone(&attempts);
-        move || {
-            attempts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Instant::now());
-            async { Err::<MemoryStore, _>(refused()) }
-        }
-    })
-    .unwrap();
+    let store = LazyStore::builder("redis")
+        .with_first_retry(FIRST)
+        .with_max_retry(MAX)
+        .connect_in_background({
+            let attempts = Arc::clone(&attempts);
+            move || {
+                attempts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Instant::now());
+                async { Err::<MemoryStore, _>(refused()) }
+            }
+        })
+        .unwrap();
     let at = || {
         attempts
             .lock()
@@ -280,20 +282,18 @@ async fn dropping_every_clone_ends_the_background_task() {
     // The connect function lives in the task: when the task ends, it is
     // dropped, and with it this sender.
     let (alive, task_ended) = tokio::sync::oneshot::channel::<()>();
-    let store = LazyStore::connect_in_background_with_delays(
-        "redis",
-        Duration::from_millis(5),
-        Duration::from_millis(5),
-        {
+    let store = LazyStore::builder("redis")
+        .with_first_retry(Duration::from_millis(5))
+        .with_max_retry(Duration::from_millis(5))
+        .connect_in_background({
             let attempts = Arc::clone(&attempts);
             move || {
                 let _task_alive = &alive;
                 attempts.fetch_add(1, Ordering::SeqCst);
                 async { Err::<MemoryStore, _>(refused()) }
             }
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let clone = store.clone();
     until("two attempts were made", || {
         attempts.load(Ordering::SeqCst) >= 2
@@ -320,7 +320,7 @@ async fn a_failover_store_serves_from_its_secondary_until_the_lazy_primary_conne
         LazyStore::connect_in_background("redis", || async { Err::<MemoryStore, _>(refused()) })
             .unwrap();
     let store = FailoverStore::builder(primary, MemoryStore::new())
-        .mode(FailoverMode::Standby)
+        .with_mode(FailoverMode::Standby)
         .build()
         .unwrap();
     let record = record();
@@ -354,10 +354,11 @@ async fn invalid_retry_delays_are_config_errors_naming_the_key() {
         (ms(100), ms(0), "lazy.max_retry"),
         (ms(100), ms(99), "lazy.max_retry"),
     ] {
-        let err = LazyStore::connect_in_background_with_delays("sessions", first, max, || async {
-            Ok(MemoryStore::new())
-        })
-        .unwrap_err();
+        let err = LazyStore::builder("sessions")
+            .with_first_retry(first)
+            .with_max_retry(max)
+            .connect_in_background(|| async { Ok(MemoryStore::new()) })
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         let config = err
             .source()

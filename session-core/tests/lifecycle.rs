@@ -10,8 +10,10 @@ use support::{id_of, set_cookie};
 use session_conformance::{Calls, Fault, InstrumentedStore};
 use session_core::ErrorPolicy;
 use session_core::{
-    CookieConfig, ErrorKind, Finish, Key, MemoryStore, Session, SessionError, SessionId,
-    SessionManager, SessionManagerBuilder, SessionStore,
+    manager::{Finish, SessionManagerBuilder},
+    memory::MemoryStore,
+    store::SessionStore,
+    CookieConfig, ErrorKind, Key, Session, SessionError, SessionId, SessionManager,
 };
 
 struct Fixture {
@@ -25,7 +27,7 @@ impl Fixture {
     }
 
     fn with_cookie(cookie: CookieConfig) -> Self {
-        Self::with(|builder| builder.cookie(cookie))
+        Self::with(|builder| builder.with_cookie(cookie))
     }
 
     fn with(configure: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder) -> Self {
@@ -287,7 +289,7 @@ async fn a_value_of_the_wrong_type_is_a_decode_error_naming_the_key() {
 
 #[tokio::test]
 async fn logout_works_even_when_the_load_failed_under_treat_as_empty() {
-    let fixture = Fixture::with(|builder| builder.error_policy(ErrorPolicy::TreatAsEmpty));
+    let fixture = Fixture::with(|builder| builder.with_error_policy(ErrorPolicy::TreatAsEmpty));
     let cookie = fixture.logged_in().await;
 
     fixture

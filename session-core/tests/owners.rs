@@ -9,8 +9,8 @@ use support::{id_of, set_cookie};
 
 use session_conformance::{Calls, InstrumentedStore};
 use session_core::{
-    Key, ManualClock, MemoryStore, Session, SessionError, SessionManager, SessionManagerBuilder,
-    SessionStore,
+    clock::ManualClock, manager::SessionManagerBuilder, memory::MemoryStore, store::SessionStore,
+    Key, Session, SessionError, SessionManager,
 };
 
 const IDLE: Duration = Duration::from_secs(30 * 60);
@@ -43,9 +43,9 @@ impl Fixture {
         clock: &ManualClock,
     ) -> SessionManagerBuilder {
         SessionManager::builder(Arc::clone(store), key.clone())
-            .clock(clock.clone())
-            .idle_timeout(IDLE)
-            .absolute_timeout(ABSOLUTE)
+            .with_clock(clock.clone())
+            .with_idle_timeout(IDLE)
+            .with_absolute_timeout(ABSOLUTE)
     }
 
     fn request(&self, cookie: Option<&str>) -> Session {
@@ -62,7 +62,7 @@ impl Fixture {
         cookie
     }
 
-    async fn stored(&self, cookie: &str) -> Option<session_core::Record> {
+    async fn stored(&self, cookie: &str) -> Option<session_core::store::Record> {
         self.store.load(&id_of(cookie)).await.unwrap()
     }
 }
@@ -148,8 +148,8 @@ async fn the_expiry_never_passes_the_owners_until() {
     let until = fixture.stored(&cookie).await.unwrap().owner.unwrap().until;
 
     let longer = Fixture::builder(&fixture.store, &fixture.key, &fixture.clock)
-        .idle_timeout(ABSOLUTE)
-        .absolute_timeout(ABSOLUTE * 3)
+        .with_idle_timeout(ABSOLUTE)
+        .with_absolute_timeout(ABSOLUTE * 3)
         .build()
         .unwrap();
     fixture.clock.advance(Duration::from_secs(60 * 60));

@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use proptest::{collection, prelude::*, sample::subsequence};
 use session_core::{
-    Changes, Committed, CookieCodec, CookieConfig, Data, Key, KeyRing, MemoryStore, Record,
-    SessionId, SessionStore,
+    cookie::CookieCodec,
+    memory::MemoryStore,
+    store::{Changes, Committed, Data, Record, SessionStore},
+    CookieConfig, Key, KeyRing, SessionId,
 };
 
 /// One change to one key: `Some(value)` sets it, `None` removes it.

@@ -16,8 +16,10 @@ use session_conformance::{
     Calls, Fault, InstrumentedStore,
 };
 use session_core::{
-    ErrorKind, ErrorPolicy, Finish, Key, MemoryStore, Session, SessionError, SessionManager,
-    SessionManagerBuilder, SessionStore,
+    manager::{Finish, SessionManagerBuilder},
+    memory::MemoryStore,
+    store::SessionStore,
+    ErrorKind, ErrorPolicy, Key, Session, SessionError, SessionManager,
 };
 
 /// One app server: its manager over a gated store, over a counted store,
@@ -34,7 +36,7 @@ impl Fixture {
     }
 
     fn treat_as_empty() -> Self {
-        Self::with(|builder| builder.error_policy(ErrorPolicy::TreatAsEmpty))
+        Self::with(|builder| builder.with_error_policy(ErrorPolicy::TreatAsEmpty))
     }
 
     fn with(configure: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder) -> Self {
@@ -236,8 +238,8 @@ async fn under_treat_as_empty_a_write_after_a_failed_load_is_refused_and_the_coo
 async fn under_treat_as_empty_a_write_after_a_timed_out_load_is_refused_and_the_cookie_stays() {
     let fixture = Fixture::with(|builder| {
         builder
-            .error_policy(ErrorPolicy::TreatAsEmpty)
-            .operation_timeout(Duration::from_millis(20))
+            .with_error_policy(ErrorPolicy::TreatAsEmpty)
+            .with_operation_timeout(Duration::from_millis(20))
     });
     let cookie = fixture.logged_in().await;
     let before = fixture.stored(&cookie).await;

@@ -10,7 +10,7 @@
 
 use std::{fmt, time::SystemTime};
 
-use session_core::Data;
+use session_core::store::Data;
 
 use crate::envelope::{self, Envelope};
 
@@ -23,7 +23,7 @@ use crate::envelope::{self, Envelope};
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
 ///
-/// use session_core::Data;
+/// use session_core::store::Data;
 /// use session_memcached::codec;
 ///
 /// let created_at = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
@@ -39,7 +39,7 @@ use crate::envelope::{self, Envelope};
 pub fn encode(
     version: u64,
     created_at: SystemTime,
-    owner: Option<&session_core::Owner>,
+    owner: Option<&session_core::store::Owner>,
     data: &Data,
 ) -> Vec<u8> {
     envelope::encode(version, created_at, owner, data)
@@ -50,7 +50,7 @@ pub fn encode(
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
 ///
-/// use session_core::Data;
+/// use session_core::store::Data;
 /// use session_memcached::codec;
 ///
 /// let created_at = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
@@ -104,7 +104,7 @@ pub struct Decoded {
     /// When the session was created, to the millisecond.
     pub created_at: SystemTime,
     /// Who the session belongs to, if anyone.
-    pub owner: Option<session_core::Owner>,
+    pub owner: Option<session_core::store::Owner>,
     /// Key → JSON text of the value.
     pub data: Data,
 }

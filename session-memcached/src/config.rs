@@ -5,25 +5,6 @@ use std::time::Duration;
 use memcache::exp::MAX_KEY_LENGTH;
 use session_core::ConfigError;
 
-/// The default key prefix: every session item is `session:<id>`.
-pub const DEFAULT_KEY_PREFIX: &str = "session:";
-/// The default per-operation timeout. A session read sits in front of every
-/// request; half a second is already a slow page, and past it the error
-/// policy answers instead of the request hanging.
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
-/// The default timeout for opening one connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The default number of idle connections kept open to each server.
-pub const DEFAULT_POOL_SIZE: usize = 8;
-/// The default number of tries a commit makes when other commits to the same
-/// session keep winning the race.
-pub const DEFAULT_COMMIT_ATTEMPTS: u32 = 32;
-/// The largest [`max_connections`](MemcachedConfig::with_max_connections)
-/// accepted: one per local port.
-pub const MAX_CONNECTIONS: usize = 65_535;
-/// The longest key prefix: with the 22-character session id, every key stays
-/// within Memcached's 250-byte limit.
-pub const MAX_KEY_PREFIX_LEN: usize = MAX_KEY_LENGTH - SESSION_ID_LEN;
 /// The smallest item size limit that leaves room for a session.
 const MIN_ITEM_SIZE_LIMIT: usize = 1024;
 
@@ -55,6 +36,11 @@ const SESSION_ID_LEN: usize = 22;
 /// assert_eq!(MemcachedConfig::from_url("memcache://10.0.0.1").unwrap_err().key(), "servers");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(try_from = "crate::block::MemcachedBlock")
+)]
 #[must_use]
 pub struct MemcachedConfig {
     servers: Vec<String>,
@@ -68,18 +54,38 @@ pub struct MemcachedConfig {
 }
 
 impl MemcachedConfig {
+    /// The default key prefix: every session item is `session:<id>`.
+    pub const DEFAULT_KEY_PREFIX: &'static str = session_core::store::DEFAULT_KEY_PREFIX;
+    /// The default per-operation timeout. A session read sits in front of every
+    /// request; half a second is already a slow page, and past it the error
+    /// policy answers instead of the request hanging.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+    /// The default timeout for opening one connection.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The default number of idle connections kept open to each server.
+    pub const DEFAULT_POOL_SIZE: usize = 8;
+    /// The default number of tries a commit makes when other commits to the same
+    /// session keep winning the race.
+    pub const DEFAULT_COMMIT_ATTEMPTS: u32 = 32;
+    /// The largest [`with_max_connections`](MemcachedConfig::with_max_connections)
+    /// accepted: one per local port.
+    pub const MAX_CONNECTIONS: usize = 65_535;
+    /// The longest key prefix: with the 22-character session id, every key stays
+    /// within Memcached's 250-byte limit.
+    pub const MAX_KEY_PREFIX_LEN: usize = MAX_KEY_LENGTH - SESSION_ID_LEN;
+
     /// The servers, each as `host:port`. Keys are spread over all of them by
     /// rendezvous hashing; the order does not matter.
     pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> Self {
         Self {
             servers: servers.into_iter().map(Into::into).collect(),
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            pool_size: DEFAULT_POOL_SIZE,
+            key_prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
+            operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            pool_size: Self::DEFAULT_POOL_SIZE,
             max_connections: None,
             item_size_limit: None,
-            commit_attempts: DEFAULT_COMMIT_ATTEMPTS,
+            commit_attempts: Self::DEFAULT_COMMIT_ATTEMPTS,
         }
     }
 
@@ -101,7 +107,7 @@ impl MemcachedConfig {
 
     /// The prefix of every session key (default `session:`). Apps that share
     /// Memcached servers keep apart by using different prefixes. At most
-    /// [`MAX_KEY_PREFIX_LEN`] bytes, printable ASCII with no spaces.
+    /// [`Self::MAX_KEY_PREFIX_LEN`] bytes, printable ASCII with no spaces.
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
@@ -248,11 +254,14 @@ impl MemcachedConfig {
         // what tokio accepts.
         if self
             .max_connections
-            .is_some_and(|max| max > MAX_CONNECTIONS)
+            .is_some_and(|max| max > Self::MAX_CONNECTIONS)
         {
             return Err(ConfigError::new(
                 "max_connections",
-                format!("must be at most {MAX_CONNECTIONS}, or unset for no cap"),
+                format!(
+                    "must be at most {}, or unset for no cap",
+                    Self::MAX_CONNECTIONS
+                ),
             ));
         }
         if self
@@ -286,12 +295,13 @@ fn check_server(server: &str) -> Result<(), ConfigError> {
 }
 
 fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
-    if prefix.len() > MAX_KEY_PREFIX_LEN {
+    if prefix.len() > MemcachedConfig::MAX_KEY_PREFIX_LEN {
         return Err(ConfigError::new(
             "key_prefix",
             format!(
-                "is {} bytes; with the session id a key must fit Memcached's {MAX_KEY_LENGTH}, so at most {MAX_KEY_PREFIX_LEN}",
-                prefix.len()
+                "is {} bytes; with the session id a key must fit Memcached's {MAX_KEY_LENGTH}, so at most {}",
+                prefix.len(),
+                MemcachedConfig::MAX_KEY_PREFIX_LEN
             ),
         ));
     }

@@ -29,7 +29,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use session_core::{Changes, Data, Owner};
+use session_core::store::{Changes, Data, Owner};
 
 const MAGIC: &[u8; 2] = b"SK";
 const FORMAT: u8 = 1;

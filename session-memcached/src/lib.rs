@@ -50,11 +50,11 @@
 //! - **`load`** is one `mg` that returns the value, the CAS token and the
 //!   remaining lifetime.
 //! - **`create`** is one `ms` in add mode: it never overwrites.
-//! - **`commit`** applies the [`Changes`](session_core::Changes) to the item
+//! - **`commit`** applies the [`Changes`](session_core::store::Changes) to the item
 //!   as last read and writes it back with `ms C<cas>`. When another commit
 //!   got there first, the CAS check fails and the commit reads the item
 //!   again, re-applies its own changes and tries again, after a short random
-//!   pause, up to [`commit_attempts`](MemcachedConfig::with_commit_attempts)
+//!   pause, up to [`with_commit_attempts`](MemcachedConfig::with_commit_attempts)
 //!   times (default 32) within the operation timeout. Commits to different
 //!   keys of one session therefore all survive, and on the same key the last
 //!   one wins. The CAS token that `load` read is remembered for a few
@@ -79,7 +79,7 @@
 //!   stored session is untouched. The limit is the smallest `item_size_max`
 //!   (memcached's `-I`) that the servers report at connect.
 //! - **Keys over 250 bytes** cannot happen: the prefix is capped at
-//!   [`MAX_KEY_PREFIX_LEN`] bytes of printable ASCII, and an id is 22.
+//!   [`MemcachedConfig::MAX_KEY_PREFIX_LEN`] bytes of printable ASCII, and an id is 22.
 //! - **Eviction.** Memcached evicts the least recently used items when its
 //!   memory (`-m`) is full, sessions included, silently. Size `-m` for your
 //!   sessions and watch the `evictions` stat.
@@ -111,6 +111,8 @@
 //!   Not a stable API.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "serde")]
+mod block;
 mod client;
 #[cfg(feature = "codec")]
 pub mod codec;
@@ -121,8 +123,5 @@ mod exptime;
 mod router;
 mod store;
 
-pub use config::{
-    MemcachedConfig, DEFAULT_COMMIT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX,
-    DEFAULT_OPERATION_TIMEOUT, DEFAULT_POOL_SIZE, MAX_CONNECTIONS, MAX_KEY_PREFIX_LEN,
-};
+pub use config::MemcachedConfig;
 pub use store::MemcachedStore;

@@ -11,8 +11,8 @@ use futures_util::future::join_all;
 use moka::future::Cache;
 use rand::Rng;
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, ErrorKind, Record, SessionId, SessionStore,
-    StoreError,
+    store::{Changes, Committed, ConditionalDelete, Created, Record, SessionStore},
+    ErrorKind, SessionId, StoreError,
 };
 
 use crate::{
@@ -58,7 +58,7 @@ const QUEUE_IDLE: Duration = Duration::from_secs(5);
 /// | `delete` | `md` | 1 |
 /// | `delete_if_version` | `mg v c`, then `md C<cas>` if the version is the one given; on a lost race both again | 2, +2 per lost race |
 ///
-/// **Owners.** A session's [`Owner`](session_core::Owner) is kept in its
+/// **Owners.** A session's [`Owner`](session_core::store::Owner) is kept in its
 /// envelope, but [`delete_by_owner`](SessionStore::delete_by_owner) answers
 /// [`ErrorKind::Unsupported`](session_core::ErrorKind::Unsupported), and
 /// "log out everywhere" with it. Memcached cannot list keys, so an index
@@ -170,7 +170,7 @@ impl MemcachedStore {
     /// The same connections under another key prefix, as a second app on
     /// the same servers would use.
     #[must_use]
-    pub fn with_prefix(&self, prefix: impl Into<Arc<str>>) -> Self {
+    pub fn prefixed(&self, prefix: impl Into<Arc<str>>) -> Self {
         Self {
             prefix: prefix.into(),
             ..self.clone()

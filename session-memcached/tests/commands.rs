@@ -101,7 +101,7 @@ async fn cas_of(server: &MemcachedServer, key: &str) -> u64 {
 async fn a_touch_is_one_meta_touch_and_rewrites_nothing() {
     use std::time::{Duration, SystemTime};
 
-    use session_core::SessionStore;
+    use session_core::store::SessionStore;
 
     let server = MemcachedServer::start();
     let store = connect(config(std::slice::from_ref(&server)).with_key_prefix("touch:")).await;

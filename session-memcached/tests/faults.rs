@@ -7,8 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use session_conformance::store::set;
 use session_conformance::{serve_store, testkit::MemcachedServer, Browser};
-use session_core::{Created, ErrorKind, ErrorPolicy, Record, SessionStore, StoreError};
-use session_memcached::{MemcachedStore, DEFAULT_OPERATION_TIMEOUT};
+use session_core::{
+    store::{Created, Record, SessionStore},
+    ErrorKind, ErrorPolicy, StoreError,
+};
+use session_memcached::{MemcachedConfig, MemcachedStore};
 use session_tower::conformance::AxumApp;
 use support::{config, connect, holder, record};
 
@@ -123,7 +126,7 @@ async fn a_hung_server_times_out_within_the_operation_timeout() {
     let took = started.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(
-        took >= DEFAULT_OPERATION_TIMEOUT && took < NO_HANG,
+        took >= MemcachedConfig::DEFAULT_OPERATION_TIMEOUT && took < NO_HANG,
         "took {took:?}"
     );
     fails_quickly(

@@ -75,8 +75,10 @@ use session_conformance::{
     testkit::MemcachedServer,
 };
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionId, SessionStore,
-    Stamp, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionStore, Stamp,
+    },
+    SessionId, StoreError,
 };
 use session_memcached::MemcachedStore;
 use support::{config, connect, holder};
@@ -113,12 +115,12 @@ fn mix() -> Mix {
 /// server 0.
 fn scenario(fault: FaultWindow) -> Scenario {
     Scenario::new()
-        .servers(APP_SERVERS)
-        .thief()
-        .mix(mix())
-        .operation_timeout(TIMEOUT)
-        .settle(Duration::ZERO)
-        .fault(fault)
+        .with_servers(APP_SERVERS)
+        .with_thief(true)
+        .with_mix(mix())
+        .with_operation_timeout(TIMEOUT)
+        .with_settle(Duration::ZERO)
+        .with_fault(fault)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +148,7 @@ async fn one_memcached_killed_and_restarted_loses_only_what_it_held_and_brings_n
         ms(10)..=ms(60),
         ms(20)..=ms(100),
     ))
-    .requests(10);
+    .with_requests(10);
     let figures = Bench::start(1, scenario)
         .await
         .explore("memcached, killed and restarted")
@@ -165,8 +167,8 @@ async fn three_memcacheds_with_one_paused_keep_every_promise() {
         ms(10)..=ms(40),
         ms(20)..=ms(150),
     ))
-    .clients(4)
-    .sessions(3);
+    .with_clients(4)
+    .with_sessions(3);
     let figures = Bench::start(3, scenario)
         .await
         .explore("3 memcacheds, one paused")
@@ -183,9 +185,9 @@ async fn three_memcacheds_with_one_restarted_empty_lose_only_its_sessions() {
         ms(10)..=ms(60),
         ms(20)..=ms(100),
     ))
-    .clients(4)
-    .sessions(3)
-    .requests(10);
+    .with_clients(4)
+    .with_sessions(3)
+    .with_requests(10);
     let figures = Bench::start(3, scenario)
         .await
         .explore("3 memcacheds, one restarted empty")
@@ -214,7 +216,7 @@ fn route(key: &str, servers: &[String]) -> usize {
 /// Checks that [`route`] places sessions on the server the store puts them
 /// on, as the excuse for lost sessions relies on it.
 async fn check_routing(store: &MemcachedStore, servers: &[MemcachedServer], addrs: &[String]) {
-    let store = store.with_prefix("route-check:");
+    let store = store.prefixed("route-check:");
     for _ in 0..30 {
         let record = support::record(Duration::from_secs(60));
         assert_eq!(store.create(&record).await.unwrap(), Created::Created);
@@ -454,7 +456,7 @@ impl Deployment for OnMemcached {
 
     fn empty_store(&self, index: usize) -> Arc<dyn SessionStore> {
         Arc::new(Recorded {
-            store: self.stores[index].with_prefix(self.ledger.prefix()),
+            store: self.stores[index].prefixed(self.ledger.prefix()),
             prefix: self.ledger.prefix(),
             ledger: Arc::clone(&self.ledger),
         })

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::SystemTime};
 
 use futures_util::future::join_all;
 use session_conformance::{store::set, testkit::MemcachedServer};
-use session_core::{Committed, Record, SessionStore};
+use session_core::store::{Committed, Record, SessionStore};
 use session_memcached::MemcachedStore;
 use support::{config, connect, record};
 

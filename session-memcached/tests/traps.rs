@@ -9,8 +9,11 @@ use std::time::{Duration, SystemTime};
 use memcache::exp::{AsyncMetaClient, Set, Ttl};
 use session_conformance::store::set;
 use session_conformance::testkit::MemcachedServer;
-use session_core::{Committed, Created, ErrorKind, SessionStore};
-use session_memcached::{MemcachedConfig, MemcachedStore, MAX_KEY_PREFIX_LEN};
+use session_core::{
+    store::{Committed, Created, SessionStore},
+    ErrorKind,
+};
+use session_memcached::{MemcachedConfig, MemcachedStore};
 use support::{assert_near, config, connect, raw_item, record};
 
 const PREFIX: &str = "trap:";
@@ -20,7 +23,7 @@ async fn store_on(server: &MemcachedServer) -> MemcachedStore {
     connect(config(std::slice::from_ref(server)).with_key_prefix(PREFIX)).await
 }
 
-fn key_of(record: &session_core::Record) -> String {
+fn key_of(record: &session_core::store::Record) -> String {
     format!("{PREFIX}{}", record.id.encode())
 }
 
@@ -78,7 +81,7 @@ async fn an_expiry_in_the_past_deletes_and_never_keeps_forever() {
 async fn a_lifetime_over_thirty_days_is_sent_as_a_unix_time() {
     let server = MemcachedServer::start();
     let store = store_on(&server).await;
-    let ttl_of = |record: &session_core::Record| {
+    let ttl_of = |record: &session_core::store::Record| {
         let key = key_of(record);
         let server = &server;
         async move { raw_item(server, &key).await.expect("the item is there").1 }
@@ -219,7 +222,7 @@ async fn the_item_size_limit_is_the_smallest_any_server_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_stay_within_250_bytes() {
     let server = MemcachedServer::start();
-    let prefix = "p".repeat(MAX_KEY_PREFIX_LEN);
+    let prefix = "p".repeat(MemcachedConfig::MAX_KEY_PREFIX_LEN);
     let store =
         connect(config(std::slice::from_ref(&server)).with_key_prefix(prefix.clone())).await;
     let session = record(DAY);

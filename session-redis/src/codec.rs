@@ -7,7 +7,10 @@
 
 use std::{borrow::Cow, fmt, time::SystemTime};
 
-use session_core::{Record, SessionId, Stamp};
+use session_core::{
+    store::{Record, Stamp},
+    SessionId,
+};
 
 use crate::hash;
 
@@ -23,7 +26,7 @@ use crate::hash;
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
-/// use session_core::{Owner, Record, SessionId};
+/// use session_core::{SessionId, store::{Owner, Record}};
 /// use session_redis::codec;
 ///
 /// let now = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
@@ -57,7 +60,7 @@ pub fn encode(record: &Record) -> Vec<Cow<'_, str>> {
 /// ```
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
-/// use session_core::{Record, SessionId, Stamp};
+/// use session_core::{SessionId, store::{Record, Stamp}};
 /// use session_redis::codec;
 ///
 /// let now = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
@@ -87,7 +90,7 @@ pub fn encode(record: &Record) -> Vec<Cow<'_, str>> {
 /// [`CorruptHash`] when the fields are not a session record: a field or data
 /// value that is not UTF-8, a metadata field that is not an integer, a
 /// missing `version`, `created_at` or `expires_at`, only one of `owner` and
-/// `owner_until`, or an owner name no [`Owner`](session_core::Owner) can
+/// `owner_until`, or an owner name no [`Owner`](session_core::store::Owner) can
 /// have.
 pub fn decode(
     id: SessionId,

@@ -1,20 +1,11 @@
 //! Where the Redis is and how long to wait for it.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
-use session_core::ConfigError;
-
-/// The default key prefix: every session hash is `session:<id>`.
-pub const DEFAULT_KEY_PREFIX: &str = "session:";
-/// The default per-operation timeout. A session read sits in front of every
-/// request; half a second is already a slow page, and past it the error policy
-/// answers instead of the request hanging.
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
-/// The default timeout for opening one connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+use session_core::{config::Endpoint, ConfigError};
 
 /// Which Redis deployment holds the sessions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Topology {
     /// One server, by URL: `redis://[user:password@]host:port[/db]`, or
@@ -45,6 +36,48 @@ pub enum Topology {
     },
 }
 
+// URLs carry passwords (`redis://:pw@host`), and configs get logged: the
+// Debug output shows every URL with its credentials replaced by `***`, and
+// no password.
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |url: &str| Endpoint::from(url).redacted();
+        match self {
+            Self::Standalone { url } => f
+                .debug_struct("Standalone")
+                .field("url", &redacted(url))
+                .finish(),
+            Self::Sentinel {
+                sentinels,
+                service_name,
+                username,
+                password,
+                db,
+            } => f
+                .debug_struct("Sentinel")
+                .field(
+                    "sentinels",
+                    &sentinels
+                        .iter()
+                        .map(|url| redacted(url))
+                        .collect::<Vec<_>>(),
+                )
+                .field("service_name", service_name)
+                .field("username", username)
+                .field("password", &password.as_ref().map(|_| "***"))
+                .field("db", db)
+                .finish(),
+            Self::Cluster { nodes } => f
+                .debug_struct("Cluster")
+                .field(
+                    "nodes",
+                    &nodes.iter().map(|url| redacted(url)).collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
+}
+
 /// How a [`RedisStore`](crate::RedisStore) reaches Redis.
 ///
 /// One value chooses the topology, so a deployment can move from one server to
@@ -69,6 +102,11 @@ pub enum Topology {
 /// assert!(matches!(config.topology(), Topology::Cluster { nodes } if nodes.len() == 2));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(try_from = "crate::block::RedisBlock")
+)]
 #[must_use]
 pub struct RedisConfig {
     topology: Topology,
@@ -78,6 +116,15 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// The default key prefix: every session hash is `session:<id>`.
+    pub const DEFAULT_KEY_PREFIX: &'static str = session_core::store::DEFAULT_KEY_PREFIX;
+    /// The default per-operation timeout. A session read sits in front of every
+    /// request; half a second is already a slow page, and past it the error policy
+    /// answers instead of the request hanging.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+    /// The default timeout for opening one connection.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
     /// One server at `url`.
     pub fn standalone(url: impl Into<String>) -> Self {
         Self::new(Topology::Standalone { url: url.into() })
@@ -151,9 +198,9 @@ impl RedisConfig {
     fn new(topology: Topology) -> Self {
         Self {
             topology,
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            key_prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
+            operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 

@@ -21,7 +21,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use session_core::{Data, Owner, Record, SessionId, Stamp};
+use session_core::{
+    store::{Data, Owner, Record, Stamp},
+    SessionId,
+};
 
 /// The prefix of every data field. `commit.lua` relies on it for `clear`.
 pub(crate) const DATA_PREFIX: &str = "d:";
@@ -335,7 +338,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use proptest::{collection, prelude::*};
-    use session_core::Owner;
+    use session_core::store::Owner;
 
     use super::*;
 

@@ -21,7 +21,7 @@
 
 use std::{borrow::Cow, fmt, time::SystemTime};
 
-use session_core::{Owner, SessionId};
+use session_core::{store::Owner, SessionId};
 
 use crate::hash::millis;
 

@@ -26,7 +26,7 @@
 //! Values stay JSON in their own fields, so another service can read one with
 //! `HGET session:<id> d:user`. Redis expires the key itself at `expires_at`.
 //!
-//! A session with an [`Owner`](session_core::Owner) is also a member of its
+//! A session with an [`Owner`](session_core::store::Owner) is also a member of its
 //! owner's index, a sorted set per owner under `<prefix>owner:<name>`: the
 //! member is the session id, the score the owner's `until` (ms). Writing an
 //! entry drops the entries whose `until` has passed and sets the key's
@@ -39,7 +39,7 @@
 //!   [`ErrorKind::Corrupt`](session_core::ErrorKind::Corrupt), never a panic.
 //! - **`create`** is insert-if-absent, in one Lua script.
 //! - **`commit`** is one Lua script that applies the whole
-//!   [`Changes`](session_core::Changes) (clear, removals, sets), bumps the
+//!   [`Changes`](session_core::store::Changes) (clear, removals, sets), bumps the
 //!   version with `HINCRBY` and moves the expiry, atomically. Two requests that
 //!   change different keys at once both survive. A commit to an expired or
 //!   deleted session answers `Missing` and writes nothing: it never brings the
@@ -110,6 +110,8 @@
 //!   Not a stable API.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "serde")]
+mod block;
 #[cfg(feature = "codec")]
 pub mod codec;
 mod config;
@@ -120,7 +122,5 @@ mod script;
 mod store;
 mod topology;
 
-pub use config::{
-    RedisConfig, Topology, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT,
-};
+pub use config::{RedisConfig, Topology};
 pub use store::RedisStore;

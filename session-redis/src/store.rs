@@ -11,8 +11,11 @@ use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use redis::RedisResult;
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, ErrorKind, Owner, OwnerPass, Record, SessionId,
-    SessionStore, Stamp, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, Owner, OwnerPass, Record, SessionStore,
+        Stamp,
+    },
+    ErrorKind, SessionId, StoreError,
 };
 
 use crate::{
@@ -143,7 +146,7 @@ impl RedisStore {
     /// The same connection under another key prefix, as a second app on the
     /// same Redis would use.
     #[must_use]
-    pub fn with_prefix(&self, prefix: impl Into<Arc<str>>) -> Self {
+    pub fn prefixed(&self, prefix: impl Into<Arc<str>>) -> Self {
         Self {
             prefix: prefix.into(),
             ..self.clone()

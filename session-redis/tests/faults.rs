@@ -13,7 +13,8 @@ use session_conformance::{
     Browser,
 };
 use session_core::{
-    Committed, ErrorKind, ErrorPolicy, Key, SessionId, SessionManager, SessionStore,
+    store::{Committed, SessionStore},
+    ErrorKind, ErrorPolicy, Key, SessionId, SessionManager,
 };
 use session_redis::RedisConfig;
 use session_tower::conformance::AxumApp;
@@ -213,7 +214,7 @@ async fn sentinel_failover_is_followed_with_no_restart() {
     let record = record(Duration::from_secs(600));
     assert_eq!(
         store.create(&record).await.unwrap(),
-        session_core::Created::Created
+        session_core::store::Created::Created
     );
     assert!(matches!(
         store

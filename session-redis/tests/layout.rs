@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use session_conformance::store::{set, whole_ms};
 use session_conformance::testkit::RedisServer;
-use session_core::{Changes, Committed, Record, SessionId, SessionStore};
+use session_core::{
+    store::{Changes, Committed, Record, SessionStore},
+    SessionId,
+};
 use support::{connect, record, standalone};
 
 fn millis(time: SystemTime) -> String {

@@ -14,7 +14,7 @@ use session_conformance::{
     store::{owner, poll_until, record_owned_by, record_with, set},
     testkit::{RedisCluster, RedisServer},
 };
-use session_core::{Changes, Committed, Created, Record, SessionStore};
+use session_core::store::{Changes, Committed, Created, Record, SessionStore};
 use session_redis::RedisConfig;
 use support::{command_calls, connect, millis, standalone};
 

@@ -51,7 +51,7 @@ use session_conformance::{
     },
     testkit::{RedisCluster, RedisSentinel, RedisServer},
 };
-use session_core::SessionStore;
+use session_core::store::SessionStore;
 use session_redis::{RedisConfig, RedisStore};
 use support::connect;
 
@@ -73,10 +73,10 @@ fn full_mix() -> Mix {
 /// mix, the short operation timeout.
 fn three_servers() -> Scenario {
     Scenario::new()
-        .servers(3)
-        .thief()
-        .mix(full_mix())
-        .operation_timeout(OPERATION_TIMEOUT)
+        .with_servers(3)
+        .with_thief(true)
+        .with_mix(full_mix())
+        .with_operation_timeout(OPERATION_TIMEOUT)
 }
 
 fn millis(range: std::ops::RangeInclusive<u64>) -> std::ops::RangeInclusive<Duration> {
@@ -115,7 +115,7 @@ impl Deployment for OnRedis {
         // Called once a run: with real faults the explorer never asks for
         // a simulated restart.
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
-        Arc::new(self.base.with_prefix(prefix(run)))
+        Arc::new(self.base.prefixed(prefix(run)))
     }
 
     fn server_store(
@@ -263,8 +263,8 @@ async fn standalone(extra_args: &'static [&'static str]) -> OnRedis {
 async fn standalone_keeps_every_promise_while_the_server_is_paused() {
     let deployment = standalone(&[]).await;
     let scenario = three_servers()
-        .settle(Duration::ZERO)
-        .fault(FaultWindow::new(
+        .with_settle(Duration::ZERO)
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Pause,
             millis(10..=40),
@@ -291,8 +291,8 @@ async fn standalone_keeps_every_promise_when_the_server_crashes_and_restarts() {
     // Settle: the connection manager reconnects with a back-off, so that
     // the final reads reach the restarted server.
     let scenario = three_servers()
-        .settle(Duration::from_millis(300))
-        .fault(FaultWindow::new(
+        .with_settle(Duration::from_millis(300))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Down,
             millis(10..=60),
@@ -553,9 +553,9 @@ async fn sentinel_keeps_every_promise_while_the_master_is_paused() {
     // answer (`DOWN_AFTER_MILLIS`), so a pause this short never fails over
     // (checked below).
     let scenario = three_servers()
-        .think_time(Duration::from_millis(60))
-        .settle(Duration::ZERO)
-        .fault(FaultWindow::new(
+        .with_think_time(Duration::from_millis(60))
+        .with_settle(Duration::ZERO)
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Pause,
             millis(10..=60),
@@ -593,10 +593,10 @@ async fn sentinel_keeps_every_promise_through_a_master_failover() {
     // the kill, some while no master answers, and some on the promoted
     // replica. The window's end waits for the failover itself.
     let scenario = three_servers()
-        .requests(16)
-        .think_time(Duration::from_millis(500))
-        .settle(Duration::from_millis(200))
-        .fault(FaultWindow::new(
+        .with_requests(16)
+        .with_think_time(Duration::from_millis(500))
+        .with_settle(Duration::from_millis(200))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Down,
             millis(100..=600),
@@ -697,9 +697,9 @@ async fn cluster_keeps_every_promise_while_a_node_is_paused() {
     };
     let deployment = OnRedis::new(connect(config).await, Arc::clone(&runs), faults);
     let scenario = three_servers()
-        .think_time(Duration::from_millis(60))
-        .settle(Duration::from_millis(100))
-        .fault(FaultWindow::new(
+        .with_think_time(Duration::from_millis(60))
+        .with_settle(Duration::from_millis(100))
+        .with_fault(FaultWindow::new(
             0,
             StoreFault::Pause,
             millis(10..=60),

@@ -31,33 +31,32 @@
 //! from: `invalid session config `store.pool_size`: is an option of store
 //! kind memcached, not of `redis``.
 
+mod block;
 #[cfg(feature = "cluster")]
 mod cluster;
-mod de;
 mod store;
 
 use std::{
-    fmt,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
-use async_trait::async_trait;
 use figment::{
     providers::{Env, Format, Toml},
     Figment,
 };
 use serde::Deserialize;
 
-pub use de::{Endpoint, Secret};
-pub use store::{OnUnreachable, StoreConfig, StoreKind};
+/// The config library [`SessionConfig::from_figment`] takes, re-exported so
+/// an app layering its own sources uses the same version.
+pub use figment;
+pub use session_core::config::{Endpoint, Secret};
+pub use store::{MemoryConfig, OnUnreachable, StoreConfig, StoreKind};
 
-use crate::{
-    Changes, Committed, ConfigError, CookieConfig, Created, ErrorPolicy, FailoverMode,
-    FailoverStore, FailoverStoreBuilder, Key, KeyError, KeyRing, OwnerPass, Record, SameSite,
-    SessionId, SessionManager, SessionManagerBuilder, SessionStore, StoreError,
-};
+use figment::value::Value;
+use session_core::{failover::FailoverConfig, manager::ManagerConfig};
+
+use crate::{ConfigError, CookieConfig, ErrorPolicy, Key, KeyError, KeyRing, SameSite};
 
 /// The prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "SESSION__";
@@ -81,7 +80,7 @@ pub const ENV_PREFIX: &str = "SESSION__";
 /// | `error_policy` | `"reject"` | `reject` (503 when the store fails) or `treat_as_empty` |
 /// | `[cookie]` | | see [`CookieSection`] |
 /// | `[store]` | `kind = "memory"` | see [`StoreConfig`] |
-/// | `[failover]` | none | see [`FailoverConfig`] |
+/// | `[failover]` | none | see [`FailoverSection`] |
 /// | `[near_cache]` | none | see [`NearCacheConfig`] |
 ///
 /// Durations are written as `"30m"`, `"1h 30m"`, `"250ms"`, or a number of
@@ -98,7 +97,7 @@ pub const ENV_PREFIX: &str = "SESSION__";
 ///     kind = "memory"
 /// "#)?;
 /// assert_eq!(config.idle_timeout.as_secs(), 15 * 60);
-/// assert_eq!(config.store.kind, StoreKind::Memory);
+/// assert_eq!(config.store.kind(), StoreKind::Memory);
 /// config.validate()?;
 ///
 /// let err = SessionConfig::from_toml("idle_timeout = \"-5m\"").unwrap_err();
@@ -112,21 +111,20 @@ pub struct SessionConfig {
     /// The cookie's name, attributes and signing secrets.
     pub cookie: CookieSection,
     /// How long a session lives without requests.
-    #[serde(deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "session_core::config::duration")]
     pub idle_timeout: Duration,
     /// How long a session lives after it began.
-    #[serde(deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "session_core::config::duration")]
     pub absolute_timeout: Duration,
     /// The bound on any one store call.
-    #[serde(deserialize_with = "de::duration")]
+    #[serde(deserialize_with = "session_core::config::duration")]
     pub operation_timeout: Duration,
     /// What a request gets when the store fails.
-    #[serde(deserialize_with = "de::error_policy")]
     pub error_policy: ErrorPolicy,
     /// Where sessions live.
     pub store: StoreConfig,
     /// A second store that takes over when the first fails.
-    pub failover: Option<FailoverConfig>,
+    pub failover: Option<FailoverSection>,
     /// An in-process cache in front of a remote store.
     pub near_cache: Option<NearCacheConfig>,
 }
@@ -136,11 +134,11 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             cookie: CookieSection::default(),
-            idle_timeout: SessionManagerBuilder::DEFAULT_IDLE_TIMEOUT,
-            absolute_timeout: SessionManagerBuilder::DEFAULT_ABSOLUTE_TIMEOUT,
-            operation_timeout: SessionManagerBuilder::DEFAULT_OPERATION_TIMEOUT,
+            idle_timeout: ManagerConfig::DEFAULT_IDLE_TIMEOUT,
+            absolute_timeout: ManagerConfig::DEFAULT_ABSOLUTE_TIMEOUT,
+            operation_timeout: ManagerConfig::DEFAULT_OPERATION_TIMEOUT,
             error_policy: ErrorPolicy::default(),
-            store: StoreConfig::new(StoreKind::Memory),
+            store: StoreConfig::default(),
             failover: None,
             near_cache: None,
         }
@@ -177,7 +175,6 @@ pub struct CookieSection {
     /// The `Path` attribute.
     pub path: String,
     /// The `SameSite` attribute.
-    #[serde(deserialize_with = "de::same_site")]
     pub same_site: SameSite,
     /// The `Secure` attribute.
     pub secure: bool,
@@ -220,7 +217,7 @@ impl Default for CookieSection {
 }
 
 /// The `[failover]` block: a secondary store behind `[store]`, with a
-/// circuit breaker on each (see [`FailoverStore`]).
+/// circuit breaker on each (see [`FailoverStore`](crate::failover::FailoverStore)).
 ///
 /// | key | default |
 /// |---|---|
@@ -233,80 +230,62 @@ impl Default for CookieSection {
 /// | `tombstone_ttl` | `"24h"`; at least `absolute_timeout` |
 /// | `max_pending` | `100000` |
 /// | `[failover.secondary]` | required: a store block like `[store]` |
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Every key but `secondary` is read by session-core's
+/// [`FailoverConfig`], which holds the defaults.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct FailoverConfig {
-    /// Mirror (both stores hold every session) or standby.
-    #[serde(default, deserialize_with = "de::failover_mode")]
-    pub mode: FailoverMode,
-    /// How long one store may take before it counts as failed.
-    #[serde(default = "defaults::call_timeout", deserialize_with = "de::duration")]
-    pub call_timeout: Duration,
-    /// Consecutive failures that open a store's breaker.
-    #[serde(default = "defaults::failure_threshold")]
-    pub failure_threshold: u32,
-    /// How long an open breaker waits before probing.
-    #[serde(default = "defaults::open_for", deserialize_with = "de::duration")]
-    pub open_for: Duration,
-    /// The longest wait between probes.
-    #[serde(default = "defaults::max_open_for", deserialize_with = "de::duration")]
-    pub max_open_for: Duration,
-    /// How often a store whose breaker is open is probed in the
-    /// background, whatever the back-off.
-    #[serde(
-        default = "defaults::probe_interval",
-        deserialize_with = "de::duration"
-    )]
-    pub probe_interval: Duration,
-    /// How long a delete's tombstone outlives the delete.
-    #[serde(default = "defaults::tombstone_ttl", deserialize_with = "de::duration")]
-    pub tombstone_ttl: Duration,
-    /// Sessions remembered for replay while a store is down.
-    #[serde(default = "defaults::max_pending")]
-    pub max_pending: usize,
+pub struct FailoverSection {
+    /// Mode, call budget, breakers, tombstones and replay.
+    pub config: FailoverConfig,
     /// The secondary store.
     pub secondary: StoreConfig,
 }
 
-impl FailoverConfig {
+impl FailoverSection {
     /// Failover to `secondary` with every setting at its default.
     #[must_use]
     pub fn new(secondary: StoreConfig) -> Self {
         Self {
-            mode: FailoverMode::default(),
-            call_timeout: defaults::call_timeout(),
-            failure_threshold: defaults::failure_threshold(),
-            open_for: defaults::open_for(),
-            max_open_for: defaults::max_open_for(),
-            probe_interval: defaults::probe_interval(),
-            tombstone_ttl: defaults::tombstone_ttl(),
-            max_pending: defaults::max_pending(),
+            config: FailoverConfig::default(),
             secondary,
         }
     }
 
-    /// The builder over `primary` and `secondary` with these settings.
-    pub(crate) fn builder(
-        &self,
-        primary: impl SessionStore,
-        secondary: impl SessionStore,
-    ) -> FailoverStoreBuilder {
-        FailoverStore::builder(primary, secondary)
-            .mode(self.mode)
-            .call_timeout(self.call_timeout)
-            .failure_threshold(self.failure_threshold)
-            .open_for(self.open_for)
-            .max_open_for(self.max_open_for)
-            .probe_interval(self.probe_interval)
-            .tombstone_ttl(self.tombstone_ttl)
-            .max_pending(self.max_pending)
+    /// Reads the block: `secondary` as a store block, the rest as
+    /// [`FailoverConfig`]. Keys in errors are relative to the block.
+    fn from_value(value: &Value) -> Result<Self, ConfigError> {
+        let Some(block) = value.as_dict() else {
+            return Err(ConfigError::new(
+                "",
+                format!("expected a table, found {}", value.to_actual()),
+            ));
+        };
+        let mut settings = block.clone();
+        let secondary = settings.remove("secondary").ok_or_else(|| {
+            ConfigError::new(
+                "secondary",
+                "missing field `secondary`: add a [failover.secondary] block with the store to \
+                 fail over to",
+            )
+        })?;
+        let secondary =
+            StoreConfig::from_value(&secondary).map_err(|err| block::nest("secondary", &err))?;
+        let config = block::from_block(&Value::from(settings))?;
+        Ok(Self { config, secondary })
+    }
+}
+
+impl<'de> Deserialize<'de> for FailoverSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = <Value as Deserialize>::deserialize(deserializer)?;
+        Self::from_value(&value).map_err(ConfigError::into_de_error)
     }
 }
 
 /// The `[near_cache]` block: an in-process cache in front of the store,
 /// checked against the store's version on every read (see
-/// [`TieredStore`](crate::TieredStore)). Needs the `memory` feature, and
+/// [`TieredStore`](crate::memory::TieredStore)). Needs the `memory` feature, and
 /// is refused in front of a memory or cluster store, where it saves
 /// nothing.
 ///
@@ -326,34 +305,6 @@ impl Default for NearCacheConfig {
         Self {
             max_bytes: 64 * 1024 * 1024,
         }
-    }
-}
-
-mod defaults {
-    use std::time::Duration;
-
-    use crate::FailoverStoreBuilder as B;
-
-    pub(super) fn call_timeout() -> Duration {
-        B::DEFAULT_CALL_TIMEOUT
-    }
-    pub(super) fn failure_threshold() -> u32 {
-        B::DEFAULT_FAILURE_THRESHOLD
-    }
-    pub(super) fn open_for() -> Duration {
-        B::DEFAULT_OPEN_FOR
-    }
-    pub(super) fn max_open_for() -> Duration {
-        B::DEFAULT_MAX_OPEN_FOR
-    }
-    pub(super) fn probe_interval() -> Duration {
-        B::DEFAULT_PROBE_INTERVAL
-    }
-    pub(super) fn tombstone_ttl() -> Duration {
-        B::DEFAULT_TOMBSTONE_TTL
-    }
-    pub(super) fn max_pending() -> usize {
-        B::DEFAULT_MAX_PENDING
     }
 }
 
@@ -397,7 +348,7 @@ impl SessionConfig {
     }
 
     /// Reads the config from any figment, for apps that layer their own
-    /// sources; the session keys are at its root. [`figment`] is
+    /// sources; the session keys are at its root. [`figment`](mod@figment) is
     /// re-exported, so the versions match.
     ///
     /// # Errors
@@ -435,8 +386,7 @@ impl SessionConfig {
     /// build.
     fn validated_keys(&self) -> Result<KeyRing, ConfigError> {
         let keys = self.keys()?;
-        self.manager_builder(Arc::new(Unbuilt), keys.clone())
-            .build()?;
+        self.manager_config().validate()?;
         Ok(keys)
     }
 
@@ -446,11 +396,12 @@ impl SessionConfig {
     pub(crate) fn validate_stores(&self) -> Result<(), ConfigError> {
         self.store.validate("store")?;
         if let Some(failover) = &self.failover {
-            failover.builder(Unbuilt, Unbuilt).build()?;
+            failover.config.validate()?;
             failover.secondary.validate("failover.secondary")?;
             // A standby primary that fails leaves time for the secondary and
             // for a mirror's repair write, all inside one store call.
             if failover
+                .config
                 .call_timeout
                 .checked_mul(3)
                 .is_none_or(|three_calls| three_calls > self.operation_timeout)
@@ -466,7 +417,7 @@ impl SessionConfig {
             }
             // A tombstone that expires before the session could would let a
             // store that missed a logout bring the session back.
-            if failover.tombstone_ttl < self.absolute_timeout {
+            if failover.config.tombstone_ttl < self.absolute_timeout {
                 return Err(ConfigError::new(
                     "failover.tombstone_ttl",
                     format!(
@@ -498,7 +449,7 @@ impl SessionConfig {
                      of a remote store",
                 ));
             }
-            if self.store.kind == StoreKind::Cluster && self.failover.is_none() {
+            if self.store.kind() == StoreKind::Cluster && self.failover.is_none() {
                 return Err(ConfigError::new(
                     "near_cache",
                     "the cluster store has no cheap version check, so a near-cache would still \
@@ -512,7 +463,7 @@ impl SessionConfig {
     /// The cookie settings.
     ///
     /// ```
-    /// use session_kit::{config::SessionConfig, CookieConfig};
+    /// use session_kit::{CookieConfig, config::SessionConfig};
     ///
     /// assert_eq!(SessionConfig::default().cookie_config(), CookieConfig::default());
     /// ```
@@ -572,18 +523,16 @@ impl SessionConfig {
         Ok(ring)
     }
 
-    /// A manager builder with every manager-level setting applied.
-    pub(crate) fn manager_builder(
-        &self,
-        store: Arc<dyn SessionStore>,
-        keys: KeyRing,
-    ) -> SessionManagerBuilder {
-        SessionManager::builder(store, keys)
-            .cookie(self.cookie_config())
-            .idle_timeout(self.idle_timeout)
-            .absolute_timeout(self.absolute_timeout)
-            .operation_timeout(self.operation_timeout)
-            .error_policy(self.error_policy)
+    /// The manager-level settings: cookie, timeouts and error policy.
+    #[must_use]
+    pub fn manager_config(&self) -> ManagerConfig {
+        let mut config = ManagerConfig::default();
+        config.cookie = self.cookie_config();
+        config.idle_timeout = self.idle_timeout;
+        config.absolute_timeout = self.absolute_timeout;
+        config.operation_timeout = self.operation_timeout;
+        config.error_policy = self.error_policy;
+        config
     }
 }
 
@@ -607,56 +556,7 @@ fn key_from_file(name: impl Into<String>, path: &Path) -> Result<Key, ConfigErro
     key(name, &secret)
 }
 
-/// The most a secret file may hold. A secret needs well under a kilobyte;
-/// the cap is there so that a path to a device or a growing file
-/// (`/dev/zero`, a log) is refused instead of read until memory runs out.
-const MAX_SECRET_FILE_BYTES: usize = 64 * 1024;
-
-/// The secret in the file at `path`, for key `name`: at most
-/// [`MAX_SECRET_FILE_BYTES`], refused beyond that.
-pub(crate) fn read_secret_file(name: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    use std::io::Read as _;
-
-    let cannot_read = |err: std::io::Error| {
-        ConfigError::new(
-            name.to_owned(),
-            format!("cannot read `{}`: {err}", path.display()),
-        )
-    };
-    let mut contents = Vec::new();
-    // One byte past the cap tells "exactly the cap" from "more", without
-    // ever reading more than that.
-    std::fs::File::open(path)
-        .map_err(cannot_read)?
-        .take(MAX_SECRET_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut contents)
-        .map_err(cannot_read)?;
-    if contents.len() > MAX_SECRET_FILE_BYTES {
-        return Err(ConfigError::new(
-            name.to_owned(),
-            format!(
-                "`{}` holds more than {} KiB; a secret file holds one secret",
-                path.display(),
-                MAX_SECRET_FILE_BYTES / 1024
-            ),
-        ));
-    }
-    // Files written by `echo` or an editor end in a newline that is not
-    // part of the secret.
-    if contents.ends_with(b"\n") {
-        contents.pop();
-        if contents.ends_with(b"\r") {
-            contents.pop();
-        }
-    }
-    Ok(contents)
-}
-
-/// The environment variable that overrides the dotted `key`.
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-pub(crate) fn env_var(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.replace('.', "__")).to_uppercase()
-}
+pub(crate) use session_core::config::read_secret_file;
 
 /// A figment error as a [`ConfigError`] naming the dotted key, with where
 /// the bad value came from.
@@ -672,6 +572,27 @@ fn from_figment_error(err: &figment::Error) -> ConfigError {
     if let Some(field) = field {
         if path.last().map(String::as_str) != Some(field) {
             path.push(field.to_owned());
+        }
+    }
+    // A block read by its own type (a store, failover) reports its error as
+    // a `ConfigError` whose key is relative to the block.
+    let mut reason = err.kind.to_string();
+    if let figment::error::Kind::Message(message) = &err.kind {
+        if let Some(own) = ConfigError::from_nested_message("", message) {
+            path.extend(
+                own.key()
+                    .split('.')
+                    .filter(|part| !part.is_empty())
+                    .map(str::to_owned),
+            );
+            reason = own.reason().to_owned();
+            // A key that must be given says where else it can come from.
+            if reason.starts_with("is missing") && !reason.contains(ENV_PREFIX) {
+                reason = format!(
+                    "{reason}; or set the environment variable {ENV_PREFIX}{}",
+                    path.join("__").to_uppercase()
+                );
+            }
         }
     }
     let key = if path.is_empty() {
@@ -690,7 +611,7 @@ fn from_figment_error(err: &figment::Error) -> ConfigError {
         },
         None => String::new(),
     };
-    ConfigError::new(key, format!("{}{origin}", err.kind))
+    ConfigError::new(key, format!("{reason}{origin}"))
 }
 
 /// `path` as the user would write it in TOML: bare segments joined by
@@ -714,44 +635,6 @@ fn dotted_key(path: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(".")
-}
-
-/// Stands in for the stores while the manager and failover settings are
-/// checked, so `validate` runs the builders' own rules instead of a copy
-/// of them. Never called.
-struct Unbuilt;
-
-impl fmt::Debug for Unbuilt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Unbuilt")
-    }
-}
-
-#[async_trait]
-impl SessionStore for Unbuilt {
-    async fn load(&self, _: &SessionId) -> Result<Option<Record>, StoreError> {
-        Err(StoreError::unsupported("load"))
-    }
-    async fn create(&self, _: &Record) -> Result<Created, StoreError> {
-        Err(StoreError::unsupported("create"))
-    }
-    async fn commit(
-        &self,
-        _: &SessionId,
-        _: &Changes,
-        _: std::time::SystemTime,
-    ) -> Result<Committed, StoreError> {
-        Err(StoreError::unsupported("commit"))
-    }
-    async fn touch(&self, _: &SessionId, _: std::time::SystemTime) -> Result<bool, StoreError> {
-        Err(StoreError::unsupported("touch"))
-    }
-    async fn delete(&self, _: &SessionId) -> Result<(), StoreError> {
-        Err(StoreError::unsupported("delete"))
-    }
-    async fn delete_by_owner(&self, _: &str) -> Result<OwnerPass, StoreError> {
-        Err(StoreError::unsupported("delete_by_owner"))
-    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The `[store]` block (and `[failover.secondary]`, which has the same
-//! shape): which backend, and its options.
+//! shape): `kind`, then the options of that kind, read by the backend's
+//! own config type.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::fmt;
 
-use serde::Deserialize;
+use figment::value::Value;
+use serde::{Deserialize, Deserializer};
 
-use super::de::{self, Endpoint, Secret};
+use super::block::{fields_of, from_block, nest};
 use crate::ConfigError;
 
 /// Which backend holds the sessions.
@@ -13,8 +15,8 @@ use crate::ConfigError;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StoreKind {
-    /// In-process memory ([`MemoryStore`](crate::MemoryStore)); needs the
-    /// `memory` feature.
+    /// In-process memory ([`MemoryStore`](crate::memory::MemoryStore)); needs
+    /// the `memory` feature.
     Memory,
     /// Redis standalone, Sentinel or Cluster; needs the `redis` feature.
     Redis,
@@ -27,6 +29,9 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
+    /// Every kind, in the order the docs list them.
+    const ALL: [Self; 4] = [Self::Memory, Self::Redis, Self::Memcached, Self::Cluster];
+
     /// The name written in config, which is also the Cargo feature that
     /// compiles the backend in.
     #[must_use]
@@ -50,9 +55,41 @@ impl StoreKind {
         }
     }
 
-    /// Whether a session can live in another process.
-    fn is_remote(self) -> bool {
-        !matches!(self, Self::Memory)
+    /// The options a block of this kind takes, as its config type reads
+    /// them; `None` for a kind this build lacks.
+    fn options(self) -> Option<Vec<&'static str>> {
+        let mut options = match self {
+            Self::Memory => fields_of::<MemoryConfig>(),
+            #[cfg(feature = "redis")]
+            Self::Redis => fields_of::<session_redis::RedisConfig>(),
+            #[cfg(feature = "memcached")]
+            Self::Memcached => fields_of::<session_memcached::MemcachedConfig>(),
+            #[cfg(feature = "cluster")]
+            Self::Cluster => fields_of::<session_cluster::ClusterConfig>(),
+            #[allow(unreachable_patterns)] // a kind not compiled in
+            _ => return None,
+        };
+        if self.connects_at_start() {
+            options.push(ON_UNREACHABLE);
+        }
+        Some(options)
+    }
+
+    /// Whether the backend connects to a server of its own, which can be
+    /// down when the app starts (the kinds `on_unreachable` applies to).
+    fn connects_at_start(self) -> bool {
+        matches!(self, Self::Redis | Self::Memcached)
+    }
+
+    /// The error for a block whose kind this build lacks.
+    fn not_compiled_in(self) -> ConfigError {
+        ConfigError::new(
+            "kind",
+            format!(
+                "store kind `{self}` needs the Cargo feature `{self}`; enable it with \
+                 session-kit = {{ features = [\"{self}\"] }}"
+            ),
+        )
     }
 }
 
@@ -61,6 +98,9 @@ impl fmt::Display for StoreKind {
         f.write_str(self.name())
     }
 }
+
+/// The option the facade adds to the kinds that connect at start-up.
+const ON_UNREACHABLE: &str = "on_unreachable";
 
 /// What start-up does when a store's server cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -73,511 +113,255 @@ pub enum OnUnreachable {
     #[default]
     Fail,
     /// Start anyway and keep connecting in the background
-    /// ([`LazyStore`](crate::LazyStore)). Until the server answers, requests
-    /// get the [error policy](crate::ErrorPolicy) — or, for the primary of
-    /// a failover pair, the secondary.
+    /// ([`LazyStore`](crate::lazy::LazyStore)). Until the server answers,
+    /// requests get the [error policy](crate::ErrorPolicy) — or, for the
+    /// primary of a failover pair, the secondary.
     StartDegraded,
 }
 
-/// One store block: `kind` and the options of that kind. Setting an option
-/// that belongs to another kind is an error, not silently ignored.
+/// The options of a `memory` block.
 ///
-/// | key | kinds | meaning |
-/// |---|---|---|
-/// | `kind` | — | `memory`, `redis`, `memcached` or `cluster` (required) |
-/// | `key_prefix` | all | prefix of every session key (default `session:`) |
-/// | `max_capacity` | memory, cluster | most sessions held (default 100 000; cluster: 1 000 000 per node, tombstones included) |
-/// | `operation_timeout` | redis, memcached, cluster | bound on one store call (default 500 ms; cluster: 1.5 s, the hop to the owner and the copy to the backups included) |
-/// | `connect_timeout` | redis, memcached, cluster | bound on opening a connection (default 1 s; cluster: 300 ms, to a peer) |
-/// | `on_unreachable` | redis, memcached | `fail` (default) or `start_degraded` |
-/// | `url` | redis, memcached | `redis://…`, `redis+sentinel://…`, `redis+cluster://…`, `memcache://h1:p,h2:p` |
-/// | `sentinels`, `service_name` | redis | Sentinel addresses and the master's name, instead of `url` |
-/// | `username`, `password`, `db` | redis | the Sentinel master's credentials and database |
-/// | `nodes` | redis | Cluster seed nodes, instead of `url` |
-/// | `servers` | memcached | `host:port` list, instead of `url` |
-/// | `pool_size`, `max_connections`, `item_size_limit`, `commit_attempts` | memcached | see [`MemcachedConfig`](https://docs.rs/session-memcached) |
-/// | `node_id` | cluster | this node's name, unique in the cluster (required) |
-/// | `listen` | cluster | `ip:port` for the peer link (TCP) and membership (UDP), one port (required) |
-/// | `advertise` | cluster | `ip:port` peers reach this node at, when not `listen` (required when `listen` is `0.0.0.0`) |
-/// | `seeds` | cluster | `host:port` list of peers to join through; listing every node, this one included, lets every node share one list |
-/// | `cluster_secret`, `cluster_secret_file` | cluster | exactly one: the peer link's shared secret, at least 32 bytes, not the cookie secret |
-/// | `replication_factor` | cluster | copies of each session (default 2) |
-/// | `cluster_size` | cluster | nodes the cluster is meant to have; a node serves only while it sees a majority (default: the distinct seeds, this node included) |
-/// | `max_in_flight_per_peer`, `settle_time`, `anti_entropy_interval`, `probe_period`, `suspect_timeout` | cluster | see [`ClusterConfig`](https://docs.rs/session-cluster) |
-///
-/// A cluster node has no `on_unreachable`: it always starts, with or
-/// without its peers, and answers every request with the error policy (a
-/// 503 by default) until it sees a majority of `cluster_size`. Seeds given
-/// by host name are resolved once, when the store is built; each name
-/// counts as one node (the first address of `listen`'s family), so
-/// `localhost:7402` does not count twice for IPv4 and IPv6.
-#[derive(Clone, PartialEq, Deserialize)]
+/// | key | default |
+/// |---|---|
+/// | `max_capacity` | 100 000 sessions |
+/// | `key_prefix` | `session:` |
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct StoreConfig {
-    /// Which backend.
-    pub kind: StoreKind,
+pub struct MemoryConfig {
+    /// The most sessions held.
+    pub max_capacity: Option<u64>,
     /// The prefix of every session key.
     pub key_prefix: Option<String>,
-    /// The bound on one store call.
-    #[serde(default, deserialize_with = "de::optional_duration")]
-    pub operation_timeout: Option<Duration>,
-    /// The bound on opening one connection.
-    #[serde(default, deserialize_with = "de::optional_duration")]
-    pub connect_timeout: Option<Duration>,
-    /// What start-up does when the server cannot be reached.
-    pub on_unreachable: Option<OnUnreachable>,
-    /// Memory: the most sessions held.
-    pub max_capacity: Option<u64>,
-    /// Redis or Memcached: one URL naming the server(s).
-    pub url: Option<Endpoint>,
-    /// Redis Sentinel: the sentinels' URLs.
-    pub sentinels: Option<Vec<Endpoint>>,
-    /// Redis Sentinel: the name the master is monitored under.
-    pub service_name: Option<String>,
-    /// Redis Sentinel: the master's ACL user.
-    pub username: Option<String>,
-    /// Redis Sentinel: the master's password.
-    pub password: Option<Secret>,
-    /// Redis Sentinel: the master's database number.
-    pub db: Option<i64>,
-    /// Redis Cluster: seed nodes' URLs.
-    pub nodes: Option<Vec<Endpoint>>,
-    /// Memcached: the servers as `host:port`.
-    pub servers: Option<Vec<Endpoint>>,
-    /// Memcached: idle connections kept per server.
-    pub pool_size: Option<usize>,
-    /// Memcached: cap on connections per server.
-    pub max_connections: Option<usize>,
-    /// Memcached: the largest item written, in bytes.
-    pub item_size_limit: Option<usize>,
-    /// Memcached: CAS retries per commit.
-    pub commit_attempts: Option<u32>,
-    /// Cluster: this node's name.
-    #[serde(default, deserialize_with = "de::optional_name")]
-    pub node_id: Option<String>,
-    /// Cluster: the address of the peer link (TCP) and membership (UDP).
-    #[serde(default, deserialize_with = "de::optional_socket_addr")]
-    pub listen: Option<SocketAddr>,
-    /// Cluster: the address peers reach this node at, when not `listen`.
-    #[serde(default, deserialize_with = "de::optional_socket_addr")]
-    pub advertise: Option<SocketAddr>,
-    /// Cluster: peers to join through, as `host:port`.
-    pub seeds: Option<Vec<String>>,
-    /// Cluster: the secret every node shares.
-    pub cluster_secret: Option<Secret>,
-    /// Cluster: a file holding the secret every node shares.
-    pub cluster_secret_file: Option<PathBuf>,
-    /// Cluster: copies of each session.
-    pub replication_factor: Option<usize>,
-    /// Cluster: the nodes the cluster is meant to have.
-    pub cluster_size: Option<usize>,
-    /// Cluster: the most calls in flight to one peer.
-    pub max_in_flight_per_peer: Option<usize>,
-    /// Cluster: how long after a membership change owners also ask the
-    /// other nodes for a session.
-    #[serde(default, deserialize_with = "de::optional_duration")]
-    pub settle_time: Option<Duration>,
-    /// Cluster: how often each node repairs missing copies.
-    #[serde(default, deserialize_with = "de::optional_duration")]
-    pub anti_entropy_interval: Option<Duration>,
-    /// Cluster: how often membership probes a peer.
-    #[serde(default, deserialize_with = "de::optional_duration")]
-    pub probe_period: Option<Duration>,
-    /// Cluster: how long a silent peer stays suspect before it is dead.
-    #[serde(default, deserialize_with = "de::optional_duration")]
-    pub suspect_timeout: Option<Duration>,
 }
 
-impl fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Only what is set, so a logged config reads like the file it came
-        // from; `Endpoint` and `Secret` redact themselves.
-        let mut out = f.debug_struct("StoreConfig");
-        out.field("kind", &self.kind);
-        macro_rules! set_fields {
-            ($($field:ident),*) => {$(
-                if let Some(value) = &self.$field {
-                    out.field(stringify!($field), value);
-                }
-            )*};
-        }
-        set_fields!(
-            key_prefix,
-            operation_timeout,
-            connect_timeout,
-            on_unreachable,
-            max_capacity,
-            url,
-            sentinels,
-            service_name,
-            username,
-            password,
-            db,
-            nodes,
-            servers,
-            pool_size,
-            max_connections,
-            item_size_limit,
-            commit_attempts,
-            node_id,
-            listen,
-            advertise,
-            seeds,
-            cluster_secret,
-            cluster_secret_file,
-            replication_factor,
-            cluster_size,
-            max_in_flight_per_peer,
-            settle_time,
-            anti_entropy_interval,
-            probe_period,
-            suspect_timeout
-        );
-        out.finish()
+/// One store block: `kind`, then the options of that kind, each read and
+/// checked by the backend's own config type. An option of another kind is
+/// refused, naming the kinds it belongs to.
+///
+/// | `kind` | options |
+/// |---|---|
+/// | `memory` | see [`MemoryConfig`] |
+/// | `redis` | see `RedisConfig` in [session-redis](https://docs.rs/session-redis): `url` (`redis://…`, `redis+sentinel://…`, `redis+cluster://…`), or `sentinels` with `service_name` (and `username`, `password`, `db`), or `nodes`; `key_prefix`, `operation_timeout`, `connect_timeout` |
+/// | `memcached` | see `MemcachedConfig` in [session-memcached](https://docs.rs/session-memcached): `url` (`memcache://h1:p,h2:p`) or `servers`; `key_prefix`, `operation_timeout`, `connect_timeout`, `pool_size`, `max_connections`, `item_size_limit`, `commit_attempts` |
+/// | `cluster` | see `ClusterConfig` in [session-cluster](https://docs.rs/session-cluster): `node_id`, `listen`, `advertise`, `seeds`, `cluster_secret` or `cluster_secret_file`, `replication_factor`, `cluster_size`, `key_prefix`, `operation_timeout`, `connect_timeout`, `max_capacity`, `max_in_flight_per_peer`, `settle_time`, `anti_entropy_interval`, `probe_period`, `suspect_timeout` |
+///
+/// `redis` and `memcached` also take `on_unreachable`: `fail` (the
+/// default) or `start_degraded` (see [`OnUnreachable`]). A cluster node has
+/// no `on_unreachable`: it always starts, with or without its peers, and
+/// answers every request with the error policy (a 503 by default) until it
+/// sees a majority of `cluster_size`. Seeds given by host name are
+/// resolved once, when the node starts; each name counts as one node.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// In-process memory; building it needs the `memory` feature.
+    Memory(MemoryConfig),
+    /// Redis: standalone, Sentinel or Cluster.
+    #[cfg(feature = "redis")]
+    Redis {
+        /// Where the Redis is and how long to wait for it.
+        config: session_redis::RedisConfig,
+        /// What start-up does when it cannot be reached.
+        on_unreachable: OnUnreachable,
+    },
+    /// One or several Memcached servers.
+    #[cfg(feature = "memcached")]
+    Memcached {
+        /// Which servers, and how long to wait for them.
+        config: session_memcached::MemcachedConfig,
+        /// What start-up does when they cannot be reached.
+        on_unreachable: OnUnreachable,
+    },
+    /// A node of a cluster that replicates sessions in the app servers'
+    /// own memory.
+    #[cfg(feature = "cluster")]
+    Cluster(session_cluster::ClusterConfig),
+}
+
+impl Default for StoreConfig {
+    /// A memory store with its defaults.
+    fn default() -> Self {
+        Self::Memory(MemoryConfig::default())
     }
 }
-
-/// Applies the options every remote kind shares. Both backend configs name
-/// these setters alike, so one definition serves both.
-#[cfg(any(feature = "redis", feature = "memcached"))]
-macro_rules! with_common_options {
-    ($config:expr, $block:expr) => {{
-        let mut config = $config;
-        if let Some(prefix) = &$block.key_prefix {
-            config = config.with_key_prefix(prefix.clone());
-        }
-        if let Some(timeout) = $block.operation_timeout {
-            config = config.with_operation_timeout(timeout);
-        }
-        if let Some(timeout) = $block.connect_timeout {
-            config = config.with_connect_timeout(timeout);
-        }
-        config
-    }};
-}
-
-use StoreKind::{Cluster, Memcached, Memory, Redis};
 
 impl StoreConfig {
-    /// A block of `kind` with every option at its default.
+    /// Which backend this block describes.
     #[must_use]
-    pub fn new(kind: StoreKind) -> Self {
-        Self {
-            kind,
-            key_prefix: None,
-            operation_timeout: None,
-            connect_timeout: None,
-            on_unreachable: None,
-            max_capacity: None,
-            url: None,
-            sentinels: None,
-            service_name: None,
-            username: None,
-            password: None,
-            db: None,
-            nodes: None,
-            servers: None,
-            pool_size: None,
-            max_connections: None,
-            item_size_limit: None,
-            commit_attempts: None,
-            node_id: None,
-            listen: None,
-            advertise: None,
-            seeds: None,
-            cluster_secret: None,
-            cluster_secret_file: None,
-            replication_factor: None,
-            cluster_size: None,
-            max_in_flight_per_peer: None,
-            settle_time: None,
-            anti_entropy_interval: None,
-            probe_period: None,
-            suspect_timeout: None,
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Self::Memory(_) => StoreKind::Memory,
+            #[cfg(feature = "redis")]
+            Self::Redis { .. } => StoreKind::Redis,
+            #[cfg(feature = "memcached")]
+            Self::Memcached { .. } => StoreKind::Memcached,
+            #[cfg(feature = "cluster")]
+            Self::Cluster(_) => StoreKind::Cluster,
         }
     }
 
-    /// The options that are set, each with the kinds it belongs to.
-    fn set_options(&self) -> [(&'static str, bool, &'static [StoreKind]); 30] {
-        const ALL: &[StoreKind] = &[Memory, Redis, Memcached, Cluster];
-        const REMOTE: &[StoreKind] = &[Redis, Memcached, Cluster];
-        // The kinds that connect to a server of their own, which can be down
-        // when the app starts.
-        const SERVER: &[StoreKind] = &[Redis, Memcached];
-        [
-            ("key_prefix", self.key_prefix.is_some(), ALL),
-            (
-                "operation_timeout",
-                self.operation_timeout.is_some(),
-                REMOTE,
-            ),
-            ("connect_timeout", self.connect_timeout.is_some(), REMOTE),
-            ("on_unreachable", self.on_unreachable.is_some(), SERVER),
-            (
-                "max_capacity",
-                self.max_capacity.is_some(),
-                &[Memory, Cluster],
-            ),
-            ("url", self.url.is_some(), SERVER),
-            ("sentinels", self.sentinels.is_some(), &[Redis]),
-            ("service_name", self.service_name.is_some(), &[Redis]),
-            ("username", self.username.is_some(), &[Redis]),
-            ("password", self.password.is_some(), &[Redis]),
-            ("db", self.db.is_some(), &[Redis]),
-            ("nodes", self.nodes.is_some(), &[Redis]),
-            ("servers", self.servers.is_some(), &[Memcached]),
-            ("pool_size", self.pool_size.is_some(), &[Memcached]),
-            (
-                "max_connections",
-                self.max_connections.is_some(),
-                &[Memcached],
-            ),
-            (
-                "item_size_limit",
-                self.item_size_limit.is_some(),
-                &[Memcached],
-            ),
-            (
-                "commit_attempts",
-                self.commit_attempts.is_some(),
-                &[Memcached],
-            ),
-            ("node_id", self.node_id.is_some(), &[Cluster]),
-            ("listen", self.listen.is_some(), &[Cluster]),
-            ("advertise", self.advertise.is_some(), &[Cluster]),
-            ("seeds", self.seeds.is_some(), &[Cluster]),
-            ("cluster_secret", self.cluster_secret.is_some(), &[Cluster]),
-            (
-                "cluster_secret_file",
-                self.cluster_secret_file.is_some(),
-                &[Cluster],
-            ),
-            (
-                "replication_factor",
-                self.replication_factor.is_some(),
-                &[Cluster],
-            ),
-            ("cluster_size", self.cluster_size.is_some(), &[Cluster]),
-            (
-                "max_in_flight_per_peer",
-                self.max_in_flight_per_peer.is_some(),
-                &[Cluster],
-            ),
-            ("settle_time", self.settle_time.is_some(), &[Cluster]),
-            (
-                "anti_entropy_interval",
-                self.anti_entropy_interval.is_some(),
-                &[Cluster],
-            ),
-            ("probe_period", self.probe_period.is_some(), &[Cluster]),
-            (
-                "suspect_timeout",
-                self.suspect_timeout.is_some(),
-                &[Cluster],
-            ),
-        ]
-    }
-
-    /// The error for a block whose kind this build lacks.
-    pub(crate) fn not_compiled_in(&self, path: &str) -> ConfigError {
-        let kind = self.kind;
-        ConfigError::new(
-            format!("{path}.kind"),
-            format!(
-                "store kind `{kind}` needs the Cargo feature `{kind}`; \
-                 enable it with session-kit = {{ features = [\"{kind}\"] }}"
-            ),
-        )
-    }
-
-    /// What start-up does when the server is down.
+    /// What start-up does when the server is down; always
+    /// [`OnUnreachable::Fail`] for the kinds that have no server of their
+    /// own.
     #[must_use]
     pub fn on_unreachable(&self) -> OnUnreachable {
-        self.on_unreachable.unwrap_or_default()
-    }
-
-    /// Checks everything that needs no network, naming keys under `path`
-    /// (`store` or `failover.secondary`).
-    pub(crate) fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        if !self.kind.is_compiled_in() {
-            return Err(self.not_compiled_in(path));
-        }
-        for (option, set, kinds) in self.set_options() {
-            if set && !kinds.contains(&self.kind) {
-                let owners = kinds.iter().map(|kind| kind.name()).collect::<Vec<_>>();
-                // The one option a cluster user is likely to reach for by
-                // habit gets the reason it does not apply.
-                let why = if (option, self.kind) == ("on_unreachable", Cluster) {
-                    "; a cluster node always starts, and answers with the error policy until it \
-                     sees a majority of cluster_size"
-                } else {
-                    ""
-                };
-                return Err(ConfigError::new(
-                    format!("{path}.{option}"),
-                    format!(
-                        "is an option of store kind {}, not of `{}`{why}",
-                        owners.join(" or "),
-                        self.kind
-                    ),
-                ));
-            }
-        }
-        match self.kind {
-            Memory => self.validate_memory(path),
+        match self {
             #[cfg(feature = "redis")]
-            Redis => self.redis_config(path).map(drop),
+            Self::Redis { on_unreachable, .. } => *on_unreachable,
             #[cfg(feature = "memcached")]
-            Memcached => self.memcached_config(path).map(drop),
-            #[cfg(feature = "cluster")]
-            Cluster => self.validate_cluster(path),
-            #[allow(unreachable_patterns)] // a kind not compiled in: refused above
-            _ => Ok(()),
+            Self::Memcached { on_unreachable, .. } => *on_unreachable,
+            _ => OnUnreachable::Fail,
         }
-    }
-
-    fn validate_memory(&self, path: &str) -> Result<(), ConfigError> {
-        if self.max_capacity == Some(0) {
-            return Err(ConfigError::new(
-                format!("{path}.max_capacity"),
-                "must be at least 1 session",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The in-process store this block describes.
-    #[cfg(feature = "memory")]
-    pub(crate) fn memory_store(&self) -> crate::MemoryStore {
-        let mut builder = crate::MemoryStore::builder();
-        if let Some(capacity) = self.max_capacity {
-            builder = builder.max_capacity(capacity);
-        }
-        if let Some(prefix) = &self.key_prefix {
-            builder = builder.prefix(prefix.clone());
-        }
-        builder.build()
-    }
-
-    /// The Redis connection settings this block describes: exactly one of
-    /// `url`, `sentinels` (with `service_name`) and `nodes`.
-    #[cfg(feature = "redis")]
-    pub(crate) fn redis_config(
-        &self,
-        path: &str,
-    ) -> Result<session_redis::RedisConfig, ConfigError> {
-        use session_redis::RedisConfig;
-
-        let key = |option: &str| format!("{path}.{option}");
-        let strings = |list: &[Endpoint]| {
-            list.iter()
-                .map(|e| e.as_str().to_owned())
-                .collect::<Vec<_>>()
-        };
-        let given = [
-            self.url.is_some(),
-            self.sentinels.is_some(),
-            self.nodes.is_some(),
-        ];
-        if given.iter().filter(|set| **set).count() != 1 {
-            return Err(ConfigError::new(
-                key("url"),
-                "give exactly one of url (redis://, redis+sentinel:// or redis+cluster://), \
-                 sentinels with service_name, or nodes",
-            ));
-        }
-        let master_only = [
-            ("service_name", self.service_name.is_some()),
-            ("username", self.username.is_some()),
-            ("password", self.password.is_some()),
-            ("db", self.db.is_some()),
-        ];
-        if self.sentinels.is_none() {
-            if let Some((option, _)) = master_only.iter().find(|(_, set)| *set) {
-                let url_variable =
-                    format!("SESSION__{}__URL", path.replace('.', "__")).to_uppercase();
-                return Err(ConfigError::new(
-                    key(option),
-                    format!(
-                        "applies only with sentinels; for one server or a cluster put credentials \
-                         and database in the URL (redis://user:password@host:6379/0), which \
-                         {url_variable} can override"
-                    ),
-                ));
-            }
-        }
-        let mut config = if let Some(url) = &self.url {
-            RedisConfig::from_url(url.as_str()).map_err(|err| nest(path, &err))?
-        } else if let Some(sentinels) = &self.sentinels {
-            let service_name = self.service_name.clone().ok_or_else(|| {
-                ConfigError::new(key("service_name"), "name the master the sentinels monitor")
-            })?;
-            let mut config = RedisConfig::sentinel(strings(sentinels), service_name)
-                .with_master_auth(
-                    self.username.clone(),
-                    self.password.as_ref().map(|p| p.expose().to_owned()),
-                );
-            if let Some(db) = self.db {
-                config = config.with_master_db(db);
-            }
-            config
-        } else {
-            RedisConfig::cluster(strings(self.nodes.as_deref().unwrap_or_default()))
-        };
-        config = with_common_options!(config, self);
-        config.validate().map_err(|err| nest(path, &err))?;
-        Ok(config)
-    }
-
-    /// The Memcached settings this block describes: `url` or `servers`.
-    #[cfg(feature = "memcached")]
-    pub(crate) fn memcached_config(
-        &self,
-        path: &str,
-    ) -> Result<session_memcached::MemcachedConfig, ConfigError> {
-        use session_memcached::MemcachedConfig;
-
-        let mut config = match (&self.url, &self.servers) {
-            (Some(url), None) => {
-                MemcachedConfig::from_url(url.as_str()).map_err(|err| nest(path, &err))?
-            }
-            (None, Some(servers)) => {
-                MemcachedConfig::new(servers.iter().map(|server| server.as_str().to_owned()))
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    format!("{path}.servers"),
-                    "give exactly one of servers (a list of host:port) and url (memcache://host:port,…)",
-                ))
-            }
-        };
-        config = with_common_options!(config, self);
-        if let Some(size) = self.pool_size {
-            config = config.with_pool_size(size);
-        }
-        if self.max_connections.is_some() {
-            config = config.with_max_connections(self.max_connections);
-        }
-        if let Some(bytes) = self.item_size_limit {
-            config = config.with_item_size_limit(bytes);
-        }
-        if let Some(attempts) = self.commit_attempts {
-            config = config.with_commit_attempts(attempts);
-        }
-        config.validate().map_err(|err| nest(path, &err))?;
-        Ok(config)
     }
 
     /// Whether a session can live in another process.
     pub(crate) fn is_remote(&self) -> bool {
-        self.kind.is_remote()
+        self.kind() != StoreKind::Memory
+    }
+
+    /// Checks what reading the block could not: that a memory block's
+    /// backend is compiled in. Keys are named under `path` (`store` or
+    /// `failover.secondary`).
+    pub(crate) fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        match self {
+            Self::Memory(_) if !cfg!(feature = "memory") => {
+                Err(nest(path, &StoreKind::Memory.not_compiled_in()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The in-process store this block describes.
+    #[cfg(feature = "memory")]
+    pub(crate) fn memory_store(config: &MemoryConfig) -> crate::memory::MemoryStore {
+        let mut builder = crate::memory::MemoryStore::builder();
+        if let Some(capacity) = config.max_capacity {
+            builder = builder.with_max_capacity(capacity);
+        }
+        if let Some(prefix) = &config.key_prefix {
+            builder = builder.with_key_prefix(prefix.clone());
+        }
+        builder.build()
+    }
+
+    /// Reads a block: its `kind`, then the rest by that kind's config type.
+    /// Keys in errors are relative to the block.
+    pub(crate) fn from_value(value: &Value) -> Result<Self, ConfigError> {
+        let Some(block) = value.as_dict() else {
+            return Err(ConfigError::new(
+                "",
+                format!(
+                    "expected a table with a `kind`, found {}",
+                    value.to_actual()
+                ),
+            ));
+        };
+        let kind: StoreKind = match block.get("kind") {
+            Some(kind) => from_block(kind).map_err(|err| nest("kind", &err))?,
+            None => {
+                // A key no kind takes is the likelier mistake: name it first.
+                let known = |key: &str| {
+                    StoreKind::ALL
+                        .into_iter()
+                        .any(|kind| kind.options().is_some_and(|own| own.contains(&key)))
+                };
+                if let Some(unknown) = block.keys().find(|key| !known(key)) {
+                    return Err(ConfigError::new(
+                        unknown.clone(),
+                        format!("unknown field `{unknown}`"),
+                    ));
+                }
+                return Err(ConfigError::new("kind", "missing field `kind`"));
+            }
+        };
+        let mut options = block.clone();
+        options.remove("kind");
+        // Every option must be one of this kind's: an option of another
+        // kind is named with the kinds it belongs to.
+        if let Some(own) = kind.options() {
+            if let Some(option) = options.keys().find(|key| !own.contains(&key.as_str())) {
+                return Err(other_kinds_option(kind, option));
+            }
+        }
+        let on_unreachable = match options.remove(ON_UNREACHABLE) {
+            Some(value) => from_block(&value).map_err(|err| nest(ON_UNREACHABLE, &err))?,
+            None => OnUnreachable::default(),
+        };
+        let options = Value::from(options);
+        #[cfg(not(any(feature = "redis", feature = "memcached")))]
+        let _ = on_unreachable;
+        match kind {
+            StoreKind::Memory => {
+                let config: MemoryConfig = from_block(&options)?;
+                if config.max_capacity == Some(0) {
+                    return Err(ConfigError::new(
+                        "max_capacity",
+                        "must be at least 1 session",
+                    ));
+                }
+                Ok(Self::Memory(config))
+            }
+            #[cfg(feature = "redis")]
+            StoreKind::Redis => Ok(Self::Redis {
+                config: from_block(&options)?,
+                on_unreachable,
+            }),
+            #[cfg(feature = "memcached")]
+            StoreKind::Memcached => Ok(Self::Memcached {
+                config: from_block(&options)?,
+                on_unreachable,
+            }),
+            #[cfg(feature = "cluster")]
+            StoreKind::Cluster => Ok(Self::Cluster(from_block(&options)?)),
+            #[allow(unreachable_patterns)] // a kind not compiled in
+            other => Err(other.not_compiled_in()),
+        }
     }
 }
 
-/// `err`, with its key moved under `path`: a backend's own config names its
-/// keys relative to its block.
-#[cfg(any(feature = "redis", feature = "memcached"))]
-fn nest(path: &str, err: &ConfigError) -> ConfigError {
-    ConfigError::new(format!("{path}.{}", err.key()), err.reason().to_owned())
+/// The error for `option`, which a block of `kind` does not take: the kinds
+/// that do take it, where this build knows them.
+fn other_kinds_option(kind: StoreKind, option: &str) -> ConfigError {
+    let owners: Vec<&str> = StoreKind::ALL
+        .into_iter()
+        .filter(|other| {
+            other
+                .options()
+                .is_some_and(|options| options.contains(&option))
+        })
+        .map(StoreKind::name)
+        .collect();
+    if owners.is_empty() {
+        let own = kind.options().unwrap_or_default();
+        return ConfigError::new(
+            option.to_owned(),
+            format!(
+                "unknown field `{option}`; a `{kind}` block takes {}",
+                own.join(", ")
+            ),
+        );
+    }
+    // The one option a cluster user is likely to reach for by habit gets the
+    // reason it does not apply.
+    let why = if (option, kind) == (ON_UNREACHABLE, StoreKind::Cluster) {
+        "; a cluster node always starts, and answers with the error policy until it sees a \
+         majority of cluster_size"
+    } else {
+        ""
+    };
+    ConfigError::new(
+        option.to_owned(),
+        format!(
+            "is an option of store kind {}, not of `{kind}`{why}",
+            owners.join(" or ")
+        ),
+    )
+}
+
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = <Value as Deserialize>::deserialize(deserializer)?;
+        Self::from_value(&value).map_err(ConfigError::into_de_error)
+    }
 }

@@ -2,10 +2,37 @@
 //! what is wrong. Tests for a backend that is *not* compiled in run in
 //! `scripts/test`'s feature matrix (`--no-default-features --features memory`).
 
+// Some of these are used only by tests of backends this build may lack.
+#[allow(unused_imports)]
 use std::{io::Write, time::Duration};
 
 use super::*;
-use crate::CookieCodec;
+#[allow(unused_imports)]
+use crate::{cookie::CookieCodec, failover::FailoverMode, SessionId};
+
+#[cfg(feature = "redis")]
+fn redis(block: &StoreConfig) -> &session_redis::RedisConfig {
+    match block {
+        StoreConfig::Redis { config, .. } => config,
+        other => panic!("not a redis block: {other:?}"),
+    }
+}
+
+#[cfg(feature = "memcached")]
+fn memcached(block: &StoreConfig) -> &session_memcached::MemcachedConfig {
+    match block {
+        StoreConfig::Memcached { config, .. } => config,
+        other => panic!("not a memcached block: {other:?}"),
+    }
+}
+
+#[cfg(feature = "cluster")]
+fn cluster(block: &StoreConfig) -> &session_cluster::ClusterConfig {
+    match block {
+        StoreConfig::Cluster(config) => config,
+        other => panic!("not a cluster block: {other:?}"),
+    }
+}
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
@@ -49,6 +76,7 @@ fn an_empty_file_is_the_default() {
     );
 }
 
+#[cfg(all(feature = "redis", feature = "memcached"))]
 #[test]
 fn every_key_is_read() {
     let config = SessionConfig::from_toml(&format!(
@@ -111,18 +139,24 @@ fn every_key_is_read() {
     assert_eq!(config.cookie.same_site, SameSite::Strict);
     assert!(!config.cookie.http_only);
     assert_eq!(config.keys().unwrap().len(), 2);
-    assert_eq!(config.store.kind, StoreKind::Redis);
-    assert_eq!(config.store.db, Some(3));
+    assert_eq!(config.store.kind(), StoreKind::Redis);
+    assert!(matches!(
+        redis(&config.store).topology(),
+        session_redis::Topology::Sentinel { db: 3, .. }
+    ));
     assert_eq!(config.store.on_unreachable(), OnUnreachable::StartDegraded);
     let failover = config.failover.as_ref().unwrap();
-    assert_eq!(failover.mode, FailoverMode::Standby);
-    assert_eq!(failover.call_timeout, Duration::from_millis(200));
-    assert_eq!(failover.tombstone_ttl, Duration::from_secs(2 * 86_400));
-    assert_eq!(failover.probe_interval, Duration::from_millis(250));
-    assert_eq!(failover.secondary.kind, StoreKind::Memcached);
-    assert_eq!(failover.secondary.commit_attempts, Some(8));
+    assert_eq!(failover.config.mode, FailoverMode::Standby);
+    assert_eq!(failover.config.call_timeout, Duration::from_millis(200));
+    assert_eq!(
+        failover.config.tombstone_ttl,
+        Duration::from_secs(2 * 86_400)
+    );
+    assert_eq!(failover.config.probe_interval, Duration::from_millis(250));
+    assert_eq!(failover.secondary.kind(), StoreKind::Memcached);
+    assert_eq!(memcached(&failover.secondary).commit_attempts(), 8);
     assert_eq!(config.near_cache.as_ref().unwrap().max_bytes, 1 << 20);
-    #[cfg(all(feature = "redis", feature = "memcached", feature = "memory"))]
+    #[cfg(feature = "memory")]
     config.validate().unwrap();
 }
 
@@ -151,7 +185,7 @@ fn a_misspelt_key_is_named() {
     assert_error("idle_timout = \"5m\"", "idle_timout", "unknown field");
 }
 
-#[cfg(feature = "memory")]
+#[cfg(all(feature = "memory", feature = "redis", feature = "memcached"))]
 #[test]
 fn an_option_of_another_kind_is_refused() {
     assert_error(
@@ -238,7 +272,7 @@ fn a_secret_file_larger_than_64_kib_is_refused_naming_the_key() {
         file.write_all(&vec![b's'; len]).unwrap();
         file
     };
-    let at_the_cap = sized(MAX_SECRET_FILE_BYTES);
+    let at_the_cap = sized(session_core::config::MAX_SECRET_FILE_BYTES);
     // `keys`, not `validate`: the cap is the cookie block's business, and
     // `validate` would also need the default store kind compiled in.
     SessionConfig::from_toml(&format!(
@@ -249,7 +283,7 @@ fn a_secret_file_larger_than_64_kib_is_refused_naming_the_key() {
     .keys()
     .unwrap();
 
-    let past_the_cap = sized(MAX_SECRET_FILE_BYTES + 1);
+    let past_the_cap = sized(session_core::config::MAX_SECRET_FILE_BYTES + 1);
     assert_error(
         &format!(
             "[cookie]\nsecret_file = {:?}",
@@ -366,7 +400,7 @@ fn a_redis_block_reaches_the_redis_config() {
          connect_timeout = \"3s\"",
     )
     .unwrap();
-    let redis = config.store.redis_config("store").unwrap();
+    let redis = redis(&config.store);
     assert_eq!(redis.key_prefix(), "shop:");
     assert_eq!(redis.operation_timeout(), Duration::from_millis(250));
     assert_eq!(redis.connect_timeout(), Duration::from_secs(3));
@@ -385,7 +419,7 @@ fn a_memcached_block_reaches_the_memcached_config() {
          max_connections = 9\nitem_size_limit = 65536\ncommit_attempts = 4",
     )
     .unwrap();
-    let memcached = config.store.memcached_config("store").unwrap();
+    let memcached = memcached(&config.store);
     assert_eq!(memcached.servers(), ["a:1", "b:2"]);
     assert_eq!(memcached.key_prefix(), "shop:");
     assert_eq!(memcached.operation_timeout(), Duration::from_millis(250));
@@ -550,7 +584,7 @@ fn a_cluster_without_its_feature_names_the_feature() {
     );
 }
 
-#[cfg(feature = "memory")]
+#[cfg(all(feature = "memory", feature = "cluster"))]
 #[test]
 fn a_cluster_option_on_another_kind_is_refused() {
     assert_error(
@@ -593,12 +627,7 @@ async fn a_cluster_block_reaches_the_cluster_config() {
     ))
     .unwrap();
     config.validate().unwrap();
-    assert_eq!(config.store.probe_period, Some(Duration::from_millis(100)));
-    assert_eq!(
-        config.store.anti_entropy_interval,
-        Some(Duration::from_secs(120))
-    );
-    let cluster = config.store.cluster_config("store").await.unwrap();
+    let cluster = cluster(&config.store);
     assert_eq!(cluster.advertised_addr(), "10.0.0.1:7401".parse().unwrap());
     assert_eq!(cluster.expected_cluster_size(), 5);
     assert_eq!(cluster.quorum(), 3);
@@ -606,8 +635,8 @@ async fn a_cluster_block_reaches_the_cluster_config() {
     for expected in [
         "node_id: \"a\"",
         "replication_factor: 3",
-        "request_timeout: 800ms",
-        "prefix: \"shop:\"",
+        "operation_timeout: 800ms",
+        "key_prefix: \"shop:\"",
     ] {
         assert!(debug.contains(expected), "{expected} not in {debug}");
     }
@@ -617,7 +646,7 @@ async fn a_cluster_block_reaches_the_cluster_config() {
 #[tokio::test]
 async fn a_cluster_size_defaults_to_the_seeds() {
     let config = SessionConfig::from_toml(CLUSTER).unwrap();
-    let cluster = config.store.cluster_config("store").await.unwrap();
+    let cluster = cluster(&config.store);
     assert_eq!(
         cluster.expected_cluster_size(),
         3,
@@ -688,7 +717,7 @@ fn a_cluster_secret_has_one_source_and_32_bytes() {
             file.path().display().to_string()
         ),
         "store.cluster_secret",
-        "exactly one of store.cluster_secret and store.cluster_secret_file",
+        "exactly one of cluster_secret and cluster_secret_file",
     );
     assert_error(
         &format!(
@@ -755,7 +784,7 @@ fn a_cluster_secret_must_not_be_any_previous_cookie_secret() {
             cluster_without("cluster_secret"),
             oldest_file.path().display().to_string()
         ),
-        "store.cluster_secret_file",
+        "store.cluster_secret",
         "is the same secret as `cookie.previous_secret_files[0]`",
     );
 
@@ -811,7 +840,7 @@ fn cluster_values_out_of_range_name_their_keys() {
     assert_error(
         &format!("{}\nlisten = \"0.0.0.0:7401\"", cluster_without("listen")),
         "store.advertise",
-        "is required when store.listen is a wildcard address",
+        "is required when listen is a wildcard address",
     );
     assert_error(
         &format!("{}\nseeds = [\"10.0.0.2\"]", cluster_without("seeds")),
@@ -820,7 +849,7 @@ fn cluster_values_out_of_range_name_their_keys() {
     );
 }
 
-#[cfg(feature = "cluster")]
+#[cfg(all(feature = "cluster", feature = "redis", feature = "memcached"))]
 #[test]
 fn options_of_other_kinds_are_refused_on_a_cluster() {
     assert_error(
@@ -862,28 +891,28 @@ fn a_cluster_secondary_is_keyed_under_its_path() {
 
 #[cfg(feature = "cluster")]
 #[tokio::test]
-async fn seed_host_names_resolve_to_one_address_each() {
+async fn seed_host_names_count_once_each_and_an_unresolvable_one_fails_start_up() {
     let config = SessionConfig::from_toml(&format!(
         "{}\nseeds = [\"localhost:7402\", \"127.0.0.1:7403\"]",
         cluster_without("seeds")
     ))
     .unwrap();
-    let cluster = config.store.cluster_config("store").await.unwrap();
+    let node = cluster(&config.store);
     assert_eq!(
-        cluster.expected_cluster_size(),
+        node.expected_cluster_size(),
         3,
-        "localhost counts once, whatever address families it has: {cluster:?}"
+        "localhost counts once, whatever address families it has: {node:?}"
     );
-    let debug = format!("{cluster:?}");
-    assert!(debug.contains("127.0.0.1:7402"), "{debug}");
 
     let config = SessionConfig::from_toml(&format!(
-        "{}\nseeds = [\"node-b.invalid:7402\"]",
-        cluster_without("seeds")
+        "{}\nseeds = [\"node-b.invalid:7402\"]\n[cookie]\nsecret = \"{SECRET}\"",
+        cluster_without("seeds").replace("127.0.0.1:7401", "127.0.0.1:0")
     ))
     .unwrap();
     config.validate_stores().unwrap();
-    let err = config.store.cluster_config("store").await.unwrap_err();
+    let Err(crate::BuildError::Config(err)) = crate::build_store(&config).await else {
+        panic!("an unresolvable seed must fail start-up")
+    };
     assert_eq!(err.key(), "store.seeds", "{err}");
     assert!(err.reason().contains("`node-b.invalid:7402`"), "{err}");
 }
@@ -916,6 +945,7 @@ async fn only_a_cluster_config_builds_a_cluster_manager() {
     assert_eq!(err.key(), "store.kind", "{err}");
 }
 
+#[cfg(feature = "redis")]
 #[test]
 fn debug_output_shows_no_secret_and_no_password() {
     let config = SessionConfig::from_toml(&format!(
@@ -930,12 +960,14 @@ fn debug_output_shows_no_secret_and_no_password() {
 
 /// The only test here that reads the process environment; the names are
 /// its own, so it cannot disturb or be disturbed by the others.
+#[cfg(feature = "cluster")]
 #[test]
 fn environment_variables_override_the_file_and_are_named_in_errors() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     write!(
         file,
-        "idle_timeout = \"5m\"\n[cookie]\nsecret = \"{SECRET}\"\n[store]\nkind = \"memory\""
+        "idle_timeout = \"5m\"\n[cookie]\nsecret = \"{SECRET}\"\n[store]\nkind = \"cluster\"\n\
+         cluster_secret = \"{SECRET}-for-the-cluster\""
     )
     .unwrap();
     std::env::set_var("SESSION__IDLE_TIMEOUT", "7m");
@@ -968,12 +1000,16 @@ fn environment_variables_override_the_file_and_are_named_in_errors() {
     assert_eq!(config.idle_timeout, Duration::from_secs(7 * 60));
     assert_eq!(config.cookie.name, "from-env");
     assert_eq!(config.keys().unwrap().len(), 3, "a list from one variable");
-    assert_eq!(config.store.node_id.as_deref(), Some("7"));
-    assert_eq!(config.store.listen, Some("127.0.0.1:7401".parse().unwrap()));
-    assert_eq!(
-        config.store.seeds.as_deref(),
-        Some(&["127.0.0.1:7402".to_owned(), "node-c:7403".to_owned()][..])
-    );
+    {
+        let node = cluster(&config.store);
+        let debug = format!("{node:?}");
+        assert!(debug.contains("node_id: \"7\""), "{debug}");
+        assert_eq!(node.advertised_addr(), "127.0.0.1:7401".parse().unwrap());
+        assert!(
+            debug.contains("127.0.0.1:7402") && debug.contains("node-c"),
+            "{debug}"
+        );
+    }
 
     let err = bad.unwrap_err();
     assert_eq!(err.key(), "store.max_capacity");

@@ -13,7 +13,7 @@
 //! ```
 //! use actix_web::{web, App};
 //! use session_actix::{Error, Session, SessionMiddleware};
-//! use session_core::{Key, MemoryStore, SessionManager};
+//! use session_core::{Key, SessionManager, memory::MemoryStore};
 //!
 //! async fn counter(session: Session) -> Result<String, Error> {
 //!     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;

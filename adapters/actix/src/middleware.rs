@@ -9,7 +9,7 @@ use actix_web::{
     HttpMessage, HttpResponse,
 };
 use futures_util::future::LocalBoxFuture;
-use session_core::{Finish, SessionManager};
+use session_core::{manager::Finish, SessionManager};
 
 use crate::Session;
 
@@ -22,7 +22,7 @@ use crate::Session;
 /// ```
 /// use actix_web::{web, App, HttpServer};
 /// use session_actix::SessionMiddleware;
-/// use session_core::{Key, MemoryStore, SessionManager};
+/// use session_core::{Key, SessionManager, memory::MemoryStore};
 ///
 /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
 /// let server = HttpServer::new(move || {

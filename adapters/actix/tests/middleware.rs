@@ -11,7 +11,7 @@ use actix_web::{
     web, App, HttpResponse,
 };
 use session_actix::{Error, Session, SessionMiddleware};
-use session_core::{Key, MemoryStore, SessionManager};
+use session_core::{memory::MemoryStore, Key, SessionManager};
 
 fn manager() -> SessionManager {
     SessionManager::builder(MemoryStore::new(), Key::generate())

@@ -8,7 +8,7 @@ use std::{
 
 use http::{header::SET_COOKIE, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
-use session_core::{Finish, Session};
+use session_core::{manager::Finish, Session};
 
 type FinishFuture = Pin<Box<dyn Future<Output = Finish> + Send>>;
 

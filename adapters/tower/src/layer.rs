@@ -11,7 +11,7 @@ use crate::SessionService;
 /// can wrap many routers.
 ///
 /// ```
-/// use session_core::{Key, MemoryStore, SessionManager};
+/// use session_core::{Key, SessionManager, memory::MemoryStore};
 /// use session_tower::SessionLayer;
 ///
 /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();

@@ -13,7 +13,7 @@
 //! ```
 //! # #[cfg(feature = "axum")] {
 //! use axum::{routing::get, Router};
-//! use session_core::{Key, MemoryStore, SessionManager};
+//! use session_core::{Key, SessionManager, memory::MemoryStore};
 //! use session_tower::{Error, Session, SessionLayer};
 //!
 //! async fn counter(session: Session) -> Result<String, Error> {

@@ -3,7 +3,7 @@
 use axum::{body::Body, http::StatusCode, routing::get, Router};
 use http::{header::SET_COOKIE, Request};
 use http_body_util::BodyExt as _;
-use session_core::{Key, MemoryStore, SessionManager};
+use session_core::{memory::MemoryStore, Key, SessionManager};
 use session_tower::{Error, Session, SessionLayer};
 use tower::ServiceExt as _;
 

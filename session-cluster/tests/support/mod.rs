@@ -14,8 +14,10 @@ use std::{
 use session_cluster::{ClusterConfig, ClusterStore};
 use session_conformance::{async_trait, StoreFactory};
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, Data, OwnerPass, Record, SessionId,
-    SessionStore, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, Data, OwnerPass, Record, SessionStore,
+    },
+    SessionId, StoreError,
 };
 
 pub const SECRET: &[u8; 32] = b"test-cluster-secret-of-32-bytes!";
@@ -35,12 +37,12 @@ pub fn config_at(
     copies: usize,
 ) -> ClusterConfig {
     ClusterConfig::new(name, listen, secret)
-        .cluster_size(nodes)
-        .replication_factor(copies)
-        .probe_period(Duration::from_millis(100))
-        .suspect_timeout(Duration::from_millis(300))
-        .settle_time(Duration::from_secs(2))
-        .anti_entropy_interval(Duration::from_secs(5))
+        .with_cluster_size(nodes)
+        .with_replication_factor(copies)
+        .with_probe_period(Duration::from_millis(100))
+        .with_suspect_timeout(Duration::from_millis(300))
+        .with_settle_time(Duration::from_secs(2))
+        .with_anti_entropy_interval(Duration::from_secs(5))
 }
 
 /// Starts `nodes` nodes that all seed from the first, and waits (bounded)
@@ -56,7 +58,7 @@ pub async fn start_with(nodes: usize, config: impl Fn(&str) -> ClusterConfig) ->
     let seed = first.local_addr();
     let mut all = vec![first];
     for i in 1..nodes {
-        let node = ClusterStore::start(config(&format!("node-{i}")).seeds([seed]))
+        let node = ClusterStore::start(config(&format!("node-{i}")).with_seeds([seed]))
             .await
             .expect("node starts");
         all.push(node);
@@ -175,7 +177,7 @@ impl ThreeNodes {
 impl StoreFactory for ThreeNodes {
     async fn store(&self, prefix: &str) -> Arc<dyn SessionStore> {
         Arc::new(RoundRobin::new(
-            self.nodes.iter().map(|n| n.with_prefix(prefix)).collect(),
+            self.nodes.iter().map(|n| n.prefixed(prefix)).collect(),
         ))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use session_core::{Finish, Session, SessionId, SessionManager};
+use session_core::{manager::Finish, Session, SessionId, SessionManager};
 
 use super::history::{Action, CookieChange, History, Observed, Outcome};
 
@@ -18,7 +18,7 @@ use super::history::{Action, CookieChange, History, Observed, Outcome};
 /// ```
 /// # session_conformance::block_on(async {
 /// use session_conformance::race::{Client, History};
-/// use session_core::{Key, MemoryStore, SessionManager};
+/// use session_core::{Key, SessionManager, memory::MemoryStore};
 ///
 /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
 /// let history = History::new();

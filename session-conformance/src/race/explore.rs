@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use session_core::{Key, SessionManager, SessionStore};
+use session_core::{store::SessionStore, Key, SessionManager};
 
 use super::{
     client::Client,
@@ -36,7 +36,7 @@ pub const SEEDS_VAR: &str = "SESSION_KIT_RACE_SEEDS";
 /// ```
 /// use std::sync::Arc;
 /// use session_conformance::race::Deployment;
-/// use session_core::{FailoverStore, MemoryStore, SessionStore};
+/// use session_core::{failover::FailoverStore, memory::MemoryStore, store::SessionStore};
 ///
 /// /// Every app server runs its own mirror over the same two stores.
 /// struct Mirror;
@@ -136,7 +136,7 @@ pub struct Summary {
 /// ```
 /// use std::sync::Arc;
 /// use session_conformance::race::{Deployment, Explorer, Mix, Scenario};
-/// use session_core::{MemoryStore, SessionStore};
+/// use session_core::{memory::MemoryStore, store::SessionStore};
 ///
 /// struct Memory;
 ///
@@ -148,7 +148,7 @@ pub struct Summary {
 ///     }
 /// }
 ///
-/// let explorer = Explorer::new("memory", Memory, Scenario::new().mix(Mix::reads_and_writes()));
+/// let explorer = Explorer::new("memory", Memory, Scenario::new().with_mix(Mix::reads_and_writes()));
 /// let summary = explorer.explore(0..5);
 /// assert!(summary.failure.is_none());
 /// assert_eq!(summary.histories, 5);
@@ -330,7 +330,7 @@ impl Explorer {
         let managers: Vec<SessionManager> = (0..scenario.servers)
             .map(|server| {
                 SessionManager::builder(self.deployment.server_store(server, &shared), key.clone())
-                    .operation_timeout(scenario.operation_timeout)
+                    .with_operation_timeout(scenario.operation_timeout)
                     .build()
                     .expect("the scenario's manager settings are valid")
             })

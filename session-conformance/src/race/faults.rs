@@ -11,8 +11,10 @@ use std::{
 use async_trait::async_trait;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, ErrorKind, OwnerPass, Record, SessionId,
-    SessionStore, Stamp, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionStore, Stamp,
+    },
+    ErrorKind, SessionId, StoreError,
 };
 use tokio::sync::watch;
 

@@ -8,8 +8,10 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionId, SessionStore,
-    Stamp, StoreError,
+    store::{
+        Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionStore, Stamp,
+    },
+    SessionId, StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -182,7 +184,7 @@ struct Armed {
 /// # session_conformance::block_on(async {
 /// use std::{sync::Arc, time::{Duration, SystemTime}};
 /// use session_conformance::race::{GatedStore, Op};
-/// use session_core::{MemoryStore, Record, SessionId, SessionStore};
+/// use session_core::{SessionId, memory::MemoryStore, store::{Record, SessionStore}};
 ///
 /// let shared = Arc::new(MemoryStore::new());
 /// let gated = Arc::new(GatedStore::new(shared.clone()));

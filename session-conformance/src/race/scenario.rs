@@ -3,7 +3,7 @@
 
 use std::{ops::RangeInclusive, time::Duration};
 
-use session_core::SessionManagerBuilder;
+use session_core::manager::ManagerConfig;
 
 use super::faults::StoreFault;
 
@@ -142,7 +142,7 @@ impl Default for Scenario {
             faults: Vec::new(),
             think: Duration::from_millis(20),
             max_delay: Duration::from_millis(4),
-            operation_timeout: SessionManagerBuilder::DEFAULT_OPERATION_TIMEOUT,
+            operation_timeout: ManagerConfig::DEFAULT_OPERATION_TIMEOUT,
             settle: Duration::from_secs(3),
             thief: false,
         }
@@ -156,38 +156,38 @@ impl Scenario {
     }
 
     /// How many app servers (each its own manager and server store).
-    pub fn servers(mut self, servers: usize) -> Self {
+    pub fn with_servers(mut self, servers: usize) -> Self {
         self.servers = servers.max(1);
         self
     }
 
     /// How many clients.
-    pub fn clients(mut self, clients: usize) -> Self {
+    pub fn with_clients(mut self, clients: usize) -> Self {
         self.clients = clients.max(1);
         self
     }
 
     /// How many sessions the clients share at the start (client `i` starts
     /// on session `i % sessions`).
-    pub fn sessions(mut self, sessions: usize) -> Self {
+    pub fn with_sessions(mut self, sessions: usize) -> Self {
         self.sessions = sessions.max(1);
         self
     }
 
     /// How many requests each client makes.
-    pub fn requests(mut self, requests: usize) -> Self {
+    pub fn with_requests(mut self, requests: usize) -> Self {
         self.requests = requests;
         self
     }
 
     /// The request mix.
-    pub fn mix(mut self, mix: Mix) -> Self {
+    pub fn with_mix(mut self, mix: Mix) -> Self {
         self.mix = mix;
         self
     }
 
     /// Adds a fault window.
-    pub fn fault(mut self, window: FaultWindow) -> Self {
+    pub fn with_fault(mut self, window: FaultWindow) -> Self {
         self.faults.push(window);
         self
     }
@@ -196,20 +196,20 @@ impl Scenario {
     /// session's cookie, which it keeps sending whatever responses set,
     /// and which only reads. It is what finds a logged-out session that
     /// comes back after every honest client has dropped its cookie.
-    pub fn thief(mut self) -> Self {
-        self.thief = true;
+    pub fn with_thief(mut self, thief: bool) -> Self {
+        self.thief = thief;
         self
     }
 
     /// The longest pause a client takes before each request.
-    pub fn think_time(mut self, max: Duration) -> Self {
+    pub fn with_think_time(mut self, max: Duration) -> Self {
         self.think = max;
         self
     }
 
     /// The longest delay before a store call reaches the store, and again
     /// before its answer reaches the caller.
-    pub fn max_delay(mut self, max: Duration) -> Self {
+    pub fn with_max_delay(mut self, max: Duration) -> Self {
         self.max_delay = max;
         self
     }
@@ -218,13 +218,13 @@ impl Scenario {
     /// has ended, before the final reads (default 3 s): time for breakers
     /// to probe and replays to run. Virtual time on the explorer's own
     /// runtime, so free there; over real servers, keep it short.
-    pub fn settle(mut self, wait: Duration) -> Self {
+    pub fn with_settle(mut self, wait: Duration) -> Self {
         self.settle = wait;
         self
     }
 
     /// The managers' operation timeout.
-    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self
     }

@@ -5,8 +5,8 @@ use std::{borrow::Cow, time::Duration};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use cookie::Cookie;
 
-use super::{CookieConfig, KeyRing, SameSite};
 use crate::{id::ENCODED_LEN, ConfigError, SessionId};
+use crate::{CookieConfig, KeyRing, SameSite};
 
 /// Bytes of the HMAC-SHA256 tag.
 const TAG_BYTES: usize = 32;
@@ -33,7 +33,7 @@ pub struct Verified {
 /// hand it raw `Cookie` header bytes and get `Set-Cookie` header text back.
 ///
 /// ```
-/// use session_core::{CookieCodec, CookieConfig, Key, SessionId};
+/// use session_core::{CookieConfig, Key, SessionId, cookie::CookieCodec};
 ///
 /// let codec = CookieCodec::new(CookieConfig::default(), Key::generate().into()).unwrap();
 /// let id = SessionId::generate();

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::ConfigError;
 
 /// The `SameSite` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SameSite {
     /// Sent only on same-site requests.
@@ -141,7 +142,13 @@ impl CookieConfig {
     }
 
     /// Checks that browsers will accept the cookie as configured.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the attributes browsers would refuse together (a `__Host-`
+    /// name without `Secure` or with a `Domain`, `SameSite=None` without
+    /// `Secure`, …), naming the offending key.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] whose key is the attribute, under `cookie.`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let is_token_char = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
         if self.name.is_empty() || !self.name.chars().all(is_token_char) {
             return Err(ConfigError::new(

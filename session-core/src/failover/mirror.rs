@@ -220,7 +220,7 @@ impl Inner {
 
     /// Repairs `id` in the background (see [`repair_copy`](Self::repair_copy)),
     /// at most one repair per session at a time, and at most
-    /// [`max_pending`](super::FailoverStoreBuilder::max_pending) at once.
+    /// [`with_max_pending`](super::FailoverStoreBuilder::with_max_pending) at once.
     fn start_repair(self: &Arc<Self>, id: SessionId, winner: Role) {
         {
             let mut repairing = self
@@ -911,7 +911,7 @@ impl Inner {
     /// next read compares again. A commit that arrives after the delete
     /// finds the session missing there and copies it over itself.
     ///
-    /// A store without [`delete_if_version`](crate::SessionStore::delete_if_version)
+    /// A store without [`delete_if_version`](crate::store::SessionStore::delete_if_version)
     /// gets a plain delete: the window above stays open for it.
     async fn remove_stale(self: &Arc<Self>, side: &Side, id: &SessionId, version: u64) -> bool {
         match self

@@ -26,7 +26,8 @@ use crate::{
 };
 
 /// How a [`FailoverStore`] uses its two stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailoverMode {
     /// Every write goes to both stores; reads ask both and serve the newer
@@ -37,7 +38,7 @@ pub enum FailoverMode {
     /// either store dies, no acknowledged write is lost. When a store
     /// comes back it may hold copies from before its outage (or nothing,
     /// after a restart without persistence). A background probe finds it
-    /// within [`probe_interval`](FailoverStoreBuilder::probe_interval)
+    /// within [`with_probe_interval`](FailoverStoreBuilder::with_probe_interval)
     /// (1 s) of answering, whatever the breaker's back-off, and the writes
     /// and deletes this process made during the outage are replayed to it
     /// at once; a read compares versions, serves the newer copy and repairs
@@ -53,7 +54,7 @@ pub enum FailoverMode {
     /// another server that reads one store before the delete and the other
     /// after it cannot bring the session back, and neither can a store that
     /// returns with an old copy. A tombstone lives for
-    /// [`tombstone_ttl`](FailoverStoreBuilder::tombstone_ttl), at least the
+    /// [`with_tombstone_ttl`](FailoverStoreBuilder::with_tombstone_ttl), at least the
     /// absolute timeout. A delete is acknowledged only once a store that
     /// took it holds the tombstone.
     ///
@@ -79,7 +80,7 @@ pub enum FailoverMode {
     #[default]
     Mirror,
     /// Writes go to the primary only; the secondary (a
-    /// [`MemoryStore`](crate::MemoryStore) costs nothing to run) takes new
+    /// [`MemoryStore`](crate::memory::MemoryStore) costs nothing to run) takes new
     /// sessions while the primary is down.
     ///
     /// **Guarantee.** While the primary is up, nothing differs from using
@@ -118,19 +119,19 @@ pub enum FailoverMode {
 ///
 /// # The circuit breakers
 /// Every call to either store runs under the failover
-/// [call timeout](FailoverStoreBuilder::call_timeout) (default 300 ms). A
+/// [call timeout](FailoverStoreBuilder::with_call_timeout) (default 300 ms). A
 /// store's breaker opens after
-/// [`failure_threshold`](FailoverStoreBuilder::failure_threshold)
+/// [`with_failure_threshold`](FailoverStoreBuilder::with_failure_threshold)
 /// consecutive `Unavailable`/`Timeout` errors (default 3), or at once when a
 /// call runs into the call timeout, because a store that hangs has already
 /// cost that request the whole timeout. While it is open, calls skip that
 /// store without waiting on it. After
-/// [`open_for`](FailoverStoreBuilder::open_for) (default 1 s) one probe call
+/// [`with_open_for`](FailoverStoreBuilder::with_open_for) (default 1 s) one probe call
 /// is let through: if it answers, the breaker closes; if not, it stays open
-/// twice as long, up to [`max_open_for`](FailoverStoreBuilder::max_open_for)
+/// twice as long, up to [`with_max_open_for`](FailoverStoreBuilder::with_max_open_for)
 /// (default 30 s). That back-off only spares requests; a background task
 /// probes an open breaker's store every
-/// [`probe_interval`](FailoverStoreBuilder::probe_interval) (default 1 s),
+/// [`with_probe_interval`](FailoverStoreBuilder::with_probe_interval) (default 1 s),
 /// and the first answer closes the breaker and starts the replay, so a
 /// store that is back is repaired within about that long even when the
 /// back-off has grown or no request comes. `Corrupt`, `TooLarge` and every other error kind are the
@@ -161,12 +162,12 @@ pub enum FailoverMode {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::time::{Duration, SystemTime};
-/// use session_core::{FailoverMode, FailoverStore, MemoryStore, Record, SessionId, SessionStore};
+/// use session_core::{SessionId, failover::{FailoverMode, FailoverStore}, memory::MemoryStore, store::{Record, SessionStore}};
 ///
 /// // In production the primary is, say, a RedisStore.
 /// let store = FailoverStore::builder(MemoryStore::new(), MemoryStore::new())
-///     .mode(FailoverMode::Standby)
-///     .call_timeout(Duration::from_millis(200))
+///     .with_mode(FailoverMode::Standby)
+///     .with_call_timeout(Duration::from_millis(200))
 ///     .build()
 ///     .unwrap();
 /// let now = SystemTime::now();
@@ -202,24 +203,79 @@ pub struct FailoverState {
     pub lost_data_secondary: bool,
 }
 
-/// Configures a [`FailoverStore`]; see its docs for what each knob does.
-#[derive(Debug)]
-#[must_use]
-pub struct FailoverStoreBuilder {
-    primary: Arc<dyn SessionStore>,
-    secondary: Arc<dyn SessionStore>,
-    mode: FailoverMode,
-    call_timeout: Duration,
-    breaker: BreakerConfig,
-    tombstone_ttl: Duration,
-    max_pending: usize,
-    probe_interval: Duration,
+/// The settings of a [`FailoverStore`] apart from its two stores: what
+/// [`FailoverStoreBuilder`] sets one by one, as a value that can be read
+/// from config and checked before any store exists. See the
+/// [`FailoverStore`] docs for what each knob does.
+///
+/// It deserializes from a config block (`mode = "standby"`,
+/// `call_timeout = "200ms"`, …); a key it does not know is refused.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::failover::FailoverConfig;
+///
+/// let mut config = FailoverConfig::default();
+/// config.call_timeout = Duration::ZERO;
+/// assert_eq!(config.validate().unwrap_err().key(), "failover.call_timeout");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FailoverConfig {
+    /// Mirror (the default) or standby.
+    pub mode: FailoverMode,
+    /// How long one call to either store may take. A call that runs this
+    /// long counts as an outage and opens that store's breaker at once.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub call_timeout: Duration,
+    /// How many consecutive `Unavailable`/`Timeout` errors open a breaker.
+    pub failure_threshold: u32,
+    /// How long a breaker stays open before its first probe.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub open_for: Duration,
+    /// The longest a breaker stays open between probes.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub max_open_for: Duration,
+    /// How often a store whose breaker is open is probed in the background,
+    /// whatever the breaker's back-off. A store that answers is closed at
+    /// once and the writes it missed start replaying, so it is repaired
+    /// within about this long of coming back even when no request reaches
+    /// the probe. The back-off only decides how often *requests* try the
+    /// store; a background probe costs no request any time.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub probe_interval: Duration,
+    /// (Mirror.) How long the tombstone of a delete that reached only one
+    /// store is kept, and the fence [`delete_by_owner`](SessionStore::delete_by_owner)
+    /// leaves. Set it to at least the manager's absolute timeout: past that,
+    /// no copy of the session it guards can be live anywhere.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub tombstone_ttl: Duration,
+    /// The most sessions per store whose missed writes are remembered for
+    /// replay. Past it, further misses are only repaired when read (and
+    /// counted in `session_kit_failover_replay_dropped_total`).
+    pub max_pending: usize,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            mode: FailoverMode::default(),
+            call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            failure_threshold: Self::DEFAULT_FAILURE_THRESHOLD,
+            open_for: Self::DEFAULT_OPEN_FOR,
+            max_open_for: Self::DEFAULT_MAX_OPEN_FOR,
+            probe_interval: Self::DEFAULT_PROBE_INTERVAL,
+            tombstone_ttl: Self::DEFAULT_TOMBSTONE_TTL,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+        }
+    }
 }
 
 /// The longest breaker back-off accepted.
 const MAX_OPEN_FOR: Duration = Duration::from_secs(24 * 60 * 60);
 
-impl FailoverStoreBuilder {
+impl FailoverConfig {
     /// The default [`call_timeout`](Self::call_timeout).
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(300);
     /// The default [`failure_threshold`](Self::failure_threshold).
@@ -236,66 +292,7 @@ impl FailoverStoreBuilder {
     /// The default [`probe_interval`](Self::probe_interval).
     pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-    /// Mirror (the default) or standby.
-    pub fn mode(mut self, mode: FailoverMode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// How long one call to either store may take. A call that runs this
-    /// long counts as an outage and opens that store's breaker at once.
-    pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.call_timeout = timeout;
-        self
-    }
-
-    /// How many consecutive `Unavailable`/`Timeout` errors open a breaker.
-    pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.breaker.failure_threshold = failures;
-        self
-    }
-
-    /// How long a breaker stays open before its first probe.
-    pub fn open_for(mut self, wait: Duration) -> Self {
-        self.breaker.open_for = wait;
-        self
-    }
-
-    /// The longest a breaker stays open between probes.
-    pub fn max_open_for(mut self, wait: Duration) -> Self {
-        self.breaker.max_open_for = wait;
-        self
-    }
-
-    /// (Mirror.) How long the tombstone of a delete that reached only one
-    /// store is kept, and the fence [`delete_by_owner`](SessionStore::delete_by_owner)
-    /// leaves. Set it to at least the manager's absolute timeout: past that,
-    /// no copy of the session it guards can be live anywhere.
-    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
-        self.tombstone_ttl = ttl;
-        self
-    }
-
-    /// The most sessions per store whose missed writes are remembered for
-    /// replay. Past it, further misses are only repaired when read (and
-    /// counted in `session_kit_failover_replay_dropped_total`).
-    pub fn max_pending(mut self, sessions: usize) -> Self {
-        self.max_pending = sessions;
-        self
-    }
-
-    /// How often a store whose breaker is open is probed in the background,
-    /// whatever the breaker's back-off. A store that answers is closed at
-    /// once and the writes it missed start replaying, so it is repaired
-    /// within about this long of coming back even when no request reaches
-    /// the probe. The back-off only decides how often *requests* try the
-    /// store; a background probe costs no request any time.
-    pub fn probe_interval(mut self, interval: Duration) -> Self {
-        self.probe_interval = interval;
-        self
-    }
-
-    /// Builds the store.
+    /// Checks the settings on their own; no store is needed.
     ///
     /// # Errors
     /// A [`ConfigError`] naming the key (`failover.call_timeout`,
@@ -304,10 +301,10 @@ impl FailoverStoreBuilder {
     /// `failover.tombstone_ttl`) when it is zero,
     /// `max_open_for` is shorter than `open_for`, a back-off is longer than
     /// a day or the tombstone TTL longer than 400 days.
-    pub fn build(self) -> Result<FailoverStore, ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("failover.call_timeout", self.call_timeout),
-            ("failover.open_for", self.breaker.open_for),
+            ("failover.open_for", self.open_for),
             ("failover.probe_interval", self.probe_interval),
             ("failover.tombstone_ttl", self.tombstone_ttl),
         ] {
@@ -318,15 +315,10 @@ impl FailoverStoreBuilder {
         // Bounded so that no deadline computed from them can overflow
         // `Instant` or `SystemTime`; far past any useful value.
         for (key, value, max, what) in [
-            (
-                "failover.open_for",
-                self.breaker.open_for,
-                MAX_OPEN_FOR,
-                "a day",
-            ),
+            ("failover.open_for", self.open_for, MAX_OPEN_FOR, "a day"),
             (
                 "failover.max_open_for",
-                self.breaker.max_open_for,
+                self.max_open_for,
                 MAX_OPEN_FOR,
                 "a day",
             ),
@@ -339,7 +331,7 @@ impl FailoverStoreBuilder {
             (
                 "failover.tombstone_ttl",
                 self.tombstone_ttl,
-                crate::SessionManagerBuilder::MAX_TIMEOUT,
+                crate::manager::ManagerConfig::MAX_TIMEOUT,
                 "400 days, the longest a session can live",
             ),
         ] {
@@ -347,27 +339,112 @@ impl FailoverStoreBuilder {
                 return Err(ConfigError::new(key, format!("must be at most {what}")));
             }
         }
-        if self.breaker.failure_threshold == 0 {
+        if self.failure_threshold == 0 {
             return Err(ConfigError::new(
                 "failover.failure_threshold",
                 "must be at least 1",
             ));
         }
-        if self.breaker.max_open_for < self.breaker.open_for {
+        if self.max_open_for < self.open_for {
             return Err(ConfigError::new(
                 "failover.max_open_for",
                 "must be at least failover.open_for",
             ));
         }
+        Ok(())
+    }
+}
+
+/// Configures a [`FailoverStore`]; see its docs for what each knob does,
+/// and [`FailoverConfig`] for the defaults.
+#[derive(Debug)]
+#[must_use]
+pub struct FailoverStoreBuilder {
+    primary: Arc<dyn SessionStore>,
+    secondary: Arc<dyn SessionStore>,
+    config: FailoverConfig,
+}
+
+impl FailoverStoreBuilder {
+    /// Every setting at once, as read from config.
+    pub fn with_config(mut self, config: FailoverConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Mirror (the default) or standby.
+    pub fn with_mode(mut self, mode: FailoverMode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// How long one call to either store may take: see
+    /// [`FailoverConfig::call_timeout`].
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.call_timeout = timeout;
+        self
+    }
+
+    /// How many consecutive `Unavailable`/`Timeout` errors open a breaker.
+    pub fn with_failure_threshold(mut self, failures: u32) -> Self {
+        self.config.failure_threshold = failures;
+        self
+    }
+
+    /// How long a breaker stays open before its first probe.
+    pub fn with_open_for(mut self, wait: Duration) -> Self {
+        self.config.open_for = wait;
+        self
+    }
+
+    /// The longest a breaker stays open between probes.
+    pub fn with_max_open_for(mut self, wait: Duration) -> Self {
+        self.config.max_open_for = wait;
+        self
+    }
+
+    /// (Mirror.) How long a delete's tombstone is kept: see
+    /// [`FailoverConfig::tombstone_ttl`].
+    pub fn with_tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.config.tombstone_ttl = ttl;
+        self
+    }
+
+    /// The most sessions per store whose missed writes are remembered for
+    /// replay: see [`FailoverConfig::max_pending`].
+    pub fn with_max_pending(mut self, sessions: usize) -> Self {
+        self.config.max_pending = sessions;
+        self
+    }
+
+    /// How often a store whose breaker is open is probed in the background:
+    /// see [`FailoverConfig::probe_interval`].
+    pub fn with_probe_interval(mut self, interval: Duration) -> Self {
+        self.config.probe_interval = interval;
+        self
+    }
+
+    /// Builds the store.
+    ///
+    /// # Errors
+    /// As [`FailoverConfig::validate`].
+    pub fn build(self) -> Result<FailoverStore, ConfigError> {
+        self.config.validate()?;
+        let config = self.config;
+        let breaker = BreakerConfig {
+            failure_threshold: config.failure_threshold,
+            open_for: config.open_for,
+            max_open_for: config.max_open_for,
+        };
         Ok(FailoverStore {
             inner: Arc::new(Inner {
-                mode: self.mode,
-                primary: Side::new(Role::Primary, self.primary, self.breaker),
-                secondary: Side::new(Role::Secondary, self.secondary, self.breaker),
-                call_timeout: self.call_timeout,
-                tombstone_ttl: self.tombstone_ttl,
-                max_pending: self.max_pending,
-                probe_interval: self.probe_interval,
+                mode: config.mode,
+                primary: Side::new(Role::Primary, self.primary, breaker),
+                secondary: Side::new(Role::Secondary, self.secondary, breaker),
+                call_timeout: config.call_timeout,
+                tombstone_ttl: config.tombstone_ttl,
+                max_pending: config.max_pending,
+                probe_interval: config.probe_interval,
                 repairing: Mutex::new(std::collections::HashSet::new()),
                 epoch_mark: SessionId::generate().derive(EPOCH_DOMAIN),
             }),
@@ -394,16 +471,7 @@ impl FailoverStore {
         FailoverStoreBuilder {
             primary: Arc::new(primary),
             secondary: Arc::new(secondary),
-            mode: FailoverMode::default(),
-            call_timeout: FailoverStoreBuilder::DEFAULT_CALL_TIMEOUT,
-            breaker: BreakerConfig {
-                failure_threshold: FailoverStoreBuilder::DEFAULT_FAILURE_THRESHOLD,
-                open_for: FailoverStoreBuilder::DEFAULT_OPEN_FOR,
-                max_open_for: FailoverStoreBuilder::DEFAULT_MAX_OPEN_FOR,
-            },
-            tombstone_ttl: FailoverStoreBuilder::DEFAULT_TOMBSTONE_TTL,
-            max_pending: FailoverStoreBuilder::DEFAULT_MAX_PENDING,
-            probe_interval: FailoverStoreBuilder::DEFAULT_PROBE_INTERVAL,
+            config: FailoverConfig::default(),
         }
     }
 
@@ -521,7 +589,7 @@ impl SessionStore for FailoverStore {
     ///
     /// In mirror mode it first leaves an owner fence in both stores (a
     /// marker record under an id derived from the owner's name, kept for
-    /// [`tombstone_ttl`](FailoverStoreBuilder::tombstone_ttl)): the repair
+    /// [`with_tombstone_ttl`](FailoverStoreBuilder::with_tombstone_ttl)): the repair
     /// that copies a session one store lacks from the other refuses a
     /// session of that owner created before the fence, so a commit racing
     /// the call cannot copy an ended session back. A session created within

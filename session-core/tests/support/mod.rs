@@ -1,7 +1,7 @@
 //! What the manager-level tests share: reading what a finished request
 //! answered.
 
-use session_core::{Finish, SessionId};
+use session_core::{manager::Finish, SessionId};
 
 /// The `name=value` of the `Set-Cookie` a finished request sends, if any.
 ///

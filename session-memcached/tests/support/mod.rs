@@ -10,7 +10,7 @@ use std::{
 
 use memcache::exp::{AsyncMetaClient, Get, Meta};
 use session_conformance::{async_trait, testkit::MemcachedServer, StoreFactory};
-use session_core::{Record, SessionStore};
+use session_core::store::{Record, SessionStore};
 use session_memcached::{MemcachedConfig, MemcachedStore};
 
 /// Memcached counts whole seconds, and a loaded `expires_at` is read back

@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use session_conformance::{async_trait, StoreFactory};
-use session_core::{Record, SessionStore};
+use session_core::store::{Record, SessionStore};
 use session_redis::{RedisConfig, RedisStore};
 
 /// Hands the suite stores on one Redis deployment, each under the prefix the

@@ -1,21 +1,26 @@
-//! How config values are read: durations, secrets, server addresses and the
-//! enums of session-core, which carry no serde support of their own.
+//! For backend authors: how session-kit's configs read their values, so
+//! every backend's config reads durations, secrets and addresses alike and
+//! answers a bad value with the same message. Use these with
+//! `#[serde(deserialize_with = "…")]` on a backend config's fields.
+//!
+//! Apps do not need this module: they deserialize a backend's config (or
+//! session-kit's `SessionConfig`) as a whole.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+
+use crate::ConfigError;
 
 use serde::{de, Deserialize, Deserializer};
-
-use crate::{ErrorPolicy, FailoverMode, SameSite};
 
 /// A duration as `"30m"`, `"1h 30m"`, `"250ms"` (humantime), or a whole
 /// number of seconds. A negative value is refused with its own message, so
 /// `-5` does not read as a type error.
-pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     deserializer.deserialize_any(DurationVisitor)
 }
 
 /// [`duration`], for an optional key.
-pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
+pub fn optional_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     duration(deserializer).map(Some)
@@ -64,7 +69,7 @@ impl de::Visitor<'_> for DurationVisitor {
 
 /// A name, such as a node id, for an optional key. A number is taken as its
 /// digits: `SESSION__STORE__NODE_ID=1` reaches serde as the integer 1.
-pub(crate) fn optional_name<'de, D: Deserializer<'de>>(
+pub fn optional_name<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     struct NameVisitor;
@@ -94,7 +99,7 @@ pub(crate) fn optional_name<'de, D: Deserializer<'de>>(
 
 /// An `ip:port` socket address, for an optional key, refused with an
 /// example of the form when it is not one.
-pub(crate) fn optional_socket_addr<'de, D: Deserializer<'de>>(
+pub fn optional_socket_addr<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -110,7 +115,7 @@ pub(crate) fn optional_socket_addr<'de, D: Deserializer<'de>>(
 /// `Debug` output never shows the value, so a logged config leaks nothing.
 ///
 /// ```
-/// use session_kit::config::Secret;
+/// use session_core::config::Secret;
 ///
 /// let secret = Secret::new("correct horse battery staple, but longer");
 /// assert_eq!(format!("{secret:?}"), "Secret(..)");
@@ -156,7 +161,7 @@ impl From<String> for Secret {
 /// replaced by `***`.
 ///
 /// ```
-/// use session_kit::config::Endpoint;
+/// use session_core::config::Endpoint;
 ///
 /// let url = Endpoint::from("redis://app:hunter2@10.0.0.5:6379/0");
 /// assert_eq!(format!("{url:?}"), "\"redis://***@10.0.0.5:6379/0\"");
@@ -204,37 +209,52 @@ impl From<String> for Endpoint {
     }
 }
 
-/// Reads a session-core enum through a private mirror that derives
-/// `Deserialize`, so an unknown value is answered with the list of valid
-/// ones, and session-core stays free of serde attributes on its policy types.
-macro_rules! mirror_enum {
-    ($fn_name:ident, $target:ty, $mirror:ident { $($variant:ident => $value:expr),+ $(,)? }) => {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        enum $mirror {
-            $($variant),+
-        }
+/// The most a secret file may hold. A secret needs well under a kilobyte;
+/// the cap is there so that a path to a device or a growing file
+/// (`/dev/zero`, a log) is refused instead of read until memory runs out.
+pub const MAX_SECRET_FILE_BYTES: usize = 64 * 1024;
 
-        pub(crate) fn $fn_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<$target, D::Error> {
-            Ok(match $mirror::deserialize(deserializer)? {
-                $($mirror::$variant => $value),+
-            })
-        }
+/// The secret in the file at `path`, for key `name`: at most
+/// [`MAX_SECRET_FILE_BYTES`], refused beyond that, without the one trailing
+/// newline editors and `echo` add.
+///
+/// # Errors
+/// A [`ConfigError`] for `name` when the file cannot be read or is too
+/// large.
+pub fn read_secret_file(name: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read as _;
+
+    let cannot_read = |err: std::io::Error| {
+        ConfigError::new(
+            name.to_owned(),
+            format!("cannot read `{}`: {err}", path.display()),
+        )
     };
+    let mut contents = Vec::new();
+    // One byte past the cap tells "exactly the cap" from "more", without
+    // ever reading more than that.
+    std::fs::File::open(path)
+        .map_err(cannot_read)?
+        .take(MAX_SECRET_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut contents)
+        .map_err(cannot_read)?;
+    if contents.len() > MAX_SECRET_FILE_BYTES {
+        return Err(ConfigError::new(
+            name.to_owned(),
+            format!(
+                "`{}` holds more than {} KiB; a secret file holds one secret",
+                path.display(),
+                MAX_SECRET_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    // Files written by `echo` or an editor end in a newline that is not
+    // part of the secret.
+    if contents.ends_with(b"\n") {
+        contents.pop();
+        if contents.ends_with(b"\r") {
+            contents.pop();
+        }
+    }
+    Ok(contents)
 }
-
-mirror_enum!(same_site, SameSite, SameSiteName {
-    Strict => SameSite::Strict,
-    Lax => SameSite::Lax,
-    None => SameSite::None,
-});
-
-mirror_enum!(error_policy, ErrorPolicy, ErrorPolicyName {
-    Reject => ErrorPolicy::Reject,
-    TreatAsEmpty => ErrorPolicy::TreatAsEmpty,
-});
-
-mirror_enum!(failover_mode, FailoverMode, FailoverModeName {
-    Mirror => FailoverMode::Mirror,
-    Standby => FailoverMode::Standby,
-});

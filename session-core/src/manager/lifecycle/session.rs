@@ -189,7 +189,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// assert_eq!(session.get::<String>("user").await.unwrap(), None);
     /// session.insert("user", "ada").await.unwrap();
@@ -212,7 +212,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// session.insert("cart", vec![1, 2, 3]).await.unwrap();
     /// assert_eq!(session.get::<Vec<u8>>("cart").await.unwrap(), Some(vec![1, 2, 3]));
@@ -240,7 +240,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// session.insert("flash", "saved").await.unwrap();
     /// assert!(session.remove("flash").await.unwrap());
@@ -257,7 +257,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// session.insert("flash", "saved").await.unwrap();
     /// assert_eq!(session.take::<String>("flash").await.unwrap().as_deref(), Some("saved"));
@@ -283,7 +283,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// session.insert("a", 1).await.unwrap();
     /// session.clear().await.unwrap();
@@ -319,13 +319,13 @@ impl Session {
     /// refused, so nothing acknowledged is lost. If the old session was
     /// ended meanwhile (a logout, "log out everywhere"), the new one is
     /// ended too. If the store cannot delete by version
-    /// ([`SessionStore::delete_if_version`](crate::SessionStore::delete_if_version)),
+    /// ([`SessionStore::delete_if_version`](crate::store::SessionStore::delete_if_version)),
     /// or other requests keep committing, the request fails (503) and the
     /// session keeps its old id and every write.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// session.insert("user", "ada").await.unwrap();
     /// let before = session.id().await.unwrap();
@@ -346,7 +346,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// session.insert("user", "ada").await.unwrap();
     /// session.destroy().await.unwrap();
@@ -388,7 +388,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// # let session = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap().start(std::iter::empty());
     /// session.cycle_id().await.unwrap();
     /// session.set_owner("user-42").await.unwrap();
@@ -440,7 +440,7 @@ impl Session {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # use session_core::{Key, MemoryStore, SessionManager};
+    /// # use session_core::{Key, SessionManager, memory::MemoryStore};
     /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
     /// for _ in 0..2 {
     ///     let laptop = manager.start(std::iter::empty());

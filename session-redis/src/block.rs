@@ -1,0 +1,132 @@
+//! `RedisConfig` from a config block (feature `serde`): the block as
+//! written, then the same checks as the builder's.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use session_core::{
+    config::{optional_duration, Endpoint, Secret},
+    ConfigError,
+};
+
+use crate::RedisConfig;
+
+/// A Redis block as written: exactly one of `url`, `sentinels` (with
+/// `service_name`) and `nodes`, and the options every topology shares.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisBlock {
+    url: Option<Endpoint>,
+    sentinels: Option<Vec<Endpoint>>,
+    service_name: Option<String>,
+    username: Option<String>,
+    password: Option<Secret>,
+    db: Option<i64>,
+    nodes: Option<Vec<Endpoint>>,
+    key_prefix: Option<String>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    operation_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    connect_timeout: Option<Duration>,
+}
+
+impl TryFrom<RedisBlock> for RedisConfig {
+    type Error = ConfigError;
+
+    fn try_from(block: RedisBlock) -> Result<Self, ConfigError> {
+        let strings = |list: Vec<Endpoint>| {
+            list.iter()
+                .map(|endpoint| endpoint.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let given = [
+            block.url.is_some(),
+            block.sentinels.is_some(),
+            block.nodes.is_some(),
+        ];
+        if given.iter().filter(|set| **set).count() != 1 {
+            return Err(ConfigError::new(
+                "url",
+                "give exactly one of url (redis://, redis+sentinel:// or redis+cluster://), \
+                 sentinels with service_name, or nodes",
+            ));
+        }
+        if block.sentinels.is_none() {
+            let master_only = [
+                ("service_name", block.service_name.is_some()),
+                ("username", block.username.is_some()),
+                ("password", block.password.is_some()),
+                ("db", block.db.is_some()),
+            ];
+            if let Some((option, _)) = master_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(
+                    *option,
+                    "applies only with sentinels; for one server or a cluster put credentials \
+                     and database in the URL (redis://user:password@host:6379/0)",
+                ));
+            }
+        }
+        let mut config = if let Some(url) = &block.url {
+            Self::from_url(url.as_str())?
+        } else if let Some(sentinels) = block.sentinels {
+            let service_name = block.service_name.ok_or_else(|| {
+                ConfigError::new("service_name", "name the master the sentinels monitor")
+            })?;
+            let mut config = Self::sentinel(strings(sentinels), service_name).with_master_auth(
+                block.username,
+                block.password.map(|password| password.expose().to_owned()),
+            );
+            if let Some(db) = block.db {
+                config = config.with_master_db(db);
+            }
+            config
+        } else {
+            Self::cluster(strings(block.nodes.unwrap_or_default()))
+        };
+        if let Some(prefix) = block.key_prefix {
+            config = config.with_key_prefix(prefix);
+        }
+        if let Some(timeout) = block.operation_timeout {
+            config = config.with_operation_timeout(timeout);
+        }
+        if let Some(timeout) = block.connect_timeout {
+            config = config.with_connect_timeout(timeout);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Topology;
+
+    fn read(json: &str) -> Result<RedisConfig, String> {
+        serde_json::from_str(json).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn a_sentinel_block_reads_its_master_settings() {
+        let config = read(
+            r#"{"sentinels": ["redis://10.0.0.1:26379"], "service_name": "sessions",
+                "password": "pw", "db": 3, "operation_timeout": "250ms"}"#,
+        )
+        .unwrap();
+        let Topology::Sentinel { password, db, .. } = config.topology() else {
+            panic!("{config:?}")
+        };
+        assert_eq!((password.as_deref(), *db), (Some("pw"), 3));
+        assert_eq!(config.operation_timeout(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn errors_name_the_key_relative_to_the_block() {
+        let err = read(r#"{"url": "redis://a:6379", "nodes": ["redis://b:7000"]}"#).unwrap_err();
+        assert!(err.starts_with("invalid session config `url`"), "{err}");
+        let err = read(r#"{"url": "redis://a:6379", "db": 2}"#).unwrap_err();
+        assert!(err.starts_with("invalid session config `db`"), "{err}");
+        let err = read(r#"{"url": "redis://a:6379", "pool_size": 2}"#).unwrap_err();
+        assert!(err.contains("unknown field `pool_size`"), "{err}");
+    }
+}
