@@ -101,6 +101,17 @@ impl<'a> World<'a> {
         self.serve(self.manager()).await
     }
 
+    /// Serves with both timeouts set, for the scenarios that keep a session
+    /// busy until the absolute timeout ends it.
+    pub(super) async fn serve_with_timeouts(
+        &self,
+        idle: Duration,
+        absolute: Duration,
+    ) -> RunningApp {
+        self.serve(self.manager().idle_timeout(idle).absolute_timeout(absolute))
+            .await
+    }
+
     pub(super) async fn get(&self, app: &RunningApp, path: &str, cookie: Option<&str>) -> Reply {
         let mut request = self.client.get(format!("http://{}{path}", app.addr()));
         if let Some(cookie) = cookie {
@@ -139,9 +150,10 @@ pub(super) async fn send(request: reqwest::RequestBuilder) -> Reply {
 }
 
 /// A `GET` of `path` with `cookie` as the raw bytes of its `Cookie`
-/// header, over a fresh connection: the status, and the whole response as
-/// (lossy) text. Bounded by a 10 s timeout.
-pub(super) async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8]) -> (u16, String) {
+/// header, over a fresh connection. Raw bytes on a socket: an HTTP client
+/// library would refuse to send some hostile cookies (a null byte), and an
+/// attacker's would not. Bounded by a 10 s timeout.
+pub(super) async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8]) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let exchange = async {
@@ -158,13 +170,60 @@ pub(super) async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8]) -> (u16
         .await
         .expect("the server answers within 10 s")
         .expect("the server answers rather than dropping the connection");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
+    parse_response(&String::from_utf8_lossy(&response))
+}
+
+/// Reads an HTTP/1.1 response: its status, its `Set-Cookie` headers, and
+/// its body, whole or chunked.
+fn parse_response(text: &str) -> Reply {
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| not_http(text));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    (status, text)
+        .unwrap_or_else(|| not_http(text));
+    let mut set_cookies = Vec::new();
+    let mut chunked = false;
+    for (name, value) in lines.filter_map(|line| line.split_once(':')) {
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("set-cookie") {
+            set_cookies.push(value.to_owned());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        }
+    }
+    let body = if chunked {
+        dechunk(body).unwrap_or_else(|| not_http(text))
+    } else {
+        body.to_owned()
+    };
+    Reply {
+        status,
+        body,
+        set_cookies,
+    }
+}
+
+fn not_http<T>(text: &str) -> T {
+    panic!("not an HTTP response: {text:?}")
+}
+
+/// The body of a chunked response, or `None` when it is cut short. Each
+/// chunk consumes its size line, so the loop ends within `body.len()` turns.
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut whole = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(whole);
+        }
+        whole.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 pub(super) fn session_id_of(cookie: &str) -> &str {
