@@ -108,10 +108,14 @@ fn hostile_cookies(target: &Target, key: &Key) -> Vec<Hostile> {
     for same_length in [&forged, &padded_id, &padded_tag, &tag_with_a_gap] {
         assert_eq!(same_length.len(), value.len(), "{same_length}");
     }
+    // The victim's genuine cookie comes last: only the cap on how many of
+    // our cookies one request may make us verify keeps the server from
+    // working through all 200 of them, and this shows whether it held.
     let mut session_cookies_100_kb = String::with_capacity(100 * 1024 + 512);
     while session_cookies_100_kb.len() < 100 * 1024 {
         session_cookies_100_kb.push_str(&format!("{name}={}; ", "A".repeat(500)));
     }
+    session_cookies_100_kb.push_str(&target.victim);
     let mut junk_then_ours = String::with_capacity(100 * 1024 + 4400);
     let mut i = 0;
     while junk_then_ours.len() < 100 * 1024 {
@@ -204,7 +208,7 @@ fn hostile_cookies(target: &Target, key: &Key) -> Vec<Hostile> {
             Expect::FreshOrRefused,
         ),
         case(
-            "a 100 KB header of session cookies",
+            "a 100 KB header of session cookies, the genuine one last",
             session_cookies_100_kb.into_bytes(),
             Expect::FreshOrRefused,
         ),
@@ -222,7 +226,7 @@ impl Hostile {
     /// answers and every store call they cost.
     async fn check(&self, world: &World<'_>, target: &Target) {
         let what = self.what;
-        let read = raw_get(target.app.addr(), "/whoami", &self.header).await;
+        let read = raw_get(target.app.addr(), "/whoami", &self.header, what).await;
         if self.served(&read) {
             assert_eq!(
                 read.body, "anonymous",
@@ -239,7 +243,7 @@ impl Hostile {
             "{what}: a read-only page costs at most the lookup of a dead id, and never a write"
         );
 
-        let write = raw_get(target.app.addr(), "/counter", &self.header).await;
+        let write = raw_get(target.app.addr(), "/counter", &self.header, what).await;
         if !self.served(&write) {
             assert_eq!(world.store.take_calls(), Calls::default(), "{what}");
             return;

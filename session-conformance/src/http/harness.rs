@@ -152,8 +152,9 @@ pub(super) async fn send(request: reqwest::RequestBuilder) -> Reply {
 /// A `GET` of `path` with `cookie` as the raw bytes of its `Cookie`
 /// header, over a fresh connection. Raw bytes on a socket: an HTTP client
 /// library would refuse to send some hostile cookies (a null byte), and an
-/// attacker's would not. Bounded by a 10 s timeout.
-pub(super) async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8]) -> Reply {
+/// attacker's would not. Bounded by a 10 s timeout. Every failure names
+/// `what` was sent.
+pub(super) async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8], what: &str) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let exchange = async {
@@ -168,23 +169,28 @@ pub(super) async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8]) -> Repl
     };
     let response = tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .expect("the server answers within 10 s")
-        .expect("the server answers rather than dropping the connection");
-    parse_response(&String::from_utf8_lossy(&response))
+        .unwrap_or_else(|_| panic!("{what}: the server did not answer {path} within 10 s"))
+        .unwrap_or_else(|err| {
+            panic!("{what}: the server dropped the connection instead of answering {path}: {err}")
+        });
+    assert!(
+        !response.is_empty(),
+        "{what}: the server closed the connection without answering {path} (did it panic?)"
+    );
+    let text = String::from_utf8_lossy(&response);
+    parse_response(&text)
+        .unwrap_or_else(|| panic!("{what}: not an HTTP response to {path}: {text:?}"))
 }
 
 /// Reads an HTTP/1.1 response: its status, its `Set-Cookie` headers, and
-/// its body, whole or chunked.
-fn parse_response(text: &str) -> Reply {
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| not_http(text));
+/// its body, whole or chunked; `None` when it is not one.
+fn parse_response(text: &str) -> Option<Reply> {
+    let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| not_http(text));
+        .and_then(|code| code.parse().ok())?;
     let mut set_cookies = Vec::new();
     let mut chunked = false;
     for (name, value) in lines.filter_map(|line| line.split_once(':')) {
@@ -196,19 +202,15 @@ fn parse_response(text: &str) -> Reply {
         }
     }
     let body = if chunked {
-        dechunk(body).unwrap_or_else(|| not_http(text))
+        dechunk(body)?
     } else {
         body.to_owned()
     };
-    Reply {
+    Some(Reply {
         status,
         body,
         set_cookies,
-    }
-}
-
-fn not_http<T>(text: &str) -> T {
-    panic!("not an HTTP response: {text:?}")
+    })
 }
 
 /// The body of a chunked response, or `None` when it is cut short. Each
