@@ -16,8 +16,8 @@ use crate::{instrumented::Calls, store::StoreFactory};
 /// What a hostile cookie must come to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
-    /// It does not verify: the stranger's answer, and the store never hears
-    /// of the id in it.
+    /// It does not verify: the answer a stranger gets, and the store never
+    /// hears of the id in it.
     Fresh,
     /// It verifies, but names a session the store does not hold (logged
     /// out, cycled away, never issued): the id is looked up once and found
@@ -221,9 +221,9 @@ fn hostile_cookies(target: &Target, key: &Key) -> Vec<Hostile> {
 }
 
 impl Hostile {
-    /// Sends this cookie to a page that only reads the session (`/whoami`),
-    /// then to one that writes it (`/counter`) of `target`, and checks both
-    /// answers and every store call they cost.
+    /// Sends this cookie to `target`, first to a page that only reads the
+    /// session (`/whoami`), then to one that writes it (`/counter`), and
+    /// checks both answers and every store call they cost.
     async fn check(&self, world: &World<'_>, target: &Target) {
         let what = self.what;
         let read = raw_get(target.app.addr(), "/whoami", &self.header, what).await;
@@ -307,9 +307,9 @@ impl Hostile {
     }
 }
 
-/// Every cookie of the one hostile list ([`hostile_cookies`]: forged and
-/// foreign signatures, malformed values, dead ids, many and huge cookies,
-/// bytes that are not text) is sent to a page that reads the session and to
+/// Every cookie of one hostile list (forged and foreign signatures,
+/// malformed values, dead ids, many and huge cookies, bytes that are not
+/// text; each case named in the failure it causes) is sent to a page that reads the session and to
 /// one that writes it. Each gets the answer a stranger gets, or, when it is
 /// malformed at the HTTP level, a clean 4xx; never a 5xx and never someone
 /// else's session. A cookie that does not verify costs no store call at

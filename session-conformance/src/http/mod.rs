@@ -4,6 +4,17 @@
 //! An adapter takes part by implementing [`TestApp`]: serve [`respond`] on a
 //! loopback port behind its session middleware. Every scenario is written
 //! once, here, and runs unchanged against every framework.
+//!
+//! The scenarios, by theme (each a public function here, and a `#[test]`
+//! of [`http_suite!`](crate::http_suite)):
+//!
+//! | theme | scenarios |
+//! |---|---|
+//! | lifecycle | counting, the cookie's attributes, login, logout, read-only pages |
+//! | cookies | one list of hostile cookies, key rotation |
+//! | expiry | the idle and the absolute timeout |
+//! | outage | 503 on a failing store, `TreatAsEmpty`, a hung store |
+//! | owners | log out everywhere |
 
 use std::{
     net::SocketAddr,
