@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use session_core::{ErrorKind, ErrorPolicy};
+use session_core::{ErrorKind, ErrorPolicy, SessionManagerBuilder};
 
-use super::{harness::World, TestApp};
+use super::{harness::World, RunningApp, TestApp};
 use crate::{
     instrumented::{Calls, Fault},
     store::StoreFactory,
@@ -19,12 +19,8 @@ pub async fn store_outage_answers_503_and_overwrites_nothing(
     factory: &dyn StoreFactory,
 ) {
     let world = World::new(app, factory).await;
-    let app = world.serve_default().await;
-    let cookie = world.get(&app, "/counter", None).await.issued();
-
-    world
-        .store
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    let unavailable = Fault::Fail(ErrorKind::Unavailable);
+    let (app, cookie) = a_session_then_an_outage(&world, world.manager(), unavailable).await;
     for path in ["/counter", "/read", "/login"] {
         let reply = world.get(&app, path, Some(&cookie)).await;
         assert_eq!(
@@ -44,12 +40,7 @@ pub async fn store_outage_answers_503_and_overwrites_nothing(
         .await
         .assert_ok("untouched");
 
-    world.store.set_fault(None);
-    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
-    world
-        .get(&app, "/counter", Some(&cookie))
-        .await
-        .assert_ok("2");
+    end_the_outage_and_find_the_session_intact(&world, &app, &cookie).await;
 }
 
 /// Under `TreatAsEmpty` a read during an outage sees an empty session and the
@@ -60,14 +51,9 @@ pub async fn treat_as_empty_policy_serves_reads_during_an_outage(
     factory: &dyn StoreFactory,
 ) {
     let world = World::new(app, factory).await;
-    let app = world
-        .serve(world.manager().error_policy(ErrorPolicy::TreatAsEmpty))
-        .await;
-    let cookie = world.get(&app, "/counter", None).await.issued();
-
-    world
-        .store
-        .set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
+    let manager = world.manager().error_policy(ErrorPolicy::TreatAsEmpty);
+    let unavailable = Fault::Fail(ErrorKind::Unavailable);
+    let (app, cookie) = a_session_then_an_outage(&world, manager, unavailable).await;
     let read = world.get(&app, "/read", Some(&cookie)).await;
     read.assert_ok("none");
     assert!(
@@ -77,8 +63,7 @@ pub async fn treat_as_empty_policy_serves_reads_during_an_outage(
     let write = world.get(&app, "/counter", Some(&cookie)).await;
     assert_eq!((write.status, write.body.as_str()), (503, ""), "{write:?}");
 
-    world.store.set_fault(None);
-    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+    end_the_outage_and_find_the_session_intact(&world, &app, &cookie).await;
 }
 
 /// Under `TreatAsEmpty`, a request that changes a session whose load failed
@@ -91,15 +76,9 @@ pub async fn treat_as_empty_policy_refuses_a_write_after_a_failed_load(
     factory: &dyn StoreFactory,
 ) {
     let world = World::new(app, factory).await;
-    let app = world
-        .serve(world.manager().error_policy(ErrorPolicy::TreatAsEmpty))
-        .await;
-    let cookie = world.get(&app, "/counter", None).await.issued();
-    world.store.take_calls();
-
-    world
-        .store
-        .set_fault(Some(Fault::FailReads(ErrorKind::Timeout)));
+    let manager = world.manager().error_policy(ErrorPolicy::TreatAsEmpty);
+    let reads_time_out = Fault::FailReads(ErrorKind::Timeout);
+    let (app, cookie) = a_session_then_an_outage(&world, manager, reads_time_out).await;
     for path in ["/counter", "/login", "/login-as/eve", "/logout-everywhere"] {
         let reply = world.get(&app, path, Some(&cookie)).await;
         assert_eq!(
@@ -118,12 +97,7 @@ pub async fn treat_as_empty_policy_refuses_a_write_after_a_failed_load(
         );
     }
 
-    world.store.set_fault(None);
-    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
-    world
-        .get(&app, "/counter", Some(&cookie))
-        .await
-        .assert_ok("2");
+    end_the_outage_and_find_the_session_intact(&world, &app, &cookie).await;
 }
 
 /// A store that never answers costs a request at most the operation timeout,
@@ -134,12 +108,8 @@ pub async fn hung_store_answers_within_the_operation_timeout(
 ) {
     const OPERATION_TIMEOUT: Duration = Duration::from_millis(200);
     let world = World::new(app, factory).await;
-    let app = world
-        .serve(world.manager().operation_timeout(OPERATION_TIMEOUT))
-        .await;
-    let cookie = world.get(&app, "/counter", None).await.issued();
-
-    world.store.set_fault(Some(Fault::Hang));
+    let manager = world.manager().operation_timeout(OPERATION_TIMEOUT);
+    let (app, cookie) = a_session_then_an_outage(&world, manager, Fault::Hang).await;
     let started = Instant::now();
     let reply = world.get(&app, "/read", Some(&cookie)).await;
     let took = started.elapsed();
@@ -151,6 +121,35 @@ pub async fn hung_store_answers_within_the_operation_timeout(
         "a hung store held the request for {took:?}"
     );
 
+    end_the_outage_and_find_the_session_intact(&world, &app, &cookie).await;
+}
+
+/// Serves `manager`, starts a session that counts 1, then makes the store
+/// fail with `fault`: the app, and the session's cookie. The store's call
+/// counts start at zero from there.
+async fn a_session_then_an_outage(
+    world: &World<'_>,
+    manager: SessionManagerBuilder,
+    fault: Fault,
+) -> (RunningApp, String) {
+    let app = world.serve(manager).await;
+    let cookie = world.get(&app, "/counter", None).await.issued();
+    world.store.take_calls();
+    world.store.set_fault(Some(fault));
+    (app, cookie)
+}
+
+/// Ends the outage and checks that the session, which counted 1 before it,
+/// came through it as it was: it reads 1 and counts on to 2.
+async fn end_the_outage_and_find_the_session_intact(
+    world: &World<'_>,
+    app: &RunningApp,
+    cookie: &str,
+) {
     world.store.set_fault(None);
-    world.get(&app, "/read", Some(&cookie)).await.assert_ok("1");
+    world.get(app, "/read", Some(cookie)).await.assert_ok("1");
+    world
+        .get(app, "/counter", Some(cookie))
+        .await
+        .assert_ok("2");
 }
