@@ -7,7 +7,7 @@
 //! | module | what it checks | what you provide |
 //! |---|---|---|
 //! | [`store`] | the [`SessionStore`](session_core::store::SessionStore) contract: expiry, create-never-overwrites, atomic delta commits, 100 concurrent disjoint commits, touch, delete, prefix isolation, 256 KiB values, versions, stamps | a [`StoreFactory`] |
-//! | [`http`] | the lifecycle over real HTTP: counter, login with `cycle_id`, logout, idle and absolute expiry, bad cookies, key rotation, no-write reads, oversized headers, the error policy and the operation timeout | a [`TestApp`] for your framework, and a [`StoreFactory`] |
+//! | [`http`] | the lifecycle over real HTTP: counter, login with `cycle_id`, logout, idle and absolute expiry, one list of hostile cookies (forged, foreign, malformed, dead, many, oversized, not UTF-8), key rotation, no-write reads, the error policy and the operation timeout | a [`TestApp`] for your framework, and a [`StoreFactory`] |
 //!
 //! [`InstrumentedStore`] wraps a real store to count calls and inject
 //! faults; it stands in for no backend. The [`race`] module holds the race
