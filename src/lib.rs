@@ -111,7 +111,10 @@
 //!   interleaving, and a schedule explorer with a history checker over
 //!   every store (`session_conformance::race`).
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
+// feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
+// merged into it (Rust 1.92).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod build;
 pub mod config;

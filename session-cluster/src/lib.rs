@@ -214,6 +214,10 @@
 //!   their deadline. A node serves at most 1024 peer requests at once and
 //!   answers `503` past that instead of queueing.
 #![forbid(unsafe_code)]
+// On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
+// feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
+// merged into it (Rust 1.92).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "serde")]
 mod block;

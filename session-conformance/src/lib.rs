@@ -53,6 +53,10 @@
 //! [`store_suite!`] and [`http_suite!`] expand to one `#[test]` per contract
 //! test, so failures are reported by name and tests run in parallel.
 #![forbid(unsafe_code)]
+// On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
+// feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
+// merged into it (Rust 1.92).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod instrumented;
 mod macros;

@@ -108,7 +108,10 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
+// feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
+// merged into it (Rust 1.92).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;
 pub mod config;

@@ -109,6 +109,10 @@
 //!   fields and back without a server, for benchmarks, fuzzers and tools.
 //!   Not a stable API.
 #![forbid(unsafe_code)]
+// On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
+// feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
+// merged into it (Rust 1.92).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "serde")]
 mod block;
