@@ -6,7 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use session_core::{
-    config::{optional_duration, optional_name, optional_socket_addr, read_secret_file, Secret},
+    config::{
+        optional_duration, optional_name, optional_socket_addr, read_secret_file, set_if, Secret,
+    },
     ConfigError,
 };
 
@@ -135,42 +137,34 @@ impl TryFrom<ClusterBlock> for ClusterConfig {
                 }
             }
         }
-        if let Some(addr) = block.advertise {
-            config = config.with_advertise(addr);
-        }
-        if let Some(prefix) = block.key_prefix {
-            config = config.with_key_prefix(prefix);
-        }
-        if let Some(timeout) = block.operation_timeout {
-            config = config.with_operation_timeout(timeout);
-        }
-        if let Some(timeout) = block.connect_timeout {
-            config = config.with_connect_timeout(timeout);
-        }
-        if let Some(entries) = block.max_capacity {
-            config = config.with_max_capacity(entries);
-        }
-        if let Some(copies) = block.replication_factor {
-            config = config.with_replication_factor(copies);
-        }
-        if let Some(nodes) = block.cluster_size {
-            config = config.with_cluster_size(nodes);
-        }
-        if let Some(requests) = block.max_in_flight_per_peer {
-            config = config.with_max_in_flight_per_peer(requests);
-        }
-        if let Some(time) = block.settle_time {
-            config = config.with_settle_time(time);
-        }
-        if let Some(interval) = block.anti_entropy_interval {
-            config = config.with_anti_entropy_interval(interval);
-        }
-        if let Some(period) = block.probe_period {
-            config = config.with_probe_period(period);
-        }
-        if let Some(timeout) = block.suspect_timeout {
-            config = config.with_suspect_timeout(timeout);
-        }
+        config = set_if(config, block.advertise, Self::with_advertise);
+        config = set_if(config, block.key_prefix, Self::with_key_prefix);
+        config = set_if(
+            config,
+            block.operation_timeout,
+            Self::with_operation_timeout,
+        );
+        config = set_if(config, block.connect_timeout, Self::with_connect_timeout);
+        config = set_if(config, block.max_capacity, Self::with_max_capacity);
+        config = set_if(
+            config,
+            block.replication_factor,
+            Self::with_replication_factor,
+        );
+        config = set_if(config, block.cluster_size, Self::with_cluster_size);
+        config = set_if(
+            config,
+            block.max_in_flight_per_peer,
+            Self::with_max_in_flight_per_peer,
+        );
+        config = set_if(config, block.settle_time, Self::with_settle_time);
+        config = set_if(
+            config,
+            block.anti_entropy_interval,
+            Self::with_anti_entropy_interval,
+        );
+        config = set_if(config, block.probe_period, Self::with_probe_period);
+        config = set_if(config, block.suspect_timeout, Self::with_suspect_timeout);
         // The builder calls the secret `secret`; the block names the option
         // it was given in.
         config.validate().map_err(|err| match err.key() {

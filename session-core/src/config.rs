@@ -258,3 +258,22 @@ pub fn read_secret_file(name: &str, path: &Path) -> Result<Vec<u8>, ConfigError>
     }
     Ok(contents)
 }
+
+/// `config` with `set` applied to `value` when the block gave one: how a
+/// backend's config block applies each optional key to its builder.
+///
+/// ```
+/// use session_core::{config::set_if, CookieConfig};
+///
+/// let given: Option<String> = Some("sid".to_owned());
+/// let config = set_if(CookieConfig::default(), given, CookieConfig::with_name);
+/// assert_eq!(config.full_name(), "sid");
+/// let config = set_if(config, None::<String>, CookieConfig::with_name);
+/// assert_eq!(config.full_name(), "sid");
+/// ```
+pub fn set_if<C, T>(config: C, value: Option<T>, set: impl FnOnce(C, T) -> C) -> C {
+    match value {
+        Some(value) => set(config, value),
+        None => config,
+    }
+}

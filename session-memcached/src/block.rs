@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use session_core::{
-    config::{optional_duration, Endpoint},
+    config::{optional_duration, set_if, Endpoint},
     ConfigError,
 };
 
@@ -46,27 +46,19 @@ impl TryFrom<MemcachedBlock> for MemcachedConfig {
                 ))
             }
         };
-        if let Some(prefix) = block.key_prefix {
-            config = config.with_key_prefix(prefix);
-        }
-        if let Some(timeout) = block.operation_timeout {
-            config = config.with_operation_timeout(timeout);
-        }
-        if let Some(timeout) = block.connect_timeout {
-            config = config.with_connect_timeout(timeout);
-        }
-        if let Some(size) = block.pool_size {
-            config = config.with_pool_size(size);
-        }
+        config = set_if(config, block.key_prefix, Self::with_key_prefix);
+        config = set_if(
+            config,
+            block.operation_timeout,
+            Self::with_operation_timeout,
+        );
+        config = set_if(config, block.connect_timeout, Self::with_connect_timeout);
+        config = set_if(config, block.pool_size, Self::with_pool_size);
         if block.max_connections.is_some() {
             config = config.with_max_connections(block.max_connections);
         }
-        if let Some(bytes) = block.item_size_limit {
-            config = config.with_item_size_limit(bytes);
-        }
-        if let Some(attempts) = block.commit_attempts {
-            config = config.with_commit_attempts(attempts);
-        }
+        config = set_if(config, block.item_size_limit, Self::with_item_size_limit);
+        config = set_if(config, block.commit_attempts, Self::with_commit_attempts);
         config.validate()?;
         Ok(config)
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use session_core::{
-    config::{optional_duration, Endpoint, Secret},
+    config::{optional_duration, set_if, Endpoint, Secret},
     ConfigError,
 };
 
@@ -83,15 +83,13 @@ impl TryFrom<RedisBlock> for RedisConfig {
         } else {
             Self::cluster(strings(block.nodes.unwrap_or_default()))
         };
-        if let Some(prefix) = block.key_prefix {
-            config = config.with_key_prefix(prefix);
-        }
-        if let Some(timeout) = block.operation_timeout {
-            config = config.with_operation_timeout(timeout);
-        }
-        if let Some(timeout) = block.connect_timeout {
-            config = config.with_connect_timeout(timeout);
-        }
+        config = set_if(config, block.key_prefix, Self::with_key_prefix);
+        config = set_if(
+            config,
+            block.operation_timeout,
+            Self::with_operation_timeout,
+        );
+        config = set_if(config, block.connect_timeout, Self::with_connect_timeout);
         config.validate()?;
         Ok(config)
     }
