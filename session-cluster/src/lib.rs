@@ -178,9 +178,8 @@
 //! holds (all prefixes), and [`ClusterStats::sessions_held`] counts
 //! sessions only; the requests above are counted in
 //! [`ClusterStats::requests_sent`] and the bytes with the rest.
-//! [`holds_owner_index`](ClusterStore::holds_owner_index) and
-//! [`owner_index_placement`](ClusterStore::owner_index_placement) show where
-//! an owner's index is.
+//! With the `fault-injection` feature (tests), `holds_owner_index` and
+//! `owner_index_placement` show where an owner's index is.
 //!
 //! ## Compared with Tomcat's session replication
 //!

@@ -319,6 +319,7 @@ impl ClusterStore {
 
     /// Whether this node holds a live copy of `id` under this store's prefix:
     /// for tests and tools that check placement.
+    #[cfg(feature = "fault-injection")]
     pub async fn holds(&self, id: &SessionId) -> bool {
         self.inner
             .local
@@ -330,6 +331,7 @@ impl ClusterStore {
     /// Whether this node holds a live copy of the index of `owner`'s
     /// sessions under this store's prefix: for tests and tools that check
     /// placement.
+    #[cfg(feature = "fault-injection")]
     pub async fn holds_owner_index(&self, owner: &str) -> bool {
         matches!(
             self.inner.local.get(&self.owner_key(owner)).await,
@@ -340,6 +342,7 @@ impl ClusterStore {
     /// The ids of the members that hold `id` under this store's prefix, as
     /// this node sees the membership now, the owner first: for tests and
     /// tools that check placement.
+    #[cfg(feature = "fault-injection")]
     #[must_use]
     pub fn placement(&self, id: &SessionId) -> Vec<String> {
         self.inner.placement(&self.key(id))
@@ -348,6 +351,7 @@ impl ClusterStore {
     /// The ids of the members that hold the index of `owner`'s sessions
     /// under this store's prefix, as this node sees the membership now, the
     /// index's owner node first: for tests and tools that check placement.
+    #[cfg(feature = "fault-injection")]
     #[must_use]
     pub fn owner_index_placement(&self, owner: &str) -> Vec<String> {
         self.inner.placement(&self.owner_key(owner))
@@ -565,6 +569,7 @@ impl Inner {
             .collect()
     }
 
+    #[cfg(feature = "fault-injection")]
     fn placement(&self, key: &str) -> Vec<String> {
         self.view()
             .replicas(key, self.copies)
