@@ -14,7 +14,9 @@ use session_kit::config::{SessionConfig, StoreConfig};
 /// parsed, not validated. This tests the parsed value, not the text, so a
 /// quoted or escaped key (`"secret\u005ffile"`) cannot slip past.
 fn reads_files(config: &SessionConfig) -> bool {
-    let store = |store: &StoreConfig| store.cluster_secret_file.is_some();
+    let store = |store: &StoreConfig| {
+        matches!(store, StoreConfig::Cluster(cluster) if cluster.secret_file().is_some())
+    };
     config.cookie.secret_file.is_some()
         || !config.cookie.previous_secret_files.is_empty()
         || store(&config.store)

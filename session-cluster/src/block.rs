@@ -6,9 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use session_core::{
-    config::{
-        optional_duration, optional_name, optional_socket_addr, read_secret_file, set_if, Secret,
-    },
+    config::{optional_duration, optional_name, optional_socket_addr, set_if, Secret},
     ConfigError,
 };
 
@@ -91,12 +89,10 @@ impl TryFrom<ClusterBlock> for ClusterConfig {
                 ),
             ));
         }
-        let (secret, secret_key) = match (block.cluster_secret, block.cluster_secret_file) {
-            (Some(secret), None) => (secret.expose().as_bytes().to_vec(), "cluster_secret"),
-            (None, Some(file)) => (
-                read_secret_file("cluster_secret_file", &file)?,
-                "cluster_secret_file",
-            ),
+        let (secret, secret_file) = match (block.cluster_secret, block.cluster_secret_file) {
+            (Some(secret), None) => (secret.expose().as_bytes().to_vec(), None),
+            // Read when the node starts: reading a config reads no file.
+            (None, Some(file)) => (Vec::new(), Some(file)),
             (None, None) => {
                 return Err(ConfigError::new(
                     "cluster_secret",
@@ -116,6 +112,7 @@ impl TryFrom<ClusterBlock> for ClusterConfig {
             }
         };
         let mut config = Self::new(node_id, listen, secret);
+        config.secret_file = secret_file;
         for seed in block.seeds.iter().flatten() {
             match parse_seed(seed) {
                 Some(Seed::Addr(addr)) => config.seeds.push(addr),
@@ -168,7 +165,7 @@ impl TryFrom<ClusterBlock> for ClusterConfig {
         // The builder calls the secret `secret`; the block names the option
         // it was given in.
         config.validate().map_err(|err| match err.key() {
-            "secret" => ConfigError::new(secret_key, err.reason().to_owned()),
+            "secret" => ConfigError::new("cluster_secret", err.reason().to_owned()),
             _ => err,
         })?;
         Ok(config)

@@ -34,6 +34,9 @@ pub struct ClusterConfig {
     /// starts.
     pub(crate) seed_hosts: Vec<(String, u16)>,
     pub(crate) secret: Vec<u8>,
+    /// The file the secret is read from when the node starts (from config),
+    /// instead of `secret`.
+    pub(crate) secret_file: Option<std::path::PathBuf>,
     pub(crate) replication_factor: usize,
     pub(crate) cluster_size: Option<usize>,
     pub(crate) operation_timeout: Duration,
@@ -56,6 +59,7 @@ impl fmt::Debug for ClusterConfig {
             .field("seeds", &self.seeds)
             .field("seed_hosts", &self.seed_hosts)
             .field("secret", &"<redacted>")
+            .field("secret_file", &self.secret_file)
             .field("replication_factor", &self.replication_factor)
             .field("cluster_size", &self.expected_cluster_size())
             .field("operation_timeout", &self.operation_timeout)
@@ -108,6 +112,7 @@ impl ClusterConfig {
             seeds: Vec::new(),
             seed_hosts: Vec::new(),
             secret: secret.into(),
+            secret_file: None,
             replication_factor: Self::DEFAULT_REPLICATION_FACTOR,
             cluster_size: None,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
@@ -265,11 +270,34 @@ impl ClusterConfig {
         Ok(())
     }
 
-    /// Whether this node's peer link is signed with `secret`: for configs
-    /// that refuse a cluster secret equal to a cookie secret.
+    /// The secret given inline, or `None` when the config names a file to
+    /// read it from when the node starts: for configs that refuse a
+    /// cluster secret equal to a cookie secret.
     #[must_use]
-    pub fn uses_secret(&self, secret: &[u8]) -> bool {
-        self.secret == secret
+    pub fn inline_secret(&self) -> Option<&[u8]> {
+        self.secret_file.is_none().then_some(self.secret.as_slice())
+    }
+
+    /// The file the secret is read from when the node starts, when the
+    /// config named one (`cluster_secret_file`).
+    #[must_use]
+    pub fn secret_file(&self) -> Option<&std::path::Path> {
+        self.secret_file.as_deref()
+    }
+
+    /// Reads the secret from [`secret_file`](Self::secret_file), if one is
+    /// named, and checks it; a config is data until the node starts, so
+    /// reading a config never reads a file.
+    pub(crate) fn read_secret_file(&mut self) -> Result<(), ConfigError> {
+        const KEY: &str = "cluster_secret_file";
+        if let Some(file) = self.secret_file.take() {
+            self.secret = session_core::config::read_secret_file(KEY, &file)?;
+            self.validate().map_err(|err| match err.key() {
+                "secret" => ConfigError::new(KEY, err.reason().to_owned()),
+                _ => err,
+            })?;
+        }
+        Ok(())
     }
 
     /// The configured cluster size, or the one derived from the seeds.
@@ -311,7 +339,8 @@ impl ClusterConfig {
                 "give this node a unique, non-empty name of at most 128 bytes",
             ));
         }
-        if self.secret.len() < Self::MIN_SECRET_LEN {
+        // A secret still in its file is checked when the node reads it.
+        if self.secret_file.is_none() && self.secret.len() < Self::MIN_SECRET_LEN {
             return Err(ConfigError::new(
                 "secret",
                 format!(

@@ -190,6 +190,7 @@ impl ClusterStore {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ClusterError::NoRuntime);
         }
+        config.read_secret_file()?;
         config.resolve_seed_hosts().await?;
         let (listener, socket) = bind(config.listen).await?;
         let bound = listener.local_addr().map_err(|source| ClusterError::Bind {

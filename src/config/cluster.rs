@@ -7,15 +7,13 @@ use super::{read_secret_file, Secret, SessionConfig, StoreConfig};
 use crate::ConfigError;
 
 impl SessionConfig {
-    /// Refuses a cluster secret that is also a cookie secret, the current
-    /// one or any previous one still verifying: whoever learns one would
-    /// hold both, and could then write any session over the peer link as
-    /// well as forge cookies.
-    pub(crate) fn check_cluster_secret_apart(&self) -> Result<(), ConfigError> {
+    /// Checks each cluster block's secret: one read from a file must be
+    /// long enough (the node reads it again when it starts), and none may
+    /// be a cookie secret, the current one or any previous one still
+    /// verifying: whoever learns one would hold both, and could then write
+    /// any session over the peer link as well as forge cookies.
+    pub(crate) fn check_cluster_secrets(&self) -> Result<(), ConfigError> {
         let cookie_secrets = self.cookie_secrets();
-        if cookie_secrets.is_empty() {
-            return Ok(());
-        }
         let secondary = self
             .failover
             .as_ref()
@@ -24,12 +22,32 @@ impl SessionConfig {
             let StoreConfig::Cluster(config) = block else {
                 continue;
             };
+            let (secret, key) = match (config.inline_secret(), config.secret_file()) {
+                (Some(secret), _) => (secret.to_vec(), format!("{path}.cluster_secret")),
+                (None, Some(file)) => {
+                    let key = format!("{path}.cluster_secret_file");
+                    let secret = read_secret_file(&key, file)?;
+                    let min = session_cluster::ClusterConfig::MIN_SECRET_LEN;
+                    if secret.len() < min {
+                        return Err(ConfigError::new(
+                            key,
+                            format!(
+                                "must be at least {min} bytes, got {}; every node of the \
+                                 cluster shares it",
+                                secret.len()
+                            ),
+                        ));
+                    }
+                    (secret, key)
+                }
+                (None, None) => continue,
+            };
             if let Some((cookie_key, _)) = cookie_secrets
                 .iter()
-                .find(|(_, cookie_secret)| config.uses_secret(cookie_secret))
+                .find(|(_, cookie_secret)| *cookie_secret == secret)
             {
                 return Err(ConfigError::new(
-                    format!("{path}.cluster_secret"),
+                    key,
                     format!(
                         "is the same secret as `{cookie_key}`; give the cluster a secret of \
                          its own, so that whoever learns one cannot also use the other"

@@ -378,7 +378,7 @@ impl SessionConfig {
         let keys = self.validated_keys()?;
         self.validate_stores()?;
         #[cfg(feature = "cluster")]
-        self.check_cluster_secret_apart()?;
+        self.check_cluster_secrets()?;
         Ok(keys)
     }
 

@@ -784,7 +784,7 @@ fn a_cluster_secret_must_not_be_any_previous_cookie_secret() {
             cluster_without("cluster_secret"),
             oldest_file.path().display().to_string()
         ),
-        "store.cluster_secret",
+        "store.cluster_secret_file",
         "is the same secret as `cookie.previous_secret_files[0]`",
     );
 
