@@ -197,16 +197,18 @@ pub struct CookieSection {
 }
 
 impl Default for CookieSection {
+    /// [`CookieConfig`]'s defaults, which are the secure ones, and no secret.
     fn default() -> Self {
+        let cookie = CookieConfig::default();
         Self {
-            name: "session".to_owned(),
-            domain: None,
-            path: "/".to_owned(),
-            same_site: SameSite::Lax,
-            secure: true,
-            http_only: true,
-            host_prefix: false,
-            persistent: false,
+            name: cookie.name().to_owned(),
+            domain: cookie.domain().map(str::to_owned),
+            path: cookie.path().to_owned(),
+            same_site: cookie.same_site(),
+            secure: cookie.is_secure(),
+            http_only: cookie.is_http_only(),
+            host_prefix: cookie.is_host_prefixed(),
+            persistent: cookie.is_persistent(),
             secret: None,
             secret_file: None,
             previous_secrets: Vec::new(),

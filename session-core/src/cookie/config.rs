@@ -141,7 +141,49 @@ impl CookieConfig {
         self.persistent
     }
 
-    /// Checks that browsers will accept the cookie as configured.
+    /// The name, without any `__Host-` prefix (see
+    /// [`full_name`](Self::full_name)).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `Domain` attribute; `None` is a host-only cookie.
+    #[must_use]
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// The `Path` attribute.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether `Secure` is sent.
+    #[must_use]
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// Whether `HttpOnly` is sent.
+    #[must_use]
+    pub fn is_http_only(&self) -> bool {
+        self.http_only
+    }
+
+    /// The `SameSite` attribute.
+    #[must_use]
+    pub fn same_site(&self) -> SameSite {
+        self.same_site
+    }
+
+    /// Whether the name gets the `__Host-` prefix.
+    #[must_use]
+    pub fn is_host_prefixed(&self) -> bool {
+        self.host_prefix
+    }
+
     /// Checks the attributes browsers would refuse together (a `__Host-`
     /// name without `Secure` or with a `Domain`, `SameSite=None` without
     /// `Secure`, …), naming the offending key.
