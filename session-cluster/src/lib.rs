@@ -223,12 +223,19 @@ mod block;
 #[cfg(feature = "codec")]
 pub mod codec;
 mod config;
+mod coordinator;
+mod entry;
+mod holder;
 mod link;
 mod local;
 mod membership;
+mod node;
+mod owner_index;
 mod placement;
+mod rebalance;
 mod store;
 mod wire;
 
 pub use config::ClusterConfig;
-pub use store::{ClusterError, ClusterStats, ClusterStore};
+pub use node::ClusterError;
+pub use store::{ClusterStats, ClusterStore};

@@ -18,7 +18,7 @@ use session_core::{
 };
 use sha2::Sha256;
 
-use crate::local::{Entry, Index, IndexDelta, Live};
+use crate::entry::{Entry, Index, IndexDelta, Live};
 
 /// The path of every peer request; the version is in it so a future format
 /// can be served beside this one during a rolling upgrade.
