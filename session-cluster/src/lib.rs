@@ -230,9 +230,12 @@ mod link;
 mod local;
 mod membership;
 mod node;
+mod operations;
 mod owner_index;
 mod placement;
+mod protocol;
 mod rebalance;
+mod sign;
 mod store;
 mod wire;
 

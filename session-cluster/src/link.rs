@@ -37,10 +37,24 @@ use tokio::{
     time::Instant,
 };
 
-use crate::wire::{
-    from_hex, to_hex, unix_millis, Msg, Reply, Signer, H_BUDGET, H_MAC, H_NODE, H_TIME, MAX_BODY,
-    MAX_SKEW, PATH,
+use crate::{
+    protocol::{Call, Encoded, Failure, Request as PeerRequest, WireErrorKind},
+    sign::{from_hex, to_hex, unix_millis, Signer},
 };
+
+/// The path of every peer request; the version is in it so a future format
+/// can be served beside this one during a rolling upgrade. v2: the typed
+/// protocol (one request enum per role, a reply type per request).
+pub(crate) const PATH: &str = "/session-cluster/v2";
+/// Headers of a peer request.
+pub(crate) const H_NODE: &str = "x-sc-node";
+pub(crate) const H_TIME: &str = "x-sc-time";
+pub(crate) const H_BUDGET: &str = "x-sc-budget-ms";
+pub(crate) const H_MAC: &str = "x-sc-mac";
+/// The most a signed request may be older or newer than the receiver's clock.
+pub(crate) const MAX_SKEW: Duration = Duration::from_secs(60);
+/// The largest body either side accepts.
+pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Bytes and requests through the link, for [`ClusterStats`](crate::ClusterStats).
 #[derive(Debug, Default)]
@@ -62,10 +76,16 @@ pub(crate) fn is_blocked(blocked: &Blocked, addr: &SocketAddr) -> bool {
         .contains(addr)
 }
 
-/// What a node does with a verified request from a peer.
+/// What a node does with a verified request from a peer: the reply body, a
+/// postcard-encoded `Result<R::Reply, Failure>` for the request's type `R`.
 #[async_trait]
 pub(crate) trait Handler: Send + Sync + 'static {
-    async fn handle(&self, from: &str, deadline: Instant, msg: Msg) -> Reply;
+    async fn handle(
+        &self,
+        from: &str,
+        deadline: Instant,
+        request: PeerRequest,
+    ) -> Result<Vec<u8>, postcard::Error>;
 }
 
 /// Why a peer call failed: the source of the [`StoreError`] it becomes.
@@ -156,34 +176,52 @@ impl Link {
             .retain(|addr, _| live(addr));
     }
 
-    /// Sends `msg` to the peer at `addr` and returns its verified reply, all
-    /// before `deadline`.
-    pub(crate) async fn call(
+    /// Sends `request` to the peer at `addr` and returns its verified
+    /// answer, all before `deadline`. A failure the peer reports is an error
+    /// of its kind; a reply that does not decode as `R`'s answer is
+    /// `Corrupt`.
+    pub(crate) async fn call<R: Call>(
         &self,
         addr: SocketAddr,
-        msg: &Msg,
+        request: &Encoded<R>,
         deadline: Instant,
-    ) -> Result<Reply, StoreError> {
-        let operation = msg.name();
-        let body = Bytes::from(
-            postcard::to_allocvec(msg)
-                .map_err(|e| StoreError::new(ErrorKind::Other, operation).with_source(e))?,
-        );
-        match tokio::time::timeout_at(deadline, self.call_inner(addr, body, deadline)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(err)) => {
-                let kind = match err {
-                    LinkError::BadReply { .. } => ErrorKind::Corrupt,
-                    _ => ErrorKind::Unavailable,
-                };
-                Err(StoreError::new(kind, operation).with_source(err))
-            }
-            Err(_) => Err(
-                StoreError::new(ErrorKind::Timeout, operation).with_source(format!(
-                    "peer {addr} did not answer within the request timeout"
-                )),
-            ),
-        }
+    ) -> Result<R::Reply, StoreError> {
+        self.ask(addr, request, deadline)
+            .await?
+            .map_err(|failure| failure.into_error(R::NAME))
+    }
+
+    /// As [`call`](Self::call), but a failure the peer reports is handed
+    /// back apart from an error of the link (no answer, or one that does
+    /// not decode): a read routed to an owner that answered does not fall
+    /// back to a backup.
+    pub(crate) async fn ask<R: Call>(
+        &self,
+        addr: SocketAddr,
+        request: &Encoded<R>,
+        deadline: Instant,
+    ) -> Result<Result<R::Reply, Failure>, StoreError> {
+        let operation = R::NAME;
+        let body = request.body.clone();
+        let reply =
+            match tokio::time::timeout_at(deadline, self.call_inner(addr, body, deadline)).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(err)) => {
+                    let kind = match err {
+                        LinkError::BadReply { .. } => ErrorKind::Corrupt,
+                        _ => ErrorKind::Unavailable,
+                    };
+                    Err(StoreError::new(kind, operation).with_source(err))
+                }
+                Err(_) => Err(
+                    StoreError::new(ErrorKind::Timeout, operation).with_source(format!(
+                        "peer {addr} did not answer within the request timeout"
+                    )),
+                ),
+            }?;
+        Encoded::<R>::decode_reply(&reply).ok_or_else(|| {
+            StoreError::new(ErrorKind::Corrupt, operation).with_source(LinkError::BadReply { addr })
+        })
     }
 
     async fn call_inner(
@@ -191,7 +229,7 @@ impl Link {
         addr: SocketAddr,
         body: Bytes,
         deadline: Instant,
-    ) -> Result<Reply, LinkError> {
+    ) -> Result<Bytes, LinkError> {
         if is_blocked(&self.blocked, &addr) {
             return Err(LinkError::Connect {
                 addr,
@@ -262,7 +300,7 @@ impl Link {
         if !signed {
             return Err(LinkError::BadReply { addr });
         }
-        postcard::from_bytes(&reply).map_err(|_| LinkError::BadReply { addr })
+        Ok(reply)
     }
 
     async fn sender(
@@ -415,7 +453,7 @@ async fn answer(
     ) else {
         return status(StatusCode::BAD_REQUEST);
     };
-    let Ok(msg) = postcard::from_bytes::<Msg>(&body) else {
+    let Ok(request) = postcard::from_bytes::<PeerRequest>(&body) else {
         return status(StatusCode::BAD_REQUEST);
     };
     let Ok(_slot) = slots.try_acquire() else {
@@ -426,15 +464,16 @@ async fn answer(
     };
     // Keep a tenth of the caller's time for the reply's trip back.
     let deadline = Instant::now() + (Duration::from_millis(budget) * 9 / 10).min(max_budget);
-    let reply = match tokio::time::timeout_at(deadline, handler.handle(&node, deadline, msg)).await
-    {
-        Ok(reply) => reply,
-        Err(_) => Reply::Failed {
-            kind: crate::wire::WireErrorKind::Timeout,
-            reason: "the owner ran out of time".to_owned(),
-        },
-    };
-    let Ok(reply) = postcard::to_allocvec(&reply) else {
+    let reply =
+        match tokio::time::timeout_at(deadline, handler.handle(&node, deadline, request)).await {
+            Ok(reply) => reply,
+            Err(_) => Failure {
+                kind: WireErrorKind::Timeout,
+                reason: "the owner ran out of time".to_owned(),
+            }
+            .encode_as_reply(),
+        };
+    let Ok(reply) = reply else {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     };
     let reply_tag = signer.tag(&[b"reply", &tag, &reply]);

@@ -21,10 +21,11 @@ use crate::{
     local::Local,
     membership::{self, Command, Ident},
     placement::{Member, View},
-    wire::Signer,
+    rebalance::rebalance_loop,
+    sign::Signer,
+    store::ClusterStore,
     ClusterConfig,
 };
-use crate::{rebalance::rebalance_loop, store::ClusterStore};
 
 /// Why a [`ClusterStore`] could not start.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use std::{
     time::SystemTime,
 };
 
+use async_trait::async_trait;
 use futures_util::{stream, StreamExt as _};
 use session_core::{
     store::{Owner, OwnerPass},
@@ -16,15 +17,18 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::{
-    coordinator::{kept_losing, unexpected, Gathered, MAX_ATTEMPTS},
-    node::Inner,
-    store::ClusterStore,
-};
-use crate::{
+    coordinator::{kept_losing, Gathered, OwnerCall, Serving, MAX_ATTEMPTS},
     entry::{self, Entry, IndexDelta},
     local::OWNER_KEY_TAG,
+    node::Inner,
     placement::{Member, View},
-    wire::{to_hex, EndOutcome, Msg, Reply, WireId},
+    protocol::{
+        Encoded, EndOutcome, EndOwned, IndexAdd, IndexCopy, IndexRead, IndexRemove, IndexedSession,
+        Install,
+    },
+    sign::to_hex,
+    store::ClusterStore,
+    wire::WireId,
 };
 
 /// Conditional deletes one `delete_by_owner` keeps in flight: enough to end a
@@ -59,15 +63,12 @@ impl ClusterStore {
         deadline: Instant,
     ) -> Result<(), StoreError> {
         let key = self.owner_key(&owner.name);
-        let msg = Msg::IndexAdd {
-            key: key.clone(),
+        let request = IndexAdd {
+            key,
             id: WireId(*id),
             until: owner.until,
         };
-        match self.inner.route(&key, msg, operation, deadline).await? {
-            Reply::Indexed => Ok(()),
-            other => Err(unexpected(operation, other)),
-        }
+        self.inner.route(request, operation, deadline).await
     }
 
     /// The body of `delete_by_owner`; see its docs on the `SessionStore` impl.
@@ -75,21 +76,17 @@ impl ClusterStore {
         const OPERATION: &str = "delete_by_owner";
         let deadline = Instant::now() + self.inner.operation_timeout;
         let index = self.owner_key(owner);
-        let read = Msg::IndexRead { key: index.clone() };
-        let entries = match self.inner.route(&index, read, OPERATION, deadline).await? {
-            Reply::Index(entries) => entries,
-            other => return Err(unexpected(OPERATION, other)),
-        };
-        let indexed = entries.iter().map(|(id, _)| id.0).collect();
-        let results: Vec<(WireId, Result<Reply, StoreError>)> = stream::iter(entries)
-            .map(|(id, until)| async move {
-                let key = self.key(&id.0);
-                let msg = Msg::EndOwned {
-                    key: key.clone(),
+        let read = IndexRead { key: index.clone() };
+        let entries = self.inner.route(read, OPERATION, deadline).await?;
+        let indexed = entries.iter().map(|entry| entry.id.0).collect();
+        let results: Vec<(WireId, Result<EndOutcome, StoreError>)> = stream::iter(entries)
+            .map(|IndexedSession { id, until }| async move {
+                let request = EndOwned {
+                    key: self.key(&id.0),
                     owner: owner.to_owned(),
                     until,
                 };
-                (id, self.inner.route(&key, msg, OPERATION, deadline).await)
+                (id, self.inner.route(request, OPERATION, deadline).await)
             })
             .buffer_unordered(END_CONCURRENCY)
             .collect()
@@ -99,40 +96,32 @@ impl ClusterStore {
         let mut error = None;
         for (id, result) in results {
             match result {
-                Ok(Reply::Ended(EndOutcome::Ended)) => {
+                Ok(EndOutcome::Ended) => {
                     ended += 1;
                     settled.push(id);
                 }
-                Ok(Reply::Ended(EndOutcome::Absent)) => settled.push(id),
+                Ok(EndOutcome::Absent) => settled.push(id),
                 // It belongs to someone else now, but a commit giving it
                 // back to this owner may have indexed it already: the entry
                 // stays until its `until`.
-                Ok(Reply::Ended(EndOutcome::Kept)) => {}
-                Ok(other) => {
-                    error.get_or_insert(unexpected(OPERATION, other));
-                }
+                Ok(EndOutcome::Kept) => {}
                 Err(err) => {
                     error.get_or_insert(err);
                 }
             }
         }
         if !settled.is_empty() {
-            let remove = Msg::IndexRemove {
+            let remove = IndexRemove {
                 key: index.clone(),
                 ids: settled,
             };
             // Tidying only: entries left behind point at tombstones, which
             // the next call counts as absent, and leave by their `until`.
-            match self.inner.route(&index, remove, OPERATION, deadline).await {
-                Ok(Reply::Indexed) => {}
-                Ok(other) => tracing::debug!(
-                    error = %unexpected(OPERATION, other).to_line(),
-                    "ended sessions stay in their owner's index for now"
-                ),
-                Err(err) => tracing::debug!(
+            if let Err(err) = self.inner.route(remove, OPERATION, deadline).await {
+                tracing::debug!(
                     error = %err.to_line(),
                     "ended sessions stay in their owner's index for now"
-                ),
+                );
             }
         }
         match error {
@@ -152,7 +141,7 @@ impl Inner {
         view: &View,
         holders: &[&Member],
         deadline: Instant,
-    ) -> Result<Reply, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut base = self.read_base(key, view, deadline).await?;
         let none = HashMap::new();
         for _ in 0..MAX_ATTEMPTS {
@@ -167,7 +156,7 @@ impl Inner {
                 }
             };
             let outcome = match change.plan(version, sessions, expires_at, SystemTime::now()) {
-                Planned::Nothing => return Ok(Reply::Indexed),
+                Planned::Nothing => return Ok(()),
                 Planned::Change(delta) => {
                     self.replicate_index(key, &delta, sessions, holders, deadline)
                         .await?
@@ -175,7 +164,7 @@ impl Inner {
                 Planned::Empty(gone) => self.replicate(key, &gone, holders, deadline).await?,
             };
             match outcome {
-                None => return Ok(Reply::Indexed),
+                None => return Ok(()),
                 // Another coordinator changed it first (the nodes briefly
                 // disagreed about the owner): apply this change on top.
                 Some(newer) => base = Some(newer),
@@ -196,31 +185,27 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Option<Entry>, StoreError> {
         let next = Entry::Index(delta.apply(base));
-        let msg = Msg::IndexCopy {
+        let msg = Encoded::new(IndexCopy {
             key: key.to_owned(),
             delta: delta.into(),
-        };
+        })?;
         let mut gathered = Gathered::default();
         let mut behind = Vec::new();
         for (holder, answer) in holders
             .iter()
             .zip(self.to_holders(holders, &msg, deadline).await)
         {
-            match gathered.add(answer) {
-                None => {}
-                Some(Reply::NeedRecord) => behind.push(*holder),
-                Some(other) => gathered.error = Some(unexpected(msg.name(), other)),
+            if gathered.add_patch(answer) {
+                behind.push(*holder);
             }
         }
         if !behind.is_empty() {
-            let install = Msg::Install {
+            let install = Encoded::new(Install {
                 key: key.to_owned(),
                 entry: (&next).into(),
-            };
+            })?;
             for answer in self.to_holders(&behind, &install, deadline).await {
-                if let Some(other) = gathered.add(answer) {
-                    gathered.error = Some(unexpected(install.name(), other));
-                }
+                gathered.add(answer);
             }
         }
         self.settle(key, next, gathered).await
@@ -309,6 +294,61 @@ impl IndexChange {
                 change(remove, None, left)
             }
         }
+    }
+}
+
+#[async_trait]
+impl OwnerCall for IndexAdd {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    async fn serve(self, inner: &Inner, at: &Serving<'_>) -> Result<(), StoreError> {
+        let change = IndexChange::Add(self.id.0, self.until);
+        inner
+            .index_here(&self.key, &change, at.view, at.holders, at.deadline)
+            .await
+    }
+}
+
+#[async_trait]
+impl OwnerCall for IndexRemove {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    async fn serve(self, inner: &Inner, at: &Serving<'_>) -> Result<(), StoreError> {
+        let change = IndexChange::Remove(self.ids.into_iter().map(|id| id.0).collect());
+        inner
+            .index_here(&self.key, &change, at.view, at.holders, at.deadline)
+            .await
+    }
+}
+
+#[async_trait]
+impl OwnerCall for IndexRead {
+    const READ: bool = true;
+    fn key(&self) -> &str {
+        &self.key
+    }
+    /// The index's entries whose `until` has not passed.
+    async fn serve(
+        self,
+        inner: &Inner,
+        at: &Serving<'_>,
+    ) -> Result<Vec<IndexedSession>, StoreError> {
+        let entry = inner.read_base(&self.key, at.view, at.deadline).await?;
+        let now = SystemTime::now();
+        Ok(match entry {
+            Some(Entry::Index(index)) => index
+                .sessions
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(id, until)| IndexedSession {
+                    id: WireId(*id),
+                    until: *until,
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
     }
 }
 

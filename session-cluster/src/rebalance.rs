@@ -12,11 +12,12 @@ use std::{
 use futures_util::future::join_all;
 use tokio::{sync::watch, time::Instant};
 
-use crate::node::Inner;
 use crate::{
     entry::Entry,
+    node::Inner,
     placement::View,
-    wire::{Msg, Reply, WireEntry},
+    protocol::{Encoded, Offer, Offered, Push, Pushed},
+    wire::WireEntry,
 };
 
 /// Entries per re-replication message.
@@ -64,37 +65,40 @@ impl Inner {
     pub(crate) async fn hand_over(&self, addr: SocketAddr, entries: Vec<(String, Entry)>) -> bool {
         for batch in entries.chunks(BATCH) {
             let deadline = Instant::now() + self.operation_timeout;
-            let offer = Msg::Offer {
+            let offer = Offer {
                 entries: batch
                     .iter()
-                    .map(|(key, entry)| {
-                        (
-                            key.clone(),
-                            entry.version(),
-                            entry.until(),
-                            matches!(entry, Entry::Gone { .. }),
-                        )
+                    .map(|(key, entry)| Offered {
+                        key: key.clone(),
+                        version: entry.version(),
+                        until: entry.until(),
+                        gone: matches!(entry, Entry::Gone { .. }),
                     })
                     .collect(),
             };
-            let Ok(Reply::Want(wanted)) = self.link.call(addr, &offer, deadline).await else {
+            let Ok(offer) = Encoded::new(offer) else {
                 return false;
             };
-            let push: Vec<(String, WireEntry)> = wanted
+            let Ok(wanted) = self.link.call(addr, &offer, deadline).await else {
+                return false;
+            };
+            let entries: Vec<Pushed> = wanted
+                .positions
                 .iter()
                 .filter_map(|i| batch.get(usize::try_from(*i).ok()?))
-                .map(|(key, entry)| (key.clone(), WireEntry::from(entry)))
+                .map(|(key, entry)| Pushed {
+                    key: key.clone(),
+                    entry: WireEntry::from(entry),
+                })
                 .collect();
-            if push.is_empty() {
+            if entries.is_empty() {
                 continue;
             }
             let deadline = Instant::now() + self.operation_timeout;
-            if !matches!(
-                self.link
-                    .call(addr, &Msg::Push { entries: push }, deadline)
-                    .await,
-                Ok(Reply::Accepted)
-            ) {
+            let Ok(push) = Encoded::new(Push { entries }) else {
+                return false;
+            };
+            if self.link.call(addr, &push, deadline).await.is_err() {
                 return false;
             }
         }

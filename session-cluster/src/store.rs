@@ -16,14 +16,13 @@ use session_core::{
 use tokio::{sync::oneshot, time::Instant};
 
 use crate::{
-    coordinator::unexpected,
-    node::{Inner, Tasks},
-};
-use crate::{
     entry::{Entry, Live},
     membership::Command,
+    node::{Inner, Tasks},
     placement::{Member, View},
-    wire::{Msg, Reply},
+    protocol::{
+        Commit, CommitOutcome, Create, CreateOutcome, Delete, DeleteIfVersion, Load, Touch,
+    },
 };
 
 /// What one node holds and has sent, for dashboards and for the tests that
@@ -254,14 +253,8 @@ impl SessionStore for ClusterStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
         let deadline = Instant::now() + self.inner.operation_timeout;
-        match self
-            .inner
-            .route(&key.clone(), Msg::Load { key }, "load", deadline)
-            .await?
-        {
-            Reply::Loaded(live) => Ok(live.map(|w| Live::from(w).to_record(*id))),
-            other => Err(unexpected("load", other)),
-        }
+        let live = self.inner.route(Load { key }, "load", deadline).await?;
+        Ok(live.map(|w| Live::from(w).to_record(*id)))
     }
 
     /// A record with an owner is added to the owner's index first, then
@@ -272,15 +265,14 @@ impl SessionStore for ClusterStore {
             self.index(owner, &record.id, "create", deadline).await?;
         }
         let key = self.key(&record.id);
-        let msg = Msg::Create {
-            key: key.clone(),
+        let request = Create {
+            key,
             record: (&Live::from_record(record)).into(),
         };
-        match self.inner.route(&key, msg, "create", deadline).await? {
-            Reply::Created(true) => Ok(Created::Created),
-            Reply::Created(false) => Ok(Created::IdTaken),
-            other => Err(unexpected("create", other)),
-        }
+        Ok(match self.inner.route(request, "create", deadline).await? {
+            CreateOutcome::Created => Created::Created,
+            CreateOutcome::IdTaken => Created::IdTaken,
+        })
     }
 
     /// Changes that give the session a new owner add it to that owner's
@@ -296,47 +288,28 @@ impl SessionStore for ClusterStore {
             self.index(owner, id, "commit", deadline).await?;
         }
         let key = self.key(id);
-        let msg = Msg::Commit {
-            key: key.clone(),
+        let request = Commit {
+            key,
             changes: changes.into(),
             expires_at,
         };
-        match self.inner.route(&key, msg, "commit", deadline).await? {
-            Reply::Committed(Some(version)) => Ok(Committed::Applied { version }),
-            Reply::Committed(None) => Ok(Committed::Missing),
-            other => Err(unexpected("commit", other)),
-        }
+        Ok(match self.inner.route(request, "commit", deadline).await? {
+            CommitOutcome::Applied { version } => Committed::Applied { version },
+            CommitOutcome::Missing => Committed::Missing,
+        })
     }
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
         let key = self.key(id);
         let deadline = Instant::now() + self.inner.operation_timeout;
-        match self
-            .inner
-            .route(
-                &key.clone(),
-                Msg::Touch { key, expires_at },
-                "touch",
-                deadline,
-            )
-            .await?
-        {
-            Reply::Touched(done) => Ok(done),
-            other => Err(unexpected("touch", other)),
-        }
+        let request = Touch { key, expires_at };
+        self.inner.route(request, "touch", deadline).await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = self.key(id);
         let deadline = Instant::now() + self.inner.operation_timeout;
-        match self
-            .inner
-            .route(&key.clone(), Msg::Delete { key }, "delete", deadline)
-            .await?
-        {
-            Reply::Deleted => Ok(()),
-            other => Err(unexpected("delete", other)),
-        }
+        self.inner.route(Delete { key }, "delete", deadline).await
     }
 
     /// Routed to the session's owner node, which checks the version and
@@ -350,21 +323,15 @@ impl SessionStore for ClusterStore {
         const OPERATION: &str = "delete_if_version";
         let key = self.key(id);
         let deadline = Instant::now() + self.inner.operation_timeout;
-        let msg = Msg::DeleteIfVersion {
-            key: key.clone(),
-            version,
-        };
-        match self.inner.route(&key, msg, OPERATION, deadline).await? {
-            Reply::DeletedIf(answer) => Ok(answer.into()),
-            other => Err(unexpected(OPERATION, other)),
-        }
+        let request = DeleteIfVersion { key, version };
+        Ok(self.inner.route(request, OPERATION, deadline).await?.into())
     }
 
     /// Reads the owner's index (from its owner node, or a backup when that
     /// one does not answer), ends each indexed session that still belongs
     /// to `owner` on the session's own owner node, 32 at a time, then takes
     /// the ended and absent ones out of the index. All of it within one
-    /// [`with_operation_timeout`](ClusterConfig::with_operation_timeout).
+    /// [`with_operation_timeout`](crate::ClusterConfig::with_operation_timeout).
     /// An error means some sessions may not have ended; calling again is
     /// safe and finishes the job.
     async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
