@@ -237,6 +237,7 @@ mod protocol;
 mod rebalance;
 mod sign;
 mod store;
+mod transport;
 mod wire;
 
 pub use config::ClusterConfig;

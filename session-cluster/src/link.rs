@@ -1,5 +1,6 @@
-//! The peer link: signed postcard messages over HTTP/2 (prior knowledge,
-//! cleartext), one multiplexed connection per peer, built on hyper.
+//! The peer link, today's [`Transport`]: signed postcard messages over
+//! HTTP/2 (prior knowledge, cleartext), one multiplexed connection per peer,
+//! built on hyper.
 //!
 //! Bounds, so a slow or dead peer cannot stall a request past its deadline:
 //! - every call runs under the caller's deadline: waiting for a slot,
@@ -34,12 +35,14 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
+    task::AbortHandle,
     time::Instant,
 };
 
 use crate::{
-    protocol::{Call, Encoded, Failure, Request as PeerRequest, WireErrorKind},
+    protocol::{Failure, Request as PeerRequest, WireErrorKind},
     sign::{from_hex, to_hex, unix_millis, Signer},
+    transport::Transport,
 };
 
 /// The path of every peer request; the version is in it so a future format
@@ -66,7 +69,9 @@ pub(crate) struct Counters {
 }
 
 /// Peers this node cannot reach: empty unless a test cuts the network with
-/// the `fault-injection` feature's `ClusterStore::partition_from`.
+/// the `fault-injection` feature's `ClusterStore::partition_from`. Checked
+/// by membership for its datagrams, and for peer calls by the
+/// `transport::Partitioned` transport, which only that feature builds.
 pub(crate) type Blocked = Arc<std::sync::RwLock<std::collections::HashSet<SocketAddr>>>;
 
 pub(crate) fn is_blocked(blocked: &Blocked, addr: &SocketAddr) -> bool {
@@ -111,15 +116,20 @@ pub(crate) enum LinkError {
     BadReply { addr: SocketAddr },
 }
 
-/// The client side: calls to peers.
+/// The HTTP/2 [`Transport`]: calls to peers, and the server that answers
+/// theirs.
 pub(crate) struct Link {
-    blocked: Blocked,
     signer: Signer,
     me: Arc<str>,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     max_in_flight: usize,
     connect_timeout: Duration,
     pub(crate) counters: Arc<Counters>,
+    /// The peer link's socket, until [`Transport::serve`] takes it.
+    listener: Mutex<Option<TcpListener>>,
+    /// The most time the server gives one request, whatever its caller's
+    /// budget says.
+    max_budget: Duration,
 }
 
 impl std::fmt::Debug for Link {
@@ -137,21 +147,23 @@ struct Peer {
 
 impl Link {
     pub(crate) fn new(
-        blocked: Blocked,
+        listener: TcpListener,
         signer: Signer,
         me: Arc<str>,
         max_in_flight: usize,
         connect_timeout: Duration,
+        max_budget: Duration,
         counters: Arc<Counters>,
     ) -> Self {
         Self {
-            blocked,
             signer,
             me,
             peers: Mutex::default(),
             max_in_flight,
             connect_timeout,
             counters,
+            listener: Mutex::new(Some(listener)),
+            max_budget,
         }
     }
 
@@ -168,77 +180,12 @@ impl Link {
         }))
     }
 
-    /// Forgets connections to peers that are no longer members.
-    pub(crate) fn retain(&self, live: impl Fn(&SocketAddr) -> bool) {
-        self.peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|addr, _| live(addr));
-    }
-
-    /// Sends `request` to the peer at `addr` and returns its verified
-    /// answer, all before `deadline`. A failure the peer reports is an error
-    /// of its kind; a reply that does not decode as `R`'s answer is
-    /// `Corrupt`.
-    pub(crate) async fn call<R: Call>(
-        &self,
-        addr: SocketAddr,
-        request: &Encoded<R>,
-        deadline: Instant,
-    ) -> Result<R::Reply, StoreError> {
-        self.ask(addr, request, deadline)
-            .await?
-            .map_err(|failure| failure.into_error(R::NAME))
-    }
-
-    /// As [`call`](Self::call), but a failure the peer reports is handed
-    /// back apart from an error of the link (no answer, or one that does
-    /// not decode): a read routed to an owner that answered does not fall
-    /// back to a backup.
-    pub(crate) async fn ask<R: Call>(
-        &self,
-        addr: SocketAddr,
-        request: &Encoded<R>,
-        deadline: Instant,
-    ) -> Result<Result<R::Reply, Failure>, StoreError> {
-        let operation = R::NAME;
-        let body = request.body.clone();
-        let reply =
-            match tokio::time::timeout_at(deadline, self.call_inner(addr, body, deadline)).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(err)) => {
-                    let kind = match err {
-                        LinkError::BadReply { .. } => ErrorKind::Corrupt,
-                        _ => ErrorKind::Unavailable,
-                    };
-                    Err(StoreError::new(kind, operation).with_source(err))
-                }
-                Err(_) => Err(
-                    StoreError::new(ErrorKind::Timeout, operation).with_source(format!(
-                        "peer {addr} did not answer within the request timeout"
-                    )),
-                ),
-            }?;
-        Encoded::<R>::decode_reply(&reply).ok_or_else(|| {
-            StoreError::new(ErrorKind::Corrupt, operation).with_source(LinkError::BadReply { addr })
-        })
-    }
-
     async fn call_inner(
         &self,
         addr: SocketAddr,
         body: Bytes,
         deadline: Instant,
     ) -> Result<Bytes, LinkError> {
-        if is_blocked(&self.blocked, &addr) {
-            return Err(LinkError::Connect {
-                addr,
-                source: io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "partitioned by fault injection",
-                ),
-            });
-        }
         let peer = self.peer(addr);
         // Closed only if the semaphore is dropped, which `peer` prevents.
         let _slot = peer
@@ -335,11 +282,66 @@ impl Link {
     }
 }
 
+#[async_trait]
+impl Transport for Link {
+    async fn send(
+        &self,
+        to: SocketAddr,
+        operation: &'static str,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Bytes, StoreError> {
+        match tokio::time::timeout_at(deadline, self.call_inner(to, body, deadline)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(err)) => {
+                let kind = match err {
+                    LinkError::BadReply { .. } => ErrorKind::Corrupt,
+                    _ => ErrorKind::Unavailable,
+                };
+                Err(StoreError::new(kind, operation).with_source(err))
+            }
+            Err(_) => Err(
+                StoreError::new(ErrorKind::Timeout, operation).with_source(format!(
+                    "peer {to} did not answer within the request timeout"
+                )),
+            ),
+        }
+    }
+
+    fn serve(&self, handler: Weak<dyn Handler>) -> AbortHandle {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(listener) = listener else {
+            // Served already: the socket belongs to the first server.
+            return tokio::spawn(async {}).abort_handle();
+        };
+        tokio::spawn(serve(
+            listener,
+            handler,
+            self.signer.clone(),
+            Arc::clone(&self.counters),
+            self.max_budget,
+        ))
+        .abort_handle()
+    }
+
+    /// Forgets connections to peers that are no longer members.
+    fn retain(&self, live: &dyn Fn(&SocketAddr) -> bool) {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|addr, _| live(addr));
+    }
+}
+
 /// The most requests a node serves at once for its peers; past it, `503`.
 pub(crate) const MAX_SERVED: usize = 1024;
 
 /// The server side: accepts peer connections until the task is aborted.
-pub(crate) async fn serve(
+async fn serve(
     listener: TcpListener,
     handler: Weak<dyn Handler>,
     signer: Signer,

@@ -16,14 +16,17 @@ use tokio::{
 };
 use xxhash_rust::xxh3::xxh3_64;
 
+#[cfg(feature = "fault-injection")]
+use crate::transport::Partitioned;
 use crate::{
-    link::{self, Blocked, Counters, Handler, Link},
+    link::{Blocked, Counters, Handler, Link},
     local::Local,
     membership::{self, Command, Ident},
     placement::{Member, View},
     rebalance::rebalance_loop,
     sign::Signer,
     store::ClusterStore,
+    transport::{Peers, Transport},
     ClusterConfig,
 };
 
@@ -69,7 +72,7 @@ pub(crate) struct Inner {
     pub(crate) operation_timeout: Duration,
     pub(crate) settle_time: Duration,
     pub(crate) local: Local,
-    pub(crate) link: Link,
+    pub(crate) link: Peers,
     pub(crate) views: watch::Receiver<Arc<View>>,
     pub(crate) locks: Box<[tokio::sync::Mutex<()>]>,
     pub(crate) counters: Arc<Counters>,
@@ -120,7 +123,19 @@ impl ClusterStore {
         let expected = config.expected_cluster_size();
         let counters = Arc::new(Counters::default());
         let blocked = Blocked::default();
-        let link_signer = Signer::derive(&config.secret, "link");
+        let link: Arc<dyn Transport> = Arc::new(Link::new(
+            listener,
+            Signer::derive(&config.secret, "link"),
+            Arc::clone(&me),
+            config.max_in_flight_per_peer,
+            config.connect_timeout,
+            config.operation_timeout,
+            Arc::clone(&counters),
+        ));
+        // Only a test build can cut the network; a production build's calls
+        // go straight to the link.
+        #[cfg(feature = "fault-injection")]
+        let link: Arc<dyn Transport> = Arc::new(Partitioned::new(link, Arc::clone(&blocked)));
         let (view_tx, views) = watch::channel(Arc::new(View::new(vec![Member::new(&me, addr)], 0)));
         let inner = Arc::new(Inner {
             me: Arc::clone(&me),
@@ -132,27 +147,14 @@ impl ClusterStore {
             settle_time: config.settle_time,
             local: Local::new(config.max_capacity),
             blocked: Arc::clone(&blocked),
-            link: Link::new(
-                Arc::clone(&blocked),
-                link_signer.clone(),
-                Arc::clone(&me),
-                config.max_in_flight_per_peer,
-                config.connect_timeout,
-                Arc::clone(&counters),
-            ),
+            link: Peers::new(link),
             views,
             locks: (0..1024).map(|_| tokio::sync::Mutex::new(())).collect(),
             counters: Arc::clone(&counters),
             rebalances: AtomicU64::new(0),
         });
         let handler: Weak<dyn Handler> = Arc::downgrade(&inner) as Weak<dyn Handler>;
-        let server = tokio::spawn(link::serve(
-            listener,
-            handler,
-            link_signer,
-            counters,
-            config.operation_timeout,
-        ));
+        let server = inner.link.serve(handler);
         let (commands, command_rx) = mpsc::channel(1);
         let membership = tokio::spawn(membership::run(
             membership::Swim {
@@ -180,11 +182,7 @@ impl ClusterStore {
         Ok(Self {
             inner,
             _tasks: Arc::new(Tasks {
-                handles: vec![
-                    server.abort_handle(),
-                    membership.abort_handle(),
-                    rebalancer.abort_handle(),
-                ],
+                handles: vec![server, membership.abort_handle(), rebalancer.abort_handle()],
                 commands,
             }),
             prefix: config.key_prefix.into(),

@@ -38,7 +38,8 @@ pub(crate) enum Request {
 }
 
 impl Request {
-    /// A short name for logs and metrics; never a key.
+    /// A short name for tools and tests; never a key.
+    #[cfg(any(test, feature = "codec"))]
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Owner(request) => request.name(),
@@ -110,7 +111,8 @@ pub(crate) enum OwnerRequest {
 }
 
 impl OwnerRequest {
-    /// A short name for logs and metrics; never a key.
+    /// A short name for tools and tests; never a key.
+    #[cfg(any(test, feature = "codec"))]
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Load(_) => Load::NAME,
@@ -138,7 +140,7 @@ pub(crate) enum HolderRequest {
 }
 
 impl HolderRequest {
-    /// A short name for logs and metrics; never a key.
+    /// A short name for logs and errors; never a key.
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Fetch(_) => Fetch::NAME,
@@ -158,7 +160,7 @@ pub(crate) enum RebalanceRequest {
 }
 
 impl RebalanceRequest {
-    /// A short name for logs and metrics; never a key.
+    /// A short name for logs and errors; never a key.
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Offer(_) => Offer::NAME,

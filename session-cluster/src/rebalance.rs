@@ -126,7 +126,7 @@ pub(crate) async fn rebalance_loop(
         let view = inner.view();
         inner
             .link
-            .retain(|addr| view.members.iter().any(|m| m.addr == *addr));
+            .retain(&|addr| view.members.iter().any(|m| m.addr == *addr));
         if view.len() > 1 {
             inner.rebalance(&view).await;
         }

@@ -16,7 +16,7 @@ use session_core::{
 use tokio::{sync::oneshot, time::Instant};
 
 use crate::{
-    entry::{Entry, Live},
+    entry::Live,
     membership::Command,
     node::{Inner, Tasks},
     placement::{Member, View},
@@ -144,7 +144,7 @@ impl ClusterStore {
     pub async fn holds_owner_index(&self, owner: &str) -> bool {
         matches!(
             self.inner.local.get(&self.owner_key(owner)).await,
-            Some(Entry::Index(_))
+            Some(crate::entry::Entry::Index(_))
         )
     }
 
