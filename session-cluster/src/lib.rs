@@ -218,17 +218,42 @@
 // merged into it (Rust 1.92).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Where things live, for a first read:
+// - store: `ClusterStore` and its `SessionStore` impl, the public face;
+// - node: a running node's state, how it starts, the quorum check;
+// - coordinator: routing an operation to its key's owner node, and the
+//   owner's replication to the other holders;
+// - operations: the owner's side of each session operation;
+// - owner_index: the per-owner indexes behind `delete_by_owner`;
+// - holder: a backup's side, on its own copies;
+// - rebalance: hand-over and anti-entropy after membership changes;
+// - protocol: the typed requests and replies; wire: records on the wire;
+// - transport (the trait), link (HTTP/2, its implementation), sign (HMAC);
+// - entry and local: what a node holds, and the cache that holds it;
+// - membership (SWIM) and placement (rendezvous hashing);
+// - config and block: the builder and the config-file block.
 #[cfg(feature = "serde")]
 mod block;
 #[cfg(feature = "codec")]
 pub mod codec;
 mod config;
+mod coordinator;
+mod entry;
+mod holder;
 mod link;
 mod local;
 mod membership;
+mod node;
+mod operations;
+mod owner_index;
 mod placement;
+mod protocol;
+mod rebalance;
+mod sign;
 mod store;
+mod transport;
 mod wire;
 
 pub use config::ClusterConfig;
-pub use store::{ClusterError, ClusterStats, ClusterStore};
+pub use node::ClusterError;
+pub use store::{ClusterStats, ClusterStore};

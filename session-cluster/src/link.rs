@@ -1,5 +1,6 @@
-//! The peer link: signed postcard messages over HTTP/2 (prior knowledge,
-//! cleartext), one multiplexed connection per peer, built on hyper.
+//! The peer link, today's [`Transport`]: signed postcard messages over
+//! HTTP/2 (prior knowledge, cleartext), one multiplexed connection per peer,
+//! built on hyper.
 //!
 //! Bounds, so a slow or dead peer cannot stall a request past its deadline:
 //! - every call runs under the caller's deadline: waiting for a slot,
@@ -34,13 +35,29 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
+    task::AbortHandle,
     time::Instant,
 };
 
-use crate::wire::{
-    from_hex, to_hex, unix_millis, Msg, Reply, Signer, H_BUDGET, H_MAC, H_NODE, H_TIME, MAX_BODY,
-    MAX_SKEW, PATH,
+use crate::{
+    protocol::{Failure, Request as PeerRequest, WireErrorKind},
+    sign::{from_hex, to_hex, unix_millis, Signer},
+    transport::Transport,
 };
+
+/// The path of every peer request; the version is in it so a future format
+/// can be served beside this one during a rolling upgrade. v2: the typed
+/// protocol (one request enum per role, a reply type per request).
+pub(crate) const PATH: &str = "/session-cluster/v2";
+/// Headers of a peer request.
+pub(crate) const H_NODE: &str = "x-sc-node";
+pub(crate) const H_TIME: &str = "x-sc-time";
+pub(crate) const H_BUDGET: &str = "x-sc-budget-ms";
+pub(crate) const H_MAC: &str = "x-sc-mac";
+/// The most a signed request may be older or newer than the receiver's clock.
+pub(crate) const MAX_SKEW: Duration = Duration::from_secs(60);
+/// The largest body either side accepts.
+pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Bytes and requests through the link, for [`ClusterStats`](crate::ClusterStats).
 #[derive(Debug, Default)]
@@ -52,7 +69,9 @@ pub(crate) struct Counters {
 }
 
 /// Peers this node cannot reach: empty unless a test cuts the network with
-/// the `fault-injection` feature's `ClusterStore::partition_from`.
+/// the `fault-injection` feature's `ClusterStore::partition_from`. Checked
+/// by membership for its datagrams, and for peer calls by the
+/// `transport::Partitioned` transport, which only that feature builds.
 pub(crate) type Blocked = Arc<std::sync::RwLock<std::collections::HashSet<SocketAddr>>>;
 
 pub(crate) fn is_blocked(blocked: &Blocked, addr: &SocketAddr) -> bool {
@@ -62,10 +81,16 @@ pub(crate) fn is_blocked(blocked: &Blocked, addr: &SocketAddr) -> bool {
         .contains(addr)
 }
 
-/// What a node does with a verified request from a peer.
+/// What a node does with a verified request from a peer: the reply body, a
+/// postcard-encoded `Result<R::Reply, Failure>` for the request's type `R`.
 #[async_trait]
 pub(crate) trait Handler: Send + Sync + 'static {
-    async fn handle(&self, from: &str, deadline: Instant, msg: Msg) -> Reply;
+    async fn handle(
+        &self,
+        from: &str,
+        deadline: Instant,
+        request: PeerRequest,
+    ) -> Result<Vec<u8>, postcard::Error>;
 }
 
 /// Why a peer call failed: the source of the [`StoreError`] it becomes.
@@ -91,15 +116,20 @@ pub(crate) enum LinkError {
     BadReply { addr: SocketAddr },
 }
 
-/// The client side: calls to peers.
+/// The HTTP/2 [`Transport`]: calls to peers, and the server that answers
+/// theirs.
 pub(crate) struct Link {
-    blocked: Blocked,
     signer: Signer,
     me: Arc<str>,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     max_in_flight: usize,
     connect_timeout: Duration,
     pub(crate) counters: Arc<Counters>,
+    /// The peer link's socket, until [`Transport::serve`] takes it.
+    listener: Mutex<Option<TcpListener>>,
+    /// The most time the server gives one request, whatever its caller's
+    /// budget says.
+    max_budget: Duration,
 }
 
 impl std::fmt::Debug for Link {
@@ -117,21 +147,23 @@ struct Peer {
 
 impl Link {
     pub(crate) fn new(
-        blocked: Blocked,
+        listener: TcpListener,
         signer: Signer,
         me: Arc<str>,
         max_in_flight: usize,
         connect_timeout: Duration,
+        max_budget: Duration,
         counters: Arc<Counters>,
     ) -> Self {
         Self {
-            blocked,
             signer,
             me,
             peers: Mutex::default(),
             max_in_flight,
             connect_timeout,
             counters,
+            listener: Mutex::new(Some(listener)),
+            max_budget,
         }
     }
 
@@ -148,59 +180,12 @@ impl Link {
         }))
     }
 
-    /// Forgets connections to peers that are no longer members.
-    pub(crate) fn retain(&self, live: impl Fn(&SocketAddr) -> bool) {
-        self.peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|addr, _| live(addr));
-    }
-
-    /// Sends `msg` to the peer at `addr` and returns its verified reply, all
-    /// before `deadline`.
-    pub(crate) async fn call(
-        &self,
-        addr: SocketAddr,
-        msg: &Msg,
-        deadline: Instant,
-    ) -> Result<Reply, StoreError> {
-        let operation = msg.name();
-        let body = Bytes::from(
-            postcard::to_allocvec(msg)
-                .map_err(|e| StoreError::new(ErrorKind::Other, operation).with_source(e))?,
-        );
-        match tokio::time::timeout_at(deadline, self.call_inner(addr, body, deadline)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(err)) => {
-                let kind = match err {
-                    LinkError::BadReply { .. } => ErrorKind::Corrupt,
-                    _ => ErrorKind::Unavailable,
-                };
-                Err(StoreError::new(kind, operation).with_source(err))
-            }
-            Err(_) => Err(
-                StoreError::new(ErrorKind::Timeout, operation).with_source(format!(
-                    "peer {addr} did not answer within the request timeout"
-                )),
-            ),
-        }
-    }
-
     async fn call_inner(
         &self,
         addr: SocketAddr,
         body: Bytes,
         deadline: Instant,
-    ) -> Result<Reply, LinkError> {
-        if is_blocked(&self.blocked, &addr) {
-            return Err(LinkError::Connect {
-                addr,
-                source: io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "partitioned by fault injection",
-                ),
-            });
-        }
+    ) -> Result<Bytes, LinkError> {
         let peer = self.peer(addr);
         // Closed only if the semaphore is dropped, which `peer` prevents.
         let _slot = peer
@@ -262,7 +247,7 @@ impl Link {
         if !signed {
             return Err(LinkError::BadReply { addr });
         }
-        postcard::from_bytes(&reply).map_err(|_| LinkError::BadReply { addr })
+        Ok(reply)
     }
 
     async fn sender(
@@ -297,11 +282,66 @@ impl Link {
     }
 }
 
+#[async_trait]
+impl Transport for Link {
+    async fn send(
+        &self,
+        to: SocketAddr,
+        operation: &'static str,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Bytes, StoreError> {
+        match tokio::time::timeout_at(deadline, self.call_inner(to, body, deadline)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(err)) => {
+                let kind = match err {
+                    LinkError::BadReply { .. } => ErrorKind::Corrupt,
+                    _ => ErrorKind::Unavailable,
+                };
+                Err(StoreError::new(kind, operation).with_source(err))
+            }
+            Err(_) => Err(
+                StoreError::new(ErrorKind::Timeout, operation).with_source(format!(
+                    "peer {to} did not answer within the request timeout"
+                )),
+            ),
+        }
+    }
+
+    fn serve(&self, handler: Weak<dyn Handler>) -> AbortHandle {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(listener) = listener else {
+            // Served already: the socket belongs to the first server.
+            return tokio::spawn(async {}).abort_handle();
+        };
+        tokio::spawn(serve(
+            listener,
+            handler,
+            self.signer.clone(),
+            Arc::clone(&self.counters),
+            self.max_budget,
+        ))
+        .abort_handle()
+    }
+
+    /// Forgets connections to peers that are no longer members.
+    fn retain(&self, live: &dyn Fn(&SocketAddr) -> bool) {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|addr, _| live(addr));
+    }
+}
+
 /// The most requests a node serves at once for its peers; past it, `503`.
 pub(crate) const MAX_SERVED: usize = 1024;
 
 /// The server side: accepts peer connections until the task is aborted.
-pub(crate) async fn serve(
+async fn serve(
     listener: TcpListener,
     handler: Weak<dyn Handler>,
     signer: Signer,
@@ -415,7 +455,7 @@ async fn answer(
     ) else {
         return status(StatusCode::BAD_REQUEST);
     };
-    let Ok(msg) = postcard::from_bytes::<Msg>(&body) else {
+    let Ok(request) = postcard::from_bytes::<PeerRequest>(&body) else {
         return status(StatusCode::BAD_REQUEST);
     };
     let Ok(_slot) = slots.try_acquire() else {
@@ -426,15 +466,16 @@ async fn answer(
     };
     // Keep a tenth of the caller's time for the reply's trip back.
     let deadline = Instant::now() + (Duration::from_millis(budget) * 9 / 10).min(max_budget);
-    let reply = match tokio::time::timeout_at(deadline, handler.handle(&node, deadline, msg)).await
-    {
-        Ok(reply) => reply,
-        Err(_) => Reply::Failed {
-            kind: crate::wire::WireErrorKind::Timeout,
-            reason: "the owner ran out of time".to_owned(),
-        },
-    };
-    let Ok(reply) = postcard::to_allocvec(&reply) else {
+    let reply =
+        match tokio::time::timeout_at(deadline, handler.handle(&node, deadline, request)).await {
+            Ok(reply) => reply,
+            Err(_) => Failure {
+                kind: WireErrorKind::Timeout,
+                reason: "the owner ran out of time".to_owned(),
+            }
+            .encode_as_reply(),
+        };
+    let Ok(reply) = reply else {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     };
     let reply_tag = signer.tag(&[b"reply", &tag, &reply]);

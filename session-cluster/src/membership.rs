@@ -18,7 +18,7 @@ use tokio::{
 use crate::{
     link::{is_blocked, Blocked},
     placement::{Member, View},
-    wire::{Signer, TAG_LEN},
+    sign::{Signer, TAG_LEN},
 };
 
 /// A node as SWIM knows it. SWIM tells identities apart by address: a node

@@ -1,242 +1,16 @@
-//! What nodes say to each other over the peer link, and how it is signed.
-//!
-//! Messages are postcard (compact serde) bodies of HTTP/2 requests. Every
-//! request and every reply carries an HMAC-SHA256 tag under a key derived
-//! from the cluster secret; see [`Signer`].
+//! Records, indexes and tombstones as they travel between nodes: each store
+//! type mirrored by a `Wire*` type with plain serde fields, so the protocol
+//! does not depend on the layout of core's or the cache's types.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use session_core::{
-    store::{Changes, ConditionalDelete, Data, Owner},
-    ErrorKind, SessionId,
+    store::{Changes, Data, Owner},
+    SessionId,
 };
-use sha2::Sha256;
 
-use crate::local::{Entry, Index, IndexDelta, Live};
-
-/// The path of every peer request; the version is in it so a future format
-/// can be served beside this one during a rolling upgrade.
-pub(crate) const PATH: &str = "/session-cluster/v1";
-/// Headers of a peer request.
-pub(crate) const H_NODE: &str = "x-sc-node";
-pub(crate) const H_TIME: &str = "x-sc-time";
-pub(crate) const H_BUDGET: &str = "x-sc-budget-ms";
-pub(crate) const H_MAC: &str = "x-sc-mac";
-/// The most a signed request may be older or newer than the receiver's clock.
-pub(crate) const MAX_SKEW: Duration = Duration::from_secs(60);
-/// The largest body either side accepts.
-pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
-
-/// A request to a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Msg {
-    // A node that is not the owner hands the whole operation to the owner.
-    Load {
-        key: String,
-    },
-    Create {
-        key: String,
-        record: WireLive,
-    },
-    Commit {
-        key: String,
-        changes: WireChanges,
-        expires_at: SystemTime,
-    },
-    Touch {
-        key: String,
-        expires_at: SystemTime,
-    },
-    Delete {
-        key: String,
-    },
-    // The owner (or a node re-replicating) to a holder.
-    Fetch {
-        key: String,
-    },
-    Install {
-        key: String,
-        entry: WireEntry,
-    },
-    CreateCopy {
-        key: String,
-        record: WireLive,
-    },
-    TouchCopy {
-        key: String,
-        version: u64,
-        expires_at: SystemTime,
-    },
-    /// "I hold these keys at these versions": the holder answers with the
-    /// indices it wants the entries of.
-    Offer {
-        entries: Vec<(String, u64, SystemTime, bool)>,
-    },
-    Push {
-        entries: Vec<(String, WireEntry)>,
-    },
-    // A node hands an owner-index operation to the index's owner node.
-    /// Adds `id` (until `until`) to the index at `key`.
-    IndexAdd {
-        key: String,
-        id: WireId,
-        until: SystemTime,
-    },
-    /// The index's live entries.
-    IndexRead {
-        key: String,
-    },
-    /// Takes `ids` out of the index at `key`.
-    IndexRemove {
-        key: String,
-        ids: Vec<WireId>,
-    },
-    /// Ends the session at `key` only if it still belongs to `owner`;
-    /// `until` is the index entry's, how long the session could live.
-    EndOwned {
-        key: String,
-        owner: String,
-        until: SystemTime,
-    },
-    /// The index owner to a holder: one change to its copy.
-    IndexCopy {
-        key: String,
-        delta: WireIndexDelta,
-    },
-    // Last, so the variants before keep their numbers on the wire.
-    /// Deletes the session at `key` only if its version is `version`.
-    DeleteIfVersion {
-        key: String,
-        version: u64,
-    },
-}
-
-impl Msg {
-    /// A short name for logs and metrics; never a key.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Self::Load { .. } => "load",
-            Self::Create { .. } => "create",
-            Self::Commit { .. } => "commit",
-            Self::Touch { .. } => "touch",
-            Self::Delete { .. } => "delete",
-            Self::Fetch { .. } => "fetch",
-            Self::Install { .. } => "install",
-            Self::CreateCopy { .. } => "create_copy",
-            Self::TouchCopy { .. } => "touch_copy",
-            Self::Offer { .. } => "offer",
-            Self::Push { .. } => "push",
-            Self::IndexAdd { .. } => "index_add",
-            Self::IndexRead { .. } => "index_read",
-            Self::IndexRemove { .. } => "index_remove",
-            Self::EndOwned { .. } => "end_owned",
-            Self::IndexCopy { .. } => "index_copy",
-            Self::DeleteIfVersion { .. } => "delete_if_version",
-        }
-    }
-}
-
-/// A peer's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Reply {
-    Loaded(Option<WireLive>),
-    Created(bool),
-    Committed(Option<u64>),
-    Touched(bool),
-    Deleted,
-    Entry(Option<WireEntry>),
-    Accepted,
-    Conflict(WireEntry),
-    NeedRecord,
-    Want(Vec<u32>),
-    /// An index change is on every holder.
-    Indexed,
-    /// An index's live entries.
-    Index(Vec<(WireId, SystemTime)>),
-    /// What an [`Msg::EndOwned`] found.
-    Ended(EndOutcome),
-    /// The peer could not do it; the kind is a [`ErrorKind`] name.
-    Failed {
-        kind: WireErrorKind,
-        reason: String,
-    },
-    // Last, so the variants before keep their numbers on the wire.
-    /// What a [`Msg::DeleteIfVersion`] found.
-    DeletedIf(WireConditionalDelete),
-}
-
-/// The error kinds a peer reports, mirrored so the wire does not depend on
-/// core's enum layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum WireErrorKind {
-    Unavailable,
-    Timeout,
-    Corrupt,
-    TooLarge,
-    Other,
-}
-
-impl From<ErrorKind> for WireErrorKind {
-    fn from(kind: ErrorKind) -> Self {
-        match kind {
-            ErrorKind::Unavailable => Self::Unavailable,
-            ErrorKind::Timeout => Self::Timeout,
-            ErrorKind::Corrupt => Self::Corrupt,
-            ErrorKind::TooLarge => Self::TooLarge,
-            _ => Self::Other,
-        }
-    }
-}
-
-impl From<WireErrorKind> for ErrorKind {
-    fn from(kind: WireErrorKind) -> Self {
-        match kind {
-            WireErrorKind::Unavailable => Self::Unavailable,
-            WireErrorKind::Timeout => Self::Timeout,
-            WireErrorKind::Corrupt => Self::Corrupt,
-            WireErrorKind::TooLarge => Self::TooLarge,
-            WireErrorKind::Other => Self::Other,
-        }
-    }
-}
-
-/// What a conditional delete ([`Msg::EndOwned`]) found at the session's
-/// owner node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum EndOutcome {
-    /// The session belonged to the owner and is now deleted.
-    Ended,
-    /// There is no live session with this id (it ended, expired, or was
-    /// never written); a tombstone now keeps it that way.
-    Absent,
-    /// The session is live and belongs to someone else, or to no one.
-    Kept,
-}
-
-/// [`ConditionalDelete`](session_core::store::ConditionalDelete) on the wire,
-/// mirrored so the wire does not depend on core's enum layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum WireConditionalDelete {
-    Deleted,
-    Changed,
-    Missing,
-}
-
-impl From<WireConditionalDelete> for ConditionalDelete {
-    fn from(answer: WireConditionalDelete) -> Self {
-        match answer {
-            WireConditionalDelete::Deleted => Self::Deleted,
-            WireConditionalDelete::Changed => Self::Changed,
-            WireConditionalDelete::Missing => Self::Missing,
-        }
-    }
-}
+use crate::entry::{Entry, Index, IndexDelta, Live};
 
 /// A session id on the wire, in its text form. Decoding refuses anything
 /// that is not an id, so a malformed index never reaches the store.
@@ -470,86 +244,10 @@ impl From<WireChanges> for Changes {
     }
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// Signs and checks peer traffic with keys derived from the cluster secret:
-/// one for the link, one for membership datagrams, so a tag from one can
-/// never be replayed as the other.
-#[derive(Clone)]
-pub(crate) struct Signer {
-    key: [u8; 32],
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Signer(<redacted>)")
-    }
-}
-
-/// The length of an HMAC-SHA256 tag.
-pub(crate) const TAG_LEN: usize = 32;
-
-impl Signer {
-    pub(crate) fn derive(secret: &[u8], purpose: &str) -> Self {
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-        mac.update(b"session-cluster key derivation\0");
-        mac.update(purpose.as_bytes());
-        Self {
-            key: mac.finalize().into_bytes().into(),
-        }
-    }
-
-    fn mac(&self, parts: &[&[u8]]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        for part in parts {
-            // Length-prefixed, so moving bytes between parts changes the tag.
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
-        }
-        mac
-    }
-
-    pub(crate) fn tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
-        self.mac(parts).finalize().into_bytes().into()
-    }
-
-    /// Constant-time check of `tag` over `parts`.
-    pub(crate) fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        self.mac(parts).verify_slice(tag).is_ok()
-    }
-}
-
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-pub(crate) fn from_hex(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    text.chunks(2)
-        .map(|pair| {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect()
-}
-
-/// Milliseconds since the Unix epoch, as signed in [`H_TIME`].
-pub(crate) fn unix_millis(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -630,68 +328,51 @@ mod tests {
     #[test]
     fn a_message_with_something_other_than_an_id_does_not_decode() {
         let id = SessionId::generate();
-        let msg = Msg::IndexRemove {
+        let msg = crate::protocol::Call::into_request(crate::protocol::IndexRemove {
             key: "k".to_owned(),
             ids: vec![WireId(id)],
-        };
+        });
         let mut bytes = postcard::to_allocvec(&msg).unwrap();
-        assert!(postcard::from_bytes::<Msg>(&bytes).is_ok());
+        assert!(postcard::from_bytes::<crate::protocol::Request>(&bytes).is_ok());
         let at = bytes
             .windows(22)
             .position(|w| w == id.encode().as_bytes())
             .unwrap();
         bytes[at] = b'!';
-        assert!(postcard::from_bytes::<Msg>(&bytes).is_err());
-    }
-
-    #[test]
-    fn tags_depend_on_the_key_the_purpose_and_the_split() {
-        let link = Signer::derive(&[1; 32], "link");
-        let tag = link.tag(&[b"ab", b"c"]);
-        assert!(link.verify(&[b"ab", b"c"], &tag));
-        assert!(!link.verify(&[b"a", b"bc"], &tag));
-        assert!(!Signer::derive(&[1; 32], "gossip").verify(&[b"ab", b"c"], &tag));
-        assert!(!Signer::derive(&[2; 32], "link").verify(&[b"ab", b"c"], &tag));
-    }
-
-    #[test]
-    fn hex_round_trips_and_refuses_junk() {
-        let bytes = [0u8, 1, 0xab, 0xff];
-        assert_eq!(from_hex(to_hex(&bytes).as_bytes()).unwrap(), bytes);
-        assert!(from_hex(b"abc").is_none());
-        assert!(from_hex(b"zz").is_none());
+        assert!(postcard::from_bytes::<crate::protocol::Request>(&bytes).is_err());
     }
 }
 
 #[cfg(test)]
-mod properties {
-    //! Every message and reply survives the wire: each variant, with owners,
-    //! indexes, tombstones and times to the nanosecond.
+pub(crate) mod strategies {
+    //! Any value of each wire type, for the protocol's property tests.
+    use std::time::Duration;
+
     use proptest::{collection::vec, option, prelude::*};
 
     use super::*;
 
-    fn time() -> impl Strategy<Value = SystemTime> {
+    pub(crate) fn time() -> impl Strategy<Value = SystemTime> {
         (0..4 * u64::from(u32::MAX), 0..1_000_000_000u32)
             .prop_map(|(secs, nanos)| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
     }
 
     /// Any text, short: keys, values, owner names.
-    fn text() -> impl Strategy<Value = String> {
+    pub(crate) fn text() -> impl Strategy<Value = String> {
         ".{0,12}"
     }
 
     /// A session id: 16 bytes as 22 characters of base64url, the last one
     /// carrying two bits (so its low four are zero).
-    fn id() -> impl Strategy<Value = WireId> {
+    pub(crate) fn id() -> impl Strategy<Value = WireId> {
         "[A-Za-z0-9_-]{21}[AQgw]".prop_map(|text| WireId(SessionId::decode(&text).unwrap()))
     }
 
-    fn owner() -> impl Strategy<Value = WireOwner> {
+    pub(crate) fn owner() -> impl Strategy<Value = WireOwner> {
         (text(), time()).prop_map(|(name, until)| WireOwner { name, until })
     }
 
-    fn live() -> impl Strategy<Value = WireLive> {
+    pub(crate) fn live() -> impl Strategy<Value = WireLive> {
         (
             vec((text(), text()), 0..4),
             time(),
@@ -708,7 +389,7 @@ mod properties {
             })
     }
 
-    fn index() -> impl Strategy<Value = WireIndex> {
+    pub(crate) fn index() -> impl Strategy<Value = WireIndex> {
         (vec((id(), time()), 0..4), time(), any::<u64>()).prop_map(
             |(sessions, expires_at, version)| WireIndex {
                 sessions,
@@ -718,7 +399,7 @@ mod properties {
         )
     }
 
-    fn delta() -> impl Strategy<Value = WireIndexDelta> {
+    pub(crate) fn delta() -> impl Strategy<Value = WireIndexDelta> {
         (
             any::<u64>(),
             any::<u64>(),
@@ -737,7 +418,7 @@ mod properties {
             })
     }
 
-    fn entry() -> impl Strategy<Value = WireEntry> {
+    pub(crate) fn entry() -> impl Strategy<Value = WireEntry> {
         prop_oneof![
             live().prop_map(WireEntry::Live),
             (any::<u64>(), time()).prop_map(|(version, until)| WireEntry::Gone { version, until }),
@@ -745,7 +426,7 @@ mod properties {
         ]
     }
 
-    fn changes() -> impl Strategy<Value = WireChanges> {
+    pub(crate) fn changes() -> impl Strategy<Value = WireChanges> {
         (
             any::<bool>(),
             vec(text(), 0..4),
@@ -758,118 +439,5 @@ mod properties {
                 set,
                 owner,
             })
-    }
-
-    /// Every variant of [`Msg`].
-    fn msg() -> impl Strategy<Value = Msg> {
-        prop_oneof![
-            text().prop_map(|key| Msg::Load { key }),
-            (text(), live()).prop_map(|(key, record)| Msg::Create { key, record }),
-            (text(), changes(), time()).prop_map(|(key, changes, expires_at)| Msg::Commit {
-                key,
-                changes,
-                expires_at
-            }),
-            (text(), time()).prop_map(|(key, expires_at)| Msg::Touch { key, expires_at }),
-            text().prop_map(|key| Msg::Delete { key }),
-            text().prop_map(|key| Msg::Fetch { key }),
-            (text(), entry()).prop_map(|(key, entry)| Msg::Install { key, entry }),
-            (text(), live()).prop_map(|(key, record)| Msg::CreateCopy { key, record }),
-            (text(), any::<u64>(), time()).prop_map(|(key, version, expires_at)| {
-                Msg::TouchCopy {
-                    key,
-                    version,
-                    expires_at,
-                }
-            }),
-            vec((text(), any::<u64>(), time(), any::<bool>()), 0..4)
-                .prop_map(|entries| Msg::Offer { entries }),
-            vec((text(), entry()), 0..4).prop_map(|entries| Msg::Push { entries }),
-            (text(), id(), time()).prop_map(|(key, id, until)| Msg::IndexAdd { key, id, until }),
-            text().prop_map(|key| Msg::IndexRead { key }),
-            (text(), vec(id(), 0..4)).prop_map(|(key, ids)| Msg::IndexRemove { key, ids }),
-            (text(), text(), time()).prop_map(|(key, owner, until)| Msg::EndOwned {
-                key,
-                owner,
-                until
-            }),
-            (text(), delta()).prop_map(|(key, delta)| Msg::IndexCopy { key, delta }),
-            (text(), any::<u64>()).prop_map(|(key, version)| Msg::DeleteIfVersion { key, version }),
-        ]
-    }
-
-    /// Every variant of [`Reply`].
-    fn reply() -> impl Strategy<Value = Reply> {
-        let kind = prop::sample::select(vec![
-            WireErrorKind::Unavailable,
-            WireErrorKind::Timeout,
-            WireErrorKind::Corrupt,
-            WireErrorKind::TooLarge,
-            WireErrorKind::Other,
-        ]);
-        let outcome = prop::sample::select(vec![
-            EndOutcome::Ended,
-            EndOutcome::Absent,
-            EndOutcome::Kept,
-        ]);
-        prop_oneof![
-            option::of(live()).prop_map(Reply::Loaded),
-            any::<bool>().prop_map(Reply::Created),
-            option::of(any::<u64>()).prop_map(Reply::Committed),
-            any::<bool>().prop_map(Reply::Touched),
-            Just(Reply::Deleted),
-            option::of(entry()).prop_map(Reply::Entry),
-            Just(Reply::Accepted),
-            entry().prop_map(Reply::Conflict),
-            Just(Reply::NeedRecord),
-            vec(any::<u32>(), 0..8).prop_map(Reply::Want),
-            Just(Reply::Indexed),
-            vec((id(), time()), 0..4).prop_map(Reply::Index),
-            outcome.prop_map(Reply::Ended),
-            (kind, text()).prop_map(|(kind, reason)| Reply::Failed { kind, reason }),
-            prop::sample::select(vec![
-                WireConditionalDelete::Deleted,
-                WireConditionalDelete::Changed,
-                WireConditionalDelete::Missing,
-            ])
-            .prop_map(Reply::DeletedIf),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn every_message_round_trips(msg in msg()) {
-            let bytes = postcard::to_allocvec(&msg).unwrap();
-            let back: Msg = postcard::from_bytes(&bytes).unwrap();
-            prop_assert_eq!(back.name(), msg.name());
-            prop_assert_eq!(back, msg);
-            #[cfg(feature = "codec")]
-            {
-                prop_assert_eq!(crate::codec::reencode_request(&bytes).unwrap(), bytes.clone());
-                prop_assert!(crate::codec::decode_request(&bytes).is_ok());
-            }
-        }
-
-        #[test]
-        fn every_reply_round_trips(reply in reply()) {
-            let bytes = postcard::to_allocvec(&reply).unwrap();
-            let back: Reply = postcard::from_bytes(&bytes).unwrap();
-            prop_assert_eq!(back, reply);
-            #[cfg(feature = "codec")]
-            {
-                prop_assert_eq!(crate::codec::reencode_reply(&bytes).unwrap(), bytes.clone());
-                prop_assert!(crate::codec::decode_reply(&bytes).is_ok());
-            }
-        }
-
-        #[test]
-        fn a_cut_message_is_refused(msg in msg()) {
-            // Postcard is self-delimiting, so a body cut anywhere is refused,
-            // never misread as a shorter message.
-            let bytes = postcard::to_allocvec(&msg).unwrap();
-            for len in 0..bytes.len() {
-                prop_assert!(postcard::from_bytes::<Msg>(&bytes[..len]).is_err(), "{} of {} bytes", len, bytes.len());
-            }
-        }
     }
 }

@@ -1,0 +1,338 @@
+//! Routing, and the owner's side of each operation: a client operation goes
+//! to the key's owner node, which serialises it per key and applies it on
+//! every holder before it answers.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use session_core::{ErrorKind, StoreError};
+use tokio::time::Instant;
+
+use crate::{
+    entry::Entry,
+    link::Handler,
+    local::Installed,
+    node::Inner,
+    placement::{Member, View},
+    protocol::{
+        encode_reply, Call, CopyOutcome, Encoded, Failure, Fetch, Install, OwnerRequest,
+        PatchOutcome, Request,
+    },
+    wire::WireEntry,
+};
+
+/// Commits retried after a conflict with a copy written by another
+/// coordinator; more would mean the nodes disagree about the owner for
+/// longer than a membership change takes.
+pub(crate) const MAX_ATTEMPTS: usize = 5;
+
+/// What an owner request needs to be served: the view it was routed by,
+/// the other holders of its key, and the caller's deadline.
+pub(crate) struct Serving<'a> {
+    pub(crate) view: &'a View,
+    /// Empty for reads, which change no copy.
+    pub(crate) holders: &'a [&'a Member],
+    pub(crate) deadline: Instant,
+}
+
+/// A request the key's owner node serves: how it serves it, returning
+/// exactly the request's answer.
+#[async_trait]
+pub(crate) trait OwnerCall: Call {
+    /// A read: it takes no lock, and may fall back to a backup when the
+    /// owner does not answer, since every holder has every acknowledged
+    /// commit.
+    const READ: bool = false;
+    /// The key the request is about, which decides its owner.
+    fn key(&self) -> &str;
+    /// Serves the request on its owner node; writes run under the key's
+    /// lock.
+    async fn serve(self, inner: &Inner, at: &Serving<'_>) -> Result<Self::Reply, StoreError>;
+}
+
+impl Inner {
+    /// Sends `request` to its key's owner, or serves it here when this
+    /// node is the owner, all before `deadline`. An error the owner reports
+    /// is named after `operation`.
+    pub(crate) async fn route<R: OwnerCall>(
+        &self,
+        request: R,
+        operation: &'static str,
+        deadline: Instant,
+    ) -> Result<R::Reply, StoreError> {
+        let view = self.view();
+        self.check_quorum(&view, operation)?;
+        let replicas = view.replicas(request.key(), self.copies);
+        let owner = replicas[0];
+        let failed = |failure: Failure| failure.into_error(operation);
+        // Served here, an error travels as it would from a peer, so the
+        // caller sees the same error wherever the owner is.
+        let here =
+            |result: Result<R::Reply, StoreError>| result.map_err(|err| failed(Failure::of(&err)));
+        if *owner.name == *self.me {
+            return here(self.coordinate(request, deadline).await);
+        }
+        if !R::READ {
+            let request = Encoded::new(request)?;
+            return self
+                .link
+                .ask(owner.addr, &request, deadline)
+                .await?
+                .map_err(failed);
+        }
+        // A read may fall back to another holder when the owner does not
+        // answer: every holder has every acknowledged commit. The owner gets
+        // two thirds of the time so the fallback has some left.
+        let encoded = Encoded::new(request.clone())?;
+        let now = Instant::now();
+        let first = now + (deadline - now) * 2 / 3;
+        let err = match self.link.ask(owner.addr, &encoded, first).await {
+            Ok(answer) => return answer.map_err(failed),
+            Err(err) => err,
+        };
+        if !err.kind().is_transient() {
+            return Err(err);
+        }
+        for backup in &replicas[1..] {
+            if *backup.name == *self.me {
+                return here(self.coordinate(request, deadline).await);
+            }
+            if let Ok(answer) = self.link.ask(backup.addr, &encoded, deadline).await {
+                return answer.map_err(failed);
+            }
+        }
+        Err(err)
+    }
+
+    /// Serves an [`OwnerRequest`] from a peer: the reply body of its answer.
+    pub(crate) async fn serve_owner(
+        &self,
+        request: OwnerRequest,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, postcard::Error> {
+        match request {
+            OwnerRequest::Load(request) => self.answer(request, deadline).await,
+            OwnerRequest::Create(request) => self.answer(request, deadline).await,
+            OwnerRequest::Commit(request) => self.answer(request, deadline).await,
+            OwnerRequest::Touch(request) => self.answer(request, deadline).await,
+            OwnerRequest::Delete(request) => self.answer(request, deadline).await,
+            OwnerRequest::IndexAdd(request) => self.answer(request, deadline).await,
+            OwnerRequest::IndexRead(request) => self.answer(request, deadline).await,
+            OwnerRequest::IndexRemove(request) => self.answer(request, deadline).await,
+            OwnerRequest::EndOwned(request) => self.answer(request, deadline).await,
+            OwnerRequest::DeleteIfVersion(request) => self.answer(request, deadline).await,
+        }
+    }
+
+    async fn answer<R: OwnerCall>(
+        &self,
+        request: R,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, postcard::Error> {
+        let answer = self.coordinate(request, deadline).await;
+        encode_reply(&answer.map_err(|err| Failure::of(&err)))
+    }
+
+    /// The owner's side of a client operation: serialised per key, applied
+    /// here and on every other holder before the answer.
+    pub(crate) async fn coordinate<R: OwnerCall>(
+        &self,
+        request: R,
+        deadline: Instant,
+    ) -> Result<R::Reply, StoreError> {
+        let view = self.view();
+        self.check_quorum(&view, R::NAME)?;
+        if R::READ {
+            let at = Serving {
+                view: &view,
+                holders: &[],
+                deadline,
+            };
+            return request.serve(self, &at).await;
+        }
+        let Ok(_guard) = tokio::time::timeout_at(deadline, self.lock(request.key()).lock()).await
+        else {
+            return Err(StoreError::new(ErrorKind::Timeout, R::NAME)
+                .with_source("the session is busy with other commits on its owner"));
+        };
+        let holders = self.others(view.replicas(request.key(), self.copies));
+        let at = Serving {
+            view: &view,
+            holders: &holders,
+            deadline,
+        };
+        request.serve(self, &at).await
+    }
+
+    /// The newest entry for `key` this owner can know of: its own copy, and
+    /// the other holders' when it has none or the membership changed
+    /// recently (a new owner may not have been handed the session yet). A
+    /// newer copy found elsewhere is kept here (read repair).
+    pub(crate) async fn read_base(
+        &self,
+        key: &str,
+        view: &View,
+        deadline: Instant,
+    ) -> Result<Option<Entry>, StoreError> {
+        let local = self.local.get(key).await;
+        let unsettled = view.changed_at.elapsed() < self.settle_time;
+        let ask: Vec<&Member> = if unsettled {
+            self.others(&view.members)
+        } else if local.is_none() {
+            self.others(view.replicas(key, self.copies))
+        } else {
+            Vec::new()
+        };
+        if ask.is_empty() {
+            return Ok(local);
+        }
+        let msg = Encoded::new(Fetch {
+            key: key.to_owned(),
+        })?;
+        let answers = join_all(ask.iter().map(|m| self.link.call(m.addr, &msg, deadline))).await;
+        let mut best = local.clone();
+        let mut unanswered = None;
+        for answer in answers {
+            match answer {
+                Ok(entry) => best = Entry::newest(best, entry.map(Entry::from)),
+                Err(err) => unanswered = Some(err),
+            }
+        }
+        if let (None, Some(err)) = (&best, unanswered) {
+            // Saying "no such session" would end it for its user; a holder
+            // that did not answer may have it.
+            return Err(err);
+        }
+        if let Some(found) = &best {
+            if local.as_ref().is_none_or(|l| found.supersedes(l)) {
+                let _ = self.local.install(key, found.clone()).await;
+            }
+        }
+        Ok(best.filter(|entry| entry.is_current(SystemTime::now())))
+    }
+
+    /// Sends one message to each holder in parallel.
+    pub(crate) async fn to_holders<R: Call>(
+        &self,
+        holders: &[&Member],
+        msg: &Encoded<R>,
+        deadline: Instant,
+    ) -> Vec<Result<R::Reply, StoreError>> {
+        join_all(
+            holders
+                .iter()
+                .map(|m| self.link.call(m.addr, msg, deadline)),
+        )
+        .await
+    }
+
+    /// Installs `next` on every other holder, then here. `Some(entry)` when
+    /// a holder (or this node) has something newer: the caller retries on it.
+    pub(crate) async fn replicate(
+        &self,
+        key: &str,
+        next: &Entry,
+        holders: &[&Member],
+        deadline: Instant,
+    ) -> Result<Option<Entry>, StoreError> {
+        let msg = Encoded::new(Install {
+            key: key.to_owned(),
+            entry: next.into(),
+        })?;
+        let mut gathered = Gathered::default();
+        for answer in self.to_holders(holders, &msg, deadline).await {
+            gathered.add(answer);
+        }
+        self.settle(key, next.clone(), gathered).await
+    }
+
+    /// After every holder answered: a newer copy wins (and is installed
+    /// here), an error means not acknowledged (a holder may or may not have
+    /// the copy; the next commit or re-replication settles it by version),
+    /// and otherwise `next` is installed here last.
+    pub(crate) async fn settle(
+        &self,
+        key: &str,
+        next: Entry,
+        gathered: Gathered,
+    ) -> Result<Option<Entry>, StoreError> {
+        if let Some(newer) = gathered.newer {
+            let _ = self.local.install(key, newer.clone()).await;
+            return Ok(Some(newer));
+        }
+        if let Some(err) = gathered.error {
+            return Err(err);
+        }
+        match self.local.install(key, next).await {
+            Installed::Accepted => Ok(None),
+            Installed::Conflict(entry) => Ok(Some(entry)),
+        }
+    }
+}
+
+/// The holders' answers to one copy: the newest conflicting entry and the
+/// last error.
+#[derive(Default)]
+pub(crate) struct Gathered {
+    pub(crate) newer: Option<Entry>,
+    pub(crate) error: Option<StoreError>,
+}
+
+impl Gathered {
+    /// Takes one holder's answer to a whole copy.
+    pub(crate) fn add(&mut self, answer: Result<CopyOutcome, StoreError>) {
+        match answer {
+            Ok(CopyOutcome::Accepted) => {}
+            Ok(CopyOutcome::Conflict(entry)) => self.conflict(entry),
+            Err(err) => self.error = Some(err),
+        }
+    }
+
+    /// Takes one holder's answer to a change; `true` when the holder lacks
+    /// the version the change was made from and needs the whole entry.
+    pub(crate) fn add_patch(&mut self, answer: Result<PatchOutcome, StoreError>) -> bool {
+        match answer {
+            Ok(PatchOutcome::Accepted) => {}
+            Ok(PatchOutcome::NeedRecord) => return true,
+            Ok(PatchOutcome::Conflict(entry)) => self.conflict(entry),
+            Err(err) => self.error = Some(err),
+        }
+        false
+    }
+
+    fn conflict(&mut self, entry: WireEntry) {
+        self.newer = Entry::newest(self.newer.take(), Some(entry.into()));
+    }
+}
+
+/// A write that lost to a newer copy on every try: the membership is
+/// changing under it, and the caller may retry once it has settled.
+pub(crate) fn kept_losing(operation: &'static str) -> StoreError {
+    StoreError::new(ErrorKind::Unavailable, operation)
+        .with_source("the holders kept answering with newer copies; the membership is changing")
+}
+
+#[async_trait]
+impl Handler for Inner {
+    async fn handle(
+        &self,
+        _from: &str,
+        deadline: Instant,
+        request: Request,
+    ) -> Result<Vec<u8>, postcard::Error> {
+        match request {
+            Request::Owner(request) => self.serve_owner(request, deadline).await,
+            // A node that sees no quorum serves nothing, its copies included:
+            // it may be on the minority side of a partition.
+            Request::Holder(request) => match self.check_quorum(&self.view(), request.name()) {
+                Ok(()) => self.serve_holder(request).await,
+                Err(err) => Failure::of(&err).encode_as_reply(),
+            },
+            Request::Rebalance(request) => match self.check_quorum(&self.view(), request.name()) {
+                Ok(()) => self.serve_rebalance(request).await,
+                Err(err) => Failure::of(&err).encode_as_reply(),
+            },
+        }
+    }
+}
