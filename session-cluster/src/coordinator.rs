@@ -142,7 +142,7 @@ impl Inner {
         deadline: Instant,
     ) -> Result<R::Reply, StoreError> {
         let view = self.view();
-        self.check_quorum(&view, R::NAME)?;
+        self.serving(&view, R::NAME, deadline).await?;
         if R::READ {
             let at = Serving {
                 view: &view,
@@ -199,10 +199,26 @@ impl Inner {
                 Err(err) => unanswered = Some(err),
             }
         }
-        if let (None, Some(err)) = (&best, unanswered) {
-            // Saying "no such session" would end it for its user; a holder
-            // that did not answer may have it.
-            return Err(err);
+        if let Some(err) = unanswered {
+            if best.is_none() {
+                // Saying "no such session" would end it for its user; a
+                // holder that did not answer may have it.
+                return Err(err);
+            }
+            if unsettled {
+                // Right after a membership change this node may be an owner
+                // that has not been handed the newest copy yet, and the
+                // member that did not answer may hold it: serving our own
+                // copy could serve one a commit has superseded.
+                return Err(
+                    StoreError::new(ErrorKind::Unavailable, err.operation()).with_source(format!(
+                        "the membership changed {:?} ago and a member that may hold a newer \
+                         copy did not answer: {}",
+                        view.changed_at.elapsed(),
+                        err.to_line()
+                    )),
+                );
+            }
         }
         if let Some(found) = &best {
             if local.as_ref().is_none_or(|l| found.supersedes(l)) {
@@ -317,22 +333,29 @@ pub(crate) fn kept_losing(operation: &'static str) -> StoreError {
 impl Handler for Inner {
     async fn handle(
         &self,
-        _from: &str,
+        from: &str,
         deadline: Instant,
         request: Request,
     ) -> Result<Vec<u8>, postcard::Error> {
         match request {
             Request::Owner(request) => self.serve_owner(request, deadline).await,
-            // A node that sees no quorum serves nothing, its copies included:
-            // it may be on the minority side of a partition.
-            Request::Holder(request) => match self.check_quorum(&self.view(), request.name()) {
-                Ok(()) => self.serve_holder(request).await,
-                Err(err) => Failure::of(&err).encode_as_reply(),
-            },
-            Request::Rebalance(request) => match self.check_quorum(&self.view(), request.name()) {
-                Ok(()) => self.serve_rebalance(request).await,
-                Err(err) => Failure::of(&err).encode_as_reply(),
-            },
+            // A node without a quorum or a lease serves nothing, its copies
+            // included: it may be on the minority side of a partition.
+            Request::Holder(request) => {
+                match self.serving(&self.view(), request.name(), deadline).await {
+                    Ok(()) => self.serve_holder(request).await,
+                    Err(err) => Failure::of(&err).encode_as_reply(),
+                }
+            }
+            Request::Rebalance(request) => {
+                match self.serving(&self.view(), request.name(), deadline).await {
+                    Ok(()) => self.serve_rebalance(request).await,
+                    Err(err) => Failure::of(&err).encode_as_reply(),
+                }
+            }
+            Request::Lease(request) => {
+                encode_reply(&Ok::<_, Failure>(self.confirm(from, &request)))
+            }
         }
     }
 }

@@ -240,6 +240,7 @@ mod config;
 mod coordinator;
 mod entry;
 mod holder;
+mod lease;
 mod link;
 mod local;
 mod membership;

@@ -213,7 +213,6 @@ impl Link {
             .header(H_MAC, to_hex(&tag))
             .body(Full::new(body))
             .expect("the request is built from valid parts");
-        self.counters.requests_sent.fetch_add(1, Ordering::Relaxed);
         let http = |source| LinkError::Http { addr, source };
         let response = async {
             sender.ready().await?;
@@ -291,6 +290,11 @@ impl Transport for Link {
         body: Bytes,
         deadline: Instant,
     ) -> Result<Bytes, StoreError> {
+        // Lease renewals are counted apart (`ClusterStats::lease_requests`),
+        // so this counts the requests that sessions and indexes cost.
+        if operation != <crate::lease::Confirm as crate::protocol::Call>::NAME {
+            self.counters.requests_sent.fetch_add(1, Ordering::Relaxed);
+        }
         match tokio::time::timeout_at(deadline, self.call_inner(to, body, deadline)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(err)) => {

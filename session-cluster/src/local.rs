@@ -3,7 +3,10 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -94,6 +97,10 @@ pub(crate) fn is_owner_key(key: &str) -> bool {
 pub(crate) struct Local {
     sessions: Cache<String, Arc<Entry>>,
     indexes: Cache<String, Arc<Entry>>,
+    /// The longest lifetime, in seconds from when it was stored, of any live
+    /// copy stored here: how long a copy this node cannot see might still
+    /// live, for tombstones (`Inner::tombstone`).
+    horizon_secs: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Local {
@@ -113,7 +120,14 @@ impl Local {
                 .expire_after(UntilEntryEnds)
                 .build(),
             indexes: Cache::builder().expire_after(UntilEntryEnds).build(),
+            horizon_secs: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The longest lifetime any live copy stored here was given, counted
+    /// from when it was stored.
+    pub(crate) fn horizon(&self) -> Duration {
+        Duration::from_secs(self.horizon_secs.load(Ordering::Relaxed))
     }
 
     fn cache(&self, key: &str) -> &Cache<String, Arc<Entry>> {
@@ -154,7 +168,15 @@ impl Local {
                     .map(moka::Entry::into_value)
                     .filter(|entry| entry.is_current(now));
                 let op = match decide(current.as_deref()) {
-                    Some(next) => Op::Put(Arc::new(next)),
+                    Some(next) => {
+                        if let Entry::Live(live) = &next {
+                            let lifetime = live.expires_at.duration_since(now).unwrap_or_default();
+                            // Rounded up, so the horizon is never short.
+                            self.horizon_secs
+                                .fetch_max(lifetime.as_secs() + 1, Ordering::Relaxed);
+                        }
+                        Op::Put(Arc::new(next))
+                    }
                     None => Op::Nop,
                 };
                 std::future::ready(op)

@@ -75,6 +75,10 @@ impl Identity for Ident {
     }
 }
 
+/// The names of the members SWIM suspects now (alive until declared dead,
+/// but not to be vouched for: see [`crate::lease`]).
+pub(crate) type Suspects = Arc<std::sync::RwLock<Vec<Arc<str>>>>;
+
 /// Requests to the membership task.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -124,6 +128,8 @@ pub(crate) struct Swim {
     pub(crate) seeds: Vec<SocketAddr>,
     pub(crate) signer: Signer,
     pub(crate) blocked: Blocked,
+    /// Where the suspected members are published.
+    pub(crate) suspects: Suspects,
     pub(crate) config: Config,
     /// The cluster size: below it, keep announcing to the seeds.
     pub(crate) expected: usize,
@@ -142,6 +148,7 @@ pub(crate) async fn run(
         seeds,
         signer,
         blocked,
+        suspects,
         config,
         expected,
     } = swim;
@@ -197,6 +204,7 @@ pub(crate) async fn run(
             }
         }
         drain(&mut runtime, &socket, &signer, &blocked, &timer_tx).await;
+        publish_suspects(foca.iter_members(), &suspects);
         let mut known: Vec<&Ident> = foca.iter_members().map(foca::Member::id).collect();
         known.push(&me);
         // Newest generation first: `View::new` keeps the first of each name.
@@ -210,6 +218,28 @@ pub(crate) async fn run(
             tracing::info!(members = members.len(), epoch, "cluster membership changed");
             let _ = views.send(Arc::new(View::new(members, epoch)));
         }
+    }
+}
+
+/// Publishes the members SWIM suspects, when they changed.
+fn publish_suspects<'m>(
+    members: impl Iterator<Item = &'m foca::Member<Ident>>,
+    suspects: &Suspects,
+) {
+    let now: Vec<Arc<str>> = members
+        .filter(|member| member.state() == foca::State::Suspect)
+        .map(|member| Arc::from(member.id().name.as_str()))
+        .collect();
+    let unchanged = {
+        let current = suspects
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current == now
+    };
+    if !unchanged {
+        *suspects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
     }
 }
 

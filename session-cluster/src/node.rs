@@ -13,15 +13,17 @@ use tokio::{
     net::{TcpListener, UdpSocket},
     sync::{mpsc, watch},
     task::AbortHandle,
+    time::Instant,
 };
 use xxhash_rust::xxh3::xxh3_64;
 
 #[cfg(feature = "fault-injection")]
 use crate::transport::Partitioned;
 use crate::{
+    lease::{lease_loop, Lease},
     link::{Blocked, Counters, Handler, Link},
     local::Local,
-    membership::{self, Command, Ident},
+    membership::{self, Command, Ident, Suspects},
     placement::{Member, View},
     rebalance::rebalance_loop,
     sign::Signer,
@@ -77,6 +79,12 @@ pub(crate) struct Inner {
     pub(crate) locks: Box<[tokio::sync::Mutex<()>]>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) rebalances: AtomicU64,
+    pub(crate) suspect_timeout: Duration,
+    /// This node's read lease; see [`crate::lease`].
+    pub(crate) lease: Arc<Lease>,
+    /// The members this node's membership suspects (and has not declared
+    /// dead yet): they get no lease confirmation from it.
+    pub(crate) suspects: Suspects,
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub(crate) blocked: Blocked,
 }
@@ -152,6 +160,9 @@ impl ClusterStore {
             locks: (0..1024).map(|_| tokio::sync::Mutex::new(())).collect(),
             counters: Arc::clone(&counters),
             rebalances: AtomicU64::new(0),
+            suspect_timeout: config.suspect_timeout,
+            lease: Arc::new(Lease::new(config.quorum(), config.suspect_timeout)),
+            suspects: Suspects::default(),
         });
         let handler: Weak<dyn Handler> = Arc::downgrade(&inner) as Weak<dyn Handler>;
         let server = inner.link.serve(handler);
@@ -163,6 +174,7 @@ impl ClusterStore {
                 seeds: config.seeds.clone(),
                 signer: Signer::derive(&config.secret, "gossip"),
                 blocked,
+                suspects: Arc::clone(&inner.suspects),
                 config: membership::swim_config(
                     config.probe_period,
                     config.suspect_timeout,
@@ -179,10 +191,16 @@ impl ClusterStore {
             config.anti_entropy_interval,
             config.probe_period,
         ));
+        let leases = tokio::spawn(lease_loop(Arc::downgrade(&inner), Arc::clone(&inner.lease)));
         Ok(Self {
             inner,
             _tasks: Arc::new(Tasks {
-                handles: vec![server, membership.abort_handle(), rebalancer.abort_handle()],
+                handles: vec![
+                    server,
+                    membership.abort_handle(),
+                    rebalancer.abort_handle(),
+                    leases.abort_handle(),
+                ],
                 commands,
             }),
             prefix: config.key_prefix.into(),
@@ -241,6 +259,31 @@ impl Inner {
             self.quorum
         )),
         )
+    }
+
+    /// [`check_quorum`](Self::check_quorum), and then the lease: what a
+    /// node checks before it serves anything from its own copies. Waits
+    /// (until `deadline`) for a lease renewal when the lease has lapsed.
+    pub(crate) async fn serving(
+        &self,
+        view: &View,
+        operation: &'static str,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.check_quorum(view, operation)?;
+        // Not past the operation's own deadline, and not much past one
+        // lease length: a node cut off from the majority refuses promptly.
+        let wait = deadline.min(Instant::now() + self.lease.length());
+        self.lease.wait(wait, operation).await
+    }
+
+    /// Whether this node's membership suspects the member named `name`.
+    pub(crate) fn is_suspected(&self, name: &str) -> bool {
+        self.suspects
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|suspect| **suspect == *name)
     }
 
     pub(crate) fn others<'v>(

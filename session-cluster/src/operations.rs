@@ -3,7 +3,10 @@
 //! under the session's lock, applied on every other holder before the
 //! answer. Each request's [`OwnerCall`] impl says which one serves it.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use session_core::{store::Changes, ErrorKind, StoreError};
@@ -166,8 +169,28 @@ impl Inner {
         deadline: Instant,
     ) -> Result<(), StoreError> {
         let base = self.read_base(key, view, deadline).await?;
+        if base.is_none() && view.len() < self.expected && self.horizon().is_zero() {
+            // Members are missing, and they may hold a copy this node cannot
+            // see; with no lifetime heard of, no tombstone is known to
+            // outlive that copy. Claiming the delete could let the copy come
+            // back when they return.
+            return Err(
+                StoreError::new(ErrorKind::Unavailable, "delete").with_source(format!(
+                    "no copy found among the {} of {} members in view, and no session lifetime is \
+                 known yet to make the delete outlast a copy on the others",
+                    view.len(),
+                    self.expected
+                )),
+            );
+        }
         self.tombstone(key, base.as_ref(), None, holders, deadline, "delete")
             .await
+    }
+
+    /// The longest lifetime any live copy was given that this node knows
+    /// of, here or (through leases) on its peers.
+    pub(crate) fn horizon(&self) -> Duration {
+        self.local.horizon().max(self.lease.peer_horizon())
     }
 
     /// Replaces the session at `key` (now `base`) with a tombstone on every
@@ -183,7 +206,17 @@ impl Inner {
         deadline: Instant,
         operation: &'static str,
     ) -> Result<(), StoreError> {
-        let floor = SystemTime::now() + self.settle_time;
+        // With no copy in reach, a copy may still live out of reach (on
+        // the far side of a partition, on a node that is restarting): the
+        // tombstone must outlive it, or the copy comes back when it
+        // returns. No copy anywhere lives longer than the longest lifetime
+        // any node has stored, which leases carry between nodes.
+        let floor = SystemTime::now()
+            + if base.is_none() {
+                self.settle_time.max(self.horizon())
+            } else {
+                self.settle_time
+            };
         let until = base
             .map(Entry::until)
             .into_iter()

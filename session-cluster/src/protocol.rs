@@ -6,6 +6,7 @@
 //! - [`HolderRequest`]: the owner (or a node re-replicating) to a holder:
 //!   operations on that holder's copy only.
 //! - [`RebalanceRequest`]: hand-over and anti-entropy between any two nodes.
+//! - [`Confirm`]: a lease renewal (see [`crate::lease`]).
 //!
 //! A request body is a postcard-encoded [`Request`]; a reply body is a
 //! postcard-encoded `Result<R::Reply, Failure>` for the request's type `R`
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use session_core::{store::ConditionalDelete, ErrorKind, StoreError};
 
+pub(crate) use crate::lease::Confirm;
 use crate::wire::{WireChanges, WireEntry, WireId, WireIndexDelta, WireLive};
 
 /// Every request on the wire: the role that serves it, then the request.
@@ -35,6 +37,8 @@ pub(crate) enum Request {
     Holder(HolderRequest),
     /// Hand-over between nodes after a membership change.
     Rebalance(RebalanceRequest),
+    /// Confirm that the sender is a live member, for its lease.
+    Lease(Confirm),
 }
 
 impl Request {
@@ -45,6 +49,7 @@ impl Request {
             Self::Owner(request) => request.name(),
             Self::Holder(request) => request.name(),
             Self::Rebalance(request) => request.name(),
+            Self::Lease(_) => Confirm::NAME,
         }
     }
 }

@@ -48,8 +48,12 @@ pub struct ClusterStats {
     pub bytes_sent: u64,
     /// Bytes this node read from peer-link connections.
     pub bytes_received: u64,
-    /// Requests this node sent to peers.
+    /// Requests this node sent to peers for sessions and owner indexes
+    /// (lease renewals are counted in `lease_requests`).
     pub requests_sent: u64,
+    /// Lease renewal requests this node sent: one to each other member
+    /// every third of a lease (see [Guarantees](crate#guarantees)).
+    pub lease_requests: u64,
     /// Peer requests this node refused for a missing or wrong signature.
     pub requests_refused: u64,
     /// Re-replication passes this node has completed.
@@ -180,6 +184,7 @@ impl ClusterStore {
             bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
             bytes_received: counters.bytes_received.load(Ordering::Relaxed),
             requests_sent: counters.requests_sent.load(Ordering::Relaxed),
+            lease_requests: self.inner.lease.requests.load(Ordering::Relaxed),
             requests_refused: counters.requests_refused.load(Ordering::Relaxed),
             rebalances: self.inner.rebalances.load(Ordering::Relaxed),
         }
