@@ -74,11 +74,12 @@
 //!
 //! **Partitions.** A node serves requests only while it sees a majority of
 //! the [cluster size](ClusterConfig::with_cluster_size) (a quorum), itself
-//! included. On the minority side of a partition every operation, reads
-//! included, fails with `Unavailable` once it has noticed the partition: the
-//! minority accepts no writes and, after that, serves no copies the majority
-//! may have changed, and nothing written on the majority is overwritten when
-//! the partition heals. The majority side keeps serving
+//! included, and holds a lease (below). On the minority side of a
+//! partition every operation, reads included, fails with `Unavailable` once
+//! the node's lease has ended, which is before the majority can take its
+//! sessions over: the minority acknowledges no write the majority cannot
+//! see and serves no copy the majority may have changed, and nothing
+//! written on the majority is overwritten when the partition heals. The majority side keeps serving
 //! every session that still has a copy on its side, which is every session
 //! when the minority has at most `R-1` nodes: a partition costs what losing
 //! the minority's nodes would. When it heals, the returning nodes rejoin
@@ -87,20 +88,52 @@
 //! With no majority anywhere (say, a 4-node cluster split 2/2) no side
 //! serves until it heals.
 //!
-//! One window is open: the majority can notice the cut (and take over) a
-//! probe period or two before a minority node notices it has lost its
-//! quorum. In between, that node still answers a *read* of a session it
-//! holds from its own copy, which the majority may already have changed: a
-//! stale read, for about half a second with fast settings. Its writes fail,
-//! since they need the holders it cannot reach, so nothing is lost or
-//! diverges. Closing the window needs read leases (serve a read only while a
-//! quorum answered within less than the majority's detection time); that is
-//! not built yet, and `tests/partition.rs` keeps an ignored test that shows
-//! the window.
+//! **No stale read, even before a node notices it is cut off: read
+//! leases.** SWIM's detection is not symmetric: the majority can declare a
+//! cut-off node dead, and take its sessions over, a probe period or two
+//! before that node has declared enough of the others dead to notice it
+//! lost its quorum. To close that window a node serves nothing, reads of
+//! its own copies included, unless it holds a *lease*:
+//! - every third of a lease it asks every other member to confirm it; a
+//!   member confirms only while it sees a quorum itself, counts the asker
+//!   as a member and does not suspect it;
+//! - the lease lasts until the send time (on the asker's own monotonic
+//!   clock) of the newest request that `quorum - 1` members confirmed, plus
+//!   half the shortest [suspect timeout](ClusterConfig::with_suspect_timeout)
+//!   of any node it has heard of (each request and confirmation carries its
+//!   sender's);
+//! - the majority declares a node dead no sooner than one suspect timeout
+//!   after it begins to suspect it, which is after the cut, since the
+//!   members that confirmed did not suspect it. So a cut-off node's lease
+//!   ends half a suspect timeout before anyone can take its sessions over.
+//!   The other half is the margin for a suspicion that began just before
+//!   the last confirmation, for scheduling delays and for clock *rate*
+//!   differences; clock *offsets* do not matter, as each node compares only
+//!   its own instants.
+//!
+//! We chose leases over checking each read with a backup: a check costs a
+//! peer round trip on every read, and a lease costs one small request to
+//! each member every third of a lease (with the default 750 ms suspect
+//! timeout, about 8 a second to each peer), whatever the load; counted in
+//! [`ClusterStats::lease_requests`]. A request that finds the lease lapsed
+//! (a confirmation late under load) waits up to one lease length for a
+//! renewal before it is refused with `Unavailable`.
+//!
+//! **Right after a membership change** (for
+//! [`with_settle_time`](ClusterConfig::with_settle_time)) an owner asks
+//! every other member for its copy before it answers, and if one of them
+//! does not answer it refuses with `Unavailable` rather than serve its own
+//! copy, which that member may have superseded.
 //!
 //! **Deletes stick.** A deleted session leaves a tombstone on its holders for
 //! as long as the record could have lived, so a node that missed the delete
-//! cannot hand the session back.
+//! cannot hand the session back. A delete that finds no copy at all (its
+//! holders are all out of reach, say on the minority side of a partition)
+//! leaves a tombstone that lasts as long as the longest lifetime any node has
+//! given a session (nodes tell each other with their lease requests), so the
+//! out-of-reach copy cannot come back when its nodes return. While members
+//! are missing and no lifetime has been heard of yet, such a delete is
+//! refused with `Unavailable` instead.
 //!
 //! ## Ending a user's sessions
 //!
@@ -192,6 +225,7 @@
 //! | read right after a write on another node | may see the old copy (asynchronous by default) | stale unless sticky | sees the write (routed to the owner) |
 //! | write acknowledged after | local apply (asynchronous copy by default) | local apply | all `R` copies applied |
 //! | partition | both sides accept writes | both sides accept writes | minority refuses; no divergence |
+//! | cut-off node before it notices | serves its copies | serves its copies | serves only while its lease lasts, which ends before the majority can take over |
 //! | peer authentication | optional (encryption interceptor) | optional | every message signed (HMAC-SHA256) |
 //!
 //! ## Peer link

@@ -424,9 +424,17 @@ pub(crate) struct Failure {
 impl Failure {
     /// The failure of `err`, as the peer sends it back.
     pub(crate) fn of(err: &StoreError) -> Self {
+        // The receiver names the operation again (`into_error`), so only
+        // the causes travel: "store unavailable during load: <causes>", not
+        // the head line twice.
+        let line = err.to_line();
+        let reason = match line.strip_prefix(&format!("{err}: ")) {
+            Some(causes) => causes.to_owned(),
+            None => line,
+        };
         Self {
             kind: err.kind().into(),
-            reason: err.to_line(),
+            reason,
         }
     }
 

@@ -317,3 +317,59 @@ async fn the_minority_serves_no_stale_read_while_the_partition_is_detected() {
     );
     assert_eq!(stale, 0, "the minority served stale reads");
 }
+
+/// A node without a lease serves nothing, the copies it holds for other
+/// owners included: a holder request from a peer that still counts it as a
+/// member is refused once its lease has ended, though its view still shows
+/// a quorum. Forced one way: node-2 stops hearing from and reaching the
+/// others (`partition_from` on its side only), while they still reach its
+/// peer port; every node detects slowly (suspect timeout 4 s, so leases
+/// last 2 s), which leaves seconds in which node-2 has no lease and
+/// everyone still counts everyone. A commit through node-0 to a session
+/// held by node-0 and node-2 must then fail, not be acknowledged with a
+/// copy node-2 took without a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_without_a_lease_refuses_a_copy() {
+    let _measuring = MEASURING.read().await;
+    let suspect = Duration::from_secs(4);
+    let nodes = bounded(
+        "cluster start",
+        Duration::from_secs(20),
+        start_with(3, |name| {
+            config(name, 3, COPIES).with_suspect_timeout(suspect)
+        }),
+    )
+    .await;
+    let (a, c) = (&nodes[0], &nodes[2]);
+    let mut held_by_a_and_c = None;
+    for _ in 0..400 {
+        let record = counter_record(0);
+        // node-0 the owner, node-2 its backup: the commit below is served
+        // by node-0, and node-2 only gets a holder request.
+        if a.placement(&record.id) == [a.node_id(), c.node_id()] {
+            a.create(&record).await.expect("create");
+            held_by_a_and_c = Some(record.id);
+            break;
+        }
+    }
+    let id = held_by_a_and_c.expect("a session owned by node-0 and backed up on node-2 in 400 tries");
+    c.partition_from([nodes[0].local_addr(), nodes[1].local_addr()]);
+    let cut = Instant::now();
+    // Past node-2's lease (half the suspect timeout), well before anyone
+    // declares anyone dead (the suspect timeout after a failed probe).
+    tokio::time::sleep(suspect * 3 / 4).await;
+    assert_eq!(
+        (a.members().len(), c.members().len()),
+        (3, 3),
+        "a death was declared {} ms after the cut: nothing forced",
+        cut.elapsed().as_millis()
+    );
+    let answer = a.commit(&id, &set_count(1), support::in_an_hour()).await;
+    println!(
+        "lease: {} ms after node-2 was cut off one way, node-0's commit to a session node-2 holds answered {:?}",
+        cut.elapsed().as_millis(),
+        answer.as_ref().map_err(StoreError::to_line)
+    );
+    let err = answer.expect_err("a holder without a lease took a copy");
+    assert!(err.kind().is_transient(), "{}", err.to_line());
+}
