@@ -347,12 +347,14 @@ async fn a_holder_without_a_lease_refuses_a_copy() {
         // node-0 the owner, node-2 its backup: the commit below is served
         // by node-0, and node-2 only gets a holder request.
         if a.placement(&record.id) == [a.node_id(), c.node_id()] {
-            a.create(&record).await.expect("create");
+            let created = a.create(&record).await.expect("create");
+            assert_eq!(created, session_core::store::Created::Created);
             held_by_a_and_c = Some(record.id);
             break;
         }
     }
-    let id = held_by_a_and_c.expect("a session owned by node-0 and backed up on node-2 in 400 tries");
+    let id =
+        held_by_a_and_c.expect("a session owned by node-0 and backed up on node-2 in 400 tries");
     c.partition_from([nodes[0].local_addr(), nodes[1].local_addr()]);
     let cut = Instant::now();
     // Past node-2's lease (half the suspect timeout), well before anyone
