@@ -10,6 +10,11 @@
 //! - a server runs at most a fixed number of requests at once and answers
 //!   `503` past that instead of queueing;
 //! - HTTP/2 caps the streams per connection, and bodies are size-limited.
+//!
+//! A reply read that fails (reset, EOF, a connection cut mid-reply) is a
+//! transient failure, as a refused connection is, so a read falls back to a
+//! backup; only a whole reply whose tag fails, or that does not decode, is
+//! `Corrupt`.
 
 use std::{
     collections::HashMap,
@@ -27,7 +32,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{body::Incoming, client::conn::http2::SendRequest, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use session_core::{ErrorKind, StoreError};
@@ -114,6 +119,11 @@ pub(crate) enum LinkError {
     },
     #[error("peer {addr} sent a reply that fails its signature or does not decode")]
     BadReply { addr: SocketAddr },
+    #[error("peer {addr}'s reply was cut off: {source}")]
+    CutOff {
+        addr: SocketAddr,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The HTTP/2 [`Transport`]: calls to peers, and the server that answers
@@ -238,11 +248,14 @@ impl Link {
             .headers()
             .get(H_MAC)
             .and_then(|v| from_hex(v.as_bytes()));
-        let reply = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|_| LinkError::BadReply { addr })?
-            .to_bytes();
+        let reply = match Limited::new(response.into_body(), MAX_BODY).collect().await {
+            Ok(reply) => reply.to_bytes(),
+            // Longer than any reply may be: whole enough to judge, and bad.
+            Err(err) if err.is::<LengthLimitError>() => return Err(LinkError::BadReply { addr }),
+            // Reset, EOF, a peer that died mid-reply: the reply never
+            // arrived, and a backup may answer.
+            Err(source) => return Err(LinkError::CutOff { addr, source }),
+        };
         let signed = reply_tag.is_some_and(|t| self.signer.verify(&[b"reply", &tag, &reply], &t));
         if !signed {
             return Err(LinkError::BadReply { addr });
