@@ -33,7 +33,7 @@
 //! - HTTP/2 caps the streams per connection at 256, what a peer's
 //!   `max_in_flight_per_peer` allows by default;
 //! - the nonces remembered against replays are bounded too
-//!   ([`MAX_NONCES`](crate::replay::MAX_NONCES)); past it, `503`.
+//!   ([`MAX_NONCES`]); past it, `503`.
 //!
 //! A reply read that fails (reset, EOF, a connection cut mid-reply) is a
 //! transient failure, as a refused connection is, so a read falls back to a
