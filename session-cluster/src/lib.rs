@@ -226,18 +226,32 @@
 //! | write acknowledged after | local apply (asynchronous copy by default) | local apply | all `R` copies applied |
 //! | partition | both sides accept writes | both sides accept writes | minority refuses; no divergence |
 //! | cut-off node before it notices | serves its copies | serves its copies | serves only while its lease lasts, which ends before the majority can take over |
-//! | peer authentication | optional (encryption interceptor) | optional | every message signed (HMAC-SHA256) |
+//! | peer authentication | optional (encryption interceptor) | optional | every message signed (HMAC-SHA256), replays refused |
 //!
 //! ## Peer link
 //! Operations travel as signed [postcard](https://docs.rs/postcard) messages
 //! over HTTP/2 (hyper, one multiplexed TCP connection per peer), on the same
 //! port number as membership's UDP.
-//! - Every request and every reply carries an HMAC-SHA256 tag under a key
-//!   derived from the shared secret, over the sender, a timestamp, the
-//!   caller's remaining time and the body; a request without a valid tag, or
-//!   more than a minute off the receiver's clock, gets `401`. Membership
-//!   datagrams carry a tag under another derived key. The link is
-//!   authenticated, not encrypted: run it on a private network.
+//! - Every request and every reply carries HMAC-SHA256 tags under a key
+//!   derived from the shared secret. A request's *head* (the sender, a
+//!   timestamp, the caller's remaining time, the body's length and a random
+//!   128-bit nonce) has its own tag, which the receiver checks before it
+//!   reads any of the body: a request whose head is not signed, or is more
+//!   than a minute off the receiver's clock, gets `401` and costs the
+//!   receiver a header block, never a body. The body's tag is chained to
+//!   the head's and checked once the body is in.
+//! - A signed request is served once: the receiver remembers the nonces it
+//!   served for as long as their requests are fresh and refuses a repeat
+//!   with `401`, and each reply's tag covers its request's nonce, so a
+//!   recorded request cannot be replayed, nor a recorded reply passed off
+//!   as the answer to another request.
+//! - Membership datagrams carry a tag under another derived key. The link
+//!   is authenticated, not encrypted: run it on a private network.
+//! - What strangers can hold is bounded: at most 1024 connections at once,
+//!   each closed unless it sends a signed request within five seconds (a
+//!   slowloris that never finishes its headers included); bodies are read
+//!   only for signed heads, each at most 32 MiB and within 256 MiB across
+//!   all connections (past it, `503`); header blocks are capped at 8 KiB.
 //! - Every call runs under the store's
 //!   [`with_operation_timeout`](ClusterConfig::with_operation_timeout), forwarding and
 //!   replication included; the owner is told how much time the caller has
@@ -246,6 +260,10 @@
 //!   calls are in flight to one peer; further calls wait for a slot within
 //!   their deadline. A node serves at most 1024 peer requests at once and
 //!   answers `503` past that instead of queueing.
+//! - A reply cut off on its way (the peer crashed mid-reply, the connection
+//!   reset) fails the call as `Unavailable`, as a refused connection does,
+//!   so a read falls back to a backup; only a whole reply that fails its
+//!   tag or does not decode is `Corrupt`.
 #![forbid(unsafe_code)]
 // On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
 // feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
@@ -262,7 +280,8 @@
 // - holder: a backup's side, on its own copies;
 // - rebalance: hand-over and anti-entropy after membership changes;
 // - protocol: the typed requests and replies; wire: records on the wire;
-// - transport (the trait), link (HTTP/2, its implementation), sign (HMAC);
+// - transport (the trait), link (HTTP/2, its implementation), sign (HMAC),
+//   replay (the nonces a node has served);
 // - entry and local: what a node holds, and the cache that holds it;
 // - membership (SWIM) and placement (rendezvous hashing);
 // - config and block: the builder and the config-file block.
@@ -284,6 +303,7 @@ mod owner_index;
 mod placement;
 mod protocol;
 mod rebalance;
+mod replay;
 mod sign;
 mod store;
 mod transport;

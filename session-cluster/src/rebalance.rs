@@ -27,7 +27,9 @@ impl Inner {
     /// Hands every entry this node holds to the holders `view` gives it,
     /// then drops the entries this node no longer holds once they are safe
     /// elsewhere. Offers first, so an up-to-date peer costs only a digest.
-    pub(crate) async fn rebalance(&self, view: &View) {
+    /// `false` when a peer could not be handed its entries (it did not
+    /// answer, or refused, say while it waits for its first lease).
+    pub(crate) async fn rebalance(&self, view: &View) -> bool {
         let mut per_peer: HashMap<SocketAddr, Vec<(String, Entry)>> = HashMap::new();
         let mut leaving = Vec::new();
         for (key, entry) in self.local.snapshot() {
@@ -60,6 +62,7 @@ impl Inner {
             }
         }
         self.rebalances.fetch_add(1, Ordering::Relaxed);
+        failed.is_empty()
     }
 
     pub(crate) async fn hand_over(&self, addr: SocketAddr, entries: Vec<(String, Entry)>) -> bool {
@@ -114,10 +117,18 @@ pub(crate) async fn rebalance_loop(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After a pass that could not reach every peer, the next one comes
+    // sooner than the periodic pass: a node that just joined may refuse
+    // until it holds a lease, and its share must not wait for anti-entropy.
+    // Backs off from four debounces, doubling, up to the period.
+    let first_retry = (debounce * 4).min(every);
+    let mut retry: Option<Duration> = None;
     loop {
+        let retry_sleep = tokio::time::sleep(retry.unwrap_or(every));
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
+            () = retry_sleep, if retry.is_some() => {}
         }
         // Nodes often come and go together (a deploy, a partition): let the
         // view settle for a moment so one pass covers them.
@@ -128,7 +139,11 @@ pub(crate) async fn rebalance_loop(
             .link
             .retain(&|addr| view.members.iter().any(|m| m.addr == *addr));
         if view.len() > 1 {
-            inner.rebalance(&view).await;
+            retry = if inner.rebalance(&view).await {
+                None
+            } else {
+                Some(retry.map_or(first_retry, |last| (last * 2).min(every)))
+            };
         }
     }
 }

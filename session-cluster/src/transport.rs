@@ -32,8 +32,9 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// body once its signature checks out, all before `deadline`.
     ///
     /// # Errors
-    /// `Unavailable` when the peer cannot be reached or refuses the request,
-    /// `Timeout` when `deadline` passes, `Corrupt` when the reply fails its
+    /// `Unavailable` when the peer cannot be reached, refuses the request,
+    /// or its reply is cut off (a backup may still answer), `Timeout` when
+    /// `deadline` passes, `Corrupt` when the whole reply fails its
     /// signature.
     async fn send(
         &self,
