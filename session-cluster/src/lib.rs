@@ -231,9 +231,13 @@
 // - transport (the trait), link (HTTP/2, its implementation), sign (HMAC);
 // - entry and local: what a node holds, and the cache that holds it;
 // - membership (SWIM) and placement (rendezvous hashing);
+// - clock: the node's wall clock, which a simulation can replace;
+// - simulation (feature `simulation`, tests only): a seeded in-process
+//   network, and nodes started on it;
 // - config and block: the builder and the config-file block.
 #[cfg(feature = "serde")]
 mod block;
+mod clock;
 #[cfg(feature = "codec")]
 pub mod codec;
 mod config;
@@ -250,6 +254,8 @@ mod placement;
 mod protocol;
 mod rebalance;
 mod sign;
+#[cfg(feature = "simulation")]
+pub mod simulation;
 mod store;
 mod transport;
 mod wire;

@@ -62,7 +62,7 @@ impl Inner {
     ) -> Result<CommitOutcome, StoreError> {
         let mut base = self.read_base(key, view, deadline).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(current) = base.and_then(|e| e.into_live(SystemTime::now())) else {
+            let Some(current) = base.and_then(|e| e.into_live(self.clock.now())) else {
                 return Ok(CommitOutcome::Missing);
             };
             let mut data = session_core::store::Data::clone(&current.data);
@@ -103,7 +103,7 @@ impl Inner {
     ) -> Result<bool, StoreError> {
         let mut base = self.read_base(key, view, deadline).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(current) = base.and_then(|e| e.into_live(SystemTime::now())) else {
+            let Some(current) = base.and_then(|e| e.into_live(self.clock.now())) else {
                 return Ok(false);
             };
             let msg = Encoded::new(TouchCopy {
@@ -183,7 +183,7 @@ impl Inner {
         deadline: Instant,
         operation: &'static str,
     ) -> Result<(), StoreError> {
-        let floor = SystemTime::now() + self.settle_time;
+        let floor = self.clock.now() + self.settle_time;
         let until = base
             .map(Entry::until)
             .into_iter()
@@ -213,7 +213,7 @@ impl Inner {
     ) -> Result<WireConditionalDelete, StoreError> {
         let base = self.read_base(key, view, deadline).await?;
         let answer = match &base {
-            Some(Entry::Live(live)) if live.expires_at > SystemTime::now() => {
+            Some(Entry::Live(live)) if live.expires_at > self.clock.now() => {
                 if live.version != version {
                     return Ok(WireConditionalDelete::Changed);
                 }
@@ -247,7 +247,7 @@ impl Inner {
     ) -> Result<EndOutcome, StoreError> {
         let base = self.read_base(key, view, deadline).await?;
         let ended = match &base {
-            Some(Entry::Live(live)) if live.expires_at > SystemTime::now() => {
+            Some(Entry::Live(live)) if live.expires_at > self.clock.now() => {
                 if !live.owned_by(owner) {
                     return Ok(EndOutcome::Kept);
                 }
@@ -285,7 +285,7 @@ impl OwnerCall for Load {
         let entry = inner.read_base(&self.key, at.view, at.deadline).await?;
         Ok(entry
             .as_ref()
-            .and_then(|e| e.live(SystemTime::now()))
+            .and_then(|e| e.live(inner.clock.now()))
             .map(WireLive::from))
     }
 }

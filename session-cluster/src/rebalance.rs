@@ -3,7 +3,7 @@
 //! should hold them and pushes the ones they lack.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc, Weak},
     time::Duration,
@@ -28,9 +28,20 @@ impl Inner {
     /// then drops the entries this node no longer holds once they are safe
     /// elsewhere. Offers first, so an up-to-date peer costs only a digest.
     pub(crate) async fn rebalance(&self, view: &View) {
-        let mut per_peer: HashMap<SocketAddr, Vec<(String, Entry)>> = HashMap::new();
+        // Peers in address order, so a simulated run sends the same
+        // messages in the same order on every replay.
+        let mut per_peer: BTreeMap<SocketAddr, Vec<(String, Entry)>> = BTreeMap::new();
         let mut leaving = Vec::new();
-        for (key, entry) in self.local.snapshot() {
+        let snapshot = self.local.snapshot();
+        // moka iterates in an order of its own; a simulation needs one the
+        // seed fixes. Production skips the sort's cost.
+        #[cfg(feature = "simulation")]
+        let snapshot = {
+            let mut snapshot = snapshot;
+            snapshot.sort_by(|a, b| a.0.cmp(&b.0));
+            snapshot
+        };
+        for (key, entry) in snapshot {
             let holders = view.replicas(&key, self.copies);
             let stays = holders.iter().any(|m| *m.name == *self.me);
             let targets: Vec<SocketAddr> = self.others(holders).iter().map(|m| m.addr).collect();
@@ -115,7 +126,10 @@ pub(crate) async fn rebalance_loop(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Biased (fixed order) rather than random, so a simulated run
+        // replays; either branch leads to the same pass.
         tokio::select! {
+            biased;
             changed = views.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
         }
