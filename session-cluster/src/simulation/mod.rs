@@ -67,12 +67,15 @@
 //!   replays the same history.
 
 mod clock;
+mod faults;
 mod network;
+mod peer;
 
 use std::sync::Arc;
 
 pub use clock::SimulatedClock;
-pub use network::{LinkFaults, NetworkStats, SimNetwork};
+pub use faults::{LinkFaults, NetworkStats};
+pub use network::SimNetwork;
 use rand::{rngs::StdRng, SeedableRng};
 
 use crate::{

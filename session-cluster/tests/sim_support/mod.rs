@@ -1,0 +1,524 @@
+//! The simulation harness: a seeded plan (cluster size, link faults, clock
+//! offsets, partitions and crashes), a cluster on a `SimNetwork`, app
+//! servers whose managers run on its nodes, clients that record a history,
+//! and the run that ties them together.
+#![allow(dead_code, unreachable_pub)]
+
+mod store;
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use futures_util::future::join_all;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use session_cluster::{
+    simulation::{LinkFaults, NetworkStats, SimNetwork, SimNode, SimulatedClock},
+    ClusterConfig, ClusterStore,
+};
+use session_conformance::race::{Client, History, Violation};
+use session_core::{Key, SessionManager};
+pub use store::IdMap;
+use store::OnNode;
+
+/// Replays one seed and prints its history: `SESSION_KIT_SIM_SEED=<n>`.
+pub const SEED_VAR: &str = "SESSION_KIT_SIM_SEED";
+/// Runs seeds `0..<count>` instead of the default:
+/// `SESSION_KIT_SIM_SEEDS=<count>`.
+pub const SEEDS_VAR: &str = "SESSION_KIT_SIM_SEEDS";
+
+const SECRET: &[u8; 32] = b"simulated-cluster-secret-32bytes";
+/// The owner every client logs in as, so `end_all_for` ends them all.
+const OWNER: &str = "user-1";
+/// The longest wait, in virtual time, for a cluster to see all its nodes.
+const FORM_LIMIT: Duration = Duration::from_secs(30);
+
+const fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// How a partition splits the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Split {
+    /// A minority cut off from the majority, both ways.
+    Minority(Vec<usize>),
+    /// Groups none of which holds a majority, each cut off from the others.
+    NoMajority(Vec<Vec<usize>>),
+    /// Messages from `from` to every other node are lost; the other way
+    /// works.
+    OneWay { from: Vec<usize> },
+}
+
+/// One fault of a run's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut the network as `split` says, for `lasts`.
+    Partition { split: Split, lasts: Duration },
+    /// Crash `nodes` at once; restart them empty after `down_for`.
+    Crash {
+        nodes: Vec<usize>,
+        down_for: Duration,
+    },
+}
+
+/// What a seed fixes: everything a run does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub seed: u64,
+    pub nodes: usize,
+    pub copies: usize,
+    pub clients: usize,
+    pub sessions: usize,
+    pub requests: usize,
+    pub link: LinkFaults,
+    /// Each node's clock offset, in milliseconds.
+    pub offsets: Vec<i64>,
+    /// Faults one after another: (pause before it, fault).
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl Plan {
+    /// The plan of `seed`: 3 to 5 nodes, `R` = 2 or 3, some loss,
+    /// duplication and reordering, skewed clocks, and two or three faults.
+    pub fn of(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x005e_ed51_u64);
+        let nodes = rng.random_range(3..=5);
+        let copies = rng.random_range(2..=3usize.min(nodes - 1));
+        let link = LinkFaults::default()
+            .with_delay(ms(1), ms(rng.random_range(2..=30)))
+            .with_loss(rng.random_range(0.0..0.05))
+            .with_duplication(rng.random_range(0.0..0.05));
+        let offsets = (0..nodes).map(|_| rng.random_range(-200..=200)).collect();
+        let faults = (0..rng.random_range(2..=3))
+            .map(|_| {
+                (
+                    ms(rng.random_range(100..=800)),
+                    fault(&mut rng, nodes, copies),
+                )
+            })
+            .collect();
+        Self {
+            seed,
+            nodes,
+            copies,
+            clients: 3,
+            sessions: 2,
+            requests: 12,
+            link,
+            offsets,
+            faults,
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        self.nodes / 2 + 1
+    }
+}
+
+fn fault(rng: &mut StdRng, nodes: usize, copies: usize) -> Fault {
+    let mut order: Vec<usize> = (0..nodes).collect();
+    // A seeded shuffle, bounded by the node count.
+    for i in (1..nodes).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let minority = (nodes - 1) / 2;
+    let lasts = ms(rng.random_range(150..=2500));
+    match rng.random_range(0..4) {
+        0 => Fault::Partition {
+            split: Split::Minority(order[..rng.random_range(1..=minority)].to_vec()),
+            lasts,
+        },
+        1 => Fault::Partition {
+            // Groups one short of a majority each (1+1+1 of three, 2+2 of
+            // four, 2+2+1 of five): nobody can serve.
+            split: Split::NoMajority(order.chunks(nodes / 2).map(<[usize]>::to_vec).collect()),
+            lasts,
+        },
+        2 => Fault::Partition {
+            split: Split::OneWay {
+                from: order[..rng.random_range(1..=minority)].to_vec(),
+            },
+            lasts,
+        },
+        _ => Fault::Crash {
+            // At most R - 1 at once: what the cluster promises to survive.
+            nodes: order[..rng.random_range(1..copies)].to_vec(),
+            down_for: ms(rng.random_range(100..=3000)),
+        },
+    }
+}
+
+/// What one run did.
+pub struct Run {
+    pub plan: Plan,
+    /// When each fault began and ended, against the history.
+    pub timeline: Vec<String>,
+    pub history: History,
+    pub violations: Vec<Violation>,
+    pub network: NetworkStats,
+}
+
+impl Run {
+    /// The history, the network's counts and the plan as text: two runs of
+    /// one seed print the same.
+    pub fn transcript(&self) -> String {
+        format!(
+            "{:#?}\n{:?}\n{}\n{}",
+            self.plan,
+            self.network,
+            self.timeline.join("\n"),
+            self.history
+        )
+    }
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} violation(s)",
+            self.plan.seed,
+            self.violations.len()
+        )?;
+        for violation in &self.violations {
+            writeln!(f, "  {violation}")?;
+        }
+        writeln!(f, "plan: {:#?}", self.plan)?;
+        writeln!(f, "network: {:?}", self.network)?;
+        writeln!(f, "timeline:")?;
+        for line in &self.timeline {
+            writeln!(f, "  {line}")?;
+        }
+        writeln!(f, "history:\n{}", self.history)?;
+        write!(
+            f,
+            "replay: {SEED_VAR}={} cargo test -p session-cluster --test simulation -- --nocapture",
+            self.plan.seed
+        )
+    }
+}
+
+/// One node slot: the running node, if any, and how to start it again.
+struct Slot {
+    name: String,
+    addr: SocketAddr,
+    clock: SimulatedClock,
+    running: RwLock<Option<ClusterStore>>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<ClusterStore> {
+        self.running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+struct Cluster {
+    plan: Plan,
+    network: SimNetwork,
+    slots: Vec<Arc<Slot>>,
+    history: History,
+    started: tokio::time::Instant,
+    timeline: Mutex<Vec<String>>,
+}
+
+impl Cluster {
+    fn config(&self, index: usize) -> ClusterConfig {
+        let slot = &self.slots[index];
+        let seeds = self
+            .slots
+            .iter()
+            .filter(|other| other.addr != slot.addr)
+            .map(|other| other.addr);
+        ClusterConfig::new(slot.name.clone(), slot.addr, SECRET.to_vec())
+            .with_seeds(seeds)
+            .with_cluster_size(self.plan.nodes)
+            .with_replication_factor(self.plan.copies)
+            .with_probe_period(ms(100))
+            .with_suspect_timeout(ms(300))
+            .with_settle_time(Duration::from_secs(2))
+            .with_anti_entropy_interval(Duration::from_secs(5))
+            .with_operation_timeout(ms(500))
+    }
+
+    /// Starts (or restarts, empty) node `index`; `incarnation` counts its
+    /// starts, so each gets SWIM choices of its own.
+    fn start(&self, index: usize, incarnation: u64) {
+        let slot = &self.slots[index];
+        let node_seed =
+            self.plan.seed.wrapping_mul(1_000_003) ^ ((index as u64) << 32) ^ incarnation;
+        let store = ClusterStore::start_simulated(
+            self.config(index),
+            &self.network,
+            SimNode::new(node_seed, slot.clock),
+        )
+        .expect("a simulated node starts");
+        *slot.running.write().unwrap_or_else(PoisonError::into_inner) = Some(store);
+    }
+
+    fn crash(&self, index: usize) {
+        let slot = &self.slots[index];
+        let dead = slot
+            .running
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(dead) = dead {
+            self.network.crash(&dead);
+        }
+    }
+
+    fn addrs(&self, indexes: &[usize]) -> Vec<SocketAddr> {
+        indexes.iter().map(|i| self.slots[*i].addr).collect()
+    }
+
+    fn others(&self, indexes: &[usize]) -> Vec<SocketAddr> {
+        (0..self.slots.len())
+            .filter(|i| !indexes.contains(i))
+            .map(|i| self.slots[i].addr)
+            .collect()
+    }
+
+    /// Waits (bounded, virtual time) until every node runs and sees all.
+    async fn wait_whole(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + FORM_LIMIT;
+        for slot in &self.slots {
+            let Some(store) = slot.current() else {
+                return false;
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !store.wait_for_members(self.slots.len(), left).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Notes `what` in the timeline, with the virtual time and how many
+    /// operations had begun.
+    fn note(&self, what: String) {
+        let line = format!(
+            "{:>8.3?} after {} op(s) began: {what}",
+            self.started.elapsed(),
+            self.history.len()
+        );
+        self.timeline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+    }
+
+    fn names(&self, indexes: &[usize]) -> String {
+        let names: Vec<&str> = indexes
+            .iter()
+            .map(|i| self.slots[*i].name.as_str())
+            .collect();
+        names.join(",")
+    }
+
+    /// Runs the plan's faults, one after another.
+    async fn chaos(&self) {
+        let mut restarts = vec![1u64; self.slots.len()];
+        for (pause, fault) in &self.plan.faults {
+            tokio::time::sleep(*pause).await;
+            match fault {
+                Fault::Partition { split, lasts } => {
+                    match split {
+                        Split::Minority(side) => {
+                            self.network
+                                .partition(&self.addrs(side), &self.others(side));
+                        }
+                        Split::NoMajority(groups) => {
+                            for (i, a) in groups.iter().enumerate() {
+                                for b in &groups[i + 1..] {
+                                    self.network.partition(&self.addrs(a), &self.addrs(b));
+                                }
+                            }
+                        }
+                        Split::OneWay { from } => {
+                            self.network
+                                .partition_oneway(&self.addrs(from), &self.others(from));
+                        }
+                    }
+                    self.note(format!("partition begins: {split:?}"));
+                    tokio::time::sleep(*lasts).await;
+                    self.network.heal();
+                    self.note("partition healed".to_owned());
+                }
+                Fault::Crash { nodes, down_for } => {
+                    for node in nodes {
+                        self.crash(*node);
+                    }
+                    self.note(format!("crashed {}", self.names(nodes)));
+                    tokio::time::sleep(*down_for).await;
+                    for node in nodes {
+                        restarts[*node] += 1;
+                        self.start(*node, restarts[*node]);
+                    }
+                    self.note(format!("restarted {}", self.names(nodes)));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `seed` on a fresh current-thread runtime with a paused clock.
+pub fn run_seed(seed: u64) -> Run {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime starts")
+        .block_on(run(Plan::of(seed)))
+}
+
+async fn run(plan: Plan) -> Run {
+    let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let clock = SimulatedClock::starting_at(epoch);
+    let network = SimNetwork::new(plan.seed, plan.link);
+    let slots = (0..plan.nodes)
+        .map(|i| {
+            Arc::new(Slot {
+                name: format!("node-{i}"),
+                addr: SocketAddr::from(([127, 0, 1, u8::try_from(i + 1).unwrap_or(1)], 7400)),
+                clock: clock.offset_by_millis(plan.offsets[i]),
+                running: RwLock::new(None),
+            })
+        })
+        .collect();
+    let history = History::new();
+    let cluster = Cluster {
+        plan: plan.clone(),
+        network: network.clone(),
+        slots,
+        history: history.clone(),
+        started: tokio::time::Instant::now(),
+        timeline: Mutex::new(Vec::new()),
+    };
+    for index in 0..plan.nodes {
+        cluster.start(index, 1);
+    }
+    assert!(
+        cluster.wait_whole().await,
+        "seed {}: the simulated cluster did not form within {FORM_LIMIT:?}",
+        plan.seed
+    );
+
+    let ids = IdMap::new(plan.seed);
+    let key = Key::from_secret([42u8; 64]).expect("a long enough secret");
+    let managers: Vec<SessionManager> = cluster
+        .slots
+        .iter()
+        .map(|slot| {
+            SessionManager::builder(OnNode::new(Arc::clone(slot), ids.clone()), key.clone())
+                .with_clock(slot.clock)
+                .build()
+                .expect("the manager's settings are valid")
+        })
+        .collect();
+    cluster.note("cluster formed; clients start".to_owned());
+    let mut clients: Vec<Client> = (0..plan.clients)
+        .map(|index| Client::new(index, plan.clients, history.clone()))
+        .collect();
+    let mut rngs: Vec<StdRng> = (0..plan.clients)
+        .map(|index| StdRng::seed_from_u64(plan.seed.wrapping_mul(31) ^ (index as u64 + 1) << 40))
+        .collect();
+
+    // Logins first, one session per client up to `sessions`; the other
+    // clients share them (a second tab).
+    for (client, rng) in clients.iter_mut().zip(&mut rngs).take(plan.sessions) {
+        let server = pick(&cluster, rng);
+        client.login(server, &managers[server], OWNER).await;
+    }
+    for index in plan.sessions..clients.len() {
+        let (first, rest) = clients.split_at_mut(index);
+        rest[0].adopt_cookie(&first[index % plan.sessions]);
+    }
+
+    let work = clients.iter_mut().zip(&mut rngs).map(|(client, rng)| {
+        let (cluster, managers) = (&cluster, &managers);
+        async move {
+            for _ in 0..plan.requests {
+                tokio::time::sleep(ms(rng.random_range(0..=150))).await;
+                let server = pick(cluster, rng);
+                request(client, server, &managers[server], rng).await;
+            }
+        }
+    });
+    futures_util::future::join(cluster.chaos(), join_all(work)).await;
+
+    // Every fault is over: let the cluster find itself again and hand
+    // sessions over, then each client reads once on every node.
+    network.heal();
+    cluster.note("clients done; every link healed".to_owned());
+    let whole = cluster.wait_whole().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.note("final reads begin".to_owned());
+    for client in &mut clients {
+        for (server, manager) in managers.iter().enumerate() {
+            if client.session().is_some() {
+                client.read(server, manager).await;
+            }
+        }
+    }
+    assert!(
+        whole,
+        "seed {}: the cluster did not form again after the faults\n{history}",
+        plan.seed
+    );
+    let violations = history.check();
+    let network_stats = network.stats();
+    let timeline = cluster
+        .timeline
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    Run {
+        plan,
+        timeline,
+        history,
+        violations,
+        network: network_stats,
+    }
+}
+
+/// A node for the next request, as a load balancer with health checks
+/// picks one: at random among those running.
+fn pick(cluster: &Cluster, rng: &mut StdRng) -> usize {
+    let first = rng.random_range(0..cluster.slots.len());
+    (0..cluster.slots.len())
+        .map(|step| (first + step) % cluster.slots.len())
+        .find(|i| cluster.slots[*i].current().is_some())
+        .unwrap_or(first)
+}
+
+/// One request: mostly reads and writes, now and then a `cycle_id`, a
+/// logout or an end-all. A client without a session logs in.
+async fn request(client: &mut Client, server: usize, manager: &SessionManager, rng: &mut StdRng) {
+    if client.session().is_none() {
+        client.login(server, manager, OWNER).await;
+        return;
+    }
+    match rng.random_range(0..11) {
+        0..=3 => client.read(server, manager).await,
+        4..=7 => client.write(server, manager).await,
+        8 => client.cycle_id(server, manager).await,
+        9 => client.destroy(server, manager).await,
+        _ => client.end_all_for(server, manager, OWNER).await,
+    }
+}
+
+/// A whole number from the environment variable `name`, if set.
+pub fn env_number(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    Some(
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, not {text:?}")),
+    )
+}
