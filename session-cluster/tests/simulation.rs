@@ -31,7 +31,7 @@ mod sim_support;
 use std::time::Instant;
 
 use session_conformance::race::Promise;
-use sim_support::{env_number, run_seed, Run, SEEDS_VAR, SEED_VAR};
+use sim_support::{env_number, run_seed, Fault, Run, Split, SEEDS_VAR, SEED_VAR};
 
 /// Seeds `0..DEFAULT_SEEDS` run in `scripts/test`.
 const DEFAULT_SEEDS: u64 = 50;
@@ -134,9 +134,11 @@ fn every_seeded_run_keeps_every_promise() {
     let seeds = env_number(SEEDS_VAR).unwrap_or(DEFAULT_SEEDS);
     let started = Instant::now();
     let (mut operations, mut failures) = (0, Vec::new());
+    let mut coverage = Coverage::default();
     for seed in 0..seeds {
         let run = run_seed(seed);
         operations += run.history.len();
+        coverage.add(&run);
         if let Err(failure) = judge(&run) {
             eprintln!(
                 "seed {seed} FAILED: {}",
@@ -160,6 +162,76 @@ fn every_seeded_run_keeps_every_promise() {
         failures.len(),
         failures[0]
     );
+    eprintln!("simulation: {coverage:?}");
+    if seeds >= DEFAULT_SEEDS {
+        coverage.assert_everything_happened();
+    }
+}
+
+/// What the runs put the cluster through, summed: so that a change to the
+/// plan or the network that quietly stops a fault from happening fails
+/// the test instead of making it pass more easily.
+#[derive(Debug, Default)]
+struct Coverage {
+    datagrams: u64,
+    requests: u64,
+    lost: u64,
+    duplicated: u64,
+    cut: u64,
+    refused: u64,
+    minority_cuts: u64,
+    no_majority_splits: u64,
+    one_way_cuts: u64,
+    crashes: u64,
+    skewed_clocks: u64,
+}
+
+impl Coverage {
+    fn add(&mut self, run: &Run) {
+        self.datagrams += run.network.datagrams;
+        self.requests += run.network.requests;
+        self.lost += run.network.lost;
+        self.duplicated += run.network.duplicated;
+        self.cut += run.network.cut;
+        self.refused += run.network.refused;
+        for (_, fault) in &run.plan.faults {
+            match fault {
+                Fault::Partition {
+                    split: Split::Minority(_),
+                    ..
+                } => self.minority_cuts += 1,
+                Fault::Partition {
+                    split: Split::NoMajority(_),
+                    ..
+                } => self.no_majority_splits += 1,
+                Fault::Partition {
+                    split: Split::OneWay { .. },
+                    ..
+                } => self.one_way_cuts += 1,
+                Fault::Crash { .. } => self.crashes += 1,
+            }
+        }
+        self.skewed_clocks += run.plan.offsets.iter().filter(|o| **o != 0).count() as u64;
+    }
+
+    fn assert_everything_happened(&self) {
+        let counts = [
+            ("datagrams", self.datagrams),
+            ("peer requests", self.requests),
+            ("lost messages", self.lost),
+            ("duplicated datagrams", self.duplicated),
+            ("messages dropped by a cut or a dead node", self.cut),
+            ("requests refused by a dead node", self.refused),
+            ("minority partitions", self.minority_cuts),
+            ("splits without a majority", self.no_majority_splits),
+            ("one-way partitions", self.one_way_cuts),
+            ("crashes", self.crashes),
+            ("skewed clocks", self.skewed_clocks),
+        ];
+        for (what, count) in counts {
+            assert!(count > 0, "the default seeds had no {what}: {self:?}");
+        }
+    }
 }
 
 #[test]
