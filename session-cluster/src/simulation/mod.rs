@@ -60,11 +60,18 @@
 //! - The HTTP/2 link itself (framing, connection reuse, its in-flight
 //!   limits and its signed-header freshness check) is not in the path; its
 //!   own tests cover it.
-//! - What replays exactly: with the nodes' own state in order-preserving
-//!   structures, a seed gives the same run. Hash-map iteration inside a
-//!   node (an owner index's sessions) is randomised per process; the
-//!   message fates above do not depend on it, and a test checks that a seed
-//!   replays the same history.
+//! - What replays exactly: on one thread, with time moving only when every
+//!   task waits, the order in which tasks run follows from the timers, and
+//!   so from the seed. What a process would otherwise randomise is pinned
+//!   down: SWIM's choices come from the node's seed, its event loop and the
+//!   re-replication loop poll their branches in a fixed order (`biased`),
+//!   and with this feature re-replication sorts its snapshot and
+//!   `delete_by_owner` sorts the index it reads (both are hash-ordered).
+//!   Hash maps still order the bytes of some messages (a record's data),
+//!   which no fate depends on. Session ids come from the app's
+//!   `SessionManager`, not from the node: a test that wants placement to
+//!   replay maps them to seeded ids (`tests/sim_support/store.rs` does).
+//!   `tests/simulation.rs` checks that a seed replays the same history.
 
 mod clock;
 mod faults;

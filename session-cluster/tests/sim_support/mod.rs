@@ -35,6 +35,10 @@ const SECRET: &[u8; 32] = b"simulated-cluster-secret-32bytes";
 const OWNER: &str = "user-1";
 /// The longest wait, in virtual time, for a cluster to see all its nodes.
 const FORM_LIMIT: Duration = Duration::from_secs(30);
+/// How long, once every node sees all the others again after a fault, the
+/// cluster gets to re-replicate before the next fault: several rounds of
+/// hand-over at the test settings (100 ms probe period).
+const RECOVERY: Duration = Duration::from_secs(1);
 
 const fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -124,7 +128,12 @@ fn fault(rng: &mut StdRng, nodes: usize, copies: usize) -> Fault {
     for i in (1..nodes).rev() {
         order.swap(i, rng.random_range(0..=i));
     }
-    let minority = (nodes - 1) / 2;
+    // Within what the cluster promises to survive: at most `R - 1` nodes
+    // cut off or down at once (a partition that cuts off `R` nodes takes
+    // every copy of some sessions out of the majority's reach, as losing
+    // `R` nodes would). Splits without a majority stay in: nobody may
+    // serve there, so they test refusing, not surviving.
+    let minority = ((nodes - 1) / 2).min(copies - 1);
     let lasts = ms(rng.random_range(150..=2500));
     match rng.random_range(0..4) {
         0 => Fault::Partition {
@@ -156,12 +165,63 @@ pub struct Run {
     pub plan: Plan,
     /// When each fault began and ended, against the history.
     pub timeline: Vec<String>,
+    /// Each partition, as the operations it overlapped and the nodes it
+    /// cut off from a majority.
+    pub cuts: Vec<Cut>,
     pub history: History,
     pub violations: Vec<Violation>,
     pub network: NetworkStats,
 }
 
+/// A partition as the history saw it: the operations that began while it
+/// lasted (`began_from..began_to`, by index) and the nodes it left without
+/// a majority, which may serve stale copies until they notice (the crate
+/// docs' stale-read window).
+#[derive(Debug, Clone)]
+pub struct Cut {
+    pub began_from: usize,
+    pub began_to: usize,
+    pub cut_off: Vec<usize>,
+}
+
 impl Run {
+    /// For each violation, the operations that show it, their nodes, and
+    /// whether one of them ran on a node that a partition had cut off from
+    /// a majority (having begun while the cut lasted, or among the next
+    /// few operations after it healed): what tells the known stale-read
+    /// window from anything else, as a first sorting, not a proof.
+    pub fn triage(&self) -> Vec<String> {
+        let ops = self.history.ops();
+        self.violations
+            .iter()
+            .map(|violation| {
+                let evidence = evidence(violation);
+                let on_cut_node = evidence.iter().find(|op| {
+                    let server = ops[**op].server;
+                    self.cuts.iter().any(|cut| {
+                        cut.cut_off.contains(&server)
+                            && cut.began_from <= **op
+                            && **op < cut.began_to + self.plan.clients
+                    })
+                });
+                let nodes: Vec<String> = evidence
+                    .iter()
+                    .map(|op| format!("#{op} on node-{}", ops[*op].server))
+                    .collect();
+                match on_cut_node {
+                    Some(op) => format!(
+                        "{}: #{op} ran on a node cut off from a majority: the stale-read window",
+                        nodes.join(", ")
+                    ),
+                    None => format!(
+                        "{}: none ran on a cut-off node: NOT the known window",
+                        nodes.join(", ")
+                    ),
+                }
+            })
+            .collect()
+    }
+
     /// The history, the network's counts and the plan as text: two runs of
     /// one seed print the same.
     pub fn transcript(&self) -> String {
@@ -186,6 +246,10 @@ impl fmt::Display for Run {
         for violation in &self.violations {
             writeln!(f, "  {violation}")?;
         }
+        writeln!(f, "triage:")?;
+        for line in self.triage() {
+            writeln!(f, "  {line}")?;
+        }
         writeln!(f, "plan: {:#?}", self.plan)?;
         writeln!(f, "network: {:?}", self.network)?;
         writeln!(f, "timeline:")?;
@@ -198,6 +262,21 @@ impl fmt::Display for Run {
             "replay: {SEED_VAR}={} cargo test -p session-cluster --test simulation -- --nocapture",
             self.plan.seed
         )
+    }
+}
+
+/// The operations a violation's evidence hangs on: the read that missed a
+/// write and the write, the two reads that disagree, the end and the read
+/// that found the session alive, the response that changed a cookie.
+fn evidence(violation: &Violation) -> Vec<usize> {
+    match violation {
+        Violation::LostWrite { write, read, .. } | Violation::StaleRead { write, read, .. } => {
+            vec![read.0, write.0]
+        }
+        Violation::Resurrected { end, read } => vec![read.0, end.0],
+        Violation::WentBackwards { earlier, later, .. } => vec![later.0, earlier.0],
+        Violation::CookieReplaced { op, .. } => vec![op.0],
+        _ => Vec::new(),
     }
 }
 
@@ -225,6 +304,7 @@ struct Cluster {
     history: History,
     started: tokio::time::Instant,
     timeline: Mutex<Vec<String>>,
+    cuts: Mutex<Vec<Cut>>,
 }
 
 impl Cluster {
@@ -321,10 +401,16 @@ impl Cluster {
         names.join(",")
     }
 
-    /// Runs the plan's faults, one after another.
+    /// Runs the plan's faults, one after another. Before each, the cluster
+    /// recovers from the one before (every node back and seeing all, and a
+    /// moment for re-replication), so two faults never add up to more than
+    /// one.
     async fn chaos(&self) {
         let mut restarts = vec![1u64; self.slots.len()];
         for (pause, fault) in &self.plan.faults {
+            if self.wait_whole().await {
+                tokio::time::sleep(RECOVERY).await;
+            }
             tokio::time::sleep(*pause).await;
             match fault {
                 Fault::Partition { split, lasts } => {
@@ -346,9 +432,22 @@ impl Cluster {
                         }
                     }
                     self.note(format!("partition begins: {split:?}"));
+                    let began_from = self.history.len();
                     tokio::time::sleep(*lasts).await;
                     self.network.heal();
                     self.note("partition healed".to_owned());
+                    let cut_off = match split {
+                        Split::Minority(side) | Split::OneWay { from: side } => side.clone(),
+                        Split::NoMajority(_) => (0..self.slots.len()).collect(),
+                    };
+                    self.cuts
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Cut {
+                            began_from,
+                            began_to: self.history.len(),
+                            cut_off,
+                        });
                 }
                 Fault::Crash { nodes, down_for } => {
                     for node in nodes {
@@ -399,6 +498,7 @@ async fn run(plan: Plan) -> Run {
         history: history.clone(),
         started: tokio::time::Instant::now(),
         timeline: Mutex::new(Vec::new()),
+        cuts: Mutex::new(Vec::new()),
     };
     for index in 0..plan.nodes {
         cluster.start(index, 1);
@@ -478,9 +578,15 @@ async fn run(plan: Plan) -> Run {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let cuts = cluster
+        .cuts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     Run {
         plan,
         timeline,
+        cuts,
         history,
         violations,
         network: network_stats,
