@@ -12,13 +12,14 @@
 //! runtime with a paused clock, next to the test's clients. Nodes run the
 //! real code (membership, routing, replication, hand-over) and differ from
 //! a production node only in what they stand on:
-//! - **Peer requests** go through a [`Transport`](crate::transport::Transport)
-//!   of the network instead of the HTTP/2 link. Each request and each reply
-//!   is signed and checked with the cluster's link key, as the link does,
-//!   and is delayed, lost, or (at a configured rate) delivered twice, as
-//!   the seed says. A lost request or reply leaves the caller waiting until
-//!   its deadline, as a black-holed TCP connection does; a request to a
-//!   node that is down is refused at once, as a closed port is.
+//! - **Peer requests** go through the network's implementation of the
+//!   crate's peer transport trait instead of the HTTP/2 link. Each request
+//!   and each reply is signed and checked with the cluster's link key, as
+//!   the link does, and is delayed, lost, or (at a configured rate)
+//!   delivered twice, as the seed says. A lost request or reply leaves the
+//!   caller waiting until its deadline, as a black-holed TCP connection
+//!   does; a request to a node that is down is refused at once, as a
+//!   closed port is.
 //! - **Membership datagrams** go through a socket of the network instead
 //!   of UDP: delayed, lost and duplicated by the seed, so they also arrive
 //!   out of order.
