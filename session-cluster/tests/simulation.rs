@@ -276,3 +276,73 @@ fn a_seed_replays_the_same_run() {
         assert_eq!(first, second, "seed {seed} ran differently the second time");
     }
 }
+
+#[test]
+fn a_one_way_cut_is_noticed_on_both_sides_and_heals() {
+    use std::{net::SocketAddr, time::Duration};
+
+    use session_cluster::{
+        simulation::{LinkFaults, SimNetwork, SimNode, SimulatedClock},
+        ClusterConfig, ClusterStore,
+    };
+    use session_core::store::SessionStore;
+
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime starts")
+        .block_on(async {
+            let clock = SimulatedClock::starting_at(std::time::SystemTime::UNIX_EPOCH);
+            let network = SimNetwork::new(1, LinkFaults::default());
+            let addrs: Vec<SocketAddr> = (1..=3)
+                .map(|i| SocketAddr::from(([127, 0, 1, i], 7400)))
+                .collect();
+            let nodes: Vec<ClusterStore> = (0..3)
+                .map(|i| {
+                    let config = ClusterConfig::new(format!("node-{i}"), addrs[i], [7u8; 32])
+                        .with_seeds(addrs.iter().copied().filter(|a| *a != addrs[i]))
+                        .with_cluster_size(3)
+                        .with_probe_period(Duration::from_millis(100))
+                        .with_suspect_timeout(Duration::from_millis(300));
+                    ClusterStore::start_simulated(config, &network, SimNode::new(i as u64, clock))
+                        .expect("a simulated node starts")
+                })
+                .collect();
+            for node in &nodes {
+                assert!(node.wait_for_members(3, Duration::from_secs(10)).await);
+            }
+
+            // node-0 hears the others, but nothing it sends arrives: the
+            // others must drop it, and it must lose its quorum, each within
+            // 5 s (virtual).
+            network.partition_oneway(&addrs[..1], &addrs[1..]);
+            let (mut dropped, mut noticed) = (None, None);
+            for step in 1..=50u32 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if dropped.is_none() && nodes[1].members() == ["node-1", "node-2"] {
+                    dropped = Some(step);
+                }
+                if noticed.is_none() && nodes[0].health().await.is_err() {
+                    noticed = Some(step);
+                }
+            }
+            assert!(dropped.is_some(), "node-1 still counts node-0 after 5 s");
+            assert!(noticed.is_some(), "node-0 kept its quorum for 5 s");
+            eprintln!(
+                "one-way cut: the others dropped node-0 after {:?} ms, node-0 lost its quorum after {:?} ms",
+                dropped.map(|s| s * 100),
+                noticed.map(|s| s * 100)
+            );
+
+            network.heal();
+            for node in &nodes {
+                assert!(
+                    node.wait_for_members(3, Duration::from_secs(10)).await,
+                    "{} did not see all three again: {:?}",
+                    node.node_id(),
+                    node.members()
+                );
+            }
+        });
+}
