@@ -2,8 +2,6 @@
 //! to the key's owner node, which serialises it per key and applies it on
 //! every holder before it answers.
 
-use std::time::SystemTime;
-
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use session_core::{ErrorKind, StoreError};
@@ -225,7 +223,7 @@ impl Inner {
                 let _ = self.local.install(key, found.clone()).await;
             }
         }
-        Ok(best.filter(|entry| entry.is_current(SystemTime::now())))
+        Ok(best.filter(|entry| entry.is_current(self.clock.now())))
     }
 
     /// Sends one message to each holder in parallel.

@@ -2,7 +2,7 @@
 //! handing entries over) sends it. Every request here touches this node's
 //! copy only, and none can fail: each handler returns its answer as is.
 
-use std::{sync::Arc, time::SystemTime};
+use std::sync::Arc;
 
 use crate::{
     entry::{Entry, Live},
@@ -102,7 +102,7 @@ impl Inner {
     /// The positions of the offered entries this node wants: those newer
     /// than its own, or that it lacks and are still current.
     pub(crate) async fn offered(&self, request: Offer) -> Wanted {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut positions = Vec::new();
         for (index, offered) in request.entries.iter().enumerate() {
             let entry = if offered.gone {

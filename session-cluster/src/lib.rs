@@ -284,9 +284,13 @@
 //   replay (the nonces a node has served);
 // - entry and local: what a node holds, and the cache that holds it;
 // - membership (SWIM) and placement (rendezvous hashing);
+// - clock: the node's wall clock, which a simulation can replace;
+// - simulation (feature `simulation`, tests only): a seeded in-process
+//   network, and nodes started on it;
 // - config and block: the builder and the config-file block.
 #[cfg(feature = "serde")]
 mod block;
+mod clock;
 #[cfg(feature = "codec")]
 pub mod codec;
 mod config;
@@ -305,6 +309,8 @@ mod protocol;
 mod rebalance;
 mod replay;
 mod sign;
+#[cfg(feature = "simulation")]
+pub mod simulation;
 mod store;
 mod transport;
 mod wire;

@@ -16,7 +16,10 @@ use moka::{
     Expiry,
 };
 
-use crate::entry::{digest, Entry, IndexDelta, Live};
+use crate::{
+    clock::Clock,
+    entry::{digest, Entry, IndexDelta, Live},
+};
 
 /// What an [`Local::install`] did.
 #[derive(Debug)]
@@ -37,11 +40,15 @@ pub(crate) enum Touched {
     Conflict(Entry),
 }
 
-struct UntilEntryEnds;
+/// moka's expiry policy: an entry leaves when its record, tombstone or
+/// index ends by the node's clock. moka counts the time left on its own
+/// (real) clock; reads also check the entry against the node's clock, so
+/// the node's clock decides what is current.
+struct UntilEntryEnds(Clock);
 
 impl Expiry<String, Arc<Entry>> for UntilEntryEnds {
     fn expire_after_create(&self, _: &String, value: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(remaining(value.until()))
+        Some(remaining(value.until(), self.0.now()))
     }
 
     fn expire_after_update(
@@ -51,14 +58,12 @@ impl Expiry<String, Arc<Entry>> for UntilEntryEnds {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(remaining(value.until()))
+        Some(remaining(value.until(), self.0.now()))
     }
 }
 
-fn remaining(until: SystemTime) -> Duration {
-    until
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+fn remaining(until: SystemTime, now: SystemTime) -> Duration {
+    until.duration_since(now).unwrap_or(Duration::ZERO)
 }
 
 /// What an owner index's key holds after the store's prefix: this tag, then
@@ -101,6 +106,7 @@ pub(crate) struct Local {
     /// copy stored here: how long a copy this node cannot see might still
     /// live, for tombstones (`Inner::tombstone`).
     horizon_secs: Arc<AtomicU64>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Local {
@@ -113,14 +119,17 @@ impl std::fmt::Debug for Local {
 }
 
 impl Local {
-    pub(crate) fn new(max_capacity: u64) -> Self {
+    pub(crate) fn new(max_capacity: u64, clock: Clock) -> Self {
         Self {
             sessions: Cache::builder()
                 .max_capacity(max_capacity)
-                .expire_after(UntilEntryEnds)
+                .expire_after(UntilEntryEnds(clock.clone()))
                 .build(),
-            indexes: Cache::builder().expire_after(UntilEntryEnds).build(),
+            indexes: Cache::builder()
+                .expire_after(UntilEntryEnds(clock.clone()))
+                .build(),
             horizon_secs: Arc::new(AtomicU64::new(0)),
+            clock,
         }
     }
 
@@ -145,7 +154,7 @@ impl Local {
 
     /// The current (unexpired) entry for `key`, live or tombstone.
     pub(crate) async fn get(&self, key: &str) -> Option<Entry> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         self.cache(key)
             .get(key)
             .await
@@ -160,7 +169,7 @@ impl Local {
         key: &str,
         decide: impl FnOnce(Option<&Entry>) -> Option<Entry>,
     ) -> CompResult<String, Arc<Entry>> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         self.cache(key)
             .entry_by_ref(key)
             .and_compute_with(|existing| {
@@ -186,7 +195,7 @@ impl Local {
 
     /// Stores `offer` unless this node holds something at least as new.
     pub(crate) async fn install(&self, key: &str, offer: Entry) -> Installed {
-        if !offer.is_current(SystemTime::now()) {
+        if !offer.is_current(self.clock.now()) {
             // An expired offer carries no information a reader could see.
             return Installed::Accepted;
         }
@@ -287,7 +296,7 @@ impl Local {
     /// without blocking writers; entries written meanwhile may or may not
     /// appear, and the next pass catches them.
     pub(crate) fn snapshot(&self) -> Vec<(String, Entry)> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         self.entries()
             .filter(|(_, entry)| entry.is_current(now))
             .map(|(key, entry)| (String::clone(&key), Entry::clone(&entry)))
@@ -297,7 +306,7 @@ impl Local {
     /// How many live sessions and how many owner indexes this node holds
     /// (exact, O(entries)).
     pub(crate) fn live_counts(&self) -> (usize, usize) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         self.entries()
             .fold((0, 0), |(sessions, indexes), (_, entry)| match &*entry {
                 Entry::Live(live) if live.expires_at > now => (sessions + 1, indexes),
@@ -330,7 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn install_keeps_the_newer_copy() {
-        let local = Local::new(100);
+        let local = Local::new(100, Clock::default());
         assert!(matches!(
             local.install("k", live(2, 60)).await,
             Installed::Accepted
@@ -347,7 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tombstone_refuses_the_copy_it_deleted() {
-        let local = Local::new(100);
+        let local = Local::new(100, Clock::default());
         let _ = local.install("k", live(4, 60)).await;
         let until = SystemTime::now() + Duration::from_secs(60);
         assert!(matches!(
@@ -391,7 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_index_change_applies_only_to_the_copy_it_was_computed_from() {
-        let local = Local::new(100);
+        let local = Local::new(100, Clock::default());
         let ids = ids(3);
         let none = HashMap::new();
         // No copy yet: a change from version 0 makes one.
@@ -436,7 +445,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_index_change_starts_over_on_its_tombstone() {
-        let local = Local::new(100);
+        let local = Local::new(100, Clock::default());
         let until = SystemTime::now() + Duration::from_secs(60);
         let _ = local.install("i", Entry::Gone { version: 3, until }).await;
         let none = HashMap::new();
@@ -493,7 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn owner_indexes_survive_the_eviction_of_sessions() {
-        let local = Local::new(8);
+        let local = Local::new(8, Clock::default());
         let key = format!("session:owner:{}", "ab".repeat(32));
         let _ = local
             .change_index(&key, &delta_on(&HashMap::new(), 0, SessionId::generate()))
@@ -511,7 +520,7 @@ mod tests {
 
     #[tokio::test]
     async fn indexes_are_counted_apart_from_sessions() {
-        let local = Local::new(100);
+        let local = Local::new(100, Clock::default());
         let _ = local.install("s1", live(1, 60)).await;
         let _ = local.install("s2", live(1, 60)).await;
         let _ = local
@@ -522,7 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_create_finds_its_own_record_already_handed_back_stored() {
-        let local = Local::new(100);
+        let local = Local::new(100, Clock::default());
         let now = SystemTime::now();
         let record = Record::new(
             SessionId::generate(),
@@ -548,7 +557,7 @@ mod tests {
 
     #[tokio::test]
     async fn touch_needs_the_same_version() {
-        let local = Local::new(100);
+        let local = Local::new(100, Clock::default());
         let later = SystemTime::now() + Duration::from_secs(600);
         assert!(matches!(
             local.touch("k", 1, later).await,

@@ -1,6 +1,8 @@
 //! Who is alive: SWIM (foca) over a UDP socket, every datagram signed.
 
 use std::{
+    future::Future,
+    io,
     net::SocketAddr,
     num::{NonZeroU8, NonZeroUsize},
     sync::Arc,
@@ -8,7 +10,7 @@ use std::{
 };
 
 use foca::{AccumulatingRuntime, Config, Foca, Identity, PeriodicParams, PostcardCodec, Timer};
-use rand::{rngs::StdRng, SeedableRng};
+use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::{
     net::UdpSocket,
@@ -33,10 +35,11 @@ pub(crate) struct Ident {
 }
 
 impl Ident {
-    pub(crate) fn new(name: &str, addr: SocketAddr) -> Self {
+    /// `now` is the node's wall clock when it starts.
+    pub(crate) fn new(name: &str, addr: SocketAddr, now: SystemTime) -> Self {
         // A restart must win over the identity it replaces: start from the
         // clock, which moves forward between two runs of a process.
-        let generation = SystemTime::now()
+        let generation = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Self {
@@ -121,9 +124,45 @@ pub(crate) fn swim_config(
     config
 }
 
+/// A datagram socket: what SWIM sends and receives on. Tokio's
+/// [`UdpSocket`] in production; with the `simulation` feature, a socket of
+/// the simulated network. Generic rather than a trait object, so the
+/// production build calls tokio's socket directly.
+pub(crate) trait Datagrams: Send + Sync + 'static {
+    /// Sends one datagram to `to`.
+    fn send_to(
+        &self,
+        datagram: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Waits for the next datagram; cancel-safe, as `select!` needs.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+}
+
+impl Datagrams for UdpSocket {
+    fn send_to(
+        &self,
+        datagram: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        UdpSocket::send_to(self, datagram, to)
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        UdpSocket::recv_from(self, buf)
+    }
+}
+
 /// What the membership task runs on.
-pub(crate) struct Swim {
-    pub(crate) socket: UdpSocket,
+pub(crate) struct Swim<S> {
+    pub(crate) socket: S,
     pub(crate) me: Ident,
     pub(crate) seeds: Vec<SocketAddr>,
     pub(crate) signer: Signer,
@@ -133,12 +172,15 @@ pub(crate) struct Swim {
     pub(crate) config: Config,
     /// The cluster size: below it, keep announcing to the seeds.
     pub(crate) expected: usize,
+    /// SWIM's random choices (whom to probe, gossip to): from the operating
+    /// system in production, from the seed in a simulation.
+    pub(crate) rng: StdRng,
 }
 
 /// Runs SWIM until a [`Command::Leave`] or until the task is aborted,
 /// publishing every change of the live members on `views`.
-pub(crate) async fn run(
-    swim: Swim,
+pub(crate) async fn run<S: Datagrams>(
+    swim: Swim<S>,
     views: watch::Sender<Arc<View>>,
     mut commands: mpsc::Receiver<Command>,
 ) {
@@ -151,9 +193,10 @@ pub(crate) async fn run(
         suspects,
         config,
         expected,
+        rng,
     } = swim;
     let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
-    let mut foca = Foca::new(me.clone(), config, StdRng::from_os_rng(), PostcardCodec);
+    let mut foca = Foca::new(me.clone(), config, rng, PostcardCodec);
     let mut runtime = AccumulatingRuntime::new();
     // Bounded: a timer task that finds the queue full waits, and SWIM's
     // timers tolerate being late.
@@ -163,20 +206,21 @@ pub(crate) async fn run(
     let mut buf = vec![0u8; 64 * 1024];
     let mut epoch = views.borrow().epoch;
     loop {
+        // Biased, in a fixed order, rather than tokio's random one: a
+        // seeded simulation then replays exactly, and timers come before
+        // datagrams, so a flood of datagrams cannot hold back the probes.
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let Ok((len, from)) = received else { continue };
-                if is_blocked(&blocked, &from) {
-                    continue;
-                }
-                match open(&signer, &buf[..len]) {
-                    Some(payload) => {
-                        if let Err(err) = foca.handle_data(payload, &mut runtime) {
-                            tracing::debug!(%from, error = %err, "membership datagram not handled");
-                        }
+            biased;
+            command = commands.recv() => {
+                match command {
+                    Some(Command::Leave(done)) => {
+                        let _ = foca.leave_cluster(&mut runtime);
+                        drain(&mut runtime, &socket, &signer, &blocked, &timer_tx).await;
+                        let _ = done.send(());
                     }
-                    None => tracing::debug!(%from, "dropped a membership datagram without the cluster's signature"),
+                    None => {}
                 }
+                return;
             }
             Some(timer) = timer_rx.recv() => {
                 let _ = foca.handle_timer(timer, &mut runtime);
@@ -191,16 +235,19 @@ pub(crate) async fn run(
                     }
                 }
             }
-            command = commands.recv() => {
-                match command {
-                    Some(Command::Leave(done)) => {
-                        let _ = foca.leave_cluster(&mut runtime);
-                        drain(&mut runtime, &socket, &signer, &blocked, &timer_tx).await;
-                        let _ = done.send(());
-                    }
-                    None => {}
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, from)) = received else { continue };
+                if is_blocked(&blocked, &from) {
+                    continue;
                 }
-                return;
+                match open(&signer, &buf[..len]) {
+                    Some(payload) => {
+                        if let Err(err) = foca.handle_data(payload, &mut runtime) {
+                            tracing::debug!(%from, error = %err, "membership datagram not handled");
+                        }
+                    }
+                    None => tracing::debug!(%from, "dropped a membership datagram without the cluster's signature"),
+                }
             }
         }
         drain(&mut runtime, &socket, &signer, &blocked, &timer_tx).await;
@@ -243,9 +290,9 @@ fn publish_suspects<'m>(
     }
 }
 
-async fn drain(
+async fn drain<S: Datagrams>(
     runtime: &mut AccumulatingRuntime<Ident>,
-    socket: &UdpSocket,
+    socket: &S,
     signer: &Signer,
     blocked: &Blocked,
     timers: &mpsc::Sender<Timer<Ident>>,

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use rand::{rngs::StdRng, SeedableRng};
 use session_core::{ConfigError, ErrorKind, StoreError};
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -20,10 +21,11 @@ use xxhash_rust::xxh3::xxh3_64;
 #[cfg(feature = "fault-injection")]
 use crate::transport::Partitioned;
 use crate::{
+    clock::Clock,
     lease::{lease_loop, Lease},
     link::{Blocked, Counters, Handler, Link},
     local::Local,
-    membership::{self, Command, Ident, Suspects},
+    membership::{self, Command, Datagrams, Ident, Suspects},
     placement::{Member, View},
     rebalance::rebalance_loop,
     sign::Signer,
@@ -87,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) suspects: Suspects,
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub(crate) blocked: Blocked,
+    /// The wall clock expiry is measured against (see `clock`).
+    pub(crate) clock: Clock,
 }
 
 impl ClusterStore {
@@ -127,19 +131,41 @@ impl ClusterStore {
         })?;
         // `validate` refused a wildcard `listen` without `advertise`.
         let addr = config.advertise.unwrap_or(bound);
-        let me: Arc<str> = config.node_id.as_str().into();
-        let expected = config.expected_cluster_size();
         let counters = Arc::new(Counters::default());
-        let blocked = Blocked::default();
         let link: Arc<dyn Transport> = Arc::new(Link::new(
             listener,
             Signer::derive(&config.secret, "link"),
-            Arc::clone(&me),
+            config.node_id.as_str().into(),
             config.max_in_flight_per_peer,
             config.connect_timeout,
             config.operation_timeout,
             Arc::clone(&counters),
         ));
+        let network = Network {
+            addr,
+            link,
+            socket,
+            counters,
+            rng: StdRng::from_os_rng(),
+            clock: Clock::default(),
+        };
+        Ok(Self::launch(&config, network))
+    }
+
+    /// Starts the node's tasks on a bound network: the production sockets,
+    /// or a simulated network's.
+    pub(crate) fn launch<S: Datagrams>(config: &ClusterConfig, network: Network<S>) -> Self {
+        let Network {
+            addr,
+            link,
+            socket,
+            counters,
+            rng,
+            clock,
+        } = network;
+        let me: Arc<str> = config.node_id.as_str().into();
+        let expected = config.expected_cluster_size();
+        let blocked = Blocked::default();
         // Only a test build can cut the network; a production build's calls
         // go straight to the link.
         #[cfg(feature = "fault-injection")]
@@ -153,16 +179,17 @@ impl ClusterStore {
             quorum: config.quorum(),
             operation_timeout: config.operation_timeout,
             settle_time: config.settle_time,
-            local: Local::new(config.max_capacity),
+            local: Local::new(config.max_capacity, clock.clone()),
             blocked: Arc::clone(&blocked),
             link: Peers::new(link),
             views,
             locks: (0..1024).map(|_| tokio::sync::Mutex::new(())).collect(),
-            counters: Arc::clone(&counters),
+            counters,
             rebalances: AtomicU64::new(0),
             suspect_timeout: config.suspect_timeout,
             lease: Arc::new(Lease::new(config.quorum(), config.suspect_timeout)),
             suspects: Suspects::default(),
+            clock: clock.clone(),
         });
         let handler: Weak<dyn Handler> = Arc::downgrade(&inner) as Weak<dyn Handler>;
         let server = inner.link.serve(handler);
@@ -170,7 +197,7 @@ impl ClusterStore {
         let membership = tokio::spawn(membership::run(
             membership::Swim {
                 socket,
-                me: Ident::new(&me, addr),
+                me: Ident::new(&me, addr, clock.now()),
                 seeds: config.seeds.clone(),
                 signer: Signer::derive(&config.secret, "gossip"),
                 blocked,
@@ -181,6 +208,7 @@ impl ClusterStore {
                     expected,
                 ),
                 expected,
+                rng,
             },
             view_tx,
             command_rx,
@@ -192,7 +220,7 @@ impl ClusterStore {
             config.probe_period,
         ));
         let leases = tokio::spawn(lease_loop(Arc::downgrade(&inner), Arc::clone(&inner.lease)));
-        Ok(Self {
+        Self {
             inner,
             _tasks: Arc::new(Tasks {
                 handles: vec![
@@ -203,9 +231,22 @@ impl ClusterStore {
                 ],
                 commands,
             }),
-            prefix: config.key_prefix.into(),
-        })
+            prefix: config.key_prefix.as_str().into(),
+        }
     }
+}
+
+/// What a node runs on: its address, its peer transport, its membership
+/// socket, and the sources of chance and time. [`ClusterStore::start`] binds
+/// real sockets; a simulation hands in its own.
+pub(crate) struct Network<S> {
+    pub(crate) addr: SocketAddr,
+    pub(crate) link: Arc<dyn Transport>,
+    pub(crate) socket: S,
+    pub(crate) counters: Arc<Counters>,
+    /// SWIM's random choices.
+    pub(crate) rng: StdRng,
+    pub(crate) clock: Clock,
 }
 
 /// Binds TCP and UDP on one port. Port 0 picks a port free for both.

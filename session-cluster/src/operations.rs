@@ -65,7 +65,7 @@ impl Inner {
     ) -> Result<CommitOutcome, StoreError> {
         let mut base = self.read_base(key, view, deadline).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(current) = base.and_then(|e| e.into_live(SystemTime::now())) else {
+            let Some(current) = base.and_then(|e| e.into_live(self.clock.now())) else {
                 return Ok(CommitOutcome::Missing);
             };
             let mut data = session_core::store::Data::clone(&current.data);
@@ -106,7 +106,7 @@ impl Inner {
     ) -> Result<bool, StoreError> {
         let mut base = self.read_base(key, view, deadline).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(current) = base.and_then(|e| e.into_live(SystemTime::now())) else {
+            let Some(current) = base.and_then(|e| e.into_live(self.clock.now())) else {
                 return Ok(false);
             };
             let msg = Encoded::new(TouchCopy {
@@ -211,7 +211,7 @@ impl Inner {
         // tombstone must outlive it, or the copy comes back when it
         // returns. No copy anywhere lives longer than the longest lifetime
         // any node has stored, which leases carry between nodes.
-        let floor = SystemTime::now()
+        let floor = self.clock.now()
             + if base.is_none() {
                 self.settle_time.max(self.horizon())
             } else {
@@ -246,7 +246,7 @@ impl Inner {
     ) -> Result<WireConditionalDelete, StoreError> {
         let base = self.read_base(key, view, deadline).await?;
         let answer = match &base {
-            Some(Entry::Live(live)) if live.expires_at > SystemTime::now() => {
+            Some(Entry::Live(live)) if live.expires_at > self.clock.now() => {
                 if live.version != version {
                     return Ok(WireConditionalDelete::Changed);
                 }
@@ -280,7 +280,7 @@ impl Inner {
     ) -> Result<EndOutcome, StoreError> {
         let base = self.read_base(key, view, deadline).await?;
         let ended = match &base {
-            Some(Entry::Live(live)) if live.expires_at > SystemTime::now() => {
+            Some(Entry::Live(live)) if live.expires_at > self.clock.now() => {
                 if !live.owned_by(owner) {
                     return Ok(EndOutcome::Kept);
                 }
@@ -318,7 +318,7 @@ impl OwnerCall for Load {
         let entry = inner.read_base(&self.key, at.view, at.deadline).await?;
         Ok(entry
             .as_ref()
-            .and_then(|e| e.live(SystemTime::now()))
+            .and_then(|e| e.live(inner.clock.now()))
             .map(WireLive::from))
     }
 }

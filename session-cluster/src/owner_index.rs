@@ -78,6 +78,14 @@ impl ClusterStore {
         let index = self.owner_key(owner);
         let read = IndexRead { key: index.clone() };
         let entries = self.inner.route(read, OPERATION, deadline).await?;
+        // An index is a hash map, in an order of the process's own; a
+        // simulation ends its sessions in an order the seed fixes.
+        #[cfg(feature = "simulation")]
+        let entries = {
+            let mut entries = entries;
+            entries.sort_by_key(|entry| entry.id.0.encode());
+            entries
+        };
         let indexed = entries.iter().map(|entry| entry.id.0).collect();
         let results: Vec<(WireId, Result<EndOutcome, StoreError>)> = stream::iter(entries)
             .map(|IndexedSession { id, until }| async move {
@@ -155,7 +163,7 @@ impl Inner {
                     ))
                 }
             };
-            let outcome = match change.plan(version, sessions, expires_at, SystemTime::now()) {
+            let outcome = match change.plan(version, sessions, expires_at, self.clock.now()) {
                 Planned::Nothing => return Ok(()),
                 Planned::Change(delta) => {
                     self.replicate_index(key, &delta, sessions, holders, deadline)
@@ -336,7 +344,7 @@ impl OwnerCall for IndexRead {
         at: &Serving<'_>,
     ) -> Result<Vec<IndexedSession>, StoreError> {
         let entry = inner.read_base(&self.key, at.view, at.deadline).await?;
-        let now = SystemTime::now();
+        let now = inner.clock.now();
         Ok(match entry {
             Some(Entry::Index(index)) => index
                 .sessions

@@ -3,7 +3,7 @@
 //! should hold them and pushes the ones they lack.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc, Weak},
     time::Duration,
@@ -30,9 +30,20 @@ impl Inner {
     /// `false` when a peer could not be handed its entries (it did not
     /// answer, or refused, say while it waits for its first lease).
     pub(crate) async fn rebalance(&self, view: &View) -> bool {
-        let mut per_peer: HashMap<SocketAddr, Vec<(String, Entry)>> = HashMap::new();
+        // Peers in address order, so a simulated run sends the same
+        // messages in the same order on every replay.
+        let mut per_peer: BTreeMap<SocketAddr, Vec<(String, Entry)>> = BTreeMap::new();
         let mut leaving = Vec::new();
-        for (key, entry) in self.local.snapshot() {
+        let snapshot = self.local.snapshot();
+        // moka iterates in an order of its own; a simulation needs one the
+        // seed fixes. Production skips the sort's cost.
+        #[cfg(feature = "simulation")]
+        let snapshot = {
+            let mut snapshot = snapshot;
+            snapshot.sort_by(|a, b| a.0.cmp(&b.0));
+            snapshot
+        };
+        for (key, entry) in snapshot {
             let holders = view.replicas(&key, self.copies);
             let stays = holders.iter().any(|m| *m.name == *self.me);
             let targets: Vec<SocketAddr> = self.others(holders).iter().map(|m| m.addr).collect();
@@ -125,7 +136,10 @@ pub(crate) async fn rebalance_loop(
     let mut retry: Option<Duration> = None;
     loop {
         let retry_sleep = tokio::time::sleep(retry.unwrap_or(every));
+        // Biased (fixed order) rather than random, so a simulated run
+        // replays; every branch leads to the same pass.
         tokio::select! {
+            biased;
             changed = views.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
             () = retry_sleep, if retry.is_some() => {}

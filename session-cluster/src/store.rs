@@ -138,7 +138,7 @@ impl ClusterStore {
             .local
             .get(&self.key(id))
             .await
-            .is_some_and(|entry| entry.live(SystemTime::now()).is_some())
+            .is_some_and(|entry| entry.live(self.inner.clock.now()).is_some())
     }
 
     /// Whether this node holds a live copy of the index of `owner`'s
