@@ -24,6 +24,7 @@
 
 mod apps;
 mod backends;
+mod cpu;
 mod footprint;
 mod load;
 mod report;
@@ -227,6 +228,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
         return Err("could not pin to core 0 (run with --no-pin)".into());
     }
     let backends = Backends::start();
+    let clock = cpu::CpuClock::new(&backends.ports());
     let variants = selected(&options.only);
     let mut servers: Vec<(Variant, Running)> = Vec::with_capacity(variants.len());
     for &variant in &variants {
@@ -260,13 +262,19 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
                     warmup: options.warmup,
                     duration: options.duration,
                 };
-                let (outcome, snapshot) = runtime
-                    .block_on(load::run(&load, || backends.snapshot(*variant, running)))
+                let (outcome, (snapshot, started)) = runtime
+                    .block_on(load::run(&load, || {
+                        (backends.snapshot(*variant, running), clock.now())
+                    }))
                     .map_err(|err| format!("{}: {err}", variant.label()))?;
+                let cpu_micros = cpu::micros_per_request(
+                    clock.now().saturating_sub(started),
+                    outcome.all_requests,
+                );
                 let traffic = backends.traffic(*variant, running, snapshot, outcome.all_requests);
                 done += 1;
                 eprintln!(
-                    "[{done}/{total}] round {} {} {}: {:.0} req/s, p99 {} µs{}",
+                    "[{done}/{total}] round {} {} {}: {:.0} req/s, p99 {} µs, CPU {cpu_micros:.1} µs/req{}",
                     round + 1,
                     variant.label(),
                     workload.label(),
@@ -287,6 +295,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
                         p50_micros: outcome.p50_micros(),
                         p99_micros: outcome.p99_micros(),
                         errors: outcome.errors,
+                        cpu_micros,
                         traffic,
                     },
                 );
