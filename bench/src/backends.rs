@@ -27,6 +27,15 @@ impl Backends {
         }
     }
 
+    /// The ports of the store servers, whose CPU counts as the servers'.
+    pub(crate) fn ports(&self) -> [u16; 3] {
+        [
+            self.redis.port(),
+            self.secondary.port(),
+            self.memcached.port(),
+        ]
+    }
+
     pub(crate) fn redis_url(&self, variant: Variant) -> String {
         format!("{}/{}", self.redis.url(), variant.redis_db().unwrap_or(0))
     }

@@ -13,6 +13,11 @@
 //! | `near_cache` | `RedisStore::load` against `TieredStore::load` with a near-cache hit, for small, 2 KiB and 32 KiB sessions; prints the bytes Redis sends per load |
 //! | `micro` | no store I/O: cookie sign and verify (forged, and by a rotated-out key), `SessionManager::start` + `Session::finish` for untouched sessions and for a new one given one value (into a `MemoryStore`), and the Redis and Memcached record codecs |
 //!
+//! `examples/peer_round_trip.rs` measures the CPU of one request/reply
+//! round trip, both ends on one current-thread runtime as in the cluster
+//! variant: HTTP/2 through hyper (the cluster's peer link today), HTTP/2 on
+//! `h2` directly, length-prefixed frames on TCP, and a Redis `HGETALL`.
+//!
 //! This crate holds what the benches share.
 #![forbid(unsafe_code)]
 

@@ -24,6 +24,7 @@
 
 mod apps;
 mod backends;
+mod cpu;
 mod footprint;
 mod load;
 mod report;
@@ -49,6 +50,7 @@ struct Options {
     duration: Duration,
     connections: usize,
     only: Vec<String>,
+    workloads: Vec<Workload>,
     markdown: Option<PathBuf>,
     svg: Option<PathBuf>,
     pin: bool,
@@ -56,13 +58,16 @@ struct Options {
 
 const USAGE: &str = "\
 usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connections C]
-                     [--only TEXT]... [--markdown FILE] [--svg FILE] [--no-pin]
+                     [--only TEXT]... [--workload NAME]... [--markdown FILE]
+                     [--svg FILE] [--no-pin]
 
   --quick          3 rounds of 1 s per variant and workload (a few minutes)
   (default)        5 rounds of 3 s, each after 1 s of warm-up
   --only TEXT      only variants whose name contains TEXT (repeatable); the
                    bare frameworks and the peers they are compared with
                    always run
+  --workload NAME  only this workload: untouched, read or write (repeatable;
+                   default all three)
   --markdown FILE  also write the tables there
   --svg FILE       write the throughput chart there
   --no-pin         do not pin the servers and the load generator to cores
@@ -85,6 +90,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         duration: Duration::from_secs(3),
         connections: 16,
         only: Vec::new(),
+        workloads: Vec::new(),
         markdown: None,
         svg: None,
         pin: true,
@@ -122,6 +128,18 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
                     .map_err(|_| "--connections takes a number".to_owned())?;
             }
             "--only" => options.only.push(value("--only")?),
+            "--workload" => {
+                let name = value("--workload")?;
+                let workload = Workload::ALL
+                    .into_iter()
+                    .find(|w| w.label() == name)
+                    .ok_or_else(|| {
+                        format!("--workload takes untouched, read or write, not {name}")
+                    })?;
+                if !options.workloads.contains(&workload) {
+                    options.workloads.push(workload);
+                }
+            }
             "--markdown" => options.markdown = Some(value("--markdown")?.into()),
             "--svg" => options.svg = Some(value("--svg")?.into()),
             "--no-pin" => options.pin = false,
@@ -131,6 +149,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     }
     if options.rounds == 0 || options.connections == 0 || options.duration.is_zero() {
         return Err("--rounds, --seconds and --connections must be above 0".to_owned());
+    }
+    if options.workloads.is_empty() {
+        options.workloads = Workload::ALL.to_vec();
     }
     Ok(options)
 }
@@ -207,6 +228,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
         return Err("could not pin to core 0 (run with --no-pin)".into());
     }
     let backends = Backends::start();
+    let clock = cpu::CpuClock::new(&backends.ports());
     let variants = selected(&options.only);
     let mut servers: Vec<(Variant, Running)> = Vec::with_capacity(variants.len());
     for &variant in &variants {
@@ -221,7 +243,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
         .enable_all()
         .build()?;
     let mut results = Results::default();
-    let total = options.rounds * servers.len() * Workload::ALL.len();
+    let total = options.rounds * servers.len() * options.workloads.len();
     let mut done = 0;
     for round in 0..options.rounds {
         // Every other round runs backwards, so no variant always runs
@@ -232,7 +254,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
             servers.iter().rev().collect()
         };
         for (variant, running) in order {
-            for workload in Workload::ALL {
+            for &workload in &options.workloads {
                 let load = Load {
                     addrs: running.addrs.clone(),
                     path: workload.path(),
@@ -240,13 +262,19 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
                     warmup: options.warmup,
                     duration: options.duration,
                 };
-                let (outcome, snapshot) = runtime
-                    .block_on(load::run(&load, || backends.snapshot(*variant, running)))
+                let (outcome, (snapshot, started)) = runtime
+                    .block_on(load::run(&load, || {
+                        (backends.snapshot(*variant, running), clock.now())
+                    }))
                     .map_err(|err| format!("{}: {err}", variant.label()))?;
+                let cpu_micros = cpu::micros_per_request(
+                    clock.now().saturating_sub(started),
+                    outcome.all_requests,
+                );
                 let traffic = backends.traffic(*variant, running, snapshot, outcome.all_requests);
                 done += 1;
                 eprintln!(
-                    "[{done}/{total}] round {} {} {}: {:.0} req/s, p99 {} µs{}",
+                    "[{done}/{total}] round {} {} {}: {:.0} req/s, p99 {} µs, CPU {cpu_micros:.1} µs/req{}",
                     round + 1,
                     variant.label(),
                     workload.label(),
@@ -267,6 +295,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
                         p50_micros: outcome.p50_micros(),
                         p99_micros: outcome.p99_micros(),
                         errors: outcome.errors,
+                        cpu_micros,
                         traffic,
                     },
                 );
@@ -277,7 +306,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
     // How many commands each Redis variant sends per request, apart from
     // the timed rounds: the monitor this needs slows Redis down.
     for (variant, running) in servers.iter().filter(|(v, _)| v.redis_db().is_some()) {
-        for workload in Workload::ALL {
+        for &workload in &options.workloads {
             let (answered, monitors) = runtime
                 .block_on(load::count(
                     running.addrs[0],
@@ -383,6 +412,12 @@ mod tests {
         assert_eq!(options.duration, Duration::from_secs(1));
         assert_eq!(options.connections, 4);
         assert_eq!(options.only, ["cluster"]);
+        assert_eq!(options.workloads, Workload::ALL);
+        let options = parse(args("--workload write --workload read --workload write")).unwrap();
+        assert_eq!(options.workloads, [Workload::Write, Workload::Read]);
+        assert!(parse(args("--workload delete"))
+            .unwrap_err()
+            .contains("--workload takes untouched, read or write"));
         let options = parse(args("--seconds 0.2 --warmup 0.1 --no-pin")).unwrap();
         assert_eq!(options.duration, Duration::from_millis(200));
         assert_eq!(options.warmup, Duration::from_millis(100));

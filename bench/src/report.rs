@@ -43,6 +43,8 @@ pub(crate) struct Sample {
     pub(crate) p50_micros: u64,
     pub(crate) p99_micros: u64,
     pub(crate) errors: u64,
+    /// CPU the servers spent per request (see `cpu`).
+    pub(crate) cpu_micros: f64,
     pub(crate) traffic: Option<Traffic>,
 }
 
@@ -79,6 +81,9 @@ pub(crate) struct Row {
     pub(crate) p50_micros: f64,
     pub(crate) p99_micros: f64,
     pub(crate) errors: u64,
+    /// CPU the servers spent per request: the app's process (all but the
+    /// load generator's thread) and the store servers' processes.
+    pub(crate) cpu_micros: f64,
     /// Median over the rounds of this round's throughput over the bare
     /// framework's in the same round.
     pub(crate) vs_bare: Option<f64>,
@@ -154,6 +159,7 @@ impl Results {
             p50_micros: median(samples.iter().map(|s| s.p50_micros as f64).collect())?,
             p99_micros: median(samples.iter().map(|s| s.p99_micros as f64).collect())?,
             errors: samples.iter().map(|s| s.errors).sum(),
+            cpu_micros: median(samples.iter().map(|s| s.cpu_micros).collect())?,
             vs_bare: (variant.bare() != variant)
                 .then(|| self.ratio(variant, variant.bare(), workload))
                 .flatten(),
@@ -196,13 +202,13 @@ pub(crate) fn markdown(results: &Results, variants: &[Variant]) -> String {
         }
         let _ = writeln!(
             out,
-            "\n| {} | workload | req/s | p50 µs | p99 µs | × bare | × peer | store round trips/req | Redis commands run/req | errors |",
+            "\n| {} | workload | req/s | p50 µs | p99 µs | server CPU µs/req | × bare | × peer | store round trips/req | Redis commands run/req | errors |",
             match framework {
                 Framework::Axum => "axum variant",
                 Framework::Actix => "actix-web variant",
             }
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
         for row in rows {
             let trips = row.round_trips.as_ref().map_or_else(
                 || "–".to_owned(),
@@ -221,12 +227,13 @@ pub(crate) fn markdown(results: &Results, variants: &[Variant]) -> String {
                 .map_or_else(|| "–".to_owned(), |t| format!("{:.2}", t.per_request));
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} | {} |",
                 row.variant.label(),
                 row.workload.label(),
                 row.rps,
                 row.p50_micros,
                 row.p99_micros,
+                row.cpu_micros,
                 ratio_cell(row.vs_bare),
                 ratio_cell(row.vs_peer),
                 trips,
@@ -396,6 +403,7 @@ mod tests {
             p50_micros: 100,
             p99_micros: 200,
             errors: 0,
+            cpu_micros: 10.0,
             traffic: None,
         }
     }
@@ -435,8 +443,8 @@ mod tests {
         );
         assert!(results.row(Variant::AxumKitRedis, Workload::Read).is_none());
         let table = markdown(&results, &[Variant::AxumBare, Variant::AxumKitMemory]);
-        assert!(
-            table.contains("| axum + session-kit (memory) | read | 50 | 100 | 200 | 0.50 | 2.00 |")
-        );
+        assert!(table.contains(
+            "| axum + session-kit (memory) | read | 50 | 100 | 200 | 10.0 | 0.50 | 2.00 |"
+        ));
     }
 }

@@ -137,6 +137,10 @@ pub(crate) struct Running {
 type BoxError = Box<dyn Error + Send + Sync>;
 type Started = Result<Running, BoxError>;
 
+/// How long a variant's server may take to start: the cluster's includes
+/// up to 20 s to form and its settle time.
+const START_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// Starts `variant`'s server on a new thread, which inherits the calling
 /// thread's CPU affinity, and waits (bounded) until it listens.
 pub(crate) fn start(variant: Variant, backends: &Backends) -> Started {
@@ -166,10 +170,14 @@ pub(crate) fn start(variant: Variant, backends: &Backends) -> Started {
         })?,
     };
     receiver
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(START_TIMEOUT)
         .map_err(|err| match err {
             mpsc::RecvTimeoutError::Timeout => {
-                format!("{} did not start within 30 s", variant.label())
+                format!(
+                    "{} did not start within {} s",
+                    variant.label(),
+                    START_TIMEOUT.as_secs()
+                )
             }
             mpsc::RecvTimeoutError::Disconnected => {
                 format!(
@@ -265,6 +273,12 @@ async fn start_cluster() -> Started {
             return Err(format!("{} sees only {:?}", node.node_id(), node.members()).into());
         }
     }
+    // For the settle time after a membership change, an owner asks every
+    // other node for a newer copy before each operation. That is the cost of
+    // a cluster that has just changed, not of one at work: measuring it
+    // would depend on how soon after start-up the cluster's turn comes
+    // (`--only` and `--workload` make it early), so wait it out.
+    tokio::time::sleep(ClusterConfig::DEFAULT_SETTLE_TIME).await;
     let mut addrs = Vec::with_capacity(NODES);
     for node in &nodes {
         addrs.push(apps::serve_axum(apps::axum_kit(manager(node.clone())?)).await?);
