@@ -88,6 +88,18 @@
 //! With no majority anywhere (say, a 4-node cluster split 2/2) no side
 //! serves until it heals.
 //!
+//! Beyond `R-1`: when a partition (or a crash) takes *every* holder of a
+//! session or of an owner's index out of the majority's reach, the majority
+//! sees no copy and answers as for a session that does not exist: a load
+//! finds nothing (the user gets a fresh session), and `delete_by_owner`
+//! finds no index and ends nothing. The copies on the far side are not
+//! lost, and come back when it heals; the session the user left is then
+//! live again under the old cookie, though that cookie was replaced, and a
+//! session `delete_by_owner` missed is live again. Only a plain `delete`
+//! that finds no copy guards against this (see *Deletes stick*). The
+//! guarantees hold for up to `R-1` nodes out of reach at once; choose `R`
+//! for the failures to survive.
+//!
 //! **No stale read, even before a node notices it is cut off: read
 //! leases.** SWIM's detection is not symmetric: the majority can declare a
 //! cut-off node dead, and take its sessions over, a probe period or two
