@@ -35,7 +35,22 @@ use crate::sign::unix_millis;
 pub(super) struct Peer {
     /// Calls in flight to the peer, at most `max_in_flight_per_peer`.
     slots: Semaphore,
-    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// The connection calls use, while it lives.
+    live: Mutex<Option<Arc<Conn>>>,
+    /// Held while a call connects, so calls that find no live connection
+    /// wait for one new connection instead of each opening its own.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Peer {
+    fn live(&self) -> Option<Arc<Conn>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|conn| !conn.waiting.is_closed())
+            .map(Arc::clone)
+    }
 }
 
 /// One connection to a peer, and the tasks that write and read it; they
@@ -152,7 +167,8 @@ impl Link {
         Arc::clone(peers.entry(addr).or_insert_with(|| {
             Arc::new(Peer {
                 slots: Semaphore::new(self.max_in_flight),
-                conn: tokio::sync::Mutex::new(None),
+                live: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
             })
         }))
     }
@@ -231,9 +247,12 @@ impl Link {
 
     /// The peer's live connection, or a new one.
     async fn connection(&self, peer: &Peer, addr: SocketAddr) -> Result<Arc<Conn>, LinkError> {
-        let mut conn = peer.conn.lock().await;
-        if let Some(live) = conn.as_ref().filter(|c| !c.waiting.is_closed()) {
-            return Ok(Arc::clone(live));
+        if let Some(live) = peer.live() {
+            return Ok(live);
+        }
+        let _connecting = peer.connecting.lock().await;
+        if let Some(live) = peer.live() {
+            return Ok(live);
         }
         let connect = |source| LinkError::Connect { addr, source };
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
@@ -271,7 +290,10 @@ impl Link {
             next_id: AtomicU64::new(0),
             tasks: [writer.abort_handle(), reader.abort_handle()],
         });
-        *conn = Some(Arc::clone(&live));
+        *peer
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&live));
         Ok(live)
     }
 }
