@@ -27,7 +27,7 @@ use tokio::{
 
 use super::{
     frame::{self, ReplyHeader, RequestHead, Status, MAGIC, REPLY_HEADER_LEN},
-    write_frames, Counted, Link, LinkError, MAX_BODY,
+    tune, write_frames, Counted, Link, LinkError, MAX_BODY,
 };
 use crate::sign::unix_millis;
 
@@ -259,7 +259,7 @@ impl Link {
             .await
             .map_err(|_| connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(connect)?;
-        stream.set_nodelay(true).map_err(connect)?;
+        tune(&stream).map_err(connect)?;
         let (read, write) = stream.into_split();
         // Room for every call a slot allows, and the magic.
         let (frames, queued) = mpsc::channel(self.max_in_flight + 1);

@@ -88,6 +88,22 @@ pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// at once, so this is only ever reached by strangers, among them a
 /// slowloris that never finishes its first frame.
 pub(crate) const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle time before a peer connection's TCP keep-alive probes start, and
+/// between probes. Probes keep stateful firewalls and NATs from forgetting
+/// a quiet connection between nodes, and end one whose peer is gone (what
+/// HTTP/2 pings did for the link up to v3), so calls stop waiting on it.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// Sets up an accepted or connected peer socket: no Nagle delay (a frame
+/// is written whole, and its caller waits for the answer), and keep-alive.
+fn tune(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(KEEPALIVE);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
 /// The most body bytes a node reads at once for signed requests, across all
 /// connections: eight bodies of the largest size. Past it, "busy".
 pub(crate) const MAX_BUFFERED: usize = 8 * MAX_BODY;
@@ -341,4 +357,22 @@ async fn write_frames(
         }
     }
     let _ = write.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn peer_sockets_probe_idle_connections_and_send_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(!socket.keepalive().unwrap(), "keep-alive is on by default");
+        tune(&stream).unwrap();
+        assert!(socket.keepalive().unwrap());
+        assert!(stream.nodelay().unwrap());
+    }
 }

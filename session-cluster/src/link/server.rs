@@ -20,8 +20,8 @@ use tokio::{
 
 use super::{
     frame::{self, Header, RequestHead, Status, HEADER_LEN, MAGIC},
-    write_frames, Counted, Counters, Handler, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS, MAX_SERVED,
-    MAX_SKEW, VERIFY_TIMEOUT,
+    tune, write_frames, Counted, Counters, Handler, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS,
+    MAX_SERVED, MAX_SKEW, VERIFY_TIMEOUT,
 };
 use crate::{
     protocol::{Failure, Request as PeerRequest, WireErrorKind},
@@ -96,7 +96,9 @@ pub(super) async fn serve(listener: TcpListener, server: Arc<Server>) {
 
 /// Serves one connection until the peer closes it or breaks the protocol.
 async fn connection(stream: TcpStream, server: Arc<Server>, _permit: OwnedSemaphorePermit) {
-    let _ = stream.set_nodelay(true);
+    if let Err(err) = tune(&stream) {
+        tracing::debug!(error = %err, "could not set up a peer connection's socket");
+    }
     let (read, write) = stream.into_split();
     let read = BufReader::with_capacity(16 * 1024, Counted::new(read, &server.counters));
     // As many replies as requests can be served at once.
