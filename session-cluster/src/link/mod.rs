@@ -345,6 +345,9 @@ async fn write_frames(
     use tokio::io::AsyncWriteExt as _;
     // One write a turn; it ends with the connection.
     while let Some(mut out) = queued.recv().await {
+        // Let the tasks that are ready run first: under load they queue
+        // their frames too, and one write carries them all.
+        tokio::task::yield_now().await;
         while out.len() < COALESCE {
             match queued.try_recv() {
                 Ok(frame) => out.extend_from_slice(&frame),
