@@ -16,15 +16,15 @@
 //!
 //! - `hyper`: HTTP/2 through hyper's client and server connections, with
 //!   the peer link's four request headers and its reply header (what
-//!   `session-cluster`'s link does today, minus the HMACs, which cost the
-//!   same on every transport).
+//!   `session-cluster`'s link did up to its v3, minus the HMACs, which cost
+//!   the same on every transport).
 //! - `h2`: the same HTTP/2 exchange on the `h2` crate directly: no hyper
 //!   dispatch channel and no task spawned per request on the client.
 //! - `framed`: length-prefixed frames (length, request id, payload) on one
 //!   TCP connection, multiplexed by id, a writer task per side that
 //!   coalesces what is queued, and a task per request on the server: the
-//!   shape of a replacement transport, not a finished one (no signing, no
-//!   bounds, no reconnects).
+//!   shape of the link since v4 (`session-cluster/src/link/`), without its
+//!   signing, bounds and reconnects.
 //! - `redis`: one `HGETALL` through `RedisStore::load` against a
 //!   `redis-server` started by the test kit, the round trip a Redis-backed
 //!   app pays.
@@ -404,7 +404,7 @@ fn main() {
     tokio::task::LocalSet::new().block_on(&runtime, async {
         if chosen("hyper") {
             report(
-                "HTTP/2 through hyper (today's link)",
+                "HTTP/2 through hyper (the link up to v3)",
                 &hyper_http2(rounds).await,
                 0,
             );

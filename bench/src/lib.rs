@@ -15,8 +15,9 @@
 //!
 //! `examples/peer_round_trip.rs` measures the CPU of one request/reply
 //! round trip, both ends on one current-thread runtime as in the cluster
-//! variant: HTTP/2 through hyper (the cluster's peer link today), HTTP/2 on
-//! `h2` directly, length-prefixed frames on TCP, and a Redis `HGETALL`.
+//! variant: HTTP/2 through hyper (the cluster's peer link up to v3), HTTP/2
+//! on `h2` directly, length-prefixed frames on TCP (the shape of the link
+//! since v4), and a Redis `HGETALL`.
 //!
 //! This crate holds what the benches share.
 #![forbid(unsafe_code)]

@@ -15,8 +15,8 @@
 //! decode error (`Corrupt`), never a panic and never an arm to get wrong.
 //!
 //! Compatibility: both ends are this crate. The format's version is in the
-//! link's path (`/session-cluster/v3`), so a node of another format answers
-//! `404` instead of misreading a body. Within one version, new variants go
+//! magic that opens each link connection (`SCL4`), so a node of another
+//! format closes the connection instead of misreading a body. Within one version, new variants go
 //! last, so the ones before keep their numbers on the wire.
 
 use std::time::SystemTime;

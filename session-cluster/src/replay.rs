@@ -9,7 +9,7 @@
 //! Only nonces of requests whose head tag verified are recorded, so a
 //! stranger without the secret cannot fill the memory; it is bounded all
 //! the same, and when full, new requests are turned away (a transient
-//! `503`) rather than served unchecked.
+//! "busy") rather than served unchecked.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -1,6 +1,6 @@
 //! Signing of peer traffic: keys derived from the cluster secret, HMAC-SHA256
 //! tags, the link's signed parts (a request's head, its body, its reply),
-//! and the hex and clock helpers the signed headers use.
+//! and the hex and clock helpers.
 
 use std::time::SystemTime;
 
@@ -59,34 +59,20 @@ impl Signer {
     }
 }
 
-/// The head of a peer request, as the header texts it travels in: it is
-/// signed apart from the body so a receiver can refuse a stranger before it
-/// reads one byte of the body.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Head<'a> {
-    /// The link's path, which carries the format's version.
-    pub(crate) path: &'a [u8],
-    pub(crate) node: &'a [u8],
-    /// Milliseconds since the Unix epoch on the sender's clock.
-    pub(crate) time: &'a [u8],
-    /// The caller's remaining time, in milliseconds.
-    pub(crate) budget: &'a [u8],
-    /// The body's length in bytes.
-    pub(crate) length: &'a [u8],
-    /// Random per request: what a replay repeats, and what binds the reply.
-    pub(crate) nonce: &'a [u8],
-}
-
 impl Signer {
-    /// The tag of a request's head. Each part is labelled (`head`, `body`,
-    /// `reply`) so no tag of one kind passes for another.
-    pub(crate) fn head_tag(&self, head: &Head<'_>) -> [u8; TAG_LEN] {
-        self.tag(&head_parts(head))
+    /// The tag of a request's head (sender, time, budget, body length,
+    /// nonce and request id, as the frame encodes them), under the link
+    /// protocol's `version`. It is signed apart from the body so a receiver
+    /// can refuse a stranger before it reads one byte of the body. Each part
+    /// is labelled (`head`, `body`, `reply`) so no tag of one kind passes
+    /// for another.
+    pub(crate) fn head_tag(&self, version: &[u8], head: &[u8]) -> [u8; TAG_LEN] {
+        self.tag(&[b"head", version, head])
     }
 
     /// Constant-time check of a request head's tag.
-    pub(crate) fn verify_head(&self, head: &Head<'_>, tag: &[u8]) -> bool {
-        self.verify(&head_parts(head), tag)
+    pub(crate) fn verify_head(&self, version: &[u8], head: &[u8], tag: &[u8]) -> bool {
+        self.verify(&[b"head", version, head], tag)
     }
 
     /// The tag of a request's body, chained to its head's tag: a body moved
@@ -118,19 +104,7 @@ impl Signer {
     }
 }
 
-fn head_parts<'a>(head: &Head<'a>) -> [&'a [u8]; 7] {
-    [
-        b"head",
-        head.path,
-        head.node,
-        head.time,
-        head.budget,
-        head.length,
-        head.nonce,
-    ]
-}
-
-/// Lowercase hex, as tags and nonces travel in headers. By table: a
+/// Lowercase hex, as owner index keys carry digests. By table: a
 /// formatter call per byte cost a microsecond per tag, more than the HMAC.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -142,27 +116,7 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// The bytes of hex text (either case), or `None` if it is not hex.
-pub(crate) fn from_hex(text: &[u8]) -> Option<Vec<u8>> {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 2);
-    for pair in text.chunks_exact(2) {
-        out.push((digit(pair[0])? << 4) | digit(pair[1])?);
-    }
-    Some(out)
-}
-
-/// Milliseconds since the Unix epoch, as signed in the link's `x-sc-time` header.
+/// Milliseconds since the Unix epoch, as signed in a link request's head.
 pub(crate) fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -182,31 +136,20 @@ mod tests {
         assert!(!Signer::derive(&[2; 32], "link").verify(&[b"ab", b"c"], &tag));
     }
 
-    fn head<'a>(nonce: &'a [u8], length: &'a [u8]) -> Head<'a> {
-        Head {
-            path: b"/p",
-            node: b"node-0",
-            time: b"1000",
-            budget: b"500",
-            length,
-            nonce,
-        }
-    }
-
     #[test]
     fn a_head_tag_covers_every_field_and_a_body_tag_its_head() {
         let link = Signer::derive(&[1; 32], "link");
-        let tag = link.head_tag(&head(b"n1", b"3"));
-        assert!(link.verify_head(&head(b"n1", b"3"), &tag));
-        assert!(!link.verify_head(&head(b"n2", b"3"), &tag));
-        assert!(!link.verify_head(&head(b"n1", b"4"), &tag));
+        let tag = link.head_tag(b"v4", b"head-1");
+        assert!(link.verify_head(b"v4", b"head-1", &tag));
+        assert!(!link.verify_head(b"v4", b"head-2", &tag));
+        assert!(!link.verify_head(b"v5", b"head-1", &tag));
         let body = link.body_tag(&tag, b"abc");
         assert!(link.verify_body(&tag, b"abc", &body));
         assert!(!link.verify_body(&tag, b"abd", &body));
-        let other = link.head_tag(&head(b"n2", b"3"));
+        let other = link.head_tag(b"v4", b"head-2");
         assert!(!link.verify_body(&other, b"abc", &body));
         // Labelled: a body tag is no head tag.
-        assert!(!link.verify_head(&head(b"n1", b"3"), &body));
+        assert!(!link.verify_head(b"v4", b"head-1", &body));
     }
 
     #[test]
@@ -219,13 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn hex_round_trips_and_refuses_junk() {
-        let bytes = [0u8, 1, 0xab, 0xff];
-        assert_eq!(from_hex(to_hex(&bytes).as_bytes()).unwrap(), bytes);
-        assert!(from_hex(b"abc").is_none());
-        assert!(from_hex(b"zz").is_none());
-        assert!(from_hex(b"0g").is_none());
-        assert_eq!(from_hex(b"ABff").unwrap(), [0xab, 0xff]);
-        assert_eq!(to_hex(&[0x0f, 0xa0]), "0fa0");
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(to_hex(&[0x0f, 0xa0, 0, 0xff]), "0fa000ff");
     }
 }

@@ -43,8 +43,8 @@ pub struct ClusterStats {
     /// owner with a live session, on `R` nodes each, like a session. See
     /// [Ending a user's sessions](crate#ending-a-users-sessions).
     pub owner_indexes_held: usize,
-    /// Bytes this node wrote to peer-link connections, HTTP/2 framing
-    /// included (membership datagrams are not counted).
+    /// Bytes this node wrote to peer-link connections, frame headers and
+    /// tags included (membership datagrams are not counted).
     pub bytes_sent: u64,
     /// Bytes this node read from peer-link connections.
     pub bytes_received: u64,

@@ -3,7 +3,7 @@
 //! encodes typed requests onto it and decodes each reply as exactly its
 //! request's answer.
 //!
-//! Today's transport is the HTTP/2 [`Link`](crate::link::Link). The trait is
+//! Today's transport is the framed-TCP [`Link`](crate::link::Link). The trait is
 //! small so that a deterministic network simulation (an in-process channel
 //! network, or turmoil) can implement it too and run whole clusters in one
 //! process. The test-only partition switch is a wrapper transport,

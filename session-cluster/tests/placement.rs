@@ -188,7 +188,7 @@ async fn one_commit_costs_one_copy_to_each_backup() {
         total_requests as f64 / COMMITS as f64,
     );
     println!(
-        "traffic: N=3 R={COPIES} {COMMITS} commits of ~100-byte sessions through round-robin: {bytes:.0} peer-link bytes/commit (all nodes, both directions, HTTP/2 framing included), {requests:.2} peer requests/commit"
+        "traffic: N=3 R={COPIES} {COMMITS} commits of ~100-byte sessions through round-robin: {bytes:.0} peer-link bytes/commit (all nodes, both directions, frame headers and tags included), {requests:.2} peer requests/commit"
     );
     for (what, cost) in [
         ("on the owner", &on_owner),

@@ -13,7 +13,7 @@
 //! real code (membership, routing, replication, hand-over) and differ from
 //! a production node only in what they stand on:
 //! - **Peer requests** go through the network's implementation of the
-//!   crate's peer transport trait instead of the HTTP/2 link. Each request
+//!   crate's peer transport trait instead of the TCP link. Each request
 //!   and each reply is signed and checked with the cluster's link key, as
 //!   the link does, and is delayed, lost, or (at a configured rate)
 //!   delivered twice, as the seed says. A lost request or reply leaves the
@@ -58,9 +58,9 @@
 //!   (reads check each entry against the node's clock, so moka only ever
 //!   drops entries later, in virtual time, than the node would; a run much
 //!   slower than real time could see it drop one earlier).
-//! - The HTTP/2 link itself (framing, connection reuse, its in-flight
-//!   limits and its signed-header freshness check) is not in the path; its
-//!   own tests cover it.
+//! - The TCP link itself (framing, connection reuse, its in-flight limits
+//!   and its signed-head freshness check) is not in the path; its own tests
+//!   cover it.
 //! - What replays exactly: on one thread, with time moving only when every
 //!   task waits, the order in which tasks run follows from the timers, and
 //!   so from the seed. What a process would otherwise randomise is pinned
