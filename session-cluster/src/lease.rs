@@ -80,6 +80,8 @@ pub(crate) struct Confirmation {
 impl Call for Confirm {
     type Reply = Confirmation;
     const NAME: &'static str = "confirm";
+    // Counted in `ClusterStats::lease_requests` instead.
+    const COUNTED: bool = false;
     fn into_request(self) -> Request {
         Request::Lease(self)
     }
@@ -154,10 +156,12 @@ impl Lease {
             .is_some_and(|until| Instant::now() < until)
     }
 
-    /// Waits (until `deadline`) for the lease to hold, asking for a renewal
-    /// round at once. `Unavailable` when it does not come: this node has not
-    /// heard from a majority recently, so it may be on the minority side of
-    /// a partition that the majority is about to act on.
+    /// Waits for the lease to hold, asking for a renewal round at once: until
+    /// `deadline`, and no longer than one lease length, so a node cut off
+    /// from the majority refuses promptly. `Unavailable` when it does not
+    /// come: this node has not heard from a majority recently, so it may be
+    /// on the minority side of a partition that the majority is about to
+    /// act on.
     pub(crate) async fn wait(
         &self,
         deadline: Instant,
@@ -169,7 +173,7 @@ impl Lease {
         self.renew_now.notify_one();
         let mut until = self.until.subscribe();
         let waited = tokio::time::timeout_at(
-            deadline,
+            deadline.min(Instant::now() + self.length()),
             until.wait_for(|until| until.is_some_and(|until| Instant::now() < until)),
         )
         .await;
@@ -236,15 +240,6 @@ impl Lease {
             }
         });
     }
-
-    /// Forgets the confirmations of members that left the view, so they
-    /// cannot keep a lease alive.
-    pub(crate) fn retain(&self, members: &[Arc<str>]) {
-        self.confirmed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|name, _| members.contains(name));
-    }
 }
 
 fn far_future() -> Instant {
@@ -279,7 +274,6 @@ impl Inner {
     async fn renew(self: Arc<Self>) {
         let view = self.view();
         let members: Vec<Arc<str>> = view.members.iter().map(|m| Arc::clone(&m.name)).collect();
-        self.lease.retain(&members);
         let sent = Instant::now();
         let Ok(request) = Encoded::new(Confirm {
             suspect_timeout_ms: millis(self.suspect_timeout),

@@ -181,7 +181,7 @@ impl ClusterStore {
             settle_time: config.settle_time,
             local: Local::new(config.max_capacity, clock.clone()),
             blocked: Arc::clone(&blocked),
-            link: Peers::new(link),
+            link: Peers::new(link, Arc::clone(&counters)),
             views,
             locks: (0..1024).map(|_| tokio::sync::Mutex::new(())).collect(),
             counters,
@@ -312,10 +312,7 @@ impl Inner {
         deadline: Instant,
     ) -> Result<(), StoreError> {
         self.check_quorum(view, operation)?;
-        // Not past the operation's own deadline, and not much past one
-        // lease length: a node cut off from the majority refuses promptly.
-        let wait = deadline.min(Instant::now() + self.lease.length());
-        self.lease.wait(wait, operation).await
+        self.lease.wait(deadline, operation).await
     }
 
     /// Whether this node's membership suspects the member named `name`.

@@ -80,6 +80,10 @@ pub(crate) trait Call: Clone + Send + Sync + 'static {
     type Reply: Serialize + DeserializeOwned + Send + 'static;
     /// A short name for logs, metrics and error messages.
     const NAME: &'static str;
+    /// Whether a request of this type counts in
+    /// `ClusterStats::requests_sent`, the traffic sessions and indexes
+    /// cost (lease renewals are counted apart).
+    const COUNTED: bool = true;
     /// The request as it goes on the wire.
     fn into_request(self) -> Request;
 }

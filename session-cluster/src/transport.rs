@@ -10,7 +10,10 @@
 //! `Partitioned`, that exists only with the `fault-injection` feature, so
 //! the production call path has no check for it.
 
-use std::{net::SocketAddr, sync::Arc, sync::Weak};
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc, Weak},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,7 +21,7 @@ use session_core::{ErrorKind, StoreError};
 use tokio::{task::AbortHandle, time::Instant};
 
 use crate::{
-    link::Handler,
+    link::{Counters, Handler},
     protocol::{Call, Encoded, Failure},
 };
 
@@ -58,6 +61,7 @@ pub(crate) trait Transport: Send + Sync + 'static {
 #[derive(Clone)]
 pub(crate) struct Peers {
     transport: Arc<dyn Transport>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -67,8 +71,13 @@ impl std::fmt::Debug for Peers {
 }
 
 impl Peers {
-    pub(crate) fn new(transport: Arc<dyn Transport>) -> Self {
-        Self { transport }
+    /// Typed calls over `transport`, each counted in `counters` (unless
+    /// its type says otherwise: [`Call::COUNTED`]).
+    pub(crate) fn new(transport: Arc<dyn Transport>, counters: Arc<Counters>) -> Self {
+        Self {
+            transport,
+            counters,
+        }
     }
 
     /// Sends `request` to the peer at `addr` and returns its answer, all
@@ -95,6 +104,9 @@ impl Peers {
         request: &Encoded<R>,
         deadline: Instant,
     ) -> Result<Result<R::Reply, Failure>, StoreError> {
+        if R::COUNTED {
+            self.counters.requests_sent.fetch_add(1, Ordering::Relaxed);
+        }
         let reply = self
             .transport
             .send(addr, R::NAME, request.body.clone(), deadline)

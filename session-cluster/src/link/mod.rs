@@ -218,11 +218,6 @@ impl Transport for Link {
         body: Bytes,
         deadline: Instant,
     ) -> Result<Bytes, StoreError> {
-        // Lease renewals are counted apart (`ClusterStats::lease_requests`),
-        // so this counts the requests that sessions and indexes cost.
-        if operation != <crate::lease::Confirm as crate::protocol::Call>::NAME {
-            self.counters.requests_sent.fetch_add(1, Ordering::Relaxed);
-        }
         match tokio::time::timeout_at(deadline, self.call(to, body, deadline)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(err)) => {
