@@ -173,7 +173,7 @@ impl Inner {
         view: &View,
         deadline: Instant,
     ) -> Result<Option<Entry>, StoreError> {
-        let local = self.local.get(key).await;
+        let local = self.local.get(key);
         let unsettled = view.changed_at.elapsed() < self.settle_time;
         let ask: Vec<&Member> = if unsettled {
             self.others(&view.members)
@@ -220,7 +220,7 @@ impl Inner {
         }
         if let Some(found) = &best {
             if local.as_ref().is_none_or(|l| found.supersedes(l)) {
-                let _ = self.local.install(key, found.clone()).await;
+                let _ = self.local.install(key, found.clone());
             }
         }
         Ok(best.filter(|entry| entry.is_current(self.clock.now())))
@@ -272,13 +272,13 @@ impl Inner {
         gathered: Gathered,
     ) -> Result<Option<Entry>, StoreError> {
         if let Some(newer) = gathered.newer {
-            let _ = self.local.install(key, newer.clone()).await;
+            let _ = self.local.install(key, newer.clone());
             return Ok(Some(newer));
         }
         if let Some(err) = gathered.error {
             return Err(err);
         }
-        match self.local.install(key, next).await {
+        match self.local.install(key, next) {
             Installed::Accepted => Ok(None),
             Installed::Conflict(entry) => Ok(Some(entry)),
         }
@@ -341,13 +341,13 @@ impl Handler for Inner {
             // included: it may be on the minority side of a partition.
             Request::Holder(request) => {
                 match self.serving(&self.view(), request.name(), deadline).await {
-                    Ok(()) => self.serve_holder(request).await,
+                    Ok(()) => self.serve_holder(request),
                     Err(err) => Failure::of(&err).encode_as_reply(),
                 }
             }
             Request::Rebalance(request) => {
                 match self.serving(&self.view(), request.name(), deadline).await {
-                    Ok(()) => self.serve_rebalance(request).await,
+                    Ok(()) => self.serve_rebalance(request),
                     Err(err) => Failure::of(&err).encode_as_reply(),
                 }
             }

@@ -36,72 +36,67 @@ impl From<Touched> for PatchOutcome {
 
 impl Inner {
     /// Serves a [`HolderRequest`]: the reply body of its answer.
-    pub(crate) async fn serve_holder(
+    pub(crate) fn serve_holder(
         &self,
         request: HolderRequest,
     ) -> Result<Vec<u8>, postcard::Error> {
         match request {
-            HolderRequest::Fetch(request) => answer(self.fetch(request).await),
-            HolderRequest::Install(request) => answer(self.install(request).await),
-            HolderRequest::CreateCopy(request) => answer(self.create_copy(request).await),
-            HolderRequest::TouchCopy(request) => answer(self.touch_copy(request).await),
-            HolderRequest::IndexCopy(request) => answer(self.index_copy(request).await),
+            HolderRequest::Fetch(request) => answer(self.fetch(request)),
+            HolderRequest::Install(request) => answer(self.install(request)),
+            HolderRequest::CreateCopy(request) => answer(self.create_copy(request)),
+            HolderRequest::TouchCopy(request) => answer(self.touch_copy(request)),
+            HolderRequest::IndexCopy(request) => answer(self.index_copy(request)),
         }
     }
 
     /// Serves a [`RebalanceRequest`]: the reply body of its answer.
-    pub(crate) async fn serve_rebalance(
+    pub(crate) fn serve_rebalance(
         &self,
         request: RebalanceRequest,
     ) -> Result<Vec<u8>, postcard::Error> {
         match request {
-            RebalanceRequest::Offer(request) => answer(self.offered(request).await),
+            RebalanceRequest::Offer(request) => answer(self.offered(request)),
             RebalanceRequest::Push(request) => {
-                self.pushed(request).await;
+                self.pushed(request);
                 answer(())
             }
         }
     }
 
-    pub(crate) async fn fetch(&self, request: Fetch) -> Option<WireEntry> {
+    pub(crate) fn fetch(&self, request: Fetch) -> Option<WireEntry> {
         self.local
             .get(&request.key)
-            .await
             .as_ref()
             .map(WireEntry::from)
     }
 
-    pub(crate) async fn install(&self, request: Install) -> CopyOutcome {
+    pub(crate) fn install(&self, request: Install) -> CopyOutcome {
         self.local
             .install(&request.key, request.entry.into())
-            .await
             .into()
     }
 
-    pub(crate) async fn create_copy(&self, request: CreateCopy) -> CopyOutcome {
+    pub(crate) fn create_copy(&self, request: CreateCopy) -> CopyOutcome {
         self.local
             .create(&request.key, request.record.into())
-            .await
             .into()
     }
 
-    pub(crate) async fn touch_copy(&self, request: TouchCopy) -> PatchOutcome {
+    pub(crate) fn touch_copy(&self, request: TouchCopy) -> PatchOutcome {
         self.local
             .touch(&request.key, request.version, request.expires_at)
-            .await
             .into()
     }
 
-    pub(crate) async fn index_copy(&self, request: IndexCopy) -> PatchOutcome {
+    pub(crate) fn index_copy(&self, request: IndexCopy) -> PatchOutcome {
         self.local
             .change_index(&request.key, &request.delta.into())
-            .await
             .into()
     }
 
     /// The positions of the offered entries this node wants: those newer
     /// than its own, or that it lacks and are still current.
-    pub(crate) async fn offered(&self, request: Offer) -> Wanted {
+    pub(crate) fn offered(&self, request: Offer) -> Wanted {
         let now = self.clock.now();
         let mut positions = Vec::new();
         for (index, offered) in request.entries.iter().enumerate() {
@@ -120,7 +115,7 @@ impl Inner {
                     owner: None,
                 })
             };
-            let wanted = match self.local.get(&offered.key).await {
+            let wanted = match self.local.get(&offered.key) {
                 None => entry.is_current(now),
                 Some(held) => entry.supersedes(&held),
             };
@@ -131,9 +126,9 @@ impl Inner {
         Wanted { positions }
     }
 
-    pub(crate) async fn pushed(&self, request: Push) {
+    pub(crate) fn pushed(&self, request: Push) {
         for pushed in request.entries {
-            let _ = self.local.install(&pushed.key, pushed.entry.into()).await;
+            let _ = self.local.install(&pushed.key, pushed.entry.into());
         }
     }
 }

@@ -48,7 +48,7 @@ impl Inner {
                 CopyOutcome::Conflict(_) => return Ok(CreateOutcome::IdTaken),
             }
         }
-        Ok(match self.local.create(key, live).await {
+        Ok(match self.local.create(key, live) {
             Installed::Accepted => CreateOutcome::Created,
             Installed::Conflict(_) => CreateOutcome::IdTaken,
         })
@@ -144,17 +144,17 @@ impl Inner {
                 }
             }
             if newer.is_none() {
-                match self.local.touch(key, current.version, expires_at).await {
+                match self.local.touch(key, current.version, expires_at) {
                     Touched::Applied => return Ok(true),
                     Touched::Conflict(entry) => newer = Some(entry),
                     Touched::NeedRecord => {
-                        let _ = self.local.install(key, touched).await;
+                        let _ = self.local.install(key, touched);
                         return Ok(true);
                     }
                 }
             }
             if let Some(newer) = &newer {
-                let _ = self.local.install(key, newer.clone()).await;
+                let _ = self.local.install(key, newer.clone());
             }
             base = newer;
         }

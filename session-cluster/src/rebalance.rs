@@ -69,7 +69,7 @@ impl Inner {
             .collect();
         for (key, entry, targets) in leaving {
             if !targets.is_empty() && targets.iter().all(|t| !failed.contains(t)) {
-                self.local.forget_if_unchanged(&key, &entry).await;
+                self.local.forget_if_unchanged(&key, &entry);
             }
         }
         self.rebalances.fetch_add(1, Ordering::Relaxed);

@@ -137,7 +137,6 @@ impl ClusterStore {
         self.inner
             .local
             .get(&self.key(id))
-            .await
             .is_some_and(|entry| entry.live(self.inner.clock.now()).is_some())
     }
 
@@ -147,7 +146,7 @@ impl ClusterStore {
     #[cfg(feature = "fault-injection")]
     pub async fn holds_owner_index(&self, owner: &str) -> bool {
         matches!(
-            self.inner.local.get(&self.owner_key(owner)).await,
+            self.inner.local.get(&self.owner_key(owner)),
             Some(crate::entry::Entry::Index(_))
         )
     }
