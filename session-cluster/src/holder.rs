@@ -36,10 +36,7 @@ impl From<Touched> for PatchOutcome {
 
 impl Inner {
     /// Serves a [`HolderRequest`]: the reply body of its answer.
-    pub(crate) fn serve_holder(
-        &self,
-        request: HolderRequest,
-    ) -> Result<Vec<u8>, postcard::Error> {
+    pub(crate) fn serve_holder(&self, request: HolderRequest) -> Result<Vec<u8>, postcard::Error> {
         match request {
             HolderRequest::Fetch(request) => answer(self.fetch(request)),
             HolderRequest::Install(request) => answer(self.install(request)),
@@ -64,10 +61,7 @@ impl Inner {
     }
 
     pub(crate) fn fetch(&self, request: Fetch) -> Option<WireEntry> {
-        self.local
-            .get(&request.key)
-            .as_ref()
-            .map(WireEntry::from)
+        self.local.get(&request.key).as_ref().map(WireEntry::from)
     }
 
     pub(crate) fn install(&self, request: Install) -> CopyOutcome {

@@ -11,8 +11,8 @@ use std::{
 };
 
 use moka::{
-    sync::Cache,
     ops::compute::{CompResult, Op},
+    sync::Cache,
     Expiry,
 };
 
@@ -205,11 +205,10 @@ impl Local {
             // An expired offer carries no information a reader could see.
             return Installed::Accepted;
         }
-        let result = self
-            .update(key, |current| match current {
-                Some(current) if *current == offer || !offer.supersedes(current) => None,
-                _ => Some(offer.clone()),
-            });
+        let result = self.update(key, |current| match current {
+            Some(current) if *current == offer || !offer.supersedes(current) => None,
+            _ => Some(offer.clone()),
+        });
         match result {
             CompResult::Unchanged(entry) if *entry.value().as_ref() != offer => {
                 Installed::Conflict(Entry::clone(entry.value()))
@@ -224,9 +223,7 @@ impl Local {
     /// own copy, and that create has not failed.
     pub(crate) fn create(&self, key: &str, live: Live) -> Installed {
         let offer = Entry::Live(live);
-        match self
-            .update(key, |current| current.is_none().then(|| offer.clone()))
-        {
+        match self.update(key, |current| current.is_none().then(|| offer.clone())) {
             CompResult::Unchanged(entry) if *entry.value().as_ref() != offer => {
                 Installed::Conflict(Entry::clone(entry.value()))
             }
@@ -236,14 +233,13 @@ impl Local {
 
     /// Moves the expiry of the copy at `version`.
     pub(crate) fn touch(&self, key: &str, version: u64, expires_at: SystemTime) -> Touched {
-        let result = self
-            .update(key, |current| match current {
-                Some(Entry::Live(live)) if live.version == version => Some(Entry::Live(Live {
-                    expires_at,
-                    ..live.clone()
-                })),
-                _ => None,
-            });
+        let result = self.update(key, |current| match current {
+            Some(Entry::Live(live)) if live.version == version => Some(Entry::Live(Live {
+                expires_at,
+                ..live.clone()
+            })),
+            _ => None,
+        });
         match result {
             CompResult::ReplacedWith(_) | CompResult::Inserted(_) => Touched::Applied,
             CompResult::Unchanged(entry) if entry.value().version() > version => {
@@ -257,18 +253,15 @@ impl Local {
     /// `key`, if that copy is the one the change was computed from.
     pub(crate) fn change_index(&self, key: &str, delta: &IndexDelta) -> Touched {
         let empty = HashMap::new();
-        let result = self
-            .update(key, |current| {
-                let base = match current {
-                    Some(Entry::Index(index)) if index.version == delta.from_version => {
-                        &index.sessions
-                    }
-                    Some(Entry::Gone { version, .. }) if *version == delta.from_version => &empty,
-                    None if delta.from_version == 0 => &empty,
-                    _ => return None,
-                };
-                (digest(base) == delta.from_digest).then(|| Entry::Index(delta.apply(base)))
-            });
+        let result = self.update(key, |current| {
+            let base = match current {
+                Some(Entry::Index(index)) if index.version == delta.from_version => &index.sessions,
+                Some(Entry::Gone { version, .. }) if *version == delta.from_version => &empty,
+                None if delta.from_version == 0 => &empty,
+                _ => return None,
+            };
+            (digest(base) == delta.from_digest).then(|| Entry::Index(delta.apply(base)))
+        });
         match result {
             CompResult::ReplacedWith(_) | CompResult::Inserted(_) => Touched::Applied,
             CompResult::Unchanged(entry) if entry.value().version() > delta.from_version => {
@@ -369,17 +362,15 @@ mod tests {
             Installed::Conflict(Entry::Gone { .. })
         ));
         assert!(matches!(
-            local
-                .create(
-                    "k",
-                    Live::from_record(&Record::new(
-                        SessionId::generate(),
-                        Data::new(),
-                        SystemTime::now(),
-                        until
-                    ))
-                )
-                ,
+            local.create(
+                "k",
+                Live::from_record(&Record::new(
+                    SessionId::generate(),
+                    Data::new(),
+                    SystemTime::now(),
+                    until
+                ))
+            ),
             Installed::Conflict(_)
         ));
     }
@@ -406,17 +397,12 @@ mod tests {
         let none = HashMap::new();
         // No copy yet: a change from version 0 makes one.
         let first = delta_on(&none, 0, ids[0]);
-        assert!(matches!(
-            local.change_index("i", &first),
-            Touched::Applied
-        ));
+        assert!(matches!(local.change_index("i", &first), Touched::Applied));
         let held = first.apply(&none);
         assert_eq!(local.get("i"), Some(Entry::Index(held.clone())));
         // A change from a version this copy is not at needs the whole index.
         assert!(matches!(
-            local
-                .change_index("i", &delta_on(&held.sessions, 4, ids[1]))
-                ,
+            local.change_index("i", &delta_on(&held.sessions, 4, ids[1])),
             Touched::NeedRecord
         ));
         // Same version, other entries (another coordinator's): whole index.
@@ -432,10 +418,7 @@ mod tests {
             Touched::Conflict(Entry::Index(i)) if i.version == 1
         ));
         let second = delta_on(&held.sessions, 1, ids[1]);
-        assert!(matches!(
-            local.change_index("i", &second),
-            Touched::Applied
-        ));
+        assert!(matches!(local.change_index("i", &second), Touched::Applied));
         let Some(Entry::Index(now)) = local.get("i") else {
             panic!("the index is gone");
         };
@@ -451,15 +434,11 @@ mod tests {
         let _ = local.install("i", Entry::Gone { version: 3, until });
         let none = HashMap::new();
         assert!(matches!(
-            local
-                .change_index("i", &delta_on(&none, 0, SessionId::generate()))
-                ,
+            local.change_index("i", &delta_on(&none, 0, SessionId::generate())),
             Touched::Conflict(Entry::Gone { .. })
         ));
         assert!(matches!(
-            local
-                .change_index("i", &delta_on(&none, 3, SessionId::generate()))
-                ,
+            local.change_index("i", &delta_on(&none, 3, SessionId::generate())),
             Touched::Applied
         ));
         assert_eq!(local.get("i").map(|e| e.version()), Some(4));
@@ -505,8 +484,7 @@ mod tests {
     fn owner_indexes_survive_the_eviction_of_sessions() {
         let local = Local::new(8, Clock::default());
         let key = format!("session:owner:{}", "ab".repeat(32));
-        let _ = local
-            .change_index(&key, &delta_on(&HashMap::new(), 0, SessionId::generate()));
+        let _ = local.change_index(&key, &delta_on(&HashMap::new(), 0, SessionId::generate()));
         for n in 0..200 {
             let _ = local.install(&format!("s{n}"), live(1, 60));
         }
@@ -523,8 +501,7 @@ mod tests {
         let local = Local::new(100, Clock::default());
         let _ = local.install("s1", live(1, 60));
         let _ = local.install("s2", live(1, 60));
-        let _ = local
-            .change_index("i", &delta_on(&HashMap::new(), 0, SessionId::generate()));
+        let _ = local.change_index("i", &delta_on(&HashMap::new(), 0, SessionId::generate()));
         assert_eq!(local.live_counts(), (2, 1));
     }
 
@@ -548,29 +525,17 @@ mod tests {
             data: Arc::new([("a".to_owned(), "1".to_owned())].into_iter().collect()),
             ..ours
         };
-        assert!(matches!(
-            local.create("k", other),
-            Installed::Conflict(_)
-        ));
+        assert!(matches!(local.create("k", other), Installed::Conflict(_)));
     }
 
     #[test]
     fn touch_needs_the_same_version() {
         let local = Local::new(100, Clock::default());
         let later = SystemTime::now() + Duration::from_secs(600);
-        assert!(matches!(
-            local.touch("k", 1, later),
-            Touched::NeedRecord
-        ));
+        assert!(matches!(local.touch("k", 1, later), Touched::NeedRecord));
         let _ = local.install("k", live(2, 60));
-        assert!(matches!(
-            local.touch("k", 3, later),
-            Touched::NeedRecord
-        ));
-        assert!(matches!(
-            local.touch("k", 1, later),
-            Touched::Conflict(_)
-        ));
+        assert!(matches!(local.touch("k", 3, later), Touched::NeedRecord));
+        assert!(matches!(local.touch("k", 1, later), Touched::Conflict(_)));
         assert!(matches!(local.touch("k", 2, later), Touched::Applied));
         assert_eq!(local.get("k").unwrap().until(), later);
     }
