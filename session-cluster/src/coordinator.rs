@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::{
     entry::Entry,
-    link::Handler,
+    link::{Handler, ServedNow},
     local::Installed,
     node::Inner,
     placement::{Member, View},
@@ -354,6 +354,25 @@ impl Handler for Inner {
             Request::Lease(request) => {
                 encode_reply(&Ok::<_, Failure>(self.confirm(from, &request)))
             }
+        }
+    }
+
+    fn serve_now(&self, from: &str, request: Request) -> ServedNow {
+        match request {
+            // The same checks as `handle`'s, without the wait for a lease:
+            // without one the request goes the long way, and waits there.
+            Request::Holder(request)
+                if self.check_quorum(&self.view(), request.name()).is_ok()
+                    && self.lease.holds() =>
+            {
+                ServedNow::Replied(self.serve_holder(request))
+            }
+            Request::Lease(request) => ServedNow::Replied(encode_reply(&Ok::<_, Failure>(
+                self.confirm(from, &request),
+            ))),
+            // Owner requests wait for peers, and rebalancing offers may
+            // be long: neither holds up the connection's other requests.
+            other => ServedNow::Later(other),
         }
     }
 }

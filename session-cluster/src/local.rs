@@ -46,9 +46,20 @@ pub(crate) enum Touched {
 /// the node's clock decides what is current.
 struct UntilEntryEnds(Clock);
 
+impl UntilEntryEnds {
+    /// How long moka keeps `value`: until it ends by the node's clock.
+    /// Forever on a simulated clock, whose time is virtual while moka's is
+    /// real: an entry moka dropped early in real time would make a
+    /// simulated run depend on the machine's speed (reads check expiry
+    /// against the node's clock anyway).
+    fn keep(&self, value: &Entry) -> Option<Duration> {
+        (!self.0.is_simulated()).then(|| remaining(value.until(), self.0.now()))
+    }
+}
+
 impl Expiry<String, Arc<Entry>> for UntilEntryEnds {
     fn expire_after_create(&self, _: &String, value: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(remaining(value.until(), self.0.now()))
+        self.keep(value)
     }
 
     fn expire_after_update(
@@ -58,7 +69,7 @@ impl Expiry<String, Arc<Entry>> for UntilEntryEnds {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(remaining(value.until(), self.0.now()))
+        self.keep(value)
     }
 }
 

@@ -140,6 +140,22 @@ pub(crate) trait Handler: Send + Sync + 'static {
         deadline: Instant,
         request: PeerRequest,
     ) -> Result<Vec<u8>, postcard::Error>;
+
+    /// Serves `request` at once when it has nothing to wait for (a change
+    /// to a holder's copy while this node holds its lease, a lease
+    /// confirmation), or hands it back to be served by
+    /// [`handle`](Self::handle) in a task of its own. Most peer requests
+    /// are copy changes, and a task, a timer and a slot cost more than the
+    /// change itself.
+    fn serve_now(&self, from: &str, request: PeerRequest) -> ServedNow;
+}
+
+/// What [`Handler::serve_now`] did with a request.
+pub(crate) enum ServedNow {
+    /// Served: the reply body.
+    Replied(Result<Vec<u8>, postcard::Error>),
+    /// To be served in a task of its own.
+    Later(PeerRequest),
 }
 
 /// Why a peer call failed: the source of the [`StoreError`] it becomes.

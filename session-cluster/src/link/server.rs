@@ -20,8 +20,8 @@ use tokio::{
 
 use super::{
     frame::{self, Header, RequestHead, Status, HEADER_LEN, MAGIC},
-    tune, write_frames, Counted, Counters, Handler, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS,
-    MAX_SERVED, MAX_SKEW, VERIFY_TIMEOUT,
+    tune, write_frames, Counted, Counters, Handler, ServedNow, MAX_BODY, MAX_BUFFERED,
+    MAX_CONNECTIONS, MAX_SERVED, MAX_SKEW, VERIFY_TIMEOUT,
 };
 use crate::{
     protocol::{Failure, Request as PeerRequest, WireErrorKind},
@@ -300,6 +300,25 @@ async fn request(
         .await;
         return Next::Continue;
     }
+    let Ok(request) = postcard::from_bytes::<PeerRequest>(&body) else {
+        let _ = replies.send(bare(id, Status::Malformed)).await;
+        return Next::Continue;
+    };
+    drop(body);
+    let Some(handler) = server.handler.upgrade() else {
+        let _ = replies.send(bare(id, Status::Busy)).await;
+        return Next::Continue;
+    };
+    let request = match handler.serve_now(&head.node, request) {
+        ServedNow::Replied(reply) => {
+            let _ = replies
+                .send(reply_frame(server, &head, &body_tag, reply))
+                .await;
+            return Next::Continue;
+        }
+        ServedNow::Later(request) => request,
+    };
+    drop(handler);
     let Ok(slot) = Arc::clone(&server.slots).try_acquire_owned() else {
         let _ = replies.send(bare(id, Status::Busy)).await;
         return Next::Continue;
@@ -307,7 +326,7 @@ async fn request(
     let served = Served {
         head,
         body_tag,
-        body,
+        request,
         _held: (buffered, slot),
     };
     serving.spawn(answer(Arc::clone(server), served, replies.clone()));
@@ -338,22 +357,18 @@ async fn skip(read: &mut (impl AsyncRead + Unpin), len: usize) -> bool {
     skipped.is_ok_and(|skipped| skipped == len as u64)
 }
 
-/// A verified request, and the bounds it holds while it is served.
+/// A verified request, and the bounds it holds while it is served: its
+/// body's bytes (now decoded) and a serving slot.
 struct Served {
     head: RequestHead,
     body_tag: [u8; TAG_LEN],
-    body: Vec<u8>,
+    request: PeerRequest,
     _held: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 async fn answer(server: Arc<Server>, served: Served, replies: mpsc::Sender<BytesMut>) {
-    let id = served.head.id;
-    let Ok(request) = postcard::from_bytes::<PeerRequest>(&served.body) else {
-        let _ = replies.send(bare(id, Status::Malformed)).await;
-        return;
-    };
     let Some(handler) = server.handler.upgrade() else {
-        let _ = replies.send(bare(id, Status::Busy)).await;
+        let _ = replies.send(bare(served.head.id, Status::Busy)).await;
         return;
     };
     // Keep a tenth of the caller's time for the reply's trip back.
@@ -361,7 +376,7 @@ async fn answer(server: Arc<Server>, served: Served, replies: mpsc::Sender<Bytes
     let deadline = Instant::now() + budget;
     let reply = match tokio::time::timeout_at(
         deadline,
-        handler.handle(&served.head.node, deadline, request),
+        handler.handle(&served.head.node, deadline, served.request),
     )
     .await
     {
@@ -373,15 +388,26 @@ async fn answer(server: Arc<Server>, served: Served, replies: mpsc::Sender<Bytes
         .encode_as_reply(),
     };
     drop(handler);
-    let frame = match reply {
-        Ok(reply) => {
-            let nonce = served.head.nonce.to_be_bytes();
-            let tag = server.signer.reply_tag(&nonce, &served.body_tag, &reply);
-            frame::reply(id, Status::Served, &tag, &reply)
-        }
-        Err(_) => bare(id, Status::Failed),
-    };
+    let frame = reply_frame(&server, &served.head, &served.body_tag, reply);
     let _ = replies.send(frame).await;
+}
+
+/// The reply frame for a served request: signed, and bound to the request
+/// by its nonce and body tag.
+fn reply_frame(
+    server: &Server,
+    head: &RequestHead,
+    body_tag: &[u8; TAG_LEN],
+    reply: Result<Vec<u8>, postcard::Error>,
+) -> BytesMut {
+    match reply {
+        Ok(reply) => {
+            let nonce = head.nonce.to_be_bytes();
+            let tag = server.signer.reply_tag(&nonce, body_tag, &reply);
+            frame::reply(head.id, Status::Served, &tag, &reply)
+        }
+        Err(_) => bare(head.id, Status::Failed),
+    }
 }
 
 fn millis(duration: Duration) -> u64 {

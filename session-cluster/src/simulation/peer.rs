@@ -14,7 +14,7 @@ use tokio::{sync::oneshot, task::AbortHandle, time::Instant};
 
 use super::network::{Kind, SimNetwork};
 use crate::{
-    link::Handler,
+    link::{Handler, ServedNow},
     protocol::{Failure, Request as PeerRequest, WireErrorKind},
     sign::{Signer, TAG_LEN},
     transport::Transport,
@@ -112,20 +112,26 @@ async fn serve(
     let Some(handler) = handler.and_then(|weak| weak.upgrade()) else {
         return Err("not serving");
     };
-    // Keep a tenth of the caller's time for the reply's trip back.
-    let deadline = Instant::now() + (request.budget * 9 / 10).min(max_budget);
-    let handled = tokio::time::timeout_at(
-        deadline,
-        handler.handle(&request.from_name, deadline, decoded),
-    )
-    .await;
-    let reply = match handled {
-        Ok(reply) => reply,
-        Err(_) => Failure {
-            kind: WireErrorKind::Timeout,
-            reason: "the owner ran out of time".to_owned(),
+    // As the link serves it: at once when it has nothing to wait for.
+    let reply = match handler.serve_now(&request.from_name, decoded) {
+        ServedNow::Replied(reply) => reply,
+        ServedNow::Later(decoded) => {
+            // Keep a tenth of the caller's time for the reply's trip back.
+            let deadline = Instant::now() + (request.budget * 9 / 10).min(max_budget);
+            let handled = tokio::time::timeout_at(
+                deadline,
+                handler.handle(&request.from_name, deadline, decoded),
+            )
+            .await;
+            match handled {
+                Ok(reply) => reply,
+                Err(_) => Failure {
+                    kind: WireErrorKind::Timeout,
+                    reason: "the owner ran out of time".to_owned(),
+                }
+                .encode_as_reply(),
+            }
         }
-        .encode_as_reply(),
     };
     let Ok(reply) = reply else {
         return Err("could not encode the reply");
