@@ -73,6 +73,49 @@ mod sentinel {
     session_conformance::store_suite!(factory());
 }
 
+/// A failover over TLS: the store asks the sentinels again and connects to
+/// the promoted replica with the same CA and client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_is_followed_over_tls() {
+    use std::time::SystemTime;
+
+    use session_conformance::{store::set, testkit::RedisSentinel};
+    use session_core::store::Committed;
+
+    let mut group = RedisSentinel::start_tls(RedisTls::Mutual);
+    let files = group.tls_files().unwrap();
+    let config = RedisConfig::sentinel(group.sentinel_urls(), group.service_name())
+        .with_tls_client_cert(files.client_cert(), files.client_key());
+    let store = support::connect(trusting_ca(config, &files)).await;
+    let record = support::record(Duration::from_secs(600));
+    let expiry = SystemTime::now() + Duration::from_secs(600);
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    let master = group.master_port();
+    assert_eq!(group.server(master).cli(&["WAIT", "1", "5000"]), "1");
+
+    let killed = group.kill_master();
+    let killed_at = Instant::now();
+    loop {
+        match store.commit(&record.id, &set("after", "1"), expiry).await {
+            Ok(Committed::Applied { .. }) => break,
+            Ok(Committed::Missing) => panic!("the promoted replica lost the session"),
+            Err(err) => assert!(err.kind().is_transient(), "a non-transient {err}"),
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no commit succeeded within 30 s of the master's death"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(group.master_port(), killed);
+    let loaded = store
+        .load(&record.id)
+        .await
+        .unwrap()
+        .expect("the session survived");
+    assert_eq!(loaded.data["after"], "1");
+}
+
 mod cluster {
     use std::sync::OnceLock;
 
