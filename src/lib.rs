@@ -18,6 +18,7 @@
 //! | `axum` | `tower` plus the [`tower::Session`] extractor |
 //! | `actix` | the actix-web [`actix::SessionMiddleware`] and [`actix::Session`] extractor |
 //! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
+//! | `tls` | `redis` plus TLS to it: `rediss://` on every topology, on rustls (no OpenSSL), with a CA file and a client certificate for mutual TLS |
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
 //! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
 //!

@@ -36,6 +36,7 @@ const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config")
 const FILES: &[&str] = &[
     "memory.toml",
     "redis.toml",
+    "redis-tls.toml",
     "redis-sentinel.toml",
     "redis-cluster.toml",
     "memcached.toml",
@@ -144,6 +145,42 @@ async fn redis_file_runs_on_axum_and_actix() {
     let config = load("redis.toml", redis_url(&server));
     counts(&AxumApp, &config, "redis.toml on axum").await;
     counts(&ActixApp, &config, "redis.toml on actix").await;
+}
+
+/// The paths are the shipped file's own, pointed at the test kit's
+/// certificates as a deployment would with `SESSION__STORE__TLS_CA_CERT_FILE`
+/// and the like; the server requires the client certificate.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn redis_tls_file_runs_over_mutual_tls() {
+    use session_conformance::testkit::RedisTls;
+
+    let server = RedisServer::start_tls(RedisTls::Mutual);
+    let files = server.tls_files().expect("a TLS server");
+    let overrides = redis_url(&server)
+        .merge(("store.tls_ca_cert_file", files.ca_cert()))
+        .merge(("store.tls_cert_file", files.client_cert()))
+        .merge(("store.tls_key_file", files.client_key()));
+    let config = load("redis-tls.toml", overrides);
+    counts(&AxumApp, &config, "redis-tls.toml on axum").await;
+    counts(&ActixApp, &config, "redis-tls.toml on actix").await;
+}
+
+/// As shipped, the file names certificate files this machine lacks: reading
+/// it fails on the first, by its dotted key.
+#[cfg(feature = "tls")]
+#[test]
+fn redis_tls_file_names_a_missing_certificate_file_by_its_key() {
+    let err = try_load(
+        "redis-tls.toml",
+        Figment::new().merge(("store.url", "rediss://127.0.0.1:6380")),
+    )
+    .unwrap_err();
+    assert_eq!(err.key(), "store.tls_ca_cert_file", "{err}");
+    assert!(
+        err.to_string().contains("/etc/session-kit/redis-ca.pem"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use session_conformance::testkit::{MemcachedServer, RedisCluster, RedisSentinel, RedisServer};
+use session_conformance::testkit::{
+    MemcachedServer, RedisCluster, RedisSentinel, RedisServer, RedisTls,
+};
 
 /// Set in a copy of this test binary to the part the copy plays (see
 /// [`play_child_role`]).
@@ -418,6 +420,96 @@ fn memcached_stats_of_a_paused_server_panic_instead_of_hanging() {
     server.pause();
 
     let _ = server.stats();
+}
+
+#[test]
+fn a_tls_server_answers_over_tls_only_and_restarts_in_tls() {
+    let started = Instant::now();
+    let mut server = RedisServer::start_tls(RedisTls::Server);
+    eprintln!("RedisServer::start_tls took {:?}", started.elapsed());
+    assert!(server.url().starts_with("rediss://127.0.0.1:"));
+    server.cli(&["set", "k", "v"]);
+    assert_eq!(server.cli(&["get", "k"]), "v");
+    assert!(
+        !answers_plain_ping(server.port()),
+        "no plain text on the TLS port"
+    );
+
+    server.restart();
+    assert!(server.answers_ping(Duration::from_secs(2)));
+    assert!(server.tls_files().unwrap().ca_cert().exists());
+}
+
+#[test]
+fn a_mutual_tls_server_refuses_a_client_without_a_certificate() {
+    let server = RedisServer::start_tls(RedisTls::Mutual);
+    let files = server.tls_files().unwrap();
+    let ping = |with_certificate: bool| {
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &server.port().to_string(), "--tls"]);
+        command.arg("--cacert").arg(files.ca_cert());
+        if with_certificate {
+            command.arg("--cert").arg(files.client_cert());
+            command.arg("--key").arg(files.client_key());
+        }
+        let output = command.arg("PING").output().expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        ping(true),
+        "PONG",
+        "the CA checks out and the client shows its certificate"
+    );
+    assert_ne!(ping(false), "PONG");
+}
+
+#[test]
+fn a_tls_cluster_names_its_tls_ports_and_routes_keys() {
+    let started = Instant::now();
+    let mut cluster = RedisCluster::start_tls(RedisTls::Server);
+    eprintln!("RedisCluster::start_tls took {:?}", started.elapsed());
+    let ports: Vec<u16> = cluster.nodes().iter().map(RedisServer::port).collect();
+    let seed = &cluster.nodes()[0];
+    for i in 0..6 {
+        let key = format!("key:{i}");
+        seed.cli(&["-c", "set", &key, "v"]);
+        assert_eq!(seed.cli(&["-c", "get", &key]), "v");
+    }
+    // CLUSTER SLOTS is what a client follows: the ports there are the
+    // nodes' TLS ports.
+    let slots = seed.cli(&["cluster", "slots"]);
+    for port in ports {
+        assert!(
+            slots.lines().any(|line| line == port.to_string()),
+            "{port} in {slots}"
+        );
+    }
+}
+
+#[test]
+fn a_tls_sentinel_group_settles_and_names_its_master() {
+    let started = Instant::now();
+    let mut group = RedisSentinel::start_tls(RedisTls::Mutual);
+    eprintln!("RedisSentinel::start_tls took {:?}", started.elapsed());
+    assert!(group
+        .sentinel_urls()
+        .iter()
+        .all(|url| url.starts_with("rediss://")));
+    let master = group.master_port();
+    assert_eq!(role(group.server(master)), "master");
+}
+
+/// Whether a plain-text PING on `port` gets `+PONG` within 2 s.
+fn answers_plain_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("a timeout");
+    let _ = stream.write_all(b"PING\r\n");
+    let mut reply = [0_u8; 5];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG"
 }
 
 fn refuses_connections(port: u16) -> bool {

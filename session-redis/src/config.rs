@@ -1,6 +1,10 @@
 //! Where the Redis is and how long to wait for it.
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use session_core::{config::Endpoint, ConfigError};
 
@@ -9,7 +13,7 @@ use session_core::{config::Endpoint, ConfigError};
 #[non_exhaustive]
 pub enum Topology {
     /// One server, by URL: `redis://[user:password@]host:port[/db]`, or
-    /// `rediss://` for TLS (needs the redis crate's TLS support).
+    /// `rediss://` for TLS (feature `tls`).
     Standalone {
         /// The server's URL.
         url: String,
@@ -17,7 +21,9 @@ pub enum Topology {
     /// A master found through Redis Sentinel, and found again when it
     /// changes.
     Sentinel {
-        /// The sentinels' URLs (`redis://host:26379`).
+        /// The sentinels' URLs (`redis://host:26379`). With `rediss://`
+        /// (feature `tls`), TLS is spoken to the sentinels and to the master
+        /// they name alike, as a deployment with `tls-replication` runs.
         sentinels: Vec<String>,
         /// The name the sentinels monitor the master under.
         service_name: String,
@@ -31,7 +37,8 @@ pub enum Topology {
     /// A Redis Cluster, discovered from seed nodes.
     Cluster {
         /// Some of the cluster's nodes, as URLs; credentials in them are used
-        /// for every node.
+        /// for every node, and `rediss://` (feature `tls`) means TLS to every
+        /// node.
         nodes: Vec<String>,
     },
 }
@@ -113,6 +120,8 @@ pub struct RedisConfig {
     key_prefix: String,
     operation_timeout: Duration,
     connect_timeout: Duration,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisConfig {
@@ -159,6 +168,7 @@ impl RedisConfig {
     /// | `redis://[user:pass@]host:port[/db]`, `rediss://…` | [`Standalone`](Topology::Standalone) |
     /// | `redis+sentinel://[user:pass@]s1:26379,s2:26379/service[/db]` | [`Sentinel`](Topology::Sentinel); the credentials and db are the master's |
     /// | `redis+cluster://[user:pass@]n1:7000,n2:7000` | [`Cluster`](Topology::Cluster); the credentials apply to every node |
+    /// | `rediss+sentinel://…`, `rediss+cluster://…` | the same over TLS (feature `tls`): every sentinel and node URL is `rediss://` |
     ///
     /// # Errors
     /// A [`ConfigError`] for key `url` when the scheme is unknown or a part
@@ -182,11 +192,14 @@ impl RedisConfig {
             "redis" | "rediss" | "unix" | "redis+unix" => Topology::Standalone {
                 url: url.to_owned(),
             },
-            "redis+sentinel" => parse_sentinel(rest).map_err(bad)?,
-            "redis+cluster" => parse_cluster(rest).map_err(bad)?,
+            "redis+sentinel" => parse_sentinel("redis", rest).map_err(bad)?,
+            "rediss+sentinel" => parse_sentinel("rediss", rest).map_err(bad)?,
+            "redis+cluster" => parse_cluster("redis", rest).map_err(bad)?,
+            "rediss+cluster" => parse_cluster("rediss", rest).map_err(bad)?,
             other => {
                 return Err(bad(format!(
-                    "unknown scheme `{other}`; use redis, rediss, redis+sentinel or redis+cluster"
+                    "unknown scheme `{other}`; use redis, rediss, redis+sentinel, \
+                     rediss+sentinel, redis+cluster or rediss+cluster"
                 )))
             }
         };
@@ -201,6 +214,8 @@ impl RedisConfig {
             key_prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            tls_ca_cert_file: None,
+            tls_client_cert: None,
         }
     }
 
@@ -250,6 +265,27 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts only the CA certificates in this PEM file for `rediss://`
+    /// connections, instead of the system's roots: for a private CA, or to
+    /// pin the managed service's own. Needs feature `tls`.
+    pub fn with_tls_ca_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_cert_file = Some(path.into());
+        self
+    }
+
+    /// Shows this client certificate (PEM, the chain if there is one) with
+    /// its private key (PEM: PKCS#8, PKCS#1 or SEC1) on `rediss://`
+    /// connections, for servers that require one (mutual TLS,
+    /// `tls-auth-clients yes`). Needs feature `tls`.
+    pub fn with_tls_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls_client_cert = Some((cert_file.into(), key_file.into()));
+        self
+    }
+
     /// The topology.
     #[must_use]
     pub fn topology(&self) -> &Topology {
@@ -274,13 +310,40 @@ impl RedisConfig {
         self.connect_timeout
     }
 
+    /// The CA file `rediss://` connections trust, if one is set.
+    #[must_use]
+    pub fn tls_ca_cert_file(&self) -> Option<&Path> {
+        self.tls_ca_cert_file.as_deref()
+    }
+
+    /// The client certificate and key files, if set.
+    #[must_use]
+    pub fn tls_client_cert(&self) -> Option<(&Path, &Path)> {
+        self.tls_client_cert
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()))
+    }
+
+    /// Whether the URLs ask for TLS (`rediss://`). Mixed schemes are refused
+    /// by [`validate`](Self::validate).
+    pub(crate) fn uses_tls(&self) -> bool {
+        let urls = match &self.topology {
+            Topology::Standalone { url } => std::slice::from_ref(url),
+            Topology::Sentinel { sentinels, .. } => sentinels.as_slice(),
+            Topology::Cluster { nodes } => nodes.as_slice(),
+        };
+        urls.first().is_some_and(|url| is_tls(url))
+    }
+
     /// Checks what can be checked without a network: every list non-empty,
-    /// every URL parseable, every timeout non-zero.
+    /// every URL parseable, every timeout non-zero, and every TLS file
+    /// readable PEM of the right kind (read now, and again on connect).
     ///
     /// # Errors
     /// A [`ConfigError`] naming the key (`url`, `sentinels`, `service_name`,
-    /// `nodes`, `operation_timeout`, `connect_timeout`). A config loader that
-    /// nests this block prefixes the key with the block's path.
+    /// `nodes`, `operation_timeout`, `connect_timeout`, `tls_ca_cert_file`,
+    /// `tls_cert_file`, `tls_key_file`). A config loader that nests this
+    /// block prefixes the key with the block's path.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match &self.topology {
             Topology::Standalone { url } => check_url("url", url)?,
@@ -290,6 +353,7 @@ impl RedisConfig {
                 ..
             } => {
                 check_urls("sentinels", sentinels)?;
+                check_one_scheme("sentinels", sentinels)?;
                 if service_name.is_empty() {
                     return Err(ConfigError::new(
                         "service_name",
@@ -297,8 +361,12 @@ impl RedisConfig {
                     ));
                 }
             }
-            Topology::Cluster { nodes } => check_urls("nodes", nodes)?,
+            Topology::Cluster { nodes } => {
+                check_urls("nodes", nodes)?;
+                check_one_scheme("nodes", nodes)?;
+            }
         }
+        self.check_tls_files()?;
         for (key, timeout) in [
             ("operation_timeout", self.operation_timeout),
             ("connect_timeout", self.connect_timeout),
@@ -311,6 +379,53 @@ impl RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// The TLS files: given only with `rediss://` URLs, and (with feature
+    /// `tls`) readable PEM; without the feature, refused by name.
+    fn check_tls_files(&self) -> Result<(), ConfigError> {
+        let key = if self.tls_ca_cert_file.is_some() {
+            "tls_ca_cert_file"
+        } else if self.tls_client_cert.is_some() {
+            "tls_cert_file"
+        } else {
+            return Ok(());
+        };
+        if !cfg!(feature = "tls") {
+            return Err(ConfigError::new(
+                key,
+                "needs TLS support: turn on the `tls` feature of session-redis (or of session-kit)",
+            ));
+        }
+        if !self.uses_tls() {
+            return Err(ConfigError::new(
+                key,
+                "applies only to TLS connections: use rediss:// URLs (rediss+sentinel://, \
+                 rediss+cluster://)",
+            ));
+        }
+        #[cfg(feature = "tls")]
+        crate::tls::certificates(self)?;
+        Ok(())
+    }
+}
+
+/// Whether `url` asks for TLS.
+fn is_tls(url: &str) -> bool {
+    url.starts_with("rediss://")
+}
+
+/// Sentinels or cluster nodes all with TLS or all without: one client
+/// config serves them all.
+fn check_one_scheme(key: &'static str, urls: &[String]) -> Result<(), ConfigError> {
+    if urls.iter().any(|url| is_tls(url)) && !urls.iter().all(|url| is_tls(url)) {
+        return Err(ConfigError::new(
+            key,
+            "mixes rediss:// and redis:// URLs; use one scheme for all",
+        ));
+    }
+    Ok(())
+}
+
 fn check_urls(key: &'static str, urls: &[String]) -> Result<(), ConfigError> {
     if urls.is_empty() {
         return Err(ConfigError::new(key, "give at least one address"));
@@ -319,6 +434,16 @@ fn check_urls(key: &'static str, urls: &[String]) -> Result<(), ConfigError> {
 }
 
 fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    if is_tls(url) && !cfg!(feature = "tls") {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "`{}` asks for TLS, which needs the `tls` feature of session-redis (or of \
+                 session-kit)",
+                redacted(url)
+            ),
+        ));
+    }
     redis::IntoConnectionInfo::into_connection_info(url)
         .map(drop)
         .map_err(|err| {
@@ -348,18 +473,20 @@ fn split_hosts(rest: &str) -> (Option<&str>, Vec<&str>, &str) {
     (userinfo, hosts, path)
 }
 
-fn node_url(userinfo: Option<&str>, host: &str) -> String {
+fn node_url(scheme: &str, userinfo: Option<&str>, host: &str) -> String {
     match userinfo {
-        Some(userinfo) => format!("redis://{userinfo}@{host}"),
-        None => format!("redis://{host}"),
+        Some(userinfo) => format!("{scheme}://{userinfo}@{host}"),
+        None => format!("{scheme}://{host}"),
     }
 }
 
-fn parse_sentinel(rest: &str) -> Result<Topology, String> {
+fn parse_sentinel(scheme: &str, rest: &str) -> Result<Topology, String> {
     let (userinfo, hosts, path) = split_hosts(rest);
     let (service_name, db) = path.split_once('/').unwrap_or((path, ""));
     if hosts.is_empty() || service_name.is_empty() {
-        return Err("expected redis+sentinel://host:26379[,host:26379…]/service_name[/db]".into());
+        return Err(format!(
+            "expected {scheme}+sentinel://host:26379[,host:26379…]/service_name[/db]"
+        ));
     }
     let db = if db.is_empty() {
         0
@@ -368,12 +495,16 @@ fn parse_sentinel(rest: &str) -> Result<Topology, String> {
             .map_err(|_| format!("database `{db}` is not a number"))?
     };
     // The redis crate decodes percent-escapes in credentials; let it, on a
-    // URL made only for that.
-    let master = redis::IntoConnectionInfo::into_connection_info(node_url(userinfo, hosts[0]))
-        .map_err(|err| format!("bad credentials: {err}"))?;
+    // URL made only for that (plain, so that it parses without TLS support).
+    let master =
+        redis::IntoConnectionInfo::into_connection_info(node_url("redis", userinfo, hosts[0]))
+            .map_err(|err| format!("bad credentials: {err}"))?;
     let settings = master.redis_settings();
     Ok(Topology::Sentinel {
-        sentinels: hosts.iter().map(|host| node_url(None, host)).collect(),
+        sentinels: hosts
+            .iter()
+            .map(|host| node_url(scheme, None, host))
+            .collect(),
         service_name: service_name.to_owned(),
         username: settings.username().map(str::to_owned),
         password: settings.password().map(str::to_owned),
@@ -381,13 +512,18 @@ fn parse_sentinel(rest: &str) -> Result<Topology, String> {
     })
 }
 
-fn parse_cluster(rest: &str) -> Result<Topology, String> {
+fn parse_cluster(scheme: &str, rest: &str) -> Result<Topology, String> {
     let (userinfo, hosts, _) = split_hosts(rest);
     if hosts.is_empty() {
-        return Err("expected redis+cluster://host:7000[,host:7000…]".into());
+        return Err(format!(
+            "expected {scheme}+cluster://host:7000[,host:7000…]"
+        ));
     }
     Ok(Topology::Cluster {
-        nodes: hosts.iter().map(|host| node_url(userinfo, host)).collect(),
+        nodes: hosts
+            .iter()
+            .map(|host| node_url(scheme, userinfo, host))
+            .collect(),
     })
 }
 
@@ -451,6 +587,31 @@ mod tests {
             err(RedisConfig::standalone("redis://a").with_operation_timeout(Duration::ZERO)),
             "operation_timeout"
         );
+    }
+
+    #[test]
+    fn tls_schemes_give_rediss_urls_and_mixed_schemes_are_refused() {
+        let config = RedisConfig::from_url("rediss+cluster://:pw@a:7000,b:7001");
+        let sentinel = RedisConfig::from_url("rediss+sentinel://a:26379,b:26379/main");
+        if cfg!(feature = "tls") {
+            assert_eq!(
+                config.unwrap().topology(),
+                &Topology::Cluster {
+                    nodes: vec!["rediss://:pw@a:7000".into(), "rediss://:pw@b:7001".into()]
+                }
+            );
+            let Topology::Sentinel { sentinels, .. } = sentinel.unwrap().topology().clone() else {
+                panic!("a sentinel URL gives a sentinel topology")
+            };
+            assert_eq!(sentinels, ["rediss://a:26379", "rediss://b:26379"]);
+            let mixed = RedisConfig::cluster(["rediss://a:7000", "redis://b:7000"]);
+            assert_eq!(mixed.validate().unwrap_err().key(), "nodes");
+        } else {
+            let err = config.unwrap_err();
+            assert_eq!(err.key(), "nodes");
+            assert!(err.to_string().contains("`tls` feature"), "{err}");
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
     }
 
     #[test]

@@ -98,13 +98,22 @@
 //!   `volatile-*` policy Redis may drop any key with a TTL, which logs the
 //!   session's user out, and, worse, may drop an owner's index while the
 //!   sessions it names live on, so `delete_by_owner` would miss them.
-//! - **TLS** (`rediss://`) needs the redis crate's TLS support, which this
-//!   crate leaves off so that plain deployments build no TLS stack. Add
-//!   `redis = { version = "1", features = ["tokio-rustls-comp"] }` and a
-//!   rustls crypto provider to your own `Cargo.toml`; session-redis builds
-//!   with it, but its tests run without TLS.
+//! - **TLS** (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`) needs
+//!   feature `tls`, off so that plain deployments build no TLS stack. It is
+//!   rustls with ring (no OpenSSL), trusting the system's root certificates,
+//!   or only those of [`with_tls_ca_cert_file`](RedisConfig::with_tls_ca_cert_file);
+//!   [`with_tls_client_cert`](RedisConfig::with_tls_client_cert) adds a
+//!   client certificate for mutual TLS. Sentinel speaks TLS to the sentinels
+//!   and the master alike. A certificate the client refuses (wrong CA,
+//!   expired, wrong host) or a server that speaks no TLS fails the call as
+//!   `Unavailable`, with rustls's reason in the error's source, within the
+//!   timeouts; a bad certificate file is a `Config` error naming its key.
+//!   ring becomes the process's rustls crypto provider on the first TLS
+//!   connect, unless the app installed one before.
 //!
 //! ## Features
+//! - `tls` (off): `rediss://` for every topology, on rustls, and the
+//!   certificate settings above.
 //! - `codec` (off): the `codec` module, which turns a record into its hash
 //!   fields and back without a server, for benchmarks, fuzzers and tools.
 //!   Not a stable API.
@@ -124,6 +133,8 @@ mod hash;
 mod index;
 mod script;
 mod store;
+#[cfg(feature = "tls")]
+mod tls;
 mod topology;
 
 pub use config::{RedisConfig, Topology};

@@ -121,7 +121,10 @@ impl RedisStore {
     /// [`ErrorKind::Config`] when the config is invalid (its source is a
     /// [`ConfigError`](session_core::ConfigError) naming the key), and
     /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] when the first
-    /// connection cannot be made within the connect timeout.
+    /// connection cannot be made within the connect timeout. Over TLS, a
+    /// refused certificate is `Unavailable` with rustls's reason as the
+    /// source, and so is a handshake that gets no answer (a plain-text port,
+    /// say) by the connect timeout.
     pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
         const OPERATION: &str = "connect";
         config
@@ -129,12 +132,25 @@ impl RedisStore {
             .map_err(|err| StoreError::new(ErrorKind::Config, OPERATION).with_source(err))?;
         // Standalone makes up to two attempts (one retry), Sentinel asks a
         // sentinel and then connects: each step has the connect timeout.
-        let connection = bounded(
-            OPERATION,
-            config.connect_timeout().saturating_mul(2),
-            async { Connection::open(&config).await },
-        )
-        .await?;
+        let limit = config.connect_timeout().saturating_mul(2);
+        let connection = bounded(OPERATION, limit, async { Connection::open(&config).await })
+            .await
+            .map_err(|err| {
+                if config.uses_tls() && err.kind() == ErrorKind::Timeout {
+                    // A plain-text Redis takes the TLS ClientHello for the start
+                    // of an inline command and waits for the rest: the handshake
+                    // gets no answer at all, which on its own would read as a
+                    // bare timeout. Say what the likely cause is, and report it
+                    // as the outage it is for the caller.
+                    StoreError::new(ErrorKind::Unavailable, OPERATION).with_source(format!(
+                        "no answer to the TLS handshake within {limit:?}: a server whose port \
+                     speaks plain text never answers one (use redis:// for it), nor does a \
+                     hung one"
+                    ))
+                } else {
+                    err
+                }
+            })?;
         Ok(Self {
             connection,
             scripts: Arc::new(Scripts::new()),

@@ -60,6 +60,19 @@ impl Connection {
     pub(crate) async fn open(config: &RedisConfig) -> RedisResult<Self> {
         let connect_timeout = config.connect_timeout();
         let response_timeout = config.operation_timeout();
+        #[cfg(feature = "tls")]
+        let certificates = if config.uses_tls() {
+            crate::tls::ensure_crypto_provider();
+            crate::tls::certificates(config).map_err(|err| {
+                RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "bad TLS file",
+                    err.to_string(),
+                ))
+            })?
+        } else {
+            None
+        };
         match config.topology() {
             Topology::Standalone { url } => {
                 let manager_config = ConnectionManagerConfig::new()
@@ -68,6 +81,14 @@ impl Connection {
                     .set_number_of_retries(RECONNECT_RETRIES)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_secs(1));
+                #[cfg(feature = "tls")]
+                let client = match &certificates {
+                    Some(certificates) => {
+                        Client::build_with_tls(url.as_str(), certificates.clone())?
+                    }
+                    None => Client::open(url.as_str())?,
+                };
+                #[cfg(not(feature = "tls"))]
                 let client = Client::open(url.as_str())?;
                 let manager = ConnectionManager::new_with_config(client, manager_config).await?;
                 Ok(Self::Standalone(manager))
@@ -86,12 +107,14 @@ impl Connection {
                 if let Some(password) = password {
                     master = master.set_password(password);
                 }
-                let client = SentinelClient::build(
-                    sentinels.iter().map(String::as_str).collect(),
-                    service_name.clone(),
-                    Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(master)),
-                    SentinelServerType::Master,
-                )?;
+                #[cfg(feature = "tls")]
+                let client = if config.uses_tls() {
+                    tls_sentinel_client(sentinels, service_name, master, certificates)?
+                } else {
+                    plain_sentinel_client(sentinels, service_name, master)?
+                };
+                #[cfg(not(feature = "tls"))]
+                let client = plain_sentinel_client(sentinels, service_name, master)?;
                 let connection_config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(response_timeout));
@@ -100,13 +123,18 @@ impl Connection {
                 Ok(Self::Sentinel(Arc::new(connection)))
             }
             Topology::Cluster { nodes } => {
-                let connection = ClusterClient::builder(nodes.iter().map(String::as_str))
+                let builder = ClusterClient::builder(nodes.iter().map(String::as_str))
                     .connection_timeout(connect_timeout)
                     .response_timeout(response_timeout)
-                    .retries(CLUSTER_RETRIES)
-                    .build()?
-                    .get_async_connection()
-                    .await?;
+                    .retries(CLUSTER_RETRIES);
+                // `rediss://` seeds alone mean TLS with the system's roots;
+                // the CA and client certificate, if any, come here.
+                #[cfg(feature = "tls")]
+                let builder = match certificates {
+                    Some(certificates) => builder.certs(certificates),
+                    None => builder,
+                };
+                let connection = builder.build()?.get_async_connection().await?;
                 Ok(Self::Cluster(connection))
             }
         }
@@ -143,6 +171,70 @@ impl Connection {
             result => result,
         }
     }
+}
+
+/// A sentinel client over plain TCP: each sentinel URL keeps its own
+/// credentials.
+fn plain_sentinel_client(
+    sentinels: &[String],
+    service_name: &str,
+    master: RedisConnectionInfo,
+) -> RedisResult<SentinelClient> {
+    SentinelClient::build(
+        sentinels.iter().map(String::as_str).collect(),
+        // Owned: without the redis crate's TLS support, `build` takes a String.
+        String::from(service_name),
+        Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(master)),
+        SentinelServerType::Master,
+    )
+}
+
+/// A sentinel client over TLS, to the sentinels and to the master they name
+/// alike, both trusting the same CA and showing the same client
+/// certificate: a deployment that runs its sentinels on TLS runs its data
+/// servers on TLS too (`tls-replication`). The redis crate's builder takes
+/// one set of sentinel credentials, so the first sentinel URL's apply to
+/// all.
+#[cfg(feature = "tls")]
+fn tls_sentinel_client(
+    sentinels: &[String],
+    service_name: &str,
+    master: RedisConnectionInfo,
+    certificates: Option<redis::TlsCertificates>,
+) -> RedisResult<SentinelClient> {
+    use redis::{sentinel::SentinelClientBuilder, IntoConnectionInfo, TlsMode};
+
+    let sentinels = sentinels
+        .iter()
+        .map(|url| url.as_str().into_connection_info())
+        .collect::<RedisResult<Vec<_>>>()?;
+    let mut builder = SentinelClientBuilder::new(
+        sentinels.iter().map(|sentinel| sentinel.addr().clone()),
+        service_name,
+        SentinelServerType::Master,
+    )?
+    .set_client_to_redis_tls_mode(TlsMode::Secure)
+    .set_client_to_redis_db(master.db());
+    if let Some(username) = master.username() {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = master.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(first) = sentinels.first().map(redis::ConnectionInfo::redis_settings) {
+        if let Some(username) = first.username() {
+            builder = builder.set_client_to_sentinel_username(username);
+        }
+        if let Some(password) = first.password() {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+    }
+    if let Some(certificates) = certificates {
+        builder = builder
+            .set_client_to_sentinel_certificates(certificates.clone())
+            .set_client_to_redis_certificates(certificates);
+    }
+    builder.build()
 }
 
 /// A connection to the master that the sentinels name now.

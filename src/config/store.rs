@@ -142,7 +142,7 @@ pub struct MemoryConfig {
 /// | `kind` | options |
 /// |---|---|
 /// | `memory` | see [`MemoryConfig`] |
-/// | `redis` | see `RedisConfig` in [session-redis](https://docs.rs/session-redis): `url` (`redis://…`, `redis+sentinel://…`, `redis+cluster://…`), or `sentinels` with `service_name` (and `username`, `password`, `db`), or `nodes`; `key_prefix`, `operation_timeout`, `connect_timeout` |
+/// | `redis` | see `RedisConfig` in [session-redis](https://docs.rs/session-redis): `url` (`redis://…`, `redis+sentinel://…`, `redis+cluster://…`), or `sentinels` with `service_name` (and `username`, `password`, `db`), or `nodes`; `key_prefix`, `operation_timeout`, `connect_timeout`; with the `tls` feature and `rediss://` URLs (`rediss+sentinel://`, `rediss+cluster://`), `tls_ca_cert_file` (PEM; default: the system's roots) and `tls_cert_file` with `tls_key_file` (PEM, for mutual TLS) |
 /// | `memcached` | see `MemcachedConfig` in [session-memcached](https://docs.rs/session-memcached): `url` (`memcache://h1:p,h2:p`) or `servers`; `key_prefix`, `operation_timeout`, `connect_timeout`, `pool_size`, `max_connections`, `item_size_limit`, `commit_attempts` |
 /// | `cluster` | see `ClusterConfig` in [session-cluster](https://docs.rs/session-cluster): `node_id`, `listen`, `advertise`, `seeds`, `cluster_secret` or `cluster_secret_file`, `replication_factor`, `cluster_size`, `key_prefix`, `operation_timeout`, `connect_timeout`, `max_capacity`, `max_in_flight_per_peer`, `settle_time`, `anti_entropy_interval`, `probe_period`, `suspect_timeout` |
 ///

@@ -7,6 +7,7 @@
 //! | [`RedisServer`] | one `redis-server` | a store against a real server; crashes ([`kill`](RedisServer::kill), [`restart`](RedisServer::restart)) and hangs ([`pause`](RedisServer::pause)) |
 //! | [`RedisSentinel`] | a master, a replica and three sentinels | failover: kill the master, see the replica promoted |
 //! | [`RedisCluster`] | three masters sharing the 16384 slots | slot routing and redirects |
+//! | [`RedisServer::start_tls`], [`RedisSentinel::start_tls`], [`RedisCluster::start_tls`] | the same, listening for TLS only, with certificates made at run time ([`RedisTls`], [`TlsFiles`]) | `rediss://`, mutual TLS, and a client's refusal of a wrong CA or an expired certificate |
 //! | [`MemcachedServer`] | one `memcached`; [`start_many`](MemcachedServer::start_many) for several | a store against a real server, round trips counted by [`stats`](MemcachedServer::stats); crashes and hangs as for Redis |
 //!
 //! Every server:
@@ -73,6 +74,7 @@ mod process;
 mod redis;
 mod server;
 mod tcp;
+mod tls;
 
 use std::{
     thread,
@@ -83,6 +85,7 @@ pub use self::{
     memcached::MemcachedServer,
     process::find_binary,
     redis::{RedisCluster, RedisSentinel, RedisServer},
+    tls::{RedisTls, TlsFiles},
 };
 
 /// The longest sleep between two checks of [`poll_until`].

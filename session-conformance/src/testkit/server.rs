@@ -41,8 +41,10 @@ pub(crate) struct ServerKind {
     pub(crate) program: PathBuf,
     /// What the readiness probe asks, for messages: `PING`.
     pub(crate) probe: &'static str,
-    /// The pid of the server that answers the probe on a port, if one does.
-    pub(crate) serving_pid: fn(u16) -> Option<u32>,
+    /// The pid of the server that answers the probe on a port, if one does;
+    /// given the server's folder too, where a TLS server keeps the
+    /// certificates the probe needs.
+    pub(crate) serving_pid: fn(u16, &Path) -> Option<u32>,
 }
 
 /// A server process on a loopback port, in a temporary folder that holds
@@ -121,7 +123,7 @@ impl ServerProcess {
             }
             // The pid matters: whoever won a race for our port, another
             // test's server for one, answers the probe there as well.
-            ((self.kind.serving_pid)(self.port) == Some(pid)).then_some(Ok(()))
+            ((self.kind.serving_pid)(self.port, self.folder.path()) == Some(pid)).then_some(Ok(()))
         })
         .unwrap_or(Err(NotReady::TimedOut))
     }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::{redis_cli, RedisServer};
-use crate::testkit::poll_until;
+use super::{redis_cli, tls_cli_options, RedisServer, Tls};
+use crate::testkit::{poll_until, RedisTls, TlsFiles};
 
 /// How many nodes, all masters.
 const MASTERS: usize = 3;
@@ -56,9 +56,34 @@ impl RedisCluster {
     /// the end of every node's log.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// [`start`](Self::start), with every node listening for TLS only,
+    /// sharing one CA, and the cluster bus on TLS too (`tls-cluster`): the
+    /// [`seed_urls`](Self::seed_urls) are `rediss://`, and the nodes name
+    /// each other's TLS ports in `CLUSTER SLOTS`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start) does, and for
+    /// [`RedisTls::ExpiredCertificate`]: the nodes would refuse each other.
+    #[must_use]
+    pub fn start_tls(mode: RedisTls) -> Self {
+        assert!(
+            mode != RedisTls::ExpiredCertificate,
+            "a cluster cannot run on an expired certificate"
+        );
+        Self::start_in(Some(&Tls::generate(mode)))
+    }
+
+    fn start_in(tls: Option<&Tls>) -> Self {
+        let mut args = CLUSTER_ARGS.to_vec();
+        if tls.is_some() {
+            args.extend(["--tls-cluster", "yes"]);
+        }
         let cluster = Self {
             nodes: (0..MASTERS)
-                .map(|_| RedisServer::start_with(&CLUSTER_ARGS))
+                .map(|_| RedisServer::start_in(tls, &args))
                 .collect(),
         };
         cluster.create();
@@ -73,8 +98,8 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis://127.0.0.1:{port}` for each node; a cluster client needs
-    /// any one of them to discover the rest.
+    /// `redis://127.0.0.1:{port}` (`rediss://` in TLS mode) for each node;
+    /// a cluster client needs any one of them to discover the rest.
     #[must_use]
     pub fn seed_urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
@@ -86,13 +111,26 @@ impl RedisCluster {
         &mut self.nodes
     }
 
+    /// Where the cluster's certificates are (every node has a copy of the
+    /// same set); `None` for a plain-text cluster.
+    #[must_use]
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        self.nodes[0].tls_files()
+    }
+
     fn create(&self) {
         let addresses: Vec<String> = self
             .nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port()))
             .collect();
-        let mut args = vec!["--cluster", "create"];
+        // Any node's copy of the certificates does for redis-cli.
+        let options = match self.tls_files() {
+            Some(files) => tls_cli_options(self.nodes[0].port(), &files),
+            None => Vec::new(),
+        };
+        let mut args: Vec<&str> = options.iter().map(String::as_str).collect();
+        args.extend(["--cluster", "create"]);
         args.extend(addresses.iter().map(String::as_str));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
         if let Err(problem) = redis_cli(&args, CREATE_TIMEOUT) {

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::testkit::tcp::{connect, read_line};
+use crate::testkit::{
+    tcp::{connect, read_line},
+    TlsFiles,
+};
 
 /// How long a readiness probe waits for each step.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -25,6 +28,20 @@ pub(super) fn serving_pid(port: u16) -> Option<u32> {
         return None;
     }
     let info = read_bulk(&mut connection, deadline)?;
+    let pid = info
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))?;
+    pid.trim().parse().ok()
+}
+
+/// [`serving_pid`] for a server in TLS mode, asked through `redis-cli`:
+/// a process per poll costs a few milliseconds, and spares the kit a TLS
+/// client of its own.
+pub(super) fn serving_pid_tls(port: u16, files: &TlsFiles) -> Option<u32> {
+    let options = super::tls_cli_options(port, files);
+    let mut args: Vec<&str> = options.iter().map(String::as_str).collect();
+    args.extend(["INFO", "server"]);
+    let info = super::redis_cli(&args, PROBE_TIMEOUT).ok()?;
     let pid = info
         .lines()
         .find_map(|line| line.strip_prefix("process_id:"))?;

@@ -3,8 +3,8 @@
 
 use std::{fs, path::Path, time::Duration};
 
-use super::RedisServer;
-use crate::testkit::poll_until;
+use super::{tls_server_settings, RedisServer, Tls};
+use crate::testkit::{poll_until, RedisTls, TlsFiles};
 
 /// The name the sentinels know the master by.
 const SERVICE: &str = "mymaster";
@@ -65,10 +65,32 @@ impl RedisSentinel {
     /// of every log.
     #[must_use]
     pub fn start() -> Self {
-        let master = RedisServer::start_with(&REPLICATION_ARGS);
+        Self::start_in(None)
+    }
+
+    /// [`start`](Self::start), with every server and sentinel listening for
+    /// TLS only, sharing one CA, and speaking TLS to each other
+    /// (`tls-replication`): [`sentinel_urls`](Self::sentinel_urls) are
+    /// `rediss://`, and so is the master the sentinels name.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start) does, and for
+    /// [`RedisTls::ExpiredCertificate`]: the replica and the sentinels would
+    /// refuse the master's certificate, so the group could never settle.
+    #[must_use]
+    pub fn start_tls(mode: RedisTls) -> Self {
+        assert!(
+            mode != RedisTls::ExpiredCertificate,
+            "a Sentinel group cannot run on an expired certificate"
+        );
+        Self::start_in(Some(&Tls::generate(mode)))
+    }
+
+    fn start_in(tls: Option<&Tls>) -> Self {
+        let master = RedisServer::start_in(tls, &REPLICATION_ARGS);
         let master_port = master.port();
         let replicaof = ["--replicaof", "127.0.0.1", &master_port.to_string()];
-        let replica = RedisServer::start_with(&[&REPLICATION_ARGS[..], &replicaof].concat());
+        let replica = RedisServer::start_in(tls, &[&REPLICATION_ARGS[..], &replicaof].concat());
         let mut group = Self {
             data: vec![master, replica],
             sentinels: Vec::new(),
@@ -78,7 +100,7 @@ impl RedisSentinel {
         // listed there before they start.
         group.wait_until("the replica is in sync", Self::replica_is_in_sync);
         group.sentinels = (0..SENTINELS)
-            .map(|_| RedisServer::start_sentinel(master_port))
+            .map(|_| RedisServer::start_sentinel(master_port, tls))
             .collect();
         group.wait_until("every sentinel knows the whole group", |group| {
             group
@@ -95,10 +117,17 @@ impl RedisSentinel {
         SERVICE
     }
 
-    /// `redis://127.0.0.1:{port}` for each sentinel.
+    /// `redis://127.0.0.1:{port}` for each sentinel, `rediss://` in TLS mode.
     #[must_use]
     pub fn sentinel_urls(&self) -> Vec<String> {
         self.sentinels.iter().map(RedisServer::url).collect()
+    }
+
+    /// Where the group's certificates are (every server has a copy of the
+    /// same set); `None` for a plain-text group.
+    #[must_use]
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        self.data[0].tls_files()
     }
 
     /// The port of the master now. When the sentinels disagree, during a
@@ -257,10 +286,28 @@ fn view_of(sentinel: &RedisServer) -> Option<MasterView> {
 /// `master_port` into `folder`, and returns its path. Sentinel rewrites the
 /// file to remember what it learns, so it must be the sentinel's own and
 /// writable.
-pub(super) fn write_config(folder: &Path, port: u16, master_port: u16) -> String {
+pub(super) fn write_config(
+    folder: &Path,
+    port: u16,
+    master_port: u16,
+    tls: Option<&(RedisTls, TlsFiles)>,
+) -> String {
     let path = folder.join("sentinel.conf");
+    // In TLS mode the sentinel listens for TLS only, and speaks TLS to the
+    // servers and the other sentinels (`tls-replication`).
+    let listen = match tls {
+        Some((mode, files)) => {
+            let settings = tls_server_settings(port, *mode, files);
+            let lines: Vec<String> = settings
+                .iter()
+                .map(|(name, value)| format!("{name} \"{value}\"\n"))
+                .collect();
+            format!("port 0\n{}", lines.concat())
+        }
+        None => format!("port {port}\n"),
+    };
     let config = format!(
-        "port {port}\n\
+        "{listen}\
          bind 127.0.0.1\n\
          protected-mode no\n\
          dir \"{folder}\"\n\
