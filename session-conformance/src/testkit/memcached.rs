@@ -85,7 +85,7 @@ impl MemcachedServer {
             family: "memcached",
             program: require_binary("memcached", "memcached"),
             probe: "stats",
-            serving_pid,
+            serving_pid: |port, _| serving_pid(port),
         };
         let server = ServerProcess::launch(kind, free_port, |port, _folder| {
             command_line(port, extra_args)

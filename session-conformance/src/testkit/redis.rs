@@ -91,7 +91,7 @@ impl RedisServer {
             // Debian's package names happen to match the binaries' here.
             program: require_binary(flavor.name(), flavor.name()),
             probe: "PING",
-            serving_pid: probe::serving_pid,
+            serving_pid: |port, _| probe::serving_pid(port),
         };
         let free_port = if flavor.needs_bus_port() {
             free_port_with_bus

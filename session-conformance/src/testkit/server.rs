@@ -41,8 +41,9 @@ pub(crate) struct ServerKind {
     pub(crate) program: PathBuf,
     /// What the readiness probe asks, for messages: `PING`.
     pub(crate) probe: &'static str,
-    /// The pid of the server that answers the probe on a port, if one does.
-    pub(crate) serving_pid: fn(u16) -> Option<u32>,
+    /// The pid of the server that answers the probe on a port, if one does;
+    /// it also gets the server's folder, where PostgreSQL reports its pid.
+    pub(crate) serving_pid: fn(u16, &Path) -> Option<u32>,
 }
 
 /// A server process on a loopback port, in a temporary folder that holds
@@ -121,13 +122,14 @@ impl ServerProcess {
             }
             // The pid matters: whoever won a race for our port, another
             // test's server for one, answers the probe there as well.
-            ((self.kind.serving_pid)(self.port) == Some(pid)).then_some(Ok(()))
+            ((self.kind.serving_pid)(self.port, self.folder.path()) == Some(pid)).then_some(Ok(()))
         })
         .unwrap_or(Err(NotReady::TimedOut))
     }
 
     fn why_exited(&self) -> NotReady {
-        // Redis and Memcached both end their bind error with the OS's words.
+        // Redis, Memcached and PostgreSQL all end their bind error with the
+        // OS's words.
         if latest_run(&self.log_path()).contains("Address already in use") {
             NotReady::AddressInUse
         } else {
@@ -207,6 +209,14 @@ impl ServerProcess {
         if !self.process.as_mut().is_some_and(Supervised::resume) {
             self.fail("was still stopped 10 s after SIGCONT");
         }
+    }
+
+    /// The pid of the running process, if it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process
+            .as_ref()
+            .filter(|process| process.is_alive())
+            .map(Supervised::pid)
     }
 
     /// Whether the process is alive: not killed, not exited. A paused server
