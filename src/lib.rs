@@ -19,6 +19,7 @@
 //! | `actix` | the actix-web [`actix::SessionMiddleware`] and [`actix::Session`] extractor |
 //! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
+//! | `postgres` | [`postgres::PostgresStore`]: PostgreSQL, one row per session; durable, and the low-cost standby behind Redis |
 //! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
 //!
 //! Whatever the features, [`FailoverStore`](failover::FailoverStore) puts a secondary store behind a
@@ -189,6 +190,14 @@ pub mod redis {
 #[cfg(feature = "memcached")]
 pub mod memcached {
     pub use session_memcached::*;
+}
+
+/// Sessions in PostgreSQL: [`PostgresStore`](postgres::PostgresStore) over
+/// a [`PostgresConfig`](postgres::PostgresConfig) that names the database
+/// and the table.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use session_postgres::*;
 }
 
 /// Sessions replicated in the app servers' own memory:
