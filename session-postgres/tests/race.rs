@@ -54,7 +54,8 @@ const OPERATION_TIMEOUT: Duration = Duration::from_millis(100);
 /// timeout decides, as in production.
 const STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Default seeds of each test: a run takes about a fifth of a second.
+/// Default seeds of each test: a run takes about a third of a second
+/// paused, under a second crashed (the restart recovers from the log).
 const SEEDS: u64 = 20;
 
 /// Three app servers, three clients on one session plus a thief, reads,
