@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-#[cfg(any(feature = "redis", feature = "memcached"))]
+#[cfg(any(feature = "redis", feature = "memcached", feature = "postgres"))]
 use crate::config::OnUnreachable;
 use crate::{
     config::{SessionConfig, StoreConfig, StoreKind},
@@ -261,6 +261,14 @@ async fn backend(block: &StoreConfig, path: &str) -> Result<Arc<dyn SessionStore
             })
             .await
         }
+        #[cfg(feature = "postgres")]
+        StoreConfig::Postgres { config, .. } => {
+            let config = config.clone();
+            connect(block, path, move || {
+                session_postgres::PostgresStore::connect(config.clone())
+            })
+            .await
+        }
         #[cfg(feature = "cluster")]
         StoreConfig::Cluster(config) => Ok(Arc::new(start_cluster(config, path).await?)),
         // Validation refuses a memory block without its feature first;
@@ -276,7 +284,7 @@ async fn backend(block: &StoreConfig, path: &str) -> Result<Arc<dyn SessionStore
 
 /// Connects once; on failure either fails or, when the block allows it,
 /// starts a [`LazyStore`](crate::lazy::LazyStore) that keeps trying.
-#[cfg(any(feature = "redis", feature = "memcached"))]
+#[cfg(any(feature = "redis", feature = "memcached", feature = "postgres"))]
 async fn connect<S, F, Fut>(
     block: &StoreConfig,
     path: &str,

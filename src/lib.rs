@@ -20,6 +20,7 @@
 //! | `redis` | [`redis::RedisStore`]: Redis standalone, Sentinel or Cluster, from one URL |
 //! | `tls` | `redis` plus TLS to it: `rediss://` on every topology, on rustls (no OpenSSL), with a CA file and a client certificate for mutual TLS |
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
+//! | `postgres` | [`postgres::PostgresStore`]: PostgreSQL, one row per session; durable, and the low-cost standby behind Redis |
 //! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
 //!
 //! Whatever the features, [`FailoverStore`](failover::FailoverStore) puts a secondary store behind a
@@ -190,6 +191,14 @@ pub mod redis {
 #[cfg(feature = "memcached")]
 pub mod memcached {
     pub use session_memcached::*;
+}
+
+/// Sessions in PostgreSQL: [`PostgresStore`](postgres::PostgresStore) over
+/// a [`PostgresConfig`](postgres::PostgresConfig) that names the database
+/// and the table.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use session_postgres::*;
 }
 
 /// Sessions replicated in the app servers' own memory:

@@ -12,7 +12,7 @@ use std::{
 
 use session_conformance::{
     http::{Browser, RunningApp, TestApp},
-    testkit::{MemcachedServer, RedisCluster, RedisSentinel, RedisServer},
+    testkit::{MemcachedServer, PostgresServer, RedisCluster, RedisSentinel, RedisServer},
 };
 use session_kit::{
     actix::conformance::ActixApp,
@@ -41,6 +41,7 @@ const FILES: &[&str] = &[
     "redis-cluster.toml",
     "memcached.toml",
     "redis-memcached-failover.toml",
+    "redis-postgres-standby.toml",
     "redis-near-cache.toml",
     "cluster-3-nodes.toml",
 ];
@@ -238,6 +239,54 @@ async fn failover_file_writes_both_stores() {
         (2..=3).contains(&in_redis),
         "the primary should hold both sessions: {in_redis} keys"
     );
+}
+
+/// Standby: the sessions live in Redis alone while it is up (PostgreSQL
+/// holds at most the failover store's epoch mark); with Redis killed, a new
+/// visitor's session is served from PostgreSQL.
+#[tokio::test]
+async fn postgres_standby_file_writes_redis_and_falls_back_to_postgres() {
+    let mut redis = RedisServer::start();
+    let postgres = PostgresServer::start();
+    let overrides = redis_url(&redis).merge(("failover.secondary.url", postgres.url()));
+    let config = load("redis-postgres-standby.toml", overrides);
+    let manager = build_manager(&config)
+        .await
+        .unwrap_or_else(|err| panic!("redis-postgres-standby.toml: {err}"));
+    let running = AxumApp.serve(manager).await;
+    let ada = Browser::new();
+    for expected in ["1", "2", "3"] {
+        assert_eq!(
+            ada.get(&running, "/counter").await.1,
+            expected,
+            "ada's count"
+        );
+    }
+    let rows = || -> u64 {
+        postgres
+            .psql("SELECT count(*) FROM sessions")
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        rows() <= 1,
+        "standby wrote sessions to PostgreSQL: {} rows",
+        rows()
+    );
+    let in_redis: u64 = redis.cli(&["DBSIZE"]).trim().parse().unwrap();
+    assert!((1..=2).contains(&in_redis), "Redis holds {in_redis} keys");
+
+    redis.kill();
+    // Until the breaker opens a request may cost a call timeout, but none
+    // fails: a load that cannot reach Redis asks PostgreSQL.
+    let bob = Browser::new();
+    for expected in ["1", "2", "3"] {
+        let (status, body, _) = bob.get(&running, "/counter").await;
+        assert_eq!((status, body.as_str()), (200, expected), "bob's count");
+    }
+    let sessions =
+        postgres.psql("SELECT count(*) FROM sessions WHERE data ? 'count' AND expires_at > now()");
+    assert_eq!(sessions, "1", "bob's session is in PostgreSQL");
 }
 
 #[tokio::test]

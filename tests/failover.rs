@@ -3,7 +3,8 @@
 //! over Redis and Memcached.
 //!
 //! **Fault scenarios** (one test per pair and mode). A Redis primary with a
-//! Redis, Memcached or in-process memory secondary sits behind an axum app
+//! Redis, Memcached, PostgreSQL or in-process memory secondary sits behind
+//! an axum app
 //! on loopback. Sixteen browsers, each with its own cookie jar, hit
 //! `/counter` together, round after round, while the test kills the
 //! primary, restarts it (empty: the test servers persist nothing) and then
@@ -33,13 +34,14 @@ use std::{
 use futures_util::future::join_all;
 use session_conformance::{
     async_trait, serve_store,
-    testkit::{MemcachedServer, RedisServer},
+    testkit::{MemcachedServer, PostgresServer, RedisServer},
     Browser, Fault, InstrumentedStore, RunningApp, StoreFactory,
 };
 use session_kit::{
     failover::{BreakerState, FailoverMode, FailoverStore},
     memcached::{MemcachedConfig, MemcachedStore},
     memory::{MemoryStore, NearCache, TieredStore},
+    postgres::{PostgresConfig, PostgresStore},
     redis::{RedisConfig, RedisStore},
     store::{Changes, Committed, ConditionalDelete, Created, Record, SessionStore, Stamp},
     tower::conformance::AxumApp,
@@ -87,6 +89,17 @@ async fn memcached_store(config: MemcachedConfig) -> MemcachedStore {
         Ok(store) => store,
         Err(err) => panic!("{err}: {:?}", std::error::Error::source(&err)),
     }
+}
+
+async fn postgres_store(config: PostgresConfig) -> PostgresStore {
+    match PostgresStore::connect(config).await {
+        Ok(store) => store,
+        Err(err) => panic!("{}", err.to_line()),
+    }
+}
+
+fn fault_postgres(server: &PostgresServer) -> PostgresConfig {
+    PostgresConfig::new(server.url()).with_operation_timeout(STORE_TIMEOUT)
 }
 
 fn fault_redis(server: &RedisServer) -> RedisConfig {
@@ -182,6 +195,7 @@ impl SessionStore for Wipeable {
 enum SecondaryKind {
     Redis,
     Memcached,
+    Postgres,
     Memory,
 }
 
@@ -190,6 +204,7 @@ impl SecondaryKind {
         match self {
             Self::Redis => "Redis + Redis",
             Self::Memcached => "Redis + Memcached",
+            Self::Postgres => "Redis + PostgreSQL",
             Self::Memory => "Redis + Memory",
         }
     }
@@ -199,6 +214,7 @@ impl SecondaryKind {
 enum Secondary {
     Redis(RedisServer),
     Memcached(MemcachedServer),
+    Postgres(PostgresServer),
     /// An in-process store only dies with the app, so its death is
     /// emulated: every call fails `Unavailable` and its data is dropped.
     Memory {
@@ -212,6 +228,7 @@ impl Secondary {
         match self {
             Self::Redis(server) => server.kill(),
             Self::Memcached(server) => server.kill(),
+            Self::Postgres(server) => server.kill(),
             Self::Memory { faults, data } => {
                 faults.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));
                 data.wipe();
@@ -249,6 +266,14 @@ async fn start_pair(
             let store = memcached_store(fault_memcached(&server)).await;
             (
                 Secondary::Memcached(server),
+                fast_failover(primary, store, mode),
+            )
+        }
+        SecondaryKind::Postgres => {
+            let server = PostgresServer::start();
+            let store = postgres_store(fault_postgres(&server)).await;
+            (
+                Secondary::Postgres(server),
                 fast_failover(primary, store, mode),
             )
         }
@@ -614,6 +639,11 @@ async fn mirror_redis_memcached_survives_each_store_dying_in_turn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_redis_postgres_survives_each_store_dying_in_turn() {
+    mirror(SecondaryKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_redis_memory_survives_each_store_dying_in_turn() {
     mirror(SecondaryKind::Memory).await;
 }
@@ -626,6 +656,11 @@ async fn standby_redis_redis_loses_only_what_lives_on_the_dead_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_redis_memcached_loses_only_what_lives_on_the_dead_store() {
     standby(SecondaryKind::Memcached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_redis_postgres_loses_only_what_lives_on_the_dead_store() {
+    standby(SecondaryKind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

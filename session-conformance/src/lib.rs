@@ -18,8 +18,8 @@
 //!
 //! With the `testkit` feature, the `testkit` module starts the real servers
 //! that backends are tested against: a standalone Redis, a Sentinel group,
-//! a Redis Cluster and Memcached servers, on free loopback ports, killed on
-//! drop.
+//! a Redis Cluster, Memcached servers and a PostgreSQL server, on free
+//! loopback ports, killed on drop.
 //!
 //! ## Running the suite on your store
 //! Implement [`StoreFactory`]: hand out stores that share one backing server

@@ -22,6 +22,8 @@ pub enum StoreKind {
     Redis,
     /// One or several Memcached servers; needs the `memcached` feature.
     Memcached,
+    /// A PostgreSQL table; needs the `postgres` feature.
+    Postgres,
     /// Sessions replicated in the app servers' own memory
     /// ([`ClusterStore`](https://docs.rs/session-cluster)); needs the
     /// `cluster` feature.
@@ -30,7 +32,13 @@ pub enum StoreKind {
 
 impl StoreKind {
     /// Every kind, in the order the docs list them.
-    const ALL: [Self; 4] = [Self::Memory, Self::Redis, Self::Memcached, Self::Cluster];
+    const ALL: [Self; 5] = [
+        Self::Memory,
+        Self::Redis,
+        Self::Memcached,
+        Self::Postgres,
+        Self::Cluster,
+    ];
 
     /// The name written in config, which is also the Cargo feature that
     /// compiles the backend in.
@@ -40,6 +48,7 @@ impl StoreKind {
             Self::Memory => "memory",
             Self::Redis => "redis",
             Self::Memcached => "memcached",
+            Self::Postgres => "postgres",
             Self::Cluster => "cluster",
         }
     }
@@ -51,6 +60,7 @@ impl StoreKind {
             Self::Memory => cfg!(feature = "memory"),
             Self::Redis => cfg!(feature = "redis"),
             Self::Memcached => cfg!(feature = "memcached"),
+            Self::Postgres => cfg!(feature = "postgres"),
             Self::Cluster => cfg!(feature = "cluster"),
         }
     }
@@ -64,6 +74,8 @@ impl StoreKind {
             Self::Redis => fields_of::<session_redis::RedisConfig>(),
             #[cfg(feature = "memcached")]
             Self::Memcached => fields_of::<session_memcached::MemcachedConfig>(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres => fields_of::<session_postgres::PostgresConfig>(),
             #[cfg(feature = "cluster")]
             Self::Cluster => fields_of::<session_cluster::ClusterConfig>(),
             #[allow(unreachable_patterns)] // a kind not compiled in
@@ -78,7 +90,7 @@ impl StoreKind {
     /// Whether the backend connects to a server of its own, which can be
     /// down when the app starts (the kinds `on_unreachable` applies to).
     fn connects_at_start(self) -> bool {
-        matches!(self, Self::Redis | Self::Memcached)
+        matches!(self, Self::Redis | Self::Memcached | Self::Postgres)
     }
 
     /// The error for a block whose kind this build lacks.
@@ -144,9 +156,10 @@ pub struct MemoryConfig {
 /// | `memory` | see [`MemoryConfig`] |
 /// | `redis` | see `RedisConfig` in [session-redis](https://docs.rs/session-redis): `url` (`redis://…`, `redis+sentinel://…`, `redis+cluster://…`), or `sentinels` with `service_name` (and `username`, `password`, `db`), or `nodes`; `key_prefix`, `operation_timeout`, `connect_timeout`; with the `tls` feature and `rediss://` URLs (`rediss+sentinel://`, `rediss+cluster://`), `tls_ca_cert_file` (PEM; default: the system's roots) and `tls_cert_file` with `tls_key_file` (PEM, for mutual TLS) |
 /// | `memcached` | see `MemcachedConfig` in [session-memcached](https://docs.rs/session-memcached): `url` (`memcache://h1:p,h2:p`) or `servers`; `key_prefix`, `operation_timeout`, `connect_timeout`, `pool_size`, `max_connections`, `item_size_limit`, `commit_attempts` |
+/// | `postgres` | see `PostgresConfig` in [session-postgres](https://docs.rs/session-postgres): `url` (`postgres://user:password@host/db`), `table` (default `sessions`), `pool_size`, `migrate` (default true), `key_prefix`, `operation_timeout`, `connect_timeout`, `sweep_interval`, `sweep_batch` |
 /// | `cluster` | see `ClusterConfig` in [session-cluster](https://docs.rs/session-cluster): `node_id`, `listen`, `advertise`, `seeds`, `cluster_secret` or `cluster_secret_file`, `replication_factor`, `cluster_size`, `key_prefix`, `operation_timeout`, `connect_timeout`, `max_capacity`, `max_in_flight_per_peer`, `settle_time`, `anti_entropy_interval`, `probe_period`, `suspect_timeout` |
 ///
-/// `redis` and `memcached` also take `on_unreachable`: `fail` (the
+/// `redis`, `memcached` and `postgres` also take `on_unreachable`: `fail` (the
 /// default) or `start_degraded` (see [`OnUnreachable`]). A cluster node has
 /// no `on_unreachable`: it always starts, with or without its peers, and
 /// answers every request with the error policy (a 503 by default) until it
@@ -176,6 +189,14 @@ pub enum StoreConfig {
         /// What start-up does when they cannot be reached.
         on_unreachable: OnUnreachable,
     },
+    /// A PostgreSQL table.
+    #[cfg(feature = "postgres")]
+    Postgres {
+        /// Which database and table, and how long to wait for them.
+        config: session_postgres::PostgresConfig,
+        /// What start-up does when the database cannot be reached.
+        on_unreachable: OnUnreachable,
+    },
     /// A node of a cluster that replicates sessions in the app servers'
     /// own memory.
     #[cfg(feature = "cluster")]
@@ -199,6 +220,8 @@ impl StoreConfig {
             Self::Redis { .. } => StoreKind::Redis,
             #[cfg(feature = "memcached")]
             Self::Memcached { .. } => StoreKind::Memcached,
+            #[cfg(feature = "postgres")]
+            Self::Postgres { .. } => StoreKind::Postgres,
             #[cfg(feature = "cluster")]
             Self::Cluster(_) => StoreKind::Cluster,
         }
@@ -214,6 +237,8 @@ impl StoreConfig {
             Self::Redis { on_unreachable, .. } => *on_unreachable,
             #[cfg(feature = "memcached")]
             Self::Memcached { on_unreachable, .. } => *on_unreachable,
+            #[cfg(feature = "postgres")]
+            Self::Postgres { on_unreachable, .. } => *on_unreachable,
             _ => OnUnreachable::Fail,
         }
     }
@@ -292,7 +317,7 @@ impl StoreConfig {
             None => OnUnreachable::default(),
         };
         let options = Value::from(options);
-        #[cfg(not(any(feature = "redis", feature = "memcached")))]
+        #[cfg(not(any(feature = "redis", feature = "memcached", feature = "postgres")))]
         let _ = on_unreachable;
         match kind {
             StoreKind::Memory => {
@@ -312,6 +337,11 @@ impl StoreConfig {
             }),
             #[cfg(feature = "memcached")]
             StoreKind::Memcached => Ok(Self::Memcached {
+                config: from_block(&options)?,
+                on_unreachable,
+            }),
+            #[cfg(feature = "postgres")]
+            StoreKind::Postgres => Ok(Self::Postgres {
                 config: from_block(&options)?,
                 on_unreachable,
             }),

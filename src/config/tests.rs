@@ -26,6 +26,14 @@ fn memcached(block: &StoreConfig) -> &session_memcached::MemcachedConfig {
     }
 }
 
+#[cfg(feature = "postgres")]
+fn postgres(block: &StoreConfig) -> &session_postgres::PostgresConfig {
+    match block {
+        StoreConfig::Postgres { config, .. } => config,
+        other => panic!("not a postgres block: {other:?}"),
+    }
+}
+
 #[cfg(feature = "cluster")]
 fn cluster(block: &StoreConfig) -> &session_cluster::ClusterConfig {
     match block {
@@ -465,6 +473,45 @@ fn redis_blocks_are_checked_and_keyed_under_their_path() {
     );
 }
 
+#[cfg(feature = "postgres")]
+#[test]
+fn a_postgres_block_reaches_the_postgres_config() {
+    let config = SessionConfig::from_toml(
+        "[store]\nkind = \"postgres\"\nurl = \"postgres://app@db/app\"\ntable = \"auth.sessions\"\n\
+         pool_size = 3\nmigrate = false\nkey_prefix = \"shop:\"\noperation_timeout = \"250ms\"\n\
+         on_unreachable = \"start_degraded\"",
+    )
+    .unwrap();
+    let postgres = postgres(&config.store);
+    assert_eq!(postgres.table(), "auth.sessions");
+    assert_eq!(postgres.pool_size(), 3);
+    assert!(!postgres.migrate());
+    assert_eq!(postgres.key_prefix(), "shop:");
+    assert_eq!(postgres.operation_timeout(), Duration::from_millis(250));
+    assert_eq!(config.store.on_unreachable(), OnUnreachable::StartDegraded);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_blocks_are_checked_and_keyed_under_their_path() {
+    assert_error(
+        "[store]\nkind = \"postgres\"",
+        "store.url",
+        "missing field `url`",
+    );
+    assert_error(
+        "[store]\nkind = \"postgres\"\nurl = \"postgres://db/app\"\ntable = \"Robert'); DROP\"",
+        "store.table",
+        "is not a table name",
+    );
+    assert_error(
+        "[failover]\n[failover.secondary]\nkind = \"postgres\"\nurl = \"postgres://db/app\"\n\
+         pool_size = 0",
+        "failover.secondary.pool_size",
+        "at least 1",
+    );
+}
+
 #[cfg(feature = "memcached")]
 #[test]
 fn memcached_blocks_are_checked_and_keyed_under_their_path() {
@@ -548,6 +595,17 @@ fn a_backend_that_is_not_compiled_in_names_its_feature() {
         "[store]\nkind = \"redis\"\nurl = \"redis://a\"",
         "store.kind",
         "store kind `redis` needs the Cargo feature `redis`",
+    );
+}
+
+/// Run by `scripts/test` with `--no-default-features --features memory`.
+#[cfg(all(feature = "memory", not(feature = "postgres")))]
+#[test]
+fn a_postgres_secondary_that_is_not_compiled_in_names_its_feature() {
+    assert_error(
+        "[failover]\n[failover.secondary]\nkind = \"postgres\"\nurl = \"postgres://db/app\"",
+        "failover.secondary.kind",
+        "store kind `postgres` needs the Cargo feature `postgres`",
     );
 }
 
@@ -852,10 +910,15 @@ fn cluster_values_out_of_range_name_their_keys() {
 #[cfg(all(feature = "cluster", feature = "redis", feature = "memcached"))]
 #[test]
 fn options_of_other_kinds_are_refused_on_a_cluster() {
+    let url_kinds = if cfg!(feature = "postgres") {
+        "redis or memcached or postgres"
+    } else {
+        "redis or memcached"
+    };
     assert_error(
         &format!("{CLUSTER}\nurl = \"redis://a\""),
         "store.url",
-        "is an option of store kind redis or memcached, not of `cluster`",
+        &format!("is an option of store kind {url_kinds}, not of `cluster`"),
     );
     assert_error(
         &format!("{CLUSTER}\npool_size = 4"),

@@ -1,4 +1,4 @@
-//! Real Redis and Memcached servers for tests, started, crashed and
+//! Real Redis, Memcached and PostgreSQL servers for tests, started, crashed and
 //! restarted by the test. No mock stands in for either: a store is tested
 //! against the real thing.
 //!
@@ -9,13 +9,15 @@
 //! | [`RedisCluster`] | three masters sharing the 16384 slots | slot routing and redirects |
 //! | [`RedisServer::start_tls`], [`RedisSentinel::start_tls`], [`RedisCluster::start_tls`] | the same, listening for TLS only, with certificates made at run time ([`RedisTls`], [`TlsFiles`]) | `rediss://`, mutual TLS, and a client's refusal of a wrong CA or an expired certificate |
 //! | [`MemcachedServer`] | one `memcached`; [`start_many`](MemcachedServer::start_many) for several | a store against a real server, round trips counted by [`stats`](MemcachedServer::stats); crashes and hangs as for Redis |
+//! | [`PostgresServer`] | `initdb`, then one `postgres` as an unprivileged user | a store against a real database; crashes, hangs and restarts (with its data) |
 //!
 //! Every server:
 //! - listens on a free port on `127.0.0.1`; when another process takes the
 //!   port before the server binds it, the start retries on a new one;
 //! - runs in its own temporary folder, which holds its log and data, is
 //!   kept across restarts and removed on drop;
-//! - answers by the time `start` returns (Redis PING, Memcached `stats`),
+//! - answers by the time `start` returns (Redis PING, Memcached `stats`,
+//!   PostgreSQL's `postmaster.pid` saying `ready`),
 //!   with the pid of the process the kit started, so that another test's
 //!   server that won a race for the port is never taken for it;
 //! - is killed on drop, **and** when the test process dies without dropping
@@ -27,7 +29,7 @@
 //! Failures panic, and a panic about a server quotes the end of its log, so
 //! a server that would not start says why. A missing binary fails the test
 //! with the command that installs it; nothing is ever skipped. On Debian:
-//! `sudo apt-get install -y redis-server redis-tools redis-sentinel memcached`.
+//! `sudo apt-get install -y redis-server redis-tools redis-sentinel memcached postgresql`.
 //! A program that runs the servers only when they are installed (a demo, a
 //! benchmark) can ask first with [`find_binary`], the same search the
 //! servers' start makes.
@@ -70,6 +72,7 @@
 
 mod memcached;
 mod ports;
+mod postgres;
 mod process;
 mod redis;
 mod server;
@@ -83,6 +86,7 @@ use std::{
 
 pub use self::{
     memcached::MemcachedServer,
+    postgres::PostgresServer,
     process::find_binary,
     redis::{RedisCluster, RedisSentinel, RedisServer},
     tls::{RedisTls, TlsFiles},

@@ -223,7 +223,7 @@ pub(crate) fn require_binary(binary: &str, package: &str) -> PathBuf {
     })
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 

@@ -43,7 +43,7 @@ pub(crate) struct ServerKind {
     pub(crate) probe: &'static str,
     /// The pid of the server that answers the probe on a port, if one does;
     /// given the server's folder too, where a TLS server keeps the
-    /// certificates the probe needs.
+    /// certificates the probe needs and PostgreSQL reports its pid.
     pub(crate) serving_pid: fn(u16, &Path) -> Option<u32>,
 }
 
@@ -129,7 +129,8 @@ impl ServerProcess {
     }
 
     fn why_exited(&self) -> NotReady {
-        // Redis and Memcached both end their bind error with the OS's words.
+        // Redis, Memcached and PostgreSQL all end their bind error with the
+        // OS's words.
         if latest_run(&self.log_path()).contains("Address already in use") {
             NotReady::AddressInUse
         } else {
@@ -209,6 +210,14 @@ impl ServerProcess {
         if !self.process.as_mut().is_some_and(Supervised::resume) {
             self.fail("was still stopped 10 s after SIGCONT");
         }
+    }
+
+    /// The pid of the running process, if it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process
+            .as_ref()
+            .filter(|process| process.is_alive())
+            .map(Supervised::pid)
     }
 
     /// Whether the process is alive: not killed, not exited. A paused server
