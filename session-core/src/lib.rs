@@ -15,6 +15,7 @@
 //! | [`failover`] | [`FailoverStore`]: a primary and a secondary store behind circuit breakers, mirror or standby |
 //! | [`lazy`] | [`LazyStore`]: a store connected in the background, so the app starts while Redis or Memcached is down |
 //! | [`store`] | for store authors: the [`SessionStore`] trait and the records it moves |
+//! | [`telemetry`] | the `tracing` spans and the `metrics` every part emits, in one table |
 //! | [`cookie`] | for adapter authors: the [`CookieCodec`] that reads and writes the signed cookie |
 //! | [`clock`] | the [`Clock`] timeouts are measured against, and a [`ManualClock`] for tests |
 //!
@@ -127,6 +128,7 @@ pub mod manager;
 pub mod memory;
 mod record;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "memory")]
 mod tiered;
 

@@ -7,8 +7,10 @@ use std::{collections::HashSet, future::Future, sync::Arc, time::Duration, time:
 use session::Session;
 
 use crate::{
-    error::cause_chain, Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing,
-    SessionStore, StoreError, SystemClock,
+    error::cause_chain,
+    telemetry::{self, Ended, Operation, StoreCalls},
+    Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing, SessionStore, StoreError,
+    SystemClock,
 };
 
 /// What a request gets when the store fails.
@@ -132,6 +134,8 @@ pub(crate) struct Shared {
     operation_timeout: Duration,
     error_policy: ErrorPolicy,
     clock: Arc<dyn Clock>,
+    /// The span and metrics of every call to `store`.
+    calls: StoreCalls,
 }
 
 impl SessionManager {
@@ -414,6 +418,7 @@ impl SessionManagerBuilder {
         let codec = CookieCodec::new(config.cookie, self.keys)?;
         Ok(SessionManager {
             shared: Arc::new(Shared {
+                calls: StoreCalls::new(self.store.kind()),
                 store: self.store,
                 codec,
                 idle_timeout: config.idle_timeout,
@@ -428,18 +433,22 @@ impl SessionManagerBuilder {
 
 impl Shared {
     /// Runs one store call under the per-operation timeout, so a hung store
-    /// costs a request at most that long.
+    /// costs a request at most that long, inside its span and metrics (the
+    /// timeout inside them, so a call cut by it counts as a timeout).
     async fn call<T>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.operation_timeout, call).await {
-            Ok(result) => result,
-            Err(elapsed) => {
-                Err(StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed))
+        let bounded = async {
+            match tokio::time::timeout(self.operation_timeout, call).await {
+                Ok(result) => result,
+                Err(elapsed) => {
+                    Err(StoreError::new(ErrorKind::Timeout, operation.name()).with_source(elapsed))
+                }
             }
-        }
+        };
+        self.calls.run(operation, bounded).await
     }
 
     /// When a session touched at `now` expires: the idle deadline, capped by
@@ -465,7 +474,10 @@ async fn end_all_for(shared: &Shared, owner: &str) -> Result<u64, StoreError> {
     let mut found = HashSet::new();
     for _ in 0..SessionManager::END_ALL_PASSES {
         let pass = shared
-            .call("delete_by_owner", shared.store.delete_by_owner(owner))
+            .call(
+                Operation::DeleteByOwner,
+                shared.store.delete_by_owner(owner),
+            )
             .await?;
         ended += pass.ended;
         let mut new = false;
@@ -477,10 +489,12 @@ async fn end_all_for(shared: &Shared, owner: &str) -> Result<u64, StoreError> {
         // while its old one was still live: a pass that ends nothing and
         // finds nothing new proves that no earlier session remains.
         if pass.ended == 0 && !new {
+            telemetry::sessions_ended(Ended::EndAll, ended);
             tracing::info!(sessions.ended = ended, "ended every session of one owner");
             return Ok(ended);
         }
     }
+    telemetry::sessions_ended(Ended::EndAll, ended);
     tracing::warn!(
         sessions.ended = ended,
         passes = SessionManager::END_ALL_PASSES,
