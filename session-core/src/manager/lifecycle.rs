@@ -6,6 +6,7 @@ use std::{collections::HashSet, future::Future, sync::Arc, time::Duration, time:
 
 use session::Session;
 
+use super::{ErrorResponder, ErrorResponse, Failure};
 use crate::{
     error::cause_chain,
     telemetry::{self, Ended, Operation, StoreCalls},
@@ -136,6 +137,7 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     /// The span and metrics of every call to `store`.
     calls: StoreCalls,
+    error_responder: Option<ErrorResponder>,
 }
 
 impl SessionManager {
@@ -150,6 +152,7 @@ impl SessionManager {
             keys: keys.into(),
             config: ManagerConfig::default(),
             clock: Arc::new(SystemClock),
+            error_responder: None,
         }
     }
 
@@ -219,6 +222,20 @@ impl SessionManager {
         &self.shared.codec
     }
 
+    /// The app's response for `failure`, or `None` for the adapter's
+    /// default: see [`SessionManagerBuilder::with_error_responder`].
+    #[must_use]
+    pub fn error_response(&self, failure: Failure) -> Option<ErrorResponse> {
+        self.shared.error_responder.as_ref()?.render(failure)
+    }
+
+    /// The responder given to
+    /// [`with_error_responder`](SessionManagerBuilder::with_error_responder), if any.
+    #[must_use]
+    pub fn error_responder(&self) -> Option<&ErrorResponder> {
+        self.shared.error_responder.as_ref()
+    }
+
     /// The store behind this manager.
     #[must_use]
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -261,6 +278,7 @@ pub struct SessionManagerBuilder {
     keys: KeyRing,
     config: ManagerConfig,
     clock: Arc<dyn Clock>,
+    error_responder: Option<ErrorResponder>,
 }
 
 /// The settings of a [`SessionManager`] apart from its store, keys and
@@ -401,6 +419,25 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// The app's own response when the store fails (instead of a bare
+    /// 503), rendered by both adapters; see [`ErrorResponder`].
+    ///
+    /// ```
+    /// use session_core::{Key, SessionManager, manager::{ErrorResponder, ErrorResponse, Failure}, memory::MemoryStore};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+    ///     .with_error_responder(ErrorResponder::new(|failure| {
+    ///         (failure == Failure::StoreUnavailable).then(|| ErrorResponse::new(503).with_body("try again soon"))
+    ///     }))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(manager.error_response(Failure::StoreUnavailable).unwrap().body, b"try again soon");
+    /// ```
+    pub fn with_error_responder(mut self, responder: ErrorResponder) -> Self {
+        self.error_responder = Some(responder);
+        self
+    }
+
     /// The clock that timeouts are measured against. Tests use a
     /// [`ManualClock`](crate::clock::ManualClock).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
@@ -419,6 +456,7 @@ impl SessionManagerBuilder {
         Ok(SessionManager {
             shared: Arc::new(Shared {
                 calls: StoreCalls::new(self.store.kind()),
+                error_responder: self.error_responder,
                 store: self.store,
                 codec,
                 idle_timeout: config.idle_timeout,
