@@ -314,24 +314,32 @@ fn the_metrics_table_matches_what_a_scripted_run_emits() {
         ("session_kit_cookies_refused_total{reason=too_many}", 1),
         ("session_kit_cookies_refused_total{reason=no_session}", 1),
         // The manager's call, and the tiered store's to the store inside
-        // it (a stamp: the session was in the near-cache).
+        // it (a stamp: the session was in the near-cache); the fault
+        // wrapper reports the kind of the store it wraps.
         (
             "session_kit_store_errors_total{store=tiered,operation=load,error=unavailable}",
             1,
         ),
         (
-            "session_kit_store_errors_total{store=InstrumentedStore,operation=stamp,error=unavailable}",
+            "session_kit_store_errors_total{store=memory,operation=stamp,error=unavailable}",
             1,
         ),
-        ("session_kit_failover_store_lost_data_total{role=primary}", 1),
+        (
+            "session_kit_failover_store_lost_data_total{role=primary}",
+            1,
+        ),
     ] {
-        assert_eq!(counts.get(series), Some(&expected), "{series} in {counts:#?}");
+        assert_eq!(
+            counts.get(series),
+            Some(&expected),
+            "{series} in {counts:#?}"
+        );
     }
     // Background probes and replays make these timing-dependent in number,
     // not in being there.
     for series in [
-        "session_kit_store_errors_total{store=InstrumentedStore,operation=load,error=cancelled}",
-        "session_kit_store_errors_total{store=InstrumentedStore,operation=create,error=unavailable}",
+        "session_kit_store_errors_total{store=memory,operation=load,error=cancelled}",
+        "session_kit_store_errors_total{store=memory,operation=create,error=unavailable}",
         "session_kit_failover_replay_dropped_total{role=secondary}",
         "session_kit_failover_fallbacks_total{operation=load}",
         "session_kit_breaker_transitions_total{role=secondary,to=open}",
