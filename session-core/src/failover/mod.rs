@@ -149,7 +149,7 @@ pub enum FailoverMode {
 /// replay backlog is the gauge `session_kit_failover_replay_backlog`, and
 /// missed writes the replay set had no room for count in
 /// `session_kit_failover_replay_dropped_total`: see
-/// [`telemetry`](crate::telemetry) for the whole table. Every call to either
+/// [`telemetry`] for the whole table. Every call to either
 /// store is a `store_call` span of its own, under that store's
 /// [`kind`](SessionStore::kind).
 ///

@@ -114,10 +114,19 @@ impl Operation {
 /// The instrumentation of one store: its kind, and the latency histogram's
 /// key for each operation, built once so that a call allocates nothing for
 /// its labels.
-#[derive(Debug)]
 pub(crate) struct StoreCalls {
     kind: &'static str,
+    /// Indexed by `Operation as usize`, in the order of [`Operation::ALL`].
     durations: [Key; Operation::ALL.len()],
+}
+
+impl std::fmt::Debug for StoreCalls {
+    // The keys only repeat the kind once per operation.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCalls")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreCalls {
@@ -266,4 +275,26 @@ pub(crate) fn cookie_refused(reason: Refused) {
         Refused::NoSession => "no_session",
     };
     metrics::counter!(COOKIES_REFUSED, "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_operation_finds_its_own_histogram_key() {
+        let calls = StoreCalls::new("memory");
+        for operation in Operation::ALL {
+            let key = &calls.durations[operation as usize];
+            let labels: Vec<_> = key
+                .labels()
+                .map(|label| (label.key(), label.value()))
+                .collect();
+            assert_eq!(
+                labels,
+                [("store", "memory"), ("operation", operation.name())],
+                "{operation:?}"
+            );
+        }
+    }
 }
