@@ -320,6 +320,8 @@ where
                 // must refuse "log out everywhere" before it connects, as
                 // after.
                 .with_indexes_owners(block.kind() != StoreKind::Memcached)
+                // Labelled as the store it connects, before and after.
+                .with_kind(block.kind().name())
                 .connect_in_background(connect)
                 .map_err(|err| {
                     ConfigError::new(

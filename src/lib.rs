@@ -150,11 +150,19 @@ pub mod clock {
 }
 
 /// For apps that configure a [`SessionManager`] in steps or from config,
-/// and for adapter authors: the builder, [`ManagerConfig`](manager::ManagerConfig)
-/// and the [`Finish`](manager::Finish) a request ends with (session-core's
+/// and for adapter authors: the builder, [`ManagerConfig`](manager::ManagerConfig),
+/// the [`Finish`](manager::Finish) a request ends with and the app's own
+/// error responses ([`ErrorResponder`](manager::ErrorResponder)) (session-core's
 /// [`manager`](session_core::manager)).
 pub mod manager {
     pub use session_core::manager::*;
+}
+
+/// The `tracing` spans and the `metrics` session-kit emits, with the table
+/// of every metric's name, type and labels (session-core's
+/// [`telemetry`](session_core::telemetry)).
+pub mod telemetry {
+    pub use session_core::telemetry::*;
 }
 
 /// A primary and a secondary store behind circuit breakers:

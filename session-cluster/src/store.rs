@@ -254,6 +254,10 @@ impl ClusterStore {
 
 #[async_trait]
 impl SessionStore for ClusterStore {
+    fn kind(&self) -> &'static str {
+        "cluster"
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
         let deadline = Instant::now() + self.inner.operation_timeout;

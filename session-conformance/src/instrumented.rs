@@ -187,6 +187,12 @@ impl InstrumentedStore {
 
 #[async_trait]
 impl SessionStore for InstrumentedStore {
+    /// The wrapped store's: the wrapper stands in for nothing, so metrics
+    /// and spans name the store that answers.
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         self.enter(&self.load, "load").await?;
         self.inner.load(id).await

@@ -41,6 +41,27 @@ impl ErrorKind {
         matches!(self, Self::Unavailable | Self::Timeout)
     }
 
+    /// The kind as a short snake_case word (`unavailable`, `timeout`,
+    /// `corrupt`, `too_large`, `config`, `unsupported`, `other`): the
+    /// `error` label of the store metrics and the `outcome` field of
+    /// store-call spans (see [`telemetry`](crate::telemetry)).
+    ///
+    /// ```
+    /// assert_eq!(session_core::ErrorKind::TooLarge.name(), "too_large");
+    /// ```
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Corrupt => "corrupt",
+            Self::TooLarge => "too_large",
+            Self::Config => "config",
+            Self::Unsupported => "unsupported",
+            Self::Other => "other",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Unavailable => "store unavailable",

@@ -72,6 +72,8 @@ struct Shared {
     connected: Notify,
     /// What `indexes_owners` answers until the store is connected.
     assumed_indexes_owners: bool,
+    /// What `kind` answers, connected or not.
+    kind: &'static str,
 }
 
 impl fmt::Debug for LazyStore {
@@ -119,6 +121,7 @@ pub struct LazyStoreBuilder {
     first_retry: Duration,
     max_retry: Duration,
     indexes_owners: bool,
+    kind: &'static str,
 }
 
 impl LazyStoreBuilder {
@@ -173,6 +176,29 @@ impl LazyStoreBuilder {
         self
     }
 
+    /// The store's [`kind`](SessionStore::kind), for metrics and spans:
+    /// the kind of the store being connected (`"redis"`), so that its
+    /// calls are labelled the same before and after the connect. Default
+    /// `"lazy"`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use session_core::{lazy::LazyStore, memory::MemoryStore, store::SessionStore};
+    ///
+    /// let store = LazyStore::builder("sessions")
+    ///     .with_kind("memory")
+    ///     .connect_in_background(|| async { Ok(MemoryStore::new()) })
+    ///     .unwrap();
+    /// assert_eq!(store.kind(), "memory");
+    /// # }
+    /// # #[cfg(not(feature = "memory"))] fn main() {}
+    /// ```
+    pub fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// Returns the store at once and spawns the task that calls `connect`
     /// until it succeeds. The first attempt starts at once.
     ///
@@ -218,6 +244,7 @@ impl LazyStoreBuilder {
             store: OnceLock::new(),
             connected: Notify::new(),
             assumed_indexes_owners: self.indexes_owners,
+            kind: self.kind,
         });
         runtime.spawn(keep_connecting(
             Arc::downgrade(&shared),
@@ -237,6 +264,7 @@ impl LazyStore {
     pub fn builder(label: impl Into<String>) -> LazyStoreBuilder {
         LazyStoreBuilder {
             label: label.into(),
+            kind: "lazy",
             first_retry: LazyStoreBuilder::DEFAULT_FIRST_RETRY,
             max_retry: LazyStoreBuilder::DEFAULT_MAX_RETRY,
             indexes_owners: true,
@@ -399,6 +427,10 @@ async fn keep_connecting<F, Fut, S>(
 
 #[async_trait]
 impl SessionStore for LazyStore {
+    fn kind(&self) -> &'static str {
+        self.shared.kind
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         self.connected("load")?.load(id).await
     }

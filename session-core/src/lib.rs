@@ -15,6 +15,7 @@
 //! | [`failover`] | [`FailoverStore`]: a primary and a secondary store behind circuit breakers, mirror or standby |
 //! | [`lazy`] | [`LazyStore`]: a store connected in the background, so the app starts while Redis or Memcached is down |
 //! | [`store`] | for store authors: the [`SessionStore`] trait and the records it moves |
+//! | [`telemetry`] | the `tracing` spans and the `metrics` every part emits, in one table |
 //! | [`cookie`] | for adapter authors: the [`CookieCodec`] that reads and writes the signed cookie |
 //! | [`clock`] | the [`Clock`] timeouts are measured against, and a [`ManualClock`] for tests |
 //!
@@ -85,7 +86,16 @@
 //! ([`ErrorPolicy::TreatAsEmpty`]), where a change after the failed load is
 //! refused with a 503 and the cookie is left alone, so the user is never
 //! logged out by an outage. A failed write is always a 503, so no response
-//! acknowledges data that was not stored.
+//! acknowledges data that was not stored. The app can render that response
+//! itself (status, headers, body) with an
+//! [`ErrorResponder`](manager::ErrorResponder).
+//!
+//! ## What an operator sees
+//! A `tracing` span around every store call (the manager's, and a failover
+//! or tiered store's calls to the stores inside it) and every request, and
+//! `metrics` for store latency and errors, the session lifecycle, refused
+//! cookies, the breakers and the near-cache: [`telemetry`] has the spans
+//! and the table of every metric.
 //!
 //! A failed or cancelled load never turns into an empty session: every
 //! [`Session`] method is cancel-safe (a handler may wrap any call in
@@ -127,6 +137,7 @@ pub mod manager;
 pub mod memory;
 mod record;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "memory")]
 mod tiered;
 

@@ -333,6 +333,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         Ok(self
             .cache

@@ -270,6 +270,32 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     async fn health(&self) -> Result<(), StoreError> {
         Err(StoreError::unsupported("health"))
     }
+
+    /// A short, fixed name for this kind of store: the `store` label of
+    /// session-kit's metrics and the `store.kind` field of its store-call
+    /// spans (see [`telemetry`](crate::telemetry)). session-kit's stores say
+    /// `memory`, `redis`, `memcached`, `cluster`, `failover`, `tiered`; a
+    /// [`LazyStore`](crate::lazy::LazyStore) says the kind it was built for.
+    ///
+    /// The default is the type's name without its path or generic
+    /// arguments (`MyStore`), so a third-party store is told apart without
+    /// a line of code. It is read once, when a manager or a composite store
+    /// is built over the store, and must not change afterwards.
+    ///
+    /// ```
+    /// use session_core::{memory::MemoryStore, store::SessionStore};
+    ///
+    /// assert_eq!(MemoryStore::new().kind(), "memory");
+    /// ```
+    fn kind(&self) -> &'static str {
+        type_name_kind(std::any::type_name::<Self>())
+    }
+}
+
+/// `path::to::MyStore<Generic>` as `MyStore`.
+fn type_name_kind(name: &'static str) -> &'static str {
+    let name = name.split('<').next().unwrap_or(name);
+    name.rsplit("::").next().unwrap_or(name)
 }
 
 /// A shared store is a store, so `Arc<dyn SessionStore>` can be handed to
@@ -323,5 +349,21 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
 
     async fn health(&self) -> Result<(), StoreError> {
         (**self).health().await
+    }
+
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_kind_is_the_bare_type_name() {
+        assert_eq!(
+            super::type_name_kind("my_crate::stores::MyStore<alloc::sync::Arc<dyn a::B>>"),
+            "MyStore"
+        );
+        assert_eq!(super::type_name_kind("MyStore"), "MyStore");
     }
 }

@@ -6,8 +6,10 @@ use async_trait::async_trait;
 use moka::future::Cache;
 
 use crate::{
-    expiry::UntilExpiresAt, Changes, Committed, ConditionalDelete, Created, OwnerPass, Record,
-    SessionId, SessionStore, Stamp, StoreError,
+    expiry::UntilExpiresAt,
+    telemetry::{self, Observed},
+    Changes, Committed, ConditionalDelete, Created, OwnerPass, Record, SessionId, SessionStore,
+    Stamp, StoreError,
 };
 
 /// The sessions a [`TieredStore`] keeps in this process: a moka cache
@@ -138,7 +140,8 @@ impl TieredStore {
     pub fn new(near: NearCache, far: impl SessionStore) -> Self {
         Self {
             near: Arc::new(near),
-            far: Arc::new(far),
+            // Its calls get their own span and metrics, under its kind.
+            far: Observed::wrap(Arc::new(far)),
         }
     }
 
@@ -158,11 +161,15 @@ impl TieredStore {
 }
 
 fn count(result: &'static str) {
-    metrics::counter!("session_kit_near_cache_loads_total", "result" => result).increment(1);
+    metrics::counter!(telemetry::NEAR_CACHE_LOADS, "result" => result).increment(1);
 }
 
 #[async_trait]
 impl SessionStore for TieredStore {
+    fn kind(&self) -> &'static str {
+        "tiered"
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         if let Some(near) = self.near.cache.get(id).await {
             match self.far.stamp(id).await? {

@@ -349,7 +349,7 @@ fn primary_transitions(snapshotter: &Snapshotter) -> Vec<(String, u64)> {
             let labels: Vec<_> = key.labels().collect();
             let primary = labels
                 .iter()
-                .any(|label| label.key() == "store" && label.value() == "primary");
+                .any(|label| label.key() == "role" && label.value() == "primary");
             let to = labels.iter().find(|label| label.key() == "to")?.value();
             match value {
                 DebugValue::Counter(count)

@@ -387,6 +387,10 @@ async fn item_size_limit(config: &MemcachedConfig) -> Result<usize, StoreError> 
 
 #[async_trait]
 impl SessionStore for MemcachedStore {
+    fn kind(&self) -> &'static str {
+        "memcached"
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         const OPERATION: &str = "load";
         let key = self.key(id);

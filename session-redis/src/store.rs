@@ -243,6 +243,10 @@ async fn within<T>(
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         const OPERATION: &str = "load";
         let fields: Vec<(Vec<u8>, Vec<u8>)> = self

@@ -10,14 +10,21 @@ use actix_web::{
     ResponseError,
 };
 
-use crate::{Error, Session};
+use session_core::manager::{ErrorResponder, ErrorResponse, Failure};
+
+use crate::{middleware::render, Error, Session};
 
 /// The error when a handler asks for a [`Session`] but no
 /// [`SessionMiddleware`](crate::SessionMiddleware) wraps the route: a 500
 /// whose body names the missing middleware, so the mistake shows on the
 /// first request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MissingSessionMiddleware;
+///
+/// An [`ErrorResponder`] in the app data (`App::app_data(responder)`)
+/// renders it instead, when it answers [`Failure::MissingLayer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSessionMiddleware {
+    custom: Option<ErrorResponse>,
+}
 
 impl fmt::Display for MissingSessionMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -30,8 +37,25 @@ impl fmt::Display for MissingSessionMiddleware {
 
 impl std::error::Error for MissingSessionMiddleware {}
 
-/// A 500 with the message as a plain-text body (actix's default).
-impl ResponseError for MissingSessionMiddleware {}
+/// A 500 with the message as a plain-text body (actix's default), or the
+/// app's own response.
+impl ResponseError for MissingSessionMiddleware {
+    fn status_code(&self) -> StatusCode {
+        self.custom
+            .as_ref()
+            .and_then(|custom| StatusCode::from_u16(custom.status).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match &self.custom {
+            Some(custom) => render(custom.clone(), StatusCode::INTERNAL_SERVER_ERROR),
+            None => HttpResponse::build(StatusCode::INTERNAL_SERVER_ERROR)
+                .content_type("text/plain; charset=utf-8")
+                .body(self.to_string()),
+        }
+    }
+}
 
 /// `Option<Session>` comes with it, from actix: `None` when no middleware
 /// wraps the route.
@@ -40,13 +64,13 @@ impl FromRequest for Session {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            request
-                .extensions()
-                .get::<Session>()
-                .cloned()
-                .ok_or(MissingSessionMiddleware),
-        )
+        let session = request.extensions().get::<Session>().cloned();
+        ready(session.ok_or_else(|| {
+            let custom = request
+                .app_data::<ErrorResponder>()
+                .and_then(|responder| responder.render(Failure::MissingLayer));
+            MissingSessionMiddleware { custom }
+        }))
     }
 }
 

@@ -51,6 +51,16 @@
 //! - Handlers can return [`Error`] (`?` converts a `SessionError`): a 503
 //!   for an unavailable store, a 500 otherwise, never a store detail in the
 //!   body.
+//! - The app renders its own response for either case with an
+//!   [`ErrorResponder`](session_core::manager::ErrorResponder): given to the
+//!   manager for an outage, and put in the app data
+//!   (`App::app_data(responder)`) for a missing middleware.
+//!
+//! ## Tracing
+//! Each request runs in a `session_request` span (target
+//! `session_kit::request`, level `debug`) with `framework = "actix"` and the
+//! `outcome` of the session write; the store calls it makes are its
+//! children (see [`session_core::telemetry`]).
 //!
 //! ## What a request costs
 //! - No session cookie and no session use: no store call, no `Set-Cookie`.

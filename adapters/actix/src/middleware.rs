@@ -5,11 +5,18 @@ use std::future::{ready, Ready};
 use actix_web::{
     body::{EitherBody, MessageBody},
     dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform},
-    http::header::{HeaderValue, COOKIE, SET_COOKIE},
+    http::{
+        header::{HeaderName, HeaderValue, COOKIE, SET_COOKIE},
+        StatusCode,
+    },
     HttpMessage, HttpResponse,
 };
 use futures_util::future::LocalBoxFuture;
-use session_core::{manager::Finish, SessionManager};
+use session_core::{
+    manager::{ErrorResponder, ErrorResponse, Failure, Finish},
+    SessionManager,
+};
+use tracing::Instrument as _;
 
 use crate::Session;
 
@@ -83,22 +90,46 @@ where
     forward_ready!(service);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
+        // Nothing about the cookie or the session goes in it: only what
+        // the session middleware did with the request.
+        let span = tracing::debug_span!(
+            target: "session_kit::request",
+            "session_request",
+            framework = "actix",
+            outcome = tracing::field::Empty,
+        );
         // actix's header types are http 0.2's; the core only wants the bytes.
-        let session = self
-            .manager
-            .start(request.headers().get_all(COOKIE).map(HeaderValue::as_bytes));
+        let session = span.in_scope(|| {
+            self.manager
+                .start(request.headers().get_all(COOKIE).map(HeaderValue::as_bytes))
+        });
         request.extensions_mut().insert(Session(session.clone()));
-        let response = self.service.call(request);
-        Box::pin(async move {
-            // If an inner middleware fails there is no response to
-            // acknowledge the changes, so nothing is written.
-            let response = response.await?;
-            Ok(apply(session.finish().await, response))
-        })
+        let response = span.in_scope(|| self.service.call(request));
+        let responder = self.manager.error_responder().cloned();
+        let request_span = span.clone();
+        Box::pin(
+            async move {
+                // If an inner middleware fails there is no response to
+                // acknowledge the changes, so nothing is written.
+                let response = response.await?;
+                let finish = session.finish().await;
+                let outcome = match finish {
+                    Finish::Respond { .. } => "ok",
+                    _ => "unavailable",
+                };
+                request_span.record("outcome", outcome);
+                Ok(apply(finish, response, responder.as_ref()))
+            }
+            .instrument(span),
+        )
     }
 }
 
-fn apply<B>(finish: Finish, mut response: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
+fn apply<B>(
+    finish: Finish,
+    mut response: ServiceResponse<B>,
+    responder: Option<&ErrorResponder>,
+) -> ServiceResponse<EitherBody<B>> {
     match finish {
         Finish::Respond { set_cookie } => {
             if let Some(set_cookie) = set_cookie {
@@ -119,8 +150,35 @@ fn apply<B>(finish: Finish, mut response: ServiceResponse<B>) -> ServiceResponse
         // detail for the client.
         _ => {
             let (request, _) = response.into_parts();
-            ServiceResponse::new(request, HttpResponse::ServiceUnavailable().finish())
-                .map_into_right_body()
+            let response =
+                match responder.and_then(|responder| responder.render(Failure::StoreUnavailable)) {
+                    Some(custom) => render(custom, StatusCode::SERVICE_UNAVAILABLE),
+                    None => HttpResponse::ServiceUnavailable().finish(),
+                };
+            ServiceResponse::new(request, response).map_into_right_body()
         }
     }
+}
+
+/// The app's [`ErrorResponse`] as an actix response. A status or header
+/// that HTTP does not allow is a bug in the app's responder: the status
+/// falls back to `fallback`, the header is left out, and either is logged.
+pub(crate) fn render(custom: ErrorResponse, fallback: StatusCode) -> HttpResponse {
+    let status = StatusCode::from_u16(custom.status).unwrap_or_else(|err| {
+        tracing::error!(error.message = %err, "the app's error response has an invalid status");
+        fallback
+    });
+    let mut response = HttpResponse::build(status);
+    for (name, value) in &custom.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                response.append_header((name, value));
+            }
+            _ => tracing::error!("the app's error response has an invalid header; it is left out"),
+        }
+    }
+    response.body(custom.body)
 }

@@ -166,3 +166,85 @@ async fn an_unchanged_session_sets_no_cookie() {
     assert!(read.headers().get(SET_COOKIE).is_none());
     assert_eq!(text(read).await, "1");
 }
+
+/// The app's responder: a 500 with a header and a body for an outage, a
+/// 418 for a missing middleware.
+fn responder() -> session_core::manager::ErrorResponder {
+    use session_core::manager::{ErrorResponder, ErrorResponse, Failure};
+    ErrorResponder::new(|failure| match failure {
+        Failure::StoreUnavailable => Some(
+            ErrorResponse::new(500)
+                .with_header("retry-after", "7")
+                .with_header("content-type", "text/html")
+                .with_body("<p>sessions are down</p>"),
+        ),
+        Failure::MissingLayer => Some(
+            ErrorResponse::new(418)
+                .with_header("x-app", "own")
+                .with_body("no layer here"),
+        ),
+        _ => None,
+    })
+}
+
+/// A manager over a store that is down, with or without the app's
+/// responder.
+fn down_manager(with_responder: bool) -> SessionManager {
+    use std::sync::Arc;
+
+    use session_conformance::{Fault, InstrumentedStore};
+
+    let store = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    store.set_fault(Some(Fault::Fail(session_core::ErrorKind::Unavailable)));
+    let mut builder = SessionManager::builder(store, Key::generate());
+    if with_responder {
+        builder = builder.with_error_responder(responder());
+    }
+    builder.build().unwrap()
+}
+
+#[actix_web::test]
+async fn a_store_outage_is_a_bare_503_by_default() {
+    let app = init_service(
+        App::new()
+            .wrap(SessionMiddleware::new(down_manager(false)))
+            .route("/", web::get().to(counter)),
+    )
+    .await;
+    let response = call_service(&app, TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // actix adds nothing to a bare response but the length the server
+    // writes; the test service writes none.
+    assert!(response.headers().is_empty(), "{:?}", response.headers());
+    assert_eq!(text(response).await, "");
+}
+
+#[actix_web::test]
+async fn a_store_outage_gets_the_apps_own_response() {
+    let app = init_service(
+        App::new()
+            .wrap(SessionMiddleware::new(down_manager(true)))
+            .route("/", web::get().to(counter)),
+    )
+    .await;
+    let response = call_service(&app, TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers().get("retry-after").unwrap(), "7");
+    assert_eq!(response.headers().get("content-type").unwrap(), "text/html");
+    assert!(response.headers().get(SET_COOKIE).is_none());
+    assert_eq!(text(response).await, "<p>sessions are down</p>");
+}
+
+#[actix_web::test]
+async fn a_missing_middleware_gets_the_apps_own_response_from_the_app_data() {
+    let app = init_service(
+        App::new()
+            .app_data(responder())
+            .route("/", web::get().to(counter)),
+    )
+    .await;
+    let response = call_service(&app, TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
+    assert_eq!(response.headers().get("x-app").unwrap(), "own");
+    assert_eq!(text(response).await, "no layer here");
+}

@@ -8,13 +8,21 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{Error, Session};
+use session_core::manager::{ErrorResponder, ErrorResponse, Failure};
+
+use crate::{future::render, Error, Session};
 
 /// The rejection when a handler asks for a [`Session`] but no
 /// [`SessionLayer`](crate::SessionLayer) wraps the route: a 500 whose body
 /// names the missing layer, so the mistake shows on the first request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MissingSessionLayer;
+///
+/// An [`ErrorResponder`] in the request extensions
+/// (`Router::layer(axum::Extension(responder))`) renders it instead, when it
+/// answers [`Failure::MissingLayer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSessionLayer {
+    custom: Option<ErrorResponse>,
+}
 
 impl fmt::Display for MissingSessionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -29,7 +37,10 @@ impl std::error::Error for MissingSessionLayer {}
 
 impl IntoResponse for MissingSessionLayer {
     fn into_response(self) -> Response {
-        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+        match self.custom {
+            Some(custom) => render(custom, StatusCode::INTERNAL_SERVER_ERROR),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response(),
+        }
     }
 }
 
@@ -37,11 +48,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = MissingSessionLayer;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Session>()
-            .cloned()
-            .ok_or(MissingSessionLayer)
+        parts.extensions.get::<Session>().cloned().ok_or_else(|| {
+            let custom = parts
+                .extensions
+                .get::<ErrorResponder>()
+                .and_then(|responder| responder.render(Failure::MissingLayer));
+            MissingSessionLayer { custom }
+        })
     }
 }
 

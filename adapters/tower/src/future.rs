@@ -6,19 +6,25 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use http::{header::SET_COOKIE, HeaderValue, Response, StatusCode};
+use http::{header::SET_COOKIE, HeaderName, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
-use session_core::{manager::Finish, Session};
+use session_core::{
+    manager::{ErrorResponder, ErrorResponse, Failure, Finish},
+    Session,
+};
 
 type FinishFuture = Pin<Box<dyn Future<Output = Finish> + Send>>;
 
 pin_project! {
     /// Resolves to the inner service's response with the session written and
-    /// its `Set-Cookie` added, or to a bare 503 when the store failed under the
-    /// `Reject` policy.
+    /// its `Set-Cookie` added, or, when the store failed under the `Reject`
+    /// policy, to the app's [`ErrorResponder`]'s response (a bare 503 by
+    /// default).
     pub struct ResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,
+        responder: Option<ErrorResponder>,
+        span: tracing::Span,
     }
 }
 
@@ -38,12 +44,19 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(future: F, session: Session) -> Self {
+    pub(crate) fn new(
+        future: F,
+        session: Session,
+        responder: Option<ErrorResponder>,
+        span: tracing::Span,
+    ) -> Self {
         Self {
             state: State::Handling {
                 future,
                 session: Some(session),
             },
+            responder,
+            span,
         }
     }
 }
@@ -51,12 +64,13 @@ impl<F, B> ResponseFuture<F, B> {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
+    B: Default + From<Vec<u8>>,
 {
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Handling { future, session } => {
@@ -75,14 +89,23 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(apply(finish, response)));
+                    let outcome = match finish {
+                        Finish::Respond { .. } => "ok",
+                        _ => "unavailable",
+                    };
+                    this.span.record("outcome", outcome);
+                    return Poll::Ready(Ok(apply(finish, response, this.responder.as_ref())));
                 }
             }
         }
     }
 }
 
-fn apply<B: Default>(finish: Finish, mut response: Response<B>) -> Response<B> {
+fn apply<B: Default + From<Vec<u8>>>(
+    finish: Finish,
+    mut response: Response<B>,
+    responder: Option<&ErrorResponder>,
+) -> Response<B> {
     match finish {
         Finish::Respond { set_cookie: None } => response,
         Finish::Respond {
@@ -102,7 +125,10 @@ fn apply<B: Default>(finish: Finish, mut response: Response<B>) -> Response<B> {
         }
         // Finish is non-exhaustive: anything but "respond" must not
         // acknowledge the handler's work, so it is a 503 too.
-        _ => unavailable(),
+        _ => match responder.and_then(|responder| responder.render(Failure::StoreUnavailable)) {
+            Some(custom) => render(custom, StatusCode::SERVICE_UNAVAILABLE),
+            None => unavailable(),
+        },
     }
 }
 
@@ -110,5 +136,25 @@ fn apply<B: Default>(finish: Finish, mut response: Response<B>) -> Response<B> {
 pub(crate) fn unavailable<B: Default>() -> Response<B> {
     let mut response = Response::new(B::default());
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+}
+
+/// The app's [`ErrorResponse`] as an `http` response. A status or header
+/// that HTTP does not allow is a bug in the app's responder: the status
+/// falls back to `fallback`, the header is left out, and either is logged.
+pub(crate) fn render<B: From<Vec<u8>>>(custom: ErrorResponse, fallback: StatusCode) -> Response<B> {
+    let mut response = Response::new(B::from(custom.body));
+    *response.status_mut() = StatusCode::from_u16(custom.status).unwrap_or_else(|err| {
+        tracing::error!(error.message = %err, "the app's error response has an invalid status");
+        fallback
+    });
+    for (name, value) in custom.headers {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(name), Ok(value)) => {
+                response.headers_mut().append(name, value);
+            }
+            _ => tracing::error!("the app's error response has an invalid header; it is left out"),
+        }
+    }
     response
 }

@@ -41,6 +41,17 @@
 //!   bare 503, whatever the handler returned; nothing is overwritten.
 //! - Handlers can return [`Error`] (`?` converts a `SessionError`): a 503 for
 //!   an unavailable store, a 500 otherwise, never a store detail in the body.
+//! - The app renders its own response for either case with an
+//!   [`ErrorResponder`](session_core::manager::ErrorResponder): given to the
+//!   manager for an outage, and put in the request extensions
+//!   (`Router::layer(axum::Extension(responder))`) for a missing layer. The
+//!   response body type then needs `From<Vec<u8>>`, as axum's `Body` has.
+//!
+//! ## Tracing
+//! Each request runs in a `session_request` span (target
+//! `session_kit::request`, level `debug`) with `framework = "tower"` and the
+//! `outcome` of the session write; the store calls it makes are its
+//! children (see [`session_core::telemetry`]).
 #![forbid(unsafe_code)]
 // On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
 // feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was

@@ -27,7 +27,7 @@ impl<S> SessionService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
+    ResBody: Default + From<Vec<u8>>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -38,11 +38,26 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let cookies = request.headers().get_all(COOKIE);
-        let session = self
-            .manager
-            .start(cookies.iter().map(http::HeaderValue::as_bytes));
+        // Nothing about the cookie or the session goes in it: only what
+        // the session layer did with the request.
+        let span = tracing::debug_span!(
+            target: "session_kit::request",
+            "session_request",
+            framework = "tower",
+            outcome = tracing::field::Empty,
+        );
+        let session = span.in_scope(|| {
+            let cookies = request.headers().get_all(COOKIE);
+            self.manager
+                .start(cookies.iter().map(http::HeaderValue::as_bytes))
+        });
         request.extensions_mut().insert(Session(session.clone()));
-        ResponseFuture::new(self.inner.call(request), session)
+        let future = span.in_scope(|| self.inner.call(request));
+        ResponseFuture::new(
+            future,
+            session,
+            self.manager.error_responder().cloned(),
+            span,
+        )
     }
 }

@@ -72,3 +72,86 @@ async fn the_layer_works_as_a_plain_tower_service() {
     assert!(second.headers().get(SET_COOKIE).is_none());
     assert_eq!(body_text(second).await, "2");
 }
+
+/// The app's responder: a 500 with a header and a body for an outage, a
+/// 418 for a missing layer.
+fn responder() -> session_core::manager::ErrorResponder {
+    use session_core::manager::{ErrorResponder, ErrorResponse, Failure};
+    ErrorResponder::new(|failure| match failure {
+        Failure::StoreUnavailable => Some(
+            ErrorResponse::new(500)
+                .with_header("retry-after", "7")
+                .with_header("content-type", "text/html")
+                .with_body("<p>sessions are down</p>"),
+        ),
+        Failure::MissingLayer => Some(
+            ErrorResponse::new(418)
+                .with_header("x-app", "own")
+                .with_body("no layer here"),
+        ),
+        _ => None,
+    })
+}
+
+/// A router over a store that is down, with or without the app's responder.
+fn down_app(with_responder: bool) -> Router {
+    use std::sync::Arc;
+
+    use session_conformance::{Fault, InstrumentedStore};
+
+    let store = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    store.set_fault(Some(Fault::Fail(session_core::ErrorKind::Unavailable)));
+    let mut builder = SessionManager::builder(store, Key::generate());
+    if with_responder {
+        builder = builder.with_error_responder(responder());
+    }
+    Router::new()
+        .route("/", get(counter))
+        .layer(SessionLayer::new(builder.build().unwrap()))
+}
+
+#[tokio::test]
+async fn a_store_outage_is_a_bare_503_by_default() {
+    let response = down_app(false)
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // axum states the empty body's length; nothing else is added.
+    assert!(
+        response
+            .headers()
+            .keys()
+            .all(|name| name == "content-length"),
+        "{:?}",
+        response.headers()
+    );
+    assert_eq!(body_text(response).await, "");
+}
+
+#[tokio::test]
+async fn a_store_outage_gets_the_apps_own_response() {
+    let response = down_app(true)
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert_eq!(response.headers()["content-type"], "text/html");
+    assert!(response.headers().get(SET_COOKIE).is_none());
+    assert_eq!(body_text(response).await, "<p>sessions are down</p>");
+}
+
+#[tokio::test]
+async fn a_missing_layer_gets_the_apps_own_response_from_the_extensions() {
+    let app: Router = Router::new()
+        .route("/", get(counter))
+        .layer(axum::Extension(responder()));
+    let response = app
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
+    assert_eq!(response.headers()["x-app"], "own");
+    assert_eq!(body_text(response).await, "no layer here");
+}

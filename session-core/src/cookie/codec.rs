@@ -5,7 +5,11 @@ use std::{borrow::Cow, time::Duration};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use cookie::Cookie;
 
-use crate::{id::ENCODED_LEN, ConfigError, SessionId};
+use crate::{
+    id::ENCODED_LEN,
+    telemetry::{self, Refused},
+    ConfigError, SessionId,
+};
 use crate::{CookieConfig, KeyRing, SameSite};
 
 /// Bytes of the HMAC-SHA256 tag.
@@ -93,20 +97,26 @@ impl CookieCodec {
     /// id and a tag made by one of our keys for this cookie name.
     #[must_use]
     pub fn verify(&self, value: &str) -> Option<Verified> {
+        self.check(value).ok()
+    }
+
+    /// [`verify`](Self::verify), saying why a value is refused.
+    fn check(&self, value: &str) -> Result<Verified, Refused> {
         if value.len() != VALUE_LEN {
-            return None;
+            return Err(Refused::Malformed);
         }
-        let (id_text, tag_text) = value.split_once('.')?;
-        let id = SessionId::decode(id_text)?;
+        let (id_text, tag_text) = value.split_once('.').ok_or(Refused::Malformed)?;
+        let id = SessionId::decode(id_text).ok_or(Refused::Malformed)?;
         let mut tag = [0u8; TAG_BYTES];
         match URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag) {
             Ok(TAG_BYTES) => {}
-            _ => return None,
+            _ => return Err(Refused::Malformed),
         }
         let index = self
             .keys
-            .verifying_index(&[self.name.as_bytes(), b"=", id_text.as_bytes()], &tag)?;
-        Some(Verified {
+            .verifying_index(&[self.name.as_bytes(), b"=", id_text.as_bytes()], &tag)
+            .ok_or(Refused::BadSignature)?;
+        Ok(Verified {
             id,
             needs_resign: index > 0,
         })
@@ -118,6 +128,7 @@ impl CookieCodec {
     /// anything unusable is "no session", logged at debug.
     pub fn read<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>) -> Option<Verified> {
         let mut candidates = 0;
+        let mut refused = Refused::Malformed;
         for header in headers {
             // Other cookies may carry arbitrary bytes; ours is ASCII, so a lossy
             // view finds it without rejecting the whole header.
@@ -127,10 +138,15 @@ impl CookieCodec {
                     continue;
                 }
                 candidates += 1;
-                if let Some(verified) = self.verify(cookie.value()) {
-                    return Some(verified);
+                match self.check(cookie.value()) {
+                    Ok(verified) => return Some(verified),
+                    // One well-formed cookie that fails its signature is
+                    // the stronger signal; it wins over malformed ones.
+                    Err(Refused::BadSignature) => refused = Refused::BadSignature,
+                    Err(_) => {}
                 }
                 if candidates >= MAX_CANDIDATES {
+                    telemetry::cookie_refused(Refused::TooMany);
                     tracing::debug!(
                         cookie.name = %self.name,
                         "too many session cookies in one request; ignoring the rest"
@@ -140,6 +156,7 @@ impl CookieCodec {
             }
         }
         if candidates > 0 {
+            telemetry::cookie_refused(refused);
             tracing::debug!(
                 cookie.name = %self.name,
                 candidates,

@@ -207,8 +207,8 @@ impl Breaker {
 
 fn count_transition(role: Role, to: &'static str) {
     metrics::counter!(
-        "session_kit_breaker_transitions_total",
-        "store" => role.name(),
+        crate::telemetry::BREAKER_TRANSITIONS,
+        "role" => role.name(),
         "to" => to
     )
     .increment(1);

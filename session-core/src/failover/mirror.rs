@@ -1054,8 +1054,7 @@ fn shows(data: &Data, changes: &Changes) -> bool {
 struct Incomplete(&'static str);
 
 fn count_repair(side: &Side) {
-    metrics::counter!("session_kit_failover_repairs_total", "store" => side.role.name())
-        .increment(1);
+    metrics::counter!(crate::telemetry::FAILOVER_REPAIRS, "role" => side.role.name()).increment(1);
 }
 
 fn log_failed_repair(side: &Side, err: &StoreError) {

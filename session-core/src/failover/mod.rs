@@ -21,6 +21,7 @@ use async_trait::async_trait;
 pub use self::breaker::BreakerState;
 use self::breaker::{Admission, Breaker, BreakerConfig, Transition};
 use crate::{
+    telemetry::{self, Observed},
     Changes, Committed, ConditionalDelete, ConfigError, Created, ErrorKind, OwnerPass, Record,
     SessionId, SessionStore, StoreError,
 };
@@ -141,12 +142,16 @@ pub enum FailoverMode {
 /// Every transition is a `tracing` event (target `session_kit::failover`;
 /// `warn` when a breaker opens, `info` otherwise) and increments the
 /// `metrics` counter `session_kit_breaker_transitions_total` with labels
-/// `store` (`primary`/`secondary`) and `to` (`open`/`half_open`/`closed`).
+/// `role` (`primary`/`secondary`) and `to` (`open`/`half_open`/`closed`).
 /// Requests served without the primary count in
-/// `session_kit_failover_fallbacks_total` (label `op`), stale copies
-/// rewritten in `session_kit_failover_repairs_total` (label `store`), and
-/// missed writes the replay set had no room for in
-/// `session_kit_failover_replay_dropped_total`.
+/// `session_kit_failover_fallbacks_total` (label `operation`), stale copies
+/// rewritten in `session_kit_failover_repairs_total` (label `role`), the
+/// replay backlog is the gauge `session_kit_failover_replay_backlog`, and
+/// missed writes the replay set had no room for count in
+/// `session_kit_failover_replay_dropped_total`: see
+/// [`telemetry`] for the whole table. Every call to either
+/// store is a `store_call` span of its own, under that store's
+/// [`kind`](SessionStore::kind).
 ///
 /// # Timeouts
 /// The [`SessionManager`](crate::SessionManager) bounds each whole call by
@@ -439,8 +444,10 @@ impl FailoverStoreBuilder {
         Ok(FailoverStore {
             inner: Arc::new(Inner {
                 mode: config.mode,
-                primary: Side::new(Role::Primary, self.primary, breaker),
-                secondary: Side::new(Role::Secondary, self.secondary, breaker),
+                // Every call to either store, replays and probes included,
+                // gets its own span and metrics under that store's kind.
+                primary: Side::new(Role::Primary, Observed::wrap(self.primary), breaker),
+                secondary: Side::new(Role::Secondary, Observed::wrap(self.secondary), breaker),
                 call_timeout: config.call_timeout,
                 tombstone_ttl: config.tombstone_ttl,
                 max_pending: config.max_pending,
@@ -498,6 +505,10 @@ impl FailoverStore {
 
 #[async_trait]
 impl SessionStore for FailoverStore {
+    fn kind(&self) -> &'static str {
+        "failover"
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         match self.inner.mode {
             FailoverMode::Mirror => self.inner.mirror_load(id).await,
@@ -716,6 +727,15 @@ impl std::fmt::Debug for Side {
 }
 
 impl Side {
+    /// Sets the backlog, readable without the lock, and its gauge.
+    fn set_pending(&self, sessions: usize) {
+        self.pending_len.store(sessions, Ordering::Relaxed);
+        // Exact below 2^53, far past any `max_pending`.
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(telemetry::FAILOVER_REPLAY_BACKLOG, "role" => self.role.name())
+            .set(sessions as f64);
+    }
+
     fn new(role: Role, store: Arc<dyn SessionStore>, breaker: BreakerConfig) -> Self {
         Self {
             role,
@@ -972,7 +992,7 @@ fn millis_text(time: SystemTime) -> String {
 }
 
 fn count_fallback(operation: &'static str) {
-    metrics::counter!("session_kit_failover_fallbacks_total", "op" => operation).increment(1);
+    metrics::counter!(telemetry::FAILOVER_FALLBACKS, "operation" => operation).increment(1);
 }
 
 /// The domain of the ids of epoch marks (see `Inner::epoch_mark`).

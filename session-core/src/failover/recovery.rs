@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{now, BreakerState, Inner, Missed, Reply, Role, Side, Transition};
-use crate::{Created, Record, SessionId};
+use crate::{telemetry, Created, Record, SessionId};
 
 impl Inner {
     /// `role`'s breaker just closed: the store answers again. Its missed
@@ -88,7 +88,7 @@ impl Inner {
                 let until = now() + inner.tombstone_ttl;
                 *side.epoch.lost_data_until.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(until);
-                metrics::counter!("session_kit_failover_store_lost_data_total", "store" => role.name())
+                metrics::counter!(telemetry::FAILOVER_STORE_LOST_DATA, "role" => role.name())
                     .increment(1);
                 tracing::warn!(
                     target: "session_kit::failover",
@@ -163,7 +163,7 @@ impl Inner {
         }
         if missed.len() >= self.max_pending {
             drop(missed);
-            metrics::counter!("session_kit_failover_replay_dropped_total", "store" => side.role.name())
+            metrics::counter!(telemetry::FAILOVER_REPLAY_DROPPED, "role" => side.role.name())
                 .increment(1);
             tracing::debug!(
                 target: "session_kit::failover",
@@ -174,7 +174,7 @@ impl Inner {
             return true;
         }
         missed.insert(*id, what);
-        side.pending_len.store(missed.len(), Ordering::Relaxed);
+        side.set_pending(missed.len());
         true
     }
 
@@ -204,7 +204,7 @@ impl Inner {
         let side = self.side(role);
         let backlog: Vec<(SessionId, Missed)> = {
             let mut missed = side.missed.lock().unwrap_or_else(PoisonError::into_inner);
-            side.pending_len.store(0, Ordering::Relaxed);
+            side.set_pending(0);
             missed.drain().collect()
         };
         if backlog.is_empty() {

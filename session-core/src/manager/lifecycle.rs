@@ -6,9 +6,12 @@ use std::{collections::HashSet, future::Future, sync::Arc, time::Duration, time:
 
 use session::Session;
 
+use super::{ErrorResponder, ErrorResponse, Failure};
 use crate::{
-    error::cause_chain, Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing,
-    SessionStore, StoreError, SystemClock,
+    error::cause_chain,
+    telemetry::{self, Ended, Operation, StoreCalls},
+    Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing, SessionStore, StoreError,
+    SystemClock,
 };
 
 /// What a request gets when the store fails.
@@ -132,6 +135,9 @@ pub(crate) struct Shared {
     operation_timeout: Duration,
     error_policy: ErrorPolicy,
     clock: Arc<dyn Clock>,
+    /// The span and metrics of every call to `store`.
+    calls: StoreCalls,
+    error_responder: Option<ErrorResponder>,
 }
 
 impl SessionManager {
@@ -146,6 +152,7 @@ impl SessionManager {
             keys: keys.into(),
             config: ManagerConfig::default(),
             clock: Arc::new(SystemClock),
+            error_responder: None,
         }
     }
 
@@ -215,6 +222,20 @@ impl SessionManager {
         &self.shared.codec
     }
 
+    /// The app's response for `failure`, or `None` for the adapter's
+    /// default: see [`SessionManagerBuilder::with_error_responder`].
+    #[must_use]
+    pub fn error_response(&self, failure: Failure) -> Option<ErrorResponse> {
+        self.shared.error_responder.as_ref()?.render(failure)
+    }
+
+    /// The responder given to
+    /// [`with_error_responder`](SessionManagerBuilder::with_error_responder), if any.
+    #[must_use]
+    pub fn error_responder(&self) -> Option<&ErrorResponder> {
+        self.shared.error_responder.as_ref()
+    }
+
     /// The store behind this manager.
     #[must_use]
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -257,6 +278,7 @@ pub struct SessionManagerBuilder {
     keys: KeyRing,
     config: ManagerConfig,
     clock: Arc<dyn Clock>,
+    error_responder: Option<ErrorResponder>,
 }
 
 /// The settings of a [`SessionManager`] apart from its store, keys and
@@ -397,6 +419,25 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// The app's own response when the store fails (instead of a bare
+    /// 503), rendered by both adapters; see [`ErrorResponder`].
+    ///
+    /// ```
+    /// use session_core::{Key, SessionManager, manager::{ErrorResponder, ErrorResponse, Failure}, memory::MemoryStore};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+    ///     .with_error_responder(ErrorResponder::new(|failure| {
+    ///         (failure == Failure::StoreUnavailable).then(|| ErrorResponse::new(503).with_body("try again soon"))
+    ///     }))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(manager.error_response(Failure::StoreUnavailable).unwrap().body, b"try again soon");
+    /// ```
+    pub fn with_error_responder(mut self, responder: ErrorResponder) -> Self {
+        self.error_responder = Some(responder);
+        self
+    }
+
     /// The clock that timeouts are measured against. Tests use a
     /// [`ManualClock`](crate::clock::ManualClock).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
@@ -414,6 +455,8 @@ impl SessionManagerBuilder {
         let codec = CookieCodec::new(config.cookie, self.keys)?;
         Ok(SessionManager {
             shared: Arc::new(Shared {
+                calls: StoreCalls::new(self.store.kind()),
+                error_responder: self.error_responder,
                 store: self.store,
                 codec,
                 idle_timeout: config.idle_timeout,
@@ -428,18 +471,22 @@ impl SessionManagerBuilder {
 
 impl Shared {
     /// Runs one store call under the per-operation timeout, so a hung store
-    /// costs a request at most that long.
+    /// costs a request at most that long, inside its span and metrics (the
+    /// timeout inside them, so a call cut by it counts as a timeout).
     async fn call<T>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.operation_timeout, call).await {
-            Ok(result) => result,
-            Err(elapsed) => {
-                Err(StoreError::new(ErrorKind::Timeout, operation).with_source(elapsed))
+        let bounded = async {
+            match tokio::time::timeout(self.operation_timeout, call).await {
+                Ok(result) => result,
+                Err(elapsed) => {
+                    Err(StoreError::new(ErrorKind::Timeout, operation.name()).with_source(elapsed))
+                }
             }
-        }
+        };
+        self.calls.run(operation, bounded).await
     }
 
     /// When a session touched at `now` expires: the idle deadline, capped by
@@ -465,7 +512,10 @@ async fn end_all_for(shared: &Shared, owner: &str) -> Result<u64, StoreError> {
     let mut found = HashSet::new();
     for _ in 0..SessionManager::END_ALL_PASSES {
         let pass = shared
-            .call("delete_by_owner", shared.store.delete_by_owner(owner))
+            .call(
+                Operation::DeleteByOwner,
+                shared.store.delete_by_owner(owner),
+            )
             .await?;
         ended += pass.ended;
         let mut new = false;
@@ -477,10 +527,12 @@ async fn end_all_for(shared: &Shared, owner: &str) -> Result<u64, StoreError> {
         // while its old one was still live: a pass that ends nothing and
         // finds nothing new proves that no earlier session remains.
         if pass.ended == 0 && !new {
+            telemetry::sessions_ended(Ended::EndAll, ended);
             tracing::info!(sessions.ended = ended, "ended every session of one owner");
             return Ok(ended);
         }
     }
+    telemetry::sessions_ended(Ended::EndAll, ended);
     tracing::warn!(
         sessions.ended = ended,
         passes = SessionManager::END_ALL_PASSES,

@@ -7,8 +7,10 @@ use tokio::sync::Mutex;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
-    cookie::Verified, Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Owner,
-    OwnerError, Record, SessionId, StoreError,
+    cookie::Verified,
+    telemetry::{self, Ended, Operation, Refused},
+    Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Owner, OwnerError, Record,
+    SessionId, StoreError,
 };
 
 /// How many fresh ids `create` tries before giving up. With 128-bit random ids
@@ -563,7 +565,9 @@ impl Session {
             state.phase = Phase::Loaded;
             return Ok(());
         };
-        let loaded = shared.call("load", shared.store.load(&cookie.id)).await;
+        let loaded = shared
+            .call(Operation::Load, shared.store.load(&cookie.id))
+            .await;
         state.phase = Phase::Loaded;
         let now = shared.clock.now();
         match loaded {
@@ -578,7 +582,14 @@ impl Session {
                 state.owner = record.owner.as_ref().map(|owner| owner.name.clone());
                 state.loaded_owner = record.owner;
             }
-            Ok(_) => {
+            Ok(found) => {
+                match found {
+                    Some(record) if record.created_at + shared.absolute_timeout <= now => {
+                        telemetry::sessions_ended(Ended::Absolute, 1);
+                    }
+                    Some(_) => telemetry::sessions_ended(Ended::Idle, 1),
+                    None => telemetry::cookie_refused(Refused::NoSession),
+                }
                 tracing::debug!(
                     session.id = ?cookie.id,
                     "session cookie names no live session; starting a fresh one"
@@ -625,7 +636,10 @@ impl Session {
         let shared = &self.inner.shared;
         let mut set_cookie = None;
         if let Some(ended) = state.destroyed {
-            shared.call("delete", shared.store.delete(&ended)).await?;
+            shared
+                .call(Operation::Delete, shared.store.delete(&ended))
+                .await?;
+            telemetry::sessions_ended(Ended::Logout, 1);
             set_cookie = Some(shared.codec.removal());
         }
         if let Some(base) = state.base {
@@ -637,6 +651,7 @@ impl Session {
             let mut record = Record::new(id, mem::take(&mut state.data), now, expires_at);
             record.owner = state.owner_at_write(shared, now);
             let id = self.create(record).await?;
+            telemetry::session_created();
             return Ok(Some(self.cookie_for(&id, expires_at, now)));
         }
         if state.stale_cookie && set_cookie.is_none() {
@@ -666,7 +681,7 @@ impl Session {
         if !state.changes.is_empty() {
             let committed = shared
                 .call(
-                    "commit",
+                    Operation::Commit,
                     shared.store.commit(&base.id, &state.changes, expires_at),
                 )
                 .await?;
@@ -688,7 +703,7 @@ impl Session {
             return Ok(self.refreshed_cookie(&base.id, base.expires_at, now));
         }
         match shared
-            .call("touch", shared.store.touch(&base.id, expires_at))
+            .call(Operation::Touch, shared.store.touch(&base.id, expires_at))
             .await
         {
             Ok(true) => Ok(self.refreshed_cookie(&base.id, expires_at, now)),
@@ -745,12 +760,13 @@ impl Session {
         for _ in 0..CYCLE_ATTEMPTS {
             let ended = shared
                 .call(
-                    "delete_if_version",
+                    Operation::DeleteIfVersion,
                     shared.store.delete_if_version(&base.id, version),
                 )
                 .await;
             match ended {
                 Ok(ConditionalDelete::Deleted) => {
+                    telemetry::session_cycled();
                     return Ok(Some(self.cookie_for(&id, expires_at, now)));
                 }
                 Ok(ConditionalDelete::Missing) => {
@@ -769,7 +785,9 @@ impl Session {
             }
             // Another request committed to the old id after this one loaded
             // it: start again from the old record as it is now.
-            let loaded = shared.call("load", shared.store.load(&base.id)).await?;
+            let loaded = shared
+                .call(Operation::Load, shared.store.load(&base.id))
+                .await?;
             let Some(current) = loaded.filter(|r| shared.is_live(now, r.created_at, r.expires_at))
             else {
                 return self.ended_while_cycling(&base.id, &id).await;
@@ -789,7 +807,10 @@ impl Session {
             }
             rewrite.set_owner(owner.clone());
             match shared
-                .call("commit", shared.store.commit(&id, &rewrite, expires_at))
+                .call(
+                    Operation::Commit,
+                    shared.store.commit(&id, &rewrite, expires_at),
+                )
                 .await?
             {
                 Committed::Applied { .. } => version = current.version,
@@ -823,7 +844,9 @@ impl Session {
             session.id = ?old,
             "session was ended while its id was being cycled; ending the new id too"
         );
-        shared.call("delete", shared.store.delete(new)).await?;
+        shared
+            .call(Operation::Delete, shared.store.delete(new))
+            .await?;
         Ok(Some(shared.codec.removal()))
     }
 
@@ -832,7 +855,10 @@ impl Session {
     /// expires unused.
     async fn drop_copy(&self, new: &SessionId) {
         let shared = &self.inner.shared;
-        if let Err(err) = shared.call("delete", shared.store.delete(new)).await {
+        if let Err(err) = shared
+            .call(Operation::Delete, shared.store.delete(new))
+            .await
+        {
             log_store_error(&err, "the new id of a failed cycle could not be deleted");
         }
     }
@@ -841,7 +867,10 @@ impl Session {
     async fn create(&self, mut record: Record) -> Result<SessionId, StoreError> {
         let shared = &self.inner.shared;
         for _ in 0..CREATE_ATTEMPTS {
-            match shared.call("create", shared.store.create(&record)).await? {
+            match shared
+                .call(Operation::Create, shared.store.create(&record))
+                .await?
+            {
                 Created::Created => return Ok(record.id),
                 Created::IdTaken => record.id = SessionId::generate(),
             }
