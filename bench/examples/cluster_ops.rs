@@ -80,7 +80,7 @@ async fn run(writes: usize) {
         let id = SessionId::generate();
         let mut data = Data::new();
         data.insert("count".to_owned(), "0".to_owned());
-        let record = Record::new(id.clone(), data, SystemTime::now(), expires_at);
+        let record = Record::new(id, data, SystemTime::now(), expires_at);
         let created = nodes[caller % NODES]
             .create(&record)
             .await

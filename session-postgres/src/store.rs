@@ -384,6 +384,10 @@ fn corrupt(operation: &'static str, why: &'static str) -> StoreError {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         const OPERATION: &str = "load";
         let row = self
