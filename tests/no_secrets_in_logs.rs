@@ -3,7 +3,8 @@
 //! Every event and every span (its name, target and every field, those
 //! recorded after it opened included) at every level, from every crate, is
 //! captured while a full session lifecycle runs through axum and actix-web
-//! on every kind of store: memory, Redis (with a password), Memcached, a
+//! on every kind of store: memory, Redis (with a password), Memcached,
+//! PostgreSQL (with a password in its URL), a
 //! three-node cluster (with its link secret) and a failover pair of Redis
 //! and Memcached, all real servers from the test kit. The lifecycle has new
 //! sessions, commits, a login that cycles the id, an owner and "log out
@@ -29,7 +30,7 @@ use std::{
 
 use reqwest::header::{COOKIE, SET_COOKIE};
 use session_conformance::{
-    testkit::{MemcachedServer, RedisServer},
+    testkit::{MemcachedServer, PostgresServer, RedisServer},
     Fault, InstrumentedStore, RunningApp, TestApp,
 };
 use session_kit::{
@@ -37,6 +38,7 @@ use session_kit::{
     failover::FailoverStore,
     memcached::{MemcachedConfig, MemcachedStore},
     memory::MemoryStore,
+    postgres::{PostgresConfig, PostgresStore},
     redis::{RedisConfig, RedisStore},
     store::SessionStore,
     ErrorKind, KeyRing, SessionManager,
@@ -56,6 +58,9 @@ const CURRENT: &str = "the-current-signing-secret-0123456789abcdef";
 const OLD: &str = "the-rotated-out-signing-secret-9876543210fedcba";
 const REDIS_PASSWORD: &str = "the-redis-password-0123456789";
 const CLUSTER_SECRET: &str = "the-cluster-link-secret-0123456789abcdef";
+/// In the PostgreSQL URL: the test server trusts every local login, so any
+/// password connects, and this one must still never be logged.
+const POSTGRES_PASSWORD: &str = "the-postgres-password-0123456789";
 
 /// Every byte the subscriber writes.
 #[derive(Clone, Default)]
@@ -269,6 +274,7 @@ async fn lifecycle(
 struct Backends {
     _redis: RedisServer,
     _memcached: MemcachedServer,
+    _postgres: PostgresServer,
     /// The cluster's nodes: the first serves the app, the others hold
     /// copies and own sessions it forwards to.
     _cluster: Vec<ClusterStore>,
@@ -292,6 +298,14 @@ async fn backends() -> Backends {
             .await
             .expect("Memcached answers")
     };
+
+    let postgres = PostgresServer::start();
+    let postgres_url = postgres
+        .url()
+        .replacen("@", &format!(":{POSTGRES_PASSWORD}@"), 1);
+    let postgres_store = PostgresStore::connect(PostgresConfig::new(postgres_url))
+        .await
+        .expect("PostgreSQL answers");
 
     let any_port = "127.0.0.1:0".parse().expect("an address");
     let config = |name: &str| {
@@ -323,6 +337,7 @@ async fn backends() -> Backends {
         ("memory", Arc::new(MemoryStore::new())),
         ("redis", Arc::new(redis_store().await)),
         ("memcached", Arc::new(memcached_store().await)),
+        ("postgres", Arc::new(postgres_store)),
         ("cluster", Arc::new(cluster[0].clone())),
         (
             "failover",
@@ -335,6 +350,7 @@ async fn backends() -> Backends {
     Backends {
         _redis: redis,
         _memcached: memcached,
+        _postgres: postgres,
         _cluster: cluster,
         stores,
     }
@@ -394,7 +410,14 @@ fn no_session_id_cookie_or_secret_reaches_the_logs_spans_or_debug_output() {
     );
     // Spans were captured, and from every kind of store: the test reads
     // what it claims to.
-    for kind in ["memory", "redis", "memcached", "cluster", "failover"] {
+    for kind in [
+        "memory",
+        "redis",
+        "memcached",
+        "postgres",
+        "cluster",
+        "failover",
+    ] {
         let field = format!("store.kind={kind} ");
         assert!(
             logs.lines().any(|line| line.starts_with("SPAN")
@@ -415,7 +438,13 @@ fn no_session_id_cookie_or_secret_reaches_the_logs_spans_or_debug_output() {
     );
 
     let mut secrets: Vec<String> = Vec::new();
-    for secret in [CURRENT, OLD, REDIS_PASSWORD, CLUSTER_SECRET] {
+    for secret in [
+        CURRENT,
+        OLD,
+        REDIS_PASSWORD,
+        CLUSTER_SECRET,
+        POSTGRES_PASSWORD,
+    ] {
         secrets.push(secret.to_owned());
         secrets.push(secret.bytes().map(|b| format!("{b:02x}")).collect());
         secrets.push(format!("{:?}", secret.as_bytes()));

@@ -65,6 +65,9 @@ use session_kit::{
 /// second of real time.
 const MIRROR_SEEDS: u64 = 12;
 const MIRROR_LOGOUT_SEEDS: u64 = 8;
+/// More than the others: the lost write needs a hang and a commit that
+/// lands on one store only, which about one seed in ten makes.
+const MIRROR_PAUSE_SEEDS: u64 = 40;
 const STANDBY_SEEDS: u64 = 12;
 const POSTGRES_SEEDS: u64 = 8;
 
@@ -571,6 +574,70 @@ async fn mirror_over_redis_and_memcached_brings_back_no_logged_out_session_when_
         MIRROR_LOGOUT_SEEDS,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails: mirror mode loses an acknowledged write to a cycle_id when the primary hangs (a known bug, not yet fixed; see the comment)"]
+async fn mirror_over_two_redis_loses_no_acknowledged_write_when_the_primary_hangs_then_restarts_empty(
+) {
+    // A hang, unlike a kill, answers late: while the primary is paused an
+    // app server's commit can reach the secondary alone, and the two
+    // stores then count the same number of commits with different
+    // contents (the primary's v5 lacks a commit the secondary's v5 has,
+    // and has a later one instead). A `cycle_id` that read one store's v5
+    // is checked by `delete_if_version` against the primary's v5, which
+    // matches by number, so the old id ends and the commit only the
+    // primary's v5 held, acknowledged, goes with it; the new id carries
+    // the secondary's content. Found over two Redis (and over Redis +
+    // PostgreSQL) in about one seed in ten; reading the secondary's
+    // version first narrows the window but does not close it (tried). A
+    // fix needs the conditional delete to compare contents, not commit
+    // counts, on every backend. `cargo test --all-features --test
+    // race_failover -- --ignored mirror_over_two_redis` reproduces it.
+    let primary = RedisServer::start();
+    let secondary = RedisServer::start();
+    let stores = [redis(&primary).await, redis(&secondary).await];
+    let servers = Arc::new(Servers {
+        servers: vec![
+            Arc::new(Mutex::new(Server::Redis(primary))),
+            Arc::new(Mutex::new(Server::Redis(secondary))),
+        ],
+        applied: AtomicUsize::new(0),
+        trace: Arc::default(),
+    });
+    let scenario = Scenario::new()
+        .with_servers(3)
+        .with_clients(3)
+        .with_thief(true)
+        .with_requests(12)
+        .with_think_time(ms(70))
+        .with_mix(Mix::reads_and_writes().with_endings(1, 0, 0))
+        .with_operation_timeout(ms(1000))
+        .with_settle(ms(200))
+        .with_fault(FaultWindow::new(
+            0,
+            StoreFault::Pause,
+            ms(20)..=ms(60),
+            ms(50)..=ms(300),
+        ))
+        .with_fault(FaultWindow::new(
+            0,
+            StoreFault::RestartEmpty,
+            ms(450)..=ms(550),
+            ms(0)..=ms(100),
+        ));
+    let name = "mirror over Redis + Redis, primary paused then restarted empty, reads and writes";
+    let explorer = Explorer::new(
+        name,
+        Pair {
+            mode: FailoverMode::Mirror,
+            stores,
+            servers: Arc::clone(&servers),
+            handed: AtomicUsize::new(0),
+        },
+        scenario,
+    );
+    explore(&explorer, name, &servers, MIRROR_PAUSE_SEEDS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
