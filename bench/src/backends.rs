@@ -1,39 +1,86 @@
 //! The store servers the variants share, started by the test kit, and what
 //! each measurement costs them: Redis commands from `INFO commandstats`,
-//! Memcached commands from `stats`, and the cluster's peer-link bytes.
+//! Memcached commands from `stats`, PostgreSQL transactions from
+//! `pg_stat_database`, and the cluster's peer-link bytes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
-use session_conformance::testkit::{MemcachedServer, RedisServer};
+use session_conformance::testkit::{MemcachedServer, PostgresServer, RedisServer};
 
 use crate::variants::{Running, Store, Variant};
 
+/// How long PostgreSQL may take to publish a backend's counters.
+///
+/// Since PostgreSQL 15 a backend keeps its statistics to itself and flushes
+/// them into `pg_stat_database` at most once a second while busy, and at
+/// the latest 10 s after it last went idle (`PGSTAT_IDLE_INTERVAL`); before
+/// 15 the statistics collector lagged by half a second. A reading taken this
+/// long after the last request counts every transaction up to it.
+const POSTGRES_STATS_SETTLE: Duration = Duration::from_millis(10_500);
+
 /// One `redis-server` for every Redis variant (each in its own logical
-/// database), a second one as the failover secondary, and one `memcached`.
+/// database), a second one as the failover secondary, one `memcached`,
+/// and one PostgreSQL server (a database per variant).
 pub(crate) struct Backends {
     redis: RedisServer,
     secondary: RedisServer,
     memcached: MemcachedServer,
+    postgres: PostgresServer,
 }
 
 impl Backends {
-    /// Starts the servers; panics with the install command when a binary
-    /// is missing, as the test kit does.
+    /// Starts the servers and creates each Postgres variant's database;
+    /// panics with the install command when a binary is missing, as the
+    /// test kit does.
     pub(crate) fn start() -> Self {
+        let postgres = PostgresServer::start();
+        for db in Variant::ALL.iter().filter_map(|v| v.postgres_db()) {
+            let _ = postgres.psql(&format!("CREATE DATABASE {db}"));
+        }
         Self {
             redis: RedisServer::start(),
             secondary: RedisServer::start(),
             memcached: MemcachedServer::start(),
+            postgres,
         }
     }
 
     /// The ports of the store servers, whose CPU counts as the servers'.
-    pub(crate) fn ports(&self) -> [u16; 3] {
+    pub(crate) fn ports(&self) -> [u16; 4] {
         [
             self.redis.port(),
             self.secondary.port(),
             self.memcached.port(),
+            self.postgres.port(),
         ]
+    }
+
+    /// The URL of `variant`'s own database (the server's default one for
+    /// a variant that keeps nothing in PostgreSQL).
+    pub(crate) fn postgres_url(&self, variant: Variant) -> String {
+        let url = self.postgres.url();
+        match (variant.postgres_db(), url.rsplit_once('/')) {
+            (Some(db), Some((server, _))) => format!("{server}/{db}"),
+            _ => url,
+        }
+    }
+
+    /// Transactions each database has committed or rolled back, by name,
+    /// as PostgreSQL has published them (see [`POSTGRES_STATS_SETTLE`]).
+    pub(crate) fn postgres_transactions(&self) -> BTreeMap<String, u64> {
+        self.postgres
+            .psql("SELECT datname, xact_commit + xact_rollback FROM pg_stat_database WHERE datname IS NOT NULL")
+            .lines()
+            .filter_map(|line| {
+                let (db, count) = line.split_once('|')?;
+                Some((db.to_owned(), count.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Waits until PostgreSQL has published every transaction so far.
+    pub(crate) fn settle_postgres() {
+        std::thread::sleep(POSTGRES_STATS_SETTLE);
     }
 
     pub(crate) fn redis_url(&self, variant: Variant) -> String {
@@ -65,12 +112,19 @@ impl Backends {
                 self.secondary.cli(&["config", "resetstat"]);
                 Snapshot::Redis
             }
+            // Redis's side only: PostgreSQL publishes its counters too late
+            // for a round of seconds, so its side is counted apart (see
+            // `round_trips`).
+            Store::RedisPostgres => {
+                self.redis.cli(&["config", "resetstat"]);
+                Snapshot::Redis
+            }
             Store::Memcached => Snapshot::Memcached(memcached_commands(&self.memcached)),
             Store::Cluster => {
                 let (bytes, requests) = cluster_sent(running);
                 Snapshot::Cluster { bytes, requests }
             }
-            Store::None | Store::Memory | Store::Cookie => Snapshot::Nothing,
+            Store::None | Store::Memory | Store::Cookie | Store::Postgres => Snapshot::Nothing,
         }
     }
 
@@ -330,16 +384,28 @@ impl Backends {
     /// Starts monitoring the Redis servers `variant` uses, if any.
     pub(crate) fn monitor(&self, variant: Variant) -> Vec<Monitor> {
         match variant.store() {
-            Store::Redis | Store::Tiered => vec![Monitor::start(&self.redis)],
+            Store::Redis | Store::Tiered | Store::RedisPostgres => {
+                vec![Monitor::start(&self.redis)]
+            }
             Store::Failover => vec![Monitor::start(&self.redis), Monitor::start(&self.secondary)],
             _ => Vec::new(),
         }
     }
 }
 
-/// Round trips to Redis per request, from the monitors of one counting pass.
-pub(crate) fn round_trips(monitors: Vec<Monitor>, requests: u64) -> Traffic {
+/// Round trips to the stores per request, from one counting pass: the
+/// Redis commands its monitors saw, and the PostgreSQL transactions it
+/// made, if it counted them (each statement the store sends is a
+/// transaction of its own, in one round trip).
+pub(crate) fn round_trips(
+    monitors: Vec<Monitor>,
+    postgres_transactions: Option<u64>,
+    requests: u64,
+) -> Traffic {
     let mut commands = BTreeMap::new();
+    if let Some(transactions) = postgres_transactions {
+        commands.insert("Postgres transactions".to_owned(), transactions);
+    }
     for (i, monitor) in monitors.into_iter().enumerate() {
         for (name, calls) in monitor.finish() {
             let name = if i == 0 {
@@ -350,7 +416,18 @@ pub(crate) fn round_trips(monitors: Vec<Monitor>, requests: u64) -> Traffic {
             *commands.entry(name).or_default() += calls;
         }
     }
-    Traffic::commands(&commands, |count| count as f64 / requests.max(1) as f64)
+    let per = |count: u64| count as f64 / requests.max(1) as f64;
+    let mut traffic = Traffic::commands(&commands, per);
+    // A standby that sends PostgreSQL nothing is what it promises: show the
+    // zero rather than leave it out as a count that rounds to nothing.
+    if postgres_transactions.is_some_and(|count| per(count) < 0.005) {
+        traffic.detail = if traffic.detail.is_empty() {
+            "Postgres transactions 0.00".to_owned()
+        } else {
+            format!("Postgres transactions 0.00, {}", traffic.detail)
+        };
+    }
+    traffic
 }
 
 #[cfg(test)]
@@ -364,6 +441,16 @@ mod tests {
         assert_eq!(client_command(client).as_deref(), Some("evalsha"));
         assert_eq!(client_command(script), None);
         assert_eq!(client_command("OK"), None);
+    }
+
+    #[test]
+    fn postgres_transactions_count_as_round_trips_and_show_even_when_none() {
+        let mirror = round_trips(Vec::new(), Some(2_000), 1_000);
+        assert!((mirror.per_request - 2.0).abs() < 1e-9);
+        assert_eq!(mirror.detail, "Postgres transactions 2.00");
+        let standby = round_trips(Vec::new(), Some(1), 1_000);
+        assert_eq!(standby.detail, "Postgres transactions 0.00");
+        assert_eq!(round_trips(Vec::new(), None, 1_000).detail, "");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! ratios.
 //!
 //! ```text
-//! cargo run --release -p session-bench -- --quick     # about 3 minutes
-//! cargo run --release -p session-bench                # about 15 minutes
+//! cargo run --release -p session-bench -- --quick     # about 4 minutes
+//! cargo run --release -p session-bench                # about 18 minutes
 //! ```
 //!
 //! Each variant is one app server (axum or actix-web, one worker thread)
@@ -42,6 +42,12 @@ use variants::{Running, Store, Variant};
 /// trips.
 const COUNTED: u64 = 200;
 
+/// The same for a variant on PostgreSQL, whose count includes the login
+/// that makes the pass's session (`pg_stat_database` cannot be read between
+/// the two without waiting for it to settle): one create in this many
+/// requests is below the table's two decimals.
+const POSTGRES_COUNTED: u64 = 1_000;
+
 /// The run's settings, from the command line.
 #[derive(Debug)]
 struct Options {
@@ -51,6 +57,9 @@ struct Options {
     connections: usize,
     only: Vec<String>,
     workloads: Vec<Workload>,
+    /// Whether `workloads` is the default (no `--workload`): then each
+    /// variant runs only those it runs by default.
+    default_workloads: bool,
     markdown: Option<PathBuf>,
     svg: Option<PathBuf>,
     pin: bool,
@@ -67,7 +76,8 @@ usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connec
                    bare frameworks and the peers they are compared with
                    always run
   --workload NAME  only this workload: untouched, read or write (repeatable;
-                   default all three)
+                   default all three, but read and write only for the
+                   Postgres variants)
   --markdown FILE  also write the tables there
   --svg FILE       write the throughput chart there
   --no-pin         do not pin the servers and the load generator to cores
@@ -91,6 +101,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         connections: 16,
         only: Vec::new(),
         workloads: Vec::new(),
+        default_workloads: false,
         markdown: None,
         svg: None,
         pin: true,
@@ -152,6 +163,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     }
     if options.workloads.is_empty() {
         options.workloads = Workload::ALL.to_vec();
+        options.default_workloads = true;
     }
     Ok(options)
 }
@@ -173,6 +185,16 @@ fn selected(only: &[String]) -> Vec<Variant> {
                 .any(|c| c == v || c.bare() == *v || c.peer() == Some(*v))
         })
         .collect()
+}
+
+impl Options {
+    /// The workloads `variant` runs, in the order given.
+    fn workloads_of(&self, variant: Variant) -> impl Iterator<Item = Workload> + '_ {
+        self.workloads
+            .iter()
+            .copied()
+            .filter(move |&w| !self.default_workloads || variant.runs_by_default(w))
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -243,7 +265,11 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
         .enable_all()
         .build()?;
     let mut results = Results::default();
-    let total = options.rounds * servers.len() * options.workloads.len();
+    let total = options.rounds
+        * servers
+            .iter()
+            .map(|(v, _)| options.workloads_of(*v).count())
+            .sum::<usize>();
     let mut done = 0;
     for round in 0..options.rounds {
         // Every other round runs backwards, so no variant always runs
@@ -254,7 +280,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
             servers.iter().rev().collect()
         };
         for (variant, running) in order {
-            for &workload in &options.workloads {
+            for workload in options.workloads_of(*variant) {
                 let load = Load {
                     addrs: running.addrs.clone(),
                     path: workload.path(),
@@ -303,22 +329,63 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
         }
     }
 
-    // How many commands each Redis variant sends per request, apart from
-    // the timed rounds: the monitor this needs slows Redis down.
-    for (variant, running) in servers.iter().filter(|(v, _)| v.redis_db().is_some()) {
-        for &workload in &options.workloads {
+    // How many commands each Redis variant sends per request, and how many
+    // transactions each Postgres variant makes, apart from the timed
+    // rounds: the monitor this needs slows Redis down, and PostgreSQL
+    // publishes its counters only once they settle. Each Postgres variant
+    // has a database of its own, so one settled reading before and one
+    // after a workload's passes count them all.
+    let counted: Vec<&(Variant, Running)> = servers
+        .iter()
+        .filter(|(v, _)| v.redis_db().is_some() || v.postgres_db().is_some())
+        .collect();
+    // The timed rounds' transactions, published late, would count as the
+    // first pass's.
+    let mut postgres_settled = false;
+    for &workload in &options.workloads {
+        let passes: Vec<&(Variant, Running)> = counted
+            .iter()
+            .copied()
+            .filter(|(v, _)| options.workloads_of(*v).any(|w| w == workload))
+            .collect();
+        let on_postgres = passes.iter().any(|(v, _)| v.postgres_db().is_some());
+        if on_postgres && !postgres_settled {
+            Backends::settle_postgres();
+        }
+        let before = on_postgres.then(|| backends.postgres_transactions());
+        let mut counts = Vec::with_capacity(passes.len());
+        for (variant, running) in passes {
+            let requests = if variant.postgres_db().is_some() {
+                POSTGRES_COUNTED
+            } else {
+                COUNTED
+            };
             let (answered, monitors) = runtime
                 .block_on(load::count(
                     running.addrs[0],
                     workload.path(),
-                    COUNTED,
+                    requests,
                     || backends.monitor(*variant),
                 ))
                 .map_err(|err| format!("{}: {err}", variant.label()))?;
+            counts.push((*variant, answered, monitors));
+        }
+        let after = before.as_ref().map(|_| {
+            Backends::settle_postgres();
+            postgres_settled = true;
+            backends.postgres_transactions()
+        });
+        for (variant, answered, monitors) in counts {
+            let transactions = variant.postgres_db().and_then(|db| {
+                let count = |counts: &std::collections::BTreeMap<String, u64>| {
+                    counts.get(db).copied().unwrap_or(0)
+                };
+                Some(count(after.as_ref()?).saturating_sub(count(before.as_ref()?)))
+            });
             results.round_trips.push((
-                *variant,
+                variant,
                 workload,
-                backends::round_trips(monitors, answered),
+                backends::round_trips(monitors, transactions, answered),
             ));
         }
     }
@@ -443,5 +510,42 @@ mod tests {
             ]
         );
         assert_eq!(selected(&[]).len(), Variant::ALL.len());
+    }
+
+    #[test]
+    fn postgres_selects_its_three_variants_and_redis_in_parentheses_only_redis_alone() {
+        assert_eq!(
+            selected(&["Postgres".to_owned()]),
+            [
+                Variant::AxumBare,
+                Variant::AxumKitPostgres,
+                Variant::AxumKitPostgresStandby,
+                Variant::AxumKitPostgresMirror,
+            ]
+        );
+        assert_eq!(
+            selected(&["axum + session-kit (Redis)".to_owned()]),
+            [
+                Variant::AxumBare,
+                Variant::AxumKitRedis,
+                Variant::AxumTowerSessionsRedis
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_variants_leave_out_untouched_unless_it_is_asked_for() {
+        let by_default = parse(args("")).unwrap();
+        let untouched = parse(args("--workload untouched --workload read")).unwrap();
+        let of = |options: &Options, variant| options.workloads_of(variant).collect::<Vec<_>>();
+        assert_eq!(
+            of(&by_default, Variant::AxumKitPostgresMirror),
+            [Workload::Read, Workload::Write]
+        );
+        assert_eq!(of(&by_default, Variant::AxumKitRedis), Workload::ALL);
+        assert_eq!(
+            of(&untouched, Variant::AxumKitPostgres),
+            [Workload::Untouched, Workload::Read]
+        );
     }
 }

@@ -5,9 +5,10 @@ use std::{error::Error, net::SocketAddr, sync::mpsc, time::Duration};
 
 use session_cluster::{ClusterConfig, ClusterStore};
 use session_kit::{
-    failover::FailoverStore,
+    failover::{FailoverMode, FailoverStore},
     memcached::{MemcachedConfig, MemcachedStore},
     memory::{MemoryStore, NearCache, TieredStore},
+    postgres::{PostgresConfig, PostgresStore},
     redis::{RedisConfig, RedisStore},
     store::SessionStore,
     Key, SessionManager,
@@ -16,6 +17,7 @@ use session_kit::{
 use crate::{
     apps::{self, ActixLayer},
     backends::Backends,
+    report::Workload,
 };
 
 /// The framework a variant runs on.
@@ -34,6 +36,10 @@ pub(crate) enum Store {
     Memcached,
     /// Redis in front of a second Redis.
     Failover,
+    /// PostgreSQL alone.
+    Postgres,
+    /// Redis in front of PostgreSQL (standby or mirror).
+    RedisPostgres,
     /// A near-cache in front of Redis.
     Tiered,
     /// Three in-process `ClusterStore` nodes with `R = 2`.
@@ -76,6 +82,9 @@ variants! {
     AxumTowerSessionsRedis => Axum, Redis, "axum + tower-sessions (Redis)";
     AxumKitMemcached => Axum, Memcached, "axum + session-kit (Memcached)";
     AxumKitFailover => Axum, Failover, "axum + session-kit (Redis + Redis failover)";
+    AxumKitPostgres => Axum, Postgres, "axum + session-kit (Postgres)";
+    AxumKitPostgresStandby => Axum, RedisPostgres, "axum + session-kit (Redis + Postgres standby)";
+    AxumKitPostgresMirror => Axum, RedisPostgres, "axum + session-kit (Redis + Postgres mirror)";
     AxumKitTiered => Axum, Tiered, "axum + session-kit (near-cache + Redis)";
     AxumKitCluster => Axum, Cluster, "axum + session-kit (3-node cluster, R=2)";
     ActixBare => Actix, None, "actix-web (bare)";
@@ -121,8 +130,32 @@ impl Variant {
             Variant::ActixKitRedis => Some(4),
             Variant::AxumKitFailover => Some(5),
             Variant::AxumKitTiered => Some(6),
+            Variant::AxumKitPostgresStandby => Some(7),
+            Variant::AxumKitPostgresMirror => Some(8),
             _ => None,
         }
+    }
+
+    /// The PostgreSQL database this variant keeps its sessions in, if it
+    /// uses PostgreSQL: one per variant, so `pg_stat_database` counts each
+    /// one's transactions apart (and the bench's own `psql`, which connects
+    /// to `postgres`, in none of them).
+    pub(crate) fn postgres_db(self) -> Option<&'static str> {
+        match self {
+            Variant::AxumKitPostgres => Some("bench_postgres"),
+            Variant::AxumKitPostgresStandby => Some("bench_postgres_standby"),
+            Variant::AxumKitPostgresMirror => Some("bench_postgres_mirror"),
+            _ => None,
+        }
+    }
+
+    /// Whether this variant runs `workload` when the command line names no
+    /// workload. The Postgres variants leave out `untouched`: a handler
+    /// that never touches the session makes no store call, so it measures
+    /// the same as every other session-kit variant on axum, and the three
+    /// would add a minute to the default run for nothing.
+    pub(crate) fn runs_by_default(self, workload: Workload) -> bool {
+        self.postgres_db().is_none() || workload != Workload::Untouched
     }
 }
 
@@ -148,6 +181,7 @@ pub(crate) fn start(variant: Variant, backends: &Backends) -> Started {
     let redis = backends.redis_url(variant);
     let secondary = backends.secondary_url(variant);
     let memcached = backends.memcached_url();
+    let postgres = backends.postgres_url(variant);
     let thread = std::thread::Builder::new().name(format!("server {}", variant.label()));
     match variant.framework() {
         Framework::Axum => thread.spawn(move || {
@@ -156,7 +190,13 @@ pub(crate) fn start(variant: Variant, backends: &Backends) -> Started {
                 .build()
                 .expect("a tokio runtime");
             runtime.block_on(async move {
-                let started = start_axum(variant, redis, secondary, memcached).await;
+                let urls = Urls {
+                    redis,
+                    secondary,
+                    memcached,
+                    postgres,
+                };
+                let started = start_axum(variant, urls).await;
                 let _ = sender.send(started);
                 std::future::pending::<()>().await;
             });
@@ -196,6 +236,29 @@ async fn redis_store(url: &str) -> Result<RedisStore, BoxError> {
     Ok(RedisStore::connect(RedisConfig::from_url(url)?).await?)
 }
 
+/// The default config on `url` (its own database), as an app would start.
+async fn postgres_store(url: &str) -> Result<PostgresStore, BoxError> {
+    Ok(PostgresStore::connect(PostgresConfig::new(url)).await?)
+}
+
+/// Redis in front of PostgreSQL in `mode`, with the default breaker.
+async fn redis_postgres(urls: &Urls, mode: FailoverMode) -> Result<FailoverStore, BoxError> {
+    Ok(FailoverStore::builder(
+        redis_store(&urls.redis).await?,
+        postgres_store(&urls.postgres).await?,
+    )
+    .with_mode(mode)
+    .build()?)
+}
+
+/// Where an axum variant's stores are.
+struct Urls {
+    redis: String,
+    secondary: String,
+    memcached: String,
+    postgres: String,
+}
+
 fn one(addr: SocketAddr) -> Running {
     Running {
         addrs: vec![addr],
@@ -203,27 +266,35 @@ fn one(addr: SocketAddr) -> Running {
     }
 }
 
-async fn start_axum(
-    variant: Variant,
-    redis: String,
-    secondary: String,
-    memcached: String,
-) -> Started {
+async fn start_axum(variant: Variant, urls: Urls) -> Started {
+    let Urls {
+        redis,
+        secondary,
+        memcached,
+        ..
+    } = &urls;
     let app = match variant {
         Variant::AxumBare => apps::axum_bare(),
         Variant::AxumKitMemory => apps::axum_kit(manager(MemoryStore::new())?),
-        Variant::AxumKitRedis => apps::axum_kit(manager(redis_store(&redis).await?)?),
+        Variant::AxumKitRedis => apps::axum_kit(manager(redis_store(redis).await?)?),
         Variant::AxumKitMemcached => {
-            let store = MemcachedStore::connect(MemcachedConfig::from_url(&memcached)?).await?;
+            let store = MemcachedStore::connect(MemcachedConfig::from_url(memcached)?).await?;
             apps::axum_kit(manager(store)?)
         }
         Variant::AxumKitFailover => {
             let store =
-                FailoverStore::new(redis_store(&redis).await?, redis_store(&secondary).await?);
+                FailoverStore::new(redis_store(redis).await?, redis_store(secondary).await?);
             apps::axum_kit(manager(store)?)
         }
+        Variant::AxumKitPostgres => apps::axum_kit(manager(postgres_store(&urls.postgres).await?)?),
+        Variant::AxumKitPostgresStandby => apps::axum_kit(manager(
+            redis_postgres(&urls, FailoverMode::Standby).await?,
+        )?),
+        Variant::AxumKitPostgresMirror => {
+            apps::axum_kit(manager(redis_postgres(&urls, FailoverMode::Mirror).await?)?)
+        }
         Variant::AxumKitTiered => {
-            let store = TieredStore::new(NearCache::new(), redis_store(&redis).await?);
+            let store = TieredStore::new(NearCache::new(), redis_store(redis).await?);
             apps::axum_kit(manager(store)?)
         }
         Variant::AxumKitCluster => return start_cluster().await,
@@ -235,7 +306,7 @@ async fn start_axum(
         Variant::AxumTowerSessionsRedis => {
             use tower_sessions_redis_store::{fred::prelude::*, RedisStore};
             // As tower-sessions-redis-store's own docs set it up.
-            let pool = Pool::new(Config::from_url(&redis)?, None, None, None, 6)?;
+            let pool = Pool::new(Config::from_url(redis)?, None, None, None, 6)?;
             // The connection task runs on its own; its handle is not needed.
             drop(pool.connect());
             pool.wait_for_connect().await?;
