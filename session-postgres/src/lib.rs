@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | the only store | one statement per session read or write | sessions that survive any restart |
 //! | standby behind Redis (`FailoverStore`, standby mode) | nothing while Redis is up | new sessions keep working while Redis is down |
-//! | mirror of Redis (`FailoverStore`, mirror mode) | one more write per commit | no acknowledged write lost when Redis dies |
+//! | mirror of Redis (`FailoverStore`, mirror mode) | one more read per load and one more write per commit (BENCHMARKS.md) | no acknowledged write lost when Redis dies |
 //!
 //! ## Data model
 //! One row per session, in a table you name (default `sessions`), created
