@@ -442,6 +442,48 @@ async fn postgres(server: &PostgresServer) -> Connected {
     }
 }
 
+/// Two fresh Redis servers, primary and secondary, and their stores.
+async fn two_redis() -> ([Connected; 2], Arc<Servers>) {
+    let primary = RedisServer::start();
+    let secondary = RedisServer::start();
+    let stores = [redis(&primary).await, redis(&secondary).await];
+    let servers = Arc::new(Servers {
+        servers: vec![
+            Arc::new(Mutex::new(Server::Redis(primary))),
+            Arc::new(Mutex::new(Server::Redis(secondary))),
+        ],
+        applied: AtomicUsize::new(0),
+        trace: Arc::default(),
+    });
+    (stores, servers)
+}
+
+/// Three app servers under `mix` while the primary hangs first (longer
+/// than a call timeout: its breaker opens), then dies and comes back empty.
+fn primary_hangs_then_restarts_empty(mix: Mix) -> Scenario {
+    Scenario::new()
+        .with_servers(3)
+        .with_clients(3)
+        .with_thief(true)
+        .with_requests(12)
+        .with_think_time(ms(70))
+        .with_mix(mix)
+        .with_operation_timeout(ms(1000))
+        .with_settle(ms(200))
+        .with_fault(FaultWindow::new(
+            0,
+            StoreFault::Pause,
+            ms(20)..=ms(60),
+            ms(50)..=ms(300),
+        ))
+        .with_fault(FaultWindow::new(
+            0,
+            StoreFault::RestartEmpty,
+            ms(450)..=ms(550),
+            ms(0)..=ms(100),
+        ))
+}
+
 /// Runs the seeds (or the one seed of [`SEED_VAR`]), panicking with the
 /// first run that breaks a promise.
 async fn explore(explorer: &Explorer, name: &str, servers: &Servers, default_seeds: u64) {
@@ -594,38 +636,8 @@ async fn mirror_over_two_redis_loses_no_acknowledged_write_when_the_primary_hang
     // fix needs the conditional delete to compare contents, not commit
     // counts, on every backend. `cargo test --all-features --test
     // race_failover -- --ignored mirror_over_two_redis` reproduces it.
-    let primary = RedisServer::start();
-    let secondary = RedisServer::start();
-    let stores = [redis(&primary).await, redis(&secondary).await];
-    let servers = Arc::new(Servers {
-        servers: vec![
-            Arc::new(Mutex::new(Server::Redis(primary))),
-            Arc::new(Mutex::new(Server::Redis(secondary))),
-        ],
-        applied: AtomicUsize::new(0),
-        trace: Arc::default(),
-    });
-    let scenario = Scenario::new()
-        .with_servers(3)
-        .with_clients(3)
-        .with_thief(true)
-        .with_requests(12)
-        .with_think_time(ms(70))
-        .with_mix(Mix::reads_and_writes().with_endings(1, 0, 0))
-        .with_operation_timeout(ms(1000))
-        .with_settle(ms(200))
-        .with_fault(FaultWindow::new(
-            0,
-            StoreFault::Pause,
-            ms(20)..=ms(60),
-            ms(50)..=ms(300),
-        ))
-        .with_fault(FaultWindow::new(
-            0,
-            StoreFault::RestartEmpty,
-            ms(450)..=ms(550),
-            ms(0)..=ms(100),
-        ));
+    let (stores, servers) = two_redis().await;
+    let scenario = primary_hangs_then_restarts_empty(Mix::reads_and_writes().with_endings(1, 0, 0));
     let name = "mirror over Redis + Redis, primary paused then restarted empty, reads and writes";
     let explorer = Explorer::new(
         name,
@@ -643,40 +655,8 @@ async fn mirror_over_two_redis_loses_no_acknowledged_write_when_the_primary_hang
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_over_two_redis_never_brings_back_an_ended_session_when_the_primary_hangs_or_dies()
 {
-    let primary = RedisServer::start();
-    let secondary = RedisServer::start();
-    let stores = [redis(&primary).await, redis(&secondary).await];
-    let servers = Arc::new(Servers {
-        servers: vec![
-            Arc::new(Mutex::new(Server::Redis(primary))),
-            Arc::new(Mutex::new(Server::Redis(secondary))),
-        ],
-        applied: AtomicUsize::new(0),
-        trace: Arc::default(),
-    });
-    // The primary hangs first (longer than a call timeout: its breaker
-    // opens), then dies and comes back empty.
-    let scenario = Scenario::new()
-        .with_servers(3)
-        .with_clients(3)
-        .with_thief(true)
-        .with_requests(12)
-        .with_think_time(ms(70))
-        .with_mix(Mix::default())
-        .with_operation_timeout(ms(1000))
-        .with_settle(ms(200))
-        .with_fault(FaultWindow::new(
-            0,
-            StoreFault::Pause,
-            ms(20)..=ms(60),
-            ms(50)..=ms(300),
-        ))
-        .with_fault(FaultWindow::new(
-            0,
-            StoreFault::RestartEmpty,
-            ms(450)..=ms(550),
-            ms(0)..=ms(100),
-        ));
+    let (stores, servers) = two_redis().await;
+    let scenario = primary_hangs_then_restarts_empty(Mix::default());
     let name = "standby over Redis + Redis, primary paused then restarted empty";
     let documented = "standby: the primary's sessions are out of reach while it is down, \
                       and gone when it restarts without persistence (FailoverMode::Standby)";
