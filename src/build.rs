@@ -183,6 +183,10 @@ fn validated_for_manager(config: &SessionConfig) -> Result<KeyRing, BuildError> 
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("session-kit-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// # std::env::set_current_dir(&dir)?;
+/// # std::fs::write("session.toml", "[cookie]\nsecret = \"a secret of at least thirty-two bytes, from a vault\"\n")?;
 /// use axum::{routing::get, Router};
 /// use session_kit::{config::SessionConfig, tower::{Error, Session}};
 ///
@@ -191,14 +195,11 @@ fn validated_for_manager(config: &SessionConfig) -> Result<KeyRing, BuildError> 
 ///     Ok("hello")
 /// }
 ///
-/// let config = SessionConfig::from_toml(r#"
-///     [cookie]
-///     secret = "a secret of at least thirty-two bytes, from a vault"
-/// "#)?;
+/// let config = SessionConfig::load("session.toml")?;
 /// let app: Router = Router::new()
 ///     .route("/", get(hello))
 ///     .layer(session_kit::tower_layer(&config).await?);
-/// # let _ = app; Ok(()) }
+/// # let _ = app; std::fs::remove_dir_all(&dir)?; Ok(()) }
 /// ```
 #[cfg(feature = "tower")]
 pub async fn tower_layer(config: &SessionConfig) -> Result<crate::tower::SessionLayer, BuildError> {
@@ -216,20 +217,21 @@ pub async fn tower_layer(config: &SessionConfig) -> Result<crate::tower::Session
 ///
 /// ```
 /// # #[actix_web::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("session-kit-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// # std::env::set_current_dir(&dir)?;
+/// # std::fs::write("session.toml", "[cookie]\nsecret = \"a secret of at least thirty-two bytes, from a vault\"\n")?;
 /// use actix_web::{web, App, HttpServer};
 /// use session_kit::config::SessionConfig;
 ///
-/// let config = SessionConfig::from_toml(r#"
-///     [cookie]
-///     secret = "a secret of at least thirty-two bytes, from a vault"
-/// "#)?;
-/// let sessions = session_kit::actix_middleware(&config).await?;
+/// let config = SessionConfig::load("session.toml")?;
+/// let sessions = session_kit::actix_middleware(&config).await?; // once, shared by every worker
 /// let server = HttpServer::new(move || {
 ///     App::new()
 ///         .wrap(sessions.clone())
 ///         .route("/", web::get().to(|| async { "hello" }))
 /// });
-/// # let _ = server; Ok(()) }
+/// # let _ = server; std::fs::remove_dir_all(&dir)?; Ok(()) }
 /// ```
 #[cfg(feature = "actix")]
 pub async fn actix_middleware(

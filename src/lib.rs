@@ -82,6 +82,48 @@
 //! # let _ = app; }
 //! ```
 //!
+//! ## Choosing a store
+//! Every store speaks the same [`SessionStore`](store::SessionStore)
+//! contract, so the choice is a line of config (`store.kind`), not code.
+//! The README's "which store?" table gives measured figures for each.
+//!
+//! | store | survives the death of | costs | crate |
+//! |---|---|---|---|
+//! | [`MemoryStore`](memory::MemoryStore) | nothing: one process | in-process, the fastest | session-core |
+//! | [`RedisStore`](redis::RedisStore) | any app server; Redis itself with Sentinel or Cluster | 1 round trip per read, 2 per write | [session-redis](https://docs.rs/session-redis) |
+//! | [`MemcachedStore`](memcached::MemcachedStore) | any app server; a Memcached server loses its share | as Redis; no owner index | [session-memcached](https://docs.rs/session-memcached) |
+//! | [`PostgresStore`](postgres::PostgresStore) | any app server; durable across its own restarts | the slowest; a row per session | [session-postgres](https://docs.rs/session-postgres) |
+//! | [`ClusterStore`](cluster::ClusterStore) | up to `R − 1` app servers; no store to run | `R` copies across the servers | [session-cluster](https://docs.rs/session-cluster) |
+//! | [`FailoverStore`](failover::FailoverStore) | either of two stores (mirror), or the primary with a standby | the second store's calls (mirror) or nothing while the primary is up (standby) | session-core |
+//! | [`TieredStore`](memory::TieredStore) | as its far store | a near copy per server; saves the payload, not the round trip | session-core |
+//!
+//! ## From a config file
+//! [`config::SessionConfig`] reads the whole stack (cookie, timeouts, store,
+//! failover, near-cache) from TOML with `SESSION__…` environment
+//! overrides; [`build_manager`], [`tower_layer`](crate::tower_layer) and
+//! [`actix_middleware`](crate::actix_middleware) turn it into a running stack. A bad value is refused
+//! with the key that holds it.
+//!
+//! ## Log a user out everywhere
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use session_kit::{Key, SessionManager};
+//! # let manager = SessionManager::builder(session_kit::memory::MemoryStore::new(), Key::generate()).build()?;
+//! # let session = manager.start(std::iter::empty());
+//! # let user_id = 42;
+//! // at login
+//! session.cycle_id().await?;
+//! session.set_owner(user_id.to_string()).await?;
+//!
+//! // "log out everywhere", from one of the user's own sessions (this one included)
+//! let ended = session.log_out_everywhere().await?;
+//! // or from an admin tool, for any user
+//! let ended = manager.end_all_for("42").await?;
+//! # let _ = ended; Ok(()) }
+//! ```
+//! Every store that can enumerate an owner's sessions supports it;
+//! Memcached answers [`ErrorKind::Unsupported`].
+//!
 //! ## Guarantees and caveats
 //! - A request that never touches its session costs no store call; an
 //!   unchanged session is not rewritten; a change is written as a delta.
@@ -167,6 +209,24 @@ pub mod telemetry {
 
 /// A primary and a secondary store behind circuit breakers:
 /// [`FailoverStore`](failover::FailoverStore), mirror or standby.
+///
+/// ```no_run
+/// # #[cfg(all(feature = "redis", feature = "memcached", feature = "memory"))]
+/// # fn run(redis: session_kit::redis::RedisStore, memcached: session_kit::memcached::MemcachedStore) -> Result<(), session_kit::ConfigError> {
+/// use session_kit::{failover::{FailoverMode, FailoverStore}, memory::MemoryStore};
+///
+/// // Mirror (the default): every write to both; either one may die.
+/// let mirror = FailoverStore::new(redis.clone(), memcached);
+/// // Standby: writes to the primary; the secondary takes new sessions while it is down.
+/// let standby = FailoverStore::builder(redis, MemoryStore::new())
+///     .with_mode(FailoverMode::Standby)
+///     .build()?;
+/// # let _ = (mirror, standby); Ok(()) }
+/// # fn main() {}
+/// ```
+///
+/// [`FailoverMode`](failover::FailoverMode) says what each mode can lose,
+/// and when; the [session-core docs](session_core::failover) how.
 pub mod failover {
     pub use session_core::failover::*;
 }
@@ -180,6 +240,16 @@ pub mod lazy {
 /// Sessions in this process's memory: [`MemoryStore`](memory::MemoryStore),
 /// and the [`TieredStore`](memory::TieredStore) near-cache in front of a
 /// remote store.
+///
+/// ```no_run
+/// # #[cfg(feature = "redis")]
+/// # fn run(redis: session_kit::redis::RedisStore) {
+/// use session_kit::memory::{NearCache, TieredStore};
+///
+/// let store = TieredStore::new(NearCache::new().with_max_bytes(64 << 20), redis);
+/// # let _ = store; }
+/// # fn main() {}
+/// ```
 #[cfg(feature = "memory")]
 pub mod memory {
     pub use session_core::memory::*;
@@ -187,7 +257,20 @@ pub mod memory {
 
 /// Sessions in Redis: [`RedisStore`](redis::RedisStore) over a
 /// [`RedisConfig`](redis::RedisConfig) that names a server, a Sentinel
-/// service or a Cluster.
+/// service or a Cluster; the [session-redis docs](session_redis) give the
+/// record's layout, the commands each operation costs, and the topologies.
+///
+/// ```no_run
+/// # async fn run(key: session_kit::Key) -> Result<(), Box<dyn std::error::Error>> {
+/// use session_kit::{redis::{RedisConfig, RedisStore}, SessionManager};
+///
+/// // redis://…, redis+sentinel://s1:26379,s2:26379/mymaster or
+/// // redis+cluster://n1:7000,n2:7000 (rediss… with feature tls): the URL's scheme picks the topology.
+/// let store = RedisStore::connect(RedisConfig::from_url(&std::env::var("REDIS_URL")?)?).await?;
+/// let manager = SessionManager::builder(store, key).build()?;
+/// # let _ = manager; Ok(()) }
+/// # fn main() {}
+/// ```
 #[cfg(feature = "redis")]
 pub mod redis {
     pub use session_redis::*;
@@ -195,7 +278,21 @@ pub mod redis {
 
 /// Sessions in Memcached: [`MemcachedStore`](memcached::MemcachedStore)
 /// over one or several servers, listed in a
-/// [`MemcachedConfig`](memcached::MemcachedConfig).
+/// [`MemcachedConfig`](memcached::MemcachedConfig); the
+/// [session-memcached docs](session_memcached) give the envelope and the
+/// commit's CAS loop.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use session_kit::memcached::{MemcachedConfig, MemcachedStore};
+///
+/// // memcache://host:port[,host:port…]: keys spread over the servers by
+/// // rendezvous hashing.
+/// let config = MemcachedConfig::from_url(&std::env::var("MEMCACHED_URL")?)?;
+/// let store = MemcachedStore::connect(config).await?;
+/// # let _ = store; Ok(()) }
+/// # fn main() {}
+/// ```
 #[cfg(feature = "memcached")]
 pub mod memcached {
     pub use session_memcached::*;
@@ -203,7 +300,19 @@ pub mod memcached {
 
 /// Sessions in PostgreSQL: [`PostgresStore`](postgres::PostgresStore) over
 /// a [`PostgresConfig`](postgres::PostgresConfig) that names the database
-/// and the table.
+/// and the table; the [session-postgres docs](session_postgres) give the
+/// schema and the statement each operation runs.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use session_kit::postgres::{PostgresConfig, PostgresStore};
+///
+/// // postgres://user:password@host/db; the embedded migrations create the table on connect.
+/// let config = PostgresConfig::new(std::env::var("DATABASE_URL")?).with_table("sessions");
+/// let store = PostgresStore::connect(config).await?;
+/// # let _ = store; Ok(()) }
+/// # fn main() {}
+/// ```
 #[cfg(feature = "postgres")]
 pub mod postgres {
     pub use session_postgres::*;
@@ -222,6 +331,24 @@ pub mod postgres {
 /// [`build_manager`] like any kind; [`cluster::build_manager`] also
 /// returns the node, for its [`stats`](cluster::ClusterStore::stats) and
 /// for [`shutdown`](cluster::ClusterStore::shutdown).
+///
+/// ```no_run
+/// # #[cfg(feature = "axum")]
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use session_kit::{config::SessionConfig, tower::SessionLayer};
+///
+/// let config = SessionConfig::load("session.toml")?; // + SESSION__STORE__NODE_ID, …
+/// let (manager, node) = session_kit::cluster::build_manager(&config).await?;
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(SessionLayer::new(manager));
+/// // … serve until SIGTERM, then hand this node's sessions over, and leave:
+/// node.shutdown(Duration::from_secs(10)).await;
+/// # let _ = app; Ok(()) }
+/// # fn main() {}
+/// ```
 #[cfg(feature = "cluster")]
 pub mod cluster {
     pub use session_cluster::*;
