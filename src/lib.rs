@@ -100,8 +100,8 @@
 //! ## From a config file
 //! [`config::SessionConfig`] reads the whole stack (cookie, timeouts, store,
 //! failover, near-cache) from TOML with `SESSION__…` environment
-//! overrides; [`build_manager`], [`tower_layer`](crate::tower_layer) and
-//! [`actix_middleware`](crate::actix_middleware) turn it into a running stack. A bad value is refused
+//! overrides; [`build_manager`], [`tower_layer`] and
+//! [`actix_middleware`] turn it into a running stack. A bad value is refused
 //! with the key that holds it.
 //!
 //! ## Log a user out everywhere
