@@ -24,6 +24,7 @@
 
 mod apps;
 mod backends;
+mod ceiling;
 mod cpu;
 mod footprint;
 mod load;
@@ -63,12 +64,15 @@ struct Options {
     markdown: Option<PathBuf>,
     svg: Option<PathBuf>,
     pin: bool,
+    /// Whether the store servers sit on the load generator's core instead
+    /// of the app's, as a separate store host would.
+    stores_apart: bool,
 }
 
 const USAGE: &str = "\
 usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connections C]
                      [--only TEXT]... [--workload NAME]... [--markdown FILE]
-                     [--svg FILE] [--no-pin]
+                     [--svg FILE] [--no-pin] [--stores-apart]
 
   --quick          3 rounds of 1 s per variant and workload (a few minutes)
   (default)        5 rounds of 3 s, each after 1 s of warm-up
@@ -81,6 +85,9 @@ usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connec
   --markdown FILE  also write the tables there
   --svg FILE       write the throughput chart there
   --no-pin         do not pin the servers and the load generator to cores
+  --stores-apart   pin redis-server, memcached and PostgreSQL to the load
+                   generator's core instead of the app's (as a store host
+                   of its own would be); by default they share the app's
 
 usage: session-bench --soak [--seconds S] [--warm-up W] [--users N]
                             [--store memory|redis]...
@@ -105,6 +112,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         markdown: None,
         svg: None,
         pin: true,
+        stores_apart: false,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -154,6 +162,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--markdown" => options.markdown = Some(value("--markdown")?.into()),
             "--svg" => options.svg = Some(value("--svg")?.into()),
             "--no-pin" => options.pin = false,
+            "--stores-apart" => options.stores_apart = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
         }
@@ -240,16 +249,22 @@ fn main() -> std::process::ExitCode {
 fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let pinned = options.pin && cores.len() >= 2;
-    let machine = machine(cores.len(), pinned);
+    let machine = machine(cores.len(), pinned, options.stores_apart);
     eprintln!("{machine}");
 
-    // The stores and every app server start from this thread while it is
-    // on core 0, and keep that affinity; then this thread moves to core 1
-    // and becomes the load generator.
+    // The stores and every app server start from this thread and keep the
+    // core it is on then (a child process inherits its parent's affinity,
+    // a thread its creator's): the stores on core 0 with the apps, or with
+    // `--stores-apart` on core 1; then this thread moves to core 1 and
+    // becomes the load generator.
+    let store_core = usize::from(options.stores_apart);
+    if pinned && !core_affinity::set_for_current(cores[store_core]) {
+        return Err(format!("could not pin to core {store_core} (run with --no-pin)").into());
+    }
+    let backends = Backends::start();
     if pinned && !core_affinity::set_for_current(cores[0]) {
         return Err("could not pin to core 0 (run with --no-pin)".into());
     }
-    let backends = Backends::start();
     let clock = cpu::CpuClock::new(&backends.ports());
     let variants = selected(&options.only);
     let mut servers: Vec<(Variant, Running)> = Vec::with_capacity(variants.len());
@@ -445,7 +460,7 @@ fn footprints(backends: &Backends, variants: &[Variant]) -> Vec<(String, String,
 }
 
 /// The machine, in one line.
-fn machine(cores: usize, pinned: bool) -> String {
+fn machine(cores: usize, pinned: bool, stores_apart: bool) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -456,7 +471,9 @@ fn machine(cores: usize, pinned: bool) -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned());
     format!(
         "Machine: {cpu}, {cores} cores visible; {}",
-        if pinned {
+        if pinned && stores_apart {
+            "app servers pinned to core 0; store servers and load generator to core 1"
+        } else if pinned {
             "app and store servers pinned to core 0, load generator to core 1"
         } else {
             "nothing pinned"

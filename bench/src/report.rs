@@ -89,6 +89,9 @@ pub(crate) struct Row {
     pub(crate) vs_bare: Option<f64>,
     /// The same against the peer crate on the same store.
     pub(crate) vs_peer: Option<f64>,
+    /// The same against the variant's ceiling: the framework making the
+    /// same store round trips with no session layer.
+    pub(crate) vs_ceiling: Option<f64>,
     /// What the store did per request, by its own counters: Redis's
     /// `INFO commandstats` (commands run inside scripts included),
     /// memcached's `stats`, the cluster's peer-link requests.
@@ -166,6 +169,9 @@ impl Results {
             vs_peer: variant
                 .peer()
                 .and_then(|peer| self.ratio(variant, peer, workload)),
+            vs_ceiling: variant
+                .ceiling()
+                .and_then(|ceiling| self.ratio(variant, ceiling, workload)),
             round_trips: self
                 .round_trips
                 .iter()
@@ -202,13 +208,16 @@ pub(crate) fn markdown(results: &Results, variants: &[Variant]) -> String {
         }
         let _ = writeln!(
             out,
-            "\n| {} | workload | req/s | p50 µs | p99 µs | server CPU µs/req | × bare | × peer | store round trips/req | Redis commands run/req | errors |",
+            "\n| {} | workload | req/s | p50 µs | p99 µs | server CPU µs/req | × bare | × peer | × ceiling | store round trips/req | Redis commands run/req | errors |",
             match framework {
                 Framework::Axum => "axum variant",
                 Framework::Actix => "actix-web variant",
             }
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        );
         for row in rows {
             let trips = row.round_trips.as_ref().map_or_else(
                 || "–".to_owned(),
@@ -227,7 +236,7 @@ pub(crate) fn markdown(results: &Results, variants: &[Variant]) -> String {
                 .map_or_else(|| "–".to_owned(), |t| format!("{:.2}", t.per_request));
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} |",
                 row.variant.label(),
                 row.workload.label(),
                 row.rps,
@@ -236,6 +245,7 @@ pub(crate) fn markdown(results: &Results, variants: &[Variant]) -> String {
                 row.cpu_micros,
                 ratio_cell(row.vs_bare),
                 ratio_cell(row.vs_peer),
+                ratio_cell(row.vs_ceiling),
                 trips,
                 commands,
                 row.errors,

@@ -17,6 +17,7 @@ use session_kit::{
 use crate::{
     apps::{self, ActixLayer},
     backends::Backends,
+    ceiling::{self, RedisShape},
     report::Workload,
 };
 
@@ -87,11 +88,15 @@ variants! {
     AxumKitPostgresMirror => Axum, RedisPostgres, "axum + session-kit (Redis + Postgres mirror)";
     AxumKitTiered => Axum, Tiered, "axum + session-kit (near-cache + Redis)";
     AxumKitCluster => Axum, Cluster, "axum + session-kit (3-node cluster, R=2)";
+    AxumCeilingRedisGet => Axum, Redis, "axum + raw Redis GET (ceiling)";
+    AxumCeilingRedisHash => Axum, Redis, "axum + raw Redis HGETALL (ceiling)";
+    AxumCeilingMemcached => Axum, Memcached, "axum + raw Memcached mg (ceiling)";
     ActixBare => Actix, None, "actix-web (bare)";
     ActixKitMemory => Actix, Memory, "actix + session-kit (memory)";
     ActixKitRedis => Actix, Redis, "actix + session-kit (Redis)";
     ActixActixSessionRedis => Actix, Redis, "actix + actix-session (Redis)";
     ActixActixSessionCookie => Actix, Cookie, "actix + actix-session (cookie)";
+    ActixCeilingRedisHash => Actix, Redis, "actix + raw Redis HGETALL (ceiling)";
 }
 
 impl Variant {
@@ -114,6 +119,21 @@ impl Variant {
         }
     }
 
+    /// The ceiling row a session variant is read against: the same
+    /// framework making the same store round trips through the same client
+    /// with no session layer (see [`crate::ceiling`]).
+    pub(crate) fn ceiling(self) -> Option<Variant> {
+        match self {
+            Variant::AxumKitRedis | Variant::AxumKitTiered => Some(Variant::AxumCeilingRedisHash),
+            Variant::AxumTowerSessionsRedis => Some(Variant::AxumCeilingRedisGet),
+            Variant::AxumKitMemcached => Some(Variant::AxumCeilingMemcached),
+            Variant::ActixKitRedis | Variant::ActixActixSessionRedis => {
+                Some(Variant::ActixCeilingRedisHash)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this is one of session-kit's own variants.
     pub(crate) fn is_kit(self) -> bool {
         self.label().contains("session-kit")
@@ -132,6 +152,9 @@ impl Variant {
             Variant::AxumKitTiered => Some(6),
             Variant::AxumKitPostgresStandby => Some(7),
             Variant::AxumKitPostgresMirror => Some(8),
+            Variant::AxumCeilingRedisGet => Some(9),
+            Variant::AxumCeilingRedisHash => Some(10),
+            Variant::ActixCeilingRedisHash => Some(11),
             _ => None,
         }
     }
@@ -298,6 +321,16 @@ async fn start_axum(variant: Variant, urls: Urls) -> Started {
             apps::axum_kit(manager(store)?)
         }
         Variant::AxumKitCluster => return start_cluster().await,
+        Variant::AxumCeilingRedisGet => {
+            ceiling::axum_redis(ceiling::redis_connection(redis).await?, RedisShape::String)
+        }
+        Variant::AxumCeilingRedisHash => {
+            ceiling::axum_redis(ceiling::redis_connection(redis).await?, RedisShape::Hash)
+        }
+        Variant::AxumCeilingMemcached => {
+            let servers = MemcachedConfig::from_url(memcached)?.servers().to_vec();
+            ceiling::axum_memcached(ceiling::memcached_client(&servers).await?)
+        }
         Variant::AxumTowerSessionsMoka => {
             apps::axum_tower_sessions(tower_sessions_moka_store::MokaStore::new(Some(
                 session_kit::memory::MemoryStoreBuilder::DEFAULT_MAX_CAPACITY,
@@ -371,6 +404,13 @@ async fn start_actix(variant: Variant, redis: String) -> Started {
                 .map_err(|err| err.to_string())?,
         ),
         Variant::ActixActixSessionCookie => ActixLayer::ActixSessionCookie,
+        Variant::ActixCeilingRedisHash => {
+            let connection = ceiling::redis_connection(&redis).await?;
+            return Ok(one(ceiling::serve_actix_redis(
+                connection,
+                RedisShape::Hash,
+            )?));
+        }
         other => return Err(format!("{} is not an actix variant", other.label()).into()),
     };
     Ok(one(apps::serve_actix(layer)?))
