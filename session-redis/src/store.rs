@@ -19,11 +19,11 @@ use session_core::{
 };
 
 use crate::{
+    affinity::Connection,
     error::store_error,
     hash::{self, data_field, millis},
     index::{self, Outcome},
     script::{Script, Scripts},
-    topology::Connection,
     RedisConfig,
 };
 
@@ -84,7 +84,12 @@ use crate::{
 /// ensures: a session that outlived its entry would not be found. Owners
 /// need Redis 6.2 or later (`ZADD GT`).
 ///
-/// Cloning is cheap and clones share one connection.
+/// Cloning is cheap and clones share its connections: the one opened by
+/// [`connect`](Self::connect), and one per worker thread that calls it
+/// from a current-thread runtime of its own (each actix-web worker),
+/// opened in the background on that thread's first call so that no later
+/// call crosses threads (the first calls use the shared one meanwhile).
+/// So Redis counts one client per store, plus one per such worker.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), session_core::StoreError> {

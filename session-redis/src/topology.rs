@@ -38,14 +38,16 @@ const RECONNECT_RETRIES: usize = 1;
 const CLUSTER_RETRIES: u32 = 3;
 
 /// A connection to whichever topology the config names. Cheap to clone.
+/// The store reaches it through [`Connection`](crate::affinity::Connection),
+/// which keeps one per worker thread.
 #[derive(Clone)]
-pub(crate) enum Connection {
+pub(crate) enum Link {
     Standalone(ConnectionManager),
     Sentinel(Arc<SentinelConnection>),
     Cluster(ClusterConnection),
 }
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Standalone(_) => "Standalone",
@@ -55,7 +57,7 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-impl Connection {
+impl Link {
     /// Connects as `config` says, failing if the first connection fails.
     pub(crate) async fn open(config: &RedisConfig) -> RedisResult<Self> {
         let connect_timeout = config.connect_timeout();
@@ -365,7 +367,7 @@ mod tests {
         let master_port = group.master_port();
         let replica_port = replica_port(group.server(master_port));
         let config = RedisConfig::sentinel(group.sentinel_urls(), group.service_name());
-        let Connection::Sentinel(sentinel) = Connection::open(&config).await.unwrap() else {
+        let Link::Sentinel(sentinel) = Link::open(&config).await.unwrap() else {
             panic!("a sentinel config opens a sentinel connection");
         };
 
