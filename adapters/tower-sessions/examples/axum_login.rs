@@ -10,15 +10,20 @@
 //! curl -i -b 'id=<the id>' -X POST http://127.0.0.1:3000/logout
 //! ```
 //!
+//! `POST /logout_everywhere` ends every session of the logged-in user, on
+//! every device: the store reads each session's owner from axum-login's
+//! data ([`TowerSessionsStore::with_owner`]), and session-kit's owner index
+//! does the rest.
+//!
 //! `tests/axum_login.rs` drives this same app against a Redis of its own.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     http::StatusCode,
     response::IntoResponse,
     routing::{get, post},
-    Form, Router,
+    Extension, Form, Router,
 };
 use axum_login::{AuthManagerLayerBuilder, AuthSession, AuthUser, AuthnBackend, UserId};
 use serde::Deserialize;
@@ -92,10 +97,26 @@ impl AuthnBackend for Backend {
     }
 }
 
-/// The app: axum-login over tower-sessions over `store`, any session-kit
-/// store.
-pub(crate) fn app(store: Arc<dyn SessionStore>) -> Router {
-    let session_layer = SessionManagerLayer::new(TowerSessionsStore::new(store))
+/// `store`, any session-kit store, as tower-sessions' store, with each
+/// session's owner read from axum-login's data so that one user's sessions
+/// can be ended together.
+pub(crate) fn session_store(store: Arc<dyn SessionStore>) -> TowerSessionsStore {
+    TowerSessionsStore::new(store).with_owner(axum_login_user)
+}
+
+/// The logged-in user's id, where axum-login keeps it: `user_id` under its
+/// data key (`axum-login.data` unless the app sets another).
+fn axum_login_user(data: &HashMap<String, serde_json::Value>) -> Option<String> {
+    match data.get("axum-login.data")?.get("user_id")? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(id) => Some(id.clone()),
+        id => Some(id.to_string()),
+    }
+}
+
+/// The app: axum-login over tower-sessions over `store`.
+pub(crate) fn app(store: TowerSessionsStore) -> Router {
+    let session_layer = SessionManagerLayer::new(store.clone())
         .with_expiry(Expiry::OnInactivity(Duration::hours(1)));
     let auth_layer = AuthManagerLayerBuilder::new(Backend::default(), session_layer).build();
     Router::new()
@@ -103,7 +124,9 @@ pub(crate) fn app(store: Arc<dyn SessionStore>) -> Router {
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/logout", post(logout))
+        .route("/logout_everywhere", post(logout_everywhere))
         .layer(auth_layer)
+        .layer(Extension(store))
 }
 
 /// Counts an anonymous visitor's visits: a session before login, which
@@ -152,6 +175,21 @@ async fn logout(mut auth: AuthSession<Backend>) -> impl IntoResponse {
     }
 }
 
+/// Ends every session of the logged-in user, this one included.
+async fn logout_everywhere(
+    auth: AuthSession<Backend>,
+    Extension(store): Extension<TowerSessionsStore>,
+) -> impl IntoResponse {
+    let Some(user) = auth.user else {
+        return (StatusCode::UNAUTHORIZED, "not logged in").into_response();
+    };
+    match store.end_all_for(&user.id.to_string()).await {
+        Ok(ended) => format!("ended {ended} sessions").into_response(),
+        Err(err) if err.kind().is_transient() => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 #[allow(dead_code)] // the test includes this file for `app` alone
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -160,7 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = session_redis::RedisStore::connect(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(Arc::new(store)))
+    axum::serve(listener, app(session_store(Arc::new(store))))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -41,7 +41,8 @@
 //! ```
 //! With axum-login, pass the same `SessionManagerLayer` to
 //! `AuthManagerLayerBuilder::new(backend, session_layer)`; the crate's
-//! `axum_login` example runs the whole login flow on Redis.
+//! `axum_login` example runs the whole login flow on Redis, with "log out
+//! everywhere".
 //!
 //! Ids map one to one: a tower-sessions id and the session-kit id with the
 //! same 16 bytes have the same 22-character text, so the store key is
@@ -68,7 +69,7 @@
 //! | idle and absolute timeouts, per-session lifetimes | **no**: tower-sessions' `Expiry` alone sets the record's expiry; there is no absolute timeout |
 //! | `cycle_id` creates the new id before it deletes the old one | **no**: tower-sessions deletes the old id first, so a store failure in between ends the session |
 //! | signed cookies, key rotation, the header token | **no**: tower-sessions' own cookie (plain, or signed/private with its features) |
-//! | "log this user out everywhere" (owner index) | **no**: tower-sessions records no owner; [`TowerSessionsStore::store`] still reaches the store for tools of your own |
+//! | "log this user out everywhere" (owner index) | **with [`with_owner`](TowerSessionsStore::with_owner)**: the app says where the user is in the session data (for axum-login, its `user_id`), and [`end_all_for`](TowerSessionsStore::end_all_for) ends that user's sessions on every store that indexes owners (not Memcached). tower-sessions itself records no owner |
 //! | typed errors, failover by kind | **inside the store**; tower-sessions sees strings: a corrupt record is `Error::Decode`, anything else `Error::Backend` |
 //! | the error policy (503, or "treat as empty") | **no**: tower-sessions' layer answers a store error with a 500 |
 //!

@@ -1,9 +1,17 @@
 //! [`TowerSessionsStore`]: tower-sessions' store trait over a session-kit store.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::Arc,
+    time::SystemTime,
+};
 
 use async_trait::async_trait;
-use session_core::store::{Changes, Committed, Created, Record as KitRecord, SessionStore};
+use session_core::{
+    store::{Changes, Committed, Created, Owner, Record as KitRecord, SessionStore},
+    StoreError,
+};
 use tower_sessions_core::{
     session::{Id, Record},
     session_store::{self, Error},
@@ -11,8 +19,11 @@ use tower_sessions_core::{
 };
 
 use crate::convert::{
-    decode_data, encode_data, offset_date_time, session_id, store_error, system_time,
+    decode_data, encode_data, offset_date_time, session_id, store_error, system_time, TowerData,
 };
+
+/// Names a session's owner from its data; see [`TowerSessionsStore::with_owner`].
+type OwnerOf = Arc<dyn Fn(&TowerData) -> Option<String> + Send + Sync>;
 
 /// How many ids [`create`](tower_sessions_core::SessionStore::create) tries
 /// before it gives up. Two random 128-bit ids meet with odds of about 2^-64
@@ -45,9 +56,19 @@ const CREATE_ATTEMPTS: usize = 8;
 /// assert_eq!(loaded.data["user"], "ada");
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TowerSessionsStore {
     store: Arc<dyn SessionStore>,
+    owner_of: Option<OwnerOf>,
+}
+
+impl fmt::Debug for TowerSessionsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TowerSessionsStore")
+            .field("store", &self.store)
+            .field("indexes_owners", &self.owner_of.is_some())
+            .finish()
+    }
 }
 
 impl TowerSessionsStore {
@@ -56,7 +77,112 @@ impl TowerSessionsStore {
     /// tiered cache, the cluster, a lazily connected store).
     #[must_use]
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            owner_of: None,
+        }
+    }
+
+    /// Gives each session the owner that `owner_of` reads from its data, so
+    /// that [`end_all_for`](Self::end_all_for) can end every session of one
+    /// user ("log out everywhere"). tower-sessions has no notion of a
+    /// session's user; the app knows where it keeps it. For axum-login,
+    /// that is the `user_id` under its data key (`axum-login.data` unless
+    /// the app changed it).
+    ///
+    /// Every create and save records the owner `owner_of` names at that
+    /// moment, or none when it answers `None` (a visitor, a logged-out
+    /// session); a save with an owner also refreshes the owner's index
+    /// entry, so it costs the store's index work (on Redis, a few more
+    /// commands in the same script). A name that cannot be an owner
+    /// (empty, or over [`Owner::MAX_LEN`] bytes) fails the write with an
+    /// encode error rather than leave the session out of the index.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use session_core::memory::MemoryStore;
+    /// use session_tower_sessions::TowerSessionsStore;
+    ///
+    /// let store = TowerSessionsStore::new(Arc::new(MemoryStore::new())).with_owner(|data| {
+    ///     match data.get("axum-login.data")?.get("user_id")? {
+    ///         serde_json::Value::Null => None,
+    ///         serde_json::Value::String(id) => Some(id.clone()),
+    ///         id => Some(id.to_string()),
+    ///     }
+    /// });
+    /// # let _ = store;
+    /// ```
+    #[must_use]
+    pub fn with_owner(
+        mut self,
+        owner_of: impl Fn(&HashMap<String, serde_json::Value>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.owner_of = Some(Arc::new(owner_of));
+        self
+    }
+
+    /// Ends every live session whose owner is `owner` (see
+    /// [`with_owner`](Self::with_owner)), and says how many it ended.
+    ///
+    /// It asks the store again until a pass ends nothing and finds no
+    /// session that an earlier pass had not, as
+    /// [`SessionManager::end_all_for`](session_core::SessionManager::end_all_for)
+    /// does, at most [`SessionManager::END_ALL_PASSES`](session_core::SessionManager::END_ALL_PASSES)
+    /// times. A request that saves one of those sessions afterwards finds
+    /// it gone and writes nothing. One race is tower-sessions' own:
+    /// its `cycle_id` deletes the old id before it creates the new one, so
+    /// a session that changes id while this runs is a new session, which
+    /// this call may not see.
+    ///
+    /// # Errors
+    /// What the store answers: [`ErrorKind::Unsupported`](session_core::ErrorKind::Unsupported)
+    /// from a store that keeps no owner index (Memcached), an outage or a
+    /// timeout; and [`ErrorKind::Other`](session_core::ErrorKind::Other)
+    /// when every pass still found sessions that changed id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::sync::Arc;
+    /// use session_core::memory::MemoryStore;
+    /// use session_tower_sessions::TowerSessionsStore;
+    /// use tower_sessions_core::{session::{Id, Record}, SessionStore as _};
+    ///
+    /// let store = TowerSessionsStore::new(Arc::new(MemoryStore::new()))
+    ///     .with_owner(|data| data.get("user")?.as_str().map(str::to_owned));
+    /// for _ in 0..2 {
+    ///     let mut record = Record {
+    ///         id: Id::default(),
+    ///         data: [("user".to_owned(), serde_json::json!("ada"))].into(),
+    ///         expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    ///     };
+    ///     store.create(&mut record).await.unwrap();
+    /// }
+    /// assert_eq!(store.end_all_for("ada").await.unwrap(), 2);
+    /// # }
+    /// ```
+    pub async fn end_all_for(&self, owner: &str) -> Result<u64, StoreError> {
+        if Owner::check_name(owner).is_err() {
+            // No session can have been given this name: nothing to end.
+            return Ok(0);
+        }
+        let mut ended = 0;
+        // Every session a pass found, so a later pass can tell what is new.
+        let mut found = HashSet::new();
+        for _ in 0..session_core::SessionManager::END_ALL_PASSES {
+            let pass = self.store.delete_by_owner(owner).await?;
+            ended += pass.ended;
+            let mut new = false;
+            for id in pass.indexed {
+                new |= found.insert(id);
+            }
+            if pass.ended == 0 && !new {
+                return Ok(ended);
+            }
+        }
+        Err(StoreError::new(
+            session_core::ErrorKind::Other,
+            "delete_by_owner",
+        ))
     }
 
     /// The session-kit store underneath, for what tower-sessions has no
@@ -64,6 +190,17 @@ impl TowerSessionsStore {
     #[must_use]
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
+    }
+
+    /// The owner [`with_owner`](Self::with_owner)'s function names for
+    /// `data`, whose index entry lasts as long as the session does.
+    fn owner(&self, data: &TowerData, expires_at: SystemTime) -> Result<Option<Owner>, Error> {
+        let Some(name) = self.owner_of.as_ref().and_then(|owner_of| owner_of(data)) else {
+            return Ok(None);
+        };
+        Owner::new(name, expires_at)
+            .map(Some)
+            .map_err(|err| Error::Encode(err.to_string()))
     }
 }
 
@@ -75,14 +212,16 @@ impl tower_sessions_core::SessionStore for TowerSessionsStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let data = encode_data(&record.data)?;
         let expires_at = system_time(record.expiry_date)?;
+        let owner = self.owner(&record.data, expires_at)?;
         let created_at = SystemTime::now();
         for _ in 0..CREATE_ATTEMPTS {
-            let kit = KitRecord::new(
+            let mut kit = KitRecord::new(
                 session_id(&record.id)?,
                 data.clone(),
                 created_at,
                 expires_at,
             );
+            kit.owner.clone_from(&owner);
             match self.store.create(&kit).await {
                 Ok(Created::Created) => return Ok(()),
                 Ok(Created::IdTaken) => record.id = Id::default(),
@@ -110,6 +249,11 @@ impl tower_sessions_core::SessionStore for TowerSessionsStore {
             changes.set(key, text);
         }
         let expires_at = system_time(record.expiry_date)?;
+        if self.owner_of.is_some() {
+            // Every save names the owner anew: the user may have logged in
+            // or out, and the index entry must last as long as the session.
+            changes.set_owner(self.owner(&record.data, expires_at)?);
+        }
         let id = session_id(&record.id)?;
         match self.store.commit(&id, &changes, expires_at).await {
             Ok(Committed::Applied { .. }) => Ok(()),

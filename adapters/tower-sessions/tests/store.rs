@@ -45,6 +45,11 @@ fn kit_id(id: Id) -> SessionId {
     SessionId::decode(&id.to_string()).unwrap()
 }
 
+/// The owner of a test session: its `user` value.
+fn user(data: &std::collections::HashMap<String, serde_json::Value>) -> Option<String> {
+    data.get("user")?.as_str().map(str::to_owned)
+}
+
 macro_rules! store_tests {
     () => {
         use super::*;
@@ -175,6 +180,52 @@ macro_rules! store_tests {
             );
             let _ = kit.create(&written).await.unwrap();
             assert!(matches!(store.load(&id).await, Err(Error::Decode(_))));
+        }
+
+        #[tokio::test]
+        async fn the_owner_named_by_the_data_is_recorded_and_follows_it() {
+            let kit = kit().await;
+            let store = TowerSessionsStore::new(kit.clone()).with_owner(user);
+            let mut saved = record(&[("user", json!("ada"))]);
+            store.create(&mut saved).await.unwrap();
+            let owner = kit.load(&kit_id(saved.id)).await.unwrap().unwrap().owner.unwrap();
+            assert_eq!(owner.name, "ada");
+
+            // Logged out (the key is gone): the session loses its owner.
+            saved.data.clear();
+            saved.data.insert("visits".to_owned(), json!(1));
+            store.save(&saved).await.unwrap();
+            let loaded = kit.load(&kit_id(saved.id)).await.unwrap().unwrap();
+            assert_eq!(loaded.owner, None);
+
+            // A name that cannot be indexed fails the write, loudly.
+            let mut unnamed = record(&[("user", json!(""))]);
+            assert!(matches!(store.create(&mut unnamed).await, Err(Error::Encode(_))));
+        }
+
+        #[tokio::test]
+        async fn end_all_for_ends_the_owners_sessions_only_and_they_stay_ended() {
+            let store = TowerSessionsStore::new(kit().await).with_owner(user);
+            let mut ada_laptop = record(&[("user", json!("ada"))]);
+            let mut ada_phone = record(&[("user", json!("ada"))]);
+            let mut grace = record(&[("user", json!("grace"))]);
+            let mut visitor = record(&[("visits", json!(1))]);
+            for created in [&mut ada_laptop, &mut ada_phone, &mut grace, &mut visitor] {
+                store.create(created).await.unwrap();
+            }
+            // A request on the phone loaded its session before the logout.
+            let phone_request = store.load(&ada_phone.id).await.unwrap().unwrap();
+
+            assert_eq!(store.end_all_for("ada").await.unwrap(), 2);
+
+            assert_eq!(store.load(&ada_laptop.id).await.unwrap(), None);
+            assert_eq!(store.load(&ada_phone.id).await.unwrap(), None);
+            assert!(store.load(&grace.id).await.unwrap().is_some());
+            assert!(store.load(&visitor.id).await.unwrap().is_some());
+            // Its save afterwards does not log ada back in.
+            store.save(&phone_request).await.unwrap();
+            assert_eq!(store.load(&ada_phone.id).await.unwrap(), None);
+            assert_eq!(store.end_all_for("ada").await.unwrap(), 0);
         }
 
         #[tokio::test]
