@@ -16,8 +16,9 @@ use std::{
 
 use axum::Router;
 use cookie::Cookie;
-use session_conformance::testkit::RedisServer;
-use session_core::{memory::MemoryStore, store::SessionStore};
+use session_conformance::testkit::{MemcachedServer, RedisServer};
+use session_core::{failover::FailoverStore, memory::MemoryStore, store::SessionStore};
+use session_memcached::{MemcachedConfig, MemcachedStore};
 use session_redis::{RedisConfig, RedisStore};
 
 /// A fresh in-process store.
@@ -54,6 +55,24 @@ pub(crate) async fn redis_with_prefix(prefix: &str) -> Arc<dyn SessionStore> {
 /// A session-kit `RedisStore` on the shared server under a prefix of its own.
 pub(crate) async fn redis() -> Arc<dyn SessionStore> {
     redis_with_prefix(&unique_prefix()).await
+}
+
+/// A mirrored failover pair: a Redis store of its own prefix in front, a
+/// memory store behind.
+pub(crate) async fn failover() -> Arc<dyn SessionStore> {
+    Arc::new(FailoverStore::new(redis().await, MemoryStore::new()))
+}
+
+/// A session-kit `MemcachedStore` on a Memcached server this test binary
+/// shares, under a prefix of its own.
+pub(crate) async fn memcached() -> Arc<dyn SessionStore> {
+    static SERVER: OnceLock<MemcachedServer> = OnceLock::new();
+    let server = SERVER.get_or_init(MemcachedServer::start);
+    let config = MemcachedConfig::new([server.addr()]).with_key_prefix(unique_prefix());
+    match MemcachedStore::connect(config).await {
+        Ok(store) => Arc::new(store),
+        Err(err) => panic!("{err}: {:?}", std::error::Error::source(&err)),
+    }
 }
 
 /// An app served on a loopback port for the rest of the test.
