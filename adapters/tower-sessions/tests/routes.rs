@@ -2,8 +2,8 @@
 //! `SessionManagerLayer` over HTTP: the routes and assertions of
 //! tower-sessions' shared route tests (insert, get, remove, cycle_id,
 //! flush, expiry, cookie attributes, bogus and malformed cookies), run on
-//! session-kit's memory store, a real Redis, a real Memcached and a
-//! failover pair (Redis mirrored to memory). A few checks go further
+//! session-kit's memory store, a real Redis, a real Memcached, a real
+//! PostgreSQL and a failover pair (Redis mirrored to memory). A few checks go further
 //! than tower-sessions' (the old id after `cycle_id`, the store after
 //! `flush`, the Redis key), since session-kit promises more.
 
@@ -304,6 +304,13 @@ mod memory {
 mod memcached {
     async fn store() -> std::sync::Arc<dyn session_core::store::SessionStore> {
         crate::support::memcached().await
+    }
+    route_tests!();
+}
+
+mod postgres {
+    async fn store() -> std::sync::Arc<dyn session_core::store::SessionStore> {
+        crate::support::postgres().await
     }
     route_tests!();
 }

@@ -3,8 +3,8 @@
 //! with expiry, delete), and what this bridge adds (a save replaces the
 //! data whole and never brings back a session that ended; bad records and
 //! outages are errors, never panics). On session-kit's memory store, a
-//! real Redis, a real Memcached and a failover pair; the owner tests on the
-//! stores that index owners.
+//! real Redis, a real Memcached, a real PostgreSQL and a failover pair;
+//! the owner tests on the stores that index owners.
 
 mod support;
 
@@ -256,6 +256,14 @@ macro_rules! owner_tests {
 mod memory {
     async fn kit() -> std::sync::Arc<dyn session_core::store::SessionStore> {
         crate::support::memory()
+    }
+    store_tests!();
+    owner_tests!();
+}
+
+mod postgres {
+    async fn kit() -> std::sync::Arc<dyn session_core::store::SessionStore> {
+        crate::support::postgres().await
     }
     store_tests!();
     owner_tests!();

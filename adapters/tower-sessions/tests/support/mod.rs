@@ -16,9 +16,10 @@ use std::{
 
 use axum::Router;
 use cookie::Cookie;
-use session_conformance::testkit::{MemcachedServer, RedisServer};
+use session_conformance::testkit::{MemcachedServer, PostgresServer, RedisServer};
 use session_core::{failover::FailoverStore, memory::MemoryStore, store::SessionStore};
 use session_memcached::{MemcachedConfig, MemcachedStore};
+use session_postgres::{PostgresConfig, PostgresStore};
 use session_redis::{RedisConfig, RedisStore};
 
 /// A fresh in-process store.
@@ -72,6 +73,24 @@ pub(crate) async fn memcached() -> Arc<dyn SessionStore> {
     match MemcachedStore::connect(config).await {
         Ok(store) => Arc::new(store),
         Err(err) => panic!("{err}: {:?}", std::error::Error::source(&err)),
+    }
+}
+
+/// A session-kit `PostgresStore` on a PostgreSQL server this test binary
+/// shares (one table), under a prefix of its own.
+pub(crate) async fn postgres() -> Arc<dyn SessionStore> {
+    static SERVER: OnceLock<PostgresServer> = OnceLock::new();
+    // `initdb` and the start take a second or more: off the runtime.
+    let url = tokio::task::spawn_blocking(|| SERVER.get_or_init(PostgresServer::start).url())
+        .await
+        .unwrap();
+    let config = PostgresConfig::new(url)
+        .with_key_prefix(unique_prefix())
+        .with_operation_timeout(Duration::from_secs(2))
+        .with_pool_size(2);
+    match PostgresStore::connect(config).await {
+        Ok(store) => Arc::new(store),
+        Err(err) => panic!("{}", err.to_line()),
     }
 }
 
