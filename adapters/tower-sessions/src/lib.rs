@@ -65,7 +65,7 @@
 //! | nothing deleted, logged out or expired comes back | **yes**: a save to a session that is no longer live writes nothing (tower-sessions' own stores re-create it) |
 //! | each write is atomic | **yes**: a save replaces the whole data in one commit, so a load sees one save whole, never a mix of two |
 //! | concurrent requests that change different keys both survive (per-key merge) | **no**: tower-sessions saves whole records, so when two requests write one session at once, the last save wins whole and the other's changes are lost, even on other keys |
-//! | a request that writes nothing costs no write; expiry slides with a cheap `touch` | **no**: tower-sessions saves the whole record whenever it saves |
+//! | the idle expiry slides on reads with a cheap `touch`, no rewrite | **no**: tower-sessions moves the expiry only when it saves: after a change, or on every request with `with_always_save(true)`, which rewrites the whole record each time |
 //! | idle and absolute timeouts, per-session lifetimes | **no**: tower-sessions' `Expiry` alone sets the record's expiry; there is no absolute timeout |
 //! | `cycle_id` creates the new id before it deletes the old one | **no**: tower-sessions deletes the old id first, so a store failure in between ends the session |
 //! | signed cookies, key rotation, the header token | **no**: tower-sessions' own cookie (plain, or signed/private with its features) |
@@ -78,6 +78,17 @@
 //!
 //! `ExpiredDeletion` is implemented and does nothing: every session-kit
 //! store forgets expired sessions by itself and never serves one.
+//!
+//! ## Versions
+//! This crate implements tower-sessions-core 0.14's trait: the one that
+//! tower-sessions 0.14, axum-login 0.17 and 0.18 and axum-messages 0.8 use.
+//! tower-sessions 0.15 has a trait of its own, which a later release of
+//! this crate will follow.
+//!
+//! The crate's tests hold it to tower-sessions' own expectations of a store
+//! (its route tests, through a real `SessionManagerLayer` over HTTP) on
+//! session-kit's memory store, Redis, Memcached, PostgreSQL and a failover
+//! pair, and run the `axum_login` example on Redis.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
