@@ -22,6 +22,7 @@
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
 //! | `postgres` | [`postgres::PostgresStore`]: PostgreSQL, one row per session; durable, and the low-cost standby behind Redis |
 //! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
+//! | `tower-sessions` | [`tower_sessions::TowerSessionsStore`]: tower-sessions 0.14 apps (axum-login, axum-messages) on any of these stores |
 //!
 //! Whatever the features, [`FailoverStore`](failover::FailoverStore) puts a secondary store behind a
 //! primary (mirror or standby, with a circuit breaker on each), and with
@@ -415,4 +416,12 @@ pub mod actix {
 #[cfg(feature = "tower")]
 pub mod tower {
     pub use session_tower::*;
+}
+
+/// tower-sessions interop: [`TowerSessionsStore`](tower_sessions::TowerSessionsStore)
+/// runs tower-sessions apps, axum-login and axum-messages among them, on
+/// any session-kit store. Its docs state which guarantees carry over.
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions {
+    pub use session_tower_sessions::*;
 }
