@@ -126,6 +126,7 @@
 pub mod clock;
 pub mod config;
 pub mod cookie;
+pub mod devices;
 mod error;
 #[cfg(feature = "memory")]
 mod expiry;

@@ -544,6 +544,18 @@ impl SessionStore for MemcachedStore {
         .await
     }
 
+    /// Answers [`ErrorKind::Unsupported`](session_core::ErrorKind::Unsupported),
+    /// saying why: Memcached cannot enumerate keys, so this store keeps no
+    /// owner index to list (see "Owners" in the type's docs), and a list
+    /// that might miss sessions would hide a device from its owner.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        let _ = owner;
+        Err(StoreError::unsupported("sessions_of").with_source(
+            "memcached cannot enumerate keys, so it keeps no owner index to list a user's sessions; \
+             use Redis, PostgreSQL or the cluster store for a user's devices",
+        ))
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.bounded("health", async {
             self.client
