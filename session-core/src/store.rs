@@ -145,6 +145,8 @@ pub struct OwnerPass {
 /// - [`delete_by_owner`](Self::delete_by_owner), where supported, ends every
 ///   session of one owner and no other, no commit brings one back, and it
 ///   reports every session it found in the owner's index.
+/// - [`sessions_of`](Self::sessions_of), where supported, lists every live
+///   session of one owner and no other, each as `load` returns it.
 /// - Every store carries a key prefix: two stores with different prefixes on
 ///   the same backing server never see each other's sessions.
 /// - Errors are typed ([`StoreError`]), so failover and the error policy can

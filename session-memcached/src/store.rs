@@ -67,7 +67,10 @@ const QUEUE_IDLE: Duration = Duration::from_secs(5);
 /// an owner's live sessions survive the call. No CAS scheme prevents that,
 /// so this store refuses rather than end only some of them. Use Redis or
 /// the cluster store, alone or as a failover pair, where users must be
-/// logged out everywhere.
+/// logged out everywhere. For the same reason a user's devices cannot be
+/// listed ([`sessions_of`](SessionStore::sessions_of) answers
+/// `Unsupported` and says why), and a manager with a per-owner cap refuses
+/// this store.
 ///
 /// Commits to one session from this store take turns, so they never race
 /// each other; the CAS check settles races with other processes.
