@@ -258,7 +258,7 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
         Err(StoreError::unsupported("delete_by_owner"))
     }
 
-    /// Every live record whose [`Owner`](crate::store::Owner) is named
+    /// Every live record whose [`Owner`] is named
     /// `owner`, in no particular order: what a "your devices" page lists
     /// ([`Session::devices`](crate::Session::devices)).
     ///
