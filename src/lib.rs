@@ -201,6 +201,13 @@ pub mod manager {
     pub use session_core::manager::*;
 }
 
+/// A user's devices: the sessions of one owner, listed for a "your
+/// devices" page by opaque handles, ended one by one, and capped per user
+/// (session-core's [`devices`](session_core::devices)).
+pub mod devices {
+    pub use session_core::devices::*;
+}
+
 /// The `tracing` spans and the `metrics` session-kit emits, with the table
 /// of every metric's name, type and labels (session-core's
 /// [`telemetry`](session_core::telemetry)).

@@ -342,6 +342,10 @@ impl SessionStore for Traced {
         answer
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.inner.sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         self.inner.indexes_owners()
     }

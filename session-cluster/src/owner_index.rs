@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 use futures_util::{stream, StreamExt as _};
 use session_core::{
-    store::{Owner, OwnerPass},
+    store::{Owner, OwnerPass, Record},
     ErrorKind, SessionId, StoreError,
 };
 use sha2::{Digest as _, Sha256};
@@ -135,6 +135,47 @@ impl ClusterStore {
         match error {
             Some(err) => Err(err),
             None => Ok(OwnerPass { ended, indexed }),
+        }
+    }
+}
+
+impl ClusterStore {
+    /// The body of `sessions_of`: reads the owner's index as
+    /// `delete_by_owner` does, then loads each indexed session from its own
+    /// owner node, 32 at a time, keeping those that still belong to
+    /// `owner`; all within one operation timeout.
+    pub(crate) async fn list_sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        const OPERATION: &str = "sessions_of";
+        if Owner::check_name(owner).is_err() {
+            return Ok(Vec::new());
+        }
+        let timeout = self.inner.operation_timeout;
+        let listed = async {
+            let deadline = Instant::now() + timeout;
+            let read = IndexRead {
+                key: self.owner_key(owner),
+            };
+            let entries = self.inner.route(read, OPERATION, deadline).await?;
+            let loaded: Vec<Result<Option<Record>, StoreError>> = stream::iter(entries)
+                .map(|IndexedSession { id, .. }| async move {
+                    session_core::store::SessionStore::load(self, &id.0).await
+                })
+                .buffer_unordered(END_CONCURRENCY)
+                .collect()
+                .await;
+            let mut records = Vec::new();
+            for record in loaded {
+                records.extend(
+                    record?.filter(|record| record.owner.as_ref().is_some_and(|o| o.name == owner)),
+                );
+            }
+            Ok(records)
+        };
+        match tokio::time::timeout(timeout, listed).await {
+            Ok(result) => result,
+            Err(elapsed) => {
+                Err(StoreError::new(ErrorKind::Timeout, OPERATION).with_source(elapsed))
+            }
         }
     }
 }

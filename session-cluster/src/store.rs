@@ -346,6 +346,15 @@ impl SessionStore for ClusterStore {
         self.end_sessions_of(owner).await
     }
 
+    /// Reads the owner's index as [`delete_by_owner`](Self::delete_by_owner)
+    /// does, then loads each indexed session through its owner node (32 at
+    /// a time), keeping those that still belong to `owner`: each record is
+    /// the owner node's answer, so no listed session is older than a commit
+    /// acknowledged before the call. All within one operation timeout.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.list_sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         true
     }

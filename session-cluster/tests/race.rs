@@ -377,6 +377,13 @@ impl SessionStore for OnNode {
         .await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.call("sessions_of", |store| async move {
+            store.sessions_of(owner).await
+        })
+        .await
+    }
+
     fn indexes_owners(&self) -> bool {
         // Every node of a cluster indexes owners, dead or alive.
         true

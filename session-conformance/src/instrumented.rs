@@ -243,6 +243,10 @@ impl SessionStore for InstrumentedStore {
         self.inner.delete_by_owner(owner).await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.inner.sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         self.inner.indexes_owners()
     }

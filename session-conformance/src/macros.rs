@@ -30,6 +30,12 @@ macro_rules! __store_tests {
             expired_sessions_leave_the_owner_index,
             delete_if_version_deletes_only_at_the_version_given,
             commits_racing_delete_if_version_are_kept_or_refused,
+            sessions_of_lists_that_owners_live_sessions_and_no_others,
+            devices_are_listed_ended_by_handle_and_logged_out_but_the_current_one,
+            the_owner_cap_ends_the_oldest_logins_never_the_new_one,
+            concurrent_logins_past_the_cap_leave_only_the_newest,
+            log_out_other_sessions_racing_a_login_keeps_it_or_counts_it,
+            a_device_ended_while_it_commits_never_comes_back,
         }
     };
 }
@@ -54,6 +60,8 @@ macro_rules! __http_scenarios {
             hung_store_answers_within_the_operation_timeout,
             log_out_everywhere_ends_the_users_sessions_on_every_server,
             hostile_cookies_get_a_fresh_session_and_touch_no_one_elses,
+            your_devices_page_lists_ends_one_and_logs_out_the_others,
+            the_owner_cap_logs_out_the_oldest_device,
         }
     };
 }

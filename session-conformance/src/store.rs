@@ -24,6 +24,9 @@ use session_core::{
 
 use crate::race::{GatedStore, Op};
 
+mod devices;
+pub use devices::*;
+
 /// Makes stores for the suite.
 ///
 /// Stores made by one factory must share their backing storage (one server,

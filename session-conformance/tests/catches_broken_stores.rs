@@ -182,6 +182,10 @@ impl SessionStore for BrokenStore {
         Ok(pass)
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.inner.sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         true
     }

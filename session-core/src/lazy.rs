@@ -478,6 +478,10 @@ impl SessionStore for LazyStore {
             .await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.connected("sessions_of")?.sessions_of(owner).await
+    }
+
     /// The connected store's answer; until then, what
     /// [`with_indexes_owners`](LazyStoreBuilder::with_indexes_owners) said
     /// (`true` by default), while every call fails as `Unavailable`.

@@ -79,6 +79,21 @@
 //! new id. Which stores support it, and what it costs, is in
 //! [`SessionStore::delete_by_owner`] and each store's docs.
 //!
+//! ## A user's devices
+//! [`Session::devices`] lists the live sessions of the session's owner for
+//! a "your devices" page: an opaque [`DeviceHandle`](devices::DeviceHandle)
+//! (a keyed MAC of the id, never the id), when each was created, last
+//! active and logged in, the label the app set ([`Session::set_label`],
+//! say the user agent), and which one is the current session.
+//! [`Session::end_device`] ends one by its handle, only among the owner's
+//! own sessions; [`Session::log_out_other_sessions`] ends all but the
+//! current one. [`with_max_sessions_per_owner`](manager::SessionManagerBuilder::with_max_sessions_per_owner)
+//! caps how many sessions one user keeps: a login past the cap ends the
+//! oldest logins, and concurrent logins settle on the newest ones. Every
+//! store that indexes owners lists them (memory, Redis in every topology,
+//! the cluster, PostgreSQL, failover and tiered pairs); Memcached answers
+//! [`ErrorKind::Unsupported`]. See [`devices`].
+//!
 //! ## When the store fails
 //! Every store call runs under a per-operation timeout (default 2 s). The
 //! [`ErrorPolicy`] decides what the request gets: by default a bare 503 with
@@ -126,6 +141,7 @@
 pub mod clock;
 pub mod config;
 pub mod cookie;
+pub mod devices;
 mod error;
 #[cfg(feature = "memory")]
 mod expiry;

@@ -497,6 +497,23 @@ impl SessionStore for MemoryStore {
         Ok(self.end_owned(owner, keys).await)
     }
 
+    /// Reads the owner's entries from the index, then each entry's session.
+    /// O(the owner's sessions).
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        let mut records = Vec::new();
+        for key in self.owners.keys(owner, &self.prefix) {
+            let Some(id) = SessionId::decode(&key[self.prefix.len()..]) else {
+                continue;
+            };
+            if let Some(record) = self.load(&id).await? {
+                if record.owner.as_ref().is_some_and(|held| held.name == owner) {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
+    }
+
     fn indexes_owners(&self) -> bool {
         true
     }

@@ -145,6 +145,8 @@ pub struct OwnerPass {
 /// - [`delete_by_owner`](Self::delete_by_owner), where supported, ends every
 ///   session of one owner and no other, no commit brings one back, and it
 ///   reports every session it found in the owner's index.
+/// - [`sessions_of`](Self::sessions_of), where supported, lists every live
+///   session of one owner and no other, each as `load` returns it.
 /// - Every store carries a key prefix: two stores with different prefixes on
 ///   the same backing server never see each other's sessions.
 /// - Errors are typed ([`StoreError`]), so failover and the error policy can
@@ -256,6 +258,39 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
         Err(StoreError::unsupported("delete_by_owner"))
     }
 
+    /// Every live record whose [`Owner`] is named
+    /// `owner`, in no particular order: what a "your devices" page lists
+    /// ([`Session::devices`](crate::Session::devices)).
+    ///
+    /// Each record is as [`load`](Self::load) would return it at some
+    /// moment during the call; a record that expired, was deleted or moved
+    /// to another owner is left out. A session of this owner that is live
+    /// for the whole call is in the answer.
+    ///
+    /// The default answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported):
+    /// a store that cannot enumerate an owner's sessions must say so rather
+    /// than list some of them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::{Duration, SystemTime};
+    /// use session_core::{SessionId, memory::MemoryStore, store::{Owner, Record, SessionStore}};
+    ///
+    /// let store = MemoryStore::new();
+    /// let now = SystemTime::now();
+    /// let mut record = Record::new(SessionId::generate(), Default::default(), now, now + Duration::from_secs(60));
+    /// record.owner = Some(Owner::new("user-42", record.expires_at).unwrap());
+    /// let _ = store.create(&record).await.unwrap();
+    ///
+    /// assert_eq!(store.sessions_of("user-42").await.unwrap(), vec![record]);
+    /// assert!(store.sessions_of("user-7").await.unwrap().is_empty());
+    /// # }
+    /// ```
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        let _ = owner;
+        Err(StoreError::unsupported("sessions_of"))
+    }
+
     /// Whether [`delete_by_owner`](Self::delete_by_owner) is implemented:
     /// `false` by default, as that method's default is "unsupported".
     /// Wrappers over several stores ask before they start, so that they
@@ -341,6 +376,10 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
 
     async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         (**self).delete_by_owner(owner).await
+    }
+
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        (**self).sessions_of(owner).await
     }
 
     fn indexes_owners(&self) -> bool {

@@ -269,6 +269,11 @@ impl SessionStore for TieredStore {
         self.far.delete_by_owner(owner).await
     }
 
+    /// The far store's list: the near cache holds no index.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.far.sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         self.far.indexes_owners()
     }

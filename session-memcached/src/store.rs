@@ -67,7 +67,10 @@ const QUEUE_IDLE: Duration = Duration::from_secs(5);
 /// an owner's live sessions survive the call. No CAS scheme prevents that,
 /// so this store refuses rather than end only some of them. Use Redis or
 /// the cluster store, alone or as a failover pair, where users must be
-/// logged out everywhere.
+/// logged out everywhere. For the same reason a user's devices cannot be
+/// listed ([`sessions_of`](SessionStore::sessions_of) answers
+/// `Unsupported` and says why), and a manager with a per-owner cap refuses
+/// this store.
 ///
 /// Commits to one session from this store take turns, so they never race
 /// each other; the CAS check settles races with other processes.
@@ -542,6 +545,18 @@ impl SessionStore for MemcachedStore {
             )
         })
         .await
+    }
+
+    /// Answers [`ErrorKind::Unsupported`](session_core::ErrorKind::Unsupported),
+    /// saying why: Memcached cannot enumerate keys, so this store keeps no
+    /// owner index to list (see "Owners" in the type's docs), and a list
+    /// that might miss sessions would hide a device from its owner.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        let _ = owner;
+        Err(StoreError::unsupported("sessions_of").with_source(
+            "memcached cannot enumerate keys, so it keeps no owner index to list a user's sessions; \
+             use Redis, PostgreSQL or the cluster store for a user's devices",
+        ))
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -589,6 +589,10 @@ impl SessionStore for Recorded {
         self.store.delete_by_owner(owner).await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.store.sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         self.store.indexes_owners()
     }

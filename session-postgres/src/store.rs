@@ -131,6 +131,7 @@ pub(crate) struct Statements {
     delete: String,
     delete_if_version: String,
     delete_by_owner: String,
+    sessions_of: String,
     pub(crate) sweep: String,
 }
 
@@ -193,6 +194,12 @@ impl Statements {
             delete_by_owner: format!(
                 "DELETE FROM {t} WHERE key_prefix = $1 AND owner = $2 \
                  RETURNING id, expires_at > $3 AS live"
+            ),
+            // The owner column's index serves this as it serves
+            // delete_by_owner.
+            sessions_of: format!(
+                "SELECT id, data, created_at, expires_at, version, owner, owner_until FROM {t} \
+                 WHERE key_prefix = $1 AND owner = $2 AND expires_at > $3"
             ),
             // SKIP LOCKED: several app servers sweep the same table, and
             // none waits for a row another is deleting or a request holds.
@@ -582,6 +589,36 @@ impl SessionStore for PostgresStore {
             pass.indexed.push(id);
         }
         Ok(pass)
+    }
+
+    /// One indexed `SELECT` of the owner's live rows: one statement, so
+    /// every row is read as of one snapshot.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        const OPERATION: &str = "sessions_of";
+        if Owner::check_name(owner).is_err() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .run(
+                OPERATION,
+                sqlx::query(&self.statements.sessions_of)
+                    .bind(&*self.prefix)
+                    .bind(owner)
+                    .bind(timestamp(SystemTime::now()))
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(|err| {
+                    StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err)
+                })?;
+                let id = SessionId::decode(&id)
+                    .ok_or_else(|| corrupt(OPERATION, "a session id column that is not an id"))?;
+                record_from(id, row)
+                    .map_err(|err| StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err))
+            })
+            .collect()
     }
 
     fn indexes_owners(&self) -> bool {

@@ -487,6 +487,58 @@ impl SessionStore for RedisStore {
         .await
     }
 
+    /// `ZRANGEBYSCORE` of the owner's live index entries, then one
+    /// `HGETALL` per session, all at once (on Cluster, each to its own
+    /// node), keeping those whose hash still names the owner: 2 round trips
+    /// however many sessions (1 when there are none), within one operation
+    /// timeout. Each session is read as one `HGETALL` reads it, so a listed
+    /// record is one `load` would have returned.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        const OPERATION: &str = "sessions_of";
+        if Owner::check_name(owner).is_err() {
+            return Ok(Vec::new());
+        }
+        let index_key = index::key(&self.prefix, owner);
+        let redis_error = |err| store_error(OPERATION, err);
+        let corrupt = |err| StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err);
+        within(OPERATION, self.operation_timeout, async {
+            let members: Vec<Vec<u8>> = self
+                .connection
+                .query(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&index_key)
+                        .arg(millis(SystemTime::now()))
+                        .arg("+inf"),
+                )
+                .await
+                .map_err(redis_error)?;
+            let ids = members
+                .iter()
+                .map(|member| index::member_id(member))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(corrupt)?;
+            let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = try_join_all(ids.iter().map(|id| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.key(id));
+                async move { self.connection.query(&cmd).await }
+            }))
+            .await
+            .map_err(redis_error)?;
+            let now = SystemTime::now();
+            let mut records = Vec::with_capacity(ids.len());
+            for (id, fields) in ids.into_iter().zip(hashes) {
+                let record = hash::decode(id, fields, now).map_err(|err| {
+                    StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err)
+                })?;
+                records.extend(
+                    record.filter(|record| record.owner.as_ref().is_some_and(|o| o.name == owner)),
+                );
+            }
+            Ok(records)
+        })
+        .await
+    }
+
     /// Always: every topology indexes owners (Cluster node by node).
     fn indexes_owners(&self) -> bool {
         true

@@ -78,6 +78,7 @@ pub const ENV_PREFIX: &str = "SESSION__";
 /// | `absolute_timeout` | `"24h"` | and this long after it began, however active |
 /// | `operation_timeout` | `"2s"` | the bound on any one store call, failover included |
 /// | `error_policy` | `"reject"` | `reject` (503 when the store fails) or `treat_as_empty` |
+/// | `max_sessions_per_owner` | none | a login past this many sessions of one user ends the oldest (needs a store that indexes owners) |
 /// | `[cookie]` | | see [`CookieSection`] |
 /// | `[store]` | `kind = "memory"` | see [`StoreConfig`] |
 /// | `[failover]` | none | see [`FailoverSection`] |
@@ -121,6 +122,9 @@ pub struct SessionConfig {
     pub operation_timeout: Duration,
     /// What a request gets when the store fails.
     pub error_policy: ErrorPolicy,
+    /// The most sessions one owner keeps; none by default. See
+    /// [`SessionManagerBuilder::with_max_sessions_per_owner`](crate::manager::SessionManagerBuilder::with_max_sessions_per_owner).
+    pub max_sessions_per_owner: Option<std::num::NonZeroUsize>,
     /// Where sessions live.
     pub store: StoreConfig,
     /// A second store that takes over when the first fails.
@@ -138,6 +142,7 @@ impl Default for SessionConfig {
             absolute_timeout: ManagerConfig::DEFAULT_ABSOLUTE_TIMEOUT,
             operation_timeout: ManagerConfig::DEFAULT_OPERATION_TIMEOUT,
             error_policy: ErrorPolicy::default(),
+            max_sessions_per_owner: None,
             store: StoreConfig::default(),
             failover: None,
             near_cache: None,
@@ -525,7 +530,8 @@ impl SessionConfig {
         Ok(ring)
     }
 
-    /// The manager-level settings: cookie, timeouts and error policy.
+    /// The manager-level settings: cookie, timeouts, error policy and the
+    /// per-owner cap.
     #[must_use]
     pub fn manager_config(&self) -> ManagerConfig {
         let mut config = ManagerConfig::default();
@@ -534,6 +540,7 @@ impl SessionConfig {
         config.absolute_timeout = self.absolute_timeout;
         config.operation_timeout = self.operation_timeout;
         config.error_policy = self.error_policy;
+        config.max_sessions_per_owner = self.max_sessions_per_owner;
         config
     }
 }

@@ -93,6 +93,7 @@ fn every_key_is_read() {
         absolute_timeout = 7200
         operation_timeout = "1s 500ms"
         error_policy = "treat_as_empty"
+        max_sessions_per_owner = 5
 
         [cookie]
         name = "sid"
@@ -143,6 +144,10 @@ fn every_key_is_read() {
     assert_eq!(config.absolute_timeout, Duration::from_secs(7200));
     assert_eq!(config.operation_timeout, Duration::from_millis(1500));
     assert_eq!(config.error_policy, ErrorPolicy::TreatAsEmpty);
+    assert_eq!(
+        config.manager_config().max_sessions_per_owner,
+        std::num::NonZeroUsize::new(5)
+    );
     assert_eq!(config.cookie.name, "sid");
     assert_eq!(config.cookie.same_site, SameSite::Strict);
     assert!(!config.cookie.http_only);
@@ -353,6 +358,11 @@ fn zero_and_negative_timeouts_are_refused() {
         "idle_timeout",
         "at most 400 days",
     );
+}
+
+#[test]
+fn a_cap_of_zero_sessions_per_owner_names_its_key() {
+    assert_error("max_sessions_per_owner = 0", "max_sessions_per_owner", "0");
 }
 
 #[test]

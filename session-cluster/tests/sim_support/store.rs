@@ -180,6 +180,10 @@ impl SessionStore for OnNode {
         self.node("delete_by_owner")?.delete_by_owner(owner).await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.node("sessions_of")?.sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         true
     }

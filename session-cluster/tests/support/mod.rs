@@ -150,6 +150,10 @@ impl SessionStore for RoundRobin {
         self.pick().delete_by_owner(owner).await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.pick().sessions_of(owner).await
+    }
+
     fn indexes_owners(&self) -> bool {
         self.pick().indexes_owners()
     }

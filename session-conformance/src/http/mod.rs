@@ -15,6 +15,7 @@
 //! | expiry | the idle and the absolute timeout |
 //! | outage | 503 on a failing store, `TreatAsEmpty`, a hung store |
 //! | owners | log out everywhere |
+//! | devices | the "your devices" page, ending one device, logging out the others, the per-owner cap |
 
 use std::{
     net::SocketAddr,
@@ -23,7 +24,8 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    store::SessionStore, CookieConfig, ErrorPolicy, Key, Session, SessionError, SessionManager,
+    devices::DeviceHandle, store::SessionStore, CookieConfig, ErrorPolicy, Key, Session,
+    SessionError, SessionManager,
 };
 
 use harness::{client, send};
@@ -31,6 +33,7 @@ use harness::{client, send};
 use crate::store::StoreFactory;
 
 mod cookies;
+mod devices;
 mod expiry;
 mod harness;
 mod lifecycle;
@@ -40,6 +43,10 @@ mod owners;
 pub use cookies::{
     hostile_cookies_get_a_fresh_session_and_touch_no_one_elses,
     rotated_key_still_verifies_and_is_re_signed,
+};
+pub use devices::{
+    the_owner_cap_logs_out_the_oldest_device,
+    your_devices_page_lists_ends_one_and_logs_out_the_others,
 };
 pub use expiry::{
     absolute_timeout_ends_even_an_active_session, idle_timeout_ends_an_unused_session,
@@ -158,6 +165,10 @@ impl Default for Browser {
 /// | `/logout` | destroys the session |
 /// | `/login-as/<user>` | stores `user`, cycles the id and makes `<user>` the session's owner |
 /// | `/logout-everywhere` | ends every session of the owner and answers how many |
+/// | `/label/<text>` | sets the session's device label |
+/// | `/devices` | the owner's devices, one per line: `handle label current` (`-` when not current) |
+/// | `/end-device/<handle>` | ends the owner's session with that handle; `true` or `false` |
+/// | `/logout-others` | ends the owner's other sessions and answers how many |
 ///
 /// A session error answers 503 when the store is unavailable and 500
 /// otherwise, with an empty body.
@@ -195,6 +206,30 @@ async fn route(path: &str, session: &Session) -> Result<Option<String>, SessionE
             "bye".to_owned()
         }
         "/logout-everywhere" => session.log_out_everywhere().await?.to_string(),
+        "/devices" => session
+            .devices()
+            .await?
+            .iter()
+            .map(|device| {
+                format!(
+                    "{} {} {}\n",
+                    device.handle,
+                    device.label.as_deref().unwrap_or("-"),
+                    if device.current { "current" } else { "-" }
+                )
+            })
+            .collect(),
+        "/logout-others" => session.log_out_other_sessions().await?.to_string(),
+        _ if path.starts_with("/label/") => {
+            session.set_label(&path["/label/".len()..]).await?;
+            "ok".to_owned()
+        }
+        _ if path.starts_with("/end-device/") => {
+            let Some(handle) = DeviceHandle::parse(&path["/end-device/".len()..]) else {
+                return Ok(Some("false".to_owned()));
+            };
+            session.end_device(&handle).await?.to_string()
+        }
         _ => {
             let Some(user) = path.strip_prefix("/login-as/") else {
                 return Ok(None);

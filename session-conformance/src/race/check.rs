@@ -237,7 +237,9 @@ impl<'a> Checker<'a> {
             let lineage = moved_from.unwrap_or_else(|| {
                 checker.lineages.push(Lineage {
                     owner: match &op.action {
-                        Action::Login { owner, .. } => Some(owner.clone()),
+                        Action::Login { owner, .. } | Action::CappedLogin { owner, .. } => {
+                            Some(owner.clone())
+                        }
                         _ => None,
                     },
                     created_by: OpIndex(index),
@@ -274,11 +276,27 @@ impl<'a> Checker<'a> {
                 end.cookie == Some(id)
                     && !matches!(end.observed, Observed::Absent | Observed::Failed)
             }
-            Action::EndAll { owner } => self
-                .lineage(Some(id))
-                .is_some_and(|lineage| self.lineages[lineage].owner.as_ref() == Some(owner)),
+            Action::EndAll { owner } | Action::CappedLogin { owner, .. } => {
+                self.owned_by(id, owner)
+            }
+            Action::LogOutOthers => {
+                let keep = self.lineage(end.cookie);
+                keep.and_then(|keep| self.lineages[keep].owner.as_ref())
+                    .is_some_and(|owner| self.owned_by(id, owner))
+                    && self.lineage(Some(id)) != keep
+            }
+            Action::EndDevice { session, .. } => {
+                self.lineage(Some(id)).is_some()
+                    && self.lineage(Some(id)) == self.lineage(Some(*session))
+            }
             _ => false,
         }
+    }
+
+    /// Whether `id`'s session was made by a login of `owner`.
+    fn owned_by(&self, id: SessionId, owner: &str) -> bool {
+        self.lineage(Some(id))
+            .is_some_and(|lineage| self.lineages[lineage].owner.as_deref() == Some(owner))
     }
 
     /// Whether `end` is acknowledged to have ended `id`.
@@ -290,9 +308,15 @@ impl<'a> Checker<'a> {
             Action::Destroy => true,
             Action::CycleId => end.set_cookie().is_some_and(|new| new != id),
             // Only sessions created before the call began are promised.
-            Action::EndAll { .. } => self
+            Action::EndAll { .. } | Action::LogOutOthers => self
                 .lineage(Some(id))
                 .is_some_and(|lineage| self.op(self.lineages[lineage].created_by).precedes(end)),
+            // The handle named this very id, and the call says it ended it.
+            Action::EndDevice { session, .. } => {
+                *session == id && end.outcome == Some(Outcome::Ended(1))
+            }
+            // The cap ends whichever logins rank oldest: nothing is promised
+            // ended, and any session of the owner may be.
             _ => false,
         }
     }
@@ -428,9 +452,13 @@ impl<'a> Checker<'a> {
             CookieChange::Removed => None,
         };
         let asked = match op.action {
-            Action::Destroy | Action::Login { .. } | Action::EndAll { .. } => true,
+            Action::Destroy
+            | Action::Login { .. }
+            | Action::CappedLogin { .. }
+            | Action::EndAll { .. }
+            | Action::EndDevice { .. } => true,
             Action::CycleId => new.is_some() && matches!(op.observed, Observed::Values(_)),
-            Action::Read | Action::Write { .. } => false,
+            Action::Read | Action::Write { .. } | Action::LogOutOthers => false,
         };
         if !asked && !self.may_have_ended_by(old, op) {
             violations.push(Violation::CookieReplaced {

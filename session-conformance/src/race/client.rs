@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use session_core::{manager::Finish, Session, SessionId, SessionManager};
+use session_core::{devices::DeviceHandle, manager::Finish, Session, SessionId, SessionManager};
 
 use super::history::{Action, CookieChange, History, Observed, Outcome};
 
@@ -87,10 +87,18 @@ impl Client {
     /// client's next value.
     pub async fn login(&mut self, server: usize, manager: &SessionManager, owner: &str) {
         let value = self.take_value();
-        let action = Action::Login {
-            owner: owner.to_owned(),
-            key: self.key(),
-            value,
+        let action = if manager.max_sessions_per_owner().is_some() {
+            Action::CappedLogin {
+                owner: owner.to_owned(),
+                key: self.key(),
+                value,
+            }
+        } else {
+            Action::Login {
+                owner: owner.to_owned(),
+                key: self.key(),
+                value,
+            }
         };
         let op = self.history.begin(self.index, server, None, action);
         let session = manager.start(std::iter::empty());
@@ -155,6 +163,61 @@ impl Client {
         let outcome = match manager.end_all_for(owner).await {
             Ok(ended) => Outcome::Ended(ended),
             Err(err) => Outcome::Failed(format!("end_all_for: {err}")),
+        };
+        self.history.end(op, Observed::NotLoaded, outcome);
+    }
+
+    /// "Log out the other sessions" on `server`, keeping this client's;
+    /// how many the call ended (`None` when it failed).
+    pub async fn log_out_other_sessions(
+        &mut self,
+        server: usize,
+        manager: &SessionManager,
+    ) -> Option<u64> {
+        let mut ended = None;
+        self.request(server, manager, Action::LogOutOthers, |session| {
+            let ended = &mut ended;
+            async move {
+                *ended = Some(session.log_out_other_sessions().await?);
+                Ok(())
+            }
+        })
+        .await;
+        ended
+    }
+
+    /// The handle of this client's session on its owner's devices page, as
+    /// the page shows it; `None` when the cookie names no listed session.
+    /// Not recorded: it changes nothing.
+    pub async fn device_handle(&self, manager: &SessionManager) -> Option<DeviceHandle> {
+        let session = manager.start(self.cookie_header());
+        let devices = session.devices().await.ok()?;
+        let _ = session.finish().await;
+        devices
+            .into_iter()
+            .find(|device| device.current)
+            .map(|device| device.handle)
+    }
+
+    /// Ends the session `handle` names among `owner`'s from `server`
+    /// ("log out that device"), where `handle` is `session`'s. The client's
+    /// own cookie is neither sent nor changed.
+    pub async fn end_device(
+        &mut self,
+        server: usize,
+        manager: &SessionManager,
+        owner: &str,
+        handle: &DeviceHandle,
+        session: SessionId,
+    ) {
+        let action = Action::EndDevice {
+            owner: owner.to_owned(),
+            session,
+        };
+        let op = self.history.begin(self.index, server, None, action);
+        let outcome = match manager.end_device_of(owner, handle).await {
+            Ok(ended) => Outcome::Ended(u64::from(ended)),
+            Err(err) => Outcome::Failed(format!("end_device_of: {err}")),
         };
         self.history.end(op, Observed::NotLoaded, outcome);
     }

@@ -291,6 +291,14 @@ impl SessionStore for SimulatedStore {
         .await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        let owner = owner.to_owned();
+        self.call("sessions_of", move |store| async move {
+            store.sessions_of(&owner).await
+        })
+        .await
+    }
+
     fn indexes_owners(&self) -> bool {
         self.link
             .inner

@@ -35,6 +35,8 @@ pub enum Op {
     DeleteByOwner,
     /// [`SessionStore::delete_if_version`].
     DeleteIfVersion,
+    /// [`SessionStore::sessions_of`].
+    SessionsOf,
 }
 
 impl Op {
@@ -332,6 +334,11 @@ impl SessionStore for GatedStore {
 
     async fn delete_by_owner(&self, owner: &str) -> Result<OwnerPass, StoreError> {
         self.around(Op::DeleteByOwner, None, self.inner.delete_by_owner(owner))
+            .await
+    }
+
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.around(Op::SessionsOf, None, self.inner.sessions_of(owner))
             .await
     }
 

@@ -59,6 +59,30 @@ pub enum Action {
         /// The owner.
         owner: String,
     },
+    /// Log in under a per-owner cap: a [`Login`](Self::Login) whose
+    /// manager then ends the oldest logins of `owner` past the cap
+    /// (`SessionManagerBuilder::with_max_sessions_per_owner`), so it may
+    /// end any session of that owner.
+    CappedLogin {
+        /// The owner set with `Session::set_owner`.
+        owner: String,
+        /// The key written.
+        key: String,
+        /// Its value: the client's next sequence number.
+        value: u64,
+    },
+    /// End every other session of the cookie's owner and keep this one
+    /// (`Session::log_out_other_sessions`).
+    LogOutOthers,
+    /// End one session of `owner` by its device handle
+    /// (`SessionManager::end_device_of`); the client's cookie is neither
+    /// sent nor changed.
+    EndDevice {
+        /// The owner.
+        owner: String,
+        /// The session the handle names.
+        session: SessionId,
+    },
 }
 
 impl Action {
@@ -66,9 +90,9 @@ impl Action {
     #[must_use]
     pub fn written(&self) -> Option<(&str, u64)> {
         match self {
-            Self::Login { key, value, .. } | Self::Write { key, value } => {
-                Some((key.as_str(), *value))
-            }
+            Self::Login { key, value, .. }
+            | Self::CappedLogin { key, value, .. }
+            | Self::Write { key, value } => Some((key.as_str(), *value)),
             _ => None,
         }
     }
@@ -109,7 +133,7 @@ pub enum Outcome {
     /// The response went out with this cookie change: what the operation
     /// did is acknowledged.
     Responded(CookieChange),
-    /// `end_all_for` returned this count.
+    /// `end_all_for` or `end_device_of` returned this count.
     Ended(u64),
     /// A 503 or another error: the operation may or may not have taken
     /// effect.
@@ -284,6 +308,13 @@ impl fmt::Display for History {
                 Action::CycleId => "cycle_id".to_owned(),
                 Action::Destroy => "destroy".to_owned(),
                 Action::EndAll { owner } => format!("end_all_for {owner}"),
+                Action::CappedLogin { owner, key, value } => {
+                    format!("login {owner} {key}={value} (capped)")
+                }
+                Action::LogOutOthers => "log_out_other_sessions".to_owned(),
+                Action::EndDevice { owner, session } => {
+                    format!("end_device_of {owner} {}", labels.of(*session))
+                }
             };
             let ended = op
                 .ended

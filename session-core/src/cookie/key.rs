@@ -168,6 +168,11 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
+    /// Every key, the signing one first.
+    pub(crate) fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
     pub(crate) fn signing(&self) -> &Key {
         &self.keys[0]
     }

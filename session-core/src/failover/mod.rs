@@ -648,6 +648,47 @@ impl SessionStore for FailoverStore {
         }
     }
 
+    /// Lists the owner in both stores, then loads each session found
+    /// through this pair, so the answer honours tombstones and versions as
+    /// [`load`](SessionStore::load) does. With one store down the other's
+    /// list is the answer: in mirror mode it holds every session, in standby
+    /// mode a session only the down primary holds cannot be served anyway.
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        let inner = &self.inner;
+        let (primary, secondary) = tokio::join!(
+            inner.call(
+                &inner.primary,
+                "sessions_of",
+                inner.primary.store.sessions_of(owner)
+            ),
+            inner.call(
+                &inner.secondary,
+                "sessions_of",
+                inner.secondary.store.sessions_of(owner)
+            ),
+        );
+        let ids: std::collections::HashSet<SessionId> = match (primary?, secondary?) {
+            (Reply::Down(err), Reply::Down(_)) => return Err(err),
+            (Reply::Answer(one), Reply::Down(_)) | (Reply::Down(_), Reply::Answer(one)) => {
+                one.iter().map(|record| record.id).collect()
+            }
+            (Reply::Answer(primary), Reply::Answer(secondary)) => primary
+                .iter()
+                .chain(&secondary)
+                .map(|record| record.id)
+                .collect(),
+        };
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.load(&id).await? {
+                if record.owner.as_ref().is_some_and(|held| held.name == owner) {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
+    }
+
     fn indexes_owners(&self) -> bool {
         self.inner.primary.store.indexes_owners() && self.inner.secondary.store.indexes_owners()
     }

@@ -1,8 +1,12 @@
 //! The manager: one per app, shared by every request.
 
+mod devices;
 pub(crate) mod session;
 
-use std::{collections::HashSet, future::Future, sync::Arc, time::Duration, time::SystemTime};
+use std::{
+    collections::HashSet, future::Future, num::NonZeroUsize, sync::Arc, time::Duration,
+    time::SystemTime,
+};
 
 use session::Session;
 
@@ -138,6 +142,9 @@ pub(crate) struct Shared {
     /// The span and metrics of every call to `store`.
     calls: StoreCalls,
     error_responder: Option<ErrorResponder>,
+    /// Makes the handles of a user's devices.
+    handles: crate::devices::HandleKeys,
+    max_sessions_per_owner: Option<NonZeroUsize>,
 }
 
 impl SessionManager {
@@ -153,6 +160,7 @@ impl SessionManager {
             config: ManagerConfig::default(),
             clock: Arc::new(SystemClock),
             error_responder: None,
+            zero_cap: false,
         }
     }
 
@@ -279,6 +287,8 @@ pub struct SessionManagerBuilder {
     config: ManagerConfig,
     clock: Arc<dyn Clock>,
     error_responder: Option<ErrorResponder>,
+    /// `with_max_sessions_per_owner(0)` was called.
+    zero_cap: bool,
 }
 
 /// The settings of a [`SessionManager`] apart from its store, keys and
@@ -307,6 +317,10 @@ pub struct ManagerConfig {
     pub operation_timeout: Duration,
     /// What a request gets when the store fails.
     pub error_policy: ErrorPolicy,
+    /// The most sessions one owner keeps: a login past it ends the oldest
+    /// logins. `None`, the default, caps nothing. See
+    /// [`SessionManagerBuilder::with_max_sessions_per_owner`].
+    pub max_sessions_per_owner: Option<NonZeroUsize>,
 }
 
 impl Default for ManagerConfig {
@@ -317,6 +331,7 @@ impl Default for ManagerConfig {
             absolute_timeout: Self::DEFAULT_ABSOLUTE_TIMEOUT,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             error_policy: ErrorPolicy::default(),
+            max_sessions_per_owner: None,
         }
     }
 }
@@ -438,6 +453,52 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Caps how many sessions one [owner](crate::Session::set_owner) keeps:
+    /// when a session gains an owner (a login) and the owner then has more
+    /// than `sessions` live sessions, the oldest logins are ended, as
+    /// streaming and banking sites do. Off by default: a cap logs users out
+    /// of devices they still use, which only the app can judge worth it.
+    ///
+    /// The login's response is sent once the cap is enforced. Concurrent
+    /// logins are ranked alike on every server (by login time, then by a
+    /// fixed tie-break), so once they have finished at most `sessions`
+    /// remain, and those are the newest logins. A login is never ended by
+    /// its own cap unless `sessions` newer logins of the same owner raced
+    /// it. When the store fails while enforcing the cap, the login answers
+    /// 503; its session may have been written, and then counts as the
+    /// newest until it ends.
+    ///
+    /// Needs a store that lists owners' sessions
+    /// ([`SessionStore::sessions_of`]); [`build`](Self::build) refuses a
+    /// store that does not index owners.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use session_core::{Key, SessionManager, memory::MemoryStore};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+    ///     .with_max_sessions_per_owner(2)
+    ///     .build()
+    ///     .unwrap();
+    /// for device in ["laptop", "phone", "tablet"] {
+    ///     let session = manager.start(std::iter::empty());
+    ///     session.set_owner("user-42").await.unwrap();
+    ///     session.set_label(device).await.unwrap();
+    ///     let _ = session.finish().await;
+    /// }
+    /// let devices = manager.devices_of("user-42").await.unwrap();
+    /// let labels: Vec<_> = devices.iter().map(|d| d.label.as_deref().unwrap()).collect();
+    /// assert_eq!(labels, ["tablet", "phone"]);
+    /// # }
+    /// ```
+    pub fn with_max_sessions_per_owner(mut self, sessions: usize) -> Self {
+        // Zero is kept as "unset" here and refused by `build`, so a config
+        // value of 0 is an error rather than a silent "no cap".
+        self.config.max_sessions_per_owner = NonZeroUsize::new(sessions);
+        self.zero_cap |= sessions == 0;
+        self
+    }
+
     /// The clock that timeouts are measured against. Tests use a
     /// [`ManualClock`](crate::clock::ManualClock).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
@@ -451,7 +512,23 @@ impl SessionManagerBuilder {
     /// As [`ManagerConfig::validate`].
     pub fn build(self) -> Result<SessionManager, ConfigError> {
         self.config.validate()?;
+        if self.zero_cap {
+            return Err(ConfigError::new(
+                "max_sessions_per_owner",
+                "must be at least 1; leave it unset for no cap",
+            ));
+        }
+        if self.config.max_sessions_per_owner.is_some() && !self.store.indexes_owners() {
+            return Err(ConfigError::new(
+                "max_sessions_per_owner",
+                format!(
+                    "needs a store that indexes session owners, and the {} store does not",
+                    self.store.kind()
+                ),
+            ));
+        }
         let config = self.config;
+        let handles = crate::devices::HandleKeys::new(&self.keys);
         let codec = CookieCodec::new(config.cookie, self.keys)?;
         Ok(SessionManager {
             shared: Arc::new(Shared {
@@ -464,6 +541,8 @@ impl SessionManagerBuilder {
                 operation_timeout: config.operation_timeout,
                 error_policy: config.error_policy,
                 clock: self.clock,
+                handles,
+                max_sessions_per_owner: config.max_sessions_per_owner,
             }),
         })
     }

@@ -83,11 +83,12 @@ pub(crate) enum Operation {
     Delete,
     DeleteIfVersion,
     DeleteByOwner,
+    SessionsOf,
     Health,
 }
 
 impl Operation {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Load,
         Self::Stamp,
         Self::Create,
@@ -96,6 +97,7 @@ impl Operation {
         Self::Delete,
         Self::DeleteIfVersion,
         Self::DeleteByOwner,
+        Self::SessionsOf,
         Self::Health,
     ];
 
@@ -109,6 +111,7 @@ impl Operation {
             Self::Delete => "delete",
             Self::DeleteIfVersion => "delete_if_version",
             Self::DeleteByOwner => "delete_by_owner",
+            Self::SessionsOf => "sessions_of",
             Self::Health => "health",
         }
     }
@@ -245,6 +248,7 @@ pub(crate) fn session_cycled() {
 pub(crate) enum Ended {
     Logout,
     EndAll,
+    Cap,
     Idle,
     Absolute,
 }
@@ -255,6 +259,7 @@ pub(crate) fn sessions_ended(reason: Ended, sessions: u64) {
     let counter = match reason {
         Ended::Logout => metrics::counter!(SESSIONS_ENDED, "reason" => "logout"),
         Ended::EndAll => metrics::counter!(SESSIONS_ENDED, "reason" => "end_all"),
+        Ended::Cap => metrics::counter!(SESSIONS_ENDED, "reason" => "cap"),
         Ended::Idle => metrics::counter!(SESSIONS_ENDED, "reason" => "idle"),
         Ended::Absolute => metrics::counter!(SESSIONS_ENDED, "reason" => "absolute"),
     };

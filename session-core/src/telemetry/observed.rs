@@ -93,6 +93,12 @@ impl SessionStore for Observed {
             .await
     }
 
+    async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
+        self.calls
+            .run(Operation::SessionsOf, self.store.sessions_of(owner))
+            .await
+    }
+
     fn indexes_owners(&self) -> bool {
         self.store.indexes_owners()
     }

@@ -5,6 +5,8 @@ use std::{fmt, mem, sync::Arc, time::SystemTime};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::Mutex;
 
+mod devices;
+
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
     cookie::Verified,
@@ -514,7 +516,16 @@ impl Session {
                 // Marks the write as under way for the case where this future
                 // is dropped mid-write: see the `Writing` arm above.
                 state.phase = Phase::Writing;
-                let written = self.write(&mut state, now).await;
+                let login = state.stamp_login(now);
+                let mut written = self.write(&mut state, now).await;
+                if let (Ok(_), Some(owner), Some(cap)) =
+                    (&written, login, self.inner.shared.max_sessions_per_owner)
+                {
+                    // Acknowledged only once the owner is within the cap.
+                    if let Err(err) = self.inner.shared.enforce_cap(&owner, cap).await {
+                        written = Err(err);
+                    }
+                }
                 state.phase = Phase::Finished;
                 match written {
                     Ok(set_cookie) => Finish::Respond { set_cookie },
@@ -905,6 +916,21 @@ impl State {
             Phase::Writing | Phase::Finished => Err(SessionError::Finished),
             _ => Ok(()),
         }
+    }
+
+    /// When this request gives the session an owner (a login), records the
+    /// login time with the data ([`LOGIN_KEY`](crate::devices::LOGIN_KEY)),
+    /// by which the per-owner cap ranks sessions, and returns the owner.
+    fn stamp_login(&mut self, now: SystemTime) -> Option<String> {
+        let owner = self.owner.clone()?;
+        if self.loaded_owner.as_ref().is_some_and(|o| o.name == owner) {
+            return None;
+        }
+        let stamp = crate::devices::micros(now).to_string();
+        self.changes.set(crate::devices::LOGIN_KEY, stamp.clone());
+        self.data
+            .insert(crate::devices::LOGIN_KEY.to_owned(), stamp);
+        Some(owner)
     }
 
     /// The owner to write for a session created at `created_at`: the loaded
