@@ -5,6 +5,8 @@ use std::{fmt, mem, sync::Arc, time::SystemTime};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::Mutex;
 
+mod migrate;
+
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
     cookie::Verified,
@@ -122,6 +124,8 @@ struct Inner {
     shared: Arc<Shared>,
     cookie: Option<Verified>,
     state: Mutex<State>,
+    /// Set only while migrating from another library: see `migrate.rs`.
+    migration: migrate::Migration,
 }
 
 #[derive(Default)]
@@ -183,6 +187,7 @@ impl Session {
                 shared,
                 cookie,
                 state: Mutex::new(State::default()),
+                migration: migrate::Migration::default(),
             }),
         }
     }
@@ -562,6 +567,9 @@ impl Session {
     async fn load_into(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
         let Some(cookie) = self.inner.cookie else {
+            if self.inner.migration.is_pending() {
+                return self.migrate_into(state).await;
+            }
             state.phase = Phase::Loaded;
             return Ok(());
         };
@@ -893,7 +901,8 @@ impl Session {
         expires_at: SystemTime,
         now: SystemTime,
     ) -> Option<String> {
-        let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign);
+        let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign)
+            || self.inner.migration.issues_cookie();
         (self.inner.shared.codec.config().is_persistent() || needs_resign)
             .then(|| self.cookie_for(id, expires_at, now))
     }
