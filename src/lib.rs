@@ -185,6 +185,18 @@ pub mod memory {
     pub use session_core::memory::*;
 }
 
+/// Moving another library's users in without logging them out: the
+/// [`LegacySessions`](migrate::LegacySessions) source the manager consults
+/// on first contact (session-core's [`migrate`](session_core::migrate)),
+/// and with the `migrate` feature the Redis readers for tower-sessions and
+/// actix-session (session-redis's `migrate`). From config: the `[migrate]`
+/// block ([`MigrateSection`](config::MigrateSection)).
+pub mod migrate {
+    pub use session_core::migrate::*;
+    #[cfg(feature = "migrate")]
+    pub use session_redis::migrate::*;
+}
+
 /// Sessions in Redis: [`RedisStore`](redis::RedisStore) over a
 /// [`RedisConfig`](redis::RedisConfig) that names a server, a Sentinel
 /// service or a Cluster.

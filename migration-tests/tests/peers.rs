@@ -371,3 +371,44 @@ async fn a_cookie_made_with_another_key_gets_a_fresh_session_and_the_record_stay
     assert_eq!((status, body.as_str()), (200, "None None"));
     assert_eq!(keys(&redis), before, "nothing is claimed or deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrate_config_block_turns_it_on() {
+    use axum::{routing::get, Router};
+    use session_kit::{config::SessionConfig, tower::Session};
+
+    let redis = RedisServer::start();
+    let old = tower_side::old_app(&redis, CookieSecurity::Signed).await;
+    let config = SessionConfig::from_toml(&format!(
+        r#"
+        [cookie]
+        secret = "{SECRET}"
+        secure = false
+        [store]
+        kind = "redis"
+        url = "{url}"
+        [migrate]
+        from = "tower-sessions"
+        cookie_security = "signed"
+        key = "{key}"
+        "#,
+        url = redis.url(),
+        key = peer_key_base64(),
+    ))
+    .unwrap();
+    let layer = session_kit::tower_layer(&config).await.unwrap();
+    let router = Router::new()
+        .route(
+            "/whoami",
+            get(|session: Session| async move {
+                let user = session.get::<String>("user").await.unwrap();
+                let cart = session.get::<Vec<u32>>("cart").await.unwrap();
+                format!("{user:?} {cart:?}")
+            }),
+        )
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let new = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    migrates(&redis, old, new, "id", "session").await;
+}
