@@ -17,9 +17,16 @@
 //!    ([`SessionStore::create`](crate::store::SessionStore::create), which
 //!    never overwrites, so parallel migrations of one cookie end in one
 //!    session and whichever lost simply loads it);
-//! 4. the old record is deleted, our cookie is issued, and the old cookie
-//!    is cleared (unless it has our cookie's name, path and domain, in
-//!    which case ours replaces it).
+//! 4. the request whose write created the record deletes the old record
+//!    ([`LegacySessions::release`]); our cookie is issued, and the old
+//!    cookie is cleared (unless it has our cookie's name, path and domain,
+//!    in which case ours replaces it).
+//!
+//! A request that stored the session but finds the old record already
+//! deleted was overtaken: a parallel request stored it first, deleted the
+//! old record, and the session was ended since (a logout in that instant).
+//! Its copy would bring the ended session back, so it deletes it and
+//! starts fresh: nothing ended comes back.
 //!
 //! A forged or tampered old cookie, one whose record is gone, corrupt or
 //! too large, gets a fresh session, never an error page; only an
@@ -190,9 +197,8 @@ impl LegacyCookieScope {
 ///         };
 ///         Ok(Claim::Forwarded { id, data })
 ///     }
-///     async fn release(&self, old: &LegacyCookie) -> Result<(), StoreError> {
-///         self.records.lock().unwrap().remove(old.id());
-///         Ok(())
+///     async fn release(&self, old: &LegacyCookie) -> Result<bool, StoreError> {
+///         Ok(self.records.lock().unwrap().remove(old.id()).is_some())
 ///     }
 /// }
 ///
@@ -234,11 +240,17 @@ pub trait LegacySessions: fmt::Debug + Send + Sync + 'static {
     /// an outage as the store's errors.
     async fn claim(&self, old: &LegacyCookie, candidate: &SessionId) -> Result<Claim, StoreError>;
 
-    /// Deletes the old record, once its data is stored under the new id.
-    /// Deleting a record that is already gone succeeds.
+    /// Deletes the old record once its data is stored under the new id:
+    /// true when this call deleted it, false when it was already gone.
+    ///
+    /// The manager reads "already gone" as "another request stored this
+    /// session first and deleted the old record": its own copy is then a
+    /// session that was ended meanwhile (a logout) coming back, and it is
+    /// deleted again. So an implementation must answer false only when the
+    /// record is really absent.
     ///
     /// # Errors
     /// An outage, as the store's errors. It costs nothing but the old
     /// record lingering until its own expiry.
-    async fn release(&self, old: &LegacyCookie) -> Result<(), StoreError>;
+    async fn release(&self, old: &LegacyCookie) -> Result<bool, StoreError>;
 }

@@ -178,3 +178,43 @@ fn base64_of_64_bytes() -> String {
     "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKg=="
         .to_owned()
 }
+
+#[tokio::test]
+async fn a_logout_during_a_parallel_migration_is_not_undone() {
+    let redis = RedisServer::start();
+    write_old(&redis, r#"{"user":"\"ada\""}"#);
+    let (manager, gated) = manager_over(&redis, legacy_config()).await;
+    let cookie = old_cookie();
+
+    // A claims the old session (with its data) and is held before storing it.
+    let mut create = gated.hold(Op::Create.before());
+    let a = manager.start([cookie.as_bytes()]);
+    let a_task = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let user = a.get::<String>("user").await.unwrap();
+            (user, a.finish().await)
+        }
+    });
+    create.reached().await;
+
+    // B migrates the same session, then the user logs out.
+    let b = manager.start([cookie.as_bytes()]);
+    assert_eq!(
+        b.get::<String>("user").await.unwrap().as_deref(),
+        Some("ada")
+    );
+    let id = b.id().await.unwrap().unwrap();
+    b.destroy().await.unwrap();
+    let _ = b.finish().await;
+
+    // A's copy would bring the ended session back: it is dropped instead.
+    create.release();
+    let (user, finish) = a_task.await.unwrap();
+    assert_eq!(user, None, "the logged-out session came back");
+    assert!(matches!(finish, Finish::Respond { .. }), "{finish:?}");
+    assert!(
+        manager.store().load(&id).await.unwrap().is_none(),
+        "the ended session stays ended"
+    );
+}

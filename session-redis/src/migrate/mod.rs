@@ -362,11 +362,13 @@ impl LegacySessions for LegacyRedisSessions {
         Ok(Claim::Forwarded { id, data })
     }
 
-    async fn release(&self, old: &LegacyCookie) -> Result<(), StoreError> {
+    async fn release(&self, old: &LegacyCookie) -> Result<bool, StoreError> {
         let old_key = self.old_key(old);
-        self.connection
-            .query::<()>(redis::cmd("UNLINK").arg(&old_key))
+        let unlinked: u64 = self
+            .connection
+            .query(redis::cmd("UNLINK").arg(&old_key))
             .await
-            .map_err(|err| store_error("release_legacy", err))
+            .map_err(|err| store_error("release_legacy", err))?;
+        Ok(unlinked > 0)
     }
 }

@@ -125,12 +125,15 @@ impl Session {
                 .await
             {
                 Ok(Created::Created) => {
-                    self.release(legacy.as_ref(), old).await;
+                    if !self.release(legacy.as_ref(), old).await {
+                        return self.overtaken(state, &id).await;
+                    }
                     tracing::info!(session.id = ?id, "session migrated from the old library");
                     return self.adopt(state, record);
                 }
                 // A parallel request with the same old cookie stored it
-                // first: both end in that one session.
+                // first: both end in that one session, and that request
+                // deletes the old record.
                 Ok(Created::IdTaken) => {}
                 Err(err) if is_unmovable(&err) => {
                     log_store_error(
@@ -144,7 +147,6 @@ impl Session {
         }
         match shared.call(Operation::Load, shared.store.load(&id)).await {
             Ok(Some(record)) if shared.is_live(now, record.created_at, record.expires_at) => {
-                self.release(legacy.as_ref(), old).await;
                 self.adopt(state, record)
             }
             // Migrated by a parallel request and ended since (a logout).
@@ -201,15 +203,41 @@ impl Session {
         });
     }
 
-    /// Deletes the old record. A failure leaves it to its own expiry: the
-    /// forwarding marker still sends the old cookie to the new session.
-    async fn release(&self, legacy: &dyn LegacySessions, old: &LegacyCookie) {
+    /// Deletes the old record: false only when it was already gone. A
+    /// failure counts as deleted (true): the record then lingers until its
+    /// own expiry, and the forwarding marker still sends the old cookie to
+    /// the new session.
+    async fn release(&self, legacy: &dyn LegacySessions, old: &LegacyCookie) -> bool {
         let shared = &self.inner.shared;
-        if let Err(err) = shared.call(Operation::Delete, legacy.release(old)).await {
-            log_store_error(
-                &err,
-                "old session record could not be deleted after its migration",
-            );
+        match shared.call(Operation::Delete, legacy.release(old)).await {
+            Ok(released) => released,
+            Err(err) => {
+                log_store_error(
+                    &err,
+                    "old session record could not be deleted after its migration",
+                );
+                true
+            }
+        }
+    }
+
+    /// This request stored the old session under `id`, but the old record
+    /// was already gone: a parallel request stored it first and deleted
+    /// it, and the session was ended since (else this create would have
+    /// found the id taken). The copy just made would bring an ended
+    /// session back, so it goes, and the request starts fresh.
+    async fn overtaken(&self, state: &mut State, id: &SessionId) -> Result<(), SessionError> {
+        let shared = &self.inner.shared;
+        tracing::info!(
+            session.id = ?id,
+            "migrated session was ended by a parallel request; not bringing it back"
+        );
+        match shared
+            .call(Operation::Delete, shared.store.delete(id))
+            .await
+        {
+            Ok(()) => self.fresh(state),
+            Err(err) => self.migration_failed(state, err),
         }
     }
 
