@@ -22,6 +22,7 @@
 //! | `memcached` | [`memcached::MemcachedStore`]: several Memcached servers, CAS delta commits |
 //! | `postgres` | [`postgres::PostgresStore`]: PostgreSQL, one row per session; durable, and the low-cost standby behind Redis |
 //! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
+//! | `migrate` | `redis` plus moving tower-sessions' and actix-session's users in on first contact, without logging them out: the `[migrate]` config block ([`config::MigrateSection`]), [`migrate::LegacyRedisSessions`]; guide in `docs/migrating.md` |
 //!
 //! Whatever the features, [`FailoverStore`](failover::FailoverStore) puts a secondary store behind a
 //! primary (mirror or standby, with a circuit breaker on each), and with

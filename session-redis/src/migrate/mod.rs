@@ -3,7 +3,7 @@
 //! once per user on first contact (feature `migrate`).
 //!
 //! [`LegacyRedisSessions`] is a
-//! [`LegacySessions`](session_core::migrate::LegacySessions) source for
+//! [`LegacySessions`] source for
 //! [`SessionManagerBuilder::with_legacy_sessions`](session_core::manager::SessionManagerBuilder::with_legacy_sessions).
 //! It verifies the peer's cookie with the peer's key, reads the peer's
 //! record from the same Redis as the [`RedisStore`], and claims it with one
