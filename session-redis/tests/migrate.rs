@@ -218,3 +218,31 @@ async fn a_logout_during_a_parallel_migration_is_not_undone() {
         "the ended session stays ended"
     );
 }
+
+#[tokio::test]
+async fn a_logout_on_first_contact_ends_the_old_session_too() {
+    let redis = RedisServer::start();
+    write_old(&redis, r#"{"user":"\"ada\""}"#);
+    let (manager, _) = manager_over(&redis, legacy_config()).await;
+    let cookie = old_cookie();
+
+    let logout = manager.start([cookie.as_bytes()]);
+    logout.destroy().await.unwrap();
+    let finish = logout.finish().await;
+    let Finish::Respond {
+        set_cookie: Some(removal),
+    } = &finish
+    else {
+        panic!("{finish:?}");
+    };
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    assert!(
+        logout.legacy_cookie_removal().unwrap().starts_with("id=;"),
+        "the old cookie is cleared"
+    );
+    assert_eq!(redis.cli(&["EXISTS", OLD_KEY]), "0");
+
+    // The old cookie, sent again, leads nowhere.
+    let again = manager.start([cookie.as_bytes()]);
+    assert_eq!(again.get::<String>("user").await.unwrap(), None);
+}

@@ -363,6 +363,11 @@ impl Session {
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut state = self.inner.state.lock().await;
         state.ensure_open()?;
+        // A logout on first contact ends the old library's session too,
+        // which only migrating it can find (a parallel request may have).
+        if matches!(state.phase, Phase::Unloaded) && self.inner.migration.is_pending() {
+            self.migrate_into(&mut state).await?;
+        }
         // With no loaded record (never loaded, load failed, or served empty
         // under `TreatAsEmpty`) end whatever the cookie names: logging out
         // must work even while the record cannot be read.
