@@ -348,7 +348,9 @@ impl Session {
     }
 
     /// Ends the session: the record is deleted at the end of the request and
-    /// the browser is told to drop the cookie. Costs no load. Data inserted
+    /// the browser is told to drop the cookie. Costs no load (except,
+    /// with [migration](crate::migrate) on, moving an old library's session
+    /// first, so that it ends too). Data inserted
     /// after `destroy` in the same request starts a new session.
     ///
     /// ```
