@@ -155,9 +155,49 @@ fn near_cache(_: u64, _: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
 pub async fn build_manager(config: &SessionConfig) -> Result<SessionManager, BuildError> {
     let keys = validated_for_manager(config)?;
     let store = build_validated_store(config).await?;
-    Ok(SessionManager::builder(store, keys)
-        .with_config(config.manager_config())
-        .build()?)
+    #[allow(unused_mut)] // without `migrate` nothing is added
+    let mut builder = SessionManager::builder(store, keys).with_config(config.manager_config());
+    #[cfg(feature = "migrate")]
+    if let Some(migrate) = &config.migrate {
+        // Boxed, as the stores are: see `build_validated_store`.
+        builder = builder.with_legacy_sessions(Box::pin(legacy_sessions(config, migrate)).await?);
+    }
+    Ok(builder.build()?)
+}
+
+/// The `[migrate]` block's reader of the old library's sessions, on its
+/// own connection to the Redis that holds them (`migrate.url`, else the
+/// store's). Unlike a store, it has no degraded start: an app that cannot
+/// read the old sessions would log every old user out.
+#[cfg(feature = "migrate")]
+async fn legacy_sessions(
+    config: &SessionConfig,
+    migrate: &crate::config::MigrateSection,
+) -> Result<session_redis::migrate::LegacyRedisSessions, BuildError> {
+    let redis = match (&migrate.url, &config.store) {
+        (Some(url), _) => session_redis::RedisConfig::from_url(url)
+            .map_err(|err| ConfigError::new("migrate.url", err.reason().to_owned()))?,
+        (None, StoreConfig::Redis { config, .. }) => config.clone(),
+        // `validate_stores` asks for `migrate.url` first.
+        (None, _) => {
+            return Err(
+                ConfigError::new("migrate.url", "is required when [store] is not Redis").into(),
+            )
+        }
+    };
+    let store = session_redis::RedisStore::connect(redis)
+        .await
+        .map_err(|source| BuildError::Unreachable {
+            key: "migrate".to_owned(),
+            kind: StoreKind::Redis,
+            cause: source.to_line(),
+            source,
+        })?;
+    Ok(
+        session_redis::migrate::LegacyRedisSessions::new(&store, migrate.config.clone()).map_err(
+            |err| ConfigError::new(format!("migrate.{}", err.key()), err.reason().to_owned()),
+        )?,
+    )
 }
 
 /// Checks everything before the first connect, so a typo is not reported

@@ -23,6 +23,7 @@
 //! | `postgres` | [`postgres::PostgresStore`]: PostgreSQL, one row per session; durable, and the low-cost standby behind Redis |
 //! | `cluster` | [`cluster::ClusterStore`]: sessions replicated in the app servers' own memory, no external store |
 //! | `tower-sessions` | [`tower_sessions::TowerSessionsStore`]: tower-sessions 0.14 apps (axum-login, axum-messages) on any of these stores |
+//! | `migrate` | `redis` plus moving tower-sessions' and actix-session's users in on first contact, without logging them out: the `[migrate]` config block ([`config::MigrateSection`]), [`migrate::LegacyRedisSessions`]; guide in `docs/migrating.md` |
 //!
 //! Whatever the features, [`FailoverStore`](failover::FailoverStore) puts a secondary store behind a
 //! primary (mirror or standby, with a circuit breaker on each), and with
@@ -261,6 +262,18 @@ pub mod lazy {
 #[cfg(feature = "memory")]
 pub mod memory {
     pub use session_core::memory::*;
+}
+
+/// Moving another library's users in without logging them out: the
+/// [`LegacySessions`](migrate::LegacySessions) source the manager consults
+/// on first contact (session-core's [`migrate`](session_core::migrate)),
+/// and with the `migrate` feature the Redis readers for tower-sessions and
+/// actix-session (session-redis's `migrate`). From config: the `[migrate]`
+/// block ([`MigrateSection`](config::MigrateSection)).
+pub mod migrate {
+    pub use session_core::migrate::*;
+    #[cfg(feature = "migrate")]
+    pub use session_redis::migrate::*;
 }
 
 /// Sessions in Redis: [`RedisStore`](redis::RedisStore) over a

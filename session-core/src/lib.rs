@@ -151,6 +151,7 @@ pub mod lazy;
 pub mod manager;
 #[cfg(feature = "memory")]
 pub mod memory;
+pub mod migrate;
 mod record;
 pub mod store;
 pub mod telemetry;

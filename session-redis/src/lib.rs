@@ -135,6 +135,9 @@ mod config;
 mod error;
 mod hash;
 mod index;
+#[cfg(feature = "migrate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "migrate")))]
+pub mod migrate;
 mod script;
 mod store;
 #[cfg(feature = "tls")]

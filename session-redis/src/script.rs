@@ -54,6 +54,14 @@ impl Script {
         Self::new(script!("lua/touch.lua"))
     }
 
+    /// Claims another library's session record for migration: the
+    /// session-kit id it moves to, its bytes and their size.
+    #[cfg(feature = "migrate")]
+    pub(crate) fn claim_legacy() -> Self {
+        // Not a session script: no prelude (its `key` is ours, not theirs).
+        Self::new(include_str!("lua/claim_legacy.lua"))
+    }
+
     /// Adds one entry to an owner's index on its own (Cluster): 1.
     pub(crate) fn index_owner() -> Self {
         Self::new(script!("lua/index.lua", "lua/index_owner.lua"))

@@ -120,6 +120,19 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// The shared connection, for readers of other libraries' records
+    /// in the same Redis.
+    #[cfg(feature = "migrate")]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The key prefix of this store's own keys.
+    #[cfg(feature = "migrate")]
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Connects to the Redis that `config` names.
     ///
     /// # Errors

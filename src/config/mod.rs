@@ -34,6 +34,7 @@
 mod block;
 #[cfg(feature = "cluster")]
 mod cluster;
+mod migrate;
 mod store;
 
 use std::{
@@ -50,6 +51,7 @@ use serde::Deserialize;
 /// The config library [`SessionConfig::from_figment`] takes, re-exported so
 /// an app layering its own sources uses the same version.
 pub use figment;
+pub use migrate::MigrateSection;
 pub use session_core::config::{Endpoint, Secret};
 pub use store::{MemoryConfig, OnUnreachable, StoreConfig, StoreKind};
 
@@ -83,6 +85,7 @@ pub const ENV_PREFIX: &str = "SESSION__";
 /// | `[store]` | `kind = "memory"` | see [`StoreConfig`] |
 /// | `[failover]` | none | see [`FailoverSection`] |
 /// | `[near_cache]` | none | see [`NearCacheConfig`] |
+/// | `[migrate]` | none | moving tower-sessions' or actix-session's users: see [`MigrateSection`] |
 ///
 /// Durations are written as `"30m"`, `"1h 30m"`, `"250ms"`, or a number of
 /// seconds.
@@ -131,6 +134,8 @@ pub struct SessionConfig {
     pub failover: Option<FailoverSection>,
     /// An in-process cache in front of a remote store.
     pub near_cache: Option<NearCacheConfig>,
+    /// Moving another library's sessions in on first contact.
+    pub migrate: Option<MigrateSection>,
 }
 
 impl Default for SessionConfig {
@@ -146,6 +151,7 @@ impl Default for SessionConfig {
             store: StoreConfig::default(),
             failover: None,
             near_cache: None,
+            migrate: None,
         }
     }
 }
@@ -432,6 +438,15 @@ impl SessionConfig {
                          store can be undone when it returns",
                         humantime::format_duration(self.absolute_timeout)
                     ),
+                ));
+            }
+        }
+        if let Some(migrate) = &self.migrate {
+            if migrate.url.is_none() && self.store.kind() != StoreKind::Redis {
+                return Err(ConfigError::new(
+                    "migrate.url",
+                    "is required when [store] is not Redis: the Redis that holds the old \
+                     library's sessions",
                 ));
             }
         }

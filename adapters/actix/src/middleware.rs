@@ -113,12 +113,20 @@ where
                 // acknowledge the changes, so nothing is written.
                 let response = response.await?;
                 let finish = session.finish().await;
+                // Migration from another library clears its cookie too.
+                let legacy_removal = session.legacy_cookie_removal();
                 let outcome = match finish {
                     Finish::Respond { .. } => "ok",
                     _ => "unavailable",
                 };
                 request_span.record("outcome", outcome);
-                Ok(apply(finish, response, responder.as_ref()))
+                let mut response = apply(finish, response, responder.as_ref());
+                if let Some(removal) = legacy_removal.filter(|_| outcome == "ok") {
+                    if let Ok(value) = HeaderValue::try_from(removal) {
+                        response.headers_mut().append(SET_COOKIE, value);
+                    }
+                }
+                Ok(response)
             }
             .instrument(span),
         )

@@ -13,7 +13,9 @@ use session_core::{
     Session,
 };
 
-type FinishFuture = Pin<Box<dyn Future<Output = Finish> + Send>>;
+/// The write-back, and the `Set-Cookie` that clears another library's
+/// cookie after a migration.
+type FinishFuture = Pin<Box<dyn Future<Output = (Finish, Option<String>)> + Send>>;
 
 pin_project! {
     /// Resolves to the inner service's response with the session written and
@@ -78,14 +80,17 @@ where
                     // acknowledge the changes, so nothing is written.
                     let response = ready!(future.poll(cx))?;
                     let session = session.take().expect("session taken only once");
-                    let finish: FinishFuture = Box::pin(async move { session.finish().await });
+                    let finish: FinishFuture = Box::pin(async move {
+                        let finish = session.finish().await;
+                        (finish, session.legacy_cookie_removal())
+                    });
                     this.state.set(State::Writing {
                         finish,
                         response: Some(response),
                     });
                 }
                 StateProj::Writing { finish, response } => {
-                    let finish = ready!(finish.as_mut().poll(cx));
+                    let (finish, legacy_removal) = ready!(finish.as_mut().poll(cx));
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
@@ -94,7 +99,13 @@ where
                         _ => "unavailable",
                     };
                     this.span.record("outcome", outcome);
-                    return Poll::Ready(Ok(apply(finish, response, this.responder.as_ref())));
+                    let mut response = apply(finish, response, this.responder.as_ref());
+                    if let Some(removal) = legacy_removal.filter(|_| outcome == "ok") {
+                        if let Ok(value) = HeaderValue::try_from(removal) {
+                            response.headers_mut().append(SET_COOKIE, value);
+                        }
+                    }
+                    return Poll::Ready(Ok(response));
                 }
             }
         }

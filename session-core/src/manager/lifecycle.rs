@@ -13,6 +13,7 @@ use session::Session;
 use super::{ErrorResponder, ErrorResponse, Failure};
 use crate::{
     error::cause_chain,
+    migrate::LegacySessions,
     telemetry::{self, Ended, Operation, StoreCalls},
     Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing, SessionStore, StoreError,
     SystemClock,
@@ -145,6 +146,8 @@ pub(crate) struct Shared {
     /// Makes the handles of a user's devices.
     handles: crate::devices::HandleKeys,
     max_sessions_per_owner: Option<NonZeroUsize>,
+    /// Another library's sessions to migrate on first contact, if any.
+    legacy: Option<Arc<dyn LegacySessions>>,
 }
 
 impl SessionManager {
@@ -161,6 +164,7 @@ impl SessionManager {
             clock: Arc::new(SystemClock),
             error_responder: None,
             zero_cap: false,
+            legacy: None,
         }
     }
 
@@ -168,6 +172,9 @@ impl SessionManager {
     /// request's `Cookie` header values. Costs no store call; the session
     /// loads on first use.
     pub fn start<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a [u8]>) -> Session {
+        if let Some(legacy) = &self.shared.legacy {
+            return Session::start_migrating(&self.shared, legacy, cookie_headers);
+        }
         let cookie = self.shared.codec.read(cookie_headers);
         Session::new(Arc::clone(&self.shared), cookie)
     }
@@ -289,6 +296,7 @@ pub struct SessionManagerBuilder {
     error_responder: Option<ErrorResponder>,
     /// `with_max_sessions_per_owner(0)` was called.
     zero_cap: bool,
+    legacy: Option<Arc<dyn LegacySessions>>,
 }
 
 /// The settings of a [`SessionManager`] apart from its store, keys and
@@ -499,6 +507,23 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Migrates users of another session library on first contact: a
+    /// request with no session-kit cookie but with the old library's
+    /// cookie gets its old session moved into the store, and our cookie.
+    /// Turn it off (leave it out) once the old cookies' lifetime has passed.
+    /// See [`migrate`](crate::migrate).
+    pub fn with_legacy_sessions(mut self, legacy: impl LegacySessions) -> Self {
+        self.legacy = Some(Arc::new(legacy));
+        self
+    }
+
+    /// [`with_legacy_sessions`](Self::with_legacy_sessions) with a source
+    /// already shared.
+    pub fn with_shared_legacy_sessions(mut self, legacy: Arc<dyn LegacySessions>) -> Self {
+        self.legacy = Some(legacy);
+        self
+    }
+
     /// The clock that timeouts are measured against. Tests use a
     /// [`ManualClock`](crate::clock::ManualClock).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
@@ -534,6 +559,7 @@ impl SessionManagerBuilder {
             shared: Arc::new(Shared {
                 calls: StoreCalls::new(self.store.kind()),
                 error_responder: self.error_responder,
+                legacy: self.legacy,
                 store: self.store,
                 codec,
                 idle_timeout: config.idle_timeout,

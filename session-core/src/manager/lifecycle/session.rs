@@ -6,6 +6,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::Mutex;
 
 mod devices;
+mod migrate;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
@@ -124,6 +125,8 @@ struct Inner {
     shared: Arc<Shared>,
     cookie: Option<Verified>,
     state: Mutex<State>,
+    /// Set only while migrating from another library: see `migrate.rs`.
+    migration: migrate::Migration,
 }
 
 #[derive(Default)]
@@ -185,6 +188,7 @@ impl Session {
                 shared,
                 cookie,
                 state: Mutex::new(State::default()),
+                migration: migrate::Migration::default(),
             }),
         }
     }
@@ -345,7 +349,9 @@ impl Session {
     }
 
     /// Ends the session: the record is deleted at the end of the request and
-    /// the browser is told to drop the cookie. Costs no load. Data inserted
+    /// the browser is told to drop the cookie. Costs no load (except,
+    /// with [migration](crate::migrate) on, moving an old library's session
+    /// first, so that it ends too). Data inserted
     /// after `destroy` in the same request starts a new session.
     ///
     /// ```
@@ -360,6 +366,11 @@ impl Session {
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut state = self.inner.state.lock().await;
         state.ensure_open()?;
+        // A logout on first contact ends the old library's session too,
+        // which only migrating it can find (a parallel request may have).
+        if matches!(state.phase, Phase::Unloaded) && self.inner.migration.is_pending() {
+            self.migrate_into(&mut state).await?;
+        }
         // With no loaded record (never loaded, load failed, or served empty
         // under `TreatAsEmpty`) end whatever the cookie names: logging out
         // must work even while the record cannot be read.
@@ -573,6 +584,9 @@ impl Session {
     async fn load_into(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
         let Some(cookie) = self.inner.cookie else {
+            if self.inner.migration.is_pending() {
+                return self.migrate_into(state).await;
+            }
             state.phase = Phase::Loaded;
             return Ok(());
         };
@@ -904,7 +918,8 @@ impl Session {
         expires_at: SystemTime,
         now: SystemTime,
     ) -> Option<String> {
-        let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign);
+        let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign)
+            || self.inner.migration.issues_cookie();
         (self.inner.shared.codec.config().is_persistent() || needs_resign)
             .then(|| self.cookie_for(id, expires_at, now))
     }
