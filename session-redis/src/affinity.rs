@@ -28,6 +28,7 @@
 use std::{
     borrow::Cow,
     cell::RefCell,
+    future::Future,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Weak,
@@ -90,7 +91,11 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Connects as `config` says, failing if the first connection fails.
     pub(crate) async fn open(config: &RedisConfig) -> RedisResult<Self> {
-        let first = Link::open(config).await?;
+        // Boxed: the redis crate's connect futures nest deep enough that one
+        // more layer of ours would pass the compiler's depth limit (128)
+        // when an app lays out a future that connects (an `async_trait`
+        // factory, say). Connecting happens once, so the box costs nothing.
+        let first = Box::pin(Link::open(config)).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -101,19 +106,24 @@ impl Connection {
         })
     }
 
-    /// Sends `cmd` and decodes the reply.
-    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        self.link().query(cmd).await
+    /// Sends `cmd` and decodes the reply. Not an `async fn`: it returns
+    /// the link's own future rather than one more layer around it (see
+    /// [`Link::query`]).
+    pub(crate) fn query<'a, T: FromRedisValue + 'a>(
+        &self,
+        cmd: &'a Cmd,
+    ) -> impl Future<Output = RedisResult<T>> + 'a {
+        self.link().query(cmd)
     }
 
     /// Runs `script` on `keys` (see [`Link::run_script`]).
-    pub(crate) async fn run_script<T: FromRedisValue>(
+    pub(crate) fn run_script<'a, T: FromRedisValue + 'a>(
         &self,
-        script: &Script,
-        keys: &[&str],
-        args: &[Cow<'_, str>],
-    ) -> RedisResult<T> {
-        self.link().run_script(script, keys, args).await
+        script: &'a Script,
+        keys: &'a [&'a str],
+        args: &'a [Cow<'a, str>],
+    ) -> impl Future<Output = RedisResult<T>> + 'a {
+        self.link().run_script(script, keys, args)
     }
 
     /// Whether keys in different hash slots may sit on different servers
@@ -190,7 +200,7 @@ impl Connection {
         let bound = self.open_bound();
         let spawner = runtime.clone();
         runtime.spawn(async move {
-            let opened = tokio::time::timeout(bound, Link::open(&config)).await;
+            let opened = tokio::time::timeout(bound, Box::pin(Link::open(&config))).await;
             let state = match opened {
                 Ok(Ok(link)) => {
                     // Lives as long as this runtime's tasks do, the new

@@ -122,9 +122,6 @@
 // feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
 // merged into it (Rust 1.92).
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// The store's futures nest the per-thread connection's, the redis crate's
-// and the timeout's: computing their layout passes the default depth of 128.
-#![recursion_limit = "256"]
 
 mod affinity;
 #[cfg(feature = "serde")]

@@ -142,11 +142,14 @@ impl Link {
         }
     }
 
-    /// Sends `cmd` and decodes the reply.
-    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+    /// Sends `cmd` and decodes the reply. Takes the (cheap) handle by
+    /// value, so a caller can hand this future on without wrapping it in
+    /// one of its own: every layer of nesting counts against the compiler's
+    /// depth limit in the apps that hold a store's futures.
+    pub(crate) async fn query<T: FromRedisValue>(self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Self::Standalone(manager) => cmd.query_async(&mut manager.clone()).await,
-            Self::Cluster(cluster) => cmd.query_async(&mut cluster.clone()).await,
+            Self::Standalone(mut manager) => cmd.query_async(&mut manager).await,
+            Self::Cluster(mut cluster) => cmd.query_async(&mut cluster).await,
             Self::Sentinel(sentinel) => sentinel.query(cmd).await,
         }
     }
@@ -161,12 +164,12 @@ impl Link {
     /// Runs `script` on `keys`: `EVALSHA`, then `EVAL` once if the server
     /// does not have the script cached.
     pub(crate) async fn run_script<T: FromRedisValue>(
-        &self,
+        self,
         script: &Script,
         keys: &[&str],
         args: &[Cow<'_, str>],
     ) -> RedisResult<T> {
-        match self.query(&script.evalsha(keys, args)).await {
+        match self.clone().query(&script.evalsha(keys, args)).await {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.query(&script.eval(keys, args)).await
             }

@@ -57,7 +57,7 @@ use session_core::{
 };
 
 use self::peer_cookie::PeerCookie;
-use crate::{error::store_error, script::Script, topology::Connection, RedisStore};
+use crate::{affinity::Connection, error::store_error, script::Script, RedisStore};
 
 /// The library whose sessions are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
