@@ -127,6 +127,14 @@ pub(crate) struct Measured {
     /// [`store_bytes`](Self::store_bytes) over the requests the nodes
     /// answered.
     pub(crate) store_bytes_per_request: f64,
+    /// [`store_bytes`](Self::store_bytes) over the writes the users had
+    /// acknowledged (logins and increments): what one write costs in
+    /// copies, forwarding or store traffic.
+    pub(crate) store_bytes_per_write: f64,
+    /// App servers the strategy ran.
+    pub(crate) nodes: usize,
+    /// Copies the clustering baseline never sent (a peer down or cut off).
+    pub(crate) copies_dropped: u64,
     /// Median latency of the answers that succeeded (2xx) only, through
     /// the balancer. The requests that failed (a store down, a timeout)
     /// are in `failed_requests`, not here, so an outage does not show in
@@ -191,6 +199,16 @@ impl StrategyFigures {
             } else {
                 0.0
             },
+            store_bytes_per_write: {
+                let writes = tally.logins + tally.acknowledged_increments;
+                if writes > 0 {
+                    footprint.store_bytes as f64 / writes as f64
+                } else {
+                    0.0
+                }
+            },
+            nodes: footprint.requests_per_node.len(),
+            copies_dropped: footprint.copies_dropped,
             p50_ok_ms: millis(0.50),
             p99_ok_ms: millis(0.99),
             faults_applied,
@@ -418,6 +436,7 @@ pub(crate) fn figures_with(faults_applied: Vec<AppliedFault>) -> LabFigures {
         sessions_per_node: vec![0, 0, 0],
         shared_store_keys: None,
         store_bytes: 0,
+        copies_dropped: 0,
     };
     LabFigures {
         nodes: 3,

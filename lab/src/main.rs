@@ -8,10 +8,12 @@
 //! cargo run --release -p session-lab -- --quick # under a minute
 //! ```
 //!
-//! Five strategies run side by side, each with its own app servers (axum
+//! The strategies run side by side, each with its own app servers (axum
 //! behind session-kit's tower layer), load balancer and store: local
-//! memory behind a sticky balancer (a) and behind round-robin (b), the
-//! session-kit cluster (c), one Redis (d) and a Redis failover mirror (e).
+//! memory behind a sticky balancer (a), session clustering as Tomcat's
+//! `DeltaManager` does it (b, every server copies every session to every
+//! other), the session-kit cluster (c), one Redis (d) and a Redis failover
+//! mirror (e).
 //! Users log in and increment a counter in their session while an app
 //! server is killed and restarted, and then Redis. Every strategy follows
 //! the same plan of faults, each on its own clock, so one strategy's slow
@@ -33,6 +35,7 @@ mod balancer;
 mod error;
 mod figures;
 mod redis;
+mod replicated;
 mod report;
 mod schedule;
 mod shutdown;
@@ -54,7 +57,7 @@ use crate::{
     args::{Args, RedisWanted, Settings},
     error::LabError,
     figures::{AppliedFault, FaultFigure, LabFigures, StrategyFigures},
-    schedule::{Action, Fault, VICTIM},
+    schedule::{Action, Fault, CUT_OFF, VICTIM},
     strategy::{Deployment, Kind},
     workload::{Tally, User},
 };
@@ -309,6 +312,8 @@ async fn apply(deployment: &mut Deployment, action: Action) -> Result<Option<Str
         Action::RestartNode => return deployment.restart_node(VICTIM).await,
         Action::KillRedis => deployment.kill_redis().await?,
         Action::RestartRedis => deployment.restart_redis().await?,
+        Action::PartitionNode => deployment.partition_node(CUT_OFF),
+        Action::HealPartition => deployment.heal_partition(),
     }
     Ok(None)
 }

@@ -309,7 +309,6 @@ fn timeline_chart(figures: &LabFigures) -> String {
     let left = 150;
     // Room on the right for each strip's peak.
     let right = i32::try_from(WIDTH).unwrap_or(900) - 70;
-    let height = TOP + 10 + strip * px(figures.strategies.len()) + 30;
     let slices = figures
         .strategies
         .iter()
@@ -327,7 +326,13 @@ fn timeline_chart(figures: &LabFigures) -> String {
         .unwrap_or(1.0)
         * slices as f64;
     let x = |seconds: f64| left + ((seconds / span) * f64::from(right - left)) as i32;
-    let load_end = figures.load_seconds;
+    let labels = fault_labels(figures, span / f64::from(right - left));
+    let rows = labels
+        .iter()
+        .map(|label| label.row)
+        .max()
+        .map_or(1, |row| row + 1);
+    let height = TOP + 10 + strip * px(figures.strategies.len()) + 18 + LABEL_ROW * px(rows);
     svg(height, |root| {
         let _ = root.draw(&Text::new(
             "What went wrong, and when: requests per time slice",
@@ -369,6 +374,7 @@ fn timeline_chart(figures: &LabFigures) -> String {
             let bands = [
                 outage(Action::KillNode, Action::RestartNode),
                 outage(Action::KillRedis, Action::RestartRedis),
+                outage(Action::PartitionNode, Action::HealPartition),
             ];
             for (x0, x1) in bands.into_iter().flatten() {
                 let _ = root.draw(&Rectangle::new(
@@ -377,28 +383,27 @@ fn timeline_chart(figures: &LabFigures) -> String {
                 ));
             }
         }
-        for fault in &figures.schedule {
-            let fx = x(fault.at_seconds);
+        // The strips end here; the labels go below, each on the first row
+        // where it overlaps no other, with its line drawn down to it.
+        let strips_end = base + strip * px(figures.strategies.len()) - 8;
+        for label in &labels {
+            let fx = x(label.at_seconds);
+            let ly = strips_end + 12 + LABEL_ROW * px(label.row);
+            let (line, text) = if label.end_of_load {
+                (BLACK, BLACK)
+            } else {
+                (GREY, GREY)
+            };
             let _ = root.draw(&PathElement::new(
-                vec![(fx, base - 2), (fx, height - 24)],
-                GREY.stroke_width(1),
+                vec![(fx, base - 2), (fx, ly - 5)],
+                line.stroke_width(1),
             ));
             let _ = root.draw(&Text::new(
-                format!("{} (plan {:.0} s)", fault.label, fault.at_seconds),
-                (fx + 3, height - 12),
-                font_at(10, HPos::Left, VPos::Center).color(&GREY),
+                label.text.clone(),
+                (fx + 3, ly),
+                font_at(10, HPos::Left, VPos::Center).color(&text),
             ));
         }
-        let ex = x(load_end);
-        let _ = root.draw(&PathElement::new(
-            vec![(ex, base - 2), (ex, height - 24)],
-            BLACK.stroke_width(1),
-        ));
-        let _ = root.draw(&Text::new(
-            "end of load",
-            (ex + 3, height - 12),
-            font_at(10, HPos::Left, VPos::Center),
-        ));
         for (i, strategy) in figures.strategies.iter().enumerate() {
             let top = base + strip * px(i);
             let bottom = top + strip - 12;
@@ -451,10 +456,71 @@ fn timeline_chart(figures: &LabFigures) -> String {
     })
 }
 
+/// The height of one row of fault labels under the timeline.
+const LABEL_ROW: i32 = 13;
+/// About how wide one character of a 10 px label is, to tell overlaps.
+const LABEL_CHAR: f64 = 5.6;
+
+/// A fault's label under the timeline, and its row.
+#[derive(Debug)]
+struct FaultLabel {
+    at_seconds: f64,
+    text: String,
+    row: usize,
+    end_of_load: bool,
+}
+
+/// The timeline's labels: every planned fault and the end of the load,
+/// each on the first row where it overlaps no label already placed. With
+/// all labels on one row, faults a few seconds apart wrote over each
+/// other.
+fn fault_labels(figures: &LabFigures, seconds_per_px: f64) -> Vec<FaultLabel> {
+    let mut wanted: Vec<(f64, String, bool)> = figures
+        .schedule
+        .iter()
+        .map(|fault| {
+            (
+                fault.at_seconds,
+                format!("{} (plan {:.0} s)", fault.label, fault.at_seconds),
+                false,
+            )
+        })
+        .collect();
+    wanted.push((figures.load_seconds, "end of load".to_owned(), true));
+    wanted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Seconds per character, at the timeline's scale: the labels' extent
+    // is compared in seconds.
+    let per_char = seconds_per_px * LABEL_CHAR;
+    // Where each row's last label ends, in seconds.
+    let mut row_ends: Vec<f64> = Vec::new();
+    wanted
+        .into_iter()
+        .map(|(at_seconds, text, end_of_load)| {
+            let end = at_seconds + per_char * (text.len() as f64 + 1.0);
+            let row = match row_ends.iter().position(|&ends| ends < at_seconds) {
+                Some(row) => {
+                    row_ends[row] = end;
+                    row
+                }
+                None => {
+                    row_ends.push(end);
+                    row_ends.len() - 1
+                }
+            };
+            FaultLabel {
+                at_seconds,
+                text,
+                row,
+                end_of_load,
+            }
+        })
+        .collect()
+}
+
 fn short_name(key: &str) -> &str {
     match key {
         "sticky-memory" => "memory, sticky",
-        "round-robin-memory" => "memory, round-robin",
+        "clustering" => "clustering, copy to all",
         "cluster" => "cluster R=2",
         "redis" => "one Redis",
         "redis-failover" => "Redis + failover",
@@ -652,7 +718,8 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
         let swatch = color(i);
         let _ = write!(
             out,
-            "<li style=\"border-left-color:rgb({},{},{})\"><b>{} &nbsp;{}</b><br>{}</li>",
+            "<li data-strategy=\"{}\" style=\"border-left-color:rgb({},{},{})\"><b>{} &nbsp;{}</b><br>{}</li>",
+            strategy.key,
             swatch.0,
             swatch.1,
             swatch.2,
@@ -698,6 +765,32 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
 mod tests {
     use super::*;
     use crate::figures::figures_with;
+
+    #[test]
+    fn fault_labels_close_in_time_go_on_different_rows() {
+        let mut figures = figures_with(Vec::new());
+        figures.schedule = crate::schedule::schedule(std::time::Duration::from_secs(20), true)
+            .iter()
+            .map(crate::figures::FaultFigure::from)
+            .collect();
+        let seconds_per_px = 21.0 / 680.0;
+        let labels = fault_labels(&figures, seconds_per_px);
+        assert_eq!(labels.len(), figures.schedule.len() + 1);
+        let per_char = seconds_per_px * LABEL_CHAR;
+        for (i, a) in labels.iter().enumerate() {
+            for b in &labels[i + 1..] {
+                let a_end = a.at_seconds + per_char * a.text.len() as f64;
+                assert!(
+                    a.row != b.row || a_end < b.at_seconds,
+                    "{a:?} and {b:?} overlap on one row"
+                );
+            }
+        }
+        assert!(
+            labels.iter().any(|l| l.row > 0),
+            "all on one row: {labels:?}"
+        );
+    }
 
     #[test]
     fn a_skipped_strategy_shows_its_own_reason_in_every_chart() {

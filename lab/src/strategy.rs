@@ -1,4 +1,4 @@
-//! The five ways of keeping sessions the lab compares, each a complete
+//! The ways of keeping sessions the lab compares, each a complete
 //! deployment of its own: app nodes, a balancer, and its store(s).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -18,6 +18,7 @@ use crate::{
     balancer::{Balancer, Routing},
     error::LabError,
     redis::Redis,
+    replicated::ReplicatedStore,
     shutdown::Shutdown,
 };
 
@@ -46,8 +47,10 @@ const CLUSTER_FORMING: Duration = Duration::from_secs(20);
 pub(crate) enum Kind {
     /// Each node its own `MemoryStore`; a sticky balancer.
     StickyMemory,
-    /// Each node its own `MemoryStore`; round-robin.
-    RoundRobinMemory,
+    /// Session clustering: every node keeps every session and copies each
+    /// write to every other node after answering (`replicated.rs`);
+    /// round-robin.
+    Clustering,
     /// A `ClusterStore` per node, `R = 2`; round-robin.
     Cluster,
     /// One redis-server shared by every node; round-robin.
@@ -60,7 +63,7 @@ impl Kind {
     /// Every strategy, in the order of the table.
     pub(crate) const ALL: [Kind; 5] = [
         Kind::StickyMemory,
-        Kind::RoundRobinMemory,
+        Kind::Clustering,
         Kind::Cluster,
         Kind::Redis,
         Kind::RedisFailover,
@@ -70,7 +73,7 @@ impl Kind {
     pub(crate) fn letter(self) -> &'static str {
         match self {
             Kind::StickyMemory => "a",
-            Kind::RoundRobinMemory => "b",
+            Kind::Clustering => "b",
             Kind::Cluster => "c",
             Kind::Redis => "d",
             Kind::RedisFailover => "e",
@@ -81,7 +84,7 @@ impl Kind {
     pub(crate) fn key(self) -> &'static str {
         match self {
             Kind::StickyMemory => "sticky-memory",
-            Kind::RoundRobinMemory => "round-robin-memory",
+            Kind::Clustering => "clustering",
             Kind::Cluster => "cluster",
             Kind::Redis => "redis",
             Kind::RedisFailover => "redis-failover",
@@ -92,7 +95,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::StickyMemory => "local memory, sticky balancer",
-            Kind::RoundRobinMemory => "local memory, round-robin",
+            Kind::Clustering => "session clustering, round-robin",
             Kind::Cluster => "session-kit cluster R=2, round-robin",
             Kind::Redis => "one Redis, round-robin",
             Kind::RedisFailover => "Redis + failover mirror, round-robin",
@@ -106,9 +109,12 @@ impl Kind {
                 "Each node keeps sessions in its own MemoryStore; the balancer pins each user \
                  to one node with its own cookie and re-pins when that node is down."
             }
-            Kind::RoundRobinMemory => {
-                "Each node keeps sessions in its own MemoryStore; the balancer sends each \
-                 request to the next node, and nothing is shared."
+            Kind::Clustering => {
+                "Tomcat DeltaManager's way: each node keeps every session in its own memory \
+                 and, after answering a write, copies the session to every other node over a \
+                 peer link (TCP), asynchronously, from a queue sent every 150 ms; a copy is \
+                 applied on arrival, the last to arrive wins. A restarted node first takes \
+                 every session from a peer."
             }
             Kind::Cluster => {
                 "Each node runs a session_cluster::ClusterStore: every session lives on 2 of \
@@ -130,9 +136,12 @@ impl Kind {
                  another node, which has never seen their sessions: they are logged out. \
                  The restarted node gets no one back, so the load stays uneven."
             }
-            Kind::RoundRobinMemory => {
-                "What happens without sticky sessions and without sharing: most requests \
-                 land on a node that does not know the session."
+            Kind::Clustering => {
+                "Any node serves any session, but a request that reaches a node before the \
+                 copy of the user's last write reads the older session: stale reads and lost \
+                 increments with no fault at all, and a new session whose copy has not arrived \
+                 yet logs the user out. Every node holds every session (N copies), and every \
+                 write sends N-1 copies."
             }
             Kind::Cluster => {
                 "Killing a node loses nothing: every session has a second copy. For about \
@@ -151,6 +160,12 @@ impl Kind {
                  No session and no acknowledged increment is lost."
             }
         }
+    }
+
+    /// Whether its app nodes talk to each other, so a partition between
+    /// them means something.
+    pub(crate) fn has_peers(self) -> bool {
+        matches!(self, Kind::Clustering | Kind::Cluster)
     }
 
     /// Whether it needs redis-server.
@@ -172,6 +187,7 @@ impl Kind {
 enum NodeStore {
     Memory(MemoryStore),
     Cluster(ClusterStore),
+    Replicated(ReplicatedStore),
     /// Redis, with or without failover: nothing kept in the node itself.
     Remote(Arc<dyn SessionStore>),
 }
@@ -191,10 +207,13 @@ pub(crate) struct Deployment {
     nodes: Vec<Node>,
     balancer: Balancer,
     stores: Stores,
-    /// Peer-link bytes sent by cluster nodes that were killed since.
-    cluster_bytes_retired: u64,
+    /// Peer-link bytes sent by nodes (cluster or clustering) that were
+    /// killed since.
+    peer_bytes_retired: u64,
     /// Peer-link bytes sent before the load started.
-    cluster_bytes_baseline: u64,
+    peer_bytes_baseline: u64,
+    /// Copies the clustering nodes killed since had dropped.
+    copies_dropped_retired: u64,
     /// Requests each node had answered when a node was killed.
     answered_at_kill: Option<Vec<u64>>,
     /// Requests each node had answered when the killed node came back.
@@ -210,10 +229,17 @@ struct Stores {
     kind: Kind,
     /// d: the server; e: the primary, then the secondary.
     redis: Vec<Redis>,
-    /// The cluster nodes' peer addresses, by node.
+    /// The cluster nodes' (or the clustering nodes') peer addresses, by
+    /// node.
     peers: Vec<SocketAddr>,
+    /// The clustering nodes' peer listeners, bound before any node starts
+    /// so each knows every other's address; taken by each node's start.
+    peer_listeners: Vec<Option<tokio::net::TcpListener>>,
     /// How many nodes the strategy has.
     nodes: usize,
+    /// When the servers stop: the clustering nodes' senders and listeners
+    /// run until then.
+    shutdown: Shutdown,
 }
 
 /// What a deployment holds and moved, read at the end of the run.
@@ -234,6 +260,9 @@ pub(crate) struct Footprint {
     /// Bytes moved between nodes (cluster) or to and from the stores
     /// (Redis) since the load started.
     pub(crate) store_bytes: u64,
+    /// Copies the clustering baseline's nodes never sent: a peer down or
+    /// cut off, or a full queue. 0 for the other strategies.
+    pub(crate) copies_dropped: u64,
 }
 
 impl Deployment {
@@ -256,7 +285,9 @@ impl Deployment {
             kind,
             redis,
             peers: Vec::new(),
+            peer_listeners: Vec::new(),
             nodes,
+            shutdown: shutdown.clone(),
         };
         let mut fresh = Vec::with_capacity(nodes);
         for index in 0..nodes {
@@ -291,8 +322,9 @@ impl Deployment {
             nodes: started,
             balancer: Balancer::start(kind.routing(), &addrs, shutdown.clone()).await?,
             stores,
-            cluster_bytes_retired: 0,
-            cluster_bytes_baseline: 0,
+            peer_bytes_retired: 0,
+            peer_bytes_baseline: 0,
+            copies_dropped_retired: 0,
             answered_at_kill: None,
             answered_at_return: None,
             shutdown,
@@ -311,7 +343,7 @@ impl Deployment {
 
     /// Starts counting store traffic: called right before the load.
     pub(crate) async fn begin_counting(&mut self) -> Result<(), LabError> {
-        self.cluster_bytes_baseline = self.cluster_bytes_live();
+        self.peer_bytes_baseline = self.peer_bytes_live();
         for redis in &mut self.stores.redis {
             redis.begin_counting().await?;
         }
@@ -325,8 +357,9 @@ impl Deployment {
     pub(crate) fn kill_node(&mut self, index: usize) {
         self.answered_at_kill = Some(self.balancer.answered());
         let node = &mut self.nodes[index];
-        if let Some(NodeStore::Cluster(cluster)) = &node.store {
-            self.cluster_bytes_retired += cluster.stats().bytes_sent;
+        self.peer_bytes_retired += node.store.as_ref().map_or(0, NodeStore::peer_bytes);
+        if let Some(NodeStore::Replicated(replicated)) = &node.store {
+            self.copies_dropped_retired += replicated.copies_dropped();
         }
         if let Some(server) = node.server.take() {
             server.kill();
@@ -369,6 +402,50 @@ impl Deployment {
         Ok(note)
     }
 
+    /// Cuts node `index` off from the other nodes, both ways, on the peer
+    /// links only: the balancer still reaches it. The session-kit cluster
+    /// uses session-cluster's own transport-level switch
+    /// (`ClusterStore::partition_from`, feature `fault-injection`), which
+    /// drops the membership datagrams and fails the peer calls as a cut
+    /// network would; the clustering baseline drops its copies likewise.
+    /// Nothing for the strategies without peer links.
+    pub(crate) fn partition_node(&mut self, index: usize) {
+        let Some(&cut) = self.stores.peers.get(index) else {
+            return;
+        };
+        let others: Vec<SocketAddr> = self
+            .stores
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != index)
+            .map(|(_, &addr)| addr)
+            .collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let away = if i == index {
+                others.clone()
+            } else {
+                vec![cut]
+            };
+            match &node.store {
+                Some(NodeStore::Cluster(cluster)) => cluster.partition_from(away),
+                Some(NodeStore::Replicated(replicated)) => replicated.partition_from(away),
+                _ => {}
+            }
+        }
+    }
+
+    /// Heals what [`partition_node`](Self::partition_node) cut.
+    pub(crate) fn heal_partition(&mut self) {
+        for node in &self.nodes {
+            match &node.store {
+                Some(NodeStore::Cluster(cluster)) => cluster.heal(),
+                Some(NodeStore::Replicated(replicated)) => replicated.heal(),
+                _ => {}
+            }
+        }
+    }
+
     /// Kills the Redis server (d) or the primary (e); nothing for the
     /// others.
     pub(crate) async fn kill_redis(&mut self) -> Result<(), LabError> {
@@ -404,11 +481,12 @@ impl Deployment {
                 Some(NodeStore::Cluster(cluster)) => {
                     u64::try_from(cluster.stats().sessions_held).unwrap_or(u64::MAX)
                 }
+                Some(NodeStore::Replicated(replicated)) => replicated.sessions_held(),
                 Some(NodeStore::Remote(_)) | None => 0,
             });
         }
-        let mut store_bytes = (self.cluster_bytes_live() + self.cluster_bytes_retired)
-            .saturating_sub(self.cluster_bytes_baseline);
+        let mut store_bytes = (self.peer_bytes_live() + self.peer_bytes_retired)
+            .saturating_sub(self.peer_bytes_baseline);
         let mut keys = Vec::new();
         for redis in &mut self.stores.redis {
             store_bytes += redis.bytes_counted().await?;
@@ -429,17 +507,37 @@ impl Deployment {
             sessions_per_node,
             shared_store_keys: (!keys.is_empty()).then_some(keys),
             store_bytes,
+            copies_dropped: self.copies_dropped_retired
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|node| match &node.store {
+                        Some(NodeStore::Replicated(replicated)) => {
+                            Some(replicated.copies_dropped())
+                        }
+                        _ => None,
+                    })
+                    .sum::<u64>(),
         })
     }
 
-    fn cluster_bytes_live(&self) -> u64 {
+    fn peer_bytes_live(&self) -> u64 {
         self.nodes
             .iter()
-            .filter_map(|node| match &node.store {
-                Some(NodeStore::Cluster(cluster)) => Some(cluster.stats().bytes_sent),
-                _ => None,
-            })
+            .filter_map(|node| node.store.as_ref())
+            .map(NodeStore::peer_bytes)
             .sum()
+    }
+}
+
+impl NodeStore {
+    /// Bytes this node wrote to its peer links (0 without any).
+    fn peer_bytes(&self) -> u64 {
+        match self {
+            NodeStore::Cluster(cluster) => cluster.stats().bytes_sent,
+            NodeStore::Replicated(replicated) => replicated.bytes_sent(),
+            NodeStore::Memory(_) | NodeStore::Remote(_) => 0,
+        }
     }
 }
 
@@ -474,6 +572,7 @@ fn manager(key: &Key, store: &NodeStore) -> Result<SessionManager, LabError> {
     let store: Arc<dyn SessionStore> = match store.clone() {
         NodeStore::Memory(memory) => Arc::new(memory),
         NodeStore::Cluster(cluster) => Arc::new(cluster),
+        NodeStore::Replicated(replicated) => Arc::new(replicated),
         NodeStore::Remote(remote) => remote,
     };
     Ok(SessionManager::builder(store, key.clone())
@@ -488,7 +587,8 @@ impl Stores {
     /// A fresh store for node `index`.
     async fn fresh(&mut self, index: usize) -> Result<NodeStore, LabError> {
         Ok(match self.kind {
-            Kind::StickyMemory | Kind::RoundRobinMemory => NodeStore::Memory(MemoryStore::new()),
+            Kind::StickyMemory => NodeStore::Memory(MemoryStore::new()),
+            Kind::Clustering => NodeStore::Replicated(self.clustering_node(index).await?),
             Kind::Cluster => NodeStore::Cluster(self.cluster_node(index).await?),
             Kind::Redis => NodeStore::Remote(Arc::new(self.redis_store(0).await?)),
             Kind::RedisFailover => {
@@ -541,6 +641,37 @@ impl Stores {
             self.peers.push(cluster.local_addr());
         }
         Ok(cluster)
+    }
+
+    /// Starts clustering node `index`. The first time every node's peer
+    /// listener is bound at once, so each node starts knowing all the
+    /// others; a node that comes back binds its old address again and
+    /// takes every session from a peer before it serves.
+    async fn clustering_node(&mut self, index: usize) -> Result<ReplicatedStore, LabError> {
+        if self.peer_listeners.is_empty() {
+            for _ in 0..self.nodes {
+                let listener = app::bind(([127, 0, 0, 1], 0).into()).await?;
+                let addr = ([127, 0, 0, 1], 0).into();
+                self.peers.push(
+                    listener
+                        .local_addr()
+                        .map_err(|source| LabError::Bind { addr, source })?,
+                );
+                self.peer_listeners.push(Some(listener));
+            }
+        }
+        let (listener, restarted) = match self.peer_listeners[index].take() {
+            Some(listener) => (listener, false),
+            None => (app::bind(self.peers[index]).await?, true),
+        };
+        let others: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != index)
+            .map(|(_, &addr)| addr)
+            .collect();
+        Ok(ReplicatedStore::start(listener, &others, restarted, &self.shutdown).await)
     }
 
     async fn redis_store(&self, which: usize) -> Result<RedisStore, LabError> {
