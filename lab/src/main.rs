@@ -32,8 +32,11 @@
 mod app;
 mod args;
 mod balancer;
+mod cost;
 mod error;
 mod figures;
+mod kind;
+mod postgres;
 mod redis;
 mod replicated;
 mod report;
@@ -54,7 +57,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
 use crate::{
-    args::{Args, RedisWanted, Settings},
+    args::{Args, Settings, Wanted},
     error::LabError,
     figures::{AppliedFault, FaultFigure, LabFigures, StrategyFigures},
     schedule::{Action, Fault, CUT_OFF, VICTIM},
@@ -88,13 +91,25 @@ fn main() -> ExitCode {
 }
 
 /// Why the Redis strategies are skipped, if they are.
-fn redis_skipped(wanted: RedisWanted) -> Result<Option<String>, LabError> {
+fn redis_skipped(wanted: Wanted) -> Result<Option<String>, LabError> {
     match (wanted, redis::installed()) {
-        (RedisWanted::No, _) => Ok(Some("--no-redis".to_owned())),
+        (Wanted::No, _) => Ok(Some("--no-redis".to_owned())),
         (_, Ok(())) => Ok(None),
-        (RedisWanted::Required, Err(missing)) => Err(LabError::RedisMissing { missing }),
-        (RedisWanted::IfInstalled, Err(missing)) => Ok(Some(format!(
+        (Wanted::Required, Err(missing)) => Err(LabError::RedisMissing { missing }),
+        (Wanted::IfInstalled, Err(missing)) => Ok(Some(format!(
             "{missing} is not installed (sudo apt-get install -y redis-server redis-tools)"
+        ))),
+    }
+}
+
+/// Why the PostgreSQL strategy is skipped, if it is.
+fn postgres_skipped(wanted: Wanted) -> Result<Option<String>, LabError> {
+    match (wanted, postgres::installed()) {
+        (Wanted::No, _) => Ok(Some("--no-postgres".to_owned())),
+        (_, Ok(())) => Ok(None),
+        (Wanted::Required, Err(missing)) => Err(LabError::PostgresMissing { missing }),
+        (Wanted::IfInstalled, Err(missing)) => Ok(Some(format!(
+            "{missing} is not installed (sudo apt-get install -y postgresql)"
         ))),
     }
 }
@@ -102,22 +117,28 @@ fn redis_skipped(wanted: RedisWanted) -> Result<Option<String>, LabError> {
 async fn run(settings: &Settings) -> Result<(), LabError> {
     let began = Instant::now();
     let redis_skipped = redis_skipped(settings.redis)?;
+    let postgres_skipped = postgres_skipped(settings.postgres)?;
     // Fired once the users are done; dropped, should the run fail first.
     let (shutdown, servers_run_until) = shutdown::channel();
     let mut deployments = Vec::new();
     let mut skipped = Vec::new();
     for kind in Kind::ALL {
-        if let (true, Some(reason)) = (kind.needs_redis(), &redis_skipped) {
+        let reason = match (&redis_skipped, &postgres_skipped) {
+            (Some(reason), _) if kind.needs_redis() => Some(reason),
+            (_, Some(reason)) if kind.needs_postgres() => Some(reason),
+            _ => None,
+        };
+        if let Some(reason) = reason {
             skipped.push((kind, reason.clone()));
             continue;
         }
+        let nodes = kind.nodes(settings.nodes);
         eprintln!(
-            "session-lab: starting {} {} ({} app servers)",
+            "session-lab: starting {} {} ({nodes} app servers)",
             kind.letter(),
             kind.name(),
-            settings.nodes
         );
-        deployments.push(Deployment::start(kind, settings.nodes, servers_run_until.clone()).await?);
+        deployments.push(Deployment::start(kind, nodes, servers_run_until.clone()).await?);
     }
     for deployment in &mut deployments {
         deployment.begin_counting().await?;
@@ -212,7 +233,11 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
     // footprint reads (the balancers' counts, the stores) outlives them.
     shutdown.fire();
 
-    let footprints = join_all(deployments.iter_mut().map(Deployment::footprint)).await;
+    let footprints = join_all(deployments.iter_mut().map(Deployment::footprint))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let copy_bytes = figures::copy_bytes(&footprints);
     let mut strategies = Vec::with_capacity(Kind::ALL.len());
     let mut measured = deployments.iter().zip(applied).zip(tallies).zip(footprints);
     for kind in Kind::ALL {
@@ -222,9 +247,10 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
             strategies.push(StrategyFigures::measured(
                 deployment.kind(),
                 tally,
-                footprint?,
+                footprint,
                 applied,
                 settings.load,
+                copy_bytes,
             ));
         }
     }
@@ -236,6 +262,7 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
         load_seconds: settings.load.as_secs_f64(),
         pause_ms: u64::try_from(settings.pause.as_millis()).unwrap_or(u64::MAX),
         schedule: faults.iter().map(FaultFigure::from).collect(),
+        copy_bytes,
         strategies,
         elapsed_seconds: began.elapsed().as_secs_f64(),
     };
@@ -246,6 +273,17 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
     println!();
     for line in figures::fault_lines(&figures) {
         println!("  {line}");
+    }
+    println!("\nWhat each strategy costs:\n");
+    print!("{}", cost::cost_table(&figures));
+    println!();
+    print!("{}", cost::COST_LEGEND);
+    let answer = cost::cheap_backup(&figures);
+    if !answer.is_empty() {
+        println!("\nHow do I keep the backup cheap?\n");
+        for paragraph in answer {
+            println!("- {paragraph}");
+        }
     }
     let command: Vec<String> = std::env::args().skip(1).collect();
     let command = format!(

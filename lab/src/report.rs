@@ -9,6 +9,7 @@ use plotters::{
 };
 
 use crate::{
+    cost::{self, bytes, copies_cell, processes_cell},
     figures::{
         fault_lines, memory_cell, skew_cell, LabFigures, Measured, StrategyFigures, LATE_SECONDS,
     },
@@ -24,12 +25,17 @@ const TOP: i32 = 58;
 
 /// One color per strategy, in the table's order, so a strategy looks the
 /// same in every chart.
-const COLORS: [RGBColor; 5] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(232, 113, 10),
     RGBColor(217, 48, 37),
+    RGBColor(240, 128, 128),
     RGBColor(26, 115, 232),
+    RGBColor(125, 170, 240),
     RGBColor(147, 52, 230),
     RGBColor(24, 128, 56),
+    RGBColor(0, 150, 136),
+    RGBColor(121, 85, 72),
+    RGBColor(96, 125, 139),
 ];
 const GREY: RGBColor = RGBColor(120, 120, 120);
 const LIGHT: RGBColor = RGBColor(225, 225, 225);
@@ -411,7 +417,7 @@ fn timeline_chart(figures: &LabFigures) -> String {
                 vec![(left, bottom), (right, bottom)],
                 LIGHT.stroke_width(1),
             ));
-            let label = format!("{}  {}", strategy.letter, short_name(strategy.key));
+            let label = format!("{}  {}", strategy.letter, strategy.short_name);
             let Some(m) = row(root, strategy, label, left, top + (strip - 12) / 2) else {
                 continue;
             };
@@ -517,17 +523,6 @@ fn fault_labels(figures: &LabFigures, seconds_per_px: f64) -> Vec<FaultLabel> {
         .collect()
 }
 
-fn short_name(key: &str) -> &str {
-    match key {
-        "sticky-memory" => "memory, sticky",
-        "clustering" => "clustering, copy to all",
-        "cluster" => "cluster R=2",
-        "redis" => "one Redis",
-        "redis-failover" => "Redis + failover",
-        other => other,
-    }
-}
-
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -619,6 +614,146 @@ fn html_table(figures: &LabFigures) -> String {
         }
     }
     out.push_str("</tbody></table>");
+    out
+}
+
+/// Session copies per app server against the number of servers, one line
+/// per family that ran at both sizes: clustering climbs with N (every
+/// server holds every session), the cluster's stays near 2/N of them.
+fn memory_against_n_chart(strategies: &[StrategyFigures]) -> String {
+    let families = cost::memory_against_n(strategies);
+    let max = families
+        .iter()
+        .flat_map(|family| family.points.iter().map(|(_, per)| *per))
+        .fold(0.0_f64, f64::max)
+        .max(1.0)
+        * 1.2;
+    let (left, right, top, bottom) = (110, 700, 70, 290);
+    let x = |n: usize| left + ((n as f64 - 2.0) / 4.0 * f64::from(right - left)) as i32;
+    let y = |per: f64| bottom - ((per / max) * f64::from(bottom - top)) as i32;
+    svg(bottom + 50, |root| {
+        let _ = root.draw(&Text::new(
+            "Memory per server against N: session copies each app server holds (same users at every N)",
+            (10, 12),
+            font(17),
+        ));
+        let _ = root.draw(&PathElement::new(
+            vec![(left, top - 10), (left, bottom), (right + 20, bottom)],
+            GREY.stroke_width(1),
+        ));
+        for n in 2..=6 {
+            let _ = root.draw(&Text::new(
+                format!("N = {n}"),
+                (x(n), bottom + 14),
+                font_at(11, HPos::Center, VPos::Center).color(&GREY),
+            ));
+        }
+        let _ = root.draw(&Text::new(
+            format!("{:.0}", max / 1.2),
+            (left - 8, y(max / 1.2)),
+            font_at(11, HPos::Right, VPos::Center).color(&GREY),
+        ));
+        let _ = root.draw(&Text::new(
+            "0",
+            (left - 8, bottom),
+            font_at(11, HPos::Right, VPos::Center).color(&GREY),
+        ));
+        let _ = root.draw(&Text::new(
+            "app servers",
+            ((left + right) / 2, bottom + 34),
+            font_at(12, HPos::Center, VPos::Center),
+        ));
+        for (i, family) in families.iter().enumerate() {
+            let first = strategies
+                .iter()
+                .position(|s| s.key == family.key)
+                .unwrap_or(i);
+            let shade = color(first);
+            let ly = 40 + 16 * px(i);
+            let _ = root.draw(&Rectangle::new(
+                [(left, ly - 5), (left + 12, ly + 5)],
+                shade.filled(),
+            ));
+            let _ = root.draw(&Text::new(
+                family.name.to_owned(),
+                (left + 18, ly),
+                font_at(12, HPos::Left, VPos::Center),
+            ));
+            let line: Vec<(i32, i32)> = family
+                .points
+                .iter()
+                .map(|&(n, per)| (x(n), y(per)))
+                .collect();
+            let _ = root.draw(&PathElement::new(line.clone(), shade.stroke_width(2)));
+            for (&(n, per), &(px_, py)) in family.points.iter().zip(&line) {
+                let _ = root.draw(&Circle::new((px_, py), 4, shade.filled()));
+                let _ = root.draw(&Text::new(
+                    format!("N = {n}: {per:.0} per server, {:.0} in all", per * n as f64),
+                    (px_ + 8, py - 10),
+                    font_at(11, HPos::Left, VPos::Center),
+                ));
+            }
+        }
+    })
+}
+
+/// The cost table and the answer on cost, as HTML.
+fn cost_section(figures: &LabFigures) -> String {
+    let mut out = String::from(
+        "<h2>What each strategy costs</h2><table><thead><tr><th>strategy</th>\
+         <th>processes (app + store)</th><th>session copies (app / stores)</th>\
+         <th>memory of every copy</th><th>store bytes / request</th>\
+         <th>store bytes / write</th><th>what it lost</th></tr></thead><tbody>",
+    );
+    for s in &figures.strategies {
+        let _ = write!(out, "<tr><td><b>{}</b> {}</td>", s.letter, escape(s.name));
+        match &s.measured {
+            Some(m) => {
+                let lost = if m.lost_sessions + m.stale_reads + m.lost_increments == 0 {
+                    "<td class=\"good\">nothing</td>".to_owned()
+                } else {
+                    format!(
+                        "<td class=\"bad\">{} sessions, {} stale reads, {} increments</td>",
+                        m.lost_sessions, m.stale_reads, m.lost_increments
+                    )
+                };
+                let _ = write!(
+                    out,
+                    "<td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td>{lost}</tr>",
+                    processes_cell(m),
+                    copies_cell(m),
+                    bytes(m.memory_bytes),
+                    m.store_bytes_per_request,
+                    m.store_bytes_per_write,
+                );
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    "<td colspan=\"6\" class=\"skipped\">{}</td></tr>",
+                    escape(&s.skip_note())
+                );
+            }
+        }
+    }
+    let _ = write!(
+        out,
+        "</tbody></table><pre>{}</pre>",
+        escape(cost::COST_LEGEND)
+    );
+    let answer = cost::cheap_backup(figures);
+    if !answer.is_empty() {
+        out.push_str("<h2>How do I keep the backup cheap?</h2><ul>");
+        for paragraph in answer {
+            let _ = write!(out, "<li>{}</li>", escape(&paragraph));
+        }
+        out.push_str("</ul>");
+    }
+    let _ = write!(
+        out,
+        "<div class=\"chart\">{}</div>",
+        memory_against_n_chart(&figures.strategies)
+    );
     out
 }
 
@@ -742,6 +877,7 @@ pub(crate) fn html(figures: &LabFigures, command: &str) -> String {
     for chart in charts {
         let _ = write!(out, "<div class=\"chart\">{chart}</div>");
     }
+    out.push_str(&cost_section(figures));
     out.push_str("<h2>The strategies</h2><dl>");
     for strategy in s {
         let _ = write!(
@@ -796,8 +932,9 @@ mod tests {
     fn a_skipped_strategy_shows_its_own_reason_in_every_chart() {
         let report = html(&figures_with(Vec::new()), "session-lab --no-redis");
         assert!(!report.contains("no redis-server"), "a made-up reason");
-        // The verdict and the table, and each of the nine charts (five bar
-        // charts, two paired ones, the memory chart, the timeline).
-        assert_eq!(report.matches("skipped: --no-redis").count(), 2 + 9);
+        // The verdict, the table and the cost table, and each of the nine
+        // charts (five bar charts, two paired ones, the memory chart, the
+        // timeline); the chart against N shows only what ran.
+        assert_eq!(report.matches("skipped: --no-redis").count(), 3 + 9);
     }
 }

@@ -51,7 +51,7 @@ impl Action {
         match self {
             Action::KillNode => "kill app node 0 (server and store, no hand-over)",
             Action::RestartNode => "restart app node 0 on its port with an empty store",
-            Action::KillRedis => "kill the Redis server (d) / the primary Redis (e)",
+            Action::KillRedis => "kill the Redis server (d, g, h) / the primary Redis (e, f)",
             Action::RestartRedis => "restart it, empty (no persistence)",
             Action::PartitionNode => {
                 "cut app node 1 off from the other app nodes (the balancer still reaches it)"
@@ -93,9 +93,9 @@ impl Action {
 }
 
 /// The letters of the strategies the Redis faults touch.
-const REDIS_STRATEGIES: &str = "d, e";
+const REDIS_STRATEGIES: &str = "d, e, f, g, h";
 /// The letters of the strategies whose app nodes talk to each other.
-const PEERED_STRATEGIES: &str = "b, c";
+const PEERED_STRATEGIES: &str = "b, b5, c, c5";
 
 /// A fault and its time from the start of the load.
 #[derive(Debug, Clone, Copy)]

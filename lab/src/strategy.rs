@@ -3,20 +3,22 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use serde::Serialize;
 use session_kit::{
     cluster::{ClusterConfig, ClusterStore},
     failover::{FailoverMode, FailoverStore},
-    memory::MemoryStore,
+    memory::{MemoryStore, NearCache, TieredStore},
+    postgres::{PostgresConfig, PostgresStore},
     redis::{RedisConfig, RedisStore},
     store::SessionStore,
     CookieConfig, Key, SessionManager,
 };
 
+pub(crate) use crate::kind::Kind;
 use crate::{
     app::{self, NodeServer},
-    balancer::{Balancer, Routing},
+    balancer::Balancer,
     error::LabError,
+    postgres::Postgres,
     redis::Redis,
     replicated::ReplicatedStore,
     shutdown::Shutdown,
@@ -41,146 +43,6 @@ const CLUSTER_SECRET: &[u8; 32] = b"session-lab cluster secret 32 b!";
 /// How long cluster nodes may take to see each other.
 const CLUSTER_FORMING: Duration = Duration::from_secs(20);
 
-/// One of the compared strategies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Kind {
-    /// Each node its own `MemoryStore`; a sticky balancer.
-    StickyMemory,
-    /// Session clustering: every node keeps every session and copies each
-    /// write to every other node after answering (`replicated.rs`);
-    /// round-robin.
-    Clustering,
-    /// A `ClusterStore` per node, `R = 2`; round-robin.
-    Cluster,
-    /// One redis-server shared by every node; round-robin.
-    Redis,
-    /// A `FailoverStore` mirroring two redis-servers; round-robin.
-    RedisFailover,
-}
-
-impl Kind {
-    /// Every strategy, in the order of the table.
-    pub(crate) const ALL: [Kind; 5] = [
-        Kind::StickyMemory,
-        Kind::Clustering,
-        Kind::Cluster,
-        Kind::Redis,
-        Kind::RedisFailover,
-    ];
-
-    /// Its letter in the table.
-    pub(crate) fn letter(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => "a",
-            Kind::Clustering => "b",
-            Kind::Cluster => "c",
-            Kind::Redis => "d",
-            Kind::RedisFailover => "e",
-        }
-    }
-
-    /// A stable name for the JSON.
-    pub(crate) fn key(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => "sticky-memory",
-            Kind::Clustering => "clustering",
-            Kind::Cluster => "cluster",
-            Kind::Redis => "redis",
-            Kind::RedisFailover => "redis-failover",
-        }
-    }
-
-    /// Its name in the table.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => "local memory, sticky balancer",
-            Kind::Clustering => "session clustering, round-robin",
-            Kind::Cluster => "session-kit cluster R=2, round-robin",
-            Kind::Redis => "one Redis, round-robin",
-            Kind::RedisFailover => "Redis + failover mirror, round-robin",
-        }
-    }
-
-    /// How it is set up, in a sentence.
-    pub(crate) fn setup(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => {
-                "Each node keeps sessions in its own MemoryStore; the balancer pins each user \
-                 to one node with its own cookie and re-pins when that node is down."
-            }
-            Kind::Clustering => {
-                "Tomcat DeltaManager's way: each node keeps every session in its own memory \
-                 and, after answering a write, copies the session to every other node over a \
-                 peer link (TCP), asynchronously, from a queue sent every 150 ms; a copy is \
-                 applied on arrival, the last to arrive wins. A restarted node first takes \
-                 every session from a peer."
-            }
-            Kind::Cluster => {
-                "Each node runs a session_cluster::ClusterStore: every session lives on 2 of \
-                 the nodes, any node serves any session; no external server."
-            }
-            Kind::Redis => "Every node keeps its sessions in one shared redis-server.",
-            Kind::RedisFailover => {
-                "Every node keeps its sessions in a FailoverStore that mirrors them on two \
-                 redis-servers behind circuit breakers."
-            }
-        }
-    }
-
-    /// What the run shows about it.
-    pub(crate) fn expectation(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => {
-                "Works while every node lives. When a node dies its users are re-pinned to \
-                 another node, which has never seen their sessions: they are logged out. \
-                 The restarted node gets no one back, so the load stays uneven."
-            }
-            Kind::Clustering => {
-                "Any node serves any session, but a request that reaches a node before the \
-                 copy of the user's last write reads the older session: stale reads and lost \
-                 increments with no fault at all, and a new session whose copy has not arrived \
-                 yet logs the user out. Every node holds every session (N copies), and every \
-                 write sends N-1 copies."
-            }
-            Kind::Cluster => {
-                "Killing a node loses nothing: every session has a second copy. For about \
-                 a second, until the others declare the node dead, writes to the sessions it \
-                 held fail (503) rather than be acknowledged with one copy. Memory per node \
-                 is about 2/N of the sessions, not all of them."
-            }
-            Kind::Redis => {
-                "Any node serves any session, so killing a node costs nothing; killing Redis \
-                 fails every request (503) until it is back, and it comes back empty: every \
-                 user is logged out."
-            }
-            Kind::RedisFailover => {
-                "Killing the primary Redis moves every request to the secondary within a \
-                 breaker trip; the restarted, empty primary is repaired from the secondary. \
-                 No session and no acknowledged increment is lost."
-            }
-        }
-    }
-
-    /// Whether its app nodes talk to each other, so a partition between
-    /// them means something.
-    pub(crate) fn has_peers(self) -> bool {
-        matches!(self, Kind::Clustering | Kind::Cluster)
-    }
-
-    /// Whether it needs redis-server.
-    pub(crate) fn needs_redis(self) -> bool {
-        matches!(self, Kind::Redis | Kind::RedisFailover)
-    }
-
-    fn routing(self) -> Routing {
-        match self {
-            Kind::StickyMemory => Routing::Sticky,
-            _ => Routing::RoundRobin,
-        }
-    }
-}
-
 /// What one node keeps: what its session manager runs on, and what the
 /// memory figures read at the end.
 #[derive(Debug, Clone)]
@@ -188,6 +50,8 @@ enum NodeStore {
     Memory(MemoryStore),
     Cluster(ClusterStore),
     Replicated(ReplicatedStore),
+    /// A near-cache in the node in front of Redis.
+    Tiered(TieredStore),
     /// Redis, with or without failover: nothing kept in the node itself.
     Remote(Arc<dyn SessionStore>),
 }
@@ -227,8 +91,10 @@ pub(crate) struct Deployment {
 #[derive(Debug)]
 struct Stores {
     kind: Kind,
-    /// d: the server; e: the primary, then the secondary.
+    /// d, g, h: the server; e, f: the primary, then the secondary.
     redis: Vec<Redis>,
+    /// h: the standby PostgreSQL.
+    postgres: Option<Postgres>,
     /// The cluster nodes' (or the clustering nodes') peer addresses, by
     /// node.
     peers: Vec<SocketAddr>,
@@ -257,6 +123,18 @@ pub(crate) struct Footprint {
     pub(crate) sessions_per_node: Vec<u64>,
     /// Keys in each shared store (Redis), if any.
     pub(crate) shared_store_keys: Option<Vec<u64>>,
+    /// Rows of PostgreSQL's sessions table (h).
+    pub(crate) postgres_rows: Option<u64>,
+    /// Servers the strategy runs besides its app servers (Redis,
+    /// PostgreSQL).
+    pub(crate) store_processes: usize,
+    /// The bytes of every session copy the app servers hold, where the
+    /// store can tell (the clustering baseline's maps); `None` elsewhere.
+    pub(crate) app_bytes_held: Option<u64>,
+    /// What the stores' copies take: Redis's `MEMORY USAGE` of every key,
+    /// summed over its servers, plus PostgreSQL's sessions table
+    /// (`pg_total_relation_size`).
+    pub(crate) store_memory_bytes: u64,
     /// Bytes moved between nodes (cluster) or to and from the stores
     /// (Redis) since the load started.
     pub(crate) store_bytes: u64,
@@ -274,16 +152,18 @@ impl Deployment {
         shutdown: Shutdown,
     ) -> Result<Self, LabError> {
         let mut redis = Vec::new();
-        for _ in 0..match kind {
-            Kind::Redis => 1,
-            Kind::RedisFailover => 2,
-            _ => 0,
-        } {
+        for _ in 0..kind.redis_servers() {
             redis.push(Redis::start().await?);
         }
+        let postgres = if kind.needs_postgres() {
+            Some(Postgres::start().await?)
+        } else {
+            None
+        };
         let mut stores = Stores {
             kind,
             redis,
+            postgres,
             peers: Vec::new(),
             peer_listeners: Vec::new(),
             nodes,
@@ -482,15 +362,32 @@ impl Deployment {
                     u64::try_from(cluster.stats().sessions_held).unwrap_or(u64::MAX)
                 }
                 Some(NodeStore::Replicated(replicated)) => replicated.sessions_held(),
+                Some(NodeStore::Tiered(tiered)) => tiered.near_len(),
                 Some(NodeStore::Remote(_)) | None => 0,
             });
         }
+        let app_bytes_held = self
+            .nodes
+            .iter()
+            .filter_map(|node| match &node.store {
+                Some(NodeStore::Replicated(replicated)) => Some(replicated.bytes_held()),
+                _ => None,
+            })
+            .reduce(|a, b| a + b);
         let mut store_bytes = (self.peer_bytes_live() + self.peer_bytes_retired)
             .saturating_sub(self.peer_bytes_baseline);
         let mut keys = Vec::new();
+        let mut store_memory_bytes = 0;
         for redis in &mut self.stores.redis {
             store_bytes += redis.bytes_counted().await?;
             keys.push(redis.keys().await?);
+            store_memory_bytes += redis.memory_usage().await?;
+        }
+        let mut postgres_rows = None;
+        if let Some(postgres) = &self.stores.postgres {
+            let (rows, bytes) = postgres.sessions().await?;
+            postgres_rows = Some(rows);
+            store_memory_bytes += bytes;
         }
         let answered = self.balancer.answered();
         Ok(Footprint {
@@ -506,6 +403,10 @@ impl Deployment {
             requests_per_node: answered,
             sessions_per_node,
             shared_store_keys: (!keys.is_empty()).then_some(keys),
+            postgres_rows,
+            store_processes: self.stores.redis.len() + usize::from(self.stores.postgres.is_some()),
+            app_bytes_held,
+            store_memory_bytes,
             store_bytes,
             copies_dropped: self.copies_dropped_retired
                 + self
@@ -536,7 +437,7 @@ impl NodeStore {
         match self {
             NodeStore::Cluster(cluster) => cluster.stats().bytes_sent,
             NodeStore::Replicated(replicated) => replicated.bytes_sent(),
-            NodeStore::Memory(_) | NodeStore::Remote(_) => 0,
+            NodeStore::Memory(_) | NodeStore::Tiered(_) | NodeStore::Remote(_) => 0,
         }
     }
 }
@@ -573,6 +474,7 @@ fn manager(key: &Key, store: &NodeStore) -> Result<SessionManager, LabError> {
         NodeStore::Memory(memory) => Arc::new(memory),
         NodeStore::Cluster(cluster) => Arc::new(cluster),
         NodeStore::Replicated(replicated) => Arc::new(replicated),
+        NodeStore::Tiered(tiered) => Arc::new(tiered),
         NodeStore::Remote(remote) => remote,
     };
     Ok(SessionManager::builder(store, key.clone())
@@ -588,24 +490,53 @@ impl Stores {
     async fn fresh(&mut self, index: usize) -> Result<NodeStore, LabError> {
         Ok(match self.kind {
             Kind::StickyMemory => NodeStore::Memory(MemoryStore::new()),
-            Kind::Clustering => NodeStore::Replicated(self.clustering_node(index).await?),
-            Kind::Cluster => NodeStore::Cluster(self.cluster_node(index).await?),
-            Kind::Redis => NodeStore::Remote(Arc::new(self.redis_store(0).await?)),
-            Kind::RedisFailover => {
-                let primary = self.redis_store(0).await?;
-                let secondary = self.redis_store(1).await?;
-                // Fast enough to skip a dead primary within a few requests,
-                // as the facade's failover tests configure it.
-                let failover = FailoverStore::builder(primary, secondary)
-                    .with_mode(FailoverMode::Mirror)
-                    .with_call_timeout(FAILOVER_CALL_TIMEOUT)
-                    .with_failure_threshold(2)
-                    .with_open_for(Duration::from_millis(300))
-                    .with_max_open_for(Duration::from_secs(1))
-                    .build()?;
-                NodeStore::Remote(Arc::new(failover))
+            Kind::Clustering | Kind::ClusteringLarger => {
+                NodeStore::Replicated(self.clustering_node(index).await?)
             }
+            Kind::Cluster | Kind::ClusterLarger => {
+                NodeStore::Cluster(self.cluster_node(index).await?)
+            }
+            Kind::Redis => NodeStore::Remote(Arc::new(self.redis_store(0).await?)),
+            Kind::RedisFailover => NodeStore::Remote(Arc::new(failover(
+                self.redis_store(0).await?,
+                self.redis_store(1).await?,
+                FailoverMode::Mirror,
+            )?)),
+            Kind::RedisStandby => NodeStore::Remote(Arc::new(failover(
+                self.redis_store(0).await?,
+                self.redis_store(1).await?,
+                FailoverMode::Standby,
+            )?)),
+            Kind::RedisNearCache => NodeStore::Tiered(TieredStore::new(
+                NearCache::new(),
+                self.redis_store(0).await?,
+            )),
+            Kind::RedisPostgres => NodeStore::Remote(Arc::new(failover(
+                self.redis_store(0).await?,
+                self.postgres_store().await?,
+                FailoverMode::Standby,
+            )?)),
         })
+    }
+
+    async fn postgres_store(&self) -> Result<PostgresStore, LabError> {
+        let url = self
+            .postgres
+            .as_ref()
+            .map(Postgres::url)
+            .unwrap_or_default()
+            .to_owned();
+        // The same bound as Redis's: the failover's call timeout is under
+        // it, so a hung PostgreSQL trips the breaker, not the request.
+        let config = PostgresConfig::new(url)
+            .with_operation_timeout(REDIS_TIMEOUT)
+            .with_connect_timeout(Duration::from_secs(5));
+        PostgresStore::connect(config)
+            .await
+            .map_err(|source| LabError::Store {
+                strategy: self.kind.key(),
+                source,
+            })
     }
 
     /// Starts cluster node `index`: on a fresh port the first time, seeded
@@ -685,6 +616,23 @@ impl Stores {
                 source,
             })
     }
+}
+
+/// A `FailoverStore` over `primary` and `secondary` in `mode`, fast enough
+/// to skip a dead primary within a few requests, as the facade's failover
+/// tests configure it.
+fn failover(
+    primary: impl SessionStore,
+    secondary: impl SessionStore,
+    mode: FailoverMode,
+) -> Result<FailoverStore, LabError> {
+    Ok(FailoverStore::builder(primary, secondary)
+        .with_mode(mode)
+        .with_call_timeout(FAILOVER_CALL_TIMEOUT)
+        .with_failure_threshold(2)
+        .with_open_for(Duration::from_millis(300))
+        .with_max_open_for(Duration::from_secs(1))
+        .build()?)
 }
 
 /// Lets `MemoryStore`s bring their session counts up to date: moka counts

@@ -6,9 +6,15 @@
 //! - b (session clustering: every server copies every session to every
 //!   other after answering) serves stale reads before any fault, and every
 //!   server holds every session;
-//! - c (the session-kit cluster) and, when Redis is installed, e (the
-//!   Redis failover mirror) lose no session, serve no stale read and lose
-//!   no acknowledged increment, through the same faults.
+//! - b5, the same on 5 servers, sends about twice b's bytes per write
+//!   (N-1 copies: 4 against 2), and still holds every session per server,
+//!   where the session-kit cluster holds fewer per server at N = 5 than at
+//!   N = 3;
+//! - c and c5 (the session-kit cluster at N = 3 and 5) and, when Redis is
+//!   installed, e (the Redis failover mirror) lose no session, serve no
+//!   stale read and lose no acknowledged increment, through the same
+//!   faults: a node kill and a partition for the clusters, a Redis kill
+//!   for e.
 //!
 //! The report is then opened in a real browser, headless Chromium: its
 //! screenshot must show a rendered page (not a blank one), and the page
@@ -17,8 +23,9 @@
 //! installs it.
 //!
 //! When `redis-server` is installed (`scripts/test` installs it) the test
-//! insists on d and e with `--redis`, so a lab that wrongly thinks Redis is
-//! missing fails here rather than skipping them.
+//! insists on d to g with `--redis`, so a lab that wrongly thinks Redis is
+//! missing fails here rather than skipping them; likewise h with
+//! `--postgres` when PostgreSQL is installed too.
 //!
 //! Only counts are checked, never timings: on a slow machine the run makes
 //! fewer requests, which changes no claim. The one bound is on how long
@@ -331,7 +338,35 @@ struct Run {
     wall: Duration,
 }
 
-fn run_quick(dir: &Path, redis: bool) -> Run {
+/// Whether PostgreSQL is installed where the test kit finds it: on the
+/// PATH, or in Debian's own folder.
+fn postgres_installed() -> bool {
+    (find_binary("postgres").is_some() && find_binary("initdb").is_some())
+        || std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|entry| entry.path().join("bin/postgres").exists())
+}
+
+/// The mean session copies per app server of `strategy`.
+fn copies_per_server(strategy: &Value) -> f64 {
+    let held: Vec<u64> = strategy["sessions_per_node"]
+        .as_array()
+        .expect("sessions_per_node")
+        .iter()
+        .map(|n| n.as_u64().expect("a count"))
+        .collect();
+    held.iter().sum::<u64>() as f64 / held.len().max(1) as f64
+}
+
+fn per_write(strategy: &Value) -> f64 {
+    strategy["store_bytes_per_write"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no store_bytes_per_write: {strategy:#}"))
+}
+
+fn run_quick(dir: &Path, redis: bool, postgres: bool) -> Run {
     let json = dir.join("figures.json");
     let report = dir.join("report.html");
     let stdout_path = dir.join("stdout.txt");
@@ -348,6 +383,9 @@ fn run_quick(dir: &Path, redis: bool) -> Run {
         .stderr(File::create(&stderr_path).expect("a file for the lab's stderr"));
     if redis {
         command.arg("--redis");
+    }
+    if postgres {
+        command.arg("--postgres");
     }
     let mut child = command.spawn().expect("the session-lab binary starts");
     let started = Instant::now();
@@ -384,12 +422,13 @@ fn run_quick(dir: &Path, redis: bool) -> Run {
 #[test]
 fn the_quick_run_shows_each_failure_mode_and_none_in_session_kit() {
     let redis = find_binary("redis-server");
+    let postgres = redis.is_some() && postgres_installed();
     let dir = tempfile::tempdir().expect("a temporary folder");
     let Run {
         figures,
         output,
         wall,
-    } = run_quick(dir.path(), redis.is_some());
+    } = run_quick(dir.path(), redis.is_some(), postgres);
     println!("{output}");
     // The lab's own figure ends its "report: PATH (run took N s)" line.
     let took = output
@@ -419,13 +458,51 @@ fn the_quick_run_shows_each_failure_mode_and_none_in_session_kit() {
         sticky["timeline"]
     );
     let users = figures["users"].as_u64().expect("the users per strategy");
-    assert_clustering_shows_its_failures(strategy(&figures, "clustering"), users);
-    assert_nothing_lost(strategy(&figures, "cluster"), &output);
+    let (clustering, clustering_5) = (
+        strategy(&figures, "clustering"),
+        strategy(&figures, "clustering-5"),
+    );
+    assert_clustering_shows_its_failures(clustering, users);
+    assert_clustering_shows_its_failures(clustering_5, users);
+    // N-1 copies per write: 4 at N = 5 against 2 at N = 3.
+    assert!(
+        per_write(clustering_5) > 1.5 * per_write(clustering),
+        "clustering's traffic per write did not grow with N-1: {:.0} B at N = 3, {:.0} B at N = 5",
+        per_write(clustering),
+        per_write(clustering_5)
+    );
+    let (cluster, cluster_5) = (
+        strategy(&figures, "cluster"),
+        strategy(&figures, "cluster-5"),
+    );
+    assert_nothing_lost(cluster, &output);
+    assert_nothing_lost(cluster_5, &output);
+    // 2 copies of each session whatever N: 2/3 of them per server at
+    // N = 3, 2/5 at N = 5.
+    assert!(
+        copies_per_server(cluster_5) < copies_per_server(cluster),
+        "the cluster's copies per server did not fall with N: {:.1} at N = 3, {:.1} at N = 5",
+        copies_per_server(cluster),
+        copies_per_server(cluster_5)
+    );
     match redis {
         Some(server) => {
-            assert_ran(strategy(&figures, "redis"));
+            for key in ["redis", "redis-standby", "redis-near-cache"] {
+                assert_ran(strategy(&figures, key));
+            }
             assert_nothing_lost(strategy(&figures, "redis-failover"), &output);
-            println!("redis-server at {}: d and e ran", server.display());
+            if postgres {
+                assert_ran(strategy(&figures, "redis-postgres-standby"));
+            }
+            println!(
+                "redis-server at {}: d to g ran; PostgreSQL {}",
+                server.display(),
+                if postgres {
+                    "too: h ran"
+                } else {
+                    "is not installed: h was skipped"
+                }
+            );
         }
         None => println!(
             "redis-server is not on the PATH: d and e were skipped ({})",
