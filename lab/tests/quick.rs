@@ -132,6 +132,44 @@ fn node_killed_at(strategy: &Value) -> f64 {
     seconds(&kill["applied_seconds"], "the kill's applied_seconds")
 }
 
+/// When `action` took effect for `strategy`, in seconds from the start of
+/// the load.
+fn applied_at(strategy: &Value, action: &str) -> f64 {
+    let fault = strategy["faults_applied"]
+        .as_array()
+        .and_then(|faults| faults.iter().find(|f| f["action"] == action))
+        .unwrap_or_else(|| panic!("{} has no {action} fault: {strategy:#}", strategy["key"]));
+    seconds(&fault["applied_seconds"], "a fault's applied_seconds")
+}
+
+/// Checks the partition took effect on a session-kit cluster: its cut-off
+/// node refuses (503) while it is cut off, so requests fail in the buckets
+/// between the cut and the heal. Without this a partition that cut
+/// nothing would pass the "nothing lost" checks all the same.
+fn assert_partition_refused_requests(cluster: &Value) {
+    let (cut, healed) = (
+        applied_at(cluster, "partition-node"),
+        applied_at(cluster, "heal-partition"),
+    );
+    let failed: u64 = cluster["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .filter(|bucket| {
+            let start = seconds(&bucket["start_seconds"], "a bucket's start");
+            start >= cut && start < healed
+        })
+        .map(|bucket| count(bucket, "failed"))
+        .sum();
+    assert!(
+        failed > 0,
+        "{}: no request failed while node 1 was cut off ({cut:.1} s to {healed:.1} s): \
+         the partition cut nothing\n{:#}",
+        cluster["key"],
+        cluster["timeline"]
+    );
+}
+
 /// The stale reads of `strategy`'s timeline in the buckets that end before
 /// `instant`: with no fault yet.
 fn stale_reads_before(strategy: &Value, instant: f64) -> u64 {
@@ -477,6 +515,8 @@ fn the_quick_run_shows_each_failure_mode_and_none_in_session_kit() {
     );
     assert_nothing_lost(cluster, &output);
     assert_nothing_lost(cluster_5, &output);
+    assert_partition_refused_requests(cluster);
+    assert_partition_refused_requests(cluster_5);
     // 2 copies of each session whatever N: 2/3 of them per server at
     // N = 3, 2/5 at N = 5.
     assert!(
