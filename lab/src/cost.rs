@@ -49,7 +49,8 @@ memory        what every copy takes: Redis's MEMORY USAGE of each key, the
               of a session (id, keys, values, timestamps; the app servers share
               this one process, so their resident memory cannot be split)
 B/req, B/write  bytes moved on the peer links or to and from the stores, per
-              request answered and per write acknowledged (logins, increments)
+              request answered and per write acknowledged (logins, increments);
+              Redis's own count (INFO stats), so h's PostgreSQL traffic is not in it
 ";
 
 /// The cost table, as plain text.
@@ -135,22 +136,24 @@ pub(crate) fn cheap_backup(figures: &LabFigures) -> Vec<String> {
     let postgres = measured(figures, "redis-postgres-standby");
     if let (Some(d), Some(f)) = (one, standby.or(postgres)) {
         let mut line = format!(
-            "A standby costs what one Redis costs while the primary is up: {:.0} B/request \
-             for a standby Redis (f)",
-            f.store_bytes_per_request
+            "A standby costs about what one Redis costs while the primary is up: {:.0} \
+             B/request for a standby Redis (f, {} Redis alone)",
+            f.store_bytes_per_request,
+            ratio(f.store_bytes_per_request, d.store_bytes_per_request),
         );
         if let (Some(_), Some(h)) = (standby, postgres) {
             let _ = write!(
                 line,
-                " and {:.0} for a standby PostgreSQL (h)",
+                " and {:.0} to Redis for a standby PostgreSQL (h, whose PostgreSQL traffic \
+                 is not counted: it takes writes only while Redis is down)",
                 h.store_bytes_per_request
             );
         }
         let _ = write!(
             line,
             ", against {:.0} for Redis alone. But it is not a copy: {} users were logged \
-             out when the primary died (d: {}). It keeps logins working through the outage, \
-             not the sessions.",
+             out when the primary died, as many as with one Redis (d: {}). It keeps logins \
+             working through the outage, not the sessions.",
             d.store_bytes_per_request, f.lost_sessions, d.lost_sessions
         );
         answer.push(line);
