@@ -12,15 +12,18 @@
 //! behind session-kit's tower layer), load balancer and store: local
 //! memory behind a sticky balancer (a), session clustering as Tomcat's
 //! `DeltaManager` does it (b, every server copies every session to every
-//! other), the session-kit cluster (c), one Redis (d) and a Redis failover
-//! mirror (e).
+//! other; b5 on 5 servers), the session-kit cluster (c; c5 on 5 servers),
+//! one Redis (d), a Redis failover mirror (e), a Redis standby pair (f),
+//! Redis with a near-cache (g) and Redis with a standby PostgreSQL (h).
 //! Users log in and increment a counter in their session while an app
-//! server is killed and restarted, and then Redis. Every strategy follows
+//! server is killed and restarted, the clusters' peer links are cut and
+//! healed, and Redis is killed and restarted. Every strategy follows
 //! the same plan of faults, each on its own clock, so one strategy's slow
 //! restart delays no other's faults; the lab records when each fault took
 //! effect, per strategy. It counts what each user saw (lost sessions,
 //! stale reads, lost increments, failed requests) and what each strategy
-//! cost (load skew, memory, store traffic, latency), prints a table and
+//! cost (load skew, memory, store traffic, latency), prints a table, a
+//! cost table with the answer to "how do I keep the backup cheap?", and
 //! writes an HTML report with charts. `session-lab --help` explains each
 //! strategy and figure.
 //!
