@@ -211,11 +211,14 @@ pub(crate) fn cheap_backup(figures: &LabFigures) -> Vec<String> {
             let _ = write!(
                 line,
                 " The cluster keeps 2 copies whatever N: {:.0} per server at N = {}, {:.0} at \
-                 N = {}.",
+                 N = {}; its peer traffic grows with N too ({:.0} then {:.0} B/request: more \
+                 requests land on a server that forwards to the owner), with no stale read.",
                 copies_per_server(c),
                 c.nodes,
                 copies_per_server(c5),
                 c5.nodes,
+                c.store_bytes_per_request,
+                c5.store_bytes_per_request,
             );
         }
         answer.push(line);
