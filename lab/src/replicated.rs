@@ -649,6 +649,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_partition_drops_the_copies_and_the_heal_lets_the_next_ones_through() {
+        let (_trigger, until) = shutdown::channel();
+        let (a_listener, b_listener) = (listener().await, listener().await);
+        let b_addr = b_listener.local_addr().expect("an address");
+        let a_addr = a_listener.local_addr().expect("an address");
+        let a = ReplicatedStore::start(a_listener, &[b_addr], false, &until).await;
+        let b = ReplicatedStore::start(b_listener, &[a_addr], false, &until).await;
+        a.partition_from([b_addr]);
+        b.partition_from([a_addr]);
+        let record = record();
+        let _ = a.create(&record).await.expect("create");
+        // Two flushes: the copy is gone, not late.
+        tokio::time::sleep(FLUSH_EVERY * 2 + Duration::from_millis(100)).await;
+        assert_eq!(b.load(&record.id).await.expect("load"), None);
+        assert_eq!(a.copies_dropped(), 1);
+        a.heal();
+        b.heal();
+        let mut changes = Changes::default();
+        changes.set("count", "2");
+        let later = SystemTime::now() + Duration::from_secs(600);
+        let _ = a.commit(&record.id, &changes, later).await.expect("commit");
+        assert!(arrives(&b, &record.id, "2").await, "no copy after the heal");
+    }
+
+    #[tokio::test]
     async fn a_starting_server_takes_every_session_from_a_peer() {
         let (_trigger, until) = shutdown::channel();
         let a_listener = listener().await;
