@@ -21,6 +21,15 @@ pub(crate) enum LabError {
          sudo apt-get install -y redis-server redis-tools\n"
     )]
     RedisMissing { missing: &'static str },
+    /// `--postgres` was given but PostgreSQL is not installed.
+    #[error(
+        "--postgres asks for the PostgreSQL strategy, but {missing} is not installed; install it with\n\n    \
+         sudo apt-get install -y postgresql\n"
+    )]
+    PostgresMissing { missing: &'static str },
+    /// The test kit could not start or ask a PostgreSQL server.
+    #[error("postgres: {what} failed: {message}")]
+    Postgres { what: &'static str, message: String },
     /// The test kit could not start, stop or ask a redis-server.
     #[error("redis-server: {what} failed: {message}")]
     Redis { what: &'static str, message: String },

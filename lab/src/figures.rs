@@ -28,6 +28,11 @@ pub(crate) struct LabFigures {
     /// ([`Measured::faults_applied`]).
     pub(crate) schedule: Vec<FaultFigure>,
     pub(crate) strategies: Vec<StrategyFigures>,
+    /// The bytes of one session copy in an app server's memory, measured
+    /// on the clustering baseline's copies (id, keys and values,
+    /// timestamps): the app servers all run in this one process, so their
+    /// resident memory cannot be told apart per strategy.
+    pub(crate) copy_bytes: f64,
     /// Wall time of the whole run, set-up and read-out included.
     pub(crate) elapsed_seconds: f64,
 }
@@ -81,11 +86,16 @@ pub(crate) struct StrategyFigures {
     pub(crate) letter: &'static str,
     pub(crate) key: &'static str,
     pub(crate) name: &'static str,
+    /// The name on the timeline's strips.
+    pub(crate) short_name: &'static str,
     pub(crate) setup: &'static str,
     pub(crate) expectation: &'static str,
     pub(crate) ran: bool,
     /// Whether it runs on Redis (so the Redis faults touch it).
     pub(crate) needs_redis: bool,
+    /// Whether it promises to lose nothing through the faults (the
+    /// session-kit cluster, the failover mirror).
+    pub(crate) loses_nothing: bool,
     pub(crate) skipped_because: Option<String>,
     #[serde(flatten)]
     pub(crate) measured: Option<Measured>,
@@ -127,6 +137,27 @@ pub(crate) struct Measured {
     /// [`store_bytes`](Self::store_bytes) over the requests the nodes
     /// answered.
     pub(crate) store_bytes_per_request: f64,
+    /// [`store_bytes`](Self::store_bytes) over the writes the users had
+    /// acknowledged (logins and increments): what one write costs in
+    /// copies, forwarding or store traffic.
+    pub(crate) store_bytes_per_write: f64,
+    /// App servers the strategy ran.
+    pub(crate) nodes: usize,
+    /// Copies the clustering baseline never sent (a peer down or cut off).
+    pub(crate) copies_dropped: u64,
+    /// Rows of PostgreSQL's sessions table at the end (h).
+    pub(crate) postgres_rows: Option<u64>,
+    /// Processes it needs: its app servers and its store servers.
+    pub(crate) processes: usize,
+    /// Session copies in the app servers' memory at the end, summed.
+    pub(crate) app_copies: u64,
+    /// Keys (Redis) and rows (PostgreSQL) in the store servers at the end.
+    pub(crate) store_copies: u64,
+    /// The memory every copy takes, in bytes: the app servers' copies
+    /// (their bytes where the store counts them, else copies times
+    /// [`LabFigures::copy_bytes`]) plus the stores' own figure (Redis's
+    /// `MEMORY USAGE` per key, PostgreSQL's table size).
+    pub(crate) memory_bytes: u64,
     /// Median latency of the answers that succeeded (2xx) only, through
     /// the balancer. The requests that failed (a store down, a timeout)
     /// are in `failed_requests`, not here, so an outage does not show in
@@ -162,7 +193,14 @@ impl StrategyFigures {
         footprint: Footprint,
         faults_applied: Vec<AppliedFault>,
         load: Duration,
+        copy_bytes: f64,
     ) -> Self {
+        let app_copies: u64 = footprint.sessions_per_node.iter().sum();
+        let store_copies = footprint.shared_store_keys.iter().flatten().sum::<u64>()
+            + footprint.postgres_rows.unwrap_or(0);
+        let app_bytes = footprint
+            .app_bytes_held
+            .unwrap_or_else(|| (app_copies as f64 * copy_bytes).round() as u64);
         let served: u64 = footprint.requests_per_node.iter().sum();
         let millis = |quantile| tally.latency.value_at_quantile(quantile) as f64 / 1000.0;
         let measured = Measured {
@@ -191,6 +229,21 @@ impl StrategyFigures {
             } else {
                 0.0
             },
+            store_bytes_per_write: {
+                let writes = tally.logins + tally.acknowledged_increments;
+                if writes > 0 {
+                    footprint.store_bytes as f64 / writes as f64
+                } else {
+                    0.0
+                }
+            },
+            nodes: footprint.requests_per_node.len(),
+            copies_dropped: footprint.copies_dropped,
+            postgres_rows: footprint.postgres_rows,
+            processes: footprint.requests_per_node.len() + footprint.store_processes,
+            app_copies,
+            store_copies,
+            memory_bytes: app_bytes + footprint.store_memory_bytes,
             p50_ok_ms: millis(0.50),
             p99_ok_ms: millis(0.99),
             faults_applied,
@@ -208,10 +261,12 @@ impl StrategyFigures {
             letter: kind.letter(),
             key: kind.key(),
             name: kind.name(),
+            short_name: kind.short_name(),
             setup: kind.setup(),
             expectation: kind.expectation(),
             ran: measured.is_some(),
             needs_redis: kind.needs_redis(),
+            loses_nothing: kind.loses_nothing(),
             skipped_because,
             measured,
         }
@@ -223,6 +278,21 @@ impl StrategyFigures {
             "skipped: {}",
             self.skipped_because.as_deref().unwrap_or("not run")
         )
+    }
+}
+
+/// The bytes of one session copy in an app server's memory: the mean over
+/// every copy whose bytes a store counted (the clustering baseline's).
+/// 0 when none did.
+pub(crate) fn copy_bytes(footprints: &[Footprint]) -> f64 {
+    let (bytes, copies) = footprints
+        .iter()
+        .filter_map(|f| Some((f.app_bytes_held?, f.sessions_per_node.iter().sum::<u64>())))
+        .fold((0, 0), |(b, c), (bytes, copies)| (b + bytes, c + copies));
+    if copies == 0 {
+        0.0
+    } else {
+        bytes as f64 / copies as f64
     }
 }
 
@@ -270,21 +340,30 @@ fn timeline(tally: &Tally, load: Duration) -> Vec<Bucket> {
 }
 
 /// `14 13 0`: the sessions each node holds; for the shared stores
-/// `0 (Redis keys: 40)`, or `0 (Redis keys: 40 + 40)` for e's two servers.
+/// `0 (Redis keys: 40)`, or `0 (Redis keys: 40 + 40)` for e's two servers,
+/// `0 (Redis keys: 40, PG rows: 3)` for h; a near-cache's copies (g) show
+/// per node, `40 40 40 (Redis keys: 40)`.
 pub(crate) fn memory_cell(measured: &Measured) -> String {
+    let held = if measured.sessions_per_node.iter().all(|&n| n == 0) {
+        "0".to_owned()
+    } else {
+        let held: Vec<String> = measured
+            .sessions_per_node
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        held.join(" ")
+    };
     match &measured.shared_store_keys {
         Some(keys) => {
             let keys: Vec<String> = keys.iter().map(u64::to_string).collect();
-            format!("0 (Redis keys: {})", keys.join(" + "))
+            let rows = measured
+                .postgres_rows
+                .map(|rows| format!(", PG rows: {rows}"))
+                .unwrap_or_default();
+            format!("{held} (Redis keys: {}{rows})", keys.join(" + "))
         }
-        None => {
-            let held: Vec<String> = measured
-                .sessions_per_node
-                .iter()
-                .map(u64::to_string)
-                .collect();
-            held.join(" ")
-        }
+        None => held,
     }
 }
 
@@ -417,7 +496,12 @@ pub(crate) fn figures_with(faults_applied: Vec<AppliedFault>) -> LabFigures {
         requests_per_node_since_return: None,
         sessions_per_node: vec![0, 0, 0],
         shared_store_keys: None,
+        postgres_rows: None,
+        store_processes: 0,
+        app_bytes_held: None,
+        store_memory_bytes: 0,
         store_bytes: 0,
+        copies_dropped: 0,
     };
     LabFigures {
         nodes: 3,
@@ -425,6 +509,7 @@ pub(crate) fn figures_with(faults_applied: Vec<AppliedFault>) -> LabFigures {
         load_seconds: 20.0,
         pause_ms: 100,
         schedule: plan.iter().map(FaultFigure::from).collect(),
+        copy_bytes: 60.0,
         strategies: vec![
             StrategyFigures::measured(
                 Kind::Cluster,
@@ -432,6 +517,7 @@ pub(crate) fn figures_with(faults_applied: Vec<AppliedFault>) -> LabFigures {
                 footprint,
                 faults_applied,
                 Duration::from_secs(20),
+                60.0,
             ),
             StrategyFigures::skipped(Kind::Redis, "--no-redis".to_owned()),
         ],

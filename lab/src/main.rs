@@ -8,17 +8,22 @@
 //! cargo run --release -p session-lab -- --quick # under a minute
 //! ```
 //!
-//! Five strategies run side by side, each with its own app servers (axum
+//! The strategies run side by side, each with its own app servers (axum
 //! behind session-kit's tower layer), load balancer and store: local
-//! memory behind a sticky balancer (a) and behind round-robin (b), the
-//! session-kit cluster (c), one Redis (d) and a Redis failover mirror (e).
+//! memory behind a sticky balancer (a), session clustering as Tomcat's
+//! `DeltaManager` does it (b, every server copies every session to every
+//! other; b5 on 5 servers), the session-kit cluster (c; c5 on 5 servers),
+//! one Redis (d), a Redis failover mirror (e), a Redis standby pair (f),
+//! Redis with a near-cache (g) and Redis with a standby PostgreSQL (h).
 //! Users log in and increment a counter in their session while an app
-//! server is killed and restarted, and then Redis. Every strategy follows
+//! server is killed and restarted, the clusters' peer links are cut and
+//! healed, and Redis is killed and restarted. Every strategy follows
 //! the same plan of faults, each on its own clock, so one strategy's slow
 //! restart delays no other's faults; the lab records when each fault took
 //! effect, per strategy. It counts what each user saw (lost sessions,
 //! stale reads, lost increments, failed requests) and what each strategy
-//! cost (load skew, memory, store traffic, latency), prints a table and
+//! cost (load skew, memory, store traffic, latency), prints a table, a
+//! cost table with the answer to "how do I keep the backup cheap?", and
 //! writes an HTML report with charts. `session-lab --help` explains each
 //! strategy and figure.
 //!
@@ -30,9 +35,13 @@
 mod app;
 mod args;
 mod balancer;
+mod cost;
 mod error;
 mod figures;
+mod kind;
+mod postgres;
 mod redis;
+mod replicated;
 mod report;
 mod schedule;
 mod shutdown;
@@ -51,10 +60,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
 use crate::{
-    args::{Args, RedisWanted, Settings},
+    args::{Args, Settings, Wanted},
     error::LabError,
     figures::{AppliedFault, FaultFigure, LabFigures, StrategyFigures},
-    schedule::{Action, Fault, VICTIM},
+    schedule::{Action, Fault, CUT_OFF, VICTIM},
     strategy::{Deployment, Kind},
     workload::{Tally, User},
 };
@@ -85,13 +94,25 @@ fn main() -> ExitCode {
 }
 
 /// Why the Redis strategies are skipped, if they are.
-fn redis_skipped(wanted: RedisWanted) -> Result<Option<String>, LabError> {
+fn redis_skipped(wanted: Wanted) -> Result<Option<String>, LabError> {
     match (wanted, redis::installed()) {
-        (RedisWanted::No, _) => Ok(Some("--no-redis".to_owned())),
+        (Wanted::No, _) => Ok(Some("--no-redis".to_owned())),
         (_, Ok(())) => Ok(None),
-        (RedisWanted::Required, Err(missing)) => Err(LabError::RedisMissing { missing }),
-        (RedisWanted::IfInstalled, Err(missing)) => Ok(Some(format!(
+        (Wanted::Required, Err(missing)) => Err(LabError::RedisMissing { missing }),
+        (Wanted::IfInstalled, Err(missing)) => Ok(Some(format!(
             "{missing} is not installed (sudo apt-get install -y redis-server redis-tools)"
+        ))),
+    }
+}
+
+/// Why the PostgreSQL strategy is skipped, if it is.
+fn postgres_skipped(wanted: Wanted) -> Result<Option<String>, LabError> {
+    match (wanted, postgres::installed()) {
+        (Wanted::No, _) => Ok(Some("--no-postgres".to_owned())),
+        (_, Ok(())) => Ok(None),
+        (Wanted::Required, Err(missing)) => Err(LabError::PostgresMissing { missing }),
+        (Wanted::IfInstalled, Err(missing)) => Ok(Some(format!(
+            "{missing} is not installed (sudo apt-get install -y postgresql)"
         ))),
     }
 }
@@ -99,22 +120,28 @@ fn redis_skipped(wanted: RedisWanted) -> Result<Option<String>, LabError> {
 async fn run(settings: &Settings) -> Result<(), LabError> {
     let began = Instant::now();
     let redis_skipped = redis_skipped(settings.redis)?;
+    let postgres_skipped = postgres_skipped(settings.postgres)?;
     // Fired once the users are done; dropped, should the run fail first.
     let (shutdown, servers_run_until) = shutdown::channel();
     let mut deployments = Vec::new();
     let mut skipped = Vec::new();
     for kind in Kind::ALL {
-        if let (true, Some(reason)) = (kind.needs_redis(), &redis_skipped) {
+        let reason = match (&redis_skipped, &postgres_skipped) {
+            (Some(reason), _) if kind.needs_redis() => Some(reason),
+            (_, Some(reason)) if kind.needs_postgres() => Some(reason),
+            _ => None,
+        };
+        if let Some(reason) = reason {
             skipped.push((kind, reason.clone()));
             continue;
         }
+        let nodes = kind.nodes(settings.nodes);
         eprintln!(
-            "session-lab: starting {} {} ({} app servers)",
+            "session-lab: starting {} {} ({nodes} app servers)",
             kind.letter(),
             kind.name(),
-            settings.nodes
         );
-        deployments.push(Deployment::start(kind, settings.nodes, servers_run_until.clone()).await?);
+        deployments.push(Deployment::start(kind, nodes, servers_run_until.clone()).await?);
     }
     for deployment in &mut deployments {
         deployment.begin_counting().await?;
@@ -209,7 +236,11 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
     // footprint reads (the balancers' counts, the stores) outlives them.
     shutdown.fire();
 
-    let footprints = join_all(deployments.iter_mut().map(Deployment::footprint)).await;
+    let footprints = join_all(deployments.iter_mut().map(Deployment::footprint))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let copy_bytes = figures::copy_bytes(&footprints);
     let mut strategies = Vec::with_capacity(Kind::ALL.len());
     let mut measured = deployments.iter().zip(applied).zip(tallies).zip(footprints);
     for kind in Kind::ALL {
@@ -219,9 +250,10 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
             strategies.push(StrategyFigures::measured(
                 deployment.kind(),
                 tally,
-                footprint?,
+                footprint,
                 applied,
                 settings.load,
+                copy_bytes,
             ));
         }
     }
@@ -233,6 +265,7 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
         load_seconds: settings.load.as_secs_f64(),
         pause_ms: u64::try_from(settings.pause.as_millis()).unwrap_or(u64::MAX),
         schedule: faults.iter().map(FaultFigure::from).collect(),
+        copy_bytes,
         strategies,
         elapsed_seconds: began.elapsed().as_secs_f64(),
     };
@@ -243,6 +276,17 @@ async fn run(settings: &Settings) -> Result<(), LabError> {
     println!();
     for line in figures::fault_lines(&figures) {
         println!("  {line}");
+    }
+    println!("\nWhat each strategy costs:\n");
+    print!("{}", cost::cost_table(&figures));
+    println!();
+    print!("{}", cost::COST_LEGEND);
+    let answer = cost::cheap_backup(&figures);
+    if !answer.is_empty() {
+        println!("\nHow do I keep the backup cheap?\n");
+        for paragraph in answer {
+            println!("- {paragraph}");
+        }
     }
     let command: Vec<String> = std::env::args().skip(1).collect();
     let command = format!(
@@ -309,6 +353,8 @@ async fn apply(deployment: &mut Deployment, action: Action) -> Result<Option<Str
         Action::RestartNode => return deployment.restart_node(VICTIM).await,
         Action::KillRedis => deployment.kill_redis().await?,
         Action::RestartRedis => deployment.restart_redis().await?,
+        Action::PartitionNode => deployment.partition_node(CUT_OFF),
+        Action::HealPartition => deployment.heal_partition(),
     }
     Ok(None)
 }

@@ -90,6 +90,20 @@ impl Redis {
         })
     }
 
+    /// The memory Redis gives every key it holds, summed: `MEMORY USAGE`
+    /// per key, in one script so the count is of one moment.
+    pub(crate) async fn memory_usage(&self) -> Result<u64, LabError> {
+        const SUM: &str = "local total = 0 \
+            for _, key in ipairs(redis.call('KEYS', '*')) do \
+            total = total + (redis.call('MEMORY', 'USAGE', key) or 0) end \
+            return total";
+        let reply = self.cli(&["EVAL", SUM, "0"]).await?;
+        reply.trim().parse().map_err(|_| LabError::Redis {
+            what: "MEMORY USAGE",
+            message: format!("unexpected reply {reply:?}"),
+        })
+    }
+
     async fn count_until_now(&mut self) -> Result<(), LabError> {
         if let Some(baseline) = self.baseline {
             let now = self.net_bytes().await?;
@@ -141,15 +155,24 @@ async fn blocking<T: Send + 'static>(
     what: &'static str,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, LabError> {
-    tokio::task::spawn_blocking(call).await.map_err(|err| {
-        let message = match err.try_into_panic() {
+    off_runtime(call)
+        .await
+        .map_err(|message| LabError::Redis { what, message })
+}
+
+/// Runs one of the test kit's blocking calls on the blocking pool; its
+/// panic, the kit's way of failing, comes back as the panic's message.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|err| match err.try_into_panic() {
             Ok(panic) => panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "it panicked".to_owned()),
             Err(err) => err.to_string(),
-        };
-        LabError::Redis { what, message }
-    })
+        })
 }

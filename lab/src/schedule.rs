@@ -9,6 +9,9 @@ use crate::strategy::Kind;
 
 /// The app node every strategy loses.
 pub(crate) const VICTIM: usize = 0;
+/// The app node the partition cuts off from the others: not the one that
+/// was killed, so the partition tests a node that never restarted.
+pub(crate) const CUT_OFF: usize = 1;
 
 /// One fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,6 +25,12 @@ pub(crate) enum Action {
     KillRedis,
     /// Start it again, empty.
     RestartRedis,
+    /// Cut app node [`CUT_OFF`] off from the other app nodes (the strategies
+    /// whose nodes talk to each other: the clustering baseline and the
+    /// session-kit cluster). The balancer still reaches every node.
+    PartitionNode,
+    /// Heal that partition.
+    HealPartition,
 }
 
 impl Action {
@@ -32,6 +41,8 @@ impl Action {
             Action::RestartNode => 0.50,
             Action::KillRedis => 0.60,
             Action::RestartRedis => 0.80,
+            Action::PartitionNode => 0.62,
+            Action::HealPartition => 0.78,
         }
     }
 
@@ -40,8 +51,12 @@ impl Action {
         match self {
             Action::KillNode => "kill app node 0 (server and store, no hand-over)",
             Action::RestartNode => "restart app node 0 on its port with an empty store",
-            Action::KillRedis => "kill the Redis server (d) / the primary Redis (e)",
+            Action::KillRedis => "kill the Redis server (d, g, h) / the primary Redis (e, f)",
             Action::RestartRedis => "restart it, empty (no persistence)",
+            Action::PartitionNode => {
+                "cut app node 1 off from the other app nodes (the balancer still reaches it)"
+            }
+            Action::HealPartition => "heal the partition",
         }
     }
 
@@ -52,6 +67,8 @@ impl Action {
             Action::RestartNode => "node back",
             Action::KillRedis => "Redis killed",
             Action::RestartRedis => "Redis back",
+            Action::PartitionNode => "node cut off",
+            Action::HealPartition => "partition healed",
         }
     }
 
@@ -59,7 +76,8 @@ impl Action {
     pub(crate) fn applies_to(self) -> &'static str {
         match self {
             Action::KillNode | Action::RestartNode => "all",
-            Action::KillRedis | Action::RestartRedis => "d, e",
+            Action::KillRedis | Action::RestartRedis => REDIS_STRATEGIES,
+            Action::PartitionNode | Action::HealPartition => PEERED_STRATEGIES,
         }
     }
 
@@ -69,9 +87,15 @@ impl Action {
         match self {
             Action::KillNode | Action::RestartNode => true,
             Action::KillRedis | Action::RestartRedis => kind.needs_redis(),
+            Action::PartitionNode | Action::HealPartition => kind.has_peers(),
         }
     }
 }
+
+/// The letters of the strategies the Redis faults touch.
+const REDIS_STRATEGIES: &str = "d, e, f, g, h";
+/// The letters of the strategies whose app nodes talk to each other.
+const PEERED_STRATEGIES: &str = "b, b5, c, c5";
 
 /// A fault and its time from the start of the load.
 #[derive(Debug, Clone, Copy)]
@@ -80,22 +104,26 @@ pub(crate) struct Fault {
     pub(crate) action: Action,
 }
 
-/// The faults of a run whose load lasts `load`, in order; the Redis ones
-/// only when a Redis strategy runs.
+/// The faults of a run whose load lasts `load`, in order of time; the
+/// Redis ones only when a Redis strategy runs.
 pub(crate) fn schedule(load: Duration, redis: bool) -> Vec<Fault> {
-    [
+    let mut faults: Vec<Fault> = [
         Action::KillNode,
         Action::RestartNode,
         Action::KillRedis,
+        Action::PartitionNode,
+        Action::HealPartition,
         Action::RestartRedis,
     ]
     .into_iter()
-    .filter(|action| redis || matches!(action, Action::KillNode | Action::RestartNode))
+    .filter(|action| redis || !matches!(action, Action::KillRedis | Action::RestartRedis))
     .map(|action| Fault {
         at: load.mul_f64(action.fraction()),
         action,
     })
-    .collect()
+    .collect();
+    faults.sort_by_key(|fault| fault.at);
+    faults
 }
 
 #[cfg(test)]
@@ -105,9 +133,9 @@ mod tests {
     #[test]
     fn faults_fall_at_fixed_fractions_of_the_load() {
         let faults = schedule(Duration::from_secs(20), true);
-        let at: Vec<u64> = faults.iter().map(|f| f.at.as_secs()).collect();
-        assert_eq!(at, [5, 10, 12, 16]);
-        assert_eq!(schedule(Duration::from_secs(20), false).len(), 2);
+        let at: Vec<f64> = faults.iter().map(|f| f.at.as_secs_f64()).collect();
+        assert_eq!(at, [5.0, 10.0, 12.0, 12.4, 15.6, 16.0]);
+        assert_eq!(schedule(Duration::from_secs(20), false).len(), 4);
     }
 
     #[test]
@@ -115,6 +143,7 @@ mod tests {
         for kind in Kind::ALL {
             assert!(Action::KillNode.touches(kind));
             assert_eq!(Action::KillRedis.touches(kind), kind.needs_redis());
+            assert_eq!(Action::PartitionNode.touches(kind), kind.has_peers());
         }
     }
 }

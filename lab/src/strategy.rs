@@ -1,23 +1,26 @@
-//! The five ways of keeping sessions the lab compares, each a complete
+//! The ways of keeping sessions the lab compares, each a complete
 //! deployment of its own: app nodes, a balancer, and its store(s).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use serde::Serialize;
 use session_kit::{
     cluster::{ClusterConfig, ClusterStore},
     failover::{FailoverMode, FailoverStore},
-    memory::MemoryStore,
+    memory::{MemoryStore, NearCache, TieredStore},
+    postgres::{PostgresConfig, PostgresStore},
     redis::{RedisConfig, RedisStore},
     store::SessionStore,
     CookieConfig, Key, SessionManager,
 };
 
+pub(crate) use crate::kind::Kind;
 use crate::{
     app::{self, NodeServer},
-    balancer::{Balancer, Routing},
+    balancer::Balancer,
     error::LabError,
+    postgres::Postgres,
     redis::Redis,
+    replicated::ReplicatedStore,
     shutdown::Shutdown,
 };
 
@@ -40,138 +43,15 @@ const CLUSTER_SECRET: &[u8; 32] = b"session-lab cluster secret 32 b!";
 /// How long cluster nodes may take to see each other.
 const CLUSTER_FORMING: Duration = Duration::from_secs(20);
 
-/// One of the compared strategies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Kind {
-    /// Each node its own `MemoryStore`; a sticky balancer.
-    StickyMemory,
-    /// Each node its own `MemoryStore`; round-robin.
-    RoundRobinMemory,
-    /// A `ClusterStore` per node, `R = 2`; round-robin.
-    Cluster,
-    /// One redis-server shared by every node; round-robin.
-    Redis,
-    /// A `FailoverStore` mirroring two redis-servers; round-robin.
-    RedisFailover,
-}
-
-impl Kind {
-    /// Every strategy, in the order of the table.
-    pub(crate) const ALL: [Kind; 5] = [
-        Kind::StickyMemory,
-        Kind::RoundRobinMemory,
-        Kind::Cluster,
-        Kind::Redis,
-        Kind::RedisFailover,
-    ];
-
-    /// Its letter in the table.
-    pub(crate) fn letter(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => "a",
-            Kind::RoundRobinMemory => "b",
-            Kind::Cluster => "c",
-            Kind::Redis => "d",
-            Kind::RedisFailover => "e",
-        }
-    }
-
-    /// A stable name for the JSON.
-    pub(crate) fn key(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => "sticky-memory",
-            Kind::RoundRobinMemory => "round-robin-memory",
-            Kind::Cluster => "cluster",
-            Kind::Redis => "redis",
-            Kind::RedisFailover => "redis-failover",
-        }
-    }
-
-    /// Its name in the table.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => "local memory, sticky balancer",
-            Kind::RoundRobinMemory => "local memory, round-robin",
-            Kind::Cluster => "session-kit cluster R=2, round-robin",
-            Kind::Redis => "one Redis, round-robin",
-            Kind::RedisFailover => "Redis + failover mirror, round-robin",
-        }
-    }
-
-    /// How it is set up, in a sentence.
-    pub(crate) fn setup(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => {
-                "Each node keeps sessions in its own MemoryStore; the balancer pins each user \
-                 to one node with its own cookie and re-pins when that node is down."
-            }
-            Kind::RoundRobinMemory => {
-                "Each node keeps sessions in its own MemoryStore; the balancer sends each \
-                 request to the next node, and nothing is shared."
-            }
-            Kind::Cluster => {
-                "Each node runs a session_cluster::ClusterStore: every session lives on 2 of \
-                 the nodes, any node serves any session; no external server."
-            }
-            Kind::Redis => "Every node keeps its sessions in one shared redis-server.",
-            Kind::RedisFailover => {
-                "Every node keeps its sessions in a FailoverStore that mirrors them on two \
-                 redis-servers behind circuit breakers."
-            }
-        }
-    }
-
-    /// What the run shows about it.
-    pub(crate) fn expectation(self) -> &'static str {
-        match self {
-            Kind::StickyMemory => {
-                "Works while every node lives. When a node dies its users are re-pinned to \
-                 another node, which has never seen their sessions: they are logged out. \
-                 The restarted node gets no one back, so the load stays uneven."
-            }
-            Kind::RoundRobinMemory => {
-                "What happens without sticky sessions and without sharing: most requests \
-                 land on a node that does not know the session."
-            }
-            Kind::Cluster => {
-                "Killing a node loses nothing: every session has a second copy. For about \
-                 a second, until the others declare the node dead, writes to the sessions it \
-                 held fail (503) rather than be acknowledged with one copy. Memory per node \
-                 is about 2/N of the sessions, not all of them."
-            }
-            Kind::Redis => {
-                "Any node serves any session, so killing a node costs nothing; killing Redis \
-                 fails every request (503) until it is back, and it comes back empty: every \
-                 user is logged out."
-            }
-            Kind::RedisFailover => {
-                "Killing the primary Redis moves every request to the secondary within a \
-                 breaker trip; the restarted, empty primary is repaired from the secondary. \
-                 No session and no acknowledged increment is lost."
-            }
-        }
-    }
-
-    /// Whether it needs redis-server.
-    pub(crate) fn needs_redis(self) -> bool {
-        matches!(self, Kind::Redis | Kind::RedisFailover)
-    }
-
-    fn routing(self) -> Routing {
-        match self {
-            Kind::StickyMemory => Routing::Sticky,
-            _ => Routing::RoundRobin,
-        }
-    }
-}
-
 /// What one node keeps: what its session manager runs on, and what the
 /// memory figures read at the end.
 #[derive(Debug, Clone)]
 enum NodeStore {
     Memory(MemoryStore),
     Cluster(ClusterStore),
+    Replicated(ReplicatedStore),
+    /// A near-cache in the node in front of Redis.
+    Tiered(TieredStore),
     /// Redis, with or without failover: nothing kept in the node itself.
     Remote(Arc<dyn SessionStore>),
 }
@@ -191,10 +71,13 @@ pub(crate) struct Deployment {
     nodes: Vec<Node>,
     balancer: Balancer,
     stores: Stores,
-    /// Peer-link bytes sent by cluster nodes that were killed since.
-    cluster_bytes_retired: u64,
+    /// Peer-link bytes sent by nodes (cluster or clustering) that were
+    /// killed since.
+    peer_bytes_retired: u64,
     /// Peer-link bytes sent before the load started.
-    cluster_bytes_baseline: u64,
+    peer_bytes_baseline: u64,
+    /// Copies the clustering nodes killed since had dropped.
+    copies_dropped_retired: u64,
     /// Requests each node had answered when a node was killed.
     answered_at_kill: Option<Vec<u64>>,
     /// Requests each node had answered when the killed node came back.
@@ -208,12 +91,21 @@ pub(crate) struct Deployment {
 #[derive(Debug)]
 struct Stores {
     kind: Kind,
-    /// d: the server; e: the primary, then the secondary.
+    /// d, g, h: the server; e, f: the primary, then the secondary.
     redis: Vec<Redis>,
-    /// The cluster nodes' peer addresses, by node.
+    /// h: the standby PostgreSQL.
+    postgres: Option<Postgres>,
+    /// The cluster nodes' (or the clustering nodes') peer addresses, by
+    /// node.
     peers: Vec<SocketAddr>,
+    /// The clustering nodes' peer listeners, bound before any node starts
+    /// so each knows every other's address; taken by each node's start.
+    peer_listeners: Vec<Option<tokio::net::TcpListener>>,
     /// How many nodes the strategy has.
     nodes: usize,
+    /// When the servers stop: the clustering nodes' senders and listeners
+    /// run until then.
+    shutdown: Shutdown,
 }
 
 /// What a deployment holds and moved, read at the end of the run.
@@ -231,9 +123,24 @@ pub(crate) struct Footprint {
     pub(crate) sessions_per_node: Vec<u64>,
     /// Keys in each shared store (Redis), if any.
     pub(crate) shared_store_keys: Option<Vec<u64>>,
+    /// Rows of PostgreSQL's sessions table (h).
+    pub(crate) postgres_rows: Option<u64>,
+    /// Servers the strategy runs besides its app servers (Redis,
+    /// PostgreSQL).
+    pub(crate) store_processes: usize,
+    /// The bytes of every session copy the app servers hold, where the
+    /// store can tell (the clustering baseline's maps); `None` elsewhere.
+    pub(crate) app_bytes_held: Option<u64>,
+    /// What the stores' copies take: Redis's `MEMORY USAGE` of every key,
+    /// summed over its servers, plus PostgreSQL's sessions table
+    /// (`pg_total_relation_size`).
+    pub(crate) store_memory_bytes: u64,
     /// Bytes moved between nodes (cluster) or to and from the stores
     /// (Redis) since the load started.
     pub(crate) store_bytes: u64,
+    /// Copies the clustering baseline's nodes never sent: a peer down or
+    /// cut off, or a full queue. 0 for the other strategies.
+    pub(crate) copies_dropped: u64,
 }
 
 impl Deployment {
@@ -245,18 +152,22 @@ impl Deployment {
         shutdown: Shutdown,
     ) -> Result<Self, LabError> {
         let mut redis = Vec::new();
-        for _ in 0..match kind {
-            Kind::Redis => 1,
-            Kind::RedisFailover => 2,
-            _ => 0,
-        } {
+        for _ in 0..kind.redis_servers() {
             redis.push(Redis::start().await?);
         }
+        let postgres = if kind.needs_postgres() {
+            Some(Postgres::start().await?)
+        } else {
+            None
+        };
         let mut stores = Stores {
             kind,
             redis,
+            postgres,
             peers: Vec::new(),
+            peer_listeners: Vec::new(),
             nodes,
+            shutdown: shutdown.clone(),
         };
         let mut fresh = Vec::with_capacity(nodes);
         for index in 0..nodes {
@@ -291,8 +202,9 @@ impl Deployment {
             nodes: started,
             balancer: Balancer::start(kind.routing(), &addrs, shutdown.clone()).await?,
             stores,
-            cluster_bytes_retired: 0,
-            cluster_bytes_baseline: 0,
+            peer_bytes_retired: 0,
+            peer_bytes_baseline: 0,
+            copies_dropped_retired: 0,
             answered_at_kill: None,
             answered_at_return: None,
             shutdown,
@@ -311,7 +223,7 @@ impl Deployment {
 
     /// Starts counting store traffic: called right before the load.
     pub(crate) async fn begin_counting(&mut self) -> Result<(), LabError> {
-        self.cluster_bytes_baseline = self.cluster_bytes_live();
+        self.peer_bytes_baseline = self.peer_bytes_live();
         for redis in &mut self.stores.redis {
             redis.begin_counting().await?;
         }
@@ -325,8 +237,9 @@ impl Deployment {
     pub(crate) fn kill_node(&mut self, index: usize) {
         self.answered_at_kill = Some(self.balancer.answered());
         let node = &mut self.nodes[index];
-        if let Some(NodeStore::Cluster(cluster)) = &node.store {
-            self.cluster_bytes_retired += cluster.stats().bytes_sent;
+        self.peer_bytes_retired += node.store.as_ref().map_or(0, NodeStore::peer_bytes);
+        if let Some(NodeStore::Replicated(replicated)) = &node.store {
+            self.copies_dropped_retired += replicated.copies_dropped();
         }
         if let Some(server) = node.server.take() {
             server.kill();
@@ -369,6 +282,50 @@ impl Deployment {
         Ok(note)
     }
 
+    /// Cuts node `index` off from the other nodes, both ways, on the peer
+    /// links only: the balancer still reaches it. The session-kit cluster
+    /// uses session-cluster's own transport-level switch
+    /// (`ClusterStore::partition_from`, feature `fault-injection`), which
+    /// drops the membership datagrams and fails the peer calls as a cut
+    /// network would; the clustering baseline drops its copies likewise.
+    /// Nothing for the strategies without peer links.
+    pub(crate) fn partition_node(&mut self, index: usize) {
+        let Some(&cut) = self.stores.peers.get(index) else {
+            return;
+        };
+        let others: Vec<SocketAddr> = self
+            .stores
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != index)
+            .map(|(_, &addr)| addr)
+            .collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let away = if i == index {
+                others.clone()
+            } else {
+                vec![cut]
+            };
+            match &node.store {
+                Some(NodeStore::Cluster(cluster)) => cluster.partition_from(away),
+                Some(NodeStore::Replicated(replicated)) => replicated.partition_from(away),
+                _ => {}
+            }
+        }
+    }
+
+    /// Heals what [`partition_node`](Self::partition_node) cut.
+    pub(crate) fn heal_partition(&mut self) {
+        for node in &self.nodes {
+            match &node.store {
+                Some(NodeStore::Cluster(cluster)) => cluster.heal(),
+                Some(NodeStore::Replicated(replicated)) => replicated.heal(),
+                _ => {}
+            }
+        }
+    }
+
     /// Kills the Redis server (d) or the primary (e); nothing for the
     /// others.
     pub(crate) async fn kill_redis(&mut self) -> Result<(), LabError> {
@@ -404,15 +361,33 @@ impl Deployment {
                 Some(NodeStore::Cluster(cluster)) => {
                     u64::try_from(cluster.stats().sessions_held).unwrap_or(u64::MAX)
                 }
+                Some(NodeStore::Replicated(replicated)) => replicated.sessions_held(),
+                Some(NodeStore::Tiered(tiered)) => tiered.near_len(),
                 Some(NodeStore::Remote(_)) | None => 0,
             });
         }
-        let mut store_bytes = (self.cluster_bytes_live() + self.cluster_bytes_retired)
-            .saturating_sub(self.cluster_bytes_baseline);
+        let app_bytes_held = self
+            .nodes
+            .iter()
+            .filter_map(|node| match &node.store {
+                Some(NodeStore::Replicated(replicated)) => Some(replicated.bytes_held()),
+                _ => None,
+            })
+            .reduce(|a, b| a + b);
+        let mut store_bytes = (self.peer_bytes_live() + self.peer_bytes_retired)
+            .saturating_sub(self.peer_bytes_baseline);
         let mut keys = Vec::new();
+        let mut store_memory_bytes = 0;
         for redis in &mut self.stores.redis {
             store_bytes += redis.bytes_counted().await?;
             keys.push(redis.keys().await?);
+            store_memory_bytes += redis.memory_usage().await?;
+        }
+        let mut postgres_rows = None;
+        if let Some(postgres) = &self.stores.postgres {
+            let (rows, bytes) = postgres.sessions().await?;
+            postgres_rows = Some(rows);
+            store_memory_bytes += bytes;
         }
         let answered = self.balancer.answered();
         Ok(Footprint {
@@ -428,18 +403,42 @@ impl Deployment {
             requests_per_node: answered,
             sessions_per_node,
             shared_store_keys: (!keys.is_empty()).then_some(keys),
+            postgres_rows,
+            store_processes: self.stores.redis.len() + usize::from(self.stores.postgres.is_some()),
+            app_bytes_held,
+            store_memory_bytes,
             store_bytes,
+            copies_dropped: self.copies_dropped_retired
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|node| match &node.store {
+                        Some(NodeStore::Replicated(replicated)) => {
+                            Some(replicated.copies_dropped())
+                        }
+                        _ => None,
+                    })
+                    .sum::<u64>(),
         })
     }
 
-    fn cluster_bytes_live(&self) -> u64 {
+    fn peer_bytes_live(&self) -> u64 {
         self.nodes
             .iter()
-            .filter_map(|node| match &node.store {
-                Some(NodeStore::Cluster(cluster)) => Some(cluster.stats().bytes_sent),
-                _ => None,
-            })
+            .filter_map(|node| node.store.as_ref())
+            .map(NodeStore::peer_bytes)
             .sum()
+    }
+}
+
+impl NodeStore {
+    /// Bytes this node wrote to its peer links (0 without any).
+    fn peer_bytes(&self) -> u64 {
+        match self {
+            NodeStore::Cluster(cluster) => cluster.stats().bytes_sent,
+            NodeStore::Replicated(replicated) => replicated.bytes_sent(),
+            NodeStore::Memory(_) | NodeStore::Tiered(_) | NodeStore::Remote(_) => 0,
+        }
     }
 }
 
@@ -474,6 +473,8 @@ fn manager(key: &Key, store: &NodeStore) -> Result<SessionManager, LabError> {
     let store: Arc<dyn SessionStore> = match store.clone() {
         NodeStore::Memory(memory) => Arc::new(memory),
         NodeStore::Cluster(cluster) => Arc::new(cluster),
+        NodeStore::Replicated(replicated) => Arc::new(replicated),
+        NodeStore::Tiered(tiered) => Arc::new(tiered),
         NodeStore::Remote(remote) => remote,
     };
     Ok(SessionManager::builder(store, key.clone())
@@ -488,24 +489,54 @@ impl Stores {
     /// A fresh store for node `index`.
     async fn fresh(&mut self, index: usize) -> Result<NodeStore, LabError> {
         Ok(match self.kind {
-            Kind::StickyMemory | Kind::RoundRobinMemory => NodeStore::Memory(MemoryStore::new()),
-            Kind::Cluster => NodeStore::Cluster(self.cluster_node(index).await?),
-            Kind::Redis => NodeStore::Remote(Arc::new(self.redis_store(0).await?)),
-            Kind::RedisFailover => {
-                let primary = self.redis_store(0).await?;
-                let secondary = self.redis_store(1).await?;
-                // Fast enough to skip a dead primary within a few requests,
-                // as the facade's failover tests configure it.
-                let failover = FailoverStore::builder(primary, secondary)
-                    .with_mode(FailoverMode::Mirror)
-                    .with_call_timeout(FAILOVER_CALL_TIMEOUT)
-                    .with_failure_threshold(2)
-                    .with_open_for(Duration::from_millis(300))
-                    .with_max_open_for(Duration::from_secs(1))
-                    .build()?;
-                NodeStore::Remote(Arc::new(failover))
+            Kind::StickyMemory => NodeStore::Memory(MemoryStore::new()),
+            Kind::Clustering | Kind::ClusteringLarger => {
+                NodeStore::Replicated(self.clustering_node(index).await?)
             }
+            Kind::Cluster | Kind::ClusterLarger => {
+                NodeStore::Cluster(self.cluster_node(index).await?)
+            }
+            Kind::Redis => NodeStore::Remote(Arc::new(self.redis_store(0).await?)),
+            Kind::RedisFailover => NodeStore::Remote(Arc::new(failover(
+                self.redis_store(0).await?,
+                self.redis_store(1).await?,
+                FailoverMode::Mirror,
+            )?)),
+            Kind::RedisStandby => NodeStore::Remote(Arc::new(failover(
+                self.redis_store(0).await?,
+                self.redis_store(1).await?,
+                FailoverMode::Standby,
+            )?)),
+            Kind::RedisNearCache => NodeStore::Tiered(TieredStore::new(
+                NearCache::new(),
+                self.redis_store(0).await?,
+            )),
+            Kind::RedisPostgres => NodeStore::Remote(Arc::new(failover(
+                self.redis_store(0).await?,
+                self.postgres_store().await?,
+                FailoverMode::Standby,
+            )?)),
         })
+    }
+
+    async fn postgres_store(&self) -> Result<PostgresStore, LabError> {
+        let url = self
+            .postgres
+            .as_ref()
+            .map(Postgres::url)
+            .unwrap_or_default()
+            .to_owned();
+        // The same bound as Redis's: the failover's call timeout is under
+        // it, so a hung PostgreSQL trips the breaker, not the request.
+        let config = PostgresConfig::new(url)
+            .with_operation_timeout(REDIS_TIMEOUT)
+            .with_connect_timeout(Duration::from_secs(5));
+        PostgresStore::connect(config)
+            .await
+            .map_err(|source| LabError::Store {
+                strategy: self.kind.key(),
+                source,
+            })
     }
 
     /// Starts cluster node `index`: on a fresh port the first time, seeded
@@ -543,6 +574,37 @@ impl Stores {
         Ok(cluster)
     }
 
+    /// Starts clustering node `index`. The first time every node's peer
+    /// listener is bound at once, so each node starts knowing all the
+    /// others; a node that comes back binds its old address again and
+    /// takes every session from a peer before it serves.
+    async fn clustering_node(&mut self, index: usize) -> Result<ReplicatedStore, LabError> {
+        if self.peer_listeners.is_empty() {
+            for _ in 0..self.nodes {
+                let listener = app::bind(([127, 0, 0, 1], 0).into()).await?;
+                let addr = ([127, 0, 0, 1], 0).into();
+                self.peers.push(
+                    listener
+                        .local_addr()
+                        .map_err(|source| LabError::Bind { addr, source })?,
+                );
+                self.peer_listeners.push(Some(listener));
+            }
+        }
+        let (listener, restarted) = match self.peer_listeners[index].take() {
+            Some(listener) => (listener, false),
+            None => (app::bind(self.peers[index]).await?, true),
+        };
+        let others: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != index)
+            .map(|(_, &addr)| addr)
+            .collect();
+        Ok(ReplicatedStore::start(listener, &others, restarted, &self.shutdown).await)
+    }
+
     async fn redis_store(&self, which: usize) -> Result<RedisStore, LabError> {
         let config = RedisConfig::standalone(self.redis[which].url())
             .with_operation_timeout(REDIS_TIMEOUT)
@@ -554,6 +616,23 @@ impl Stores {
                 source,
             })
     }
+}
+
+/// A `FailoverStore` over `primary` and `secondary` in `mode`, fast enough
+/// to skip a dead primary within a few requests, as the facade's failover
+/// tests configure it.
+fn failover(
+    primary: impl SessionStore,
+    secondary: impl SessionStore,
+    mode: FailoverMode,
+) -> Result<FailoverStore, LabError> {
+    Ok(FailoverStore::builder(primary, secondary)
+        .with_mode(mode)
+        .with_call_timeout(FAILOVER_CALL_TIMEOUT)
+        .with_failure_threshold(2)
+        .with_open_for(Duration::from_millis(300))
+        .with_max_open_for(Duration::from_secs(1))
+        .build()?)
 }
 
 /// Lets `MemoryStore`s bring their session counts up to date: moka counts

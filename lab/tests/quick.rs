@@ -3,15 +3,29 @@
 //!
 //! - a (local memory, sticky balancer) logs users out when a node dies,
 //!   and not before;
-//! - b (local memory, round-robin, nothing shared) loses or serves stale
-//!   sessions;
-//! - c (the session-kit cluster) and, when Redis is installed, e (the
-//!   Redis failover mirror) lose no session, serve no stale read and lose
-//!   no acknowledged increment, through the same faults.
+//! - b (session clustering: every server copies every session to every
+//!   other after answering) serves stale reads before any fault, and every
+//!   server holds every session;
+//! - b5, the same on 5 servers, sends about twice b's bytes per write
+//!   (N-1 copies: 4 against 2), and still holds every session per server,
+//!   where the session-kit cluster holds fewer per server at N = 5 than at
+//!   N = 3;
+//! - c and c5 (the session-kit cluster at N = 3 and 5) and, when Redis is
+//!   installed, e (the Redis failover mirror) lose no session, serve no
+//!   stale read and lose no acknowledged increment, through the same
+//!   faults: a node kill and a partition for the clusters, a Redis kill
+//!   for e.
+//!
+//! The report is then opened in a real browser, headless Chromium: its
+//! screenshot must show a rendered page (not a blank one), and the page
+//! the browser built must hold the clustering baseline's verdict naming its
+//! stale reads. A missing `chromium` fails the test with the command that
+//! installs it.
 //!
 //! When `redis-server` is installed (`scripts/test` installs it) the test
-//! insists on d and e with `--redis`, so a lab that wrongly thinks Redis is
-//! missing fails here rather than skipping them.
+//! insists on d to g with `--redis`, so a lab that wrongly thinks Redis is
+//! missing fails here rather than skipping them; likewise h with
+//! `--postgres` when PostgreSQL is installed too.
 //!
 //! Only counts are checked, never timings: on a slow machine the run makes
 //! fewer requests, which changes no claim. The one bound is on how long
@@ -20,7 +34,7 @@
 
 use std::{
     fs::File,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -30,6 +44,11 @@ use session_conformance::testkit::find_binary;
 
 /// Far above a quick run's minute, for a debug build on a busy machine.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
+/// How long the browser may take for one page.
+const BROWSER_LIMIT: Duration = Duration::from_secs(90);
+/// The browser window the report is shot in, in CSS pixels: the PNG must
+/// come out this size.
+const SHOT: (u32, u32) = (1000, 2400);
 
 fn strategy<'a>(figures: &'a Value, key: &str) -> &'a Value {
     figures["strategies"]
@@ -113,6 +132,89 @@ fn node_killed_at(strategy: &Value) -> f64 {
     seconds(&kill["applied_seconds"], "the kill's applied_seconds")
 }
 
+/// When `action` took effect for `strategy`, in seconds from the start of
+/// the load.
+fn applied_at(strategy: &Value, action: &str) -> f64 {
+    let fault = strategy["faults_applied"]
+        .as_array()
+        .and_then(|faults| faults.iter().find(|f| f["action"] == action))
+        .unwrap_or_else(|| panic!("{} has no {action} fault: {strategy:#}", strategy["key"]));
+    seconds(&fault["applied_seconds"], "a fault's applied_seconds")
+}
+
+/// Checks the partition took effect on a session-kit cluster: its cut-off
+/// node refuses (503) while it is cut off, so requests fail in the buckets
+/// between the cut and the heal. Without this a partition that cut
+/// nothing would pass the "nothing lost" checks all the same.
+fn assert_partition_refused_requests(cluster: &Value) {
+    let (cut, healed) = (
+        applied_at(cluster, "partition-node"),
+        applied_at(cluster, "heal-partition"),
+    );
+    let failed: u64 = cluster["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .filter(|bucket| {
+            let start = seconds(&bucket["start_seconds"], "a bucket's start");
+            start >= cut && start < healed
+        })
+        .map(|bucket| count(bucket, "failed"))
+        .sum();
+    assert!(
+        failed > 0,
+        "{}: no request failed while node 1 was cut off ({cut:.1} s to {healed:.1} s): \
+         the partition cut nothing\n{:#}",
+        cluster["key"],
+        cluster["timeline"]
+    );
+}
+
+/// The stale reads of `strategy`'s timeline in the buckets that end before
+/// `instant`: with no fault yet.
+fn stale_reads_before(strategy: &Value, instant: f64) -> u64 {
+    let buckets = strategy["timeline"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{} has no timeline: {strategy:#}", strategy["key"]));
+    assert!(buckets.len() >= 2, "a timeline of one bucket: {strategy:#}");
+    let width = seconds(&buckets[1]["start_seconds"], "a bucket's start")
+        - seconds(&buckets[0]["start_seconds"], "a bucket's start");
+    buckets
+        .iter()
+        .filter(|bucket| seconds(&bucket["start_seconds"], "a bucket's start") + width <= instant)
+        .map(|bucket| count(bucket, "stale_reads"))
+        .sum()
+}
+
+/// The clustering baseline's claims: stale reads with no fault yet (a
+/// request beat the copy of the user's last write), and every server
+/// holding every session at the end.
+fn assert_clustering_shows_its_failures(clustering: &Value, users: u64) {
+    assert_ran(clustering);
+    let killed_at = node_killed_at(clustering);
+    let stale = stale_reads_before(clustering, killed_at);
+    assert!(
+        stale > 0,
+        "session clustering served no stale read before the first fault (at {killed_at:.1} s): \
+         {}\n{:#}",
+        losses(clustering),
+        clustering["timeline"]
+    );
+    let held: Vec<u64> = clustering["sessions_per_node"]
+        .as_array()
+        .expect("sessions_per_node")
+        .iter()
+        .map(|n| n.as_u64().expect("a count"))
+        .collect();
+    // Every user ends logged in, so every server holds at least one
+    // session per user: all of them. A tenth of slack for copies a
+    // restarted server missed while it was down and started.
+    assert!(
+        held.iter().all(|&n| n * 10 >= users * 9),
+        "a clustering server holds fewer than all {users} users' sessions: {held:?}"
+    );
+}
+
 /// The lost sessions of `strategy`'s timeline clearly before `instant`
 /// and from `instant`'s bucket on; the bucket just before `instant`'s is
 /// in neither, see below.
@@ -144,6 +246,128 @@ fn lost_sessions_around(strategy: &Value, instant: f64) -> (u64, u64) {
     (before, after)
 }
 
+/// The headless browser, or a failure that says how to install it.
+fn chromium() -> PathBuf {
+    ["chromium", "chromium-browser"]
+        .into_iter()
+        .find_map(find_binary)
+        .unwrap_or_else(|| {
+            panic!(
+                "the report is checked in headless Chromium, which is not on the PATH; \
+                 install it with\n\n    sudo apt-get install -y chromium\n"
+            )
+        })
+}
+
+/// Runs headless Chromium with `args` then `page`, bounded by
+/// [`BROWSER_LIMIT`]; returns its stdout. Its own profile folder in `dir`,
+/// so no user profile is touched; no sandbox, which needs privileges a
+/// container or CI runner often lacks (the page is our own file).
+fn browse(dir: &Path, args: &[String], page: &Path) -> String {
+    let stdout_path = dir.join("browser-stdout.txt");
+    let stderr_path = dir.join("browser-stderr.txt");
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("a file for the browser's stdout"))
+        .stderr(File::create(&stderr_path).expect("a file for the browser's stderr"))
+        .spawn()
+        .expect("chromium starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for chromium") {
+            break status;
+        }
+        if started.elapsed() > BROWSER_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium still running after {BROWSER_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "chromium failed: {status}\n{stderr}");
+    std::fs::read_to_string(&stdout_path).expect("the browser's stdout")
+}
+
+/// Shoots the report and checks the picture: a PNG of the window's size,
+/// with enough ink and enough colours to be the report's text and charts
+/// (a blank page, or an error page, has neither).
+fn check_screenshot(dir: &Path, report: &Path) {
+    let shot = dir.join("report.png");
+    browse(
+        dir,
+        &[
+            format!("--window-size={},{}", SHOT.0, SHOT.1),
+            format!("--screenshot={}", shot.display()),
+        ],
+        report,
+    );
+    let decoder = png::Decoder::new(File::open(&shot).expect("the screenshot"));
+    let mut reader = decoder.read_info().expect("the screenshot is a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader
+        .next_frame(&mut pixels)
+        .expect("the screenshot decodes");
+    assert_eq!(
+        (info.width, info.height),
+        SHOT,
+        "the screenshot is not the window's size"
+    );
+    let channels = info.color_type.samples();
+    assert!(
+        channels >= 3 && info.bit_depth == png::BitDepth::Eight,
+        "an unexpected PNG format: {info:?}"
+    );
+    let mut inked = 0_u64;
+    let mut colours = std::collections::HashSet::new();
+    for pixel in pixels[..info.buffer_size()].chunks(channels) {
+        let rgb = (pixel[0], pixel[1], pixel[2]);
+        if rgb != (255, 255, 255) {
+            inked += 1;
+        }
+        colours.insert(rgb);
+    }
+    let total = u64::from(SHOT.0) * u64::from(SHOT.1);
+    assert!(
+        inked * 50 > total,
+        "the screenshot is almost blank: {inked} of {total} pixels are not white"
+    );
+    assert!(
+        colours.len() > 50,
+        "the screenshot has only {} colours: no charts rendered",
+        colours.len()
+    );
+}
+
+/// The page as the browser built it, and the clustering baseline's
+/// verdict in it: it must name the stale reads, with a count above 0.
+fn check_clustering_verdict(dir: &Path, report: &Path) {
+    let dom = browse(dir, &["--dump-dom".to_owned()], report);
+    let (_, verdict) = dom
+        .split_once("data-strategy=\"clustering\"")
+        .unwrap_or_else(|| panic!("the rendered report has no clustering verdict:\n{dom}"));
+    let verdict = verdict.split("</li>").next().unwrap_or_default();
+    let stale = verdict
+        .split_once(" stale reads")
+        .and_then(|(before, _)| before.rsplit(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the clustering verdict names no stale reads: {verdict}"));
+    assert!(
+        stale > 0,
+        "the clustering verdict shows 0 stale reads: {verdict}"
+    );
+}
+
 /// The quick run, its output in files: read while it runs, a pipe could
 /// fill, and a lab blocked on a full pipe would look like a hung one.
 struct Run {
@@ -152,7 +376,35 @@ struct Run {
     wall: Duration,
 }
 
-fn run_quick(dir: &Path, redis: bool) -> Run {
+/// Whether PostgreSQL is installed where the test kit finds it: on the
+/// PATH, or in Debian's own folder.
+fn postgres_installed() -> bool {
+    (find_binary("postgres").is_some() && find_binary("initdb").is_some())
+        || std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|entry| entry.path().join("bin/postgres").exists())
+}
+
+/// The mean session copies per app server of `strategy`.
+fn copies_per_server(strategy: &Value) -> f64 {
+    let held: Vec<u64> = strategy["sessions_per_node"]
+        .as_array()
+        .expect("sessions_per_node")
+        .iter()
+        .map(|n| n.as_u64().expect("a count"))
+        .collect();
+    held.iter().sum::<u64>() as f64 / held.len().max(1) as f64
+}
+
+fn per_write(strategy: &Value) -> f64 {
+    strategy["store_bytes_per_write"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no store_bytes_per_write: {strategy:#}"))
+}
+
+fn run_quick(dir: &Path, redis: bool, postgres: bool) -> Run {
     let json = dir.join("figures.json");
     let report = dir.join("report.html");
     let stdout_path = dir.join("stdout.txt");
@@ -169,6 +421,9 @@ fn run_quick(dir: &Path, redis: bool) -> Run {
         .stderr(File::create(&stderr_path).expect("a file for the lab's stderr"));
     if redis {
         command.arg("--redis");
+    }
+    if postgres {
+        command.arg("--postgres");
     }
     let mut child = command.spawn().expect("the session-lab binary starts");
     let started = Instant::now();
@@ -191,6 +446,8 @@ fn run_quick(dir: &Path, redis: bool) -> Run {
     assert!(status.success(), "session-lab --quick failed:\n{output}");
     let html = std::fs::read_to_string(&report).expect("the HTML report");
     assert!(html.contains("<svg"), "the report has no chart");
+    check_screenshot(dir, &report);
+    check_clustering_verdict(dir, &report);
     let figures = serde_json::from_slice(&std::fs::read(&json).expect("the JSON figures"))
         .expect("the figures are JSON");
     Run {
@@ -203,12 +460,13 @@ fn run_quick(dir: &Path, redis: bool) -> Run {
 #[test]
 fn the_quick_run_shows_each_failure_mode_and_none_in_session_kit() {
     let redis = find_binary("redis-server");
+    let postgres = redis.is_some() && postgres_installed();
     let dir = tempfile::tempdir().expect("a temporary folder");
     let Run {
         figures,
         output,
         wall,
-    } = run_quick(dir.path(), redis.is_some());
+    } = run_quick(dir.path(), redis.is_some(), postgres);
     println!("{output}");
     // The lab's own figure ends its "report: PATH (run took N s)" line.
     let took = output
@@ -237,18 +495,54 @@ fn the_quick_run_shows_each_failure_mode_and_none_in_session_kit() {
         losses(sticky),
         sticky["timeline"]
     );
-    let round_robin = strategy(&figures, "round-robin-memory");
-    assert!(
-        count(round_robin, "lost_sessions") + count(round_robin, "stale_reads") > 0,
-        "round-robin over unshared memory lost nothing: {}",
-        losses(round_robin)
+    let users = figures["users"].as_u64().expect("the users per strategy");
+    let (clustering, clustering_5) = (
+        strategy(&figures, "clustering"),
+        strategy(&figures, "clustering-5"),
     );
-    assert_nothing_lost(strategy(&figures, "cluster"), &output);
+    assert_clustering_shows_its_failures(clustering, users);
+    assert_clustering_shows_its_failures(clustering_5, users);
+    // N-1 copies per write: 4 at N = 5 against 2 at N = 3.
+    assert!(
+        per_write(clustering_5) > 1.5 * per_write(clustering),
+        "clustering's traffic per write did not grow with N-1: {:.0} B at N = 3, {:.0} B at N = 5",
+        per_write(clustering),
+        per_write(clustering_5)
+    );
+    let (cluster, cluster_5) = (
+        strategy(&figures, "cluster"),
+        strategy(&figures, "cluster-5"),
+    );
+    assert_nothing_lost(cluster, &output);
+    assert_nothing_lost(cluster_5, &output);
+    assert_partition_refused_requests(cluster);
+    assert_partition_refused_requests(cluster_5);
+    // 2 copies of each session whatever N: 2/3 of them per server at
+    // N = 3, 2/5 at N = 5.
+    assert!(
+        copies_per_server(cluster_5) < copies_per_server(cluster),
+        "the cluster's copies per server did not fall with N: {:.1} at N = 3, {:.1} at N = 5",
+        copies_per_server(cluster),
+        copies_per_server(cluster_5)
+    );
     match redis {
         Some(server) => {
-            assert_ran(strategy(&figures, "redis"));
+            for key in ["redis", "redis-standby", "redis-near-cache"] {
+                assert_ran(strategy(&figures, key));
+            }
             assert_nothing_lost(strategy(&figures, "redis-failover"), &output);
-            println!("redis-server at {}: d and e ran", server.display());
+            if postgres {
+                assert_ran(strategy(&figures, "redis-postgres-standby"));
+            }
+            println!(
+                "redis-server at {}: d to g ran; PostgreSQL {}",
+                server.display(),
+                if postgres {
+                    "too: h ran"
+                } else {
+                    "is not installed: h was skipped"
+                }
+            );
         }
         None => println!(
             "redis-server is not on the PATH: d and e were skipped ({})",
