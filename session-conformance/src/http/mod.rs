@@ -15,6 +15,8 @@
 //! | expiry | the idle and the absolute timeout |
 //! | outage | 503 on a failing store, `TreatAsEmpty`, a hung store |
 //! | owners | log out everywhere |
+//! | lifetime | "remember me": one session's own lifetime, across managers, and its maximums |
+//! | header | the token in a header: the round trip, rotation, logout, hostile headers |
 
 use std::{
     net::SocketAddr,
@@ -23,7 +25,8 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    store::SessionStore, CookieConfig, ErrorPolicy, Key, Session, SessionError, SessionManager,
+    store::SessionStore, CookieConfig, ErrorPolicy, Key, Lifetime, Session, SessionError,
+    SessionManager,
 };
 
 use harness::{client, send};
@@ -33,7 +36,9 @@ use crate::store::StoreFactory;
 mod cookies;
 mod expiry;
 mod harness;
+mod header;
 mod lifecycle;
+mod lifetime;
 mod outage;
 mod owners;
 
@@ -44,10 +49,18 @@ pub use cookies::{
 pub use expiry::{
     absolute_timeout_ends_even_an_active_session, idle_timeout_ends_an_unused_session,
 };
+pub use header::{
+    header_token_carries_the_session_and_no_cookie_is_set,
+    hostile_session_headers_get_a_fresh_session_and_touch_no_one_elses,
+};
 pub use lifecycle::{
     counter_counts_across_requests, default_cookie_attributes_are_secure,
     login_cycles_the_id_and_the_old_cookie_stops_working, logout_ends_the_session,
     read_only_request_sets_no_cookie_and_writes_nothing,
+};
+pub use lifetime::{
+    remember_me_lifetime_is_bounded_by_the_managers_maximums,
+    remember_me_outlives_a_normal_session_on_another_server,
 };
 pub use outage::{
     hung_store_answers_within_the_operation_timeout,
@@ -158,6 +171,8 @@ impl Default for Browser {
 /// | `/logout` | destroys the session |
 /// | `/login-as/<user>` | stores `user`, cycles the id and makes `<user>` the session's owner |
 /// | `/logout-everywhere` | ends every session of the owner and answers how many |
+/// | `/remember-me` | as `/login`, then gives the session a 14-day idle, 30-day absolute lifetime with a persistent cookie; `refused` when over the manager's maximums |
+/// | `/forget-me` | puts the session back on the manager's timeouts |
 ///
 /// A session error answers 503 when the store is unavailable and 500
 /// otherwise, with an empty body.
@@ -195,6 +210,22 @@ async fn route(path: &str, session: &Session) -> Result<Option<String>, SessionE
             "bye".to_owned()
         }
         "/logout-everywhere" => session.log_out_everywhere().await?.to_string(),
+        "/remember-me" => {
+            session.insert("user", "ada").await?;
+            session.cycle_id().await?;
+            let lifetime = Lifetime::new(lifetime::REMEMBER_IDLE, lifetime::REMEMBER_ABSOLUTE)
+                .expect("a valid lifetime")
+                .with_persistent(true);
+            match session.set_lifetime(lifetime).await {
+                Ok(()) => "ok".to_owned(),
+                Err(SessionError::Lifetime(_)) => "refused".to_owned(),
+                Err(err) => return Err(err),
+            }
+        }
+        "/forget-me" => {
+            session.reset_lifetime().await?;
+            "ok".to_owned()
+        }
         _ => {
             let Some(user) = path.strip_prefix("/login-as/") else {
                 return Ok(None);

@@ -10,8 +10,8 @@ use super::{ErrorResponder, ErrorResponse, Failure};
 use crate::{
     error::cause_chain,
     telemetry::{self, Ended, Operation, StoreCalls},
-    Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing, SessionStore, StoreError,
-    SystemClock,
+    Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing, Lifetime, SessionStore,
+    StoreError, SystemClock, Transport,
 };
 
 /// What a request gets when the store fails.
@@ -89,7 +89,10 @@ pub enum ErrorPolicy {
 pub enum Finish {
     /// Send the handler's response, adding this `Set-Cookie` value if any.
     Respond {
-        /// The `Set-Cookie` header value to add.
+        /// The value to add under the manager's
+        /// [`response_header`](SessionManager::response_header): a
+        /// `Set-Cookie` value, or with a [`Transport::Header`] the token
+        /// header's value (empty when the client should forget its token).
         set_cookie: Option<String>,
     },
     /// Replace the handler's response with a bare `503 Service Unavailable`:
@@ -135,6 +138,9 @@ pub(crate) struct Shared {
     operation_timeout: Duration,
     error_policy: ErrorPolicy,
     clock: Arc<dyn Clock>,
+    max_idle_timeout: Duration,
+    max_absolute_timeout: Duration,
+    transport: Transport,
     /// The span and metrics of every call to `store`.
     calls: StoreCalls,
     error_responder: Option<ErrorResponder>,
@@ -156,12 +162,44 @@ impl SessionManager {
         }
     }
 
-    /// Begins a request: reads and verifies the session cookie among the
-    /// request's `Cookie` header values. Costs no store call; the session
-    /// loads on first use.
+    /// Begins a request: reads and verifies the session token among the
+    /// values of the request's [`request_header`](Self::request_header)
+    /// (`Cookie` unless the [`Transport`] is a header). Costs no store
+    /// call; the session loads on first use.
     pub fn start<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a [u8]>) -> Session {
-        let cookie = self.shared.codec.read(cookie_headers);
+        let cookie = match &self.shared.transport {
+            Transport::Header(header) => header.read(&self.shared.codec, cookie_headers),
+            Transport::Cookie => self.shared.codec.read(cookie_headers),
+        };
         Session::new(Arc::clone(&self.shared), cookie)
+    }
+
+    /// The request header whose values an adapter hands to
+    /// [`start`](Self::start): `cookie`, or the header of a
+    /// [`Transport::Header`], in lower case.
+    #[must_use]
+    pub fn request_header(&self) -> &str {
+        match &self.shared.transport {
+            Transport::Header(header) => header.name(),
+            Transport::Cookie => "cookie",
+        }
+    }
+
+    /// The response header an adapter adds the value of
+    /// [`Finish::Respond`] to: `set-cookie`, or the header of a
+    /// [`Transport::Header`], in lower case.
+    #[must_use]
+    pub fn response_header(&self) -> &str {
+        match &self.shared.transport {
+            Transport::Header(header) => header.name(),
+            Transport::Cookie => "set-cookie",
+        }
+    }
+
+    /// Where the session token travels.
+    #[must_use]
+    pub fn transport(&self) -> &Transport {
+        &self.shared.transport
     }
 
     /// Ends every session of `owner` on every server ("log this user out
@@ -307,6 +345,16 @@ pub struct ManagerConfig {
     pub operation_timeout: Duration,
     /// What a request gets when the store fails.
     pub error_policy: ErrorPolicy,
+    /// The longest idle timeout one session may ask for with
+    /// [`Session::set_lifetime`]; `None` is `idle_timeout`, so no session
+    /// outlives the defaults until the app raises it.
+    pub max_idle_timeout: Option<Duration>,
+    /// The longest absolute timeout one session may ask for with
+    /// [`Session::set_lifetime`]; `None` is `absolute_timeout`.
+    pub max_absolute_timeout: Option<Duration>,
+    /// Where the session token travels: the cookie (the default) or a
+    /// request and response header, for API clients.
+    pub transport: Transport,
 }
 
 impl Default for ManagerConfig {
@@ -317,6 +365,9 @@ impl Default for ManagerConfig {
             absolute_timeout: Self::DEFAULT_ABSOLUTE_TIMEOUT,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             error_policy: ErrorPolicy::default(),
+            max_idle_timeout: None,
+            max_absolute_timeout: None,
+            transport: Transport::default(),
         }
     }
 }
@@ -343,7 +394,8 @@ impl ManagerConfig {
     /// # Errors
     /// A [`ConfigError`] naming the setting: a zero timeout, a timeout over
     /// [`MAX_TIMEOUT`](Self::MAX_TIMEOUT), an absolute timeout shorter than
-    /// the idle one, or a cookie browsers would refuse.
+    /// the idle one, a maximum below its timeout, a cookie browsers would
+    /// refuse, or a header transport HTTP would refuse.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.idle_timeout.is_zero() {
             return Err(ConfigError::new(
@@ -374,7 +426,48 @@ impl ManagerConfig {
                 "must be greater than zero",
             ));
         }
-        self.cookie.validate()
+        for (key, max, timeout, timeout_key) in [
+            (
+                "max_idle_timeout",
+                self.max_idle_timeout,
+                self.idle_timeout,
+                "idle_timeout",
+            ),
+            (
+                "max_absolute_timeout",
+                self.max_absolute_timeout,
+                self.absolute_timeout,
+                "absolute_timeout",
+            ),
+        ] {
+            let Some(max) = max else { continue };
+            if max > Self::MAX_TIMEOUT {
+                return Err(ConfigError::new(
+                    key,
+                    "must be at most 400 days, the longest any browser keeps a cookie",
+                ));
+            }
+            if max < timeout {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be at least {timeout_key}; it bounds what one session may ask for beyond the default"),
+                ));
+            }
+        }
+        self.cookie.validate()?;
+        self.transport.validate()
+    }
+
+    /// The longest idle timeout a session may ask for.
+    #[must_use]
+    pub fn effective_max_idle_timeout(&self) -> Duration {
+        self.max_idle_timeout.unwrap_or(self.idle_timeout)
+    }
+
+    /// The longest absolute timeout a session may ask for.
+    #[must_use]
+    pub fn effective_max_absolute_timeout(&self) -> Duration {
+        self.max_absolute_timeout.unwrap_or(self.absolute_timeout)
     }
 }
 
@@ -410,6 +503,41 @@ impl SessionManagerBuilder {
     /// [`ManagerConfig::DEFAULT_OPERATION_TIMEOUT`].
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.config.operation_timeout = timeout;
+        self
+    }
+
+    /// The longest idle timeout one session may ask for with
+    /// [`Session::set_lifetime`]; default `idle_timeout` (no session may
+    /// ask for more than the default until this is raised).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::{Key, SessionManager, memory::MemoryStore};
+    ///
+    /// let days = |n: u64| Duration::from_secs(n * 24 * 60 * 60);
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+    ///     .with_max_idle_timeout(days(30))
+    ///     .with_max_absolute_timeout(days(30))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = manager;
+    /// ```
+    pub fn with_max_idle_timeout(mut self, max: Duration) -> Self {
+        self.config.max_idle_timeout = Some(max);
+        self
+    }
+
+    /// The longest absolute timeout one session may ask for with
+    /// [`Session::set_lifetime`]; default `absolute_timeout`.
+    pub fn with_max_absolute_timeout(mut self, max: Duration) -> Self {
+        self.config.max_absolute_timeout = Some(max);
+        self
+    }
+
+    /// Where the session token travels: [`Transport::Cookie`] (the
+    /// default) or a header ([`Transport::Header`]), for API clients.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.config.transport = transport;
         self
     }
 
@@ -452,6 +580,8 @@ impl SessionManagerBuilder {
     pub fn build(self) -> Result<SessionManager, ConfigError> {
         self.config.validate()?;
         let config = self.config;
+        let max_idle_timeout = config.effective_max_idle_timeout();
+        let max_absolute_timeout = config.effective_max_absolute_timeout();
         let codec = CookieCodec::new(config.cookie, self.keys)?;
         Ok(SessionManager {
             shared: Arc::new(Shared {
@@ -464,6 +594,9 @@ impl SessionManagerBuilder {
                 operation_timeout: config.operation_timeout,
                 error_policy: config.error_policy,
                 clock: self.clock,
+                max_idle_timeout,
+                max_absolute_timeout,
+                transport: config.transport,
             }),
         })
     }
@@ -489,14 +622,79 @@ impl Shared {
         self.calls.run(operation, bounded).await
     }
 
-    /// When a session touched at `now` expires: the idle deadline, capped by
-    /// the absolute one.
-    fn deadline(&self, now: SystemTime, created_at: SystemTime) -> SystemTime {
-        (now + self.idle_timeout).min(created_at + self.absolute_timeout)
+    /// The idle and absolute timeouts of a session with `lifetime`: its
+    /// own, within this manager's maximums (a lifetime stored by a manager
+    /// allowing more is clamped), or the manager's.
+    fn timeouts(&self, lifetime: Option<&Lifetime>) -> (Duration, Duration) {
+        lifetime.map_or((self.idle_timeout, self.absolute_timeout), |lifetime| {
+            let lifetime = lifetime.clamped(self.max_idle_timeout, self.max_absolute_timeout);
+            (lifetime.idle(), lifetime.absolute())
+        })
     }
 
-    fn is_live(&self, now: SystemTime, created_at: SystemTime, expires_at: SystemTime) -> bool {
-        expires_at > now && created_at + self.absolute_timeout > now
+    /// When a session touched at `now` expires: the idle deadline, capped by
+    /// the absolute one.
+    fn deadline(
+        &self,
+        now: SystemTime,
+        created_at: SystemTime,
+        lifetime: Option<&Lifetime>,
+    ) -> SystemTime {
+        let (idle, absolute) = self.timeouts(lifetime);
+        (now + idle).min(created_at + absolute)
+    }
+
+    fn is_live(
+        &self,
+        now: SystemTime,
+        created_at: SystemTime,
+        expires_at: SystemTime,
+        lifetime: Option<&Lifetime>,
+    ) -> bool {
+        expires_at > now && created_at + self.timeouts(lifetime).1 > now
+    }
+
+    /// The response header value issuing `id`, with `remaining` to live;
+    /// `persistent` decides a cookie's `Max-Age`.
+    fn issue(&self, id: &crate::SessionId, remaining: Duration, persistent: bool) -> String {
+        match &self.transport {
+            Transport::Header(header) => header.value(&self.codec.sign(id)),
+            Transport::Cookie => self.codec.set_cookie_with(id, remaining, persistent),
+        }
+    }
+
+    /// The response header value that makes the client drop its token: a
+    /// removal cookie, or an empty token header.
+    fn removal(&self) -> String {
+        match &self.transport {
+            Transport::Header(_) => String::new(),
+            Transport::Cookie => self.codec.removal(),
+        }
+    }
+
+    /// Whether a session with `lifetime` gets a persistent cookie.
+    fn is_persistent(&self, lifetime: Option<&Lifetime>) -> bool {
+        matches!(self.transport, Transport::Cookie)
+            && lifetime
+                .and_then(Lifetime::persistent)
+                .unwrap_or(self.codec.config().is_persistent())
+    }
+
+    /// Checks `lifetime` against this manager's maximums.
+    fn check_lifetime(&self, lifetime: &Lifetime) -> Result<(), crate::LifetimeError> {
+        if lifetime.idle() > self.max_idle_timeout {
+            return Err(crate::LifetimeError::IdleAboveMax {
+                requested: lifetime.idle(),
+                max: self.max_idle_timeout,
+            });
+        }
+        if lifetime.absolute() > self.max_absolute_timeout {
+            return Err(crate::LifetimeError::AbsoluteAboveMax {
+                requested: lifetime.absolute(),
+                max: self.max_absolute_timeout,
+            });
+        }
+        Ok(())
     }
 }
 
