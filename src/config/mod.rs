@@ -35,6 +35,7 @@ mod block;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod store;
+mod transport;
 
 use std::{
     path::{Path, PathBuf},
@@ -52,6 +53,7 @@ use serde::Deserialize;
 pub use figment;
 pub use session_core::config::{Endpoint, Secret};
 pub use store::{MemoryConfig, OnUnreachable, StoreConfig, StoreKind};
+pub use transport::{HeaderSection, TransportKind};
 
 use figment::value::Value;
 use session_core::{failover::FailoverConfig, manager::ManagerConfig};
@@ -78,6 +80,10 @@ pub const ENV_PREFIX: &str = "SESSION__";
 /// | `absolute_timeout` | `"24h"` | and this long after it began, however active |
 /// | `operation_timeout` | `"2s"` | the bound on any one store call, failover included |
 /// | `error_policy` | `"reject"` | `reject` (503 when the store fails) or `treat_as_empty` |
+/// | `max_idle_timeout` | `idle_timeout` | the longest idle timeout one session may ask for ("remember me", [`Session::set_lifetime`](crate::Session::set_lifetime)) |
+/// | `max_absolute_timeout` | `absolute_timeout` | the longest absolute timeout one session may ask for |
+/// | `transport` | `"cookie"` | `cookie`, or `header` for API clients: see [`TransportKind`] |
+/// | `[header]` | `authorization`, `Bearer` | with `transport = "header"`: see [`HeaderSection`] |
 /// | `[cookie]` | | see [`CookieSection`] |
 /// | `[store]` | `kind = "memory"` | see [`StoreConfig`] |
 /// | `[failover]` | none | see [`FailoverSection`] |
@@ -127,6 +133,16 @@ pub struct SessionConfig {
     pub failover: Option<FailoverSection>,
     /// An in-process cache in front of a remote store.
     pub near_cache: Option<NearCacheConfig>,
+    /// The longest idle timeout one session may ask for.
+    #[serde(deserialize_with = "session_core::config::optional_duration")]
+    pub max_idle_timeout: Option<Duration>,
+    /// The longest absolute timeout one session may ask for.
+    #[serde(deserialize_with = "session_core::config::optional_duration")]
+    pub max_absolute_timeout: Option<Duration>,
+    /// Where the session token travels.
+    pub transport: TransportKind,
+    /// The token's header, with `transport = "header"`.
+    pub header: Option<HeaderSection>,
 }
 
 impl Default for SessionConfig {
@@ -141,6 +157,10 @@ impl Default for SessionConfig {
             store: StoreConfig::default(),
             failover: None,
             near_cache: None,
+            max_idle_timeout: None,
+            max_absolute_timeout: None,
+            transport: TransportKind::default(),
+            header: None,
         }
     }
 }
@@ -388,6 +408,7 @@ impl SessionConfig {
     /// build.
     fn validated_keys(&self) -> Result<KeyRing, ConfigError> {
         let keys = self.keys()?;
+        transport::transport(self.transport, self.header.as_ref())?;
         self.manager_config().validate()?;
         Ok(keys)
     }
@@ -418,14 +439,19 @@ impl SessionConfig {
                 ));
             }
             // A tombstone that expires before the session could would let a
-            // store that missed a logout bring the session back.
-            if failover.config.tombstone_ttl < self.absolute_timeout {
+            // store that missed a logout bring the session back; a session
+            // with its own lifetime can live up to max_absolute_timeout.
+            let (longest, key) = match self.max_absolute_timeout {
+                Some(max) if max > self.absolute_timeout => (max, "max_absolute_timeout"),
+                _ => (self.absolute_timeout, "absolute_timeout"),
+            };
+            if failover.config.tombstone_ttl < longest {
                 return Err(ConfigError::new(
                     "failover.tombstone_ttl",
                     format!(
-                        "must be at least absolute_timeout ({}), or a logout missed by one \
+                        "must be at least {key} ({}), or a logout missed by one \
                          store can be undone when it returns",
-                        humantime::format_duration(self.absolute_timeout)
+                        humantime::format_duration(longest)
                     ),
                 ));
             }
@@ -525,7 +551,8 @@ impl SessionConfig {
         Ok(ring)
     }
 
-    /// The manager-level settings: cookie, timeouts and error policy.
+    /// The manager-level settings: cookie, timeouts, their maximums,
+    /// transport and error policy.
     #[must_use]
     pub fn manager_config(&self) -> ManagerConfig {
         let mut config = ManagerConfig::default();
@@ -534,6 +561,12 @@ impl SessionConfig {
         config.absolute_timeout = self.absolute_timeout;
         config.operation_timeout = self.operation_timeout;
         config.error_policy = self.error_policy;
+        config.max_idle_timeout = self.max_idle_timeout;
+        config.max_absolute_timeout = self.max_absolute_timeout;
+        // A `[header]` block with the cookie transport is refused by
+        // `validate`; unvalidated, the cookie is what `transport` says.
+        config.transport =
+            transport::transport(self.transport, self.header.as_ref()).unwrap_or_default();
         config
     }
 }
