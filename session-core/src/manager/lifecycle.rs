@@ -32,7 +32,8 @@ pub enum ErrorPolicy {
     /// A *change* after a failed load is refused: [`insert`](Session::insert),
     /// [`remove`](Session::remove), [`take`](Session::take),
     /// [`clear`](Session::clear), [`cycle_id`](Session::cycle_id),
-    /// [`set_owner`](Session::set_owner), [`clear_owner`](Session::clear_owner)
+    /// [`set_owner`](Session::set_owner), [`clear_owner`](Session::clear_owner),
+    /// [`set_lifetime`](Session::set_lifetime), [`reset_lifetime`](Session::reset_lifetime)
     /// and [`log_out_everywhere`](Session::log_out_everywhere) return
     /// [`SessionError::Unavailable`](crate::SessionError::Unavailable), and the response is a bare 503 with no
     /// `Set-Cookie`, exactly as under [`Reject`](Self::Reject). This holds
@@ -87,7 +88,8 @@ pub enum ErrorPolicy {
 #[must_use]
 #[non_exhaustive]
 pub enum Finish {
-    /// Send the handler's response, adding this `Set-Cookie` value if any.
+    /// Send the handler's response, adding this `Set-Cookie` value (or token
+    /// header value) if any.
     Respond {
         /// The value to add under the manager's
         /// [`response_header`](SessionManager::response_header): a
@@ -103,9 +105,11 @@ pub enum Finish {
 /// Holds the store, the cookie codec and the policy, and runs the session
 /// lifecycle for every request. Cheap to clone; clones share everything.
 ///
-/// Adapters call [`start`](Self::start) with the request's `Cookie` headers,
-/// hand the returned [`Session`] to the handler, then call
-/// [`Session::finish`] and apply the [`Finish`] to the response.
+/// Adapters call [`start`](Self::start) with the values of the request's
+/// [`request_header`](Self::request_header) (`Cookie`, or the token header
+/// of a [`Transport::Header`]), hand the returned [`Session`] to the
+/// handler, then call [`Session::finish`] and add the [`Finish`]'s value
+/// under [`response_header`](Self::response_header).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
