@@ -171,8 +171,9 @@ pub use build::actix_middleware;
 pub use build::tower_layer;
 pub use build::{build_manager, build_store, BuildError};
 pub use session_core::{
-    ConfigError, CookieConfig, ErrorKind, ErrorPolicy, Key, KeyError, KeyRing, SameSite, Session,
-    SessionError, SessionId, SessionManager, StoreError,
+    ConfigError, CookieConfig, ErrorKind, ErrorPolicy, HeaderTransport, Key, KeyError, KeyRing,
+    Lifetime, LifetimeError, SameSite, Session, SessionError, SessionId, SessionManager,
+    StoreError, Transport,
 };
 
 /// For store authors: the [`SessionStore`](store::SessionStore) trait and

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use session_core::{
     store::{Data, Owner, Record},
-    SessionId,
+    Lifetime, SessionId,
 };
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -36,6 +36,7 @@ pub(crate) struct Live {
     pub(crate) expires_at: SystemTime,
     pub(crate) version: u64,
     pub(crate) owner: Option<Owner>,
+    pub(crate) lifetime: Option<Lifetime>,
 }
 
 impl Live {
@@ -46,6 +47,7 @@ impl Live {
             expires_at: record.expires_at,
             version: record.version,
             owner: record.owner.clone(),
+            lifetime: record.lifetime,
         }
     }
 
@@ -58,6 +60,7 @@ impl Live {
         );
         record.version = self.version;
         record.owner.clone_from(&self.owner);
+        record.lifetime = self.lifetime;
         record
     }
 

@@ -107,6 +107,7 @@ impl Inner {
                     expires_at: offered.until,
                     version: offered.version,
                     owner: None,
+                    lifetime: None,
                 })
             };
             let wanted = match self.local.get(&offered.key) {

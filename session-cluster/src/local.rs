@@ -339,6 +339,7 @@ mod tests {
             expires_at: now + Duration::from_secs(secs),
             version,
             owner: None,
+            lifetime: None,
         })
     }
 

@@ -80,6 +80,7 @@ impl Inner {
                 expires_at,
                 version: current.version + 1,
                 owner,
+                lifetime: changes.lifetime().unwrap_or(current.lifetime),
             });
             match self.replicate(key, &next, holders, deadline).await? {
                 None => {

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use session_core::{
-    store::{Changes, Data, Owner},
+    store::{Changes, Data, Lifetime, Owner},
     SessionId,
 };
 
@@ -67,6 +67,9 @@ pub(crate) struct WireLive {
     expires_at: SystemTime,
     version: u64,
     owner: Option<WireOwner>,
+    /// As [`Lifetime::encode`] writes it. Last, so the layout of every
+    /// field before it is as it was.
+    lifetime: Option<String>,
 }
 
 impl From<&Live> for WireLive {
@@ -81,6 +84,7 @@ impl From<&Live> for WireLive {
             expires_at: live.expires_at,
             version: live.version,
             owner: live.owner.as_ref().map(WireOwner::from),
+            lifetime: live.lifetime.as_ref().map(Lifetime::encode),
         }
     }
 }
@@ -93,6 +97,9 @@ impl From<WireLive> for Live {
             expires_at: wire.expires_at,
             version: wire.version,
             owner: wire.owner.map(Owner::from),
+            // Written by `Lifetime::encode` on an authenticated peer; text
+            // that does not decode is read as the manager's timeouts.
+            lifetime: wire.lifetime.as_deref().and_then(Lifetime::decode),
         }
     }
 }
@@ -208,6 +215,9 @@ pub(crate) struct WireChanges {
     set: Vec<(String, String)>,
     /// As [`Changes::owner`]: `None` leaves the owner as it is.
     owner: Option<Option<WireOwner>>,
+    /// As [`Changes::lifetime`], each lifetime as [`Lifetime::encode`]
+    /// writes it.
+    lifetime: Option<Option<String>>,
 }
 
 impl From<&Changes> for WireChanges {
@@ -221,6 +231,9 @@ impl From<&Changes> for WireChanges {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             owner: changes.owner().map(|owner| owner.map(WireOwner::from)),
+            lifetime: changes
+                .lifetime()
+                .map(|lifetime| lifetime.as_ref().map(Lifetime::encode)),
         }
     }
 }
@@ -239,6 +252,9 @@ impl From<WireChanges> for Changes {
         }
         if let Some(owner) = wire.owner {
             changes.set_owner(owner.map(Owner::from));
+        }
+        if let Some(lifetime) = wire.lifetime {
+            changes.set_lifetime(lifetime.as_deref().and_then(Lifetime::decode));
         }
         changes
     }
@@ -281,6 +297,28 @@ mod tests {
             changes.set("a", "1");
             if let Some(owner) = owner {
                 changes.set_owner(owner);
+            }
+            let back = Changes::from(through_the_wire(&WireChanges::from(&changes)));
+            assert_eq!(back, changes);
+        }
+    }
+
+    #[test]
+    fn lifetimes_survive_the_wire_in_records_and_changes() {
+        let lifetime = Lifetime::new(Duration::from_secs(60), Duration::from_secs(600))
+            .unwrap()
+            .with_persistent(true);
+        let now = SystemTime::now();
+        let mut record =
+            session_core::store::Record::new(SessionId::generate(), Data::new(), now, now);
+        record.lifetime = Some(lifetime);
+        let live = Live::from_record(&record);
+        let back = Live::from(through_the_wire(&WireLive::from(&live)));
+        assert_eq!(back.to_record(record.id), record);
+        for change in [None, Some(None), Some(Some(lifetime))] {
+            let mut changes = Changes::default();
+            if let Some(change) = change {
+                changes.set_lifetime(change);
             }
             let back = Changes::from(through_the_wire(&WireChanges::from(&changes)));
             assert_eq!(back, changes);
@@ -379,13 +417,17 @@ pub(crate) mod strategies {
             time(),
             any::<u64>(),
             option::of(owner()),
+            option::of(text()),
         )
-            .prop_map(|(data, created_at, expires_at, version, owner)| WireLive {
-                data,
-                created_at,
-                expires_at,
-                version,
-                owner,
+            .prop_map(|(data, created_at, expires_at, version, owner, lifetime)| {
+                WireLive {
+                    data,
+                    created_at,
+                    expires_at,
+                    version,
+                    owner,
+                    lifetime,
+                }
             })
     }
 
@@ -432,12 +474,14 @@ pub(crate) mod strategies {
             vec(text(), 0..4),
             vec((text(), text()), 0..4),
             option::of(option::of(owner())),
+            option::of(option::of(text())),
         )
-            .prop_map(|(clear, removed, set, owner)| WireChanges {
+            .prop_map(|(clear, removed, set, owner, lifetime)| WireChanges {
                 clear,
                 removed,
                 set,
                 owner,
+                lifetime,
             })
     }
 }

@@ -23,6 +23,7 @@ macro_rules! __store_tests {
             version_grows_by_one_per_commit,
             stamp_agrees_with_load,
             owner_round_trips_through_create_and_commit,
+            lifetime_round_trips_through_create_commit_and_touch,
             delete_by_owner_ends_that_owners_sessions_and_no_others,
             delete_by_owner_follows_owner_changes,
             commits_racing_delete_by_owner_never_bring_a_session_back,
@@ -62,6 +63,10 @@ macro_rules! __http_scenarios {
             hostile_cookies_get_a_fresh_session_and_touch_no_one_elses,
             your_devices_page_lists_ends_one_and_logs_out_the_others,
             the_owner_cap_logs_out_the_oldest_device,
+            remember_me_outlives_a_normal_session_on_another_server,
+            remember_me_lifetime_is_bounded_by_the_managers_maximums,
+            header_token_carries_the_session_and_no_cookie_is_set,
+            hostile_session_headers_get_a_fresh_session_and_touch_no_one_elses,
         }
     };
 }

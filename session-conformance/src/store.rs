@@ -19,7 +19,7 @@ use session_core::{
     store::{
         Changes, Committed, ConditionalDelete, Created, Data, Owner, Record, SessionStore, Stamp,
     },
-    ErrorKind, SessionId,
+    ErrorKind, Lifetime, SessionId,
 };
 
 use crate::race::{GatedStore, Op};
@@ -496,6 +496,88 @@ pub async fn owner_round_trips_through_create_and_commit(factory: &dyn StoreFact
     let loaded = store.load(&record.id).await.unwrap().unwrap();
     assert_eq!(loaded.owner, None);
     assert_eq!(loaded.version, Record::FIRST_VERSION + 3);
+}
+
+/// A session's own [`Lifetime`] is stored with its record: `create`
+/// writes it, `load` returns it, a commit changes it in the same atomic
+/// step as the data (or leaves it as it is when the changes do not name
+/// it), `touch` and `cycle`-style re-creation keep it, and `None` (every
+/// record written before lifetimes existed) round-trips as `None`.
+pub async fn lifetime_round_trips_through_create_commit_and_touch(factory: &dyn StoreFactory) {
+    let store = fresh_store(factory).await;
+    let days = |n: u64| Duration::from_secs(n * 24 * 60 * 60);
+    let remember_me = Lifetime::new(days(14), days(30))
+        .unwrap()
+        .with_persistent(true);
+
+    let plain = record_with(&[("k", "1")], LONG);
+    assert_eq!(store.create(&plain).await.unwrap(), Created::Created);
+    assert_same_record(factory, store.load(&plain.id).await.unwrap(), &plain);
+
+    let mut record = record_with(&[("k", "1")], LONG);
+    record.lifetime = Some(remember_me);
+    assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    assert_same_record(factory, store.load(&record.id).await.unwrap(), &record);
+
+    // A commit that does not name the lifetime keeps it; a touch too.
+    let _ = store
+        .commit(&record.id, &set("k", "2"), expiry(LONG))
+        .await
+        .unwrap();
+    assert!(store.touch(&record.id, expiry(LONG)).await.unwrap());
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.lifetime, Some(remember_me));
+    assert_eq!(loaded.data["k"], "2");
+
+    // Data and lifetime change in one commit, and both land.
+    let shorter = Lifetime::new(Duration::from_millis(1500), Duration::from_secs(90))
+        .unwrap()
+        .with_persistent(false);
+    let mut changes = set("k", "3");
+    changes.set_lifetime(Some(shorter));
+    let _ = store
+        .commit(&record.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(
+        (loaded.lifetime, loaded.data["k"].as_str()),
+        (Some(shorter), "3")
+    );
+
+    // A clear of the data leaves the lifetime; `None` goes back to the
+    // manager's timeouts.
+    let mut changes = Changes::default();
+    changes.clear();
+    let _ = store
+        .commit(&record.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&record.id).await.unwrap().unwrap().lifetime,
+        Some(shorter)
+    );
+    let mut changes = Changes::default();
+    changes.set_lifetime(None);
+    let _ = store
+        .commit(&record.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    let loaded = store.load(&record.id).await.unwrap().unwrap();
+    assert_eq!(loaded.lifetime, None);
+    assert_eq!(loaded.version, Record::FIRST_VERSION + 4);
+
+    // And one that sets it on a record created without one.
+    let mut changes = Changes::default();
+    changes.set_lifetime(Some(remember_me));
+    let _ = store
+        .commit(&plain.id, &changes, expiry(LONG))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&plain.id).await.unwrap().unwrap().lifetime,
+        Some(remember_me)
+    );
 }
 
 /// `delete_by_owner` ends every live session of one owner, counts them,

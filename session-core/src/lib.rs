@@ -9,6 +9,8 @@
 //! |---|---|
 //! | [`SessionManager`], [`Session`] | the per-request lifecycle that adapters drive |
 //! | [`CookieConfig`], [`Key`], [`KeyRing`] | the cookie's attributes, and the HMAC-SHA256 keys that sign it, with rotation |
+//! | [`Lifetime`] | one session's own idle and absolute timeouts ("remember me") |
+//! | [`Transport`], [`HeaderTransport`] | the token in the cookie, or in a header for API clients |
 //! | [`SessionId`] | 128 random bits; 22 characters of base64url; `Debug` shows only a prefix |
 //! | [`StoreError`], [`ErrorKind`], [`ConfigError`] | typed errors that failover and the error policy act on, and config errors naming their key |
 //! | [`memory`] | [`MemoryStore`], an in-process store on moka, and [`TieredStore`](memory::TieredStore), a near-cache in front of a remote store (feature `memory`, on by default) |
@@ -94,6 +96,24 @@
 //! the cluster, PostgreSQL, failover and tiered pairs); Memcached answers
 //! [`ErrorKind::Unsupported`]. See [`devices`].
 //!
+//! ## "Remember me": one session's own lifetime
+//! [`Session::set_lifetime`] gives one session a [`Lifetime`] of its own (an
+//! idle and an absolute timeout, and whether its cookie is persistent) in
+//! place of the manager's, bounded by the manager's maximums
+//! ([`SessionManagerBuilder::with_max_idle_timeout`](manager::SessionManagerBuilder::with_max_idle_timeout),
+//! by default the manager's own timeouts). It is stored with the record on
+//! every store, so every server slides and ends the session by it, and a
+//! persistent cookie's `Max-Age` follows the session's expiry.
+//!
+//! ## The token in a header
+//! [`Transport::Header`] carries the same signed token in a header of its
+//! own (`Authorization: Bearer <token>`, or `X-Session-Token`) instead of
+//! the cookie, for API, mobile and WebSocket clients; both adapters read and
+//! write whichever header the manager names. The [`transport`] docs give
+//! the protocol and when to pick which: a header token cannot be sent by
+//! another site (no CSRF), but must be readable by the client's scripts (so
+//! XSS can steal it); a cookie is the reverse.
+//!
 //! ## When the store fails
 //! Every store call runs under a per-operation timeout (default 2 s). The
 //! [`ErrorPolicy`] decides what the request gets: by default a bare 503 with
@@ -148,6 +168,7 @@ mod expiry;
 pub mod failover;
 mod id;
 pub mod lazy;
+mod lifetime;
 pub mod manager;
 #[cfg(feature = "memory")]
 pub mod memory;
@@ -157,6 +178,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "memory")]
 mod tiered;
+pub mod transport;
 
 pub use cookie::{
     config::{CookieConfig, SameSite},
@@ -164,10 +186,12 @@ pub use cookie::{
 };
 pub use error::{ConfigError, ErrorKind, StoreError};
 pub use id::SessionId;
+pub use lifetime::{Lifetime, LifetimeError};
 pub use manager::lifecycle::{
     session::{Session, SessionError},
     ErrorPolicy, SessionManager,
 };
+pub use transport::{HeaderTransport, Transport};
 
 // Short paths for this crate's own code; the public paths are the modules.
 #[cfg(feature = "memory")]

@@ -19,8 +19,8 @@ use moka::{
 
 use crate::{
     expiry::{ExpiresAt, UntilExpiresAt},
-    Changes, Committed, ConditionalDelete, Created, Data, Owner, OwnerPass, Record, SessionId,
-    SessionStore, StoreError,
+    Changes, Committed, ConditionalDelete, Created, Data, Lifetime, Owner, OwnerPass, Record,
+    SessionId, SessionStore, StoreError,
 };
 
 /// A session as the cache holds it. The data sits behind its own `Arc` so a
@@ -32,6 +32,7 @@ struct Stored {
     expires_at: SystemTime,
     version: u64,
     owner: Option<Owner>,
+    lifetime: Option<Lifetime>,
 }
 
 /// Owner name → the cache keys of that owner's sessions, each with its
@@ -350,6 +351,7 @@ impl SessionStore for MemoryStore {
                 expires_at: stored.expires_at,
                 version: stored.version,
                 owner: stored.owner.clone(),
+                lifetime: stored.lifetime,
             }))
     }
 
@@ -383,6 +385,7 @@ impl SessionStore for MemoryStore {
                     expires_at: record.expires_at,
                     version: record.version,
                     owner: record.owner.clone(),
+                    lifetime: record.lifetime,
                 }))
             })
             .await;
@@ -422,6 +425,7 @@ impl SessionStore for MemoryStore {
                     expires_at,
                     version: current.version + 1,
                     owner,
+                    lifetime: changes.lifetime().unwrap_or(current.lifetime),
                 }))
             })
             .await;
@@ -448,6 +452,7 @@ impl SessionStore for MemoryStore {
                     expires_at,
                     version: current.version,
                     owner: current.owner.clone(),
+                    lifetime: current.lifetime,
                 }))
             })
             .await;

@@ -5,7 +5,7 @@ use std::{
     time::SystemTime,
 };
 
-use crate::SessionId;
+use crate::{Lifetime, SessionId};
 
 /// The data of a session: each key maps to its value encoded on its own as
 /// JSON text, so a store can keep values as separate fields (one Redis hash
@@ -101,6 +101,9 @@ pub struct Record {
     pub version: u64,
     /// Who the session belongs to, if anyone; see [`Owner`].
     pub owner: Option<Owner>,
+    /// The session's own lifetime, or `None` for the manager's timeouts.
+    /// Records written before lifetimes existed read as `None`.
+    pub lifetime: Option<Lifetime>,
 }
 
 impl Record {
@@ -127,6 +130,7 @@ impl Record {
             expires_at,
             version: Self::FIRST_VERSION,
             owner: None,
+            lifetime: None,
         }
     }
 }
@@ -157,6 +161,7 @@ pub struct Changes {
     set: HashMap<String, String>,
     removed: HashSet<String>,
     owner: Option<Option<Owner>>,
+    lifetime: Option<Option<Lifetime>>,
 }
 
 impl Changes {
@@ -188,9 +193,22 @@ impl Changes {
         self.owner.as_ref().map(Option::as_ref)
     }
 
+    /// Records a new [`Lifetime`], or with `None` that the session goes
+    /// back to the manager's timeouts.
+    pub fn set_lifetime(&mut self, lifetime: Option<Lifetime>) {
+        self.lifetime = Some(lifetime);
+    }
+
+    /// The lifetime change: `None` when it stays as it is, `Some(None)`
+    /// back to the manager's timeouts, `Some(Some(lifetime))` a new one.
+    #[must_use]
+    pub fn lifetime(&self) -> Option<Option<Lifetime>> {
+        self.lifetime
+    }
+
     /// Records a clear-all of the data. Everything set or removed before is
     /// forgotten: after a clear only later calls matter. The owner is not
-    /// data and is left as recorded.
+    /// data and is left as recorded, as is the lifetime.
     pub fn clear(&mut self) {
         self.clear = true;
         self.set.clear();
@@ -218,15 +236,22 @@ impl Changes {
     /// True when the request changed nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        !self.clear && self.set.is_empty() && self.removed.is_empty() && self.owner.is_none()
+        !self.clear
+            && self.set.is_empty()
+            && self.removed.is_empty()
+            && self.owner.is_none()
+            && self.lifetime.is_none()
     }
 
     /// Applies the changes to `record`: the data as
-    /// [`apply_to`](Self::apply_to) does, then the owner.
+    /// [`apply_to`](Self::apply_to) does, then the owner and the lifetime.
     pub fn apply_to_record(&self, record: &mut Record) {
         self.apply_to(&mut record.data);
         if let Some(owner) = &self.owner {
             record.owner.clone_from(owner);
+        }
+        if let Some(lifetime) = self.lifetime {
+            record.lifetime = lifetime;
         }
     }
 
@@ -290,6 +315,28 @@ mod tests {
         assert_eq!(changes.owner(), Some(None));
         changes.apply_to_record(&mut record);
         assert_eq!(record.owner, None);
+    }
+
+    #[test]
+    fn a_lifetime_change_is_a_change_and_survives_a_clear() {
+        let now = SystemTime::now();
+        let mut record = Record::new(SessionId::generate(), Data::new(), now, now);
+        let lifetime = Lifetime::new(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(120),
+        )
+        .unwrap();
+        let mut changes = Changes::default();
+        changes.set_lifetime(Some(lifetime));
+        changes.clear();
+        assert!(!changes.is_empty());
+        changes.apply_to_record(&mut record);
+        assert_eq!(record.lifetime, Some(lifetime));
+        let mut changes = Changes::default();
+        changes.set_lifetime(None);
+        assert_eq!(changes.lifetime(), Some(None));
+        changes.apply_to_record(&mut record);
+        assert_eq!(record.lifetime, None);
     }
 
     #[test]

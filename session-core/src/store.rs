@@ -14,6 +14,7 @@ use crate::{SessionId, StoreError};
 
 pub use crate::{
     error::BoxError,
+    lifetime::{Lifetime, LifetimeError},
     record::{Changes, Data, Owner, OwnerError, Record},
 };
 

@@ -42,7 +42,7 @@ pub fn encode(
     owner: Option<&session_core::store::Owner>,
     data: &Data,
 ) -> Vec<u8> {
-    envelope::encode(version, created_at, owner, data)
+    envelope::encode_with(version, created_at, owner, None, data)
 }
 
 /// The session in an item's value, as the store reads it on `load`.
@@ -76,6 +76,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, CorruptItem> {
         created_at,
         owner,
         data,
+        ..
     } = Envelope::decode(bytes).map_err(CorruptItem)?;
     Ok(Decoded {
         version,
@@ -119,7 +120,7 @@ pub struct Decoded {
 /// let error = codec::decode(b"SK\x09").unwrap_err();
 /// assert_eq!(
 ///     error.to_string(),
-///     "the session envelope has format 9; this release reads formats 1 and 2"
+///     "the session envelope has format 9; this release reads formats 1 to 3"
 /// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

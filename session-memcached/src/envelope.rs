@@ -18,6 +18,13 @@
 //! session without one stays in format 1, byte for byte, so owners cost
 //! nothing to those who do not use them.
 //!
+//! A session with its own [`Lifetime`] is written in format 3: after
+//! `created_at`, one byte (1 when an owner follows, else 0), the owner as
+//! in format 2 when there is one, then the lifetime as
+//! [`Lifetime::encode`]'s text (length u32 BE, then UTF-8). A session
+//! without one stays in format 1 or 2, so records written before lifetimes
+//! existed read as they always did and read as having none.
+//!
 //! There is no `expires_at` inside: the item's own Memcached expiry is the
 //! only copy, so a meta touch can move it without rewriting the envelope
 //! (see [`crate::exptime`]). The format byte lets a later release change the
@@ -29,11 +36,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use session_core::store::{Changes, Data, Owner};
+use session_core::store::{Changes, Data, Lifetime, Owner};
 
 const MAGIC: &[u8; 2] = b"SK";
 const FORMAT: u8 = 1;
 const FORMAT_OWNED: u8 = 2;
+const FORMAT_LIFETIME: u8 = 3;
 const HEADER_LEN: usize = 2 + 1 + 8 + 8 + 4;
 /// The smallest an entry can be: two lengths and nothing else.
 const MIN_ENTRY_LEN: usize = 8;
@@ -45,6 +53,7 @@ pub(crate) struct Envelope {
     pub(crate) created_at: SystemTime,
     pub(crate) owner: Option<Owner>,
     pub(crate) data: Data,
+    pub(crate) lifetime: Option<Lifetime>,
 }
 
 impl Envelope {
@@ -54,14 +63,18 @@ impl Envelope {
         if let Some(owner) = changes.owner() {
             self.owner = owner.cloned();
         }
+        if let Some(lifetime) = changes.lifetime() {
+            self.lifetime = lifetime;
+        }
         self.version += 1;
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        encode(
+        encode_with(
             self.version,
             self.created_at,
             self.owner.as_ref(),
+            self.lifetime.as_ref(),
             &self.data,
         )
     }
@@ -72,15 +85,29 @@ impl Envelope {
             return Err(CorruptItem::NotAnEnvelope);
         }
         let format = reader.take(1)?[0];
-        if format != FORMAT && format != FORMAT_OWNED {
+        if ![FORMAT, FORMAT_OWNED, FORMAT_LIFETIME].contains(&format) {
             return Err(CorruptItem::UnknownFormat(format));
         }
         let version = reader.u64()?;
         let created_at = reader.time()?;
-        let owner = if format == FORMAT_OWNED {
+        let owned = match format {
+            FORMAT_OWNED => true,
+            FORMAT_LIFETIME => match reader.take(1)?[0] {
+                0 => false,
+                1 => true,
+                _ => return Err(CorruptItem::NotAnEnvelope),
+            },
+            _ => false,
+        };
+        let owner = if owned {
             let name = reader.text()?;
             let until = reader.time()?;
             Some(Owner::new(name, until).map_err(|_| CorruptItem::BadOwner)?)
+        } else {
+            None
+        };
+        let lifetime = if format == FORMAT_LIFETIME {
+            Some(Lifetime::decode(&reader.text()?).ok_or(CorruptItem::BadLifetime)?)
         } else {
             None
         };
@@ -106,36 +133,48 @@ impl Envelope {
             created_at,
             owner,
             data,
+            lifetime,
         })
     }
 }
 
-/// The envelope of a session with these parts, from borrowed data, so that
-/// `create` need not copy a record's data to store it.
-pub(crate) fn encode(
+/// The envelope of a session with these parts (a lifetime only if it has
+/// its own), from borrowed data, so that `create` need not copy a record's
+/// data to store it.
+pub(crate) fn encode_with(
     version: u64,
     created_at: SystemTime,
     owner: Option<&Owner>,
+    lifetime: Option<&Lifetime>,
     data: &Data,
 ) -> Vec<u8> {
+    let lifetime = lifetime.map(Lifetime::encode);
     let body: usize = data
         .iter()
         .map(|(key, value)| MIN_ENTRY_LEN + key.len() + value.len())
         .sum();
     let owner_len = owner.map_or(0, |owner| 4 + owner.name.len() + 8);
-    let mut out = Vec::with_capacity(HEADER_LEN + owner_len + body);
+    let lifetime_len = lifetime.as_ref().map_or(0, |text| 1 + 4 + text.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + owner_len + lifetime_len + body);
     out.extend_from_slice(MAGIC);
-    out.push(if owner.is_some() {
-        FORMAT_OWNED
-    } else {
-        FORMAT
+    out.push(match (&lifetime, owner) {
+        (Some(_), _) => FORMAT_LIFETIME,
+        (None, Some(_)) => FORMAT_OWNED,
+        (None, None) => FORMAT,
     });
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&millis(created_at).to_be_bytes());
+    if lifetime.is_some() {
+        out.push(u8::from(owner.is_some()));
+    }
     if let Some(owner) = owner {
         out.extend_from_slice(&length(owner.name.len()).to_be_bytes());
         out.extend_from_slice(owner.name.as_bytes());
         out.extend_from_slice(&millis(owner.until).to_be_bytes());
+    }
+    if let Some(text) = &lifetime {
+        out.extend_from_slice(&length(text.len()).to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
     }
     out.extend_from_slice(&length(data.len()).to_be_bytes());
     for (key, value) in data {
@@ -211,6 +250,7 @@ pub(crate) enum CorruptItem {
     ExpiryOutOfRange,
     TimeOutOfRange,
     BadOwner,
+    BadLifetime,
 }
 
 impl fmt::Display for CorruptItem {
@@ -219,7 +259,7 @@ impl fmt::Display for CorruptItem {
             Self::NotAnEnvelope => f.write_str("the item is not a session envelope"),
             Self::UnknownFormat(format) => write!(
                 f,
-                "the session envelope has format {format}; this release reads formats {FORMAT} and {FORMAT_OWNED}"
+                "the session envelope has format {format}; this release reads formats {FORMAT} to {FORMAT_LIFETIME}"
             ),
             Self::Truncated => f.write_str("the session envelope is truncated"),
             Self::NotUtf8 => f.write_str("the session envelope holds text that is not UTF-8"),
@@ -233,6 +273,7 @@ impl fmt::Display for CorruptItem {
                 f.write_str("the session envelope holds a time this platform cannot represent")
             }
             Self::BadOwner => f.write_str("the session envelope names an empty or oversized owner"),
+            Self::BadLifetime => f.write_str("the session envelope holds a lifetime that does not decode"),
         }
     }
 }
@@ -255,6 +296,7 @@ mod tests {
                 ("é".to_owned(), "\"ü\"".to_owned()),
             ]
             .into(),
+            lifetime: None,
         }
     }
 
@@ -305,6 +347,39 @@ mod tests {
         assert_eq!(
             Envelope::decode(&nameless).unwrap_err(),
             CorruptItem::BadOwner
+        );
+    }
+
+    #[test]
+    fn an_envelope_with_a_lifetime_round_trips_in_format_3() {
+        let lifetime = Lifetime::new(Duration::from_secs(60), Duration::from_secs(600))
+            .unwrap()
+            .with_persistent(true);
+        let until = UNIX_EPOCH + Duration::from_millis(1_764_086_400_123);
+        for owner in [None, Some(Owner::new("user-42", until).unwrap())] {
+            let envelope = Envelope {
+                owner,
+                lifetime: Some(lifetime),
+                ..sample()
+            };
+            let bytes = envelope.encode();
+            assert_eq!(&bytes[..3], b"SK\x03");
+            assert_eq!(Envelope::decode(&bytes).unwrap(), envelope);
+            for end in 0..bytes.len() {
+                assert!(Envelope::decode(&bytes[..end]).is_err());
+            }
+        }
+        let mut changes = Changes::default();
+        changes.set_lifetime(None);
+        let mut envelope = Envelope {
+            lifetime: Some(lifetime),
+            ..sample()
+        };
+        envelope.apply(&changes);
+        assert_eq!(
+            &envelope.encode()[..3],
+            b"SK\x01",
+            "no lifetime, format 1 again"
         );
     }
 
@@ -404,6 +479,7 @@ mod properties {
                     Owner::new(name, UNIX_EPOCH + Duration::from_millis(until)).unwrap()
                 }),
                 data,
+                lifetime: None,
             },
         )
     }

@@ -408,6 +408,7 @@ impl SessionStore for MemcachedStore {
         let mut record = Record::new(*id, envelope.data, envelope.created_at, expires_at);
         record.version = envelope.version;
         record.owner = envelope.owner;
+        record.lifetime = envelope.lifetime;
         Ok(Some(record))
     }
 
@@ -431,10 +432,11 @@ impl SessionStore for MemcachedStore {
                 }
                 Exptime::Wire(exptime) => exptime,
             };
-            let bytes = envelope::encode(
+            let bytes = envelope::encode_with(
                 record.version,
                 record.created_at,
                 record.owner.as_ref(),
+                record.lifetime.as_ref(),
                 &record.data,
             );
             self.check_size(OPERATION, &key, &bytes)?;

@@ -13,7 +13,7 @@ use session_core::{
         Changes, Committed, ConditionalDelete, Created, Data, Owner, OwnerPass, Record,
         SessionStore, Stamp,
     },
-    ErrorKind, SessionId, StoreError,
+    ErrorKind, Lifetime, SessionId, StoreError,
 };
 use sqlx::{
     postgres::{PgPoolOptions, PgRow},
@@ -38,6 +38,7 @@ use crate::{
 /// | `created_at`, `expires_at` | `timestamptz`, to the millisecond |
 /// | `version` | `bigint`, one more with every commit |
 /// | `owner`, `owner_until` | the [`Owner`], indexed with `key_prefix` |
+/// | `lifetime` | the session's own [`Lifetime`](session_core::Lifetime) as [`Lifetime::encode`](session_core::Lifetime::encode) writes it, or NULL for the manager's timeouts (migration 2) |
 ///
 /// Every operation is one statement, so one round trip (plus the pool's
 /// check of the connection):
@@ -140,7 +141,7 @@ impl Statements {
         let t = table.quoted();
         Self {
             load: format!(
-                "SELECT data, created_at, expires_at, version, owner, owner_until FROM {t} \
+                "SELECT data, created_at, expires_at, version, owner, owner_until, lifetime FROM {t} \
                  WHERE key_prefix = $1 AND id = $2 AND expires_at > $3"
             ),
             stamp: format!(
@@ -152,24 +153,28 @@ impl Statements {
             // statement, so no other create can slip in between.
             create: format!(
                 "INSERT INTO {t} AS s \
-                   (key_prefix, id, data, created_at, expires_at, version, owner, owner_until) \
-                 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8) \
+                   (key_prefix, id, data, created_at, expires_at, version, owner, owner_until, \
+                    lifetime) \
+                 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $10) \
                  ON CONFLICT (key_prefix, id) DO UPDATE SET \
                    data = EXCLUDED.data, created_at = EXCLUDED.created_at, \
                    expires_at = EXCLUDED.expires_at, version = EXCLUDED.version, \
-                   owner = EXCLUDED.owner, owner_until = EXCLUDED.owner_until \
+                   owner = EXCLUDED.owner, owner_until = EXCLUDED.owner_until, \
+                   lifetime = EXCLUDED.lifetime \
                  WHERE s.expires_at <= $9 \
                  RETURNING 1"
             ),
             // Clear, then removals, then sets, as `Changes::apply_to` orders
-            // them; the owner only when the changes name one ($6).
+            // them; the owner only when the changes name one ($6), the
+            // lifetime only when they name one ($11).
             commit: format!(
                 "UPDATE {t} SET \
                    data = ((CASE WHEN $3 THEN '{{}}'::jsonb ELSE data END) - $4::text[]) \
                           || $5::jsonb, \
                    expires_at = $9, version = version + 1, \
                    owner = CASE WHEN $6 THEN $7 ELSE owner END, \
-                   owner_until = CASE WHEN $6 THEN $8 ELSE owner_until END \
+                   owner_until = CASE WHEN $6 THEN $8 ELSE owner_until END, \
+                   lifetime = CASE WHEN $11 THEN $12 ELSE lifetime END \
                  WHERE key_prefix = $1 AND id = $2 AND expires_at > $10 \
                  RETURNING version"
             ),
@@ -382,6 +387,13 @@ fn record_from(id: SessionId, row: &PgRow) -> Result<Record, sqlx::Error> {
     record.version =
         u64::try_from(version).map_err(|_| sqlx::Error::Decode("a negative version".into()))?;
     record.owner = owner;
+    record.lifetime = row
+        .try_get::<Option<String>, _>("lifetime")?
+        .map(|text| {
+            Lifetime::decode(&text)
+                .ok_or_else(|| sqlx::Error::Decode("a lifetime that does not decode".into()))
+        })
+        .transpose()?;
     Ok(record)
 }
 
@@ -453,6 +465,7 @@ impl SessionStore for PostgresStore {
                     .bind(record.owner.as_ref().map(|owner| owner.name.as_str()))
                     .bind(record.owner.as_ref().map(|owner| timestamp(owner.until)))
                     .bind(timestamp(SystemTime::now()))
+                    .bind(record.lifetime.as_ref().map(Lifetime::encode))
                     .fetch_optional(&self.pool),
             )
             .await?;
@@ -490,6 +503,13 @@ impl SessionStore for PostgresStore {
                     .bind(owner.map(|owner| timestamp(owner.until)))
                     .bind(timestamp(expires_at))
                     .bind(timestamp(SystemTime::now()))
+                    .bind(changes.lifetime().is_some())
+                    .bind(
+                        changes
+                            .lifetime()
+                            .flatten()
+                            .map(|lifetime| lifetime.encode()),
+                    )
                     .fetch_optional(&self.pool),
             )
             .await?;

@@ -7,6 +7,7 @@
 //! | `expires_at` | milliseconds since the Unix epoch; also the key's `PEXPIREAT` |
 //! | `owner` | the [`Owner`]'s name (only when the session has one) |
 //! | `owner_until` | the owner's `until`, milliseconds since the Unix epoch (with `owner`) |
+//! | `lifetime` | the session's own [`Lifetime`], as [`Lifetime::encode`] writes it (only when it has one) |
 //! | `d:<key>` | the JSON text of the session value `<key>` |
 //!
 //! Data fields carry the `d:` prefix so that no session key can collide with
@@ -23,7 +24,7 @@ use std::{
 
 use session_core::{
     store::{Data, Owner, Record, Stamp},
-    SessionId,
+    Lifetime, SessionId,
 };
 
 /// The prefix of every data field. `commit.lua` relies on it for `clear`.
@@ -34,6 +35,15 @@ const EXPIRES_AT: &str = "expires_at";
 /// The owner's name. `end_owned.lua` names it too.
 const OWNER: &str = "owner";
 const OWNER_UNTIL: &str = "owner_until";
+/// The session's own lifetime; absent (the manager's timeouts) on records
+/// written before lifetimes existed.
+pub(crate) const LIFETIME: &str = "lifetime";
+
+/// The `lifetime` field/value pair, as `create` writes it and as a commit
+/// that sets one does.
+pub(crate) fn lifetime_fields(lifetime: &Lifetime) -> [Cow<'static, str>; 2] {
+    [Cow::Borrowed(LIFETIME), Cow::Owned(lifetime.encode())]
+}
 
 /// Milliseconds since the Unix epoch; times before it count as the epoch,
 /// which is long expired.
@@ -60,6 +70,9 @@ pub(crate) fn record_fields(record: &Record) -> Vec<Cow<'_, str>> {
     }
     if let Some(owner) = &record.owner {
         fields.extend(owner_fields(owner));
+    }
+    if let Some(lifetime) = &record.lifetime {
+        fields.extend(lifetime_fields(lifetime));
     }
     for (key, value) in &record.data {
         fields.push(Cow::Owned(data_field(key)));
@@ -107,7 +120,7 @@ pub(crate) fn decode(
     }
     let mut data = Data::with_capacity(fields.len().saturating_sub(3));
     let (mut version, mut created_at, mut expires_at) = (None, None, None);
-    let (mut owner, mut owner_until) = (None, None);
+    let (mut owner, mut owner_until, mut lifetime) = (None, None, None);
     for (field, value) in fields {
         let field = String::from_utf8(field).map_err(|_| CorruptHash("has a non-UTF-8 field"))?;
         if let Some(key) = field.strip_prefix(DATA_PREFIX) {
@@ -121,6 +134,13 @@ pub(crate) fn decode(
             OWNER_UNTIL => &mut owner_until,
             OWNER => {
                 owner = Some(text(value)?);
+                continue;
+            }
+            LIFETIME => {
+                lifetime = Some(
+                    Lifetime::decode(&text(value)?)
+                        .ok_or(CorruptHash("has a lifetime that does not decode"))?,
+                );
                 continue;
             }
             _ => continue,
@@ -146,6 +166,7 @@ pub(crate) fn decode(
     let mut record = Record::new(id, data, time(created_at)?, expires_at);
     record.version = version;
     record.owner = owner;
+    record.lifetime = lifetime;
     Ok(Some(record))
 }
 
@@ -243,6 +264,32 @@ mod tests {
             .map(|pair| (pair[0].as_bytes().to_vec(), pair[1].as_bytes().to_vec()))
             .collect();
         assert_eq!(decode(record.id, fields, now).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn a_record_with_a_lifetime_round_trips_and_a_bad_one_is_corrupt() {
+        let now = UNIX_EPOCH + Duration::from_millis(millis(SystemTime::now()));
+        let mut record = Record::new(
+            SessionId::generate(),
+            Data::new(),
+            now,
+            now + Duration::from_secs(60),
+        );
+        record.lifetime = Some(
+            Lifetime::new(Duration::from_secs(60), Duration::from_secs(600))
+                .unwrap()
+                .with_persistent(true),
+        );
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = record_fields(&record)
+            .chunks(2)
+            .map(|pair| (pair[0].as_bytes().to_vec(), pair[1].as_bytes().to_vec()))
+            .collect();
+        assert_eq!(
+            decode(record.id, fields.clone(), now).unwrap(),
+            Some(record.clone())
+        );
+        fields.push((LIFETIME.as_bytes().to_vec(), b"soon".to_vec()));
+        assert!(decode(record.id, fields, now).is_err());
     }
 
     #[test]

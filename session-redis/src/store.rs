@@ -343,18 +343,26 @@ impl SessionStore for RedisStore {
                 )),
             ),
         };
+        // A lifetime change too: one field, removed or set.
+        let (lifetime_removals, lifetime_sets) = match changes.lifetime() {
+            None => (&[][..], None),
+            Some(None) => (&[hash::LIFETIME][..], None),
+            Some(Some(lifetime)) => (&[][..], Some(hash::lifetime_fields(&lifetime))),
+        };
         let mut tail: Vec<Cow<'_, str>> =
-            Vec::with_capacity(1 + removals.len() + owner_removals.len() + 2 * sets.len() + 4);
+            Vec::with_capacity(1 + removals.len() + owner_removals.len() + 2 * sets.len() + 6);
         tail.push(Cow::Owned(
-            (removals.len() + owner_removals.len()).to_string(),
+            (removals.len() + owner_removals.len() + lifetime_removals.len()).to_string(),
         ));
         tail.extend(removals.iter().map(|key| Cow::Owned(data_field(key))));
         tail.extend(owner_removals.iter().map(|&field| Cow::Borrowed(field)));
+        tail.extend(lifetime_removals.iter().map(|&field| Cow::Borrowed(field)));
         for (key, value) in sets {
             tail.push(Cow::Owned(data_field(key)));
             tail.push(Cow::Borrowed(value.as_str()));
         }
         tail.extend(owner_sets.into_iter().flatten());
+        tail.extend(lifetime_sets.into_iter().flatten());
         // Room for the index entry's arguments and the tail, so the
         // arguments are allocated once.
         let mut head = Vec::with_capacity(2 + 3 + tail.len());

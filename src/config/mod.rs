@@ -36,6 +36,7 @@ mod block;
 mod cluster;
 mod migrate;
 mod store;
+mod transport;
 
 use std::{
     path::{Path, PathBuf},
@@ -54,6 +55,7 @@ pub use figment;
 pub use migrate::MigrateSection;
 pub use session_core::config::{Endpoint, Secret};
 pub use store::{MemoryConfig, OnUnreachable, StoreConfig, StoreKind};
+pub use transport::{HeaderSection, TransportKind};
 
 use figment::value::Value;
 use session_core::{failover::FailoverConfig, manager::ManagerConfig};
@@ -81,6 +83,10 @@ pub const ENV_PREFIX: &str = "SESSION__";
 /// | `operation_timeout` | `"2s"` | the bound on any one store call, failover included |
 /// | `error_policy` | `"reject"` | `reject` (503 when the store fails) or `treat_as_empty` |
 /// | `max_sessions_per_owner` | none | a login past this many sessions of one user ends the oldest (needs a store that indexes owners) |
+/// | `max_idle_timeout` | `idle_timeout` | the longest idle timeout one session may ask for ("remember me", [`Session::set_lifetime`](crate::Session::set_lifetime)) |
+/// | `max_absolute_timeout` | `absolute_timeout` | the longest absolute timeout one session may ask for |
+/// | `transport` | `"cookie"` | `cookie`, or `header` for API clients: see [`TransportKind`] |
+/// | `[header]` | `authorization`, `Bearer` | with `transport = "header"`: see [`HeaderSection`] |
 /// | `[cookie]` | | see [`CookieSection`] |
 /// | `[store]` | `kind = "memory"` | see [`StoreConfig`] |
 /// | `[failover]` | none | see [`FailoverSection`] |
@@ -136,6 +142,16 @@ pub struct SessionConfig {
     pub near_cache: Option<NearCacheConfig>,
     /// Moving another library's sessions in on first contact.
     pub migrate: Option<MigrateSection>,
+    /// The longest idle timeout one session may ask for.
+    #[serde(deserialize_with = "session_core::config::optional_duration")]
+    pub max_idle_timeout: Option<Duration>,
+    /// The longest absolute timeout one session may ask for.
+    #[serde(deserialize_with = "session_core::config::optional_duration")]
+    pub max_absolute_timeout: Option<Duration>,
+    /// Where the session token travels.
+    pub transport: TransportKind,
+    /// The token's header, with `transport = "header"`.
+    pub header: Option<HeaderSection>,
 }
 
 impl Default for SessionConfig {
@@ -152,6 +168,10 @@ impl Default for SessionConfig {
             failover: None,
             near_cache: None,
             migrate: None,
+            max_idle_timeout: None,
+            max_absolute_timeout: None,
+            transport: TransportKind::default(),
+            header: None,
         }
     }
 }
@@ -399,6 +419,7 @@ impl SessionConfig {
     /// build.
     fn validated_keys(&self) -> Result<KeyRing, ConfigError> {
         let keys = self.keys()?;
+        transport::transport(self.transport, self.header.as_ref())?;
         self.manager_config().validate()?;
         Ok(keys)
     }
@@ -429,14 +450,19 @@ impl SessionConfig {
                 ));
             }
             // A tombstone that expires before the session could would let a
-            // store that missed a logout bring the session back.
-            if failover.config.tombstone_ttl < self.absolute_timeout {
+            // store that missed a logout bring the session back; a session
+            // with its own lifetime can live up to max_absolute_timeout.
+            let (longest, key) = match self.max_absolute_timeout {
+                Some(max) if max > self.absolute_timeout => (max, "max_absolute_timeout"),
+                _ => (self.absolute_timeout, "absolute_timeout"),
+            };
+            if failover.config.tombstone_ttl < longest {
                 return Err(ConfigError::new(
                     "failover.tombstone_ttl",
                     format!(
-                        "must be at least absolute_timeout ({}), or a logout missed by one \
+                        "must be at least {key} ({}), or a logout missed by one \
                          store can be undone when it returns",
-                        humantime::format_duration(self.absolute_timeout)
+                        humantime::format_duration(longest)
                     ),
                 ));
             }
@@ -545,8 +571,8 @@ impl SessionConfig {
         Ok(ring)
     }
 
-    /// The manager-level settings: cookie, timeouts, error policy and the
-    /// per-owner cap.
+    /// The manager-level settings: cookie, timeouts, their maximums,
+    /// transport, error policy and the per-owner cap.
     #[must_use]
     pub fn manager_config(&self) -> ManagerConfig {
         let mut config = ManagerConfig::default();
@@ -556,6 +582,12 @@ impl SessionConfig {
         config.operation_timeout = self.operation_timeout;
         config.error_policy = self.error_policy;
         config.max_sessions_per_owner = self.max_sessions_per_owner;
+        config.max_idle_timeout = self.max_idle_timeout;
+        config.max_absolute_timeout = self.max_absolute_timeout;
+        // A `[header]` block with the cookie transport is refused by
+        // `validate`; unvalidated, the cookie is what `transport` says.
+        config.transport =
+            transport::transport(self.transport, self.header.as_ref()).unwrap_or_default();
         config
     }
 }

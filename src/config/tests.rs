@@ -366,6 +366,105 @@ fn a_cap_of_zero_sessions_per_owner_names_its_key() {
 }
 
 #[test]
+fn lifetime_maximums_are_read_and_checked() {
+    let config =
+        SessionConfig::from_toml("max_idle_timeout = \"14d\"\nmax_absolute_timeout = \"30d\"")
+            .unwrap();
+    assert_eq!(
+        config.max_idle_timeout,
+        Some(Duration::from_secs(14 * 86_400))
+    );
+    let manager = config.manager_config();
+    assert_eq!(
+        manager.effective_max_absolute_timeout(),
+        Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(
+        SessionConfig::default()
+            .manager_config()
+            .effective_max_idle_timeout(),
+        ManagerConfig::DEFAULT_IDLE_TIMEOUT
+    );
+    assert_error(
+        "max_idle_timeout = \"1m\"",
+        "max_idle_timeout",
+        "at least idle_timeout",
+    );
+    assert_error(
+        "max_absolute_timeout = \"1h\"",
+        "max_absolute_timeout",
+        "at least absolute_timeout",
+    );
+    assert_error(
+        "max_absolute_timeout = \"500d\"",
+        "max_absolute_timeout",
+        "at most 400 days",
+    );
+    assert_error(
+        "max_idle_timeout = \"soon\"",
+        "max_idle_timeout",
+        "is not a duration",
+    );
+}
+
+#[test]
+fn tombstones_outlive_the_longest_lifetime_a_session_may_ask_for() {
+    assert_error(
+        "max_absolute_timeout = \"30d\"\n[failover]\ntombstone_ttl = \"24h\"\n[failover.secondary]\nkind = \"memcached\"\nservers = [\"a:1\"]",
+        "failover.tombstone_ttl",
+        "at least max_absolute_timeout",
+    );
+}
+
+#[test]
+fn the_header_transport_is_read_and_checked() {
+    use session_core::{HeaderTransport, Transport};
+
+    let bearer = SessionConfig::from_toml("transport = \"header\"").unwrap();
+    assert_eq!(
+        bearer.manager_config().transport,
+        Transport::Header(HeaderTransport::bearer())
+    );
+    let custom =
+        SessionConfig::from_toml("transport = \"header\"\n[header]\nname = \"X-Session-Token\"")
+            .unwrap();
+    assert_eq!(
+        custom.manager_config().transport,
+        Transport::Header(HeaderTransport::new("x-session-token"))
+    );
+    assert_eq!(
+        SessionConfig::default().manager_config().transport,
+        Transport::Cookie
+    );
+    assert_error(
+        "[header]\nname = \"x-token\"",
+        "header",
+        "only with transport = \"header\"",
+    );
+    assert_error(
+        "transport = \"header\"\n[header]\nname = \"cookie\"",
+        "header.name",
+        "already has a meaning",
+    );
+    assert_error(
+        "transport = \"header\"\n[header]\nname = \"x token\"",
+        "header.name",
+        "HTTP header name",
+    );
+    assert_error(
+        "transport = \"header\"\n[header]\nscheme = \"Bearer token\"",
+        "header.scheme",
+        "single word",
+    );
+    assert_error("transport = \"carrier-pigeon\"", "transport", "cookie");
+    assert_error(
+        "transport = \"header\"\n[header]\nprefix = \"x\"",
+        "header.prefix",
+        "unknown field",
+    );
+}
+
+#[test]
 fn an_unknown_policy_or_same_site_lists_the_known_ones() {
     assert_error(
         "error_policy = \"ignore\"",

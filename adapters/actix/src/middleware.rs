@@ -6,7 +6,7 @@ use actix_web::{
     body::{EitherBody, MessageBody},
     dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform},
     http::{
-        header::{HeaderName, HeaderValue, COOKIE, SET_COOKIE},
+        header::{HeaderName, HeaderValue, SET_COOKIE},
         StatusCode,
     },
     HttpMessage, HttpResponse,
@@ -98,14 +98,20 @@ where
             framework = "actix",
             outcome = tracing::field::Empty,
         );
-        // actix's header types are http 0.2's; the core only wants the bytes.
+        // actix's header types are http 0.2's; the core only wants the
+        // bytes of `Cookie`, or of the token header of a header transport.
         let session = span.in_scope(|| {
-            self.manager
-                .start(request.headers().get_all(COOKIE).map(HeaderValue::as_bytes))
+            self.manager.start(
+                request
+                    .headers()
+                    .get_all(self.manager.request_header())
+                    .map(HeaderValue::as_bytes),
+            )
         });
         request.extensions_mut().insert(Session(session.clone()));
         let response = span.in_scope(|| self.service.call(request));
         let responder = self.manager.error_responder().cloned();
+        let header = HeaderName::from_bytes(self.manager.response_header().as_bytes());
         let request_span = span.clone();
         Box::pin(
             async move {
@@ -120,7 +126,7 @@ where
                     _ => "unavailable",
                 };
                 request_span.record("outcome", outcome);
-                let mut response = apply(finish, response, responder.as_ref());
+                let mut response = apply(finish, response, responder.as_ref(), header);
                 if let Some(removal) = legacy_removal.filter(|_| outcome == "ok") {
                     if let Ok(value) = HeaderValue::try_from(removal) {
                         response.headers_mut().append(SET_COOKIE, value);
@@ -137,16 +143,20 @@ fn apply<B>(
     finish: Finish,
     mut response: ServiceResponse<B>,
     responder: Option<&ErrorResponder>,
+    header: Result<HeaderName, actix_web::http::header::InvalidHeaderName>,
 ) -> ServiceResponse<EitherBody<B>> {
     match finish {
         Finish::Respond { set_cookie } => {
             if let Some(set_cookie) = set_cookie {
-                match HeaderValue::try_from(set_cookie) {
-                    Ok(value) => response.headers_mut().append(SET_COOKIE, value),
-                    // The codec only renders validated attributes, so this
-                    // means a bug; the response still goes out, without the
-                    // cookie.
-                    Err(err) => {
+                match (header, HeaderValue::try_from(set_cookie)) {
+                    (Ok(header), Ok(value)) => response.headers_mut().append(header, value),
+                    // The manager validated the name and the codec only
+                    // renders validated attributes, so either means a bug;
+                    // the response still goes out, without the cookie.
+                    (Err(err), _) => {
+                        tracing::error!(error.message = %err, "session response header name is invalid");
+                    }
+                    (_, Err(err)) => {
                         tracing::error!(error.message = %err, "session cookie is not a valid header value");
                     }
                 }

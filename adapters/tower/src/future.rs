@@ -27,6 +27,8 @@ pin_project! {
         state: State<F, B>,
         responder: Option<ErrorResponder>,
         span: tracing::Span,
+        // `Set-Cookie`, or the token header of a header transport.
+        header: Option<HeaderName>,
     }
 }
 
@@ -59,7 +61,20 @@ impl<F, B> ResponseFuture<F, B> {
             },
             responder,
             span,
+            header: Some(SET_COOKIE),
         }
+    }
+
+    /// Writes the session's header under `name` (the manager's
+    /// `response_header`), which the manager validated; an invalid one
+    /// would be a bug, logged, and the header left out.
+    pub(crate) fn with_header(mut self, name: &str) -> Self {
+        self.header = HeaderName::from_bytes(name.as_bytes())
+            .inspect_err(|err| {
+                tracing::error!(error.message = %err, "session response header name is invalid");
+            })
+            .ok();
+        self
     }
 }
 
@@ -99,7 +114,12 @@ where
                         _ => "unavailable",
                     };
                     this.span.record("outcome", outcome);
-                    let mut response = apply(finish, response, this.responder.as_ref());
+                    let mut response = apply(
+                        finish,
+                        response,
+                        this.responder.as_ref(),
+                        this.header.as_ref(),
+                    );
                     if let Some(removal) = legacy_removal.filter(|_| outcome == "ok") {
                         if let Ok(value) = HeaderValue::try_from(removal) {
                             response.headers_mut().append(SET_COOKIE, value);
@@ -116,19 +136,21 @@ fn apply<B: Default + From<Vec<u8>>>(
     finish: Finish,
     mut response: Response<B>,
     responder: Option<&ErrorResponder>,
+    header: Option<&HeaderName>,
 ) -> Response<B> {
     match finish {
         Finish::Respond { set_cookie: None } => response,
         Finish::Respond {
             set_cookie: Some(set_cookie),
         } => {
-            match HeaderValue::try_from(set_cookie) {
-                Ok(value) => {
-                    response.headers_mut().append(SET_COOKIE, value);
+            match (header, HeaderValue::try_from(set_cookie)) {
+                (Some(header), Ok(value)) => {
+                    response.headers_mut().append(header.clone(), value);
                 }
+                (None, _) => {}
                 // The codec only renders validated attributes, so this means a
                 // bug; the response still goes out, without the cookie.
-                Err(err) => {
+                (_, Err(err)) => {
                     tracing::error!(error.message = %err, "session cookie is not a valid header value");
                 }
             }

@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use http::{header::COOKIE, Request, Response};
+use http::{Request, Response};
 use session_core::SessionManager;
 use tower_service::Service;
 
@@ -46,10 +46,11 @@ where
             framework = "tower",
             outcome = tracing::field::Empty,
         );
+        // `Cookie`, or the token header of a header transport.
         let session = span.in_scope(|| {
-            let cookies = request.headers().get_all(COOKIE);
+            let tokens = request.headers().get_all(self.manager.request_header());
             self.manager
-                .start(cookies.iter().map(http::HeaderValue::as_bytes))
+                .start(tokens.iter().map(http::HeaderValue::as_bytes))
         });
         request.extensions_mut().insert(Session(session.clone()));
         let future = span.in_scope(|| self.inner.call(request));
@@ -59,5 +60,6 @@ where
             self.manager.error_responder().cloned(),
             span,
         )
+        .with_header(self.manager.response_header())
     }
 }

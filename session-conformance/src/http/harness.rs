@@ -19,6 +19,8 @@ pub(super) struct Reply {
     pub(super) status: u16,
     pub(super) body: String,
     pub(super) set_cookies: Vec<String>,
+    /// Every header, names in lower case, in order.
+    pub(super) headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -56,6 +58,26 @@ impl Reply {
         self.set_cookies
             .iter()
             .any(|header| header.contains("Max-Age=0"))
+    }
+
+    /// The values of header `name` (lower case).
+    pub(super) fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
+    /// The `Max-Age` of the one `Set-Cookie`, in seconds, if it has one.
+    pub(super) fn max_age(&self) -> Option<u64> {
+        let cookie = self.set_cookies.first()?;
+        cookie.split(';').find_map(|attribute| {
+            let (name, value) = attribute.trim().split_once('=')?;
+            name.eq_ignore_ascii_case("max-age")
+                .then(|| value.parse().ok())
+                .flatten()
+        })
     }
 
     pub(super) fn assert_ok(&self, body: &str) {
@@ -124,6 +146,20 @@ impl<'a> World<'a> {
         }
         send(request).await
     }
+
+    /// GETs `path` with extra request headers (a session token header).
+    pub(super) async fn get_with(
+        &self,
+        app: &RunningApp,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.get(format!("http://{}{path}", app.addr()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request).await
+    }
 }
 
 pub(super) fn client(cookie_jar: bool) -> reqwest::Client {
@@ -146,11 +182,22 @@ pub(super) async fn send(request: reqwest::RequestBuilder) -> Reply {
         .iter()
         .map(|value| value.to_str().expect("Set-Cookie is ASCII").to_owned())
         .collect();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let body = response.text().await.expect("body reads");
     Reply {
         status,
         body,
         set_cookies,
+        headers,
     }
 }
 
@@ -160,13 +207,24 @@ pub(super) async fn send(request: reqwest::RequestBuilder) -> Reply {
 /// attacker's would not. Bounded by a 10 s timeout. Every failure names
 /// `what` was sent.
 pub(super) async fn raw_get(addr: SocketAddr, path: &str, cookie: &[u8], what: &str) -> Reply {
+    raw_get_with(addr, path, &[b"Cookie: ", cookie, b"\r\n"].concat(), what).await
+}
+
+/// [`raw_get`] with `header_lines` as the raw bytes of any request header
+/// lines, each ending in CRLF (a token header, repeated headers).
+pub(super) async fn raw_get_with(
+    addr: SocketAddr,
+    path: &str,
+    header_lines: &[u8],
+    what: &str,
+) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: ").into_bytes();
-        request.extend_from_slice(cookie);
-        request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n").into_bytes();
+        request.extend_from_slice(header_lines);
+        request.extend_from_slice(b"Connection: close\r\n\r\n");
         stream.write_all(&request).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -197,9 +255,11 @@ fn parse_response(text: &str) -> Option<Reply> {
         .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())?;
     let mut set_cookies = Vec::new();
+    let mut headers = Vec::new();
     let mut chunked = false;
     for (name, value) in lines.filter_map(|line| line.split_once(':')) {
         let value = value.trim();
+        headers.push((name.to_ascii_lowercase(), value.to_owned()));
         if name.eq_ignore_ascii_case("set-cookie") {
             set_cookies.push(value.to_owned());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -215,6 +275,7 @@ fn parse_response(text: &str) -> Option<Reply> {
         status,
         body,
         set_cookies,
+        headers,
     })
 }
 

@@ -16,6 +16,8 @@
 //! | outage | 503 on a failing store, `TreatAsEmpty`, a hung store |
 //! | owners | log out everywhere |
 //! | devices | the "your devices" page, ending one device, logging out the others, the per-owner cap |
+//! | lifetime | "remember me": one session's own lifetime, across managers, and its maximums |
+//! | header | the token in a header: the round trip, rotation, logout, hostile headers |
 
 use std::{
     net::SocketAddr,
@@ -24,7 +26,7 @@ use std::{
 
 use async_trait::async_trait;
 use session_core::{
-    devices::DeviceHandle, store::SessionStore, CookieConfig, ErrorPolicy, Key, Session,
+    devices::DeviceHandle, store::SessionStore, CookieConfig, ErrorPolicy, Key, Lifetime, Session,
     SessionError, SessionManager,
 };
 
@@ -36,7 +38,9 @@ mod cookies;
 mod devices;
 mod expiry;
 mod harness;
+mod header;
 mod lifecycle;
+mod lifetime;
 mod outage;
 mod owners;
 
@@ -51,10 +55,18 @@ pub use devices::{
 pub use expiry::{
     absolute_timeout_ends_even_an_active_session, idle_timeout_ends_an_unused_session,
 };
+pub use header::{
+    header_token_carries_the_session_and_no_cookie_is_set,
+    hostile_session_headers_get_a_fresh_session_and_touch_no_one_elses,
+};
 pub use lifecycle::{
     counter_counts_across_requests, default_cookie_attributes_are_secure,
     login_cycles_the_id_and_the_old_cookie_stops_working, logout_ends_the_session,
     read_only_request_sets_no_cookie_and_writes_nothing,
+};
+pub use lifetime::{
+    remember_me_lifetime_is_bounded_by_the_managers_maximums,
+    remember_me_outlives_a_normal_session_on_another_server,
 };
 pub use outage::{
     hung_store_answers_within_the_operation_timeout,
@@ -169,6 +181,8 @@ impl Default for Browser {
 /// | `/devices` | the owner's devices, one per line: `handle label current` (`-` when not current) |
 /// | `/end-device/<handle>` | ends the owner's session with that handle; `true` or `false` |
 /// | `/logout-others` | ends the owner's other sessions and answers how many |
+/// | `/remember-me` | as `/login`, then gives the session a 14-day idle, 30-day absolute lifetime with a persistent cookie; `refused` when over the manager's maximums |
+/// | `/forget-me` | puts the session back on the manager's timeouts |
 ///
 /// A session error answers 503 when the store is unavailable and 500
 /// otherwise, with an empty body.
@@ -229,6 +243,22 @@ async fn route(path: &str, session: &Session) -> Result<Option<String>, SessionE
                 return Ok(Some("false".to_owned()));
             };
             session.end_device(&handle).await?.to_string()
+        }
+        "/remember-me" => {
+            session.insert("user", "ada").await?;
+            session.cycle_id().await?;
+            let lifetime = Lifetime::new(lifetime::REMEMBER_IDLE, lifetime::REMEMBER_ABSOLUTE)
+                .expect("a valid lifetime")
+                .with_persistent(true);
+            match session.set_lifetime(lifetime).await {
+                Ok(()) => "ok".to_owned(),
+                Err(SessionError::Lifetime(_)) => "refused".to_owned(),
+                Err(err) => return Err(err),
+            }
+        }
+        "/forget-me" => {
+            session.reset_lifetime().await?;
+            "ok".to_owned()
         }
         _ => {
             let Some(user) = path.strip_prefix("/login-as/") else {

@@ -101,7 +101,7 @@ impl CookieCodec {
     }
 
     /// [`verify`](Self::verify), saying why a value is refused.
-    fn check(&self, value: &str) -> Result<Verified, Refused> {
+    pub(crate) fn check(&self, value: &str) -> Result<Verified, Refused> {
         if value.len() != VALUE_LEN {
             return Err(Refused::Malformed);
         }
@@ -170,9 +170,18 @@ impl CookieCodec {
     /// time to live; it becomes `Max-Age` only for persistent cookies.
     #[must_use]
     pub fn set_cookie(&self, id: &SessionId, remaining: Duration) -> String {
+        self.set_cookie_with(id, remaining, self.config.is_persistent())
+    }
+
+    /// [`set_cookie`](Self::set_cookie) for one session that decides for
+    /// itself whether its cookie is persistent (its
+    /// [`Lifetime`](crate::Lifetime)): `Max-Age` is `remaining` exactly when
+    /// `persistent`.
+    #[must_use]
+    pub fn set_cookie_with(&self, id: &SessionId, remaining: Duration, persistent: bool) -> String {
         let mut cookie = self.base_cookie(self.sign(id));
-        if let Some(max_age) = self.config.max_age(remaining) {
-            let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        if persistent {
+            let seconds = i64::try_from(remaining.as_secs()).unwrap_or(i64::MAX);
             cookie.set_max_age(cookie::time::Duration::seconds(seconds));
         }
         cookie.to_string()

@@ -1,7 +1,5 @@
 //! Cookie attributes.
 
-use std::time::Duration;
-
 use crate::ConfigError;
 
 /// The `SameSite` attribute.
@@ -239,9 +237,5 @@ impl CookieConfig {
             ));
         }
         Ok(())
-    }
-
-    pub(crate) fn max_age(&self, remaining: Duration) -> Option<Duration> {
-        self.persistent.then_some(remaining)
     }
 }

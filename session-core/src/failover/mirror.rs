@@ -978,6 +978,9 @@ const AHEAD_MARK_TTL: Duration = Duration::from_secs(10 * 60);
 const COPY_ATTEMPTS: usize = 3;
 
 /// What [`Inner::one_sided`] made of a copy found on one store only.
+// Short-lived, one per load that finds a single copy, and moved straight
+// into the answer: boxing the record would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum OneSided {
     /// A tombstone or an owner fence said the session was ended; the copy
     /// was deleted.

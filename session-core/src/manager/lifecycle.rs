@@ -15,8 +15,8 @@ use crate::{
     error::cause_chain,
     migrate::LegacySessions,
     telemetry::{self, Ended, Operation, StoreCalls},
-    Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing, SessionStore, StoreError,
-    SystemClock,
+    Clock, ConfigError, CookieCodec, CookieConfig, ErrorKind, KeyRing, Lifetime, SessionStore,
+    StoreError, SystemClock, Transport,
 };
 
 /// What a request gets when the store fails.
@@ -37,7 +37,8 @@ pub enum ErrorPolicy {
     /// A *change* after a failed load is refused: [`insert`](Session::insert),
     /// [`remove`](Session::remove), [`take`](Session::take),
     /// [`clear`](Session::clear), [`cycle_id`](Session::cycle_id),
-    /// [`set_owner`](Session::set_owner), [`clear_owner`](Session::clear_owner)
+    /// [`set_owner`](Session::set_owner), [`clear_owner`](Session::clear_owner),
+    /// [`set_lifetime`](Session::set_lifetime), [`reset_lifetime`](Session::reset_lifetime)
     /// and [`log_out_everywhere`](Session::log_out_everywhere) return
     /// [`SessionError::Unavailable`](crate::SessionError::Unavailable), and the response is a bare 503 with no
     /// `Set-Cookie`, exactly as under [`Reject`](Self::Reject). This holds
@@ -92,9 +93,13 @@ pub enum ErrorPolicy {
 #[must_use]
 #[non_exhaustive]
 pub enum Finish {
-    /// Send the handler's response, adding this `Set-Cookie` value if any.
+    /// Send the handler's response, adding this `Set-Cookie` value (or token
+    /// header value) if any.
     Respond {
-        /// The `Set-Cookie` header value to add.
+        /// The value to add under the manager's
+        /// [`response_header`](SessionManager::response_header): a
+        /// `Set-Cookie` value, or with a [`Transport::Header`] the token
+        /// header's value (empty when the client should forget its token).
         set_cookie: Option<String>,
     },
     /// Replace the handler's response with a bare `503 Service Unavailable`:
@@ -105,9 +110,11 @@ pub enum Finish {
 /// Holds the store, the cookie codec and the policy, and runs the session
 /// lifecycle for every request. Cheap to clone; clones share everything.
 ///
-/// Adapters call [`start`](Self::start) with the request's `Cookie` headers,
-/// hand the returned [`Session`] to the handler, then call
-/// [`Session::finish`] and apply the [`Finish`] to the response.
+/// Adapters call [`start`](Self::start) with the values of the request's
+/// [`request_header`](Self::request_header) (`Cookie`, or the token header
+/// of a [`Transport::Header`]), hand the returned [`Session`] to the
+/// handler, then call [`Session::finish`] and add the [`Finish`]'s value
+/// under [`response_header`](Self::response_header).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -140,6 +147,9 @@ pub(crate) struct Shared {
     operation_timeout: Duration,
     error_policy: ErrorPolicy,
     clock: Arc<dyn Clock>,
+    max_idle_timeout: Duration,
+    max_absolute_timeout: Duration,
+    transport: Transport,
     /// The span and metrics of every call to `store`.
     calls: StoreCalls,
     error_responder: Option<ErrorResponder>,
@@ -168,15 +178,48 @@ impl SessionManager {
         }
     }
 
-    /// Begins a request: reads and verifies the session cookie among the
-    /// request's `Cookie` header values. Costs no store call; the session
-    /// loads on first use.
+    /// Begins a request: reads and verifies the session token among the
+    /// values of the request's [`request_header`](Self::request_header)
+    /// (`Cookie` unless the [`Transport`] is a header). Costs no store
+    /// call; the session loads on first use.
     pub fn start<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a [u8]>) -> Session {
-        if let Some(legacy) = &self.shared.legacy {
+        if let (Some(legacy), Transport::Cookie) = (&self.shared.legacy, &self.shared.transport) {
+            // Another library's sessions come in cookies only.
             return Session::start_migrating(&self.shared, legacy, cookie_headers);
         }
-        let cookie = self.shared.codec.read(cookie_headers);
+        let cookie = match &self.shared.transport {
+            Transport::Header(header) => header.read(&self.shared.codec, cookie_headers),
+            Transport::Cookie => self.shared.codec.read(cookie_headers),
+        };
         Session::new(Arc::clone(&self.shared), cookie)
+    }
+
+    /// The request header whose values an adapter hands to
+    /// [`start`](Self::start): `cookie`, or the header of a
+    /// [`Transport::Header`], in lower case.
+    #[must_use]
+    pub fn request_header(&self) -> &str {
+        match &self.shared.transport {
+            Transport::Header(header) => header.name(),
+            Transport::Cookie => "cookie",
+        }
+    }
+
+    /// The response header an adapter adds the value of
+    /// [`Finish::Respond`] to: `set-cookie`, or the header of a
+    /// [`Transport::Header`], in lower case.
+    #[must_use]
+    pub fn response_header(&self) -> &str {
+        match &self.shared.transport {
+            Transport::Header(header) => header.name(),
+            Transport::Cookie => "set-cookie",
+        }
+    }
+
+    /// Where the session token travels.
+    #[must_use]
+    pub fn transport(&self) -> &Transport {
+        &self.shared.transport
     }
 
     /// Ends every session of `owner` on every server ("log this user out
@@ -329,6 +372,16 @@ pub struct ManagerConfig {
     /// logins. `None`, the default, caps nothing. See
     /// [`SessionManagerBuilder::with_max_sessions_per_owner`].
     pub max_sessions_per_owner: Option<NonZeroUsize>,
+    /// The longest idle timeout one session may ask for with
+    /// [`Session::set_lifetime`]; `None` is `idle_timeout`, so no session
+    /// outlives the defaults until the app raises it.
+    pub max_idle_timeout: Option<Duration>,
+    /// The longest absolute timeout one session may ask for with
+    /// [`Session::set_lifetime`]; `None` is `absolute_timeout`.
+    pub max_absolute_timeout: Option<Duration>,
+    /// Where the session token travels: the cookie (the default) or a
+    /// request and response header, for API clients.
+    pub transport: Transport,
 }
 
 impl Default for ManagerConfig {
@@ -340,6 +393,9 @@ impl Default for ManagerConfig {
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             error_policy: ErrorPolicy::default(),
             max_sessions_per_owner: None,
+            max_idle_timeout: None,
+            max_absolute_timeout: None,
+            transport: Transport::default(),
         }
     }
 }
@@ -366,7 +422,8 @@ impl ManagerConfig {
     /// # Errors
     /// A [`ConfigError`] naming the setting: a zero timeout, a timeout over
     /// [`MAX_TIMEOUT`](Self::MAX_TIMEOUT), an absolute timeout shorter than
-    /// the idle one, or a cookie browsers would refuse.
+    /// the idle one, a maximum below its timeout, a cookie browsers would
+    /// refuse, or a header transport HTTP would refuse.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.idle_timeout.is_zero() {
             return Err(ConfigError::new(
@@ -397,7 +454,48 @@ impl ManagerConfig {
                 "must be greater than zero",
             ));
         }
-        self.cookie.validate()
+        for (key, max, timeout, timeout_key) in [
+            (
+                "max_idle_timeout",
+                self.max_idle_timeout,
+                self.idle_timeout,
+                "idle_timeout",
+            ),
+            (
+                "max_absolute_timeout",
+                self.max_absolute_timeout,
+                self.absolute_timeout,
+                "absolute_timeout",
+            ),
+        ] {
+            let Some(max) = max else { continue };
+            if max > Self::MAX_TIMEOUT {
+                return Err(ConfigError::new(
+                    key,
+                    "must be at most 400 days, the longest any browser keeps a cookie",
+                ));
+            }
+            if max < timeout {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be at least {timeout_key}; it bounds what one session may ask for beyond the default"),
+                ));
+            }
+        }
+        self.cookie.validate()?;
+        self.transport.validate()
+    }
+
+    /// The longest idle timeout a session may ask for.
+    #[must_use]
+    pub fn effective_max_idle_timeout(&self) -> Duration {
+        self.max_idle_timeout.unwrap_or(self.idle_timeout)
+    }
+
+    /// The longest absolute timeout a session may ask for.
+    #[must_use]
+    pub fn effective_max_absolute_timeout(&self) -> Duration {
+        self.max_absolute_timeout.unwrap_or(self.absolute_timeout)
     }
 }
 
@@ -433,6 +531,41 @@ impl SessionManagerBuilder {
     /// [`ManagerConfig::DEFAULT_OPERATION_TIMEOUT`].
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.config.operation_timeout = timeout;
+        self
+    }
+
+    /// The longest idle timeout one session may ask for with
+    /// [`Session::set_lifetime`]; default `idle_timeout` (no session may
+    /// ask for more than the default until this is raised).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::{Key, SessionManager, memory::MemoryStore};
+    ///
+    /// let days = |n: u64| Duration::from_secs(n * 24 * 60 * 60);
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+    ///     .with_max_idle_timeout(days(30))
+    ///     .with_max_absolute_timeout(days(30))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = manager;
+    /// ```
+    pub fn with_max_idle_timeout(mut self, max: Duration) -> Self {
+        self.config.max_idle_timeout = Some(max);
+        self
+    }
+
+    /// The longest absolute timeout one session may ask for with
+    /// [`Session::set_lifetime`]; default `absolute_timeout`.
+    pub fn with_max_absolute_timeout(mut self, max: Duration) -> Self {
+        self.config.max_absolute_timeout = Some(max);
+        self
+    }
+
+    /// Where the session token travels: [`Transport::Cookie`] (the
+    /// default) or a header ([`Transport::Header`]), for API clients.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.config.transport = transport;
         self
     }
 
@@ -554,6 +687,8 @@ impl SessionManagerBuilder {
         }
         let config = self.config;
         let handles = crate::devices::HandleKeys::new(&self.keys);
+        let max_idle_timeout = config.effective_max_idle_timeout();
+        let max_absolute_timeout = config.effective_max_absolute_timeout();
         let codec = CookieCodec::new(config.cookie, self.keys)?;
         Ok(SessionManager {
             shared: Arc::new(Shared {
@@ -569,6 +704,9 @@ impl SessionManagerBuilder {
                 clock: self.clock,
                 handles,
                 max_sessions_per_owner: config.max_sessions_per_owner,
+                max_idle_timeout,
+                max_absolute_timeout,
+                transport: config.transport,
             }),
         })
     }
@@ -594,14 +732,79 @@ impl Shared {
         self.calls.run(operation, bounded).await
     }
 
-    /// When a session touched at `now` expires: the idle deadline, capped by
-    /// the absolute one.
-    fn deadline(&self, now: SystemTime, created_at: SystemTime) -> SystemTime {
-        (now + self.idle_timeout).min(created_at + self.absolute_timeout)
+    /// The idle and absolute timeouts of a session with `lifetime`: its
+    /// own, within this manager's maximums (a lifetime stored by a manager
+    /// allowing more is clamped), or the manager's.
+    pub(crate) fn timeouts(&self, lifetime: Option<&Lifetime>) -> (Duration, Duration) {
+        lifetime.map_or((self.idle_timeout, self.absolute_timeout), |lifetime| {
+            let lifetime = lifetime.clamped(self.max_idle_timeout, self.max_absolute_timeout);
+            (lifetime.idle(), lifetime.absolute())
+        })
     }
 
-    fn is_live(&self, now: SystemTime, created_at: SystemTime, expires_at: SystemTime) -> bool {
-        expires_at > now && created_at + self.absolute_timeout > now
+    /// When a session touched at `now` expires: the idle deadline, capped by
+    /// the absolute one.
+    fn deadline(
+        &self,
+        now: SystemTime,
+        created_at: SystemTime,
+        lifetime: Option<&Lifetime>,
+    ) -> SystemTime {
+        let (idle, absolute) = self.timeouts(lifetime);
+        (now + idle).min(created_at + absolute)
+    }
+
+    fn is_live(
+        &self,
+        now: SystemTime,
+        created_at: SystemTime,
+        expires_at: SystemTime,
+        lifetime: Option<&Lifetime>,
+    ) -> bool {
+        expires_at > now && created_at + self.timeouts(lifetime).1 > now
+    }
+
+    /// The response header value issuing `id`, with `remaining` to live;
+    /// `persistent` decides a cookie's `Max-Age`.
+    fn issue(&self, id: &crate::SessionId, remaining: Duration, persistent: bool) -> String {
+        match &self.transport {
+            Transport::Header(header) => header.value(&self.codec.sign(id)),
+            Transport::Cookie => self.codec.set_cookie_with(id, remaining, persistent),
+        }
+    }
+
+    /// The response header value that makes the client drop its token: a
+    /// removal cookie, or an empty token header.
+    fn removal(&self) -> String {
+        match &self.transport {
+            Transport::Header(_) => String::new(),
+            Transport::Cookie => self.codec.removal(),
+        }
+    }
+
+    /// Whether a session with `lifetime` gets a persistent cookie.
+    fn is_persistent(&self, lifetime: Option<&Lifetime>) -> bool {
+        matches!(self.transport, Transport::Cookie)
+            && lifetime
+                .and_then(Lifetime::persistent)
+                .unwrap_or(self.codec.config().is_persistent())
+    }
+
+    /// Checks `lifetime` against this manager's maximums.
+    fn check_lifetime(&self, lifetime: &Lifetime) -> Result<(), crate::LifetimeError> {
+        if lifetime.idle() > self.max_idle_timeout {
+            return Err(crate::LifetimeError::IdleAboveMax {
+                requested: lifetime.idle(),
+                max: self.max_idle_timeout,
+            });
+        }
+        if lifetime.absolute() > self.max_absolute_timeout {
+            return Err(crate::LifetimeError::AbsoluteAboveMax {
+                requested: lifetime.absolute(),
+                max: self.max_absolute_timeout,
+            });
+        }
+        Ok(())
     }
 }
 

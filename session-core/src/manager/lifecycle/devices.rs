@@ -31,8 +31,12 @@ impl Shared {
             .call(Operation::SessionsOf, self.store.sessions_of(owner))
             .await?;
         records.retain(|record| {
-            self.is_live(now, record.created_at, record.expires_at)
-                && record.owner.as_ref().is_some_and(|held| held.name == owner)
+            self.is_live(
+                now,
+                record.created_at,
+                record.expires_at,
+                record.lifetime.as_ref(),
+            ) && record.owner.as_ref().is_some_and(|held| held.name == owner)
         });
         Ok(records)
     }
@@ -48,7 +52,12 @@ impl Shared {
         let now = self.clock.now();
         Ok(records
             .iter()
-            .map(|record| devices::device(&self.handles, record, self.idle_timeout, now, current))
+            .map(|record| {
+                // "Last active" is read off the expiry, which the session's
+                // own idle timeout set.
+                let (idle, _) = self.timeouts(record.lifetime.as_ref());
+                devices::device(&self.handles, record, idle, now, current)
+            })
             .collect())
     }
 

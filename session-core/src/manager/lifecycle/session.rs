@@ -12,8 +12,8 @@ use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
     cookie::Verified,
     telemetry::{self, Ended, Operation, Refused},
-    Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Owner, OwnerError, Record,
-    SessionId, StoreError,
+    Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Lifetime, LifetimeError,
+    Owner, OwnerError, Record, SessionId, StoreError,
 };
 
 /// How many fresh ids `create` tries before giving up. With 128-bit random ids
@@ -61,6 +61,10 @@ pub enum SessionError {
     /// [`Session::set_owner`] was given a name that cannot be an owner.
     #[error(transparent)]
     Owner(#[from] OwnerError),
+    /// [`Session::set_lifetime`] was given a lifetime over the manager's
+    /// maximums.
+    #[error(transparent)]
+    Lifetime(#[from] LifetimeError),
 }
 
 impl SessionError {
@@ -148,6 +152,10 @@ struct State {
     owner: Option<String>,
     /// The cookie named a session the store does not have (any more).
     stale_cookie: bool,
+    /// The lifetime as loaded.
+    loaded_lifetime: Option<Lifetime>,
+    /// The lifetime as this request sees it.
+    lifetime: Option<Lifetime>,
 }
 
 #[derive(Clone, Copy)]
@@ -487,6 +495,83 @@ impl Session {
         Ok(ended)
     }
 
+    /// Gives this session its own lifetime in place of the manager's
+    /// timeouts, from the end of this request on: "remember me". It is
+    /// stored with the record, so every server applies it: the idle timeout
+    /// slides with each request, the absolute one counts from when the
+    /// session began (not from this call). With
+    /// [`Lifetime::with_persistent`] the cookie carries a `Max-Age` that
+    /// follows the session's expiry, or none at all.
+    ///
+    /// A lifetime over the manager's maximums
+    /// ([`with_max_idle_timeout`](crate::manager::SessionManagerBuilder::with_max_idle_timeout),
+    /// [`with_max_absolute_timeout`](crate::manager::SessionManagerBuilder::with_max_absolute_timeout);
+    /// by default the manager's own timeouts) is refused, not shortened: an
+    /// app that promised "30 days" should hear that it cannot keep the
+    /// promise. A lifetime stored by a manager with higher maximums is read
+    /// within this manager's, so lowering a maximum shortens existing
+    /// sessions too.
+    ///
+    /// Like [`set_owner`](Self::set_owner), a new session with a lifetime
+    /// is stored even if it holds no data. [`clear`](Self::clear) keeps the
+    /// lifetime; [`reset_lifetime`](Self::reset_lifetime) drops it.
+    ///
+    /// # Errors
+    /// [`SessionError::Lifetime`] when over the manager's maximums.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use session_core::{Key, Lifetime, SessionManager, manager::Finish, memory::MemoryStore};
+    ///
+    /// let days = |n: u64| Duration::from_secs(n * 24 * 60 * 60);
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate())
+    ///     .with_max_idle_timeout(days(14))
+    ///     .with_max_absolute_timeout(days(30))
+    ///     .build()
+    ///     .unwrap();
+    /// let session = manager.start(std::iter::empty());
+    /// session.insert("user", "ada").await.unwrap();
+    /// session.set_lifetime(Lifetime::new(days(14), days(30)).unwrap().with_persistent(true)).await.unwrap();
+    /// assert!(session.set_lifetime(Lifetime::new(days(31), days(31)).unwrap()).await.is_err());
+    /// let Finish::Respond { set_cookie: Some(cookie) } = session.finish().await else { panic!() };
+    /// assert!(cookie.contains("Max-Age=1209600"), "{cookie}");
+    /// # }
+    /// ```
+    pub async fn set_lifetime(&self, lifetime: Lifetime) -> Result<(), SessionError> {
+        self.inner.shared.check_lifetime(&lifetime)?;
+        let mut state = self.loaded_state(Access::Change).await?;
+        state.ensure_open()?;
+        if state.lifetime == Some(lifetime) {
+            return Ok(());
+        }
+        if state.base.is_none() && state.next_id.is_none() {
+            state.next_id = Some(SessionId::generate());
+        }
+        state.lifetime = Some(lifetime);
+        Ok(())
+    }
+
+    /// Puts the session back on the manager's timeouts and cookie config
+    /// ("forget me" without logging out).
+    pub async fn reset_lifetime(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded_state(Access::Change).await?;
+        state.ensure_open()?;
+        state.lifetime = None;
+        Ok(())
+    }
+
+    /// The session's own lifetime, if [`set_lifetime`](Self::set_lifetime)
+    /// gave it one (here or in an earlier request), within this manager's
+    /// maximums.
+    pub async fn lifetime(&self) -> Result<Option<Lifetime>, SessionError> {
+        let state = self.loaded_state(Access::Read).await?;
+        let shared = &self.inner.shared;
+        Ok(state
+            .lifetime
+            .map(|lifetime| lifetime.clamped(shared.max_idle_timeout, shared.max_absolute_timeout)))
+    }
+
     /// The id the session will have once this request is written: `None` for
     /// a new session that holds no data (it will not be stored).
     pub async fn id(&self) -> Result<Option<SessionId>, SessionError> {
@@ -596,7 +681,14 @@ impl Session {
         state.phase = Phase::Loaded;
         let now = shared.clock.now();
         match loaded {
-            Ok(Some(record)) if shared.is_live(now, record.created_at, record.expires_at) => {
+            Ok(Some(record))
+                if shared.is_live(
+                    now,
+                    record.created_at,
+                    record.expires_at,
+                    record.lifetime.as_ref(),
+                ) =>
+            {
                 state.base = Some(Base {
                     id: record.id,
                     created_at: record.created_at,
@@ -606,10 +698,15 @@ impl Session {
                 state.data = record.data;
                 state.owner = record.owner.as_ref().map(|owner| owner.name.clone());
                 state.loaded_owner = record.owner;
+                state.lifetime = record.lifetime;
+                state.loaded_lifetime = record.lifetime;
             }
             Ok(found) => {
                 match found {
-                    Some(record) if record.created_at + shared.absolute_timeout <= now => {
+                    Some(record)
+                        if record.created_at + shared.timeouts(record.lifetime.as_ref()).1
+                            <= now =>
+                    {
                         telemetry::sessions_ended(Ended::Absolute, 1);
                     }
                     Some(_) => telemetry::sessions_ended(Ended::Idle, 1),
@@ -650,7 +747,10 @@ impl Session {
     fn resign_unloaded(&self) -> Option<String> {
         let shared = &self.inner.shared;
         let cookie = self.inner.cookie.filter(|cookie| cookie.needs_resign)?;
-        Some(shared.codec.set_cookie(&cookie.id, shared.idle_timeout))
+        // Unloaded, the session's own lifetime is unknown: the manager's
+        // is used, and the next request that loads the session sends its
+        // own `Max-Age` again.
+        Some(shared.issue(&cookie.id, shared.idle_timeout, shared.is_persistent(None)))
     }
 
     async fn write(
@@ -665,23 +765,30 @@ impl Session {
                 .call(Operation::Delete, shared.store.delete(&ended))
                 .await?;
             telemetry::sessions_ended(Ended::Logout, 1);
-            set_cookie = Some(shared.codec.removal());
+            set_cookie = Some(shared.removal());
         }
         if let Some(base) = state.base {
             return self.write_existing(state, base, now).await;
         }
-        if !state.data.is_empty() || state.owner.is_some() {
+        if !state.data.is_empty() || state.owner.is_some() || state.lifetime.is_some() {
             let id = state.next_id.unwrap_or_else(SessionId::generate);
-            let expires_at = shared.deadline(now, now);
+            let lifetime = state.lifetime;
+            let expires_at = shared.deadline(now, now, lifetime.as_ref());
             let mut record = Record::new(id, mem::take(&mut state.data), now, expires_at);
-            record.owner = state.owner_at_write(shared, now);
+            record.owner = state.owner_at_write(shared, now, lifetime.as_ref());
+            record.lifetime = lifetime;
             let id = self.create(record).await?;
             telemetry::session_created();
-            return Ok(Some(self.cookie_for(&id, expires_at, now)));
+            return Ok(Some(self.cookie_for(
+                &id,
+                expires_at,
+                now,
+                lifetime.as_ref(),
+            )));
         }
         if state.stale_cookie && set_cookie.is_none() {
             // Tell the browser to stop sending an id that leads nowhere.
-            set_cookie = Some(shared.codec.removal());
+            set_cookie = Some(shared.removal());
         }
         Ok(set_cookie)
     }
@@ -696,11 +803,23 @@ impl Session {
         if let Some(next_id) = state.next_id {
             return self.cycle(state, base, next_id, now).await;
         }
-        let owner = state.owner_at_write(shared, base.created_at);
-        let expires_at = state.expiry_at_write(shared, now, base.created_at, owner.as_ref());
+        let lifetime = state.lifetime;
+        let owner = state.owner_at_write(shared, base.created_at, lifetime.as_ref());
+        let expires_at = state.expiry_at_write(
+            shared,
+            now,
+            base.created_at,
+            owner.as_ref(),
+            lifetime.as_ref(),
+        );
 
-        if state.owner.as_deref() != state.loaded_owner.as_ref().map(|o| o.name.as_str()) {
+        // The loaded owner comes back unchanged unless its name or the
+        // lifetime (which sets its `until`) changed.
+        if owner != state.loaded_owner {
             state.changes.set_owner(owner);
+        }
+        if lifetime != state.loaded_lifetime {
+            state.changes.set_lifetime(lifetime);
         }
 
         if !state.changes.is_empty() {
@@ -711,32 +830,38 @@ impl Session {
                 )
                 .await?;
             return Ok(match committed {
-                Committed::Applied { .. } => self.refreshed_cookie(&base.id, expires_at, now),
+                Committed::Applied { .. } => {
+                    self.refreshed_cookie(&base.id, expires_at, now, lifetime.as_ref())
+                }
                 Committed::Missing => {
                     tracing::warn!(
                         session.id = ?base.id,
                         "session ended during the request (expired or destroyed elsewhere); its changes are dropped"
                     );
-                    Some(shared.codec.removal())
+                    Some(shared.removal())
                 }
             });
         }
 
-        let half_idle = shared.idle_timeout / 2;
-        let due = base.expires_at < now + half_idle && expires_at > base.expires_at;
+        let (idle, absolute) = shared.timeouts(lifetime.as_ref());
+        // A record written under a longer lifetime than this manager allows
+        // lives no longer than this manager's absolute cap, and its cookie
+        // says so.
+        let stored_until = base.expires_at.min(base.created_at + absolute);
+        let due = base.expires_at < now + idle / 2 && expires_at > base.expires_at;
         if !due {
-            return Ok(self.refreshed_cookie(&base.id, base.expires_at, now));
+            return Ok(self.refreshed_cookie(&base.id, stored_until, now, lifetime.as_ref()));
         }
         match shared
             .call(Operation::Touch, shared.store.touch(&base.id, expires_at))
             .await
         {
-            Ok(true) => Ok(self.refreshed_cookie(&base.id, expires_at, now)),
-            Ok(false) => Ok(Some(shared.codec.removal())),
+            Ok(true) => Ok(self.refreshed_cookie(&base.id, expires_at, now, lifetime.as_ref())),
+            Ok(false) => Ok(Some(shared.removal())),
             // A failed touch loses no data: the session keeps its old expiry.
             Err(err) => {
                 log_store_error(&err, "session touch failed; keeping the old expiry");
-                Ok(self.refreshed_cookie(&base.id, base.expires_at, now))
+                Ok(self.refreshed_cookie(&base.id, stored_until, now, lifetime.as_ref()))
             }
         }
     }
@@ -768,8 +893,15 @@ impl Session {
         now: SystemTime,
     ) -> Result<Option<String>, StoreError> {
         let shared = &self.inner.shared;
-        let mut owner = state.owner_at_write(shared, base.created_at);
-        let mut expires_at = state.expiry_at_write(shared, now, base.created_at, owner.as_ref());
+        let mut lifetime = state.lifetime;
+        let mut owner = state.owner_at_write(shared, base.created_at, lifetime.as_ref());
+        let mut expires_at = state.expiry_at_write(
+            shared,
+            now,
+            base.created_at,
+            owner.as_ref(),
+            lifetime.as_ref(),
+        );
         let mut record = Record::new(
             next_id,
             mem::take(&mut state.data),
@@ -778,6 +910,7 @@ impl Session {
         );
         record.version = base.version + 1;
         record.owner.clone_from(&owner);
+        record.lifetime = lifetime;
         // Create first: if anything after fails, the user keeps a working
         // old session and the new record simply expires unused.
         let id = self.create(record).await?;
@@ -792,7 +925,12 @@ impl Session {
             match ended {
                 Ok(ConditionalDelete::Deleted) => {
                     telemetry::session_cycled();
-                    return Ok(Some(self.cookie_for(&id, expires_at, now)));
+                    return Ok(Some(self.cookie_for(
+                        &id,
+                        expires_at,
+                        now,
+                        lifetime.as_ref(),
+                    )));
                 }
                 Ok(ConditionalDelete::Missing) => {
                     return self.ended_while_cycling(&base.id, &id).await;
@@ -813,7 +951,8 @@ impl Session {
             let loaded = shared
                 .call(Operation::Load, shared.store.load(&base.id))
                 .await?;
-            let Some(current) = loaded.filter(|r| shared.is_live(now, r.created_at, r.expires_at))
+            let Some(current) = loaded
+                .filter(|r| shared.is_live(now, r.created_at, r.expires_at, r.lifetime.as_ref()))
             else {
                 return self.ended_while_cycling(&base.id, &id).await;
             };
@@ -821,8 +960,15 @@ impl Session {
                 session.id = ?base.id,
                 "a commit landed while the session id was being cycled; carrying it over"
             );
-            owner = state.owner_after(shared, current.owner, base.created_at);
-            expires_at = state.expiry_at_write(shared, now, base.created_at, owner.as_ref());
+            lifetime = state.lifetime_after(current.lifetime);
+            owner = state.owner_after(shared, current.owner, base.created_at, lifetime.as_ref());
+            expires_at = state.expiry_at_write(
+                shared,
+                now,
+                base.created_at,
+                owner.as_ref(),
+                lifetime.as_ref(),
+            );
             let mut data = current.data;
             state.changes.apply_to(&mut data);
             let mut rewrite = Changes::default();
@@ -831,6 +977,7 @@ impl Session {
                 rewrite.set(key, value);
             }
             rewrite.set_owner(owner.clone());
+            rewrite.set_lifetime(lifetime);
             match shared
                 .call(
                     Operation::Commit,
@@ -872,7 +1019,7 @@ impl Session {
         shared
             .call(Operation::Delete, shared.store.delete(new))
             .await?;
-        Ok(Some(shared.codec.removal()))
+        Ok(Some(shared.removal()))
     }
 
     /// Deletes the new id of a cycle that failed with the old id intact. A
@@ -905,9 +1052,16 @@ impl Session {
         ))
     }
 
-    fn cookie_for(&self, id: &SessionId, expires_at: SystemTime, now: SystemTime) -> String {
+    fn cookie_for(
+        &self,
+        id: &SessionId,
+        expires_at: SystemTime,
+        now: SystemTime,
+        lifetime: Option<&Lifetime>,
+    ) -> String {
+        let shared = &self.inner.shared;
         let remaining = expires_at.duration_since(now).unwrap_or_default();
-        self.inner.shared.codec.set_cookie(id, remaining)
+        shared.issue(id, remaining, shared.is_persistent(lifetime))
     }
 
     /// The cookie for an unchanged id, sent only when it says something new:
@@ -917,11 +1071,12 @@ impl Session {
         id: &SessionId,
         expires_at: SystemTime,
         now: SystemTime,
+        lifetime: Option<&Lifetime>,
     ) -> Option<String> {
         let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign)
             || self.inner.migration.issues_cookie();
-        (self.inner.shared.codec.config().is_persistent() || needs_resign)
-            .then(|| self.cookie_for(id, expires_at, now))
+        (self.inner.shared.is_persistent(lifetime) || needs_resign)
+            .then(|| self.cookie_for(id, expires_at, now, lifetime))
     }
 }
 
@@ -948,18 +1103,39 @@ impl State {
         Some(owner)
     }
 
-    /// The owner to write for a session created at `created_at`: the loaded
-    /// one when the name is unchanged (its `until` stays), else a new one
-    /// lasting to the session's absolute deadline.
-    fn owner_at_write(&self, shared: &Shared, created_at: SystemTime) -> Option<Owner> {
+    /// The owner to write for a session created at `created_at` with
+    /// `lifetime`: the loaded one when the name and lifetime are unchanged
+    /// (its `until` stays), else a new one lasting to the session's
+    /// absolute deadline.
+    fn owner_at_write(
+        &self,
+        shared: &Shared,
+        created_at: SystemTime,
+        lifetime: Option<&Lifetime>,
+    ) -> Option<Owner> {
         let name = self.owner.as_ref()?;
-        if let Some(loaded) = self.loaded_owner.as_ref().filter(|o| &o.name == name) {
+        if let Some(loaded) = self
+            .loaded_owner
+            .as_ref()
+            .filter(|o| &o.name == name && lifetime == self.loaded_lifetime.as_ref())
+        {
             return Some(loaded.clone());
         }
         Some(Owner {
             name: name.clone(),
-            until: created_at + shared.absolute_timeout,
+            until: created_at + shared.timeouts(lifetime).1,
         })
+    }
+
+    /// The lifetime to write after another request's commit changed the
+    /// record's to `current`: this request's when it set one, else the
+    /// record's as it is now.
+    fn lifetime_after(&self, current: Option<Lifetime>) -> Option<Lifetime> {
+        if self.lifetime == self.loaded_lifetime {
+            current
+        } else {
+            self.lifetime
+        }
     }
 
     /// The owner to write after another request's commit changed the
@@ -970,12 +1146,13 @@ impl State {
         shared: &Shared,
         current: Option<Owner>,
         created_at: SystemTime,
+        lifetime: Option<&Lifetime>,
     ) -> Option<Owner> {
         let loaded = self.loaded_owner.as_ref().map(|o| o.name.as_str());
-        if self.owner.as_deref() == loaded {
+        if self.owner.as_deref() == loaded && lifetime == self.loaded_lifetime.as_ref() {
             current
         } else {
-            self.owner_at_write(shared, created_at)
+            self.owner_at_write(shared, created_at, lifetime)
         }
     }
 
@@ -987,8 +1164,9 @@ impl State {
         now: SystemTime,
         created_at: SystemTime,
         owner: Option<&Owner>,
+        lifetime: Option<&Lifetime>,
     ) -> SystemTime {
-        let deadline = shared.deadline(now, created_at);
+        let deadline = shared.deadline(now, created_at, lifetime);
         owner.map_or(deadline, |owner| deadline.min(owner.until))
     }
 

@@ -119,7 +119,7 @@ impl Session {
         };
         let now = shared.clock.now();
         if let Some(data) = data {
-            let record = Record::new(id, data, now, shared.deadline(now, now));
+            let record = Record::new(id, data, now, shared.deadline(now, now, None));
             match shared
                 .call(Operation::Create, shared.store.create(&record))
                 .await
@@ -146,7 +146,14 @@ impl Session {
             }
         }
         match shared.call(Operation::Load, shared.store.load(&id)).await {
-            Ok(Some(record)) if shared.is_live(now, record.created_at, record.expires_at) => {
+            Ok(Some(record))
+                if shared.is_live(
+                    now,
+                    record.created_at,
+                    record.expires_at,
+                    record.lifetime.as_ref(),
+                ) =>
+            {
                 self.adopt(state, record)
             }
             // Migrated by a parallel request and ended since (a logout).
