@@ -78,7 +78,15 @@ async fn an_owner_alone_is_worth_storing_and_lasts_until_the_absolute_deadline()
     let owner = record.owner.expect("the owner is stored");
     assert_eq!(owner.name, "ada");
     assert_eq!(owner.until, record.created_at + ABSOLUTE);
-    assert!(record.data.is_empty());
+    // Nothing but the login time the per-owner cap ranks sessions by.
+    assert!(
+        record
+            .data
+            .keys()
+            .all(|key| key == session_core::devices::LOGIN_KEY),
+        "{:?}",
+        record.data
+    );
 }
 
 #[tokio::test]

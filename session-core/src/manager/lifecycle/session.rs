@@ -5,94 +5,23 @@ use std::{fmt, mem, sync::Arc, time::SystemTime};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::Mutex;
 
+mod cycle;
 mod devices;
+mod error;
 mod migrate;
+
+pub use error::SessionError;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
     cookie::Verified,
     telemetry::{self, Ended, Operation, Refused},
-    Changes, Committed, ConditionalDelete, Created, Data, ErrorKind, Lifetime, LifetimeError,
-    Owner, OwnerError, Record, SessionId, StoreError,
+    Changes, Committed, Created, Data, ErrorKind, Lifetime, Owner, Record, SessionId, StoreError,
 };
 
 /// How many fresh ids `create` tries before giving up. With 128-bit random ids
 /// a second collision means a broken RNG, not bad luck.
 const CREATE_ATTEMPTS: usize = 3;
-
-/// How many times `cycle_id` re-reads the old record after a commit landed
-/// on it mid-cycle before it gives up and keeps the old id. Each retry
-/// needs another request to commit within one store round trip.
-const CYCLE_ATTEMPTS: usize = 4;
-
-/// An error from the [`Session`] handle.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SessionError {
-    /// The store failed while loading the session and the
-    /// [`ErrorPolicy`] is [`Reject`](ErrorPolicy::Reject), or it is
-    /// [`TreatAsEmpty`](ErrorPolicy::TreatAsEmpty) and the handler tried to
-    /// change the session it was served empty. The response will be a 503
-    /// whatever the handler returns.
-    #[error("session store unavailable")]
-    Unavailable(#[source] StoreError),
-    /// A value could not be encoded as JSON.
-    #[error("session value `{key}` could not be encoded as JSON")]
-    Encode {
-        /// The key being written.
-        key: String,
-        /// Why serde_json refused it.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A stored value does not decode as the requested type.
-    #[error("session value `{key}` is not of the requested type")]
-    Decode {
-        /// The key being read.
-        key: String,
-        /// Why serde_json refused it.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The handle was used after the response was sent (say, from a task the
-    /// handler spawned); the change would be lost, so it is refused.
-    #[error("session used after its response was sent; the change is not saved")]
-    Finished,
-    /// [`Session::set_owner`] was given a name that cannot be an owner.
-    #[error(transparent)]
-    Owner(#[from] OwnerError),
-    /// [`Session::set_lifetime`] was given a lifetime over the manager's
-    /// maximums.
-    #[error(transparent)]
-    Lifetime(#[from] LifetimeError),
-}
-
-impl SessionError {
-    /// True when the request should be answered with 503 (the store is
-    /// unavailable); anything else is a bug in the handler, worth a 500.
-    #[must_use]
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-
-    /// The HTTP status for a request that failed with this error: 503 when
-    /// the store is unavailable, 500 otherwise. Every adapter answers with
-    /// it, and with an empty body, so a failure looks the same whichever
-    /// framework served it.
-    ///
-    /// ```
-    /// # use session_core::SessionError;
-    /// assert_eq!(SessionError::Finished.status_code(), 500);
-    /// ```
-    #[must_use]
-    pub fn status_code(&self) -> u16 {
-        if self.is_unavailable() {
-            503
-        } else {
-            500
-        }
-    }
-}
 
 /// One request's view of its session.
 ///
@@ -863,175 +792,6 @@ impl Session {
                 log_store_error(&err, "session touch failed; keeping the old expiry");
                 Ok(self.refreshed_cookie(&base.id, stored_until, now, lifetime.as_ref()))
             }
-        }
-    }
-
-    /// Moves the session from `base.id` to a new id (`next_id`, or a fresh
-    /// one if taken), carrying over every commit acknowledged on the old id
-    /// before the old id ends:
-    ///
-    /// 1. create the new record from the data this request sees;
-    /// 2. delete the old record only if it is still at the version this
-    ///    request loaded ([`SessionStore::delete_if_version`]), atomically,
-    ///    so a commit that another request got acknowledged on the old id
-    ///    either is seen here or finds the old id gone (and is refused);
-    /// 3. if a commit landed in between, load the old record again, apply
-    ///    this request's changes on top, rewrite the new record from it
-    ///    and try again, up to [`CYCLE_ATTEMPTS`] times.
-    ///
-    /// When the old session was ended meanwhile (a logout, "log out
-    /// everywhere", expiry), the new record is deleted too and the browser
-    /// is told to drop the cookie: ending a session must not miss it
-    /// because it was changing id. When the store cannot delete by version,
-    /// or commits keep landing, the new record is deleted and the request
-    /// fails: the old id and everything committed to it stay.
-    async fn cycle(
-        &self,
-        state: &mut State,
-        base: Base,
-        next_id: SessionId,
-        now: SystemTime,
-    ) -> Result<Option<String>, StoreError> {
-        let shared = &self.inner.shared;
-        let mut lifetime = state.lifetime;
-        let mut owner = state.owner_at_write(shared, base.created_at, lifetime.as_ref());
-        let mut expires_at = state.expiry_at_write(
-            shared,
-            now,
-            base.created_at,
-            owner.as_ref(),
-            lifetime.as_ref(),
-        );
-        let mut record = Record::new(
-            next_id,
-            mem::take(&mut state.data),
-            base.created_at,
-            expires_at,
-        );
-        record.version = base.version + 1;
-        record.owner.clone_from(&owner);
-        record.lifetime = lifetime;
-        // Create first: if anything after fails, the user keeps a working
-        // old session and the new record simply expires unused.
-        let id = self.create(record).await?;
-        let mut version = base.version;
-        for _ in 0..CYCLE_ATTEMPTS {
-            let ended = shared
-                .call(
-                    Operation::DeleteIfVersion,
-                    shared.store.delete_if_version(&base.id, version),
-                )
-                .await;
-            match ended {
-                Ok(ConditionalDelete::Deleted) => {
-                    telemetry::session_cycled();
-                    return Ok(Some(self.cookie_for(
-                        &id,
-                        expires_at,
-                        now,
-                        lifetime.as_ref(),
-                    )));
-                }
-                Ok(ConditionalDelete::Missing) => {
-                    return self.ended_while_cycling(&base.id, &id).await;
-                }
-                Ok(ConditionalDelete::Changed) => {}
-                // Nothing was deleted: drop the copy and fail, so the old
-                // id keeps every write.
-                Err(err) if err.kind() == ErrorKind::Unsupported => {
-                    self.drop_copy(&id).await;
-                    return Err(err);
-                }
-                // The old record may or may not be gone; the copy is the
-                // user's only one if it is, so it stays.
-                Err(err) => return Err(err),
-            }
-            // Another request committed to the old id after this one loaded
-            // it: start again from the old record as it is now.
-            let loaded = shared
-                .call(Operation::Load, shared.store.load(&base.id))
-                .await?;
-            let Some(current) = loaded
-                .filter(|r| shared.is_live(now, r.created_at, r.expires_at, r.lifetime.as_ref()))
-            else {
-                return self.ended_while_cycling(&base.id, &id).await;
-            };
-            tracing::debug!(
-                session.id = ?base.id,
-                "a commit landed while the session id was being cycled; carrying it over"
-            );
-            lifetime = state.lifetime_after(current.lifetime);
-            owner = state.owner_after(shared, current.owner, base.created_at, lifetime.as_ref());
-            expires_at = state.expiry_at_write(
-                shared,
-                now,
-                base.created_at,
-                owner.as_ref(),
-                lifetime.as_ref(),
-            );
-            let mut data = current.data;
-            state.changes.apply_to(&mut data);
-            let mut rewrite = Changes::default();
-            rewrite.clear();
-            for (key, value) in data {
-                rewrite.set(key, value);
-            }
-            rewrite.set_owner(owner.clone());
-            rewrite.set_lifetime(lifetime);
-            match shared
-                .call(
-                    Operation::Commit,
-                    shared.store.commit(&id, &rewrite, expires_at),
-                )
-                .await?
-            {
-                Committed::Applied { .. } => version = current.version,
-                // Only this request knows the new id; only the end of its
-                // owner's sessions can have ended it.
-                Committed::Missing => return self.ended_while_cycling(&base.id, &id).await,
-            }
-        }
-        tracing::warn!(
-            session.id = ?base.id,
-            attempts = CYCLE_ATTEMPTS,
-            "commits kept landing while the session id was being cycled; keeping the old id"
-        );
-        self.drop_copy(&id).await;
-        Err(StoreError::new(ErrorKind::Other, "cycle_id").with_source(format!(
-            "other requests committed to the session during each of {CYCLE_ATTEMPTS} attempts to move it to a new id"
-        )))
-    }
-
-    /// The session being cycled away from (`old`) was ended (or expired)
-    /// while its copy `new` was being made: the copy goes too, and the
-    /// browser is told to drop the cookie. Ending a user's sessions must
-    /// not miss one because it was changing id.
-    async fn ended_while_cycling(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-    ) -> Result<Option<String>, StoreError> {
-        let shared = &self.inner.shared;
-        tracing::info!(
-            session.id = ?old,
-            "session was ended while its id was being cycled; ending the new id too"
-        );
-        shared
-            .call(Operation::Delete, shared.store.delete(new))
-            .await?;
-        Ok(Some(shared.removal()))
-    }
-
-    /// Deletes the new id of a cycle that failed with the old id intact. A
-    /// failure here only leaves a record nobody has the cookie of, which
-    /// expires unused.
-    async fn drop_copy(&self, new: &SessionId) {
-        let shared = &self.inner.shared;
-        if let Err(err) = shared
-            .call(Operation::Delete, shared.store.delete(new))
-            .await
-        {
-            log_store_error(&err, "the new id of a failed cycle could not be deleted");
         }
     }
 
