@@ -126,6 +126,27 @@
 //! Every store that can enumerate an owner's sessions supports it;
 //! Memcached answers [`ErrorKind::Unsupported`].
 //!
+//! ## A user's devices, "remember me", tokens in a header
+//! [`Session::devices`], [`Session::end_device`] and
+//! [`Session::log_out_other_sessions`] give a "your devices" page, and
+//! `max_sessions_per_owner` caps sessions per user (see [`devices`]).
+//! [`Session::set_lifetime`] gives one session a [`Lifetime`] of its own,
+//! within `max_idle_timeout` and `max_absolute_timeout`. `transport =
+//! "header"` ([`Transport::Header`]) carries the token in
+//! `Authorization: Bearer` instead of a cookie, for API clients.
+//!
+//! ## Moving from tower-sessions or actix-session
+//! With the `migrate` feature and a `[migrate]` block
+//! ([`config::MigrateSection`]), users of tower-sessions 0.14 or
+//! actix-session 0.11 keep their sessions: on first contact their old
+//! cookie is checked with the old key, their Redis record is moved into
+//! session-kit's store, and they get session-kit's cookie. The guide,
+//! with the two APIs side by side, is
+//! [docs/migrating.md](https://github.com/session-kit/session-kit/blob/main/docs/migrating.md).
+//! Apps that would rather keep tower-sessions' API (axum-login,
+//! axum-messages) use the `tower-sessions` feature's `TowerSessionsStore`
+//! over any of these stores.
+//!
 //! ## Guarantees and caveats
 //! - A request that never touches its session costs no store call; an
 //!   unchanged session is not rewritten; a change is written as a delta.

@@ -203,7 +203,7 @@ impl Statements {
             // The owner column's index serves this as it serves
             // delete_by_owner.
             sessions_of: format!(
-                "SELECT id, data, created_at, expires_at, version, owner, owner_until FROM {t} \
+                "SELECT id, data, created_at, expires_at, version, owner, owner_until, lifetime FROM {t} \
                  WHERE key_prefix = $1 AND owner = $2 AND expires_at > $3"
             ),
             // SKIP LOCKED: several app servers sweep the same table, and
