@@ -2,13 +2,13 @@
 
 use crate::{LifetimeError, OwnerError, StoreError};
 
-/// An error from the [`Session`] handle.
+/// An error from the [`Session`](crate::Session) handle.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
     /// The store failed while loading the session and the
-    /// [`ErrorPolicy`] is [`Reject`](ErrorPolicy::Reject), or it is
-    /// [`TreatAsEmpty`](ErrorPolicy::TreatAsEmpty) and the handler tried to
+    /// [`ErrorPolicy`](crate::ErrorPolicy) is [`Reject`](crate::ErrorPolicy::Reject), or it is
+    /// [`TreatAsEmpty`](crate::ErrorPolicy::TreatAsEmpty) and the handler tried to
     /// change the session it was served empty. The response will be a 503
     /// whatever the handler returns.
     #[error("session store unavailable")]
@@ -35,10 +35,10 @@ pub enum SessionError {
     /// handler spawned); the change would be lost, so it is refused.
     #[error("session used after its response was sent; the change is not saved")]
     Finished,
-    /// [`Session::set_owner`] was given a name that cannot be an owner.
+    /// [`Session::set_owner`](crate::Session::set_owner) was given a name that cannot be an owner.
     #[error(transparent)]
     Owner(#[from] OwnerError),
-    /// [`Session::set_lifetime`] was given a lifetime over the manager's
+    /// [`Session::set_lifetime`](crate::Session::set_lifetime) was given a lifetime over the manager's
     /// maximums.
     #[error(transparent)]
     Lifetime(#[from] LifetimeError),
