@@ -407,6 +407,9 @@ fn lifetime_maximums_are_read_and_checked() {
     );
 }
 
+// A memory store with a Memcached secondary, as
+// `failover_rules_tie_the_blocks_together` uses.
+#[cfg(all(feature = "memory", feature = "memcached"))]
 #[test]
 fn tombstones_outlive_the_longest_lifetime_a_session_may_ask_for() {
     assert_error(
