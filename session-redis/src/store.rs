@@ -177,6 +177,32 @@ impl RedisStore {
         })
     }
 
+    /// The owner index's entries that have not passed their `until` (older
+    /// ones name sessions that must be gone), and the session ids they name:
+    /// one `ZRANGEBYSCORE`, shared by `delete_by_owner` and `sessions_of`.
+    async fn live_entries(
+        &self,
+        operation: &'static str,
+        index_key: &str,
+    ) -> Result<(Vec<Vec<u8>>, Vec<SessionId>), StoreError> {
+        let members: Vec<Vec<u8>> = self
+            .connection
+            .query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(index_key)
+                    .arg(millis(SystemTime::now()))
+                    .arg("+inf"),
+            )
+            .await
+            .map_err(|err| store_error(operation, err))?;
+        let ids = members
+            .iter()
+            .map(|member| index::member_id(member))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| StoreError::new(ErrorKind::Corrupt, operation).with_source(err))?;
+        Ok((members, ids))
+    }
+
     /// The same connection under another key prefix, as a second app on the
     /// same Redis would use.
     #[must_use]
@@ -446,22 +472,7 @@ impl SessionStore for RedisStore {
         let redis_error = |err| store_error(OPERATION, err);
         let corrupt = |err| StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err);
         within(OPERATION, self.operation_timeout, async {
-            // Entries past their until name sessions that must be gone.
-            let members: Vec<Vec<u8>> = self
-                .connection
-                .query(
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&index_key)
-                        .arg(millis(SystemTime::now()))
-                        .arg("+inf"),
-                )
-                .await
-                .map_err(redis_error)?;
-            let ids = members
-                .iter()
-                .map(|member| index::member_id(member))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(corrupt)?;
+            let (members, ids) = self.live_entries(OPERATION, &index_key).await?;
             let now = millis(SystemTime::now()).to_string();
             let name = [Cow::Borrowed(owner), Cow::Owned(now)];
             let answers: Vec<i64> = try_join_all(ids.iter().map(|id| {
@@ -521,23 +532,8 @@ impl SessionStore for RedisStore {
         }
         let index_key = index::key(&self.prefix, owner);
         let redis_error = |err| store_error(OPERATION, err);
-        let corrupt = |err| StoreError::new(ErrorKind::Corrupt, OPERATION).with_source(err);
         within(OPERATION, self.operation_timeout, async {
-            let members: Vec<Vec<u8>> = self
-                .connection
-                .query(
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&index_key)
-                        .arg(millis(SystemTime::now()))
-                        .arg("+inf"),
-                )
-                .await
-                .map_err(redis_error)?;
-            let ids = members
-                .iter()
-                .map(|member| index::member_id(member))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(corrupt)?;
+            let (_, ids) = self.live_entries(OPERATION, &index_key).await?;
             let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = try_join_all(ids.iter().map(|id| {
                 let mut cmd = redis::cmd("HGETALL");
                 cmd.arg(self.key(id));
