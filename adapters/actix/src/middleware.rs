@@ -64,8 +64,20 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
+        // The manager validated both names; an invalid one would be a bug,
+        // logged here, once, and the header then left out.
+        let parse = |name: &str| {
+            HeaderName::from_bytes(name.as_bytes())
+                .inspect_err(|err| {
+                    tracing::error!(error.message = %err, "session header name is invalid");
+                })
+                .ok()
+        };
         ready(Ok(SessionService {
             service,
+            request_header: parse(self.manager.request_header())
+                .unwrap_or(actix_web::http::header::COOKIE),
+            response_header: parse(self.manager.response_header()),
             manager: self.manager.clone(),
         }))
     }
@@ -76,6 +88,10 @@ where
 pub struct SessionService<S> {
     service: S,
     manager: SessionManager,
+    /// The manager's request and response header names, parsed once per
+    /// worker rather than on every request.
+    request_header: HeaderName,
+    response_header: Option<HeaderName>,
 }
 
 impl<S, B> Service<ServiceRequest> for SessionService<S>
@@ -104,14 +120,14 @@ where
             self.manager.start(
                 request
                     .headers()
-                    .get_all(self.manager.request_header())
+                    .get_all(&self.request_header)
                     .map(HeaderValue::as_bytes),
             )
         });
         request.extensions_mut().insert(Session(session.clone()));
         let response = span.in_scope(|| self.service.call(request));
         let responder = self.manager.error_responder().cloned();
-        let header = HeaderName::from_bytes(self.manager.response_header().as_bytes());
+        let header = self.response_header.clone();
         let request_span = span.clone();
         Box::pin(
             async move {
@@ -143,19 +159,17 @@ fn apply<B>(
     finish: Finish,
     mut response: ServiceResponse<B>,
     responder: Option<&ErrorResponder>,
-    header: Result<HeaderName, actix_web::http::header::InvalidHeaderName>,
+    header: Option<HeaderName>,
 ) -> ServiceResponse<EitherBody<B>> {
     match finish {
         Finish::Respond { set_cookie } => {
             if let Some(set_cookie) = set_cookie {
                 match (header, HeaderValue::try_from(set_cookie)) {
-                    (Ok(header), Ok(value)) => response.headers_mut().append(header, value),
-                    // The manager validated the name and the codec only
-                    // renders validated attributes, so either means a bug;
-                    // the response still goes out, without the cookie.
-                    (Err(err), _) => {
-                        tracing::error!(error.message = %err, "session response header name is invalid");
-                    }
+                    (Some(header), Ok(value)) => response.headers_mut().append(header, value),
+                    // An invalid name was logged when the service was made.
+                    (None, _) => {}
+                    // The codec only renders validated attributes, so this
+                    // means a bug; the response still goes out without it.
                     (_, Err(err)) => {
                         tracing::error!(error.message = %err, "session cookie is not a valid header value");
                     }

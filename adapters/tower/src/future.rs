@@ -66,14 +66,9 @@ impl<F, B> ResponseFuture<F, B> {
     }
 
     /// Writes the session's header under `name` (the manager's
-    /// `response_header`), which the manager validated; an invalid one
-    /// would be a bug, logged, and the header left out.
-    pub(crate) fn with_header(mut self, name: &str) -> Self {
-        self.header = HeaderName::from_bytes(name.as_bytes())
-            .inspect_err(|err| {
-                tracing::error!(error.message = %err, "session response header name is invalid");
-            })
-            .ok();
+    /// `response_header`, parsed once by the service); `None` leaves it out.
+    pub(crate) fn with_header(mut self, name: Option<HeaderName>) -> Self {
+        self.header = name;
         self
     }
 }

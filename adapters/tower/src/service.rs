@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use session_core::SessionManager;
 use tower_service::Service;
 
@@ -16,11 +16,31 @@ use crate::{ResponseFuture, Session};
 pub struct SessionService<S> {
     inner: S,
     manager: SessionManager,
+    /// The manager's request and response header names, parsed once here
+    /// rather than on every request.
+    request_header: HeaderName,
+    response_header: Option<HeaderName>,
 }
 
 impl<S> SessionService<S> {
     pub(crate) fn new(inner: S, manager: SessionManager) -> Self {
-        Self { inner, manager }
+        // The manager validated both names; an invalid one would be a bug,
+        // logged, and the header then left out.
+        let parse = |name: &str| {
+            HeaderName::from_bytes(name.as_bytes())
+                .inspect_err(|err| {
+                    tracing::error!(error.message = %err, "session header name is invalid");
+                })
+                .ok()
+        };
+        let request_header = parse(manager.request_header()).unwrap_or(http::header::COOKIE);
+        let response_header = parse(manager.response_header());
+        Self {
+            inner,
+            manager,
+            request_header,
+            response_header,
+        }
     }
 }
 
@@ -48,7 +68,7 @@ where
         );
         // `Cookie`, or the token header of a header transport.
         let session = span.in_scope(|| {
-            let tokens = request.headers().get_all(self.manager.request_header());
+            let tokens = request.headers().get_all(&self.request_header);
             self.manager
                 .start(tokens.iter().map(http::HeaderValue::as_bytes))
         });
@@ -60,6 +80,6 @@ where
             self.manager.error_responder().cloned(),
             span,
         )
-        .with_header(self.manager.response_header())
+        .with_header(self.response_header.clone())
     }
 }
