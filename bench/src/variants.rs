@@ -78,6 +78,7 @@ macro_rules! variants {
 variants! {
     AxumBare => Axum, None, "axum (bare)";
     AxumKitMemory => Axum, Memory, "axum + session-kit (memory)";
+    AxumTowerSessionsMemory => Axum, Memory, "axum + tower-sessions (memory)";
     AxumTowerSessionsMoka => Axum, Memory, "axum + tower-sessions (moka)";
     AxumKitRedis => Axum, Redis, "axum + session-kit (Redis)";
     AxumTowerSessionsRedis => Axum, Redis, "axum + tower-sessions (Redis)";
@@ -109,13 +110,25 @@ impl Variant {
     }
 
     /// The peer crate's variant on the same framework and store, for a
-    /// session-kit variant that has one.
+    /// session-kit variant that has one: the one the table's `× peer`
+    /// column reads against. For the in-process store that is
+    /// tower-sessions' own `MemoryStore` (a locked map, the same kind of
+    /// store); [`peers`](Self::peers) adds its moka store.
     pub(crate) fn peer(self) -> Option<Variant> {
+        self.peers().first().copied()
+    }
+
+    /// Every peer variant on the same framework and kind of store, which
+    /// the targets hold this variant against.
+    pub(crate) fn peers(self) -> &'static [Variant] {
         match self {
-            Variant::AxumKitMemory => Some(Variant::AxumTowerSessionsMoka),
-            Variant::AxumKitRedis => Some(Variant::AxumTowerSessionsRedis),
-            Variant::ActixKitRedis => Some(Variant::ActixActixSessionRedis),
-            _ => None,
+            Variant::AxumKitMemory => &[
+                Variant::AxumTowerSessionsMemory,
+                Variant::AxumTowerSessionsMoka,
+            ],
+            Variant::AxumKitRedis => &[Variant::AxumTowerSessionsRedis],
+            Variant::ActixKitRedis => &[Variant::ActixActixSessionRedis],
+            _ => &[],
         }
     }
 
@@ -330,6 +343,9 @@ async fn start_axum(variant: Variant, urls: Urls) -> Started {
         Variant::AxumCeilingMemcached => {
             let servers = MemcachedConfig::from_url(memcached)?.servers().to_vec();
             ceiling::axum_memcached(ceiling::memcached_client(&servers).await?)
+        }
+        Variant::AxumTowerSessionsMemory => {
+            apps::axum_tower_sessions(tower_sessions::MemoryStore::default())
         }
         Variant::AxumTowerSessionsMoka => {
             apps::axum_tower_sessions(tower_sessions_moka_store::MokaStore::new(Some(
