@@ -314,9 +314,23 @@ pub(crate) fn targets(results: &Results, variants: &[Variant]) -> String {
         }
         for &peer in variant.peers().iter().filter(|&&peer| ran(peer)) {
             if let Some(ratio) = results.ratio(variant, peer, row.workload) {
+                // The most any session layer could reach against this peer
+                // in this run: the variant's ceiling (the same round trips
+                // with no session layer; the bare framework when the
+                // request makes none) over the peer.
+                let ceiling = match (row.workload, variant.ceiling()) {
+                    (Workload::Untouched, _) | (_, None) => variant.bare(),
+                    (_, Some(ceiling)) => ceiling,
+                };
+                let bound = ran(ceiling)
+                    .then(|| results.ratio(ceiling, peer, row.workload))
+                    .flatten()
+                    .map_or_else(String::new, |bound| {
+                        format!(" (the ceiling, {}, is {bound:.2} ×)", ceiling.label())
+                    });
                 line(
                     format!("{} ≥ 1.3 × {}, {workload}", variant.label(), peer.label()),
-                    format!("{ratio:.2}"),
+                    format!("{ratio:.2}{bound}"),
                     ratio >= 1.3,
                 );
             }
