@@ -79,15 +79,15 @@ const EXPECTED_INDEXES: usize = 1024;
 /// its shard's lock, so concurrent installs of one key cannot interleave.
 ///
 /// The caches are [quick_cache](https://docs.rs/quick_cache)'s, chosen over
-/// moka's (which this crate used up to 0.x) for the write path's cost: the
+/// moka's (which this crate used before) for the write path's cost: the
 /// cluster stores a copy twice on every write (owner and backup) and reads
-/// one on every operation, and a moka sync-cache compute with per-entry
-/// expiry cost about 10,000 instructions against about 1,000 here (its
-/// write log, timer wheel and frequency sketch), measured with callgrind
-/// through `bench/examples/cluster_ops.rs`. Every decision taken under a
-/// shard's lock is a comparison of versions, with nothing to wait for, so a
-/// thread that finds another inside the same shard (a multi-threaded
-/// runtime) waits for that comparison, not for any I/O.
+/// one on every operation, and an install into moka's sync cache with
+/// per-entry expiry cost about 10,600 instructions against about 1,200
+/// here (moka's write log, timer wheel and frequency sketch), measured
+/// with callgrind through `bench/examples/cluster_ops.rs`. Every decision
+/// taken under a shard's lock is a comparison of versions, with nothing to
+/// wait for, so a thread that finds another inside the same shard (a
+/// multi-threaded runtime) waits for that comparison, not for any I/O.
 ///
 /// What each guarantee rests on:
 /// - **Capacity.** Sessions and their tombstones share one cache bounded by
