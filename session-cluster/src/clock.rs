@@ -36,16 +36,4 @@ impl Clock {
         }
         SystemTime::now()
     }
-
-    /// Whether this clock is a simulated one: then nothing that follows
-    /// real time (moka's expiry) may decide what a node holds, or a run
-    /// would depend on how fast the machine runs it.
-    #[inline]
-    pub(crate) fn is_simulated(&self) -> bool {
-        #[cfg(feature = "simulation")]
-        if self.simulated.is_some() {
-            return true;
-        }
-        false
-    }
 }

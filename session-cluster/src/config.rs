@@ -180,8 +180,9 @@ impl ClusterConfig {
     }
 
     /// The most sessions and tombstones this node holds (default 1 000 000).
-    /// Past it moka evicts, and an evicted copy must be re-replicated from
-    /// another node, so size it for `R/N` of your sessions with room to spare.
+    /// Past it copies are evicted, those not read since they were written
+    /// first, and an evicted copy must be re-replicated from another node,
+    /// so size it for `R/N` of your sessions with room to spare.
     /// Owner indexes ("log out everywhere") are not counted and never
     /// evicted: an evicted index would let `delete_by_owner` miss sessions.
     /// They end with their last session.

@@ -283,6 +283,17 @@
 //!   reset) fails the call as `Unavailable`, as a refused connection does,
 //!   so a read falls back to a backup; only a whole reply that fails its
 //!   tag or does not decode is `Corrupt`.
+//!
+//! ## Runtimes
+//! A node's tasks (its server, membership, leases and its connections to
+//! peers) run on the tokio runtime [`ClusterStore::start`] was called on,
+//! so start it on one that lives as long as the app: the runtime of
+//! `main`, not an actix-web worker's or a test app's. Calls may come from
+//! any runtime: an actix-web app, which runs a current-thread runtime per
+//! worker, shares one node among its workers, and a worker's runtime that
+//! ends takes nothing of the node with it. A connection whose tasks end
+//! however they end fails the calls waiting on it at once (`Unavailable`),
+//! and the next call opens a new one.
 #![forbid(unsafe_code)]
 // On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
 // feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was

@@ -1,5 +1,5 @@
-//! The copies this node holds: a moka cache of live records, owner indexes
-//! and tombstones.
+//! The copies this node holds: a bounded quick_cache of live records and
+//! tombstones, and an unbounded one of owner indexes.
 
 use std::{
     collections::HashMap,
@@ -7,13 +7,12 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
-use moka::{
-    ops::compute::{CompResult, Op},
-    sync::Cache,
-    Expiry,
+use quick_cache::{
+    sync::{Cache, EntryAction, EntryResult},
+    DefaultHashBuilder, UnitWeighter,
 };
 
 use crate::{
@@ -40,41 +39,12 @@ pub(crate) enum Touched {
     Conflict(Entry),
 }
 
-/// moka's expiry policy: an entry leaves when its record, tombstone or
-/// index ends by the node's clock. moka counts the time left on its own
-/// (real) clock; reads also check the entry against the node's clock, so
-/// the node's clock decides what is current.
-struct UntilEntryEnds(Clock);
-
-impl UntilEntryEnds {
-    /// How long moka keeps `value`: until it ends by the node's clock.
-    /// Forever on a simulated clock, whose time is virtual while moka's is
-    /// real: an entry moka dropped early in real time would make a
-    /// simulated run depend on the machine's speed (reads check expiry
-    /// against the node's clock anyway).
-    fn keep(&self, value: &Entry) -> Option<Duration> {
-        (!self.0.is_simulated()).then(|| remaining(value.until(), self.0.now()))
-    }
-}
-
-impl Expiry<String, Arc<Entry>> for UntilEntryEnds {
-    fn expire_after_create(&self, _: &String, value: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        self.keep(value)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        value: &Arc<Entry>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.keep(value)
-    }
-}
-
-fn remaining(until: SystemTime, now: SystemTime) -> Duration {
-    until.duration_since(now).unwrap_or(Duration::ZERO)
+/// What one atomic [`Local::update`] did.
+enum Updated {
+    /// The decision's entry is now stored.
+    Stored,
+    /// Left as it was: what the key held (expired or not), if anything.
+    Unchanged(Option<Arc<Entry>>),
 }
 
 /// What an owner index's key holds after the store's prefix: this tag, then
@@ -99,28 +69,46 @@ pub(crate) fn is_owner_key(key: &str) -> bool {
             })
 }
 
-/// This node's copies. Every write is one atomic moka compute on the entry,
-/// so concurrent installs of one key cannot interleave.
+type Copies = Cache<String, Arc<Entry>, UnitWeighter, DefaultHashBuilder>;
+
+/// How many index entries the index cache is sized for at first; it grows
+/// past this, as it never evicts.
+const EXPECTED_INDEXES: usize = 1024;
+
+/// This node's copies. Every write is one atomic step on the entry under
+/// its shard's lock, so concurrent installs of one key cannot interleave.
 ///
-/// The caches are moka's synchronous ones: every decision taken inside a
-/// compute is a comparison of versions, with nothing to wait for, and the
-/// asynchronous cache's per-key waiters cost more than the decision (about
-/// 2.3 against 1.7 µs per compute on this project's machine, and the
-/// cluster makes two on every write). A compute that finds another thread
-/// inside the same key's compute (a multi-threaded runtime) blocks for the
-/// length of that comparison, not of any I/O.
+/// The caches are [quick_cache](https://docs.rs/quick_cache)'s, chosen over
+/// moka's (which this crate used before) for the write path's cost: the
+/// cluster stores a copy twice on every write (owner and backup) and reads
+/// one on every operation, and an install into moka's sync cache with
+/// per-entry expiry cost about 10,600 instructions against about 1,200
+/// here (moka's write log, timer wheel and frequency sketch), measured
+/// with callgrind through `bench/examples/cluster_ops.rs`. Every decision
+/// taken under a shard's lock is a comparison of versions, with nothing to
+/// wait for, so a thread that finds another inside the same shard (a
+/// multi-threaded runtime) waits for that comparison, not for any I/O.
 ///
-/// Sessions and their tombstones share one cache bounded by `max_capacity`;
-/// owner indexes have a cache of their own that never evicts. An index is
-/// read rarely (only by "log out everywhere"), so in a shared cache TinyLFU
-/// would evict it first, and an evicted index on all `R` holders would let
-/// `delete_by_owner` end nothing while the owner's sessions live on. Indexes
-/// still end with their longest entry, and there is at most one per owner
-/// with a live session, so the cache stays bounded by time and owners.
+/// What each guarantee rests on:
+/// - **Capacity.** Sessions and their tombstones share one cache bounded by
+///   `max_capacity` entries; past it quick_cache evicts (CLOCK-Pro: entries
+///   not read since they were written go first). Owner indexes have a
+///   cache of their own that never evicts. An index is read rarely (only by
+///   "log out everywhere"), so in a shared cache it would be evicted first,
+///   and an evicted index on all `R` holders would let `delete_by_owner`
+///   end nothing while the owner's sessions live on. There is at most one
+///   index per owner with a live session, so that cache stays bounded by
+///   time and owners.
+/// - **Expiry.** Every read and every write checks the entry against the
+///   node's clock, so an entry is gone for every reader the moment it ends,
+///   on a simulated clock too. Its memory is freed by [`sweep`](Self::sweep),
+///   which each rebalancing pass runs (at least every anti-entropy
+///   interval), or earlier by eviction: an ended entry is never read again,
+///   so it is among the first to go.
 #[derive(Clone)]
 pub(crate) struct Local {
-    sessions: Cache<String, Arc<Entry>>,
-    indexes: Cache<String, Arc<Entry>>,
+    sessions: Arc<Copies>,
+    indexes: Arc<Copies>,
     /// The longest lifetime, in seconds from when it was stored, of any live
     /// copy stored here: how long a copy this node cannot see might still
     /// live, for tombstones (`Inner::tombstone`).
@@ -131,22 +119,31 @@ pub(crate) struct Local {
 impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Local")
-            .field("sessions", &self.sessions.entry_count())
-            .field("indexes", &self.indexes.entry_count())
+            .field("sessions", &self.sessions.len())
+            .field("indexes", &self.indexes.len())
             .finish()
     }
 }
 
 impl Local {
     pub(crate) fn new(max_capacity: u64, clock: Clock) -> Self {
+        let expected = usize::try_from(max_capacity).unwrap_or(usize::MAX);
         Self {
-            sessions: Cache::builder()
-                .max_capacity(max_capacity)
-                .expire_after(UntilEntryEnds(clock.clone()))
-                .build(),
-            indexes: Cache::builder()
-                .expire_after(UntilEntryEnds(clock.clone()))
-                .build(),
+            sessions: Arc::new(Cache::with(
+                expected,
+                max_capacity,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            )),
+            // No weight can reach `u64::MAX`: this one never evicts.
+            indexes: Arc::new(Cache::with(
+                EXPECTED_INDEXES,
+                u64::MAX,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            )),
             horizon_secs: Arc::new(AtomicU64::new(0)),
             clock,
         }
@@ -158,7 +155,7 @@ impl Local {
         Duration::from_secs(self.horizon_secs.load(Ordering::Relaxed))
     }
 
-    fn cache(&self, key: &str) -> &Cache<String, Arc<Entry>> {
+    fn cache(&self, key: &str) -> &Copies {
         if is_owner_key(key) {
             &self.indexes
         } else {
@@ -166,8 +163,8 @@ impl Local {
         }
     }
 
-    /// Every entry of both caches, expired ones included.
-    fn entries(&self) -> impl Iterator<Item = (Arc<String>, Arc<Entry>)> + '_ {
+    /// Every entry of both caches, ended ones included.
+    fn entries(&self) -> impl Iterator<Item = (String, Arc<Entry>)> + '_ {
         self.sessions.iter().chain(self.indexes.iter())
     }
 
@@ -181,33 +178,57 @@ impl Local {
     }
 
     /// Runs `decide` on the current (unexpired) entry for `key` as one
-    /// atomic moka compute: `Some(entry)` replaces it, `None` leaves it.
-    fn update(
-        &self,
-        key: &str,
-        decide: impl FnOnce(Option<&Entry>) -> Option<Entry>,
-    ) -> CompResult<String, Arc<Entry>> {
+    /// atomic step: `Some(entry)` replaces it, `None` leaves it.
+    fn update(&self, key: &str, decide: impl FnOnce(Option<&Entry>) -> Option<Entry>) -> Updated {
         let now = self.clock.now();
-        self.cache(key)
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let current = existing
-                    .map(moka::Entry::into_value)
-                    .filter(|entry| entry.is_current(now));
-                let op = match decide(current.as_deref()) {
-                    Some(next) => {
-                        if let Entry::Live(live) = &next {
-                            let lifetime = live.expires_at.duration_since(now).unwrap_or_default();
-                            // Rounded up, so the horizon is never short.
-                            self.horizon_secs
-                                .fetch_max(lifetime.as_secs() + 1, Ordering::Relaxed);
-                        }
-                        Op::Put(Arc::new(next))
-                    }
-                    None => Op::Nop,
-                };
-                op
-            })
+        let stored = |next: Entry| {
+            if let Entry::Live(live) = &next {
+                let lifetime = live.expires_at.duration_since(now).unwrap_or_default();
+                // Rounded up, so the horizon is never short.
+                self.horizon_secs
+                    .fetch_max(lifetime.as_secs() + 1, Ordering::Relaxed);
+            }
+            Arc::new(next)
+        };
+        // Called once: on the held entry, under its shard's lock, or on
+        // none, while this call holds the key's placeholder.
+        let mut decide = Some(decide);
+        let mut decide_once = |current: Option<&Entry>| decide.take().and_then(|f| f(current));
+        let result = self.cache(key).entry(key, None, |_, held| {
+            let current = Some(held.as_ref()).filter(|entry| entry.is_current(now));
+            match decide_once(current) {
+                Some(next) => {
+                    *held = stored(next);
+                    EntryAction::Retain(Updated::Stored)
+                }
+                None => EntryAction::Retain(Updated::Unchanged(Some(Arc::clone(held)))),
+            }
+        });
+        match result {
+            EntryResult::Retained(updated) => updated,
+            // The key is absent and this call holds its placeholder: other
+            // updates of the key wait until it is filled or dropped.
+            EntryResult::Vacant(placeholder) => match decide_once(None) {
+                Some(next) => {
+                    let _ = placeholder.insert(stored(next));
+                    Updated::Stored
+                }
+                None => Updated::Unchanged(None),
+            },
+            // The closure above neither removes nor replaces, and with no
+            // timeout the wait for a placeholder does not end early.
+            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
+                unreachable!("an update only retains or fills its entry")
+            }
+        }
+    }
+
+    /// Drops the entries that have ended by the node's clock, which no
+    /// reader sees any more, to free their memory.
+    pub(crate) fn sweep(&self) {
+        let now = self.clock.now();
+        self.sessions.retain(|_, entry| entry.is_current(now));
+        self.indexes.retain(|_, entry| entry.is_current(now));
     }
 
     /// Stores `offer` unless this node holds something at least as new.
@@ -221,10 +242,10 @@ impl Local {
             _ => Some(offer.clone()),
         });
         match result {
-            CompResult::Unchanged(entry) if *entry.value().as_ref() != offer => {
-                Installed::Conflict(Entry::clone(entry.value()))
+            Updated::Unchanged(Some(held)) if *held != offer => {
+                Installed::Conflict(Entry::clone(&held))
             }
-            _ => Installed::Accepted,
+            Updated::Unchanged(_) | Updated::Stored => Installed::Accepted,
         }
     }
 
@@ -235,10 +256,10 @@ impl Local {
     pub(crate) fn create(&self, key: &str, live: Live) -> Installed {
         let offer = Entry::Live(live);
         match self.update(key, |current| current.is_none().then(|| offer.clone())) {
-            CompResult::Unchanged(entry) if *entry.value().as_ref() != offer => {
-                Installed::Conflict(Entry::clone(entry.value()))
+            Updated::Unchanged(Some(held)) if *held != offer => {
+                Installed::Conflict(Entry::clone(&held))
             }
-            _ => Installed::Accepted,
+            Updated::Unchanged(_) | Updated::Stored => Installed::Accepted,
         }
     }
 
@@ -252,11 +273,11 @@ impl Local {
             _ => None,
         });
         match result {
-            CompResult::ReplacedWith(_) | CompResult::Inserted(_) => Touched::Applied,
-            CompResult::Unchanged(entry) if entry.value().version() > version => {
-                Touched::Conflict(Entry::clone(entry.value()))
+            Updated::Stored => Touched::Applied,
+            Updated::Unchanged(Some(held)) if held.version() > version => {
+                Touched::Conflict(Entry::clone(&held))
             }
-            _ => Touched::NeedRecord,
+            Updated::Unchanged(_) => Touched::NeedRecord,
         }
     }
 
@@ -274,11 +295,11 @@ impl Local {
             (digest(base) == delta.from_digest).then(|| Entry::Index(delta.apply(base)))
         });
         match result {
-            CompResult::ReplacedWith(_) | CompResult::Inserted(_) => Touched::Applied,
-            CompResult::Unchanged(entry) if entry.value().version() > delta.from_version => {
-                Touched::Conflict(Entry::clone(entry.value()))
+            Updated::Stored => Touched::Applied,
+            Updated::Unchanged(Some(held)) if held.version() > delta.from_version => {
+                Touched::Conflict(Entry::clone(&held))
             }
-            _ => Touched::NeedRecord,
+            Updated::Unchanged(_) => Touched::NeedRecord,
         }
     }
 
@@ -287,24 +308,18 @@ impl Local {
     pub(crate) fn forget_if_unchanged(&self, key: &str, expected: &Entry) {
         let _ = self
             .cache(key)
-            .entry_by_ref(key)
-            .and_compute_with(|existing| {
-                let op = match existing {
-                    Some(entry) if entry.value().as_ref() == expected => Op::Remove,
-                    _ => Op::Nop,
-                };
-                op
-            });
+            .remove_if(key, |held| held.as_ref() == expected);
     }
 
-    /// Every current entry: a snapshot for re-replication. moka iterates
-    /// without blocking writers; entries written meanwhile may or may not
-    /// appear, and the next pass catches them.
+    /// Every current entry: a snapshot for re-replication. The caches are
+    /// read a shard at a time, so writers wait for one shard's copy at
+    /// most; entries written meanwhile may or may not appear, and the next
+    /// pass catches them.
     pub(crate) fn snapshot(&self) -> Vec<(String, Entry)> {
         let now = self.clock.now();
         self.entries()
             .filter(|(_, entry)| entry.is_current(now))
-            .map(|(key, entry)| (String::clone(&key), Entry::clone(&entry)))
+            .map(|(key, entry)| (key, Entry::clone(&entry)))
             .collect()
     }
 
@@ -500,8 +515,6 @@ mod tests {
         for n in 0..200 {
             let _ = local.install(&format!("s{n}"), live(1, 60));
         }
-        local.sessions.run_pending_tasks();
-        local.indexes.run_pending_tasks();
         let (sessions, indexes) = local.live_counts();
         assert!(sessions <= 8, "the session cache held {sessions} of 8");
         assert_eq!(indexes, 1, "the owner index was evicted");

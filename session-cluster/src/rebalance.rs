@@ -34,8 +34,10 @@ impl Inner {
         // messages in the same order on every replay.
         let mut per_peer: BTreeMap<SocketAddr, Vec<(String, Entry)>> = BTreeMap::new();
         let mut leaving = Vec::new();
+        // Ended copies are invisible already; this frees their memory.
+        self.local.sweep();
         let snapshot = self.local.snapshot();
-        // moka iterates in an order of its own; a simulation needs one the
+        // The cache iterates in an order of its own; a simulation needs one the
         // seed fixes. Production skips the sort's cost.
         #[cfg(feature = "simulation")]
         let snapshot = {

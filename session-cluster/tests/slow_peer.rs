@@ -127,8 +127,8 @@ async fn a_frozen_peer_costs_at_most_the_request_timeout() {
         ids.push((record.id, i.to_string()));
     }
 
-    // moka needs no runtime, so the frozen node's copies can still be
-    // inspected from here.
+    // The copies' cache needs no runtime, so the frozen node's copies can
+    // still be inspected from here.
     let mut on_frozen = Vec::new();
     for (id, _) in &ids {
         on_frozen.push(third.holds(id).await);

@@ -29,7 +29,7 @@ use super::{
     frame::{self, ReplyHeader, RequestHead, Status, MAGIC, REPLY_HEADER_LEN},
     tune, write_frames, Counted, Link, LinkError, MAX_BODY,
 };
-use crate::sign::unix_millis;
+use crate::sign::{unix_millis, TAG_LEN};
 
 /// What the link keeps for one peer.
 pub(super) struct Peer {
@@ -145,6 +145,16 @@ impl Waiting {
     }
 }
 
+/// Closes a connection's [`Waiting`] when one of its tasks ends: returned,
+/// aborted, or dropped with the runtime it ran on.
+struct CloseOnDrop(Arc<Waiting>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Forgets a call's id when the call ends, answered or not (its caller's
 /// deadline dropped it), so the map holds only calls still waiting.
 struct Registered<'a> {
@@ -204,13 +214,14 @@ impl Link {
             budget: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
             length: body.len() as u64,
             nonce,
-            node: self.me.to_string(),
-        }
-        .encode();
-        let head_tag = self.signer.head_tag(MAGIC, &head);
-        let body_tag = self.signer.body_tag(&head_tag, &body);
-        let mut request = BytesMut::new();
-        frame::put_request(&mut request, &head, &head_tag, &body_tag, &body);
+            node: &*self.me,
+        };
+        let mut body_tag = [0; TAG_LEN];
+        let request = frame::request(&head, &body, |head| {
+            let head_tag = self.signer.head_tag(MAGIC, head);
+            body_tag = self.signer.body_tag(&head_tag, &body);
+            (head_tag, body_tag)
+        });
         let (reply, answered) = oneshot::channel();
         if !conn.waiting.register(id, reply) {
             return Err(conn.waiting.lost(addr));
@@ -267,21 +278,27 @@ impl Link {
             .try_send(BytesMut::from(&MAGIC[..]))
             .expect("a new queue has room");
         let waiting = Arc::new(Waiting::new());
+        // On the node's runtime (see `Link::home`). Each task closes the
+        // connection however it ends, dropped with its runtime included, so
+        // no call waits on a connection nobody drives and the next call
+        // opens a new one.
         let writer = {
-            let (waiting, write) = (Arc::clone(&waiting), Counted::new(write, &self.counters));
-            tokio::spawn(async move {
+            let (closing, write) = (
+                CloseOnDrop(Arc::clone(&waiting)),
+                Counted::new(write, &self.counters),
+            );
+            self.home.spawn(async move {
+                let _closing = closing;
                 write_frames(write, queued).await;
-                waiting.close();
             })
         };
         let reader = {
             let read = BufReader::with_capacity(64 * 1024, Counted::new(read, &self.counters));
-            let waiting = Arc::clone(&waiting);
-            tokio::spawn(async move {
-                if let Err(err) = read_replies(read, &waiting).await {
+            let closing = CloseOnDrop(Arc::clone(&waiting));
+            self.home.spawn(async move {
+                if let Err(err) = read_replies(read, &closing.0).await {
                     tracing::debug!(%addr, error = %err, "peer connection closed");
                 }
-                waiting.close();
             })
         };
         let live = Arc::new(Conn {

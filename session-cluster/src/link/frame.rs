@@ -52,9 +52,10 @@ impl Header {
     }
 }
 
-/// A request's head: what its head tag signs.
+/// A request's head: what its head tag signs. The caller writes one with
+/// its node's name borrowed (`N = &str`), the server reads one owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequestHead {
+pub(crate) struct RequestHead<N = String> {
     /// Chosen by the caller to match the reply to its request.
     pub(crate) id: u64,
     /// Milliseconds since the Unix epoch on the sender's clock.
@@ -66,26 +67,45 @@ pub(crate) struct RequestHead {
     /// Random per request: what a replay repeats, and what binds the reply.
     pub(crate) nonce: u128,
     /// The sender's node id, at most 255 bytes.
-    pub(crate) node: String,
+    pub(crate) node: N,
 }
 
-impl RequestHead {
-    /// The head's bytes, as they travel and as they are signed.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let node = &self.node.as_bytes()[..self.node.len().min(255)];
-        let mut out = Vec::with_capacity(HEAD_FIXED + node.len());
+impl<N: AsRef<str>> RequestHead<N> {
+    /// The node's name as it travels: its first 255 bytes.
+    fn node_bytes(&self) -> &[u8] {
+        let node = self.node.as_ref().as_bytes();
+        &node[..node.len().min(255)]
+    }
+
+    /// The length of the head's bytes.
+    fn encoded_len(&self) -> usize {
+        HEAD_FIXED + self.node_bytes().len()
+    }
+
+    /// Appends the head's bytes, as they travel and as they are signed.
+    fn put(&self, out: &mut impl BufMut) {
+        let node = self.node_bytes();
         out.put_u64(self.id);
         out.put_u64(self.time);
         out.put_u64(self.budget);
         out.put_u64(self.length);
         out.put_u128(self.nonce);
-        // At most 255 by the slice above.
+        // At most 255 by `node_bytes`.
         #[allow(clippy::cast_possible_truncation)]
         out.put_u8(node.len() as u8);
         out.put_slice(node);
-        out
     }
 
+    /// The head's bytes, as they travel and as they are signed.
+    #[cfg(test)]
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.put(&mut out);
+        out
+    }
+}
+
+impl RequestHead {
     /// A head from its bytes; `None` unless they are exactly one head.
     pub(crate) fn decode(mut bytes: &[u8]) -> Option<Self> {
         if bytes.len() < HEAD_FIXED {
@@ -112,21 +132,23 @@ impl RequestHead {
     }
 }
 
-/// Appends one request frame to `out`.
-pub(crate) fn put_request(
-    out: &mut BytesMut,
-    head: &[u8],
-    head_tag: &[u8; TAG_LEN],
-    body_tag: &[u8; TAG_LEN],
+/// One request frame, written in one buffer: `sign` is given the head's
+/// bytes as they travel and returns the head's tag and the body's.
+pub(crate) fn request<N: AsRef<str>>(
+    head: &RequestHead<N>,
     body: &[u8],
-) {
-    out.reserve(HEADER_LEN + head.len() + 2 * TAG_LEN + body.len());
-    out.put_u32(u32::try_from(head.len()).expect("a head is short"));
+    sign: impl FnOnce(&[u8]) -> ([u8; TAG_LEN], [u8; TAG_LEN]),
+) -> BytesMut {
+    let head_len = head.encoded_len();
+    let mut out = BytesMut::with_capacity(HEADER_LEN + head_len + 2 * TAG_LEN + body.len());
+    out.put_u32(u32::try_from(head_len).expect("a head is short"));
     out.put_u32(u32::try_from(body.len()).expect("bodies are capped at MAX_BODY"));
-    out.put_slice(head);
-    out.put_slice(head_tag);
-    out.put_slice(body_tag);
+    head.put(&mut out);
+    let (head_tag, body_tag) = sign(&out[HEADER_LEN..]);
+    out.put_slice(&head_tag);
+    out.put_slice(&body_tag);
     out.put_slice(body);
+    out
 }
 
 /// How a server answered a request.
@@ -227,8 +249,10 @@ mod tests {
     fn a_request_frame_reads_back_field_by_field() {
         let head = head("node-0".to_owned());
         let encoded = head.encode();
-        let mut out = BytesMut::new();
-        put_request(&mut out, &encoded, &[1; TAG_LEN], &[2; TAG_LEN], b"abc");
+        let out = request(&head, b"abc", |signed| {
+            assert_eq!(signed, &encoded[..], "the tags sign the head as it travels");
+            ([1; TAG_LEN], [2; TAG_LEN])
+        });
         let fixed: [u8; HEADER_LEN] = out[..HEADER_LEN].try_into().unwrap();
         let header = Header::decode(&fixed).unwrap();
         assert_eq!(header.body_len, 3);

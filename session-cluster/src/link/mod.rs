@@ -192,6 +192,12 @@ pub(crate) struct Link {
     /// The most time the server gives one request, whatever its caller's
     /// budget says.
     max_budget: Duration,
+    /// The runtime the node started on, which runs its server, membership
+    /// and leases. Connections to peers run their tasks there too, not on
+    /// the runtime of the call that opened them: an app with a runtime per
+    /// worker (actix-web), or a test app whose runtime ends with it, would
+    /// otherwise leave the other callers a connection nobody drives.
+    home: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Link {
@@ -203,6 +209,10 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
+    /// A link whose connections run on the calling runtime, the node's.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (`ClusterStore::start` checks for one first).
     pub(crate) fn new(
         listener: TcpListener,
         signer: Signer,
@@ -221,6 +231,7 @@ impl Link {
             counters,
             listener: Mutex::new(Some(listener)),
             max_budget,
+            home: tokio::runtime::Handle::current(),
         }
     }
 }
@@ -375,6 +386,102 @@ async fn write_frames(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::protocol::{Encoded, Fetch};
+
+    /// Answers every request at once with the same body.
+    struct Answers;
+
+    #[async_trait]
+    impl Handler for Answers {
+        async fn handle(
+            &self,
+            _: &str,
+            _: Instant,
+            _: PeerRequest,
+        ) -> Result<Vec<u8>, postcard::Error> {
+            Ok(b"answer".to_vec())
+        }
+
+        fn serve_now(&self, _: &str, _: PeerRequest) -> ServedNow {
+            ServedNow::Replied(Ok(b"answer".to_vec()))
+        }
+    }
+
+    async fn link(name: &str) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Link::new(
+            listener,
+            Signer::derive(&[7; 32], "link"),
+            name.into(),
+            8,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Arc::default(),
+        )
+    }
+
+    /// One call from a current-thread runtime of its own, on a thread of
+    /// its own (as an actix-web worker's), which ends after the call.
+    fn call_from_a_runtime_that_ends(link: &Arc<Link>, to: SocketAddr) -> Result<Bytes, String> {
+        let link = Arc::clone(link);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let body = Encoded::new(Fetch {
+                    key: "k".to_owned(),
+                })
+                .unwrap()
+                .body;
+                let deadline = Instant::now() + Duration::from_secs(5);
+                link.call(to, body, deadline)
+                    .await
+                    .map_err(|err| err.to_string())
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_connection_outlives_the_runtime_of_the_call_that_opened_it() {
+        // The nodes' runtime, which lives on (an app's main runtime).
+        let home = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (server, client) =
+            home.block_on(async { (link("server").await, link("client").await) });
+        let to = server
+            .listener
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let handler: Arc<dyn Handler> = Arc::new(Answers);
+        let _serving = home.block_on(async { server.serve(Arc::downgrade(&handler)) });
+        let client = Arc::new(client);
+        // The first worker's call opens the connection; then its runtime ends.
+        assert_eq!(
+            call_from_a_runtime_that_ends(&client, to).unwrap(),
+            "answer"
+        );
+        // A second worker's call must not find a connection nobody drives.
+        assert_eq!(
+            call_from_a_runtime_that_ends(&client, to).unwrap(),
+            "answer"
+        );
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
     use super::*;
 
     #[tokio::test]

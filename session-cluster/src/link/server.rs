@@ -198,12 +198,31 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: u64 = 64 * 1024;
 
 /// A request's fixed header, head and tags, as read off the connection
-/// before anything of them is trusted.
+/// before anything of them is trusted. On the stack: a head is short.
 struct Framed {
     header: Header,
-    head: Vec<u8>,
-    head_tag: [u8; TAG_LEN],
-    body_tag: [u8; TAG_LEN],
+    /// The head, then its tag and the body's.
+    bytes: [u8; frame::MAX_HEAD + 2 * TAG_LEN],
+}
+
+impl Framed {
+    fn head(&self) -> &[u8] {
+        &self.bytes[..self.header.head_len]
+    }
+
+    fn head_tag(&self) -> [u8; TAG_LEN] {
+        let at = self.header.head_len;
+        self.bytes[at..at + TAG_LEN]
+            .try_into()
+            .expect("sized by the type")
+    }
+
+    fn body_tag(&self) -> [u8; TAG_LEN] {
+        let at = self.header.head_len + TAG_LEN;
+        self.bytes[at..at + TAG_LEN]
+            .try_into()
+            .expect("sized by the type")
+    }
 }
 
 /// Reads the next request's head and tags: at most [`frame::MAX_HEAD`]
@@ -212,17 +231,16 @@ struct Framed {
 async fn read_head(read: &mut BufReader<Counted<OwnedReadHalf>>) -> Option<Framed> {
     let mut fixed = [0; HEADER_LEN];
     read.read_exact(&mut fixed).await.ok()?;
+    // `decode` caps the head's length at `MAX_HEAD`.
     let header = Header::decode(&fixed)?;
-    let mut head = vec![0; header.head_len + 2 * TAG_LEN];
-    read.read_exact(&mut head).await.ok()?;
-    let tags = head.split_off(header.head_len);
-    let (head_tag, body_tag) = tags.split_at(TAG_LEN);
-    Some(Framed {
+    let mut framed = Framed {
         header,
-        head,
-        head_tag: head_tag.try_into().expect("sized above"),
-        body_tag: body_tag.try_into().expect("sized above"),
-    })
+        bytes: [0; frame::MAX_HEAD + 2 * TAG_LEN],
+    };
+    read.read_exact(&mut framed.bytes[..header.head_len + 2 * TAG_LEN])
+        .await
+        .ok()?;
+    Some(framed)
 }
 
 fn bare(id: u64, status: Status) -> BytesMut {
@@ -239,16 +257,16 @@ async fn request(
     serving: &mut JoinSet<()>,
     verified: &mut bool,
 ) -> Next {
-    let Framed {
-        header,
-        head,
-        head_tag,
-        body_tag,
-    } = framed;
+    let (header, head, head_tag, body_tag) = (
+        framed.header,
+        framed.head(),
+        framed.head_tag(),
+        framed.body_tag(),
+    );
     // The head first, before one byte of the body is read.
     let now = unix_millis(SystemTime::now());
-    let decoded = RequestHead::decode(&head);
-    let signed = server.signer.verify_head(MAGIC, &head, &head_tag);
+    let decoded = RequestHead::decode(head);
+    let signed = server.signer.verify_head(MAGIC, head, &head_tag);
     let Some(head) = decoded.filter(|h| signed && now.abs_diff(h.time) <= millis(MAX_SKEW)) else {
         // The id is unsigned here, but only routes the refusal back.
         let id = head.get(..8).map_or(0, |b| {

@@ -53,11 +53,8 @@
 //!   checks, tombstone lifetimes, owner-index deadlines, the generation a
 //!   node takes when it starts) and, in the tests, to each app server's
 //!   `SessionManager` clock. They do not apply to tokio's monotonic clock,
-//!   which every node shares (timeouts, SWIM's timers), nor to moka's own
-//!   expiry clock, which counts the time an entry has left in real time
-//!   (reads check each entry against the node's clock, so moka only ever
-//!   drops entries later, in virtual time, than the node would; a run much
-//!   slower than real time could see it drop one earlier).
+//!   which every node shares (timeouts, SWIM's timers). Nothing a node
+//!   holds ends by real time: its copies end by the node's clock alone.
 //! - The TCP link itself (framing, connection reuse, its in-flight limits
 //!   and its signed-head freshness check) is not in the path; its own tests
 //!   cover it.
