@@ -4,7 +4,7 @@ mod devices;
 pub(crate) mod session;
 
 use std::{
-    collections::HashSet, future::Future, num::NonZeroUsize, sync::Arc, task::Poll, time::Duration,
+    collections::HashSet, future::Future, num::NonZeroUsize, sync::Arc, time::Duration,
     time::SystemTime,
 };
 
@@ -725,14 +725,6 @@ impl Shared {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let bounded = async {
-            let mut call = std::pin::pin!(call);
-            // A store that answers on its first poll (the memory store, a
-            // near-cache hit) cannot hang: it is spared the timer, which
-            // costs a clock read and the runtime's timer handle.
-            let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-            if let Poll::Ready(result) = first {
-                return result;
-            }
             match tokio::time::timeout(self.operation_timeout, call).await {
                 Ok(result) => result,
                 Err(elapsed) => {
