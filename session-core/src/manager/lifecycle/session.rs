@@ -1,10 +1,6 @@
 //! The per-request `Session` handle and the write-back at the end of a request.
 
-use std::{
-    fmt, mem,
-    sync::{Arc, OnceLock},
-    time::SystemTime,
-};
+use std::{fmt, mem, sync::Arc, time::SystemTime};
 
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::Mutex;
@@ -13,12 +9,14 @@ mod cycle;
 mod devices;
 mod error;
 mod migrate;
+mod token;
 
 pub use error::SessionError;
+use token::Token;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
-    cookie::{Unverified, Verified},
+    cookie::Unverified,
     telemetry::{self, Ended, Operation, Refused},
     Changes, Committed, Created, Data, ErrorKind, Lifetime, Owner, Record, SessionId, StoreError,
 };
@@ -64,32 +62,6 @@ struct Inner {
     state: Mutex<State>,
     /// Set only while migrating from another library: see `migrate.rs`.
     migration: migrate::Migration,
-}
-
-/// The request's session token: parsed when the request starts, verified
-/// only when first needed. The HMAC is most of what an untouched request
-/// would cost, and nothing but the id's use needs it: a value that fails
-/// verification is "no session" whenever that is found out, and nothing
-/// reads the id before it is verified.
-struct Token {
-    found: Unverified,
-    verified: OnceLock<Option<Verified>>,
-}
-
-impl Token {
-    fn unverified(found: Unverified) -> Self {
-        Self {
-            found,
-            verified: OnceLock::new(),
-        }
-    }
-
-    fn verified(cookie: Option<Verified>) -> Self {
-        Self {
-            found: Unverified::default(),
-            verified: OnceLock::from(cookie),
-        }
-    }
 }
 
 #[derive(Default)]
@@ -734,30 +706,6 @@ impl Session {
             },
         }
         Ok(())
-    }
-
-    /// The request's verified token, verifying it on first use.
-    fn cookie(&self) -> Option<Verified> {
-        let token = &self.inner.token;
-        *token
-            .verified
-            .get_or_init(|| self.inner.shared.settle(&token.found))
-    }
-
-    /// A handler that never touched the session still gets a cookie signed
-    /// by an old key re-signed, without a store call.
-    fn resign_unloaded(&self) -> Option<String> {
-        let shared = &self.inner.shared;
-        if !shared.codec.rotates_keys() {
-            // Only an older key's signature asks for a re-sign, so with one
-            // key there is nothing to find out and the HMAC is skipped.
-            return None;
-        }
-        let cookie = self.cookie().filter(|cookie| cookie.needs_resign)?;
-        // Unloaded, the session's own lifetime is unknown: the manager's
-        // is used, and the next request that loads the session sends its
-        // own `Max-Age` again.
-        Some(shared.issue(&cookie.id, shared.idle_timeout, shared.is_persistent(None)))
     }
 
     async fn write(
