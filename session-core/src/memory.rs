@@ -35,6 +35,15 @@ struct Stored {
     lifetime: Option<Lifetime>,
 }
 
+/// The cache's key: a session id under a key prefix. Kept as the id's
+/// bytes, not the text `<prefix><id>` a remote store uses, so a call
+/// neither encodes the id nor allocates a key (the prefix is shared).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    prefix: Arc<str>,
+    id: SessionId,
+}
+
 /// Owner name → the cache keys of that owner's sessions, each with its
 /// owner's `until`. Shared by every prefix view; a key carries its prefix,
 /// so a view picks out its own.
@@ -49,26 +58,29 @@ struct Stored {
 /// sees every such session, however many passes run at once.
 #[derive(Default)]
 struct OwnerIndex {
-    owners: Mutex<HashMap<String, HashMap<String, SystemTime>>>,
+    owners: Mutex<HashMap<String, HashMap<CacheKey, SystemTime>>>,
 }
 
 impl OwnerIndex {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, HashMap<String, SystemTime>>) -> T) -> T {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, HashMap<CacheKey, SystemTime>>) -> T,
+    ) -> T {
         // Every critical section leaves the maps consistent, so a panic in
         // another thread cannot have left them half-changed.
         f(&mut self.owners.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn add(&self, owner: &Owner, key: &str) {
+    fn add(&self, owner: &Owner, key: &CacheKey) {
         let now = SystemTime::now();
         self.with(|owners| {
             let keys = owners.entry(owner.name.clone()).or_default();
             keys.retain(|_, until| *until > now);
-            keys.insert(key.to_owned(), owner.until);
+            keys.insert(key.clone(), owner.until);
         });
     }
 
-    fn remove(&self, owner: &str, key: &str) {
+    fn remove(&self, owner: &str, key: &CacheKey) {
         self.with(|owners| {
             if let Some(keys) = owners.get_mut(owner) {
                 keys.remove(key);
@@ -82,20 +94,20 @@ impl OwnerIndex {
     /// The keys of `owner`'s sessions under `prefix`, left in the index: an
     /// entry leaves only with its session (see the type's docs), so a pass
     /// that fails or is dropped half-way leaves no live session unindexed.
-    fn keys(&self, owner: &str, prefix: &str) -> Vec<String> {
-        let ours = |key: &str| {
-            key.len() == prefix.len() + crate::id::ENCODED_LEN && key.starts_with(prefix)
-        };
+    fn keys(&self, owner: &str, prefix: &str) -> Vec<CacheKey> {
         self.with(|owners| {
             owners.get(owner).map_or_else(Vec::new, |keys| {
-                keys.keys().filter(|key| ours(key)).cloned().collect()
+                keys.keys()
+                    .filter(|key| &*key.prefix == prefix)
+                    .cloned()
+                    .collect()
             })
         })
     }
 
     /// Keeps the index in step with a store write of `key`: indexes the new
     /// owner, and forgets the old one when it changed.
-    fn update(&self, key: &str, old: Option<&Owner>, new: Option<&Owner>) {
+    fn update(&self, key: &CacheKey, old: Option<&Owner>, new: Option<&Owner>) {
         if let Some(old) = old.filter(|old| new.is_none_or(|new| new.name != old.name)) {
             self.remove(&old.name, key);
         }
@@ -153,7 +165,7 @@ impl ExpiresAt for Stored {
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<String, Arc<Stored>>,
+    cache: Cache<CacheKey, Arc<Stored>>,
     owners: Arc<OwnerIndex>,
     prefix: Arc<str>,
 }
@@ -209,7 +221,7 @@ impl MemoryStoreBuilder {
         let owners = Arc::new(OwnerIndex::default());
         let listener = {
             let owners = Arc::clone(&owners);
-            move |key: Arc<String>, stored: Arc<Stored>, cause: RemovalCause| {
+            move |key: Arc<CacheKey>, stored: Arc<Stored>, cause: RemovalCause| {
                 // A replacement is a write, and the write kept the index.
                 if cause != RemovalCause::Replaced {
                     if let Some(owner) = &stored.owner {
@@ -287,21 +299,19 @@ impl MemoryStore {
         self.cache.run_pending_tasks().await;
     }
 
-    fn key(&self, id: &SessionId) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + crate::id::ENCODED_LEN);
-        key.push_str(&self.prefix);
-        key.push_str(&id.encode());
-        key
+    fn key(&self, id: &SessionId) -> CacheKey {
+        CacheKey {
+            prefix: Arc::clone(&self.prefix),
+            id: *id,
+        }
     }
 
     /// The second half of a `delete_by_owner` pass: ends each session at
     /// `keys` (read from `owner`'s index) that still has this owner.
-    async fn end_owned(&self, owner: &str, keys: Vec<String>) -> OwnerPass {
+    async fn end_owned(&self, owner: &str, keys: Vec<CacheKey>) -> OwnerPass {
         let mut pass = OwnerPass::default();
         for key in keys {
-            if let Some(id) = SessionId::decode(&key[self.prefix.len()..]) {
-                pass.indexed.push(id);
-            }
+            pass.indexed.push(key.id);
             let result = self
                 .cache
                 .entry(key.clone())
@@ -507,10 +517,7 @@ impl SessionStore for MemoryStore {
     async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>, StoreError> {
         let mut records = Vec::new();
         for key in self.owners.keys(owner, &self.prefix) {
-            let Some(id) = SessionId::decode(&key[self.prefix.len()..]) else {
-                continue;
-            };
-            if let Some(record) = self.load(&id).await? {
+            if let Some(record) = self.load(&key.id).await? {
                 if record.owner.as_ref().is_some_and(|held| held.name == owner) {
                     records.push(record);
                 }

@@ -41,6 +41,7 @@
 //! `expose_headers`).
 
 use crate::{
+    cookie::Unverified,
     telemetry::{self, Refused},
     ConfigError, CookieCodec, Verified,
 };
@@ -177,24 +178,34 @@ impl HeaderTransport {
         Ok(())
     }
 
-    /// Finds and verifies the token among the values of the header. Never
-    /// fails: anything unusable is "no session", counted and logged at
-    /// debug like a refused cookie.
-    pub(crate) fn read<'a>(
-        &self,
-        codec: &CookieCodec,
-        values: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Option<Verified> {
+    /// Finds the token among the values of the header, parsed but not yet
+    /// verified ([`CookieCodec::settle`] verifies it, and counts and logs
+    /// anything unusable as "no session", like a refused cookie).
+    pub(crate) fn find<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Unverified {
+        let mut found = Unverified::default();
         let mut values = values.into_iter();
-        let first = values.next()?;
-        let refused = if values.next().is_some() {
-            Refused::TooMany
+        let Some(first) = values.next() else {
+            return found;
+        };
+        if values.next().is_some() {
+            found.refuse(Refused::TooMany);
         } else {
-            match self.token(first).map(|token| codec.check(token)) {
-                Some(Ok(verified)) => return Some(verified),
-                Some(Err(refused)) => refused,
-                None => Refused::Malformed,
+            match self.token(first) {
+                Some(token) => {
+                    found.push(token);
+                }
+                None => found.refuse(Refused::Malformed),
             }
+        }
+        found
+    }
+
+    /// Verifies the token [`find`](Self::find) kept, and counts and logs a
+    /// refusal like a refused cookie.
+    pub(crate) fn settle(&self, codec: &CookieCodec, found: &Unverified) -> Option<Verified> {
+        let refused = match codec.verify_found(found) {
+            Ok(verified) => return Some(verified),
+            Err(refused) => refused?,
         };
         telemetry::cookie_refused(refused);
         tracing::debug!(
@@ -259,6 +270,16 @@ mod tests {
         CookieCodec::new(CookieConfig::default(), Key::generate().into()).unwrap()
     }
 
+    /// What the manager does with a request's header values, found and
+    /// verified at once.
+    fn read<'a>(
+        header: &HeaderTransport,
+        codec: &CookieCodec,
+        values: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Option<Verified> {
+        header.settle(codec, &header.find(values))
+    }
+
     #[test]
     fn reads_the_scheme_without_regard_to_case_and_refuses_anything_else() {
         let codec = codec();
@@ -271,7 +292,7 @@ mod tests {
             format!("  BEARER \t {token} "),
         ] {
             assert_eq!(
-                bearer.read(&codec, [good.as_bytes()]).map(|v| v.id),
+                read(&bearer, &codec, [good.as_bytes()]).map(|v| v.id),
                 Some(id),
                 "{good:?}"
             );
@@ -287,15 +308,15 @@ mod tests {
             String::new(),
             oversized,
         ] {
-            assert_eq!(bearer.read(&codec, [bad.as_bytes()]), None, "{bad:?}");
+            assert_eq!(read(&bearer, &codec, [bad.as_bytes()]), None, "{bad:?}");
         }
         let good = format!("Bearer {token}");
         assert_eq!(
-            bearer.read(&codec, [good.as_bytes(), good.as_bytes()]),
+            read(&bearer, &codec, [good.as_bytes(), good.as_bytes()]),
             None,
             "two values are refused even when both verify"
         );
-        assert_eq!(bearer.read(&codec, [b"\xff\xfe".as_slice()]), None);
+        assert_eq!(read(&bearer, &codec, [b"\xff\xfe".as_slice()]), None);
     }
 
     #[test]
@@ -305,12 +326,12 @@ mod tests {
         let token = codec.sign(&id);
         let custom = HeaderTransport::new("X-Session-Token");
         assert_eq!(
-            custom.read(&codec, [token.as_bytes()]).map(|v| v.id),
+            read(&custom, &codec, [token.as_bytes()]).map(|v| v.id),
             Some(id)
         );
         assert_eq!(custom.value(&token), token);
         assert_eq!(
-            custom.read(&codec, [format!("Bearer {token}").as_bytes()]),
+            read(&custom, &codec, [format!("Bearer {token}").as_bytes()]),
             None
         );
     }

@@ -171,6 +171,54 @@ async fn destroy_needs_no_load() {
     );
 }
 
+/// `cookie` with one character of its tag changed (in the middle: the
+/// last character carries padding bits, and changing it could make the
+/// value non-canonical, refused before the HMAC is checked).
+fn forged(cookie: &str) -> String {
+    let at = cookie.len() - 20;
+    let other = if &cookie[at..=at] == "A" { "B" } else { "A" };
+    let mut forged = cookie.to_owned();
+    forged.replace_range(at..=at, other);
+    forged
+}
+
+/// The cookie is verified only when the session is first used; `destroy`
+/// uses it without a load, so it must verify it first and end nothing
+/// for a forged one.
+#[tokio::test]
+async fn a_forged_cookie_cannot_destroy_the_session_it_names() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+
+    let session = fixture.request(Some(&forged(&cookie)));
+    session.destroy().await.unwrap();
+    assert_eq!(set_cookie(session.finish().await), None);
+    assert_eq!(fixture.store.take_calls(), Calls::default());
+    let session = fixture.request(Some(&cookie));
+    assert_eq!(
+        session.get::<String>("user").await.unwrap().as_deref(),
+        Some("ada")
+    );
+}
+
+/// An untouched request never verifies its cookie, and answers exactly as
+/// if it had: no store call and no `Set-Cookie`, for a genuine cookie and
+/// for a forged one alike.
+#[tokio::test]
+async fn an_untouched_request_answers_alike_for_a_genuine_and_a_forged_cookie() {
+    let fixture = Fixture::new();
+    let cookie = fixture.logged_in().await;
+    for sent in [cookie.clone(), forged(&cookie)] {
+        let session = fixture.request(Some(&sent));
+        assert_eq!(set_cookie(session.finish().await), None, "{sent}");
+        assert_eq!(fixture.store.take_calls(), Calls::default(), "{sent}");
+    }
+    // A forged cookie used later in the request is still refused then.
+    let session = fixture.request(Some(&forged(&cookie)));
+    assert_eq!(session.get::<String>("user").await.unwrap(), None);
+    assert_eq!(fixture.store.take_calls(), Calls::default());
+}
+
 #[tokio::test]
 async fn setting_a_key_to_its_current_value_writes_nothing() {
     let fixture = Fixture::new();

@@ -167,9 +167,10 @@ async fn session_lifecycle() {
     let session = manager.start([active.as_bytes()]);
     assert_eq!(session.get::<u32>("n").await.unwrap(), None);
 
-    // Cookies refused: malformed, signed by another key, too many.
+    // Cookies refused: malformed, signed by another key, too many. A
+    // cookie is verified, and a refusal counted, once the request uses
+    // its session: the untouched request first counts nothing.
     let name = manager.codec().name().to_owned();
-    let _ = manager.start([format!("{name}=nonsense").as_bytes()]);
     let other = SessionManager::builder(MemoryStore::new(), Key::generate())
         .build()
         .unwrap();
@@ -177,9 +178,12 @@ async fn session_lifecycle() {
         .codec()
         .set_cookie(&id_of(&cookie), Duration::from_secs(60));
     let forged = forged.split(';').next().unwrap().to_owned();
-    let _ = manager.start([forged.as_bytes()]);
+    let _ = manager.start([forged.as_bytes()]).finish().await;
     let many = vec![format!("{name}=x"); 64].join("; ");
-    let _ = manager.start([many.as_bytes()]);
+    for refused in [format!("{name}=nonsense"), forged, many] {
+        let session = manager.start([refused.as_bytes()]);
+        assert_eq!(session.get::<u32>("n").await.unwrap(), None);
+    }
 
     // A store error.
     faults.set_fault(Some(Fault::Fail(ErrorKind::Unavailable)));

@@ -90,6 +90,18 @@ where
                     // acknowledge the changes, so nothing is written.
                     let response = ready!(future.poll(cx))?;
                     let session = session.take().expect("session taken only once");
+                    // An untouched session ends here, with no future to box.
+                    if let Some(finish) = session.finish_now() {
+                        let legacy_removal = session.legacy_cookie_removal();
+                        return Poll::Ready(Ok(respond(
+                            finish,
+                            legacy_removal,
+                            response,
+                            this.span,
+                            this.responder.as_ref(),
+                            this.header.as_ref(),
+                        )));
+                    }
                     let finish: FinishFuture = Box::pin(async move {
                         let finish = session.finish().await;
                         (finish, session.legacy_cookie_removal())
@@ -104,27 +116,43 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let outcome = match finish {
-                        Finish::Respond { .. } => "ok",
-                        _ => "unavailable",
-                    };
-                    this.span.record("outcome", outcome);
-                    let mut response = apply(
+                    return Poll::Ready(Ok(respond(
                         finish,
+                        legacy_removal,
                         response,
+                        this.span,
                         this.responder.as_ref(),
                         this.header.as_ref(),
-                    );
-                    if let Some(removal) = legacy_removal.filter(|_| outcome == "ok") {
-                        if let Ok(value) = HeaderValue::try_from(removal) {
-                            response.headers_mut().append(SET_COOKIE, value);
-                        }
-                    }
-                    return Poll::Ready(Ok(response));
+                    )));
                 }
             }
         }
     }
+}
+
+/// The handler's response once the session is finished: its header added,
+/// or the error response, and another library's cookie cleared after a
+/// migration.
+fn respond<B: Default + From<Vec<u8>>>(
+    finish: Finish,
+    legacy_removal: Option<String>,
+    response: Response<B>,
+    span: &tracing::Span,
+    responder: Option<&ErrorResponder>,
+    header: Option<&HeaderName>,
+) -> Response<B> {
+    let outcome = match finish {
+        Finish::Respond { .. } => "ok",
+        _ => "unavailable",
+    };
+    span.record("outcome", outcome);
+    let mut response = apply(finish, response, responder, header);
+    if let Some(removal) = legacy_removal.filter(|_| outcome == "ok") {
+        if let Ok(value) = HeaderValue::try_from(removal) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
+    }
+    response
 }
 
 fn apply<B: Default + From<Vec<u8>>>(

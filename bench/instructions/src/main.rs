@@ -124,10 +124,17 @@ fn with_sessions(manager: SessionManager) -> Router {
             }),
         )
         .layer(SessionLayer::new(manager))
+        .with_state(())
 }
 
+/// `with_state(())` as `axum::serve` does once per connection: without it
+/// a `Router<()>` called directly turns each handler into a route on every
+/// request, and applies every layer again (building a new
+/// `SessionService` per request), which a served app never does.
 fn bare() -> Router {
-    Router::new().route("/read", get(|| async { "0" }))
+    Router::new()
+        .route("/read", get(|| async { "0" }))
+        .with_state(())
 }
 
 /// Logs in and returns the `Cookie` header value the app set.

@@ -33,6 +33,48 @@ pub struct Verified {
     pub needs_resign: bool,
 }
 
+/// A request's session tokens, found but not yet decoded or verified
+/// ([`CookieCodec::find`]): the values of the right length among the first
+/// [`MAX_CANDIDATES`], in the order they came, and what to count if none
+/// verifies. Verifying them ([`CookieCodec::settle`]) costs an HMAC each,
+/// which the manager spends only once the request uses its session.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Unverified {
+    /// Copied, not borrowed, so the session outlives the request's headers
+    /// without an allocation.
+    values: [Option<[u8; VALUE_LEN]>; MAX_CANDIDATES],
+    /// How many values with our name were seen, up to `MAX_CANDIDATES`.
+    seen: usize,
+    /// Why there is no session if no kept value verifies: `Malformed`
+    /// once a value of the wrong length was seen, `TooMany` once more than
+    /// the codec reads were.
+    refused: Option<Refused>,
+}
+
+impl Unverified {
+    /// Keeps one more value; false once `MAX_CANDIDATES` were seen, when a
+    /// request sending more is attacking our CPU and the rest is ignored.
+    pub(crate) fn push(&mut self, value: &str) -> bool {
+        match <[u8; VALUE_LEN]>::try_from(value.as_bytes()) {
+            Ok(value) => self.values[self.seen] = Some(value),
+            Err(_) => {
+                self.refused.get_or_insert(Refused::Malformed);
+            }
+        }
+        self.seen += 1;
+        if self.seen < MAX_CANDIDATES {
+            return true;
+        }
+        self.refused = Some(Refused::TooMany);
+        false
+    }
+
+    /// Refuses the request's token for `reason` without a value to verify.
+    pub(crate) fn refuse(&mut self, reason: Refused) {
+        self.refused = Some(reason);
+    }
+}
+
 /// Signs, verifies and renders the session cookie. Framework-neutral: adapters
 /// hand it raw `Cookie` header bytes and get `Set-Cookie` header text back.
 ///
@@ -71,6 +113,12 @@ impl CookieCodec {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether keys other than the signing one verify, so that a cookie
+    /// may need re-signing.
+    pub(crate) fn rotates_keys(&self) -> bool {
+        self.keys.len() > 1
     }
 
     /// The attributes this codec renders.
@@ -127,43 +175,80 @@ impl CookieCodec {
     /// are skipped; the first of our cookies that verifies wins. Never fails:
     /// anything unusable is "no session", logged at debug.
     pub fn read<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>) -> Option<Verified> {
-        let mut candidates = 0;
-        let mut refused = Refused::Malformed;
+        self.settle(&self.find(headers))
+    }
+
+    /// The first half of [`read`](Self::read): our cookies among the
+    /// request's `Cookie` header values, parsed but not verified, so that
+    /// a request that never uses its session never pays for the HMAC.
+    pub(crate) fn find<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>) -> Unverified {
+        let mut found = Unverified::default();
         for header in headers {
             // Other cookies may carry arbitrary bytes; ours is ASCII, so a lossy
-            // view finds it without rejecting the whole header.
-            let text: Cow<'_, str> = String::from_utf8_lossy(header);
+            // view finds it without rejecting the whole header (a plain
+            // check first: it is much faster on the usual, valid header).
+            let text: Cow<'_, str> = match std::str::from_utf8(header) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(header),
+            };
             for cookie in Cookie::split_parse(text.as_ref()).flatten() {
                 if cookie.name() != self.name {
                     continue;
                 }
-                candidates += 1;
-                match self.check(cookie.value()) {
-                    Ok(verified) => return Some(verified),
-                    // One well-formed cookie that fails its signature is
-                    // the stronger signal; it wins over malformed ones.
-                    Err(Refused::BadSignature) => refused = Refused::BadSignature,
-                    Err(_) => {}
-                }
-                if candidates >= MAX_CANDIDATES {
-                    telemetry::cookie_refused(Refused::TooMany);
-                    tracing::debug!(
-                        cookie.name = %self.name,
-                        "too many session cookies in one request; ignoring the rest"
-                    );
-                    return None;
+                if !found.push(cookie.value()) {
+                    return found;
                 }
             }
         }
-        if candidates > 0 {
-            telemetry::cookie_refused(refused);
+        found
+    }
+
+    /// The second half of [`read`](Self::read): verifies the cookies
+    /// [`find`](Self::find) kept, and counts and logs a refusal.
+    pub(crate) fn settle(&self, found: &Unverified) -> Option<Verified> {
+        let refused = match self.verify_found(found) {
+            Ok(verified) => return Some(verified),
+            Err(refused) => refused?,
+        };
+        telemetry::cookie_refused(refused);
+        if refused == Refused::TooMany {
             tracing::debug!(
                 cookie.name = %self.name,
-                candidates,
+                "too many session cookies in one request; ignoring the rest"
+            );
+        } else {
+            tracing::debug!(
+                cookie.name = %self.name,
+                candidates = found.seen,
                 "session cookie is malformed, forged or signed by an unknown key; starting a fresh session"
             );
         }
         None
+    }
+
+    /// Verifies the values `found` kept, in the order they came: the first
+    /// that verifies, or why none did (`None` when there was none at all).
+    pub(crate) fn verify_found(&self, found: &Unverified) -> Result<Verified, Option<Refused>> {
+        let mut refused = found.refused;
+        for value in found.values.iter().flatten() {
+            // Kept from a `&str`, so it is text; anything else is malformed.
+            let checked = std::str::from_utf8(value)
+                .map_err(|_| Refused::Malformed)
+                .and_then(|value| self.check(value));
+            match checked {
+                Ok(verified) => return Ok(verified),
+                // One well-formed value that fails its signature is the
+                // stronger signal; it wins over malformed ones (though not
+                // over too many).
+                Err(Refused::BadSignature) if refused != Some(Refused::TooMany) => {
+                    refused = Some(Refused::BadSignature);
+                }
+                Err(reason) => {
+                    refused.get_or_insert(reason);
+                }
+            }
+        }
+        Err(refused)
     }
 
     /// A `Set-Cookie` header value carrying `id`. `remaining` is the session's

@@ -14,5 +14,6 @@ mod codec;
 pub(crate) mod config;
 pub(crate) mod key;
 
+pub(crate) use codec::Unverified;
 pub use codec::{CookieCodec, Verified};
 pub use key::MIN_SECRET_LEN;

@@ -187,11 +187,14 @@ impl SessionManager {
             // Another library's sessions come in cookies only.
             return Session::start_migrating(&self.shared, legacy, cookie_headers);
         }
-        let cookie = match &self.shared.transport {
-            Transport::Header(header) => header.read(&self.shared.codec, cookie_headers),
-            Transport::Cookie => self.shared.codec.read(cookie_headers),
+        // Only parsed here: the HMAC waits until the session is used (see
+        // `Session::cookie`), so a request that never touches its session
+        // costs next to nothing.
+        let found = match &self.shared.transport {
+            Transport::Header(header) => header.find(cookie_headers),
+            Transport::Cookie => self.shared.codec.find(cookie_headers),
         };
-        Session::new(Arc::clone(&self.shared), cookie)
+        Session::new(Arc::clone(&self.shared), found)
     }
 
     /// The request header whose values an adapter hands to
@@ -770,6 +773,15 @@ impl Shared {
         match &self.transport {
             Transport::Header(header) => header.value(&self.codec.sign(id)),
             Transport::Cookie => self.codec.set_cookie_with(id, remaining, persistent),
+        }
+    }
+
+    /// Verifies the token `found` in a request, counting and logging a
+    /// refusal.
+    fn settle(&self, found: &crate::cookie::Unverified) -> Option<crate::Verified> {
+        match &self.transport {
+            Transport::Header(header) => header.settle(&self.codec, found),
+            Transport::Cookie => self.codec.settle(found),
         }
     }
 

@@ -9,12 +9,14 @@ mod cycle;
 mod devices;
 mod error;
 mod migrate;
+mod token;
 
 pub use error::SessionError;
+use token::Token;
 
 use super::{log_store_error, ErrorPolicy, Finish, Shared};
 use crate::{
-    cookie::Verified,
+    cookie::Unverified,
     telemetry::{self, Ended, Operation, Refused},
     Changes, Committed, Created, Data, ErrorKind, Lifetime, Owner, Record, SessionId, StoreError,
 };
@@ -56,7 +58,7 @@ pub struct Session {
 
 struct Inner {
     shared: Arc<Shared>,
-    cookie: Option<Verified>,
+    token: Token,
     state: Mutex<State>,
     /// Set only while migrating from another library: see `migrate.rs`.
     migration: migrate::Migration,
@@ -119,11 +121,11 @@ enum Access {
 }
 
 impl Session {
-    pub(super) fn new(shared: Arc<Shared>, cookie: Option<Verified>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, found: Unverified) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shared,
-                cookie,
+                token: Token::unverified(found),
                 state: Mutex::new(State::default()),
                 migration: migrate::Migration::default(),
             }),
@@ -314,7 +316,7 @@ impl Session {
         let ended = state
             .base
             .map(|base| base.id)
-            .or(self.inner.cookie.map(|cookie| cookie.id));
+            .or(self.cookie().map(|cookie| cookie.id));
         *state = State {
             phase: Phase::Loaded,
             destroyed: ended,
@@ -521,7 +523,64 @@ impl Session {
     /// See [`SessionManager`](crate::SessionManager) for an example.
     pub async fn finish(&self) -> Finish {
         let mut state = self.inner.state.lock().await;
-        match mem::replace(&mut state.phase, Phase::Finished) {
+        if let Some(finish) = self.finish_without_store(&mut state) {
+            return finish;
+        }
+        let now = self.inner.shared.clock.now();
+        // Marks the write as under way for the case where this future is
+        // dropped mid-write: see the `Writing` arm of `finish_without_store`.
+        state.phase = Phase::Writing;
+        let login = state.stamp_login(now);
+        let mut written = self.write(&mut state, now).await;
+        if let (Ok(_), Some(owner), Some(cap)) =
+            (&written, login, self.inner.shared.max_sessions_per_owner)
+        {
+            // Acknowledged only once the owner is within the cap.
+            if let Err(err) = self.inner.shared.enforce_cap(&owner, cap).await {
+                written = Err(err);
+            }
+        }
+        state.phase = Phase::Finished;
+        match written {
+            Ok(set_cookie) => Finish::Respond { set_cookie },
+            Err(err) => {
+                log_store_error(&err, "session write failed; answering 503");
+                Finish::Unavailable
+            }
+        }
+    }
+
+    /// [`finish`](Self::finish) without waiting, for a session whose
+    /// finish needs no store call: one the handler never loaded (the
+    /// common untouched request), or one already finished or failed.
+    /// `None` when the session has something to write (or may have), or
+    /// another handle holds it at this moment: call `finish` then. Adapters
+    /// try this first, which spares them boxing `finish`'s future.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use session_core::{Key, SessionManager, manager::Finish, memory::MemoryStore};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
+    /// let untouched = manager.start(std::iter::empty());
+    /// assert_eq!(untouched.finish_now(), Some(Finish::Respond { set_cookie: None }));
+    /// let written = manager.start(std::iter::empty());
+    /// written.insert("user", "ada").await.unwrap();
+    /// assert_eq!(written.finish_now(), None);
+    /// assert!(matches!(written.finish().await, Finish::Respond { set_cookie: Some(_) }));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn finish_now(&self) -> Option<Finish> {
+        let mut state = self.inner.state.try_lock().ok()?;
+        self.finish_without_store(&mut state)
+    }
+
+    /// The end of a session that makes no store call, marking it finished;
+    /// `None`, with the state untouched, for a loaded session.
+    fn finish_without_store(&self, state: &mut State) -> Option<Finish> {
+        let finish = match state.phase {
+            Phase::Loaded => return None,
             Phase::Finished => Finish::Respond { set_cookie: None },
             Phase::Writing => {
                 tracing::warn!(
@@ -536,31 +595,9 @@ impl Session {
             Phase::Unloaded => Finish::Respond {
                 set_cookie: self.resign_unloaded(),
             },
-            Phase::Loaded => {
-                let now = self.inner.shared.clock.now();
-                // Marks the write as under way for the case where this future
-                // is dropped mid-write: see the `Writing` arm above.
-                state.phase = Phase::Writing;
-                let login = state.stamp_login(now);
-                let mut written = self.write(&mut state, now).await;
-                if let (Ok(_), Some(owner), Some(cap)) =
-                    (&written, login, self.inner.shared.max_sessions_per_owner)
-                {
-                    // Acknowledged only once the owner is within the cap.
-                    if let Err(err) = self.inner.shared.enforce_cap(&owner, cap).await {
-                        written = Err(err);
-                    }
-                }
-                state.phase = Phase::Finished;
-                match written {
-                    Ok(set_cookie) => Finish::Respond { set_cookie },
-                    Err(err) => {
-                        log_store_error(&err, "session write failed; answering 503");
-                        Finish::Unavailable
-                    }
-                }
-            }
-        }
+        };
+        state.phase = Phase::Finished;
+        Some(finish)
     }
 
     /// The state, loaded first if it is not yet. Under
@@ -597,7 +634,7 @@ impl Session {
     /// leaves the session unloaded, and the next call loads it again.
     async fn load_into(&self, state: &mut State) -> Result<(), SessionError> {
         let shared = &self.inner.shared;
-        let Some(cookie) = self.inner.cookie else {
+        let Some(cookie) = self.cookie() else {
             if self.inner.migration.is_pending() {
                 return self.migrate_into(state).await;
             }
@@ -669,17 +706,6 @@ impl Session {
             },
         }
         Ok(())
-    }
-
-    /// A handler that never touched the session still gets a cookie signed
-    /// by an old key re-signed, without a store call.
-    fn resign_unloaded(&self) -> Option<String> {
-        let shared = &self.inner.shared;
-        let cookie = self.inner.cookie.filter(|cookie| cookie.needs_resign)?;
-        // Unloaded, the session's own lifetime is unknown: the manager's
-        // is used, and the next request that loads the session sends its
-        // own `Max-Age` again.
-        Some(shared.issue(&cookie.id, shared.idle_timeout, shared.is_persistent(None)))
     }
 
     async fn write(
@@ -833,7 +859,7 @@ impl Session {
         now: SystemTime,
         lifetime: Option<&Lifetime>,
     ) -> Option<String> {
-        let needs_resign = self.inner.cookie.is_some_and(|cookie| cookie.needs_resign)
+        let needs_resign = self.cookie().is_some_and(|cookie| cookie.needs_resign)
             || self.inner.migration.issues_cookie();
         (self.inner.shared.is_persistent(lifetime) || needs_resign)
             .then(|| self.cookie_for(id, expires_at, now, lifetime))
@@ -948,7 +974,19 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the data and never the whole id; `SessionId`'s Debug shows a prefix.
         f.debug_struct("Session")
-            .field("cookie", &self.inner.cookie.map(|cookie| cookie.id))
+            // Only a token already verified: `Debug` must not verify, and
+            // an unverified id is no one's.
+            .field(
+                "cookie",
+                &self
+                    .inner
+                    .token
+                    .verified
+                    .get()
+                    .copied()
+                    .flatten()
+                    .map(|cookie| cookie.id),
+            )
             .finish_non_exhaustive()
     }
 }

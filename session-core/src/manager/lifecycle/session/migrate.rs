@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::Mutex;
 
-use super::{Base, Inner, Phase, Session, SessionError, State};
+use super::{Base, Inner, Phase, Session, SessionError, State, Token};
 use crate::{
     manager::lifecycle::{log_store_error, ErrorPolicy, Shared},
     migrate::{Claim, LegacyCookie, LegacySessions, MAX_LEGACY_CANDIDATES},
@@ -66,7 +66,7 @@ impl Session {
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::clone(shared),
-                cookie,
+                token: Token::verified(cookie),
                 state: Mutex::new(State::default()),
                 migration: Migration {
                     pending,
