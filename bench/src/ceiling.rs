@@ -127,6 +127,7 @@ pub(crate) fn axum_redis(connection: ConnectionManager, shape: RedisShape) -> Ro
 /// A memcache client as session-memcached builds one, on `servers`.
 pub(crate) async fn memcached_client(servers: &[String]) -> Result<AsyncMemcache, BoxError> {
     Ok(AsyncMemcache::builder()
+        .max_idle(session_kit::memcached::MemcachedConfig::DEFAULT_POOL_SIZE)
         .degrade(false)
         .connect_async(servers.iter().map(String::as_str))
         .await?)

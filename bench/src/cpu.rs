@@ -50,6 +50,22 @@ impl CpuClock {
     }
 }
 
+/// The CPU clock of one `redis-server` or `memcached` process, found by the
+/// port it listens on.
+pub(crate) struct StoreClock(PathBuf);
+
+impl StoreClock {
+    /// The clock of the store server listening on `port`, if there is one.
+    pub(crate) fn new(port: u16) -> Option<Self> {
+        store_stat(port).map(Self)
+    }
+
+    /// Ticks the process has spent so far, user and system.
+    pub(crate) fn now(&self) -> u64 {
+        ticks(&self.0)
+    }
+}
+
 /// Ticks spent by a PostgreSQL server: its postmaster, every child alive
 /// now (a backend per connection, the background workers), and the
 /// children that have exited, which the postmaster has reaped and whose

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p session-bench -- --quick     # about 4 minutes
 //! cargo run --release -p session-bench                # about 18 minutes
+//! cargo run --release -p session-bench -- --redis-cost # Redis's own cost per request
 //! ```
 //!
 //! Each variant is one app server (axum or actix-web, one worker thread)
@@ -28,6 +29,7 @@ mod ceiling;
 mod cpu;
 mod footprint;
 mod load;
+mod redis_cost;
 mod report;
 mod soak;
 mod variants;
@@ -98,7 +100,13 @@ usage: session-bench --soak [--seconds S] [--warm-up W] [--users N]
   200), each driving a session from two tasks and abandoning it every 3 s,
   then RSS again once every session expired; fails on any error or lost
   update, any session the store still holds after expiry, or RSS above the
-  baseline by more than max(15 %, 8 MiB)";
+  baseline by more than max(15 %, 8 MiB)
+
+usage: session-bench --redis-cost [--rounds N] [--seconds S] [--only TEXT]...
+
+  what a read and a write cost Redis itself, session-kit against the
+  peers: commands sent and run, commandstats µs and redis-server CPU per
+  request (--redis-cost --help for all options)";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
@@ -211,6 +219,18 @@ fn main() -> std::process::ExitCode {
     if args.peek().map(String::as_str) == Some("--soak") {
         let run = soak::parse(args.skip(1)).and_then(|options| {
             soak::run(&options).map_err(|err| format!("session-bench --soak: {err}"))
+        });
+        return match run {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("{message}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if args.peek().map(String::as_str) == Some("--redis-cost") {
+        let run = redis_cost::parse(args.skip(1)).and_then(|options| {
+            redis_cost::run(&options).map_err(|err| format!("session-bench --redis-cost: {err}"))
         });
         return match run {
             Ok(()) => std::process::ExitCode::SUCCESS,

@@ -124,3 +124,40 @@ async fn a_touch_is_one_meta_touch_and_rewrites_nothing() {
         later,
     );
 }
+
+/// Requests in flight at once in [`concurrent_requests_reuse_their_connections`],
+/// as a busy app server has them (the bench drives 16).
+const IN_FLIGHT: usize = 16;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_reuse_their_connections() {
+    use std::time::Duration;
+
+    use session_core::store::SessionStore;
+
+    let server = MemcachedServer::start();
+    let store = connect(config(std::slice::from_ref(&server)).with_key_prefix("pool:")).await;
+    let session = support::record(Duration::from_secs(60));
+    let _ = store.create(&session).await.unwrap();
+    // Every connection open from here on is one of the pool's, or one that
+    // did not fit in it and was opened for a single request, then closed.
+    let before = counters(&server)["total_connections"];
+    for _ in 0..50 {
+        let loads = (0..IN_FLIGHT).map(|_| {
+            let store = store.clone();
+            let id = session.id;
+            tokio::spawn(async move { store.load(&id).await })
+        });
+        for load in loads.collect::<Vec<_>>() {
+            assert!(load.await.unwrap().unwrap().is_some());
+        }
+    }
+    let opened = counters(&server)["total_connections"] - before;
+    // Each round has at most IN_FLIGHT requests in flight, so a pool that
+    // keeps them all opens no more than that over the 50 rounds; one that
+    // keeps fewer opens a connection per request past its size, every round.
+    assert!(
+        opened <= IN_FLIGHT as u64,
+        "{opened} connections opened for {IN_FLIGHT} requests at a time"
+    );
+}

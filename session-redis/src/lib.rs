@@ -40,7 +40,8 @@
 //! - **`create`** is insert-if-absent, in one Lua script.
 //! - **`commit`** is one Lua script that applies the whole
 //!   [`Changes`](session_core::store::Changes) (clear, removals, sets), bumps the
-//!   version with `HINCRBY` and moves the expiry, atomically. Two requests that
+//!   version (written in the same `HSET` as the values) and moves the expiry,
+//!   atomically. Two requests that
 //!   change different keys at once both survive. A commit to an expired or
 //!   deleted session answers `Missing` and writes nothing: it never brings the
 //!   session back.

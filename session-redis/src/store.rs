@@ -41,7 +41,7 @@ use crate::{
 /// | `load` | `HGETALL` | 1 |
 /// | `create` | Lua: `EXISTS`, `HSET`, `PEXPIREAT` | 1 |
 /// | `create` with an owner | the same, plus on the index `ZADD`, `ZREMRANGEBYSCORE`, `ZRANGE`, `PEXPIREAT`: in the same script, or on Cluster in a script of its own first | 1 (Cluster: 2) |
-/// | `commit` | Lua: `HGET` (the version), `HDEL` (removals only), one `HSET` (values and `expires_at`), `HINCRBY`, `PEXPIREAT` | 1 |
+/// | `commit` | Lua: `HGET` (the version), `HDEL` (removals only), one `HSET` (the new version, `expires_at` and the values), `PEXPIREAT` | 1 |
 /// | `commit` that sets a new owner | the same (the owner rides in the `HSET`), plus the index work of `create`, placed as there | 1 (Cluster: 2) |
 /// | `commit` that removes the owner | the same, plus `HDEL owner owner_until`; the index is left alone | 1 |
 /// | `touch` | Lua: `EXISTS`, `HSET`, `PEXPIREAT` | 1 |
