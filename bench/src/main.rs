@@ -131,28 +131,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
                 options.duration = Duration::from_secs(1);
             }
             "--rounds" => {
-                options.rounds = value("--rounds")?
-                    .parse()
-                    .map_err(|_| "--rounds takes a number".to_owned())?;
+                options.rounds = number("--rounds", &value("--rounds")?)?;
             }
             "--warmup" => {
-                options.warmup = Duration::from_secs_f64(
-                    value("--warmup")?
-                        .parse()
-                        .map_err(|_| "--warmup takes a number".to_owned())?,
-                );
+                options.warmup = seconds("--warmup", &value("--warmup")?)?;
             }
             "--seconds" => {
-                options.duration = Duration::from_secs_f64(
-                    value("--seconds")?
-                        .parse()
-                        .map_err(|_| "--seconds takes a number".to_owned())?,
-                );
+                options.duration = seconds("--seconds", &value("--seconds")?)?;
             }
             "--connections" => {
-                options.connections = value("--connections")?
-                    .parse()
-                    .map_err(|_| "--connections takes a number".to_owned())?;
+                options.connections = number("--connections", &value("--connections")?)?;
             }
             "--only" => options.only.push(value("--only")?),
             "--workload" => {
@@ -212,6 +200,20 @@ impl Options {
             .copied()
             .filter(move |&w| !self.default_workloads || variant.runs_by_default(w))
     }
+}
+
+/// `value` of the command-line option `option` as a number.
+pub(crate) fn number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{option} takes a number"))
+}
+
+/// `value` of the command-line option `option` as seconds (fractions
+/// allowed); a negative or infinite count is an error, not a panic.
+pub(crate) fn seconds(option: &str, value: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(number(option, value)?)
+        .map_err(|_| format!("{option} takes a number of seconds"))
 }
 
 /// The glibc tunable that gives each thread of this process a malloc arena
@@ -571,6 +573,11 @@ mod tests {
         assert_eq!(options.warmup, Duration::from_millis(100));
         assert!(!options.pin);
         assert!(parse(args("--rounds 0")).is_err());
+        // A negative count of seconds is refused, not a panic in Duration.
+        assert!(parse(args("--seconds -1"))
+            .unwrap_err()
+            .contains("--seconds takes a number of seconds"));
+        assert!(parse(args("--warmup inf")).is_err());
         assert!(parse(args("--seconds"))
             .unwrap_err()
             .contains("--seconds needs a value"));

@@ -29,7 +29,9 @@ use crate::{
     backends::{self, Backends, CommandStat},
     cpu::{self, StoreClock},
     load::{self, Load},
+    number,
     report::Workload,
+    seconds,
     variants::{self, Running, Variant},
 };
 
@@ -80,21 +82,13 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, S
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--rounds" => {
-                options.rounds = value("--rounds")?
-                    .parse()
-                    .map_err(|_| "--rounds takes a number".to_owned())?;
+                options.rounds = number("--rounds", &value("--rounds")?)?;
             }
             "--seconds" => {
-                options.seconds = Duration::from_secs_f64(
-                    value("--seconds")?
-                        .parse()
-                        .map_err(|_| "--seconds takes a number".to_owned())?,
-                );
+                options.seconds = seconds("--seconds", &value("--seconds")?)?;
             }
             "--connections" => {
-                options.connections = value("--connections")?
-                    .parse()
-                    .map_err(|_| "--connections takes a number".to_owned())?;
+                options.connections = number("--connections", &value("--connections")?)?;
             }
             "--only" => options.only.push(value("--only")?),
             "--no-pin" => options.pin = false,
