@@ -202,6 +202,33 @@ impl Options {
     }
 }
 
+/// The variants' running servers, and the load generator's runtime.
+pub(crate) type Servers = (Vec<(Variant, Running)>, tokio::runtime::Runtime);
+
+/// Starts every variant's server (each pins itself to the servers' core),
+/// then pins this thread to `generator_core` and builds the load
+/// generator's runtime on it.
+pub(crate) fn start_servers(
+    variants: &[Variant],
+    backends: &Backends,
+    generator_core: Option<core_affinity::CoreId>,
+) -> Result<Servers, Box<dyn std::error::Error + Send + Sync>> {
+    let mut servers = Vec::with_capacity(variants.len());
+    for &variant in variants {
+        eprintln!("starting {}", variant.label());
+        servers.push((variant, variants::start(variant, backends)?));
+    }
+    if let Some(core) = generator_core {
+        if !core_affinity::set_for_current(core) {
+            return Err("could not pin to core 1 (run with --no-pin)".into());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok((servers, runtime))
+}
+
 /// `value` of the command-line option `option` as a number.
 pub(crate) fn number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, String> {
     value
@@ -333,18 +360,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
     }
     let clock = cpu::CpuClock::new(&backends.ports());
     let variants = selected(&options.only);
-    let mut servers: Vec<(Variant, Running)> = Vec::with_capacity(variants.len());
-    for &variant in &variants {
-        eprintln!("starting {}", variant.label());
-        servers.push((variant, variants::start(variant, &backends)?));
-    }
-    if pinned && !core_affinity::set_for_current(cores[1]) {
-        return Err("could not pin to core 1 (run with --no-pin)".into());
-    }
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let (servers, runtime) = start_servers(&variants, &backends, pinned.then(|| cores[1]))?;
     let mut results = Results::default();
     let total = options.rounds
         * servers

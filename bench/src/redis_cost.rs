@@ -31,8 +31,8 @@ use crate::{
     load::{self, Load},
     number,
     report::Workload,
-    seconds,
-    variants::{self, Running, Variant},
+    seconds, start_servers,
+    variants::Variant,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -172,17 +172,7 @@ pub(crate) fn run(options: &Options) -> Result<(), BoxError> {
     if variants.is_empty() {
         return Err("--only names no Redis variant".into());
     }
-    let mut servers: Vec<(Variant, Running)> = Vec::with_capacity(variants.len());
-    for &variant in &variants {
-        eprintln!("starting {}", variant.label());
-        servers.push((variant, variants::start(variant, &backends)?));
-    }
-    if pinned && !core_affinity::set_for_current(cores[1]) {
-        return Err("could not pin to core 1 (run with --no-pin)".into());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let (servers, runtime) = start_servers(&variants, &backends, pinned.then(|| cores[1]))?;
 
     let workloads = [Workload::Read, Workload::Write];
     let mut rounds: BTreeMap<(usize, usize), Vec<Round>> = BTreeMap::new();
