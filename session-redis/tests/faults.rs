@@ -111,7 +111,7 @@ async fn a_hash_that_is_not_a_session_is_corrupt_not_a_panic() {
         .unwrap()
         .as_millis()
         .to_string();
-    let ids: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+    let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
     let key = |id: &SessionId| format!("c:{}", id.encode());
     server.cli(&[
         "HSET",
@@ -125,12 +125,25 @@ async fn a_hash_that_is_not_a_session_is_corrupt_not_a_panic() {
     ]);
     server.cli(&["HSET", &key(&ids[1]), "d:user", "\"ada\""]);
     server.cli(&["SET", &key(&ids[2]), "a plain string"]);
+    // A number, but not a commit count: the commit script works the next
+    // version out itself, so it must refuse one it cannot count from.
+    server.cli(&[
+        "HSET",
+        &key(&ids[3]),
+        "version",
+        "2.5",
+        "created_at",
+        "1",
+        "expires_at",
+        &far,
+    ]);
 
     for id in &ids {
         let err = store.load(id).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corrupt, "load: {err}");
     }
-    // A version that is not a number, none at all, and not a hash.
+    // A version that is not a number, none at all, not a hash, and a
+    // version that is a number but not a whole one.
     for id in &ids {
         let err = store
             .commit(id, &set("k", "1"), in_ten_minutes())
