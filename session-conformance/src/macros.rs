@@ -10,6 +10,7 @@ macro_rules! __store_tests {
             load_of_missing_id_is_none,
             create_then_load_round_trips,
             load_of_expired_record_is_none,
+            every_operation_agrees_a_record_has_expired,
             create_never_overwrites,
             commit_applies_set_remove_and_clear_atomically,
             commit_to_missing_session_is_missing_and_does_not_resurrect,

@@ -124,6 +124,74 @@ pub async fn load_of_expired_record_is_none(factory: &dyn StoreFactory) {
     .await;
 }
 
+/// From the moment `load` calls a record expired, every other operation
+/// agrees: `stamp` sees nothing, `commit` and `delete_if_version` find it
+/// `Missing`, and `touch` cannot bring it back.
+///
+/// Each operation runs the instant `load` first answers `None`, so a store
+/// whose own expiry lags the record's `expires_at` (Redis drops a key only
+/// once its clock is past `PEXPIREAT`) is caught in that window rather than
+/// by luck. The records expire 40 ms apart, so only one tight poll runs at a
+/// time, and each operation is tried three times.
+pub async fn every_operation_agrees_a_record_has_expired(factory: &dyn StoreFactory) {
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Stamp,
+        Commit,
+        Touch,
+        DeleteIfVersion,
+    }
+    const OPS: [Op; 4] = [Op::Stamp, Op::Commit, Op::Touch, Op::DeleteIfVersion];
+    const STAGGER: Duration = Duration::from_millis(40);
+
+    let store = fresh_store(factory).await;
+    let first_expiry = ms_now() + SHORT;
+    let tries = (0..3u32).flat_map(|_| OPS).enumerate().map(|(n, op)| {
+        let store = Arc::clone(&store);
+        let mut record = record_with(&[("k", "1")], LONG);
+        record.expires_at = first_expiry + STAGGER * u32::try_from(n).expect("a few tries");
+        async move {
+            assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+            let wake = record.expires_at - STAGGER / 2;
+            if let Ok(early) = wake.duration_since(SystemTime::now()) {
+                tokio::time::sleep(early).await;
+            }
+            let deadline = tokio::time::Instant::now() + EXPIRY_DEADLINE;
+            while store.load(&record.id).await.unwrap().is_some() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out waiting for the record to expire"
+                );
+                tokio::task::yield_now().await;
+            }
+            let id = &record.id;
+            match op {
+                Op::Stamp => assert_eq!(store.stamp(id).await.unwrap(), None, "{op:?}"),
+                Op::Commit => assert_eq!(
+                    store
+                        .commit(id, &set("k", "2"), expiry(LONG))
+                        .await
+                        .unwrap(),
+                    Committed::Missing,
+                    "{op:?}"
+                ),
+                Op::Touch => assert!(!store.touch(id, expiry(LONG)).await.unwrap(), "{op:?}"),
+                Op::DeleteIfVersion => assert_eq!(
+                    store.delete_if_version(id, record.version).await.unwrap(),
+                    ConditionalDelete::Missing,
+                    "{op:?}"
+                ),
+            }
+            assert_eq!(
+                store.load(id).await.unwrap(),
+                None,
+                "{op:?} brought it back"
+            );
+        }
+    });
+    join_all(tries).await;
+}
+
 /// `create` with an id a live record has answers `IdTaken` and leaves the
 /// first record as it was.
 pub async fn create_never_overwrites(factory: &dyn StoreFactory) {

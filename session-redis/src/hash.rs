@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `version` | decimal integer, starts at 1 |
 //! | `created_at` | milliseconds since the Unix epoch |
-//! | `expires_at` | milliseconds since the Unix epoch; also the key's `PEXPIREAT` |
+//! | `expires_at` | milliseconds since the Unix epoch; the key's `PEXPIREAT` is one less, because Redis keeps a key through its `PEXPIREAT` millisecond while a record has expired from its `expires_at` on |
 //! | `owner` | the [`Owner`]'s name (only when the session has one) |
 //! | `owner_until` | the owner's `until`, milliseconds since the Unix epoch (with `owner`) |
 //! | `lifetime` | the session's own [`Lifetime`], as [`Lifetime::encode`] writes it (only when it has one) |

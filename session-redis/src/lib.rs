@@ -16,7 +16,7 @@
 //! ```text
 //! version      3
 //! created_at   1764000000000          (ms since the Unix epoch)
-//! expires_at   1764001800000          (ms; also the key's PEXPIREAT)
+//! expires_at   1764001800000          (ms; the key's PEXPIREAT is 1 less)
 //! owner        user-42                (only for a session with an owner)
 //! owner_until  1764086400000          (ms; the owner's until, with owner)
 //! d:user       "ada"                  (each value as JSON text)

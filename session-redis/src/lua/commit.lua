@@ -65,5 +65,5 @@ else
   batched('HSET', ARGV, first, #ARGV)
 end
 -- Last: an expiry already past deletes the key, and nothing may write after.
-redis.call('PEXPIREAT', key, ARGV[1])
+expire_at(ARGV[1])
 return version

@@ -3,7 +3,8 @@
 -- KEYS[1]  the session hash
 -- KEYS[2]  only for a session with an owner, and never on Cluster (where
 --          the store indexes it first, on its own): the owner's index
--- ARGV[1]  expires_at, ms since the Unix epoch: the key's PEXPIREAT
+-- ARGV[1]  expires_at, ms since the Unix epoch (the key's PEXPIREAT is
+--          one ms before it: see expire_at)
 -- ARGV[2]  with KEYS[2] only: the session id
 -- ARGV[3]  with KEYS[2] only: the owner's until, ms since the Unix epoch
 -- ARGV[4]  with KEYS[2] only: now, ms since the Unix epoch
@@ -18,5 +19,5 @@ if KEYS[2] then
   fields = 5
 end
 batched('HSET', ARGV, fields, #ARGV)
-redis.call('PEXPIREAT', key, ARGV[1])
+expire_at(ARGV[1])
 return 1

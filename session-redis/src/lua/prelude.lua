@@ -10,3 +10,12 @@ local function batched(command, list, first, last)
     redis.call(command, key, unpack(list, i, math.min(i + BATCH - 1, last)))
   end
 end
+
+-- Redis drops a key once its clock is past PEXPIREAT (now > at), while a
+-- record has expired from its expires_at on (expires_at <= now, as load
+-- decides). Expiring the key one millisecond sooner makes the two agree, so
+-- no script finds, and commits to, a record that load has already called
+-- gone. ms is a string of whole milliseconds; Lua's numbers hold it exactly.
+local function expire_at(ms)
+  redis.call('PEXPIREAT', key, string.format('%d', ms - 1))
+end

@@ -6,5 +6,5 @@ if redis.call('EXISTS', key) == 0 then
   return 0
 end
 redis.call('HSET', key, 'expires_at', ARGV[1])
-redis.call('PEXPIREAT', key, ARGV[1])
+expire_at(ARGV[1])
 return 1
