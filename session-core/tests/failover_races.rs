@@ -403,3 +403,55 @@ async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
         .expect_err("a fresh session instead of the user's");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
 }
+
+/// A store that restarts empty between two calls opens no breaker, so no
+/// check runs on its recovery. The next refresh of the epoch mark (due
+/// after half the tombstone lifetime) finds the mark gone, and from then on
+/// the store's "no session" is not trusted while the other store is down.
+#[tokio::test]
+async fn a_store_that_restarted_empty_between_calls_is_found_at_the_next_refresh() {
+    let raw = MemoryStore::new();
+    let primary = Arc::new(SimulatedStore::new(
+        Arc::new(raw.clone()),
+        || Arc::new(MemoryStore::new()),
+        Schedule::new(0, Duration::ZERO),
+    ));
+    let faults = SimulatedFaults::new(vec![Arc::clone(&primary)]);
+    let secondary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
+    let store = FailoverStore::builder(Arc::clone(&primary), Arc::clone(&secondary))
+        .with_call_timeout(CALL_TIMEOUT)
+        .with_tombstone_ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let session = record();
+    created(store.create(&session).await);
+    for _ in 0..2000 {
+        raw.run_pending_tasks().await;
+        if raw.approximate_len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(raw.approximate_len(), 2, "the epoch mark was never written");
+    // The mark is in the store; let its write's answer reach the failover
+    // store too, so the mark counts as placed.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Down and back with no call in between: no breaker opens.
+    faults.begin(0, StoreFault::RestartEmpty).await;
+    faults.end(0, StoreFault::RestartEmpty).await;
+    assert!(!store.state().lost_data_primary);
+    for _ in 0..2000 {
+        let _ = store.load(&session.id).await;
+        if store.state().lost_data_primary {
+            assert_eq!(
+                store.state().primary,
+                BreakerState::Closed,
+                "no outage was seen"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the refresh did not find the mark gone within 10 s");
+}

@@ -200,9 +200,12 @@ pub struct FailoverState {
     pub pending_primary: usize,
     /// The same for the secondary.
     pub pending_secondary: usize,
-    /// The primary came back from its last outage without its data (a
-    /// restart without persistence): while the secondary is down, its "no
-    /// session" answers are refused rather than trusted.
+    /// The primary lost its data (a restart without persistence), as
+    /// found when its breaker closed after an outage or, for a restart
+    /// between two calls that opened no breaker, at the next refresh of
+    /// this process's mark (within half the tombstone lifetime): while the
+    /// secondary is down, its "no session" answers are refused rather than
+    /// trusted.
     pub lost_data_primary: bool,
     /// The same for the secondary.
     pub lost_data_secondary: bool,

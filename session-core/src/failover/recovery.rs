@@ -23,36 +23,134 @@ impl Inner {
     }
 
     /// Leaves this process's epoch mark on `role`'s store the first time it
-    /// answers: the mark [`check_epoch`](Self::check_epoch) looks for after
-    /// an outage. Written once, in the background, off the request path.
+    /// answers, and again whenever it is due: the mark
+    /// [`start_epoch_check`](Self::start_epoch_check) looks for after an
+    /// outage. In the background, off the request path.
     pub(super) fn ensure_epoch_mark(self: &Arc<Self>, role: Role) {
-        let side = self.side(role);
-        if side.epoch.fresh() || side.epoch.busy.swap(true, Ordering::AcqRel) {
+        if !self.side(role).epoch.fresh() {
+            self.run_epoch_work(role);
+        }
+    }
+
+    /// Checks, in the background, whether `role`'s store still holds this
+    /// process's epoch mark. A store that lost it restarted without its
+    /// data (or evicted it): for the tombstone lifetime, the longest any
+    /// session it lost could still be live, its "no session" is not taken
+    /// as an answer while the other store is down
+    /// ([`may_lack`](Self::may_lack)). The mark is then written again.
+    ///
+    /// A check asked for while a write of the mark is under way runs when
+    /// that write ends, never not at all: a store can recover from an
+    /// outage while this process's first mark is still on its way, and
+    /// dropping the check then would trust a store that came back empty.
+    fn start_epoch_check(self: &Arc<Self>, role: Role) {
+        self.side(role)
+            .epoch
+            .check_pending
+            .store(true, Ordering::Release);
+        self.run_epoch_work(role);
+    }
+
+    /// Runs `role`'s epoch work on one background task at a time: any
+    /// check asked for, then the mark's write if it is due, then any check
+    /// asked for meanwhile. A caller that finds a task running leaves its
+    /// work to it; the task looks again after it stands down, so work asked
+    /// for in between is not lost either.
+    fn run_epoch_work(self: &Arc<Self>, role: Role) {
+        let epoch = &self.side(role).epoch;
+        if epoch.busy.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            side.epoch.busy.store(false, Ordering::Release);
+            epoch.busy.store(false, Ordering::Release);
             return;
         };
         let inner = Arc::clone(self);
         runtime.spawn(async move {
             let side = inner.side(role);
-            if inner.write_epoch_mark(side).await {
-                side.epoch.written(inner.tombstone_ttl);
+            loop {
+                inner.check_epoch_if_asked(side).await;
+                if !side.epoch.fresh() && inner.write_epoch_mark(side).await {
+                    side.epoch.written(inner.tombstone_ttl);
+                }
+                inner.check_epoch_if_asked(side).await;
+                side.epoch.busy.store(false, Ordering::Release);
+                let asked = side.epoch.check_pending.load(Ordering::Acquire);
+                if !asked || side.epoch.busy.swap(true, Ordering::AcqRel) {
+                    break;
+                }
             }
-            side.epoch.busy.store(false, Ordering::Release);
         });
     }
 
+    /// The check [`start_epoch_check`](Self::start_epoch_check) asked for,
+    /// if it did. It looks for the mark once one was sent, even if that
+    /// write failed: a write that timed out or lost its reply may have
+    /// landed, and a store that then restarts empty must not go unnoticed
+    /// for want of an acknowledgement. Before any mark was sent there is
+    /// nothing to look for, and the request is dropped.
+    async fn check_epoch_if_asked(self: &Arc<Self>, side: &Side) {
+        if !side.epoch.check_pending.swap(false, Ordering::AcqRel)
+            || !side.epoch.mark_sent.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let stamp = side.store.stamp(&self.epoch_mark);
+        if let Ok(Ok(None)) = tokio::time::timeout(self.call_timeout, stamp).await {
+            self.mark_lost(side);
+            if self.write_epoch_mark(side).await {
+                side.epoch.written(self.tombstone_ttl);
+            }
+        }
+    }
+
+    /// `side`'s store lost this process's epoch mark, so it lost its data
+    /// (restarted without it, or evicted it): for the tombstone lifetime,
+    /// the longest any session it lost could still be live, its "no
+    /// session" is not taken as an answer while the other store is down.
+    fn mark_lost(&self, side: &Side) {
+        let until = now() + self.tombstone_ttl;
+        let was_lost = side
+            .epoch
+            .lost_data_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(until)
+            .is_some_and(|before| now() < before);
+        // One loss can be seen twice (the check, then the mark's rewrite).
+        if !was_lost {
+            metrics::counter!(telemetry::FAILOVER_STORE_LOST_DATA, "role" => side.role.name())
+                .increment(1);
+            tracing::warn!(
+                target: "session_kit::failover",
+                store = side.role.name(),
+                "the store lost its data; its \"no session\" answers are not trusted while the other store is down"
+            );
+        }
+    }
+
     /// Writes the epoch mark to `side`, or moves its expiry on when it is
-    /// there already.
+    /// there already. A mark this process placed that should still be live
+    /// but is not there to move on means the store lost it: a store that
+    /// restarts empty between two calls opens no breaker and so gets no
+    /// check on recovery, and this catches it at the next refresh at the
+    /// latest.
     async fn write_epoch_mark(self: &Arc<Self>, side: &Side) -> bool {
         let now = SystemTime::now();
         let expires_at = now + self.tombstone_ttl;
         let mark = Record::new(self.epoch_mark, Default::default(), now, expires_at);
+        side.epoch.mark_sent.store(true, Ordering::Release);
         let bounded = |call| tokio::time::timeout(self.call_timeout, call);
+        // Live for the whole call, so a mark that simply expired while the
+        // call was on its way is not taken for a loss.
+        let placed_and_live = side.epoch.live_at(SystemTime::now() + self.call_timeout);
         match bounded(side.store.create(&mark)).await {
-            Ok(Ok(Created::Created)) => true,
+            Ok(Ok(Created::Created)) => {
+                if placed_and_live {
+                    self.mark_lost(side);
+                }
+                true
+            }
             Ok(Ok(Created::IdTaken)) => matches!(
                 tokio::time::timeout(
                     self.call_timeout,
@@ -63,44 +161,6 @@ impl Inner {
             ),
             Ok(Err(_)) | Err(_) => false,
         }
-    }
-
-    /// Checks, in the background, whether `role`'s store still holds this
-    /// process's epoch mark. A store that lost it restarted without its
-    /// data (or evicted it): for the tombstone lifetime, the longest any
-    /// session it lost could still be live, its "no session" is not taken
-    /// as an answer while the other store is down
-    /// ([`may_lack`](Self::may_lack)). The mark is then written again.
-    fn start_epoch_check(self: &Arc<Self>, role: Role) {
-        let side = self.side(role);
-        if !side.epoch.is_marked() || side.epoch.busy.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            side.epoch.busy.store(false, Ordering::Release);
-            return;
-        };
-        let inner = Arc::clone(self);
-        runtime.spawn(async move {
-            let side = inner.side(role);
-            let stamp = side.store.stamp(&inner.epoch_mark);
-            if let Ok(Ok(None)) = tokio::time::timeout(inner.call_timeout, stamp).await {
-                let until = now() + inner.tombstone_ttl;
-                *side.epoch.lost_data_until.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(until);
-                metrics::counter!(telemetry::FAILOVER_STORE_LOST_DATA, "role" => role.name())
-                    .increment(1);
-                tracing::warn!(
-                    target: "session_kit::failover",
-                    store = role.name(),
-                    "the store came back without its data; its \"no session\" answers are not trusted while the other store is down"
-                );
-                if inner.write_epoch_mark(side).await {
-                    side.epoch.written(inner.tombstone_ttl);
-                }
-            }
-            side.epoch.busy.store(false, Ordering::Release);
-        });
     }
 
     /// Watches `role`'s open breaker from a background task: every
@@ -250,8 +310,17 @@ pub(super) struct Epoch {
     /// the Unix epoch; 0 until it was first written. An atomic, because
     /// every answered call reads it.
     refresh_due_ms: AtomicU64,
-    /// A background write or check of the mark is under way.
+    /// When the mark last written expires, in milliseconds since the Unix
+    /// epoch; 0 until it was first written.
+    expires_ms: AtomicU64,
+    /// A background task is doing this epoch's work (see
+    /// `Inner::run_epoch_work`).
     busy: AtomicBool,
+    /// A check for a lost mark was asked for and has not run yet.
+    check_pending: AtomicBool,
+    /// A write of the mark was sent, whatever its answer: from then on the
+    /// store may hold it.
+    mark_sent: AtomicBool,
     /// Until when the store counts as having lost data.
     lost_data_until: Mutex<Option<Instant>>,
 }
@@ -262,12 +331,19 @@ impl Epoch {
     /// no outage for longer than the mark lives does not take its expiry for
     /// lost data.
     fn written(&self, lifetime: Duration) {
-        let due = super::millis(SystemTime::now() + lifetime / 2);
+        let now = SystemTime::now();
+        // The expiry first: `live_at` reads the due time first.
+        self.expires_ms
+            .store(super::millis(now + lifetime), Ordering::Release);
+        let due = super::millis(now + lifetime / 2);
         self.refresh_due_ms.store(due.max(1), Ordering::Release);
     }
 
-    fn is_marked(&self) -> bool {
+    /// Whether a mark this process placed should still be on the store at
+    /// `time`.
+    fn live_at(&self, time: SystemTime) -> bool {
         self.refresh_due_ms.load(Ordering::Acquire) > 0
+            && super::millis(time) < self.expires_ms.load(Ordering::Acquire)
     }
 
     fn fresh(&self) -> bool {
