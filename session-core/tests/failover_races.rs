@@ -387,6 +387,12 @@ async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(raw.approximate_len(), 2, "the epoch mark was never written");
+    // The mark is in the store before the failover store hears back (the
+    // simulated store's reply is a task of its own), and a fault in between
+    // loses the reply, so the mark would count as never written. The memory
+    // store counts the mark the moment it lands (moka's count lagged, which
+    // hid this), so give the reply time to arrive: it needs a timer tick.
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     faults.begin(0, StoreFault::RestartEmpty).await;
     assert!(store.load(&session.id).await.unwrap().is_some());
