@@ -635,9 +635,9 @@ fn failover(
         .build()?)
 }
 
-/// Lets `MemoryStore`s bring their session counts up to date: moka counts
-/// entries lazily, in housekeeping that otherwise runs a little at a time
-/// during later calls.
+/// Sweeps expired sessions out of the `MemoryStore`s, so their counts are
+/// of live sessions: a store frees expired sessions' memory otherwise only
+/// once per sweep interval, on a write.
 async fn settle(stores: &[&MemoryStore]) {
     for store in stores {
         store.run_pending_tasks().await;

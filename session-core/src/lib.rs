@@ -13,7 +13,7 @@
 //! | [`Transport`], [`HeaderTransport`] | the token in the cookie, or in a header for API clients |
 //! | [`SessionId`] | 128 random bits; 22 characters of base64url; `Debug` shows only a prefix |
 //! | [`StoreError`], [`ErrorKind`], [`ConfigError`] | typed errors that failover and the error policy act on, and config errors naming their key |
-//! | [`memory`] | [`MemoryStore`], an in-process store on moka, and [`TieredStore`](memory::TieredStore), a near-cache in front of a remote store (feature `memory`, on by default) |
+//! | [`memory`] | [`MemoryStore`], an in-process store on quick_cache, and [`TieredStore`](memory::TieredStore), a near-cache (on moka) in front of a remote store (feature `memory`, on by default) |
 //! | [`failover`] | [`FailoverStore`]: a primary and a secondary store behind circuit breakers, mirror or standby |
 //! | [`lazy`] | [`LazyStore`]: a store connected in the background, so the app starts while Redis or Memcached is down |
 //! | [`store`] | for store authors: the [`SessionStore`] trait and the records it moves |

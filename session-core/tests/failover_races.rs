@@ -387,6 +387,8 @@ async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(raw.approximate_len(), 2, "the epoch mark was never written");
+    // The mark is in the store, and the fault below may cut its write's
+    // reply: a mark sent but never acknowledged must still be looked for.
 
     faults.begin(0, StoreFault::RestartEmpty).await;
     assert!(store.load(&session.id).await.unwrap().is_some());
