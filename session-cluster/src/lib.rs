@@ -327,7 +327,7 @@
 // - protocol: the typed requests and replies; wire: records on the wire;
 // - transport (the trait), link (framed TCP, its implementation: frame,
 //   client, server), sign (HMAC),
-//   replay (the nonces a node has served);
+//   replay (the nonces a node has served), ids (their maps' hasher);
 // - entry and local: what a node holds, and the cache that holds it;
 // - membership (SWIM) and placement (rendezvous hashing);
 // - clock: the node's wall clock, which a simulation can replace;
@@ -343,6 +343,7 @@ mod config;
 mod coordinator;
 mod entry;
 mod holder;
+mod ids;
 mod lease;
 mod link;
 mod local;

@@ -17,6 +17,8 @@ use std::{
     time::Duration,
 };
 
+use crate::ids::IdHash;
+
 /// The most nonces remembered at once: room for 65k peer requests a second
 /// sustained over the skew window, in 40 to 70 MiB when full (8 bytes and
 /// the hash set's slack each).
@@ -49,7 +51,8 @@ pub(crate) struct Nonces {
 
 #[derive(Debug, Default)]
 struct Seen {
-    by_second: BTreeMap<u64, HashSet<u64>>,
+    /// Random and only ever a verified head's, so a multiply hashes them.
+    by_second: BTreeMap<u64, HashSet<u64, IdHash>>,
     len: usize,
 }
 

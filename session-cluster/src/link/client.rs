@@ -29,7 +29,10 @@ use super::{
     frame::{self, ReplyHeader, RequestHead, Status, MAGIC, REPLY_HEADER_LEN},
     tune, write_frames, Counted, Link, LinkError, MAX_BODY,
 };
-use crate::sign::{unix_millis, TAG_LEN};
+use crate::{
+    ids::IdHash,
+    sign::{unix_millis, TAG_LEN},
+};
 
 /// What the link keeps for one peer.
 pub(super) struct Peer {
@@ -80,11 +83,15 @@ enum Reply {
     TooLong,
 }
 
+/// The calls waiting on a connection, by request id (counted here, so a
+/// multiply hashes them: [`IdHash`]).
+type Calls = HashMap<u64, oneshot::Sender<Reply>, IdHash>;
+
 /// Calls waiting for their replies, by request id.
 struct Waiting {
     /// `None` once the connection died, so no call can start waiting on a
     /// dead connection.
-    calls: Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>,
+    calls: Mutex<Option<Calls>>,
     /// The peer refused a request on this connection, and so closes it.
     /// The calls behind it were never looked at, but they carry the same
     /// key and clock, so they fail as refused too, not as cut off: a node
@@ -95,12 +102,12 @@ struct Waiting {
 impl Waiting {
     fn new() -> Self {
         Self {
-            calls: Mutex::new(Some(HashMap::new())),
+            calls: Mutex::new(Some(Calls::default())),
             refused: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Reply>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Calls>> {
         self.calls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
