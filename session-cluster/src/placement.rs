@@ -1,8 +1,9 @@
 //! Who holds a session: rendezvous (highest-random-weight) hashing over the
 //! live members.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc};
 
+use tokio::time::Instant;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// One live node, as membership reports it.
@@ -32,6 +33,9 @@ pub(crate) struct View {
     pub(crate) members: Vec<Member>,
     /// Bumped on every change this node observes.
     pub(crate) epoch: u64,
+    /// On tokio's clock, as the lease's times are: a simulation pauses it,
+    /// so whether a view has settled depends on simulated time only, not on
+    /// how long the run takes on a busy machine.
     pub(crate) changed_at: Instant,
 }
 
