@@ -18,7 +18,7 @@ use session_conformance::{
     Fault, InstrumentedStore,
 };
 use session_core::{
-    failover::{BreakerState, FailoverMode, FailoverStore},
+    failover::{BreakerState, FailoverMode, FailoverStore, FailoverStoreBuilder},
     memory::MemoryStore,
     store::{Committed, Created, Record, SessionStore},
     ErrorKind, SessionId, StoreError,
@@ -355,12 +355,21 @@ async fn no_session_from_a_store_known_to_miss_writes_is_refused() {
     assert_eq!(err.kind(), ErrorKind::Unavailable);
 }
 
-/// A store that comes back without its data (restarted, no persistence) has
-/// lost sessions that no replay set names: the ones nobody wrote during its
-/// outage. While the other store is down, its "no session" is refused, not
-/// taken as the answer.
-#[tokio::test]
-async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
+/// A failover store whose primary can restart empty (store 0 of `faults`),
+/// over a secondary that can be taken down, with one session created.
+struct Restartable {
+    faults: SimulatedFaults,
+    secondary: Arc<InstrumentedStore>,
+    store: FailoverStore,
+    session: Record,
+}
+
+/// Builds a [`Restartable`] with the test's call timeout and what
+/// `configure` adds, and waits until the primary holds the session and this
+/// process's epoch mark (written in the background).
+async fn restartable_primary(
+    configure: impl FnOnce(FailoverStoreBuilder) -> FailoverStoreBuilder,
+) -> Restartable {
     let raw = MemoryStore::new();
     let primary = Arc::new(SimulatedStore::new(
         Arc::new(raw.clone()),
@@ -369,16 +378,11 @@ async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
     ));
     let faults = SimulatedFaults::new(vec![Arc::clone(&primary)]);
     let secondary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
-    let store = FailoverStore::builder(Arc::clone(&primary), Arc::clone(&secondary))
-        .with_call_timeout(CALL_TIMEOUT)
-        .with_failure_threshold(1)
-        .with_open_for(Duration::from_secs(30))
-        .with_probe_interval(PROBE_INTERVAL)
-        .build()
-        .unwrap();
+    let builder = FailoverStore::builder(Arc::clone(&primary), Arc::clone(&secondary))
+        .with_call_timeout(CALL_TIMEOUT);
+    let store = configure(builder).build().unwrap();
     let session = record();
     created(store.create(&session).await);
-    // The session and this process's epoch mark, written in the background.
     for _ in 0..2000 {
         raw.run_pending_tasks().await;
         if raw.approximate_len() == 2 {
@@ -387,6 +391,32 @@ async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(raw.approximate_len(), 2, "the epoch mark was never written");
+    Restartable {
+        faults,
+        secondary,
+        store,
+        session,
+    }
+}
+
+/// A store that comes back without its data (restarted, no persistence) has
+/// lost sessions that no replay set names: the ones nobody wrote during its
+/// outage. While the other store is down, its "no session" is refused, not
+/// taken as the answer.
+#[tokio::test]
+async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
+    let Restartable {
+        faults,
+        secondary,
+        store,
+        session,
+    } = restartable_primary(|builder| {
+        builder
+            .with_failure_threshold(1)
+            .with_open_for(Duration::from_secs(30))
+            .with_probe_interval(PROBE_INTERVAL)
+    })
+    .await;
     // The mark is in the store, and the fault below may cut its write's
     // reply: a mark sent but never acknowledged must still be looked for.
 
@@ -412,29 +442,12 @@ async fn a_store_that_came_back_empty_is_not_trusted_to_say_no_session() {
 /// the store's "no session" is not trusted while the other store is down.
 #[tokio::test]
 async fn a_store_that_restarted_empty_between_calls_is_found_at_the_next_refresh() {
-    let raw = MemoryStore::new();
-    let primary = Arc::new(SimulatedStore::new(
-        Arc::new(raw.clone()),
-        || Arc::new(MemoryStore::new()),
-        Schedule::new(0, Duration::ZERO),
-    ));
-    let faults = SimulatedFaults::new(vec![Arc::clone(&primary)]);
-    let secondary = Arc::new(InstrumentedStore::new(Arc::new(MemoryStore::new())));
-    let store = FailoverStore::builder(Arc::clone(&primary), Arc::clone(&secondary))
-        .with_call_timeout(CALL_TIMEOUT)
-        .with_tombstone_ttl(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let session = record();
-    created(store.create(&session).await);
-    for _ in 0..2000 {
-        raw.run_pending_tasks().await;
-        if raw.approximate_len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(raw.approximate_len(), 2, "the epoch mark was never written");
+    let Restartable {
+        faults,
+        store,
+        session,
+        ..
+    } = restartable_primary(|builder| builder.with_tombstone_ttl(Duration::from_secs(2))).await;
     // The mark is in the store; let its write's answer reach the failover
     // store too, so the mark counts as placed.
     tokio::time::sleep(Duration::from_millis(50)).await;
