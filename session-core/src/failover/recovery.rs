@@ -143,7 +143,9 @@ impl Inner {
         let bounded = |call| tokio::time::timeout(self.call_timeout, call);
         // Live for the whole call, so a mark that simply expired while the
         // call was on its way is not taken for a loss.
-        let placed_and_live = side.epoch.live_at(SystemTime::now() + self.call_timeout);
+        let placed_and_live = side
+            .epoch
+            .live_at(now + self.call_timeout, self.tombstone_ttl);
         match bounded(side.store.create(&mark)).await {
             Ok(Ok(Created::Created)) => {
                 if placed_and_live {
@@ -310,9 +312,6 @@ pub(super) struct Epoch {
     /// the Unix epoch; 0 until it was first written. An atomic, because
     /// every answered call reads it.
     refresh_due_ms: AtomicU64,
-    /// When the mark last written expires, in milliseconds since the Unix
-    /// epoch; 0 until it was first written.
-    expires_ms: AtomicU64,
     /// A background task is doing this epoch's work (see
     /// `Inner::run_epoch_work`).
     busy: AtomicBool,
@@ -331,19 +330,17 @@ impl Epoch {
     /// no outage for longer than the mark lives does not take its expiry for
     /// lost data.
     fn written(&self, lifetime: Duration) {
-        let now = SystemTime::now();
-        // The expiry first: `live_at` reads the due time first.
-        self.expires_ms
-            .store(super::millis(now + lifetime), Ordering::Release);
-        let due = super::millis(now + lifetime / 2);
+        let due = super::millis(SystemTime::now() + lifetime / 2);
         self.refresh_due_ms.store(due.max(1), Ordering::Release);
     }
 
-    /// Whether a mark this process placed should still be on the store at
-    /// `time`.
-    fn live_at(&self, time: SystemTime) -> bool {
-        self.refresh_due_ms.load(Ordering::Acquire) > 0
-            && super::millis(time) < self.expires_ms.load(Ordering::Acquire)
+    /// Whether a mark this process placed, which lives for `lifetime`,
+    /// should still be on the store at `time`: it was written half its
+    /// lifetime before it fell due.
+    fn live_at(&self, time: SystemTime, lifetime: Duration) -> bool {
+        let due = self.refresh_due_ms.load(Ordering::Acquire);
+        let after_due = u64::try_from((lifetime - lifetime / 2).as_millis()).unwrap_or(u64::MAX);
+        due > 0 && super::millis(time) < due.saturating_add(after_due)
     }
 
     fn fresh(&self) -> bool {
