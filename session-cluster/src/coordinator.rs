@@ -239,6 +239,16 @@ impl Inner {
     /// would not wait); otherwise hands it back to be served in a task.
     /// Reads are half the owner requests of a write (the load before the
     /// commit), and a task, a timer and a slot cost more than the read.
+    ///
+    /// Each check is one the slow path makes: without the lease check, an
+    /// owner cut off with a view it has not changed (quorum and settle
+    /// checks pass) serves a copy the majority has superseded
+    /// (`tests/read_lease.rs`); without the settle check, one that has not
+    /// been handed the newest copy yet (`tests/simulation.rs`, seeds 10 and
+    /// 11). Neither path checks that this node owns the key (a read falls
+    /// back to a backup, and any holder answers one routed to it), and the
+    /// slow path's deadline cannot pass on what this one serves, where
+    /// nothing is waited for.
     fn read_now(&self, request: Load) -> ServedNow {
         let view = self.view();
         let local = (self.check_quorum(&view, Load::NAME).is_ok()
