@@ -210,7 +210,8 @@ impl Inner {
                 // copy could serve one a commit has superseded.
                 return Err(
                     StoreError::new(ErrorKind::Unavailable, err.operation()).with_source(format!(
-                        "the membership changed {:?} ago and a member that may hold a newer \
+                        "the membership changed {:?} ago (or this node's lease came back after \
+                         a gap less than the settle time ago) and a member that may hold a newer \
                          copy did not answer: {}",
                         view.changed_at.elapsed(),
                         err.to_line()
@@ -226,11 +227,15 @@ impl Inner {
         Ok(best.filter(|entry| entry.is_current(self.clock.now())))
     }
 
-    /// Whether the membership has not changed for the settle time: an owner
-    /// with a copy of a key may then serve it without asking the other
-    /// holders (see [`read_base`](Self::read_base)).
+    /// Whether the membership has not changed, and the lease has not
+    /// lapsed, for the settle time: an owner with a copy of a key may then
+    /// serve it without asking the other holders (see
+    /// [`read_base`](Self::read_base)). A lapse counts as a change: an
+    /// owner cut off from the majority keeps its view if it detects
+    /// failures slower than the majority, and when the cut heals its lease
+    /// comes back before the hand-over brings it the majority's commits.
     fn settled(&self, view: &View) -> bool {
-        view.changed_at.elapsed() >= self.settle_time
+        view.changed_at.elapsed() >= self.settle_time && self.lease.held_for(self.settle_time)
     }
 
     /// Serves a read routed here at once when [`read_base`](Self::read_base)

@@ -135,7 +135,12 @@
 //! [`with_settle_time`](ClusterConfig::with_settle_time)) an owner asks
 //! every other member for its copy before it answers, and if one of them
 //! does not answer it refuses with `Unavailable` rather than serve its own
-//! copy, which that member may have superseded.
+//! copy, which that member may have superseded. The same holds for the
+//! settle time after a node's lease comes back from a lapse: a node that
+//! detects failures more slowly than the majority can be cut off and
+//! healed without its own view ever changing, while the majority moved
+//! its sessions on; its lease returns with the heal, before the hand-over
+//! brings it the majority's commits (`tests/read_lease.rs`).
 //!
 //! **Deletes stick.** A deleted session leaves a tombstone on its holders for
 //! as long as the record could have lived, so a node that missed the delete
