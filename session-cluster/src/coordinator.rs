@@ -14,10 +14,10 @@ use crate::{
     node::Inner,
     placement::{Member, View},
     protocol::{
-        encode_reply, Call, CopyOutcome, Encoded, Failure, Fetch, Install, OwnerRequest,
+        encode_reply, Call, CopyOutcome, Encoded, Failure, Fetch, Install, Load, OwnerRequest,
         PatchOutcome, Request,
     },
-    wire::WireEntry,
+    wire::{WireEntry, WireLive},
 };
 
 /// Commits retried after a conflict with a copy written by another
@@ -174,7 +174,7 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Option<Entry>, StoreError> {
         let local = self.local.get(key);
-        let unsettled = view.changed_at.elapsed() < self.settle_time;
+        let unsettled = !self.settled(view);
         let ask: Vec<&Member> = if unsettled {
             self.others(&view.members)
         } else if local.is_none() {
@@ -210,7 +210,8 @@ impl Inner {
                 // copy could serve one a commit has superseded.
                 return Err(
                     StoreError::new(ErrorKind::Unavailable, err.operation()).with_source(format!(
-                        "the membership changed {:?} ago and a member that may hold a newer \
+                        "the membership changed {:?} ago (or this node's lease came back after \
+                         a gap less than the settle time ago) and a member that may hold a newer \
                          copy did not answer: {}",
                         view.changed_at.elapsed(),
                         err.to_line()
@@ -224,6 +225,48 @@ impl Inner {
             }
         }
         Ok(best.filter(|entry| entry.is_current(self.clock.now())))
+    }
+
+    /// Whether the membership has not changed, and the lease has not
+    /// lapsed, for the settle time: an owner with a copy of a key may then
+    /// serve it without asking the other holders (see
+    /// [`read_base`](Self::read_base)). A lapse counts as a change: an
+    /// owner cut off from the majority keeps its view if it detects
+    /// failures slower than the majority, and when the cut heals its lease
+    /// comes back before the hand-over brings it the majority's commits.
+    fn settled(&self, view: &View) -> bool {
+        view.changed_at.elapsed() >= self.settle_time && self.lease.held_for(self.settle_time)
+    }
+
+    /// Serves a read routed here at once when [`read_base`](Self::read_base)
+    /// would answer it from this node's own copy, with no peer to ask, and
+    /// the node holds its quorum and lease ([`serving`](Inner::serving)
+    /// would not wait); otherwise hands it back to be served in a task.
+    /// Reads are half the owner requests of a write (the load before the
+    /// commit), and a task, a timer and a slot cost more than the read.
+    ///
+    /// Each check is one the slow path makes: without the lease check, an
+    /// owner cut off with a view it has not changed (quorum and settle
+    /// checks pass) serves a copy the majority has superseded
+    /// (`tests/read_lease.rs`); without the settle check, one that has not
+    /// been handed the newest copy yet (`tests/simulation.rs`, seeds 10 and
+    /// 11). Neither path checks that this node owns the key (a read falls
+    /// back to a backup, and any holder answers one routed to it), and the
+    /// slow path's deadline cannot pass on what this one serves, where
+    /// nothing is waited for.
+    fn read_now(&self, request: Load) -> ServedNow {
+        let view = self.view();
+        let local = (self.check_quorum(&view, Load::NAME).is_ok()
+            && self.lease.holds()
+            && self.settled(&view))
+        .then(|| self.local.get(&request.key))
+        .flatten();
+        let Some(entry) = local else {
+            return ServedNow::Later(Request::Owner(OwnerRequest::Load(request)));
+        };
+        // As `Load::serve` answers from what `read_base` returns.
+        let live = entry.live(self.clock.now()).map(WireLive::from);
+        ServedNow::Replied(encode_reply(&Ok::<_, Failure>(live)))
     }
 
     /// Sends one message to each holder in parallel.
@@ -370,8 +413,9 @@ impl Handler for Inner {
             Request::Lease(request) => ServedNow::Replied(encode_reply(&Ok::<_, Failure>(
                 self.confirm(from, &request),
             ))),
-            // Owner requests wait for peers, and rebalancing offers may
-            // be long: neither holds up the connection's other requests.
+            Request::Owner(OwnerRequest::Load(request)) => self.read_now(request),
+            // Other owner requests wait for peers, and rebalancing offers
+            // may be long: neither holds up the connection's other requests.
             other => ServedNow::Later(other),
         }
     }

@@ -53,6 +53,7 @@ use tokio::{
 
 use crate::{
     node::Inner,
+    placement::View,
     protocol::{Call, Encoded, Request},
 };
 
@@ -95,6 +96,12 @@ pub(crate) struct Lease {
     until: watch::Sender<Option<Instant>>,
     /// Per member name, the send time of the newest confirmed request.
     confirmed: Mutex<HashMap<Arc<str>, Instant>>,
+    /// When the lease last began after a time without one (its first
+    /// grant included). A node whose lease lapsed may have been cut off
+    /// while the majority moved its keys on, even if its own view never
+    /// changed, so it counts as unsettled for the settle time after this,
+    /// as after a membership change (see [`held_for`](Self::held_for)).
+    held_since: Mutex<Option<Instant>>,
     /// The shortest suspect timeout heard of (this node's own included), in
     /// milliseconds. Only ever shrinks, so a lease never grows past what
     /// the fastest detector allows.
@@ -129,6 +136,7 @@ impl Lease {
             // A node that needs no one else (a cluster of one) always holds it.
             until: watch::Sender::new((needed == 0).then(far_future)),
             confirmed: Mutex::new(HashMap::new()),
+            held_since: Mutex::new((needed == 0).then(Instant::now)),
             shortest_suspect_ms: AtomicU64::new(millis(suspect_timeout)),
             peer_horizon_secs: AtomicU64::new(0),
             renew_now: Notify::new(),
@@ -154,6 +162,14 @@ impl Lease {
         self.until
             .borrow()
             .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Whether the lease has held without a gap for at least `time`.
+    pub(crate) fn held_for(&self, time: Duration) -> bool {
+        self.held_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|since| since.elapsed() >= time)
     }
 
     /// Waits for the lease to hold, asking for a renewal round at once: until
@@ -231,14 +247,24 @@ impl Lease {
         // distinct members confirmed at or after it.
         times.sort_unstable_by(|a, b| b.cmp(a));
         let until = times[self.needed - 1] + self.length();
+        let now = Instant::now();
+        let mut regained = false;
         self.until.send_if_modified(|current| {
             if current.is_none_or(|current| until > current) {
+                // A lease that had run out (or never begun) starts again.
+                regained = until > now && current.is_none_or(|current| current <= now);
                 *current = Some(until);
                 true
             } else {
                 false
             }
         });
+        if regained {
+            *self
+                .held_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(now);
+        }
     }
 }
 
@@ -318,10 +344,20 @@ impl Inner {
     }
 }
 
-/// Renews the node's lease every interval, or at once when a request found
-/// none, until the node is dropped. Each round runs on its own task, so a
-/// round waiting on an unreachable member does not delay the next.
-pub(crate) async fn lease_loop(inner: Weak<Inner>, lease: Arc<Lease>) {
+/// Renews the node's lease every interval, at once when a request found
+/// none, and at once when the membership changes, until the node is
+/// dropped. Each round runs on its own task, so a round waiting on an
+/// unreachable member does not delay the next.
+///
+/// The round on a change matters most at start-up: the first rounds run
+/// before the other members are known, and the lease's first grant starts
+/// a settle time of its own ([`Lease::held_for`]), so it should come with
+/// the view that made it possible rather than an interval later.
+pub(crate) async fn lease_loop(
+    inner: Weak<Inner>,
+    lease: Arc<Lease>,
+    mut views: watch::Receiver<Arc<View>>,
+) {
     if lease.needed == 0 {
         return;
     }
@@ -331,6 +367,11 @@ pub(crate) async fn lease_loop(inner: Weak<Inner>, lease: Arc<Lease>) {
         tokio::select! {
             () = tokio::time::sleep(lease.interval()) => {}
             () = lease.renew_now.notified() => {}
+            changed = views.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -219,7 +219,11 @@ impl ClusterStore {
             config.anti_entropy_interval,
             config.probe_period,
         ));
-        let leases = tokio::spawn(lease_loop(Arc::downgrade(&inner), Arc::clone(&inner.lease)));
+        let leases = tokio::spawn(lease_loop(
+            Arc::downgrade(&inner),
+            Arc::clone(&inner.lease),
+            inner.views.clone(),
+        ));
         Self {
             inner,
             _tasks: Arc::new(Tasks {
