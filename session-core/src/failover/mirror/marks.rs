@@ -13,6 +13,50 @@ use crate::{
 };
 
 impl Inner {
+    /// Leaves `owner`'s fence in both stores: every session of the owner
+    /// created before now was ended. Returns the outage of a store that is
+    /// down: the fence in the other one is what stops the down store's
+    /// copies coming back when it returns.
+    pub(in crate::failover) async fn fence_owner(
+        self: &Arc<Self>,
+        owner: &str,
+    ) -> Result<Option<StoreError>, StoreError> {
+        let now = SystemTime::now();
+        let fence = fence_id(owner);
+        let ended_at = crate::failover::millis_text(now);
+        let expires_at = now + self.tombstone_ttl;
+        let mut record = Record::new(fence, Data::new(), now, expires_at);
+        record.data.insert(FENCE_FIELD.to_owned(), ended_at.clone());
+        let mut changes = Changes::default();
+        changes.set(FENCE_FIELD, ended_at);
+        let mut outage = None;
+        for side in [&self.primary, &self.secondary] {
+            let down = match self
+                .call(side, "create", side.store.create(&record))
+                .await?
+            {
+                Reply::Answer(Created::Created) => None,
+                // An earlier fence: move it to now.
+                Reply::Answer(Created::IdTaken) => {
+                    match self
+                        .call(
+                            side,
+                            "commit",
+                            side.store.commit(&fence, &changes, expires_at),
+                        )
+                        .await?
+                    {
+                        Reply::Answer(_) => None,
+                        Reply::Down(err) => Some(err),
+                    }
+                }
+                Reply::Down(err) => Some(err),
+            };
+            outage = outage.or(down);
+        }
+        Ok(outage)
+    }
+
     /// Whether `side` holds a fence of `record`'s owner from after the
     /// record was created: the session was ended with its owner's.
     ///
@@ -183,10 +227,10 @@ const MARKED_AT_FIELD: &str = "marked_at";
 
 /// The data key of an owner fence: when the owner's sessions were ended,
 /// in milliseconds since the Unix epoch.
-pub(super) const FENCE_FIELD: &str = "ended_at";
+const FENCE_FIELD: &str = "ended_at";
 
 /// Where `owner`'s fence is kept: an id no cookie names, derived from the
 /// owner's name.
-pub(super) fn fence_id(owner: &str) -> SessionId {
+fn fence_id(owner: &str) -> SessionId {
     SessionId::derive_from(OWNER_FENCE_DOMAIN, owner.as_bytes())
 }

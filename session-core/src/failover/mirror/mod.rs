@@ -29,10 +29,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use self::{
-    marks::{fence_id, FENCE_FIELD},
-    repair::{count_repair, log_failed_repair},
-};
+use self::repair::{count_repair, log_failed_repair};
 use super::{count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, TOMBSTONE_DOMAIN};
 use crate::{Changes, Committed, ConditionalDelete, Created, Data, Record, SessionId, StoreError};
 
@@ -536,50 +533,6 @@ impl Inner {
         }
     }
 
-    /// Leaves `owner`'s fence in both stores: every session of the owner
-    /// created before now was ended. Returns the outage of a store that is
-    /// down: the fence in the other one is what stops the down store's
-    /// copies coming back when it returns.
-    pub(super) async fn fence_owner(
-        self: &Arc<Self>,
-        owner: &str,
-    ) -> Result<Option<StoreError>, StoreError> {
-        let now = SystemTime::now();
-        let fence = fence_id(owner);
-        let ended_at = crate::failover::millis_text(now);
-        let expires_at = now + self.tombstone_ttl;
-        let mut record = Record::new(fence, Data::new(), now, expires_at);
-        record.data.insert(FENCE_FIELD.to_owned(), ended_at.clone());
-        let mut changes = Changes::default();
-        changes.set(FENCE_FIELD, ended_at);
-        let mut outage = None;
-        for side in [&self.primary, &self.secondary] {
-            let down = match self
-                .call(side, "create", side.store.create(&record))
-                .await?
-            {
-                Reply::Answer(Created::Created) => None,
-                // An earlier fence: move it to now.
-                Reply::Answer(Created::IdTaken) => {
-                    match self
-                        .call(
-                            side,
-                            "commit",
-                            side.store.commit(&fence, &changes, expires_at),
-                        )
-                        .await?
-                    {
-                        Reply::Answer(_) => None,
-                        Reply::Down(err) => Some(err),
-                    }
-                }
-                Reply::Down(err) => Some(err),
-            };
-            outage = outage.or(down);
-        }
-        Ok(outage)
-    }
-
     /// Deletes `id` from both stores, leaving a tombstone in each first.
     ///
     /// The tombstones come first because a delete cannot reach both stores
@@ -650,6 +603,50 @@ impl Inner {
             .await;
         }
         answer
+    }
+
+    /// The conditional delete, decided by the primary: its copy is the
+    /// one the version is checked against, and only a primary that cannot
+    /// answer for the session (down, or known to lack it: it came back
+    /// empty or owes writes) hands the decision to the secondary.
+    ///
+    /// Asking both stores at once and settling their answers let two
+    /// `cycle_id`s of one session both succeed, each deleting the old id
+    /// on one store and finding it gone on the other, and fork the session;
+    /// and it deleted the primary's complete copy when the secondary's
+    /// stale one answered `Changed`, which a read then copied back (both
+    /// found by the explorer over real servers). After `Deleted`, the
+    /// caller ends the other copy as a delete does, tombstones first.
+    async fn mirror_delete_if_version(
+        self: &Arc<Self>,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let primary = &self.primary;
+        let answer = self
+            .call(
+                primary,
+                "delete_if_version",
+                primary.store.delete_if_version(id, version),
+            )
+            .await?;
+        match answer {
+            Reply::Answer(ConditionalDelete::Missing) if self.may_lack(primary, id) => {}
+            Reply::Answer(answer) => return Ok(answer),
+            Reply::Down(_) => {}
+        }
+        let secondary = &self.secondary;
+        match self
+            .call(
+                secondary,
+                "delete_if_version",
+                secondary.store.delete_if_version(id, version),
+            )
+            .await?
+        {
+            Reply::Answer(answer) => Ok(answer),
+            Reply::Down(err) => Err(err),
+        }
     }
 }
 
