@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::SystemTime};
 
 use super::{count_fallback, BreakerState, Inner, Missed, Reply};
-use crate::{Changes, Committed, Created, ErrorKind, Record, SessionId, StoreError};
+use crate::{
+    Changes, Committed, ConditionalDelete, Created, ErrorKind, Record, SessionId, StoreError,
+};
 
 impl Inner {
     pub(super) async fn standby_load(
@@ -193,6 +195,50 @@ impl Inner {
                 match self.call(&self.secondary, "touch", on_secondary()).await? {
                     Reply::Answer(true) => Ok(true),
                     Reply::Answer(false) | Reply::Down(_) => Err(primary_err),
+                }
+            }
+        }
+    }
+
+    /// The conditional delete where the session lives, decided as a
+    /// commit is: the primary first, the secondary for a session made there
+    /// during an outage.
+    pub(super) async fn standby_delete_if_version(
+        self: &Arc<Self>,
+        id: &SessionId,
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let on_secondary = || self.secondary.store.delete_if_version(id, version);
+        match self
+            .call(
+                &self.primary,
+                "delete_if_version",
+                self.primary.store.delete_if_version(id, version),
+            )
+            .await?
+        {
+            // A session created on the secondary during an outage.
+            Reply::Answer(ConditionalDelete::Missing) => {
+                match self
+                    .call(&self.secondary, "delete_if_version", on_secondary())
+                    .await?
+                {
+                    Reply::Answer(answer) => Ok(answer),
+                    Reply::Down(err) => Err(err),
+                }
+            }
+            Reply::Answer(answer) => Ok(answer),
+            Reply::Down(primary_err) => {
+                match self
+                    .call(&self.secondary, "delete_if_version", on_secondary())
+                    .await?
+                {
+                    Reply::Answer(
+                        answer @ (ConditionalDelete::Deleted | ConditionalDelete::Changed),
+                    ) => Ok(answer),
+                    // The session lives on the primary, which is down: fail
+                    // rather than report it gone, as a commit does.
+                    Reply::Answer(ConditionalDelete::Missing) | Reply::Down(_) => Err(primary_err),
                 }
             }
         }

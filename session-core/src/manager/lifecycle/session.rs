@@ -1,6 +1,7 @@
-//! The per-request `Session` handle and the write-back at the end of a request.
+//! The per-request `Session` handle: its state, and the calls a handler
+//! makes on it.
 
-use std::{fmt, mem, sync::Arc, time::SystemTime};
+use std::{fmt, sync::Arc, time::SystemTime};
 
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::Mutex;
@@ -8,22 +9,16 @@ use tokio::sync::Mutex;
 mod cycle;
 mod devices;
 mod error;
+mod finish;
+mod load;
 mod migrate;
 mod token;
 
 pub use error::SessionError;
 use token::Token;
 
-use super::{log_store_error, ErrorPolicy, Finish, Shared};
-use crate::{
-    cookie::Unverified,
-    telemetry::{self, Ended, Operation, Refused},
-    Changes, Committed, Created, Data, ErrorKind, Lifetime, Owner, Record, SessionId, StoreError,
-};
-
-/// How many fresh ids `create` tries before giving up. With 128-bit random ids
-/// a second collision means a broken RNG, not bad luck.
-const CREATE_ATTEMPTS: usize = 3;
+use super::Shared;
+use crate::{cookie::Unverified, Changes, Data, ErrorKind, Lifetime, Owner, SessionId};
 
 /// One request's view of its session.
 ///
@@ -47,7 +42,8 @@ const CREATE_ATTEMPTS: usize = 3;
 /// Two calls do work that cannot be taken back once it reached the store:
 /// - [`finish`](Self::finish) dropped mid-write may or may not have written.
 ///   The handle is finished either way, and a later `finish` answers
-///   [`Finish::Unavailable`], never a response that acknowledges the write.
+///   [`Finish::Unavailable`](super::Finish::Unavailable), never a response
+///   that acknowledges the write.
 /// - [`log_out_everywhere`](Self::log_out_everywhere) dropped mid-way may have
 ///   ended some of the owner's sessions and not yet marked this one; calling
 ///   it again ends the rest.
@@ -102,8 +98,9 @@ enum Phase {
     #[default]
     Unloaded,
     Loaded,
-    /// The load failed under [`ErrorPolicy::TreatAsEmpty`]: reads see an
-    /// empty session, and a change turns the phase into `LoadFailed`.
+    /// The load failed under
+    /// [`ErrorPolicy::TreatAsEmpty`](super::ErrorPolicy::TreatAsEmpty): reads
+    /// see an empty session, and a change turns the phase into `LoadFailed`.
     ServedEmpty(ErrorKind),
     LoadFailed(ErrorKind),
     /// `finish` is writing. Another call sees this only when that `finish`
@@ -509,361 +506,6 @@ impl Session {
         let state = self.loaded_state(Access::Read).await?;
         Ok(state.next_id.or(state.base.map(|base| base.id)))
     }
-
-    /// Writes what the request changed and says what to do with the response.
-    /// Adapters call this once, after the handler; later calls, and any use of
-    /// the handle afterwards, change nothing.
-    ///
-    /// - A new session with data is created and gets a cookie.
-    /// - An existing session with changes gets one `commit` of the delta.
-    /// - An unchanged session gets nothing, or one `touch` once less than half
-    ///   of the idle timeout is left.
-    /// - A new empty session writes nothing and sets no cookie.
-    ///
-    /// See [`SessionManager`](crate::SessionManager) for an example.
-    pub async fn finish(&self) -> Finish {
-        let mut state = self.inner.state.lock().await;
-        if let Some(finish) = self.finish_without_store(&mut state) {
-            return finish;
-        }
-        let now = self.inner.shared.clock.now();
-        // Marks the write as under way for the case where this future is
-        // dropped mid-write: see the `Writing` arm of `finish_without_store`.
-        state.phase = Phase::Writing;
-        let login = state.stamp_login(now);
-        let mut written = self.write(&mut state, now).await;
-        if let (Ok(_), Some(owner), Some(cap)) =
-            (&written, login, self.inner.shared.max_sessions_per_owner)
-        {
-            // Acknowledged only once the owner is within the cap.
-            if let Err(err) = self.inner.shared.enforce_cap(&owner, cap).await {
-                written = Err(err);
-            }
-        }
-        state.phase = Phase::Finished;
-        match written {
-            Ok(set_cookie) => Finish::Respond { set_cookie },
-            Err(err) => {
-                log_store_error(&err, "session write failed; answering 503");
-                Finish::Unavailable
-            }
-        }
-    }
-
-    /// [`finish`](Self::finish) without waiting, for a session whose
-    /// finish needs no store call: one the handler never loaded (the
-    /// common untouched request), or one already finished or failed.
-    /// `None` when the session has something to write (or may have), or
-    /// another handle holds it at this moment: call `finish` then. Adapters
-    /// try this first, which spares them boxing `finish`'s future.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use session_core::{Key, SessionManager, manager::Finish, memory::MemoryStore};
-    ///
-    /// let manager = SessionManager::builder(MemoryStore::new(), Key::generate()).build().unwrap();
-    /// let untouched = manager.start(std::iter::empty());
-    /// assert_eq!(untouched.finish_now(), Some(Finish::Respond { set_cookie: None }));
-    /// let written = manager.start(std::iter::empty());
-    /// written.insert("user", "ada").await.unwrap();
-    /// assert_eq!(written.finish_now(), None);
-    /// assert!(matches!(written.finish().await, Finish::Respond { set_cookie: Some(_) }));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn finish_now(&self) -> Option<Finish> {
-        let mut state = self.inner.state.try_lock().ok()?;
-        self.finish_without_store(&mut state)
-    }
-
-    /// The end of a session that makes no store call, marking it finished;
-    /// `None`, with the state untouched, for a loaded session.
-    fn finish_without_store(&self, state: &mut State) -> Option<Finish> {
-        let finish = match state.phase {
-            Phase::Loaded => return None,
-            Phase::Finished => Finish::Respond { set_cookie: None },
-            Phase::Writing => {
-                tracing::warn!(
-                    "a session write was cancelled mid-way and may or may not have happened; answering 503"
-                );
-                Finish::Unavailable
-            }
-            Phase::LoadFailed(_) => Finish::Unavailable,
-            // Every change was refused, so there is nothing to write, and the
-            // cookie is left alone: the session is back once the store is.
-            Phase::ServedEmpty(_) => Finish::Respond { set_cookie: None },
-            Phase::Unloaded => Finish::Respond {
-                set_cookie: self.resign_unloaded(),
-            },
-        };
-        state.phase = Phase::Finished;
-        Some(finish)
-    }
-
-    /// The state, loaded first if it is not yet. Under
-    /// [`ErrorPolicy::TreatAsEmpty`] a session served empty after a failed
-    /// load serves reads, and refuses a change: writing it would start a
-    /// fresh session over the user's, or overwrite data this request never
-    /// saw. The refusal makes the whole request answer 503.
-    async fn loaded_state(
-        &self,
-        access: Access,
-    ) -> Result<tokio::sync::MutexGuard<'_, State>, SessionError> {
-        let mut state = self.inner.state.lock().await;
-        if let Phase::Unloaded = state.phase {
-            self.load_into(&mut state).await?;
-        }
-        match (state.phase, access) {
-            (Phase::LoadFailed(kind), _) => {
-                Err(SessionError::Unavailable(StoreError::new(kind, "load")))
-            }
-            (Phase::ServedEmpty(kind), Access::Change) => {
-                tracing::warn!(
-                    error.kind = ?kind,
-                    "session changed after its load failed; refusing the change and answering 503"
-                );
-                state.phase = Phase::LoadFailed(kind);
-                Err(SessionError::Unavailable(StoreError::new(kind, "load")))
-            }
-            _ => Ok(state),
-        }
-    }
-
-    /// Loads the session into `state`. Cancel-safe: `state` is changed only
-    /// once the store has answered, so a caller dropped while the load waits
-    /// leaves the session unloaded, and the next call loads it again.
-    async fn load_into(&self, state: &mut State) -> Result<(), SessionError> {
-        let shared = &self.inner.shared;
-        let Some(cookie) = self.cookie() else {
-            if self.inner.migration.is_pending() {
-                return self.migrate_into(state).await;
-            }
-            state.phase = Phase::Loaded;
-            return Ok(());
-        };
-        let loaded = shared
-            .call(Operation::Load, shared.store.load(&cookie.id))
-            .await;
-        state.phase = Phase::Loaded;
-        let now = shared.clock.now();
-        match loaded {
-            Ok(Some(record))
-                if shared.is_live(
-                    now,
-                    record.created_at,
-                    record.expires_at,
-                    record.lifetime.as_ref(),
-                ) =>
-            {
-                state.base = Some(Base {
-                    id: record.id,
-                    created_at: record.created_at,
-                    expires_at: record.expires_at,
-                    version: record.version,
-                });
-                state.data = record.data;
-                state.owner = record.owner.as_ref().map(|owner| owner.name.clone());
-                state.loaded_owner = record.owner;
-                state.lifetime = record.lifetime;
-                state.loaded_lifetime = record.lifetime;
-            }
-            Ok(found) => {
-                match found {
-                    Some(record)
-                        if record.created_at + shared.timeouts(record.lifetime.as_ref()).1
-                            <= now =>
-                    {
-                        telemetry::sessions_ended(Ended::Absolute, 1);
-                    }
-                    Some(_) => telemetry::sessions_ended(Ended::Idle, 1),
-                    None => telemetry::cookie_refused(Refused::NoSession),
-                }
-                tracing::debug!(
-                    session.id = ?cookie.id,
-                    "session cookie names no live session; starting a fresh one"
-                );
-                state.stale_cookie = true;
-            }
-            // A record no one can read is lost either way; a fresh session is
-            // better than answering 503 to this user until it expires.
-            Err(err) if err.kind() == ErrorKind::Corrupt => {
-                log_store_error(&err, "session record is corrupt; starting a fresh session");
-                state.stale_cookie = true;
-            }
-            Err(err) => match shared.error_policy {
-                ErrorPolicy::TreatAsEmpty => {
-                    log_store_error(
-                        &err,
-                        "session load failed; serving reads empty and refusing changes",
-                    );
-                    state.phase = Phase::ServedEmpty(err.kind());
-                }
-                ErrorPolicy::Reject => {
-                    log_store_error(&err, "session load failed; answering 503");
-                    state.phase = Phase::LoadFailed(err.kind());
-                    return Err(SessionError::Unavailable(err));
-                }
-            },
-        }
-        Ok(())
-    }
-
-    async fn write(
-        &self,
-        state: &mut State,
-        now: SystemTime,
-    ) -> Result<Option<String>, StoreError> {
-        let shared = &self.inner.shared;
-        let mut set_cookie = None;
-        if let Some(ended) = state.destroyed {
-            shared
-                .call(Operation::Delete, shared.store.delete(&ended))
-                .await?;
-            telemetry::sessions_ended(Ended::Logout, 1);
-            set_cookie = Some(shared.removal());
-        }
-        if let Some(base) = state.base {
-            return self.write_existing(state, base, now).await;
-        }
-        if !state.data.is_empty() || state.owner.is_some() || state.lifetime.is_some() {
-            let id = state.next_id.unwrap_or_else(SessionId::generate);
-            let lifetime = state.lifetime;
-            let expires_at = shared.deadline(now, now, lifetime.as_ref());
-            let mut record = Record::new(id, mem::take(&mut state.data), now, expires_at);
-            record.owner = state.owner_at_write(shared, now, lifetime.as_ref());
-            record.lifetime = lifetime;
-            let id = self.create(record).await?;
-            telemetry::session_created();
-            return Ok(Some(self.cookie_for(
-                &id,
-                expires_at,
-                now,
-                lifetime.as_ref(),
-            )));
-        }
-        if state.stale_cookie && set_cookie.is_none() {
-            // Tell the browser to stop sending an id that leads nowhere.
-            set_cookie = Some(shared.removal());
-        }
-        Ok(set_cookie)
-    }
-
-    async fn write_existing(
-        &self,
-        state: &mut State,
-        base: Base,
-        now: SystemTime,
-    ) -> Result<Option<String>, StoreError> {
-        let shared = &self.inner.shared;
-        if let Some(next_id) = state.next_id {
-            return self.cycle(state, base, next_id, now).await;
-        }
-        let lifetime = state.lifetime;
-        let owner = state.owner_at_write(shared, base.created_at, lifetime.as_ref());
-        let expires_at = state.expiry_at_write(
-            shared,
-            now,
-            base.created_at,
-            owner.as_ref(),
-            lifetime.as_ref(),
-        );
-
-        // The loaded owner comes back unchanged unless its name or the
-        // lifetime (which sets its `until`) changed.
-        if owner != state.loaded_owner {
-            state.changes.set_owner(owner);
-        }
-        if lifetime != state.loaded_lifetime {
-            state.changes.set_lifetime(lifetime);
-        }
-
-        if !state.changes.is_empty() {
-            let committed = shared
-                .call(
-                    Operation::Commit,
-                    shared.store.commit(&base.id, &state.changes, expires_at),
-                )
-                .await?;
-            return Ok(match committed {
-                Committed::Applied { .. } => {
-                    self.refreshed_cookie(&base.id, expires_at, now, lifetime.as_ref())
-                }
-                Committed::Missing => {
-                    tracing::warn!(
-                        session.id = ?base.id,
-                        "session ended during the request (expired or destroyed elsewhere); its changes are dropped"
-                    );
-                    Some(shared.removal())
-                }
-            });
-        }
-
-        let (idle, absolute) = shared.timeouts(lifetime.as_ref());
-        // A record written under a longer lifetime than this manager allows
-        // lives no longer than this manager's absolute cap, and its cookie
-        // says so.
-        let stored_until = base.expires_at.min(base.created_at + absolute);
-        let due = base.expires_at < now + idle / 2 && expires_at > base.expires_at;
-        if !due {
-            return Ok(self.refreshed_cookie(&base.id, stored_until, now, lifetime.as_ref()));
-        }
-        match shared
-            .call(Operation::Touch, shared.store.touch(&base.id, expires_at))
-            .await
-        {
-            Ok(true) => Ok(self.refreshed_cookie(&base.id, expires_at, now, lifetime.as_ref())),
-            Ok(false) => Ok(Some(shared.removal())),
-            // A failed touch loses no data: the session keeps its old expiry.
-            Err(err) => {
-                log_store_error(&err, "session touch failed; keeping the old expiry");
-                Ok(self.refreshed_cookie(&base.id, stored_until, now, lifetime.as_ref()))
-            }
-        }
-    }
-
-    /// Creates `record`, drawing a new id if its id is taken.
-    async fn create(&self, mut record: Record) -> Result<SessionId, StoreError> {
-        let shared = &self.inner.shared;
-        for _ in 0..CREATE_ATTEMPTS {
-            match shared
-                .call(Operation::Create, shared.store.create(&record))
-                .await?
-            {
-                Created::Created => return Ok(record.id),
-                Created::IdTaken => record.id = SessionId::generate(),
-            }
-        }
-        Err(StoreError::new(ErrorKind::Other, "create").with_source(
-            "every freshly generated session id was already taken; is the random number generator broken?",
-        ))
-    }
-
-    fn cookie_for(
-        &self,
-        id: &SessionId,
-        expires_at: SystemTime,
-        now: SystemTime,
-        lifetime: Option<&Lifetime>,
-    ) -> String {
-        let shared = &self.inner.shared;
-        let remaining = expires_at.duration_since(now).unwrap_or_default();
-        shared.issue(id, remaining, shared.is_persistent(lifetime))
-    }
-
-    /// The cookie for an unchanged id, sent only when it says something new:
-    /// a persistent cookie's `Max-Age`, or a signature by the current key.
-    fn refreshed_cookie(
-        &self,
-        id: &SessionId,
-        expires_at: SystemTime,
-        now: SystemTime,
-        lifetime: Option<&Lifetime>,
-    ) -> Option<String> {
-        let needs_resign = self.cookie().is_some_and(|cookie| cookie.needs_resign)
-            || self.inner.migration.issues_cookie();
-        (self.inner.shared.is_persistent(lifetime) || needs_resign)
-            .then(|| self.cookie_for(id, expires_at, now, lifetime))
-    }
 }
 
 impl State {
@@ -872,88 +514,6 @@ impl State {
             Phase::Writing | Phase::Finished => Err(SessionError::Finished),
             _ => Ok(()),
         }
-    }
-
-    /// When this request gives the session an owner (a login), records the
-    /// login time with the data ([`LOGIN_KEY`](crate::devices::LOGIN_KEY)),
-    /// by which the per-owner cap ranks sessions, and returns the owner.
-    fn stamp_login(&mut self, now: SystemTime) -> Option<String> {
-        let owner = self.owner.clone()?;
-        if self.loaded_owner.as_ref().is_some_and(|o| o.name == owner) {
-            return None;
-        }
-        let stamp = crate::devices::micros(now).to_string();
-        self.changes.set(crate::devices::LOGIN_KEY, stamp.clone());
-        self.data
-            .insert(crate::devices::LOGIN_KEY.to_owned(), stamp);
-        Some(owner)
-    }
-
-    /// The owner to write for a session created at `created_at` with
-    /// `lifetime`: the loaded one when the name and lifetime are unchanged
-    /// (its `until` stays), else a new one lasting to the session's
-    /// absolute deadline.
-    fn owner_at_write(
-        &self,
-        shared: &Shared,
-        created_at: SystemTime,
-        lifetime: Option<&Lifetime>,
-    ) -> Option<Owner> {
-        let name = self.owner.as_ref()?;
-        if let Some(loaded) = self
-            .loaded_owner
-            .as_ref()
-            .filter(|o| &o.name == name && lifetime == self.loaded_lifetime.as_ref())
-        {
-            return Some(loaded.clone());
-        }
-        Some(Owner {
-            name: name.clone(),
-            until: created_at + shared.timeouts(lifetime).1,
-        })
-    }
-
-    /// The lifetime to write after another request's commit changed the
-    /// record's to `current`: this request's when it set one, else the
-    /// record's as it is now.
-    fn lifetime_after(&self, current: Option<Lifetime>) -> Option<Lifetime> {
-        if self.lifetime == self.loaded_lifetime {
-            current
-        } else {
-            self.lifetime
-        }
-    }
-
-    /// The owner to write after another request's commit changed the
-    /// record to `current` (owner included): this request's owner when it
-    /// set one, else the record's as it is now.
-    fn owner_after(
-        &self,
-        shared: &Shared,
-        current: Option<Owner>,
-        created_at: SystemTime,
-        lifetime: Option<&Lifetime>,
-    ) -> Option<Owner> {
-        let loaded = self.loaded_owner.as_ref().map(|o| o.name.as_str());
-        if self.owner.as_deref() == loaded && lifetime == self.loaded_lifetime.as_ref() {
-            current
-        } else {
-            self.owner_at_write(shared, created_at, lifetime)
-        }
-    }
-
-    /// When a session touched at `now` expires: the manager's deadline, and
-    /// never after its owner's index entry, which it must not outlive.
-    fn expiry_at_write(
-        &self,
-        shared: &Shared,
-        now: SystemTime,
-        created_at: SystemTime,
-        owner: Option<&Owner>,
-        lifetime: Option<&Lifetime>,
-    ) -> SystemTime {
-        let deadline = shared.deadline(now, created_at, lifetime);
-        owner.map_or(deadline, |owner| deadline.min(owner.until))
     }
 
     fn remove(&mut self, key: &str) -> Option<String> {

@@ -21,15 +21,16 @@
 //!     stores before it deletes either copy) or an owner fence ends it; then
 //!     that copy goes too.
 
+mod marks;
+mod repair;
+
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use super::{
-    count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, OWNER_FENCE_DOMAIN,
-    TOMBSTONE_DOMAIN,
-};
+use self::repair::{count_repair, log_failed_repair};
+use super::{count_fallback, Inner, Missed, Reply, Role, Side, AHEAD_DOMAIN, TOMBSTONE_DOMAIN};
 use crate::{Changes, Committed, ConditionalDelete, Created, Data, Record, SessionId, StoreError};
 
 /// The widest two stores may disagree on when one session expires:
@@ -216,101 +217,6 @@ impl Inner {
             Role::Primary => p,
             Role::Secondary => s,
         }
-    }
-
-    /// Repairs `id` in the background (see [`repair_copy`](Self::repair_copy)),
-    /// at most one repair per session at a time, and at most
-    /// [`with_max_pending`](super::FailoverStoreBuilder::with_max_pending) at once.
-    fn start_repair(self: &Arc<Self>, id: SessionId, winner: Role) {
-        {
-            let mut repairing = self
-                .repairing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if repairing.len() >= self.max_pending || !repairing.insert(id) {
-                return;
-            }
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.repairing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&id);
-            return;
-        };
-        let inner = Arc::clone(self);
-        runtime.spawn(async move {
-            inner.repair_copy(id, winner).await;
-            inner
-                .repairing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&id);
-        });
-    }
-
-    /// Replaces the copy of `id` on `winner`'s rival with `winner`'s, which
-    /// holds every acknowledged commit, without dropping one that is on
-    /// the rival only because it is still on its way to `winner`:
-    /// 1. read the rival's copy, and the ahead mark;
-    /// 2. wait one call timeout: both halves of a commit start together and
-    ///    each is bounded by it, so every commit the rival held in step 1
-    ///    has reached `winner` by then (or failed, unacknowledged);
-    /// 3. read `winner`'s copy, which now holds all of them;
-    /// 4. delete the rival's copy only if it is still the one read in step 1
-    ///    (a commit that reached it since keeps it; the next read tries
-    ///    again), and create `winner`'s copy there; a commit arriving in
-    ///    between finds the session missing and copies it over itself;
-    /// 5. then drop the ahead mark, only if no commit placed it again since
-    ///    step 1.
-    ///
-    /// Replacing the rival from the read that found the gap, as before,
-    /// dropped a commit that had reached the rival and not yet `winner`
-    /// (the explorer found it).
-    ///
-    /// A repair that finds the rival moved on (a commit reached it after
-    /// step 1) tries again from step 1, up to [`REPAIR_ATTEMPTS`] times:
-    /// giving up at once left a stale copy for good under steady commits,
-    /// and the primary's death then lost a write (the explorer found it).
-    async fn repair_copy(self: &Arc<Self>, id: SessionId, winner: Role) {
-        for _ in 0..REPAIR_ATTEMPTS {
-            if self.repair_once(id, winner).await != Repaired::Moved {
-                return;
-            }
-        }
-    }
-
-    async fn repair_once(self: &Arc<Self>, id: SessionId, winner: Role) -> Repaired {
-        let (winner, rival) = (self.side(winner), self.other(self.side(winner)));
-        let mark_id = id.derive(AHEAD_DOMAIN);
-        let (theirs, mark) = tokio::join!(
-            self.call(rival, "load", rival.store.load(&id)),
-            self.mark_of(winner, &mark_id),
-        );
-        let Ok(Reply::Answer(Some(theirs))) = theirs else {
-            // Gone (the one-sided rule takes it from here) or unreadable.
-            return Repaired::GaveUp;
-        };
-        tokio::time::sleep(self.call_timeout).await;
-        let Ok(Reply::Answer(Some(ours))) = self.call(winner, "load", winner.store.load(&id)).await
-        else {
-            return Repaired::GaveUp;
-        };
-        if ours.version == theirs.version && ours.data == theirs.data {
-            // Already the same: nothing to replace.
-        } else if !self.overwrite(rival, theirs.version, &ours).await {
-            return Repaired::Moved;
-        }
-        if let Some(mark) = mark {
-            let _ = self
-                .call(
-                    winner,
-                    "repair",
-                    winner.store.delete_if_version(&mark_id, mark.version),
-                )
-                .await;
-        }
-        Repaired::Done
     }
 
     /// Whether `side` may lack sessions that the other store holds, as far
@@ -627,130 +533,6 @@ impl Inner {
         }
     }
 
-    /// Leaves `owner`'s fence in both stores: every session of the owner
-    /// created before now was ended. Returns the outage of a store that is
-    /// down: the fence in the other one is what stops the down store's
-    /// copies coming back when it returns.
-    pub(super) async fn fence_owner(
-        self: &Arc<Self>,
-        owner: &str,
-    ) -> Result<Option<StoreError>, StoreError> {
-        let now = SystemTime::now();
-        let fence = fence_id(owner);
-        let ended_at = crate::failover::millis_text(now);
-        let expires_at = now + self.tombstone_ttl;
-        let mut record = Record::new(fence, Data::new(), now, expires_at);
-        record.data.insert(FENCE_FIELD.to_owned(), ended_at.clone());
-        let mut changes = Changes::default();
-        changes.set(FENCE_FIELD, ended_at);
-        let mut outage = None;
-        for side in [&self.primary, &self.secondary] {
-            let down = match self
-                .call(side, "create", side.store.create(&record))
-                .await?
-            {
-                Reply::Answer(Created::Created) => None,
-                // An earlier fence: move it to now.
-                Reply::Answer(Created::IdTaken) => {
-                    match self
-                        .call(
-                            side,
-                            "commit",
-                            side.store.commit(&fence, &changes, expires_at),
-                        )
-                        .await?
-                    {
-                        Reply::Answer(_) => None,
-                        Reply::Down(err) => Some(err),
-                    }
-                }
-                Reply::Down(err) => Some(err),
-            };
-            outage = outage.or(down);
-        }
-        Ok(outage)
-    }
-
-    /// Whether `side` holds a fence of `record`'s owner from after the
-    /// record was created: the session was ended with its owner's.
-    ///
-    /// A record does not say when it got its owner, only when it was
-    /// created, so a session created before the fence that took the owner
-    /// after it (a login without `cycle_id`, which would have made a new
-    /// record) and then went missing from one store is taken for an ended
-    /// one here: its user logs in again. Nothing ended ever comes back,
-    /// which is the rule this check exists for.
-    async fn fenced(self: &Arc<Self>, side: &Side, record: &Record) -> bool {
-        let Some(owner) = &record.owner else {
-            return false;
-        };
-        let Ok(Reply::Answer(Some(fence))) = self
-            .call(side, "load", side.store.load(&fence_id(&owner.name)))
-            .await
-        else {
-            return false;
-        };
-        fence
-            .data
-            .get(FENCE_FIELD)
-            .and_then(|text| text.parse::<u64>().ok())
-            .is_some_and(|ended_at| ended_at >= crate::failover::millis(record.created_at))
-    }
-
-    /// Whether `side` holds a live record under `marker` (a tombstone or
-    /// an ahead mark). A store that cannot say counts as "no": serving the
-    /// session beats failing the request, and repairs wait for a later read.
-    async fn holds(self: &Arc<Self>, side: &Side, marker: &SessionId) -> bool {
-        matches!(
-            self.call(side, "stamp", side.store.stamp(marker)).await,
-            Ok(Reply::Answer(Some(_)))
-        )
-    }
-
-    /// `side`'s ahead mark `mark`: when it was last placed, and its
-    /// version (which every placing bumps). `None` when it holds none, or
-    /// cannot say.
-    async fn mark_of(self: &Arc<Self>, side: &Side, mark: &SessionId) -> Option<Mark> {
-        match self.call(side, "load", side.store.load(mark)).await {
-            Ok(Reply::Answer(Some(record))) => Some(Mark {
-                at: record
-                    .data
-                    .get(MARKED_AT_FIELD)
-                    .and_then(|at| at.parse().ok())
-                    .unwrap_or(0),
-                version: record.version,
-            }),
-            _ => None,
-        }
-    }
-
-    /// Marks on `side` that `id` took commits the other store missed, so
-    /// any app server's read knows which copy holds everything and repairs
-    /// the other.
-    ///
-    /// A mark is never deleted (a delete could not tell a mark it has seen
-    /// repaired from one a commit just placed for a newer gap); it lives
-    /// for [`AHEAD_MARK_TTL`] from the last time a commit placed it, capped
-    /// by the tombstone lifetime. While it lives, a read that finds the two
-    /// copies apart repairs the stale one, so a repair that raced a commit
-    /// and left the stores apart is mended by the next read.
-    async fn mark_ahead(self: &Arc<Self>, side: &Side, id: &SessionId) {
-        let lifetime = AHEAD_MARK_TTL.min(self.tombstone_ttl);
-        if let Err(err) = self
-            .leave_marker(side, &id.derive(AHEAD_DOMAIN), lifetime)
-            .await
-        {
-            // This process's replay set still names the store behind, and
-            // its replay repairs it; other servers' reads serve the primary.
-            tracing::debug!(
-                target: "session_kit::failover",
-                store = side.role.name(),
-                error.kind = ?err.kind(),
-                "could not mark a session as ahead"
-            );
-        }
-    }
-
     /// Deletes `id` from both stores, leaving a tombstone in each first.
     ///
     /// The tombstones come first because a delete cannot reach both stores
@@ -793,48 +575,6 @@ impl Inner {
         }
     }
 
-    /// Stores a record under `marker` on `side` that says when it was placed
-    /// ([`MARKED_AT_FIELD`]) and lives for `lifetime` from now; one that is
-    /// there already is placed again (its time moved to now, kept at least
-    /// that long) through a commit, which bumps its version (see
-    /// [`retract_tombstones`](Self::retract_tombstones)). `Ok(true)` when
-    /// this call created it.
-    async fn leave_marker(
-        self: &Arc<Self>,
-        side: &Side,
-        marker: &SessionId,
-        lifetime: Duration,
-    ) -> Result<bool, StoreError> {
-        let now = SystemTime::now();
-        let at = crate::failover::millis_text(now);
-        let mut record = Record::new(*marker, Data::new(), now, now + lifetime);
-        record.data.insert(MARKED_AT_FIELD.to_owned(), at);
-        match self
-            .call(side, "create", side.store.create(&record))
-            .await?
-        {
-            Reply::Answer(Created::Created) => Ok(true),
-            // Already there: make it last from now. A commit that finds it
-            // just expired leaves no marker; the caller's retry places it.
-            Reply::Answer(Created::IdTaken) => {
-                let mut changes = Changes::default();
-                changes.set(MARKED_AT_FIELD, crate::failover::millis_text(now));
-                match self
-                    .call(
-                        side,
-                        "commit",
-                        side.store.commit(marker, &changes, record.expires_at),
-                    )
-                    .await?
-                {
-                    Reply::Answer(_) => Ok(false),
-                    Reply::Down(err) => Err(err),
-                }
-            }
-            Reply::Down(err) => Err(err),
-        }
-    }
-
     /// The conditional delete of `cycle_id`, between its tombstones: they
     /// go into both stores first, as for a delete, so that from the moment
     /// the primary ends the old id no read or commit can copy it back from
@@ -865,113 +605,50 @@ impl Inner {
         answer
     }
 
-    /// Deletes the tombstone `marker` where this process created it, only
-    /// at the version it was created with.
-    async fn retract_tombstones(
-        self: &Arc<Self>,
-        marker: &SessionId,
-        primary: bool,
-        secondary: bool,
-    ) {
-        tokio::join!(
-            self.retract_tombstone(&self.primary, marker, primary),
-            self.retract_tombstone(&self.secondary, marker, secondary),
-        );
-    }
-
-    async fn retract_tombstone(self: &Arc<Self>, side: &Side, marker: &SessionId, created: bool) {
-        if created {
-            let _ = self
-                .call(
-                    side,
-                    "repair",
-                    side.store.delete_if_version(marker, Record::FIRST_VERSION),
-                )
-                .await;
-        }
-    }
-
-    /// Replaces `side`'s copy, read at `stale_version`, with `record`,
-    /// which is newer. True once `side` holds this version or a later one.
-    /// The trait has no unconditional write, so this is a delete and a
-    /// create, which also gives both stores the same version again; see
-    /// [`remove_stale`](Self::remove_stale) for why the delete is
-    /// conditional.
-    async fn overwrite(self: &Arc<Self>, side: &Side, stale_version: u64, record: &Record) -> bool {
-        self.remove_stale(side, &record.id, stale_version).await
-            && !matches!(self.copy_to(side, record).await, Copy::Failed)
-    }
-
-    /// Deletes `side`'s copy of `id` only if it is still at `version`, the
-    /// stale version a repair read. A commit that reached the copy since
-    /// then was acknowledged against both stores; deleting the copy with it
-    /// and recreating it from the other store's older read left the stores
-    /// apart for good, with the commit on one of them only (the explorer
-    /// found it). So a copy that moved on is left alone (false), and the
-    /// next read compares again. A commit that arrives after the delete
-    /// finds the session missing there and copies it over itself.
+    /// The conditional delete, decided by the primary: its copy is the
+    /// one the version is checked against, and only a primary that cannot
+    /// answer for the session (down, or known to lack it: it came back
+    /// empty or owes writes) hands the decision to the secondary.
     ///
-    /// A store without [`delete_if_version`](crate::store::SessionStore::delete_if_version)
-    /// gets a plain delete: the window above stays open for it.
-    async fn remove_stale(self: &Arc<Self>, side: &Side, id: &SessionId, version: u64) -> bool {
-        match self
-            .call(side, "repair", side.store.delete_if_version(id, version))
-            .await
-        {
-            Ok(Reply::Answer(ConditionalDelete::Deleted)) => {
-                count_repair(side);
-                true
-            }
-            // Moved on (a commit) or gone (a delete, an expiry): not ours
-            // to replace now.
-            Ok(Reply::Answer(ConditionalDelete::Changed | ConditionalDelete::Missing)) => false,
-            Err(err) if err.kind() == crate::ErrorKind::Unsupported => {
-                self.repair_call(side, id, Missed::Write, side.store.delete(id))
-                    .await
-            }
-            Ok(Reply::Down(_)) => {
-                let _ = self.missed(side, id, Missed::Write);
-                false
-            }
-            Err(err) => {
-                log_failed_repair(side, &err);
-                false
-            }
-        }
-    }
-
-    /// Runs a repair call on `side`. A repair that fails leaves the session
-    /// to the replay (`missed`, when the store is down) or to the next read;
-    /// it never fails the request that noticed it.
-    async fn repair_call<T>(
+    /// Asking both stores at once and settling their answers let two
+    /// `cycle_id`s of one session both succeed, each deleting the old id
+    /// on one store and finding it gone on the other, and fork the session;
+    /// and it deleted the primary's complete copy when the secondary's
+    /// stale one answered `Changed`, which a read then copied back (both
+    /// found by the explorer over real servers). After `Deleted`, the
+    /// caller ends the other copy as a delete does, tombstones first.
+    async fn mirror_delete_if_version(
         self: &Arc<Self>,
-        side: &Side,
         id: &SessionId,
-        missed: Missed,
-        call: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> bool {
-        match self.call(side, "repair", call).await {
-            Ok(Reply::Answer(_)) => {
-                count_repair(side);
-                true
-            }
-            Ok(Reply::Down(_)) => {
-                let _ = self.missed(side, id, missed);
-                false
-            }
-            Err(err) => {
-                log_failed_repair(side, &err);
-                false
-            }
+        version: u64,
+    ) -> Result<ConditionalDelete, StoreError> {
+        let primary = &self.primary;
+        let answer = self
+            .call(
+                primary,
+                "delete_if_version",
+                primary.store.delete_if_version(id, version),
+            )
+            .await?;
+        match answer {
+            Reply::Answer(ConditionalDelete::Missing) if self.may_lack(primary, id) => {}
+            Reply::Answer(answer) => return Ok(answer),
+            Reply::Down(_) => {}
+        }
+        let secondary = &self.secondary;
+        match self
+            .call(
+                secondary,
+                "delete_if_version",
+                secondary.store.delete_if_version(id, version),
+            )
+            .await?
+        {
+            Reply::Answer(answer) => Ok(answer),
+            Reply::Down(err) => Err(err),
         }
     }
 }
-
-/// How long an ahead mark lives after the last commit that placed it:
-/// long past the replay and the reads that repair the gap it marks, short
-/// enough that marks of sessions committed during an outage do not pile up
-/// for the tombstone lifetime.
-const AHEAD_MARK_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// How often [`Inner::copy_to`] tries again when racing repairs keep
 /// taking the id first; each round replaces an older copy.
@@ -996,32 +673,6 @@ impl OneSided {
             Self::Kept { record, .. } => Some(record),
         }
     }
-}
-
-/// How often [`Inner::repair_copy`] tries again when commits keep moving
-/// the stale copy; each try waits one call timeout first, so this bounds a
-/// repair to about 20 call timeouts (6 s with the defaults).
-const REPAIR_ATTEMPTS: usize = 20;
-
-/// What one try of [`Inner::repair_copy`] came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repaired {
-    /// The copies are the same now.
-    Done,
-    /// A commit moved the stale copy since it was read, or the replacement
-    /// did not take: try again.
-    Moved,
-    /// A copy is gone or a store cannot be read: the one-sided rule, the
-    /// replay or the next read takes it from here.
-    GaveUp,
-}
-
-/// An ahead mark as read.
-struct Mark {
-    /// When it was last placed, in milliseconds since the Unix epoch.
-    at: u64,
-    /// Its record's version: bumped by every placing.
-    version: u64,
 }
 
 /// What [`Inner::copy_to`] left on the other store.
@@ -1055,31 +706,3 @@ fn shows(data: &Data, changes: &Changes) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("the {0} store answered, but it is missing writes that only the store that is down holds")]
 struct Incomplete(&'static str);
-
-fn count_repair(side: &Side) {
-    metrics::counter!(crate::telemetry::FAILOVER_REPAIRS, "role" => side.role.name()).increment(1);
-}
-
-fn log_failed_repair(side: &Side, err: &StoreError) {
-    tracing::debug!(
-        target: "session_kit::failover",
-        store = side.role.name(),
-        error.kind = ?err.kind(),
-        "a repair failed; the next read tries again"
-    );
-}
-
-/// The data key of a marker (an ahead mark, a tombstone): when it was last
-/// placed, in milliseconds since the Unix epoch. Of two ahead marks, the
-/// newer one's store took the commits the other missed last.
-const MARKED_AT_FIELD: &str = "marked_at";
-
-/// The data key of an owner fence: when the owner's sessions were ended,
-/// in milliseconds since the Unix epoch.
-const FENCE_FIELD: &str = "ended_at";
-
-/// Where `owner`'s fence is kept: an id no cookie names, derived from the
-/// owner's name.
-fn fence_id(owner: &str) -> SessionId {
-    SessionId::derive_from(OWNER_FENCE_DOMAIN, owner.as_bytes())
-}
