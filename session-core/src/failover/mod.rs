@@ -28,8 +28,10 @@ use crate::{
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailoverMode {
-    /// Every write goes to both stores; reads ask both and serve the newer
-    /// copy.
+    /// Every write goes to both stores; reads ask both and serve the copy
+    /// known to hold every acknowledged commit (the primary's, unless this
+    /// process saw it miss writes or an ahead mark says the secondary took
+    /// commits it missed).
     ///
     /// **Guarantee.** A write is acknowledged once every store that is up
     /// has it: both normally, the survivor while one is down. So when
@@ -39,8 +41,9 @@ pub enum FailoverMode {
     /// within [`with_probe_interval`](FailoverStoreBuilder::with_probe_interval)
     /// (1 s) of answering, whatever the breaker's back-off, and the writes
     /// and deletes this process made during the outage are replayed to it
-    /// at once; a read compares versions, serves the newer copy and repairs
-    /// the stale side. A commit that reaches one store and finds the
+    /// at once; a read that finds the two copies apart serves the one known
+    /// to hold every acknowledged commit and repairs the other. A version
+    /// counts commits, not which ones, so it decides nothing. A commit that reaches one store and finds the
     /// session missing on the other copies it over and, when the copy finds
     /// another server's older repair there, replaces it before the commit
     /// is acknowledged; when it cannot, it leaves an "ahead" mark that makes
@@ -71,9 +74,9 @@ pub enum FailoverMode {
     /// replay, by a read, or by the commit that found it missing) and then
     /// the loss of the other. And under a split in which some app servers
     /// reach only the primary and others only the secondary, both stores
-    /// take commits; afterwards the copy with the higher version wins (the
-    /// primary's on a tie) and the other side's commits from the split are
-    /// lost. Costs: every write and every read goes to both stores, in
+    /// take commits, and each side marks its store ahead; afterwards the
+    /// copy with the newer ahead mark wins and the other side's commits
+    /// from the split are lost. Costs: every write and every read goes to both stores, in
     /// parallel; a delete also writes a tombstone to each.
     #[default]
     Mirror,

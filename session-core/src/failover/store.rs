@@ -55,11 +55,14 @@ impl SessionStore for FailoverStore {
         self.inner.delete_both(id).await
     }
 
-    /// Decided as a commit is: in mirror mode by both stores at once (a
-    /// commit that landed on either copy makes it
-    /// [`Changed`](ConditionalDelete::Changed)), in standby mode by the
-    /// primary, or by the secondary for a session the primary lacks or
-    /// while it is down. Once a store deleted the record at that version,
+    /// Decided by the primary, in both modes: its copy is the one the
+    /// version is checked against. The secondary decides only for a
+    /// session the primary cannot answer for: while it is down, or (in
+    /// mirror mode) when it is known to lack writes, having come back
+    /// empty or owing a replay; in standby mode, for a session the primary
+    /// lacks. In mirror mode tombstones go into both stores first, and
+    /// those this call placed are withdrawn if the session is not ended
+    /// after all. Once a store deleted the record at that version,
     /// the other store's copy goes as by [`delete`](SessionStore::delete),
     /// tombstone and replay included.
     async fn delete_if_version(

@@ -114,10 +114,12 @@ impl Inner {
     /// any app server's read knows which copy holds everything and repairs
     /// the other.
     ///
-    /// A mark is never deleted (a delete could not tell a mark it has seen
-    /// repaired from one a commit just placed for a newer gap); it lives
-    /// for [`AHEAD_MARK_TTL`] from the last time a commit placed it, capped
-    /// by the tombstone lifetime. While it lives, a read that finds the two
+    /// Only a repair deletes a mark, and only at the version it read
+    /// before repairing (a plain delete could not tell a mark it has seen
+    /// repaired from one a commit just placed for a newer gap, and a mark
+    /// placed again since keeps it); otherwise it lives for
+    /// [`AHEAD_MARK_TTL`] from the last time a commit placed it, capped by
+    /// the tombstone lifetime. While it lives, a read that finds the two
     /// copies apart repairs the stale one, so a repair that raced a commit
     /// and left the stores apart is mended by the next read.
     pub(super) async fn mark_ahead(self: &Arc<Self>, side: &Side, id: &SessionId) {
