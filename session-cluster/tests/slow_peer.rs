@@ -110,6 +110,7 @@ async fn a_frozen_peer_costs_at_most_the_request_timeout() {
             node.members()
         );
     }
+    support::take_leases(&[first.clone(), second.clone(), third.clone()]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let now = SystemTime::now();

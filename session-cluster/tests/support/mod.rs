@@ -74,6 +74,24 @@ pub async fn start_with(nodes: usize, config: impl Fn(&str) -> ClusterConfig) ->
     all
 }
 
+/// Makes each node take its read lease: a load on a key the node owns
+/// waits for it. A node counts as settled only once it has held its lease
+/// for the settle time (as well as kept its view that long), so a test
+/// that waits out the settle time after start-up takes the leases first:
+/// with a long suspect timeout the lease is renewed seldom, and the first
+/// grant may otherwise come with the test's first request.
+pub async fn take_leases(nodes: &[ClusterStore]) {
+    for node in nodes {
+        let id = (0..10_000)
+            .map(|_| SessionId::generate())
+            .find(|id| node.placement(id)[0] == node.node_id())
+            .expect("a node owns some of 10,000 random ids");
+        node.load(&id)
+            .await
+            .unwrap_or_else(|err| panic!("{} took no lease: {}", node.node_id(), err.to_line()));
+    }
+}
+
 /// Waits (bounded) until `check` holds, polling; returns how long it took.
 pub async fn eventually(
     what: &str,
