@@ -46,7 +46,7 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    fn live(&self) -> Option<Arc<Conn>> {
+    pub(super) fn live(&self) -> Option<Arc<Conn>> {
         self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -58,7 +58,7 @@ impl Peer {
 
 /// One connection to a peer, and the tasks that write and read it; they
 /// end when it is dropped (the peer left, or the node stopped).
-struct Conn {
+pub(super) struct Conn {
     frames: mpsc::Sender<BytesMut>,
     waiting: Arc<Waiting>,
     next_id: AtomicU64,
@@ -176,7 +176,7 @@ impl Drop for Registered<'_> {
 }
 
 impl Link {
-    fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+    pub(super) fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
         let mut peers = self
             .peers
             .lock()
@@ -273,8 +273,17 @@ impl Link {
             return Ok(live);
         }
         let connect = |source| LinkError::Connect { addr, source };
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        // Connected on the node's runtime, like the tasks below: a socket
+        // is registered with the I/O driver of the runtime that opens it,
+        // and only that driver wakes its readers. Opened from an actix
+        // worker's runtime, it would wait on that worker's turns, and die
+        // with it.
+        let timeout = self.connect_timeout;
+        let stream = self
+            .home
+            .spawn(async move { tokio::time::timeout(timeout, TcpStream::connect(addr)).await })
             .await
+            .map_err(|_| connect(io::Error::other("the node's runtime is shutting down")))?
             .map_err(|_| connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(connect)?;
         tune(&stream).map_err(connect)?;

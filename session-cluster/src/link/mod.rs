@@ -472,6 +472,14 @@ mod tests {
             call_from_a_runtime_that_ends(&client, to).unwrap(),
             "answer"
         );
+        // The connection must live on: its socket belongs to the nodes'
+        // runtime, not to the one that just ended (whose I/O driver, had
+        // it opened the socket, fails the socket's reader as it shuts down).
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            client.peer(to).live().is_some(),
+            "the connection died with the runtime of the call that opened it"
+        );
         // A second worker's call must not find a connection nobody drives.
         assert_eq!(
             call_from_a_runtime_that_ends(&client, to).unwrap(),
