@@ -139,8 +139,7 @@ impl Inner {
         request: R,
         deadline: Instant,
     ) -> Result<R::Reply, StoreError> {
-        let view = self.view();
-        self.serving(&view, R::NAME, deadline).await?;
+        let view = self.serving(R::NAME, deadline).await?;
         if R::READ {
             let at = Serving {
                 view: &view,
@@ -154,6 +153,9 @@ impl Inner {
             return Err(StoreError::new(ErrorKind::Timeout, R::NAME)
                 .with_source("the session is busy with other commits on its owner"));
         };
+        // Again, for the view and lease as they are once the lock is ours:
+        // the wait for it may have outlasted either.
+        let view = self.serving(R::NAME, deadline).await?;
         let holders = self.others(view.replicas(request.key(), self.copies));
         let at = Serving {
             view: &view,
@@ -382,18 +384,14 @@ impl Handler for Inner {
             Request::Owner(request) => self.serve_owner(request, deadline).await,
             // A node without a quorum or a lease serves nothing, its copies
             // included: it may be on the minority side of a partition.
-            Request::Holder(request) => {
-                match self.serving(&self.view(), request.name(), deadline).await {
-                    Ok(()) => self.serve_holder(request),
-                    Err(err) => Failure::of(&err).encode_as_reply(),
-                }
-            }
-            Request::Rebalance(request) => {
-                match self.serving(&self.view(), request.name(), deadline).await {
-                    Ok(()) => self.serve_rebalance(request),
-                    Err(err) => Failure::of(&err).encode_as_reply(),
-                }
-            }
+            Request::Holder(request) => match self.serving(request.name(), deadline).await {
+                Ok(_) => self.serve_holder(request),
+                Err(err) => Failure::of(&err).encode_as_reply(),
+            },
+            Request::Rebalance(request) => match self.serving(request.name(), deadline).await {
+                Ok(_) => self.serve_rebalance(request),
+                Err(err) => Failure::of(&err).encode_as_reply(),
+            },
             Request::Lease(request) => {
                 encode_reply(&Ok::<_, Failure>(self.confirm(from, &request)))
             }

@@ -13,7 +13,9 @@
 //! - Every [`interval`](Lease::interval) a node asks every other member to
 //!   confirm it, remembering when (on its own monotonic clock) it *sent*
 //!   each request. A member confirms only while it sees a quorum itself,
-//!   counts the asker among its members, and does not suspect it.
+//!   counts the asker among its members, does not suspect it, and the
+//!   asker sees every member the confirming member sees and does not
+//!   suspect (see *Views* below).
 //! - The lease lasts until the send time of the newest request that
 //!   `quorum - 1` distinct members confirmed, plus the lease
 //!   [`length`](Lease::length): half of the shortest suspect timeout of
@@ -28,6 +30,22 @@
 //!   members yet (gossip takes a fraction of a probe period), for clock
 //!   *rate* differences between nodes, and for scheduling delays. Clock
 //!   *offsets* do not matter: each node compares only its own instants.
+//!
+//! **Views.** A lease must also mean that the node places keys as the
+//! others do. A node coming back from a partition (or starting) learns the
+//! members one by one; with three of five it holds a quorum, and in that
+//! partial view it may own keys whose every copy the majority has moved
+//! to the two it does not see yet. Asking "every other member" for a newer
+//! copy, as an unsettled owner does, then asks only members that hold
+//! none, and once settled it asks no one: it would serve a copy the
+//! majority superseded (`tests/read_lease.rs`, and the lab's fault order in
+//! `tests/simulation.rs`). So each request carries the asker's members,
+//! and a member confirms only an asker that sees every member it sees,
+//! suspects or not, save those it suspects: a node missing a live member
+//! gets no lease, and so serves nothing, until it sees that member. A
+//! member the confirming member suspects is left out because it may be
+//! dead, and an asker that already dropped a dead member is right to; the
+//! lease argument above keeps a suspected node itself from serving.
 //!
 //! Leases are also how nodes learn each other's lifetimes horizon: every
 //! request and confirmation carries the longest lifetime its sender has
@@ -65,6 +83,9 @@ pub(crate) struct Confirm {
     pub(crate) suspect_timeout_ms: u64,
     /// The longest lifetime, in seconds, the sender has seen a session given.
     pub(crate) horizon_secs: u64,
+    /// The members the sender sees, itself included: the receiver confirms
+    /// only a sender that sees every member it sees and does not suspect.
+    pub(crate) members: Vec<String>,
 }
 
 /// The answer to a [`Confirm`].
@@ -279,14 +300,22 @@ fn millis(duration: Duration) -> u64 {
 
 impl Inner {
     /// Answers a peer's [`Confirm`]: granted while this node sees a quorum,
-    /// counts `from` as a member, and does not suspect it.
+    /// counts `from` as a member, does not suspect it, and `from` sees every
+    /// member this node sees and does not suspect (see *Views* above).
     pub(crate) fn confirm(&self, from: &str, request: &Confirm) -> Confirmation {
         self.lease
             .hear(request.suspect_timeout_ms, request.horizon_secs);
         let view = self.view();
+        let sees_as_we_do = || {
+            view.members.iter().all(|member| {
+                request.members.iter().any(|seen| **seen == *member.name)
+                    || self.is_suspected(&member.name)
+            })
+        };
         let granted = view.len() >= self.quorum
             && view.members.iter().any(|m| *m.name == *from)
-            && !self.is_suspected(from);
+            && !self.is_suspected(from)
+            && sees_as_we_do();
         Confirmation {
             granted,
             suspect_timeout_ms: millis(self.suspect_timeout),
@@ -304,6 +333,7 @@ impl Inner {
         let Ok(request) = Encoded::new(Confirm {
             suspect_timeout_ms: millis(self.suspect_timeout),
             horizon_secs: self.local.horizon().as_secs(),
+            members: members.iter().map(ToString::to_string).collect(),
         }) else {
             return;
         };
@@ -328,6 +358,15 @@ impl Inner {
                         .hear(confirmation.suspect_timeout_ms, confirmation.horizon_secs);
                     if confirmation.granted {
                         self.lease.confirmed(&member.name, sent, &members);
+                    } else {
+                        *self
+                            .lease
+                            .last_failure
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = Some(format!(
+                            "{} did not confirm: it does not count this node as a live member,                              or it sees a member this node does not",
+                            member.name
+                        ));
                     }
                 }
                 Err(err) => {

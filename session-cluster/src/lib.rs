@@ -108,7 +108,8 @@
 //! its own copies included, unless it holds a *lease*:
 //! - every third of a lease it asks every other member to confirm it; a
 //!   member confirms only while it sees a quorum itself, counts the asker
-//!   as a member and does not suspect it;
+//!   as a member, does not suspect it, and the asker sees every member the
+//!   confirming member sees and does not suspect (below);
 //! - the lease lasts until the send time (on the asker's own monotonic
 //!   clock) of the newest request that `quorum - 1` members confirmed, plus
 //!   half the shortest [suspect timeout](ClusterConfig::with_suspect_timeout)
@@ -122,6 +123,20 @@
 //!   the last confirmation, for scheduling delays and for clock *rate*
 //!   differences; clock *offsets* do not matter, as each node compares only
 //!   its own instants.
+//!
+//! **A lease also means "I place keys as the others do".** A node that
+//! comes back from a partition learns the members one by one, and with
+//! three of five it holds a quorum. In that partial view it may own keys
+//! whose every copy the majority moved to the members it does not see
+//! yet, so asking "every other member" for a newer copy asks none that
+//! holds one. Each lease request therefore carries the asker's members,
+//! and a member that sees (and does not suspect) someone the asker does
+//! not see refuses to confirm it: the node serves nothing until its view
+//! has caught up. A request that waited for the lease then serves by the
+//! view current once the lease holds, not by the one it began with. The
+//! lab's fault order (a node crashed and restarted empty, then another cut
+//! off and healed) broke both before (`tests/simulation.rs`,
+//! `the_labs_fault_order_keeps_every_promise`).
 //!
 //! We chose leases over checking each read with a backup: a check costs a
 //! peer round trip on every read, and a lease costs one small request to
@@ -252,7 +267,7 @@
 //! number as membership's UDP. Not HTTP/2, which the link spoke up to
 //! version 3: a hyper HTTP/2 round trip cost about 25 µs of CPU against 7
 //! µs for frames, half of a cluster write, for generality the link does not
-//! use. A connection opens with the protocol's magic and version (`SCL4`),
+//! use. A connection opens with the protocol's magic and version (`SCL5`),
 //! so another protocol is closed at once.
 //! - Every request and every reply carries HMAC-SHA256 tags under a key
 //!   derived from the shared secret. A request's *head* (the sender, a

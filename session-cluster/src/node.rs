@@ -308,15 +308,24 @@ impl Inner {
 
     /// [`check_quorum`](Self::check_quorum), and then the lease: what a
     /// node checks before it serves anything from its own copies. Waits
-    /// (until `deadline`) for a lease renewal when the lease has lapsed.
+    /// (until `deadline`) for a lease renewal when the lease has lapsed,
+    /// and returns the view to serve by: the one current once the lease
+    /// holds, not the one before the wait. A node coming back from a
+    /// partition learns its members one by one, and its lease returns only
+    /// once it sees every member the confirming members see; a request
+    /// that waited for that lease with the partial view it began with
+    /// would place keys by that view, ask only the members it holds for a
+    /// newer copy, and serve a copy the majority has superseded.
     pub(crate) async fn serving(
         &self,
-        view: &View,
         operation: &'static str,
         deadline: Instant,
-    ) -> Result<(), StoreError> {
-        self.check_quorum(view, operation)?;
-        self.lease.wait(deadline, operation).await
+    ) -> Result<Arc<View>, StoreError> {
+        self.check_quorum(&self.view(), operation)?;
+        self.lease.wait(deadline, operation).await?;
+        let view = self.view();
+        self.check_quorum(&view, operation)?;
+        Ok(view)
     }
 
     /// Whether this node's membership suspects the member named `name`.

@@ -15,7 +15,7 @@
 //! decode error (`Corrupt`), never a panic and never an arm to get wrong.
 //!
 //! Compatibility: both ends are this crate. The format's version is in the
-//! magic that opens each link connection (`SCL4`), so a node of another
+//! magic that opens each link connection (`SCL5`), so a node of another
 //! format closes the connection instead of misreading a body. Within one version, new variants go
 //! last, so the ones before keep their numbers on the wire.
 

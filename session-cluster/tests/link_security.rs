@@ -28,7 +28,7 @@ use tokio::{
 };
 
 /// The first bytes of every peer connection in the link's current format.
-const MAGIC: &[u8; 4] = b"SCL4";
+const MAGIC: &[u8; 4] = b"SCL5";
 
 /// A one-node cluster, for tests that only talk to its peer port.
 async fn one_node() -> ClusterStore {

@@ -32,7 +32,7 @@ mod sim_support;
 
 use std::time::Instant;
 
-use sim_support::{env_number, run_seed, Fault, Run, Split, SEEDS_VAR, SEED_VAR};
+use sim_support::{env_number, run_plan, run_seed, Fault, Plan, Run, Split, SEEDS_VAR, SEED_VAR};
 
 /// Seeds `0..DEFAULT_SEEDS` run in `scripts/test`.
 const DEFAULT_SEEDS: u64 = 50;
@@ -242,4 +242,60 @@ fn a_one_way_cut_is_noticed_on_both_sides_and_heals() {
                 );
             }
         });
+}
+
+/// Seeds of the lab's fault order run in `scripts/test`.
+const DEFAULT_LAB_SEEDS: u64 = 4;
+/// Runs seeds `0..<count>` of the lab's fault order instead.
+const LAB_SEEDS_VAR: &str = "SESSION_KIT_SIM_LAB_SEEDS";
+/// Runs seed `<n>` of the lab's fault order alone and prints it.
+const LAB_SEED_VAR: &str = "SESSION_KIT_SIM_LAB_SEED";
+
+#[test]
+fn the_labs_fault_order_keeps_every_promise() {
+    if let Some(seed) = env_number(LAB_SEED_VAR) {
+        let started = Instant::now();
+        let run = run_plan(Plan::lab_order(seed));
+        eprintln!("{run}\n(in {:.2?})", started.elapsed());
+        if let Err(failure) = judge(&run) {
+            panic!("{failure}");
+        }
+        return;
+    }
+    let seeds = env_number(LAB_SEEDS_VAR).unwrap_or(DEFAULT_LAB_SEEDS);
+    let started = Instant::now();
+    let mut operations = 0;
+    let mut failures = Vec::new();
+    for seed in 0..seeds {
+        let run = run_plan(Plan::lab_order(seed));
+        operations += run.history.len();
+        if seed == 0 {
+            eprintln!("lab order, seed 0:\n  {}", run.timeline.join("\n  "));
+        }
+        if let Err(failure) = judge(&run) {
+            eprintln!(
+                "lab order, seed {seed} FAILED: {}",
+                run.violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            for line in run.triage() {
+                eprintln!("  triage: {line}");
+            }
+            failures.push(failure);
+        }
+    }
+    eprintln!(
+        "lab order: {seeds} seeds, {operations} operations checked, {} failing, in {:.2?}",
+        failures.len(),
+        started.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {seeds} seeds failed; the first:\n{}",
+        failures.len(),
+        failures[0]
+    );
 }

@@ -21,8 +21,9 @@ use crate::sign::TAG_LEN;
 
 /// The first bytes of every connection, from the caller: the protocol and
 /// its version, so a wrong protocol (an HTTP client, an older node) is
-/// refused at once. v4: framed TCP; v3 was HTTP/2 at `/session-cluster/v3`.
-pub(crate) const MAGIC: &[u8; 4] = b"SCL4";
+/// refused at once. v5: a lease request carries the asker's members; v4
+/// was the first framed TCP; v3 was HTTP/2 at `/session-cluster/v3`.
+pub(crate) const MAGIC: &[u8; 4] = b"SCL5";
 /// The fixed header of a request: the head's length and the body's.
 pub(crate) const HEADER_LEN: usize = 8;
 /// The head's fields before the node's name.

@@ -15,7 +15,7 @@ use std::{
 };
 
 use futures_util::future::join_all;
-pub use plan::{Fault, Plan, Split};
+pub use plan::{Fault, Mix, Plan, Split};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use session_cluster::{
     simulation::{NetworkStats, SimNetwork, SimNode, SimulatedClock},
@@ -37,10 +37,6 @@ const SECRET: &[u8; 32] = b"simulated-cluster-secret-32bytes";
 const OWNER: &str = "user-1";
 /// The longest wait, in virtual time, for a cluster to see all its nodes.
 const FORM_LIMIT: Duration = Duration::from_secs(30);
-/// How long, once every node sees all the others again after a fault, the
-/// cluster gets to re-replicate before the next fault: several rounds of
-/// hand-over at the test settings (100 ms probe period).
-const RECOVERY: Duration = Duration::from_secs(1);
 
 const fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -205,9 +201,9 @@ impl Cluster {
             .with_seeds(seeds)
             .with_cluster_size(self.plan.nodes)
             .with_replication_factor(self.plan.copies)
-            .with_probe_period(ms(100))
-            .with_suspect_timeout(ms(300))
-            .with_settle_time(Duration::from_secs(2))
+            .with_probe_period(self.plan.timings.probe_period)
+            .with_suspect_timeout(self.plan.timings.suspect_timeout)
+            .with_settle_time(self.plan.timings.settle_time)
             .with_anti_entropy_interval(Duration::from_secs(5))
             .with_operation_timeout(ms(500))
     }
@@ -295,7 +291,7 @@ impl Cluster {
         let mut restarts = vec![1u64; self.slots.len()];
         for (pause, fault) in &self.plan.faults {
             if self.wait_whole().await {
-                tokio::time::sleep(RECOVERY).await;
+                tokio::time::sleep(self.plan.recovery).await;
             }
             tokio::time::sleep(*pause).await;
             match fault {
@@ -360,6 +356,16 @@ pub fn run_seed(seed: u64) -> Run {
         .build()
         .expect("a current-thread runtime starts")
         .block_on(run(Plan::of(seed)))
+}
+
+/// Runs `plan` on a fresh current-thread runtime with a paused clock.
+pub fn run_plan(plan: Plan) -> Run {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime starts")
+        .block_on(run(plan))
 }
 
 async fn run(plan: Plan) -> Run {
@@ -430,9 +436,10 @@ async fn run(plan: Plan) -> Run {
         let (cluster, managers) = (&cluster, &managers);
         async move {
             for _ in 0..plan.requests {
-                tokio::time::sleep(ms(rng.random_range(0..=150))).await;
+                let (least, most) = plan.think_ms;
+                tokio::time::sleep(ms(rng.random_range(least..=most))).await;
                 let server = pick(cluster, rng);
-                request(client, server, &managers[server], rng).await;
+                request(client, server, &managers[server], plan.mix, rng).await;
             }
         }
     });
@@ -491,12 +498,22 @@ fn pick(cluster: &Cluster, rng: &mut StdRng) -> usize {
 
 /// One request: mostly reads and writes, now and then a `cycle_id`, a
 /// logout or an end-all. A client without a session logs in.
-async fn request(client: &mut Client, server: usize, manager: &SessionManager, rng: &mut StdRng) {
+async fn request(
+    client: &mut Client,
+    server: usize,
+    manager: &SessionManager,
+    mix: Mix,
+    rng: &mut StdRng,
+) {
     if client.session().is_none() {
         client.login(server, manager, OWNER).await;
         return;
     }
-    match rng.random_range(0..11) {
+    let kinds = match mix {
+        Mix::Everything => 11,
+        Mix::ReadsAndWrites => 8,
+    };
+    match rng.random_range(0..kinds) {
         0..=3 => client.read(server, manager).await,
         4..=7 => client.write(server, manager).await,
         8 => client.cycle_id(server, manager).await,

@@ -34,6 +34,41 @@ pub enum Fault {
     },
 }
 
+/// The requests clients make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Reads and writes, now and then a `cycle_id`, a logout or an end-all.
+    Everything,
+    /// Reads and writes only, so every session lives through the run, as
+    /// the lab's users' do.
+    ReadsAndWrites,
+}
+
+/// The cluster's timings: SWIM's probe period and suspect timeout, and
+/// the settle time after a membership change.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub probe_period: Duration,
+    pub suspect_timeout: Duration,
+    pub settle_time: Duration,
+}
+
+impl Timings {
+    /// Fast timings, so a run's faults come and go in a few virtual
+    /// seconds.
+    pub const FAST: Self = Self {
+        probe_period: ms(100),
+        suspect_timeout: ms(300),
+        settle_time: Duration::from_secs(2),
+    };
+    /// `ClusterConfig`'s defaults, which the lab runs with.
+    pub const DEFAULT: Self = Self {
+        probe_period: ms(250),
+        suspect_timeout: ms(750),
+        settle_time: Duration::from_secs(10),
+    };
+}
+
 /// What a seed fixes: everything a run does.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -48,6 +83,13 @@ pub struct Plan {
     pub offsets: Vec<i64>,
     /// Faults one after another: (pause before it, fault).
     pub faults: Vec<(Duration, Fault)>,
+    pub timings: Timings,
+    /// How long the cluster gets, once every node sees all the others
+    /// again, before the pause of the next fault begins.
+    pub recovery: Duration,
+    pub mix: Mix,
+    /// The pause before each of a client's requests, in milliseconds.
+    pub think_ms: (u64, u64),
 }
 
 impl Plan {
@@ -80,6 +122,56 @@ impl Plan {
             link,
             offsets,
             faults,
+            timings: Timings::FAST,
+            recovery: Duration::from_secs(1),
+            mix: Mix::Everything,
+            think_ms: (0, 150),
+        }
+    }
+
+    /// The lab's quick run of strategy c5 (`session-lab --quick`), where
+    /// `seed` fixes only the messages' delays and the clients' choices:
+    /// five nodes, two copies, the defaults' timings, sixteen users on a
+    /// session each, reading and writing for twenty seconds. Node 0
+    /// crashes at 5 s and comes back empty at 10 s; node 1 is cut off
+    /// from the others, both ways, about 2.4 s later (before the cluster
+    /// has settled from node 0's return), for 3.2 s.
+    pub fn lab_order(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x1ab0_0c5_u64);
+        // Loopback: no loss, no duplication, a fraction of a millisecond
+        // to a few.
+        let link = LinkFaults::default().with_delay(ms(0), ms(rng.random_range(1..=4)));
+        Self {
+            seed,
+            nodes: 5,
+            copies: 2,
+            clients: 16,
+            sessions: 16,
+            requests: 190,
+            link,
+            offsets: vec![0; 5],
+            faults: vec![
+                (
+                    Duration::from_secs(5),
+                    Fault::Crash {
+                        nodes: vec![0],
+                        down_for: Duration::from_secs(5),
+                    },
+                ),
+                (
+                    // After node 0 sees all the others again, which takes
+                    // a probe period or few.
+                    ms(rng.random_range(1500..=2400)),
+                    Fault::Partition {
+                        split: Split::Minority(vec![1]),
+                        lasts: ms(3200),
+                    },
+                ),
+            ],
+            timings: Timings::DEFAULT,
+            recovery: Duration::ZERO,
+            mix: Mix::ReadsAndWrites,
+            think_ms: (90, 110),
         }
     }
 
