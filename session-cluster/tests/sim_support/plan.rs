@@ -137,7 +137,7 @@ impl Plan {
     /// from the others, both ways, about 2.4 s later (before the cluster
     /// has settled from node 0's return), for 3.2 s.
     pub fn lab_order(seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x1ab0_0c5_u64);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x01ab_00c5_u64);
         // Loopback: no loss, no duplication, a fraction of a millisecond
         // to a few.
         let link = LinkFaults::default().with_delay(ms(0), ms(rng.random_range(1..=4)));
