@@ -212,9 +212,10 @@ impl Inner {
                 // copy could serve one a commit has superseded.
                 return Err(
                     StoreError::new(ErrorKind::Unavailable, err.operation()).with_source(format!(
-                        "the membership changed {:?} ago (or this node's lease came back after \
-                         a gap less than the settle time ago) and a member that may hold a newer \
-                         copy did not answer: {}",
+                        "this node is not settled (the membership changed {:?} ago, or its lease \
+                         came back after a gap less than the settle time ago, or a member has not \
+                         handed it what it holds since) and a member that may hold a newer copy \
+                         did not answer: {}",
                         view.changed_at.elapsed(),
                         err.to_line()
                     )),
@@ -230,14 +231,17 @@ impl Inner {
     }
 
     /// Whether the membership has not changed, and the lease has not
-    /// lapsed, for the settle time: an owner with a copy of a key may then
-    /// serve it without asking the other holders (see
-    /// [`read_base`](Self::read_base)). A lapse counts as a change: an
+    /// lapsed, for the settle time, and every other member has handed this
+    /// node what it holds since (see [`crate::settle`]): an owner with a
+    /// copy of a key may then serve it without asking the other holders
+    /// (see [`read_base`](Self::read_base)). A lapse counts as a change: an
     /// owner cut off from the majority keeps its view if it detects
     /// failures slower than the majority, and when the cut heals its lease
     /// comes back before the hand-over brings it the majority's commits.
-    fn settled(&self, view: &View) -> bool {
-        view.changed_at.elapsed() >= self.settle_time && self.lease.held_for(self.settle_time)
+    pub(crate) fn settled(&self, view: &View) -> bool {
+        view.changed_at.elapsed() >= self.settle_time
+            && self.lease.held_for(self.settle_time)
+            && self.handovers.complete(&self.me, view, self.intake(view))
     }
 
     /// Serves a read routed here at once when [`read_base`](Self::read_base)
@@ -389,7 +393,7 @@ impl Handler for Inner {
                 Err(err) => Failure::of(&err).encode_as_reply(),
             },
             Request::Rebalance(request) => match self.serving(request.name(), deadline).await {
-                Ok(_) => self.serve_rebalance(request),
+                Ok(_) => self.serve_rebalance(from, request),
                 Err(err) => Failure::of(&err).encode_as_reply(),
             },
             Request::Lease(request) => {

@@ -49,12 +49,17 @@ impl Inner {
     /// Serves a [`RebalanceRequest`]: the reply body of its answer.
     pub(crate) fn serve_rebalance(
         &self,
+        from: &str,
         request: RebalanceRequest,
     ) -> Result<Vec<u8>, postcard::Error> {
         match request {
             RebalanceRequest::Offer(request) => answer(self.offered(request)),
             RebalanceRequest::Push(request) => {
                 self.pushed(request);
+                answer(())
+            }
+            RebalanceRequest::HandedOver(request) => {
+                self.handovers.received(from, request);
                 answer(())
             }
         }

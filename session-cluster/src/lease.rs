@@ -73,6 +73,7 @@ use crate::{
     node::Inner,
     placement::View,
     protocol::{Call, Encoded, Request},
+    settle::Intake,
 };
 
 /// Asks the receiver to confirm that it counts the sender as a live member.
@@ -86,6 +87,9 @@ pub(crate) struct Confirm {
     /// The members the sender sees, itself included: the receiver confirms
     /// only a sender that sees every member it sees and does not suspect.
     pub(crate) members: Vec<String>,
+    /// The sender's current intake: a receiver that has not handed over
+    /// to it for this one does (see [`crate::settle`]).
+    pub(crate) intake: Intake,
 }
 
 /// The answer to a [`Confirm`].
@@ -123,6 +127,9 @@ pub(crate) struct Lease {
     /// changed, so it counts as unsettled for the settle time after this,
     /// as after a membership change (see [`held_for`](Self::held_for)).
     held_since: Mutex<Option<Instant>>,
+    /// How many times the lease began after a time without one: part of
+    /// the node's [`Intake`].
+    regains: AtomicU64,
     /// The shortest suspect timeout heard of (this node's own included), in
     /// milliseconds. Only ever shrinks, so a lease never grows past what
     /// the fastest detector allows.
@@ -158,6 +165,7 @@ impl Lease {
             until: watch::Sender::new((needed == 0).then(far_future)),
             confirmed: Mutex::new(HashMap::new()),
             held_since: Mutex::new((needed == 0).then(Instant::now)),
+            regains: AtomicU64::new(0),
             shortest_suspect_ms: AtomicU64::new(millis(suspect_timeout)),
             peer_horizon_secs: AtomicU64::new(0),
             renew_now: Notify::new(),
@@ -183,6 +191,11 @@ impl Lease {
         self.until
             .borrow()
             .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How many times the lease began after a time without one.
+    pub(crate) fn regains(&self) -> u64 {
+        self.regains.load(Ordering::Relaxed)
     }
 
     /// Whether the lease has held without a gap for at least `time`.
@@ -285,6 +298,11 @@ impl Lease {
                 .held_since
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(now);
+            self.regains.fetch_add(1, Ordering::Relaxed);
+            // The regain is a new intake (`crate::settle`): tell the members
+            // at once rather than a lease interval later (ten seconds, with
+            // a one-minute suspect timeout), so their hand-overs come now.
+            self.renew_now.notify_one();
         }
     }
 }
@@ -305,6 +323,7 @@ impl Inner {
     pub(crate) fn confirm(&self, from: &str, request: &Confirm) -> Confirmation {
         self.lease
             .hear(request.suspect_timeout_ms, request.horizon_secs);
+        self.handovers.heard(from, request.intake);
         let view = self.view();
         let sees_as_we_do = || {
             view.members.iter().all(|member| {
@@ -334,6 +353,7 @@ impl Inner {
             suspect_timeout_ms: millis(self.suspect_timeout),
             horizon_secs: self.local.horizon().as_secs(),
             members: members.iter().map(ToString::to_string).collect(),
+            intake: self.intake(&view),
         }) else {
             return;
         };

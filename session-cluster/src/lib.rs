@@ -380,6 +380,7 @@ mod placement;
 mod protocol;
 mod rebalance;
 mod replay;
+mod settle;
 mod sign;
 #[cfg(feature = "simulation")]
 pub mod simulation;

@@ -28,6 +28,7 @@ use crate::{
     membership::{self, Command, Datagrams, Ident, Suspects},
     placement::{Member, View},
     rebalance::rebalance_loop,
+    settle::{Handovers, Intake},
     sign::Signer,
     store::ClusterStore,
     transport::{Peers, Transport},
@@ -84,6 +85,8 @@ pub(crate) struct Inner {
     pub(crate) suspect_timeout: Duration,
     /// This node's read lease; see [`crate::lease`].
     pub(crate) lease: Arc<Lease>,
+    /// Hand-overs given and owed; see [`crate::settle`].
+    pub(crate) handovers: Handovers,
     /// The members this node's membership suspects (and has not declared
     /// dead yet): they get no lease confirmation from it.
     pub(crate) suspects: Suspects,
@@ -188,6 +191,7 @@ impl ClusterStore {
             rebalances: AtomicU64::new(0),
             suspect_timeout: config.suspect_timeout,
             lease: Arc::new(Lease::new(config.quorum(), config.suspect_timeout)),
+            handovers: Handovers::default(),
             suspects: Suspects::default(),
             clock: clock.clone(),
         });
@@ -216,6 +220,7 @@ impl ClusterStore {
         let rebalancer = tokio::spawn(rebalance_loop(
             Arc::downgrade(&inner),
             inner.views.clone(),
+            Arc::clone(&inner.handovers.wake),
             config.anti_entropy_interval,
             config.probe_period,
         ));
@@ -326,6 +331,15 @@ impl Inner {
         let view = self.view();
         self.check_quorum(&view, operation)?;
         Ok(view)
+    }
+
+    /// This node's current [`Intake`]: which of its changes a hand-over
+    /// to it must come after.
+    pub(crate) fn intake(&self, view: &View) -> Intake {
+        Intake {
+            view: view.epoch,
+            lease: self.lease.regains(),
+        }
     }
 
     /// Whether this node's membership suspects the member named `name`.

@@ -33,6 +33,9 @@ pub(crate) struct View {
     pub(crate) members: Vec<Member>,
     /// Bumped on every change this node observes.
     pub(crate) epoch: u64,
+    /// A hash of the members' names, which is what placement depends on:
+    /// equal on two nodes that place keys alike.
+    pub(crate) digest: u64,
     /// On tokio's clock, as the lease's times are: a simulation pauses it,
     /// so whether a view has settled depends on simulated time only, not on
     /// how long the run takes on a busy machine.
@@ -45,7 +48,15 @@ impl View {
         // Stable, so "first given" survives the sort.
         members.sort_by(|a, b| a.name.cmp(&b.name));
         members.dedup_by(|a, b| a.name == b.name);
+        let mut names = Vec::new();
+        for member in &members {
+            // Each name ends with a byte no name holds, so ["ab", "c"] and
+            // ["a", "bc"] differ.
+            names.extend_from_slice(member.name.as_bytes());
+            names.push(0xff);
+        }
         Self {
+            digest: xxh3_64(&names),
             members,
             epoch,
             changed_at: Instant::now(),

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use session_core::{store::ConditionalDelete, ErrorKind, StoreError};
 
-pub(crate) use crate::lease::Confirm;
 use crate::wire::{WireChanges, WireEntry, WireId, WireIndexDelta, WireLive};
+pub(crate) use crate::{lease::Confirm, settle::HandedOver};
 
 /// Every request on the wire: the role that serves it, then the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,11 +161,13 @@ impl HolderRequest {
     }
 }
 
-/// What any node serves during a hand-over: offers, then the entries wanted.
+/// What any node serves during a hand-over: offers, then the entries
+/// wanted, then word that the pass is over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum RebalanceRequest {
     Offer(Offer),
     Push(Push),
+    HandedOver(HandedOver),
 }
 
 impl RebalanceRequest {
@@ -174,6 +176,7 @@ impl RebalanceRequest {
         match self {
             Self::Offer(_) => Offer::NAME,
             Self::Push(_) => Push::NAME,
+            Self::HandedOver(_) => HandedOver::NAME,
         }
     }
 }
@@ -416,6 +419,7 @@ calls! {
     HolderRequest::IndexCopy => PatchOutcome, "index_copy";
     RebalanceRequest::Offer => Wanted, "offer";
     RebalanceRequest::Push => (), "push";
+    RebalanceRequest::HandedOver => (), "handed_over";
 }
 
 /// Why a peer could not serve a request: the answer in place of its reply.

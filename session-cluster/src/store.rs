@@ -58,6 +58,12 @@ pub struct ClusterStats {
     pub requests_refused: u64,
     /// Re-replication passes this node has completed.
     pub rebalances: u64,
+    /// Whether this node answers reads of the sessions it owns from its own
+    /// copy. `false` (it asks every other member first) for the settle time
+    /// after a membership change or after its lease came back from a lapse,
+    /// and until every other member has handed it what it should hold; see
+    /// [Guarantees](crate#guarantees).
+    pub settled: bool,
 }
 
 /// Sessions replicated across the app servers themselves: each session on
@@ -186,6 +192,7 @@ impl ClusterStore {
             lease_requests: self.inner.lease.requests.load(Ordering::Relaxed),
             requests_refused: counters.requests_refused.load(Ordering::Relaxed),
             rebalances: self.inner.rebalances.load(Ordering::Relaxed),
+            settled: self.inner.settled(&self.inner.view()),
         }
     }
 

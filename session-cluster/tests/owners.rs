@@ -16,7 +16,7 @@ use session_core::{
     store::{Changes, Committed, Created, Owner, Record, SessionStore},
     SessionId,
 };
-use support::{bounded, config, eventually, in_an_hour, start, start_with, take_leases, MEASURING};
+use support::{bounded, config, eventually, in_an_hour, settle_all, start, start_with, MEASURING};
 
 const COPIES: usize = 2;
 
@@ -302,8 +302,7 @@ async fn the_index_is_read_from_a_backup_while_its_owner_node_is_unreachable() {
         start_with(3, settings),
     )
     .await;
-    take_leases(&nodes).await;
-    tokio::time::sleep(settle * 2).await;
+    settle_all(&nodes, Duration::from_secs(10)).await;
     let index_owner = nodes[0].owner_index_placement("ada")[0].clone();
     // Sessions that the index owner node does not hold at all, so ending
     // them needs only the survivors.

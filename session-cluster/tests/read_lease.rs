@@ -21,6 +21,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use futures_util::future::join_all;
 use session_cluster::{
     simulation::{LinkFaults, SimNetwork, SimNode, SimulatedClock},
     ClusterConfig, ClusterStore,
@@ -264,6 +265,220 @@ fn a_cut_off_owner_serves_no_superseded_copy_before_or_after_the_heal() {
                     "on {}",
                     node.node_id()
                 );
+            }
+        });
+}
+
+/// The node cut off in the partial-heal test, and the two its peer links
+/// stay cut from after the heal (with itself and the other two, a quorum
+/// of the five).
+const RETURNING: usize = 1;
+const NOT_YET: [usize; 2] = [0, 2];
+/// How long the partial-heal test watches the returning node.
+const WATCH_AFTER_THE_HEAL: Duration = Duration::from_secs(45);
+
+/// How the cut between node-1 and the others heals in the partial-heal
+/// tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heal {
+    /// Towards node-3 and node-4 only: node-1's datagrams and peer calls to
+    /// node-0 and node-2 stay cut, both ways. SWIM's indirect probes still
+    /// show node-1 all five members, after a while.
+    TowardsTwo,
+    /// Whole for membership, but node-1's peer link to node-0 and node-2
+    /// stays cut, both ways: SWIM sees all five at once, and no hand-over
+    /// from those two can reach node-1.
+    BarThePeerLinkToTwo,
+}
+
+#[test]
+fn a_node_back_from_a_partial_heal_serves_nothing_it_was_not_handed() {
+    // Node-1 learns its members one by one, and with three or four of
+    // five holds a quorum in which it owns the stranded keys and asks only
+    // members that hold no copy. A lease is confirmed only for a node that
+    // sees every member the confirming one sees, so it serves nothing
+    // until it sees all five.
+    run_partial_heal(Heal::TowardsTwo);
+}
+
+#[test]
+fn a_node_its_peers_cannot_hand_over_to_never_settles() {
+    // Node-1 sees all five at once and holds its lease (node-3 and node-4
+    // confirm it), so after the settle time it would count as settled and
+    // answer from its own copy, though node-0 and node-2 never could hand
+    // it theirs. Settled also needs a finished hand-over from every member.
+    run_partial_heal(Heal::BarThePeerLinkToTwo);
+}
+
+/// Node-1 is cut off from the four others and dropped by them; they commit
+/// past node-1's copies of the keys node-1 owns whose other holders are now
+/// node-0 and node-2 alone (the stranded keys). Then the cut heals as
+/// `heal` says, except between node-1 and node-0 or node-2, for the rest of
+/// the watch. Node-1 must serve none of the stranded keys in the watch,
+/// and every one at the majority's version once everything heals.
+fn run_partial_heal(heal: Heal) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime starts")
+        .block_on(async {
+            let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let clock = SimulatedClock::starting_at(epoch);
+            let network = SimNetwork::new(9, LinkFaults::default());
+            let addrs: Vec<SocketAddr> = (1..=NODES as u8)
+                .map(|i| SocketAddr::from(([127, 0, 3, i], 7400)))
+                .collect();
+            let config = |i: usize| {
+                ClusterConfig::new(format!("node-{i}"), addrs[i], SECRET.to_vec())
+                    .with_seeds(addrs.iter().copied().filter(|a| *a != addrs[i]))
+                    .with_cluster_size(NODES)
+                    .with_replication_factor(2)
+                    .with_probe_period(Duration::from_millis(100))
+                    .with_suspect_timeout(FAST_SUSPECT)
+                    .with_settle_time(SETTLE)
+                    .with_anti_entropy_interval(Duration::from_secs(5))
+                    .with_operation_timeout(Duration::from_millis(500))
+            };
+            let nodes: Vec<ClusterStore> = (0..NODES)
+                .map(|i| {
+                    ClusterStore::start_simulated(
+                        config(i),
+                        &network,
+                        SimNode::new(i as u64, clock),
+                    )
+                    .expect("a simulated node starts")
+                })
+                .collect();
+            for node in &nodes {
+                assert!(node.wait_for_members(NODES, Duration::from_secs(10)).await);
+            }
+            let name = |i: usize| format!("node-{i}");
+            // Keys node-1 owns, backed up on node-0 or node-2.
+            let candidates: Vec<SessionId> = (0..4_000)
+                .map(id)
+                .filter(|id| {
+                    let placement = nodes[0].placement(id);
+                    placement[0] == name(RETURNING)
+                        && NOT_YET.iter().any(|&i| placement[1] == name(i))
+                })
+                .take(40)
+                .collect();
+            let expires = clock.now() + Duration::from_secs(3600);
+            for id in &candidates {
+                let mut data = Data::new();
+                data.insert("n".to_owned(), "1".to_owned());
+                let record = Record::new(*id, data, clock.now(), expires);
+                assert_eq!(
+                    nodes[0].create(&record).await.expect("create"),
+                    Created::Created
+                );
+            }
+            tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
+
+            let others: Vec<SocketAddr> = (0..NODES)
+                .filter(|&i| i != RETURNING)
+                .map(|i| addrs[i])
+                .collect();
+            network.partition(&addrs[RETURNING..=RETURNING], &others);
+            let majority: Vec<String> = (0..NODES).filter(|&i| i != RETURNING).map(name).collect();
+            let mut dropped = false;
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                dropped = (0..NODES)
+                    .filter(|&i| i != RETURNING)
+                    .all(|i| nodes[i].members() == majority);
+                if dropped {
+                    break;
+                }
+            }
+            assert!(dropped, "the four did not drop node-1 in 2 s");
+            // The keys the four now place on node-0 and node-2 alone: after
+            // the heal, node-1's view of three places them on node-1 and on
+            // node-3 or node-4, which hold no copy.
+            let stranded: Vec<SessionId> = candidates
+                .iter()
+                .copied()
+                .filter(|id| {
+                    let mut placement = nodes[0].placement(id);
+                    placement.sort();
+                    placement == [name(0), name(2)]
+                })
+                .collect();
+            assert!(
+                !stranded.is_empty(),
+                "no key of {} has that placement",
+                candidates.len()
+            );
+            for id in &stranded {
+                let mut changes = Changes::default();
+                changes.set("n", "2".to_owned());
+                let committed = nodes[3]
+                    .commit(id, &changes, expires)
+                    .await
+                    .unwrap_or_else(|err| panic!("the majority's commit: {}", err.to_line()));
+                assert_eq!(committed, Committed::Applied { version: 2 });
+            }
+
+            // The heal, but not between node-1 and node-0 or node-2.
+            network.heal();
+            let (one, two) = (&addrs[RETURNING..=RETURNING], &NOT_YET.map(|i| addrs[i]));
+            match heal {
+                Heal::TowardsTwo => network.partition(one, two),
+                Heal::BarThePeerLinkToTwo => network.cut_requests(one, two),
+            }
+            let healed = tokio::time::Instant::now();
+            let (mut partial_view_seen, mut whole_view_since) = (false, None);
+            let mut served = 0;
+            while healed.elapsed() < WATCH_AFTER_THE_HEAL {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let view = nodes[RETURNING].members();
+                if view.len() == NODES {
+                    whole_view_since.get_or_insert(healed.elapsed());
+                } else if view.len() >= 3 && !NOT_YET.iter().all(|&i| view.contains(&name(i))) {
+                    partial_view_seen = true;
+                }
+                let loads = join_all(stranded.iter().map(|id| nodes[RETURNING].load(id))).await;
+                for record in loads.into_iter().flatten().flatten() {
+                    assert!(
+                        record.version >= 2,
+                        "stale read: node-1, seeing {view:?} (all five since {whole_view_since:?} \
+                         after the heal), served version {} (n = {}) {:?} after the heal; the \
+                         four acknowledged version 2 before it",
+                        record.version,
+                        value(&record),
+                        healed.elapsed()
+                    );
+                    served += 1;
+                }
+            }
+            // What the run must have gone through for the checks above to
+            // mean anything.
+            let whole = whole_view_since.expect("node-1 never saw all five members again");
+            assert!(
+                WATCH_AFTER_THE_HEAL - whole > SETTLE + Duration::from_secs(1),
+                "node-1 saw all five only {whole:?} after the heal: too late to be settled in the \
+                 watch"
+            );
+            if heal == Heal::TowardsTwo {
+                assert!(
+                    partial_view_seen,
+                    "node-1 never saw a quorum without node-0 or node-2: the test forced nothing"
+                );
+            }
+            assert_eq!(served, 0, "node-1 served a session it was never handed");
+
+            // Not a pass by refusing for ever: whole again, node-1 serves
+            // the four's version.
+            network.heal();
+            tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
+            for id in &stranded {
+                let record = nodes[RETURNING]
+                    .load(id)
+                    .await
+                    .unwrap_or_else(|err| panic!("node-1 after the whole heal: {}", err.to_line()))
+                    .expect("node-1 lost the session");
+                assert_eq!((record.version, value(&record)), (2, "2"));
             }
         });
 }

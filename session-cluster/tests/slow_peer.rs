@@ -110,8 +110,11 @@ async fn a_frozen_peer_costs_at_most_the_request_timeout() {
             node.members()
         );
     }
-    support::take_leases(&[first.clone(), second.clone(), third.clone()]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::settle_all(
+        &[first.clone(), second.clone(), third.clone()],
+        Duration::from_secs(10),
+    )
+    .await;
 
     let now = SystemTime::now();
     let mut ids = Vec::new();

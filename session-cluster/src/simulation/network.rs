@@ -54,6 +54,9 @@ pub(super) struct State {
     pub(super) faults: LinkFaults,
     /// Directed links that drop everything: (from, to).
     pub(super) cut: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Links cut for peer requests and replies only: membership datagrams
+    /// still pass, as when a firewall closes the peer link's TCP port.
+    pub(super) requests_cut: BTreeSet<(SocketAddr, SocketAddr)>,
     pub(super) nodes: BTreeMap<SocketAddr, Endpoint>,
     /// How many messages of each kind each directed link carried: the
     /// next one's number is part of its fate's seed.
@@ -98,6 +101,7 @@ impl SimNetwork {
                 seed,
                 faults,
                 cut: BTreeSet::new(),
+                requests_cut: BTreeSet::new(),
                 nodes: BTreeMap::new(),
                 sent: BTreeMap::new(),
                 stats: NetworkStats::default(),
@@ -134,9 +138,27 @@ impl SimNetwork {
         }
     }
 
-    /// Restores every cut link.
+    /// Cuts the peer requests (and replies) between each of `a` and each
+    /// of `b`, both ways, and nothing else: membership datagrams still
+    /// pass, so each side's SWIM still sees the other alive, as when a
+    /// firewall closes the peer link's TCP port but not its UDP one.
+    pub fn cut_requests(&self, a: &[SocketAddr], b: &[SocketAddr]) {
+        let mut state = self.lock();
+        for x in a {
+            for y in b {
+                if x != y {
+                    state.requests_cut.insert((*x, *y));
+                    state.requests_cut.insert((*y, *x));
+                }
+            }
+        }
+    }
+
+    /// Restores every cut link, and every link cut for requests.
     pub fn heal(&self) {
-        self.lock().cut.clear();
+        let mut state = self.lock();
+        state.cut.clear();
+        state.requests_cut.clear();
     }
 
     /// Crashes `node`: its tasks stop, the requests it is serving are
@@ -242,15 +264,20 @@ impl SimNetwork {
     }
 
     /// Whether a message from `from` may arrive at `to` now, to the run of
-    /// the node it was sent to (`incarnation`, when that matters).
+    /// the node it was sent to (`incarnation`, when that matters). A peer
+    /// request or reply (`request`) also needs the link not cut for
+    /// requests.
     pub(super) fn passes(
         &self,
         from: SocketAddr,
         to: SocketAddr,
         incarnation: Option<u64>,
+        request: bool,
     ) -> bool {
         let mut state = self.lock();
-        let reaches = !state.cut.contains(&(from, to))
+        let cut = state.cut.contains(&(from, to))
+            || (request && state.requests_cut.contains(&(from, to)));
+        let reaches = !cut
             && state
                 .nodes
                 .get(&to)
@@ -277,7 +304,7 @@ impl SimNetwork {
             let (network, datagram) = (self.clone(), datagram.to_vec());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                if !network.passes(from, to, None) {
+                if !network.passes(from, to, None, false) {
                     return;
                 }
                 let queue = network

@@ -44,7 +44,7 @@ impl SimNetwork {
         reply: Option<oneshot::Sender<Reply>>,
     ) {
         tokio::time::sleep(delay).await;
-        if !self.passes(request.from, request.to, Some(request.incarnation)) {
+        if !self.passes(request.from, request.to, Some(request.incarnation), true) {
             return;
         }
         let (handler, signer, max_budget) = {
@@ -74,7 +74,7 @@ impl SimNetwork {
             // it answered does not call it back.
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                if network.passes(request.to, request.from, None) {
+                if network.passes(request.to, request.from, None, true) {
                     let _ = reply.send(answer);
                 }
             });
@@ -185,7 +185,8 @@ impl Transport for SimTransport {
                 Some(endpoint) => {
                     let incarnation = endpoint.incarnation;
                     let dup = state.faults.request_duplication;
-                    let cut = state.cut.contains(&(self.addr, to));
+                    let cut = state.cut.contains(&(self.addr, to))
+                        || state.requests_cut.contains(&(self.addr, to));
                     if cut {
                         state.stats.cut += 1;
                     }

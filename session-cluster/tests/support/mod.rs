@@ -74,13 +74,15 @@ pub async fn start_with(nodes: usize, config: impl Fn(&str) -> ClusterConfig) ->
     all
 }
 
-/// Makes each node take its read lease: a load on a key the node owns
-/// waits for it. A node counts as settled only once it has held its lease
-/// for the settle time (as well as kept its view that long), so a test
-/// that waits out the settle time after start-up takes the leases first:
-/// with a long suspect timeout the lease is renewed seldom, and the first
-/// grant may otherwise come with the test's first request.
-pub async fn take_leases(nodes: &[ClusterStore]) {
+/// Makes each node take its read lease (a load on a key the node owns
+/// waits for it), then waits, up to `timeout`, until each node is settled
+/// (`ClusterStats::settled`): it has kept its view and its lease for the
+/// settle time, and every other member has handed it what it holds since.
+/// A test of a settled cluster's behaviour starts from there. The leases
+/// come first because with a long suspect timeout a lease is renewed
+/// seldom, and its first grant would otherwise come with the test's first
+/// request.
+pub async fn settle_all(nodes: &[ClusterStore], timeout: Duration) {
     for node in nodes {
         let id = (0..10_000)
             .map(|_| SessionId::generate())
@@ -90,6 +92,10 @@ pub async fn take_leases(nodes: &[ClusterStore]) {
             .await
             .unwrap_or_else(|err| panic!("{} took no lease: {}", node.node_id(), err.to_line()));
     }
+    eventually("every node settled", timeout, async || {
+        nodes.iter().all(|node| node.stats().settled)
+    })
+    .await;
 }
 
 /// Waits (bounded) until `check` holds, polling; returns how long it took.
