@@ -157,6 +157,18 @@
 //! its sessions on; its lease returns with the heal, before the hand-over
 //! brings it the majority's commits (`tests/read_lease.rs`).
 //!
+//! Time alone does not end it: an owner answers from its own copy again
+//! only once every other member has also *handed over* to it since its
+//! last change: run a hand-over pass to it, by the same members, begun
+//! after the change. Each node's lease requests announce its changes (an
+//! *intake*: its view's epoch and its lease's returns), a member that
+//! hears a new one runs a pass to that node, and each pass ends with word
+//! of the intake it was for. A node whose peer links to some members are
+//! cut while membership still sees them (a firewalled port, say) would
+//! otherwise count as settled after the settle time without having been
+//! handed a thing. [`ClusterStats::settled`] tells which state a node is
+//! in.
+//!
 //! **Deletes stick.** A deleted session leaves a tombstone on its holders for
 //! as long as the record could have lived, so a node that missed the delete
 //! cannot hand the session back. A delete that finds no copy at all (its
