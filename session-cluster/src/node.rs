@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     pub(crate) lease: Arc<Lease>,
     /// Hand-overs given and owed; see [`crate::settle`].
     pub(crate) handovers: Handovers,
+    /// This run of the node: its start time in nanoseconds, part of its
+    /// [`Intake`].
+    pub(crate) process: u64,
     /// The members this node's membership suspects (and has not declared
     /// dead yet): they get no lease confirmation from it.
     pub(crate) suspects: Suspects,
@@ -174,6 +177,7 @@ impl ClusterStore {
         #[cfg(feature = "fault-injection")]
         let link: Arc<dyn Transport> = Arc::new(Partitioned::new(link, Arc::clone(&blocked)));
         let (view_tx, views) = watch::channel(Arc::new(View::new(vec![Member::new(&me, addr)], 0)));
+        let started = clock.now();
         let inner = Arc::new(Inner {
             me: Arc::clone(&me),
             addr,
@@ -192,6 +196,9 @@ impl ClusterStore {
             suspect_timeout: config.suspect_timeout,
             lease: Arc::new(Lease::new(config.quorum(), config.suspect_timeout)),
             handovers: Handovers::default(),
+            process: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             suspects: Suspects::default(),
             clock: clock.clone(),
         });
@@ -201,7 +208,7 @@ impl ClusterStore {
         let membership = tokio::spawn(membership::run(
             membership::Swim {
                 socket,
-                me: Ident::new(&me, addr, clock.now()),
+                me: Ident::new(&me, addr, started),
                 seeds: config.seeds.clone(),
                 signer: Signer::derive(&config.secret, "gossip"),
                 blocked,
@@ -337,6 +344,7 @@ impl Inner {
     /// to it must come after.
     pub(crate) fn intake(&self, view: &View) -> Intake {
         Intake {
+            process: self.process,
             view: view.epoch,
             lease: self.lease.regains(),
         }

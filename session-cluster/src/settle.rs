@@ -43,6 +43,10 @@ use crate::placement::View;
 /// membership change the node sees and each return of its lease.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Intake {
+    /// The node's process: its start time, in nanoseconds. A node that
+    /// restarts counts its epochs from zero again, and must not match an
+    /// intake its members handed over for before.
+    pub(crate) process: u64,
     /// The epoch of the node's view.
     pub(crate) view: u64,
     /// How many times the node's lease has begun after a time without one.
@@ -158,7 +162,11 @@ mod tests {
     fn settled_needs_every_other_member_for_this_intake_and_view() {
         let handovers = Handovers::default();
         let view = view(&["a", "b", "c"], 4);
-        let intake = Intake { view: 4, lease: 1 };
+        let intake = Intake {
+            process: 1,
+            view: 4,
+            lease: 1,
+        };
         assert!(!handovers.complete("a", &view, intake));
         let handed = HandedOver {
             intake,
@@ -173,7 +181,11 @@ mod tests {
         handovers.received(
             "c",
             HandedOver {
-                intake: Intake { view: 4, lease: 0 },
+                intake: Intake {
+                    process: 1,
+                    view: 4,
+                    lease: 0,
+                },
                 view: view.digest,
             },
         );
@@ -189,13 +201,25 @@ mod tests {
         handovers.received("c", handed);
         assert!(handovers.complete("a", &view, intake));
         // A new intake needs new hand-overs.
-        assert!(!handovers.complete("a", &view, Intake { view: 5, lease: 1 }));
+        assert!(!handovers.complete(
+            "a",
+            &view,
+            Intake {
+                process: 1,
+                view: 5,
+                lease: 1
+            }
+        ));
     }
 
     #[test]
     fn a_new_intake_is_owed_a_hand_over_once() {
         let handovers = Handovers::default();
-        let intake = Intake { view: 2, lease: 1 };
+        let intake = Intake {
+            process: 1,
+            view: 2,
+            lease: 1,
+        };
         handovers.heard("b", intake);
         handovers.heard("b", intake);
         assert_eq!(handovers.intake_of("b"), intake);
@@ -203,7 +227,25 @@ mod tests {
         assert_eq!(owed, [Arc::from("b")]);
         handovers.heard("b", intake);
         assert!(handovers.take_owed().is_empty(), "heard again, owed again");
-        handovers.heard("b", Intake { view: 3, lease: 1 });
+        handovers.heard(
+            "b",
+            Intake {
+                process: 1,
+                view: 3,
+                lease: 1,
+            },
+        );
+        assert_eq!(handovers.take_owed().len(), 1);
+        // A restart counts its epochs from zero: the same numbers from a
+        // new process are a new intake.
+        handovers.heard(
+            "b",
+            Intake {
+                process: 2,
+                view: 3,
+                lease: 1,
+            },
+        );
         assert_eq!(handovers.take_owed().len(), 1);
     }
 }
