@@ -85,8 +85,15 @@ async fn run(writes: usize) {
         );
     }
     // As session-bench does: measure a settled cluster, not one that has
-    // just changed.
-    tokio::time::sleep(ClusterConfig::DEFAULT_SETTLE_TIME).await;
+    // just changed. Generous, for valgrind.
+    let waiting = std::time::Instant::now();
+    while !nodes.iter().all(|node| node.stats().settled) {
+        assert!(
+            waiting.elapsed() < ClusterConfig::DEFAULT_SETTLE_TIME + Duration::from_secs(120),
+            "the cluster did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let expires_at = SystemTime::now() + Duration::from_secs(3600);
     let mut ids = Vec::with_capacity(CALLERS);

@@ -393,12 +393,20 @@ async fn start_cluster() -> Started {
             return Err(format!("{} sees only {:?}", node.node_id(), node.members()).into());
         }
     }
-    // For the settle time after a membership change, an owner asks every
-    // other node for a newer copy before each operation. That is the cost of
-    // a cluster that has just changed, not of one at work: measuring it
-    // would depend on how soon after start-up the cluster's turn comes
-    // (`--only` and `--workload` make it early), so wait it out.
-    tokio::time::sleep(ClusterConfig::DEFAULT_SETTLE_TIME).await;
+    // Until a node is settled (the settle time after a membership change,
+    // and every other node's hand-over to it), an owner asks every other
+    // node for a newer copy before each operation. That is the cost of a
+    // cluster that has just changed, not of one at work: measuring it would
+    // depend on how soon after start-up the cluster's turn comes (`--only`
+    // and `--workload` make it early), so wait it out.
+    let limit = ClusterConfig::DEFAULT_SETTLE_TIME + Duration::from_secs(20);
+    let waiting = std::time::Instant::now();
+    while !nodes.iter().all(|node| node.stats().settled) {
+        if waiting.elapsed() > limit {
+            return Err(format!("the cluster did not settle within {limit:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut addrs = Vec::with_capacity(NODES);
     for node in &nodes {
         addrs.push(apps::serve_axum(apps::axum_kit(manager(node.clone())?)).await?);

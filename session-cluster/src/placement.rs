@@ -63,6 +63,17 @@ impl View {
         }
     }
 
+    /// A view of members named `names`, on loopback addresses, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(names: &[&str], epoch: u64) -> Self {
+        let members = names
+            .iter()
+            .zip(7000u16..)
+            .map(|(name, port)| Member::new(name, SocketAddr::from(([127, 0, 0, 1], port))))
+            .collect();
+        Self::new(members, epoch)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
@@ -101,16 +112,7 @@ mod tests {
     use super::*;
 
     fn view(names: &[&str]) -> View {
-        View::new(
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    Member::new(name, SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)))
-                })
-                .collect(),
-            1,
-        )
+        View::of(names, 1)
     }
 
     #[test]

@@ -140,22 +140,10 @@ impl Handovers {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
-    use crate::placement::Member;
 
     fn view(names: &[&str], epoch: u64) -> View {
-        View::new(
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    Member::new(name, SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)))
-                })
-                .collect(),
-            epoch,
-        )
+        View::of(names, epoch)
     }
 
     #[test]

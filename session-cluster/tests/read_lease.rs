@@ -46,21 +46,56 @@ const SLOW_SUSPECT: Duration = Duration::from_secs(10);
 const FAST_SUSPECT: Duration = Duration::from_millis(300);
 const SETTLE: Duration = Duration::from_secs(2);
 
-fn config(index: usize, addrs: &[SocketAddr]) -> ClusterConfig {
-    let suspect = if MAJORITY.contains(&index) {
-        FAST_SUSPECT
-    } else {
-        SLOW_SUSPECT
-    };
+/// Node `index`'s settings: `copies` copies and `suspect` as its suspect
+/// timeout; the rest as every node of these tests has them.
+fn config(index: usize, addrs: &[SocketAddr], copies: usize, suspect: Duration) -> ClusterConfig {
     ClusterConfig::new(format!("node-{index}"), addrs[index], SECRET.to_vec())
         .with_seeds(addrs.iter().copied().filter(|a| *a != addrs[index]))
         .with_cluster_size(NODES)
-        .with_replication_factor(COPIES)
+        .with_replication_factor(copies)
         .with_probe_period(Duration::from_millis(100))
         .with_suspect_timeout(suspect)
         .with_settle_time(SETTLE)
         .with_anti_entropy_interval(Duration::from_secs(5))
         .with_operation_timeout(Duration::from_millis(500))
+}
+
+/// A current-thread runtime with a paused clock: the run is the same
+/// every time.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime starts")
+}
+
+/// Starts `NODES` nodes on `network`, node `i` at `127.0.<subnet>.<i + 1>`
+/// with `config(i, addresses)`, and waits until each sees all the others.
+async fn start_cluster(
+    network: &SimNetwork,
+    clock: SimulatedClock,
+    subnet: u8,
+    config: impl Fn(usize, &[SocketAddr]) -> ClusterConfig,
+) -> (Vec<SocketAddr>, Vec<ClusterStore>) {
+    let addrs: Vec<SocketAddr> = (1..=NODES as u8)
+        .map(|i| SocketAddr::from(([127, 0, subnet, i], 7400)))
+        .collect();
+    let nodes: Vec<ClusterStore> = (0..NODES)
+        .map(|i| {
+            ClusterStore::start_simulated(config(i, &addrs), network, SimNode::new(i as u64, clock))
+                .expect("a simulated node starts")
+        })
+        .collect();
+    for node in &nodes {
+        assert!(
+            node.wait_for_members(NODES, Duration::from_secs(10)).await,
+            "{} sees only {:?}",
+            node.node_id(),
+            node.members()
+        );
+    }
+    (addrs, nodes)
 }
 
 /// Id `n` of a fixed sequence: 22 characters of canonical base64url.
@@ -90,183 +125,167 @@ fn value(record: &Record) -> &str {
 
 #[test]
 fn a_cut_off_owner_serves_no_superseded_copy_before_or_after_the_heal() {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread runtime starts")
-        .block_on(async {
-            let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-            let clock = SimulatedClock::starting_at(epoch);
-            let network = SimNetwork::new(5, LinkFaults::default());
-            let addrs: Vec<SocketAddr> = (1..=NODES as u8)
-                .map(|i| SocketAddr::from(([127, 0, 2, i], 7400)))
-                .collect();
-            let nodes: Vec<ClusterStore> = (0..NODES)
-                .map(|i| {
-                    ClusterStore::start_simulated(
-                        config(i, &addrs),
-                        &network,
-                        SimNode::new(i as u64, clock),
-                    )
-                    .expect("a simulated node starts")
-                })
-                .collect();
-            for node in &nodes {
-                assert!(
-                    node.wait_for_members(NODES, Duration::from_secs(10)).await,
-                    "{} sees only {:?}",
-                    node.node_id(),
-                    node.members()
-                );
-            }
+    paused_runtime().block_on(async {
+        let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = SimulatedClock::starting_at(epoch);
+        let network = SimNetwork::new(5, LinkFaults::default());
+        // The two cut-off nodes detect failures slowly; the majority fast.
+        let (addrs, nodes) = start_cluster(&network, clock, 2, |i, addrs| {
+            let suspect = if MAJORITY.contains(&i) {
+                FAST_SUSPECT
+            } else {
+                SLOW_SUSPECT
+            };
+            config(i, addrs, COPIES, suspect)
+        })
+        .await;
 
-            let id = owned_by_the_minority_owner(&nodes[MAJORITY[0]]);
-            let mut data = Data::new();
-            data.insert("n".to_owned(), "1".to_owned());
-            let expires = clock.now() + Duration::from_secs(3600);
-            let record = Record::new(id, data, clock.now(), expires);
+        let id = owned_by_the_minority_owner(&nodes[MAJORITY[0]]);
+        let mut data = Data::new();
+        data.insert("n".to_owned(), "1".to_owned());
+        let expires = clock.now() + Duration::from_secs(3600);
+        let record = Record::new(id, data, clock.now(), expires);
+        assert_eq!(
+            nodes[MAJORITY[0]].create(&record).await.expect("create"),
+            Created::Created
+        );
+        // Past the settle time: the owner may answer from its own copy.
+        tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
+        for node in &nodes {
             assert_eq!(
-                nodes[MAJORITY[0]].create(&record).await.expect("create"),
-                Created::Created
+                node.members().len(),
+                NODES,
+                "{} lost a member",
+                node.node_id()
             );
-            // Past the settle time: the owner may answer from its own copy.
-            tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
-            for node in &nodes {
-                assert_eq!(
-                    node.members().len(),
-                    NODES,
-                    "{} lost a member",
-                    node.node_id()
-                );
-            }
-            assert!(nodes[OWNER].holds(&id).await, "the owner holds no copy");
-            assert!(!nodes[ASKER].holds(&id).await, "the asker holds a copy");
-            let before = nodes[ASKER].load(&id).await.expect("a load before the cut");
-            assert_eq!(before.map(|r| r.version), Some(1));
+        }
+        assert!(nodes[OWNER].holds(&id).await, "the owner holds no copy");
+        assert!(!nodes[ASKER].holds(&id).await, "the asker holds a copy");
+        let before = nodes[ASKER].load(&id).await.expect("a load before the cut");
+        assert_eq!(before.map(|r| r.version), Some(1));
 
-            // The minority of two, cut off both ways from the three.
-            let (minority, majority) = (&addrs[..2], &addrs[2..]);
-            network.partition(minority, majority);
-            let cut = tokio::time::Instant::now();
-            let mut declared = false;
-            for _ in 0..100 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                declared = MAJORITY
-                    .iter()
-                    .all(|&i| nodes[i].members() == MAJORITY_NAMES);
-                if declared {
-                    break;
+        // The minority of two, cut off both ways from the three.
+        let (minority, majority) = (&addrs[..2], &addrs[2..]);
+        network.partition(minority, majority);
+        let cut = tokio::time::Instant::now();
+        let mut declared = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            declared = MAJORITY
+                .iter()
+                .all(|&i| nodes[i].members() == MAJORITY_NAMES);
+            if declared {
+                break;
+            }
+        }
+        assert!(declared, "the majority did not drop the minority in 2 s");
+        let new_owner = nodes[MAJORITY[0]].placement(&id)[0].clone();
+        assert!(
+            MAJORITY_NAMES.contains(&new_owner.as_str()),
+            "the key went to {new_owner}"
+        );
+
+        // The majority writes past the owner's copy, acknowledged.
+        let mut changes = Changes::default();
+        changes.set("n", "2".to_owned());
+        let committed = nodes[MAJORITY[0]]
+            .commit(&id, &changes, expires)
+            .await
+            .unwrap_or_else(|err| panic!("the majority's commit: {}", err.to_line()));
+        assert_eq!(committed, Committed::Applied { version: 2 });
+        let on_majority = nodes[MAJORITY[1]]
+            .load(&id)
+            .await
+            .expect("a load on the majority")
+            .expect("the session on the majority");
+        assert_eq!((on_majority.version, value(&on_majority)), (2, "2"));
+        let wrote = cut.elapsed();
+
+        // The interleaving: the owner still sees all five members (its
+        // quorum check passes), its view is the one it had before the
+        // cut (settled), its copy is the old one, and the asker still
+        // routes the key to it.
+        for i in [OWNER, ASKER] {
+            assert_eq!(nodes[i].members().len(), NODES, "node-{i} dropped a member");
+            assert!(nodes[i].health().await.is_ok(), "node-{i} lost its quorum");
+        }
+        assert!(nodes[OWNER].holds(&id).await, "the owner dropped its copy");
+        assert_eq!(nodes[ASKER].placement(&id)[0], format!("node-{OWNER}"));
+
+        let read = nodes[ASKER].load(&id).await;
+        let answered = cut.elapsed();
+        eprintln!(
+            "read lease: the majority wrote version 2 {wrote:?} after the cut; \
+                 the cut-off owner, asked {answered:?} after the cut, answered {:?}",
+            read.as_ref()
+                .map(|r| r.as_ref().map(|r| (r.version, value(r).to_owned())))
+                .map_err(session_core::StoreError::to_line)
+        );
+        match read {
+            Err(err) => assert_eq!(
+                err.kind(),
+                ErrorKind::Unavailable,
+                "refused, but not as a node without a lease: {}",
+                err.to_line()
+            ),
+            Ok(Some(record)) if record.version >= 2 => {}
+            Ok(Some(record)) => panic!(
+                "stale read: the cut-off owner served version {} (n = {}) after the \
+                     majority acknowledged version 2",
+                record.version,
+                value(&record)
+            ),
+            Ok(None) => panic!("the cut-off owner said the session does not exist"),
+        }
+        // Still the same view on the owner: neither its quorum check
+        // nor its settle check could have refused the read.
+        assert_eq!(nodes[OWNER].members().len(), NODES);
+
+        // The heal. The owner's view never changed, so it would count
+        // as settled as soon as its lease came back, and the majority
+        // re-admits it (and its lease returns) before the hand-over
+        // brings it version 2: a lapsed lease must unsettle it as a
+        // membership change does. Every node is read every 10 ms for
+        // 3 s after the heal; no answer may be version 1.
+        network.heal();
+        let healed = tokio::time::Instant::now();
+        let mut served = 0;
+        for _ in 0..300 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for node in &nodes {
+                if let Ok(Some(record)) = node.load(&id).await {
+                    assert!(
+                        record.version >= 2,
+                        "stale read after the heal: {} served version {} (n = {}) {:?} \
+                             after the heal; the majority acknowledged version 2 before it",
+                        node.node_id(),
+                        record.version,
+                        value(&record),
+                        healed.elapsed()
+                    );
+                    served += 1;
                 }
             }
-            assert!(declared, "the majority did not drop the minority in 2 s");
-            let new_owner = nodes[MAJORITY[0]].placement(&id)[0].clone();
-            assert!(
-                MAJORITY_NAMES.contains(&new_owner.as_str()),
-                "the key went to {new_owner}"
-            );
-
-            // The majority writes past the owner's copy, acknowledged.
-            let mut changes = Changes::default();
-            changes.set("n", "2".to_owned());
-            let committed = nodes[MAJORITY[0]]
-                .commit(&id, &changes, expires)
-                .await
-                .unwrap_or_else(|err| panic!("the majority's commit: {}", err.to_line()));
-            assert_eq!(committed, Committed::Applied { version: 2 });
-            let on_majority = nodes[MAJORITY[1]]
+        }
+        // Not a pass by refusing everything: by the end every node
+        // serves the majority's version.
+        assert!(served > 0, "no node served the session after the heal");
+        for node in &nodes {
+            let record = node
                 .load(&id)
                 .await
-                .expect("a load on the majority")
-                .expect("the session on the majority");
-            assert_eq!((on_majority.version, value(&on_majority)), (2, "2"));
-            let wrote = cut.elapsed();
-
-            // The interleaving: the owner still sees all five members (its
-            // quorum check passes), its view is the one it had before the
-            // cut (settled), its copy is the old one, and the asker still
-            // routes the key to it.
-            for i in [OWNER, ASKER] {
-                assert_eq!(nodes[i].members().len(), NODES, "node-{i} dropped a member");
-                assert!(nodes[i].health().await.is_ok(), "node-{i} lost its quorum");
-            }
-            assert!(nodes[OWNER].holds(&id).await, "the owner dropped its copy");
-            assert_eq!(nodes[ASKER].placement(&id)[0], format!("node-{OWNER}"));
-
-            let read = nodes[ASKER].load(&id).await;
-            let answered = cut.elapsed();
-            eprintln!(
-                "read lease: the majority wrote version 2 {wrote:?} after the cut; \
-                 the cut-off owner, asked {answered:?} after the cut, answered {:?}",
-                read.as_ref()
-                    .map(|r| r.as_ref().map(|r| (r.version, value(r).to_owned())))
-                    .map_err(session_core::StoreError::to_line)
+                .unwrap_or_else(|err| {
+                    panic!("{} after the heal: {}", node.node_id(), err.to_line())
+                })
+                .unwrap_or_else(|| panic!("{} lost the session", node.node_id()));
+            assert_eq!(
+                (record.version, value(&record)),
+                (2, "2"),
+                "on {}",
+                node.node_id()
             );
-            match read {
-                Err(err) => assert_eq!(
-                    err.kind(),
-                    ErrorKind::Unavailable,
-                    "refused, but not as a node without a lease: {}",
-                    err.to_line()
-                ),
-                Ok(Some(record)) if record.version >= 2 => {}
-                Ok(Some(record)) => panic!(
-                    "stale read: the cut-off owner served version {} (n = {}) after the \
-                     majority acknowledged version 2",
-                    record.version,
-                    value(&record)
-                ),
-                Ok(None) => panic!("the cut-off owner said the session does not exist"),
-            }
-            // Still the same view on the owner: neither its quorum check
-            // nor its settle check could have refused the read.
-            assert_eq!(nodes[OWNER].members().len(), NODES);
-
-            // The heal. The owner's view never changed, so it would count
-            // as settled as soon as its lease came back, and the majority
-            // re-admits it (and its lease returns) before the hand-over
-            // brings it version 2: a lapsed lease must unsettle it as a
-            // membership change does. Every node is read every 10 ms for
-            // 3 s after the heal; no answer may be version 1.
-            network.heal();
-            let healed = tokio::time::Instant::now();
-            let mut served = 0;
-            for _ in 0..300 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                for node in &nodes {
-                    if let Ok(Some(record)) = node.load(&id).await {
-                        assert!(
-                            record.version >= 2,
-                            "stale read after the heal: {} served version {} (n = {}) {:?} \
-                             after the heal; the majority acknowledged version 2 before it",
-                            node.node_id(),
-                            record.version,
-                            value(&record),
-                            healed.elapsed()
-                        );
-                        served += 1;
-                    }
-                }
-            }
-            // Not a pass by refusing everything: by the end every node
-            // serves the majority's version.
-            assert!(served > 0, "no node served the session after the heal");
-            for node in &nodes {
-                let record = node
-                    .load(&id)
-                    .await
-                    .unwrap_or_else(|err| {
-                        panic!("{} after the heal: {}", node.node_id(), err.to_line())
-                    })
-                    .unwrap_or_else(|| panic!("{} lost the session", node.node_id()));
-                assert_eq!(
-                    (record.version, value(&record)),
-                    (2, "2"),
-                    "on {}",
-                    node.node_id()
-                );
-            }
-        });
+        }
+    });
 }
 
 /// The node cut off in the partial-heal test, and the two its peer links
@@ -317,168 +336,139 @@ fn a_node_its_peers_cannot_hand_over_to_never_settles() {
 /// the watch. Node-1 must serve none of the stranded keys in the watch,
 /// and every one at the majority's version once everything heals.
 fn run_partial_heal(heal: Heal) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread runtime starts")
-        .block_on(async {
-            let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-            let clock = SimulatedClock::starting_at(epoch);
-            let network = SimNetwork::new(9, LinkFaults::default());
-            let addrs: Vec<SocketAddr> = (1..=NODES as u8)
-                .map(|i| SocketAddr::from(([127, 0, 3, i], 7400)))
-                .collect();
-            let config = |i: usize| {
-                ClusterConfig::new(format!("node-{i}"), addrs[i], SECRET.to_vec())
-                    .with_seeds(addrs.iter().copied().filter(|a| *a != addrs[i]))
-                    .with_cluster_size(NODES)
-                    .with_replication_factor(2)
-                    .with_probe_period(Duration::from_millis(100))
-                    .with_suspect_timeout(FAST_SUSPECT)
-                    .with_settle_time(SETTLE)
-                    .with_anti_entropy_interval(Duration::from_secs(5))
-                    .with_operation_timeout(Duration::from_millis(500))
-            };
-            let nodes: Vec<ClusterStore> = (0..NODES)
-                .map(|i| {
-                    ClusterStore::start_simulated(
-                        config(i),
-                        &network,
-                        SimNode::new(i as u64, clock),
-                    )
-                    .expect("a simulated node starts")
-                })
-                .collect();
-            for node in &nodes {
-                assert!(node.wait_for_members(NODES, Duration::from_secs(10)).await);
-            }
-            let name = |i: usize| format!("node-{i}");
-            // Keys node-1 owns, backed up on node-0 or node-2.
-            let candidates: Vec<SessionId> = (0..4_000)
-                .map(id)
-                .filter(|id| {
-                    let placement = nodes[0].placement(id);
-                    placement[0] == name(RETURNING)
-                        && NOT_YET.iter().any(|&i| placement[1] == name(i))
-                })
-                .take(40)
-                .collect();
-            let expires = clock.now() + Duration::from_secs(3600);
-            for id in &candidates {
-                let mut data = Data::new();
-                data.insert("n".to_owned(), "1".to_owned());
-                let record = Record::new(*id, data, clock.now(), expires);
-                assert_eq!(
-                    nodes[0].create(&record).await.expect("create"),
-                    Created::Created
-                );
-            }
-            tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
-
-            let others: Vec<SocketAddr> = (0..NODES)
-                .filter(|&i| i != RETURNING)
-                .map(|i| addrs[i])
-                .collect();
-            network.partition(&addrs[RETURNING..=RETURNING], &others);
-            let majority: Vec<String> = (0..NODES).filter(|&i| i != RETURNING).map(name).collect();
-            let mut dropped = false;
-            for _ in 0..100 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                dropped = (0..NODES)
-                    .filter(|&i| i != RETURNING)
-                    .all(|i| nodes[i].members() == majority);
-                if dropped {
-                    break;
-                }
-            }
-            assert!(dropped, "the four did not drop node-1 in 2 s");
-            // The keys the four now place on node-0 and node-2 alone: after
-            // the heal, node-1's view of three places them on node-1 and on
-            // node-3 or node-4, which hold no copy.
-            let stranded: Vec<SessionId> = candidates
-                .iter()
-                .copied()
-                .filter(|id| {
-                    let mut placement = nodes[0].placement(id);
-                    placement.sort();
-                    placement == [name(0), name(2)]
-                })
-                .collect();
-            assert!(
-                !stranded.is_empty(),
-                "no key of {} has that placement",
-                candidates.len()
+    paused_runtime().block_on(async {
+        let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = SimulatedClock::starting_at(epoch);
+        let network = SimNetwork::new(9, LinkFaults::default());
+        let (addrs, nodes) = start_cluster(&network, clock, 3, |i, addrs| {
+            config(i, addrs, 2, FAST_SUSPECT)
+        })
+        .await;
+        let name = |i: usize| format!("node-{i}");
+        // Keys node-1 owns, backed up on node-0 or node-2.
+        let candidates: Vec<SessionId> = (0..4_000)
+            .map(id)
+            .filter(|id| {
+                let placement = nodes[0].placement(id);
+                placement[0] == name(RETURNING) && NOT_YET.iter().any(|&i| placement[1] == name(i))
+            })
+            .take(40)
+            .collect();
+        let expires = clock.now() + Duration::from_secs(3600);
+        for id in &candidates {
+            let mut data = Data::new();
+            data.insert("n".to_owned(), "1".to_owned());
+            let record = Record::new(*id, data, clock.now(), expires);
+            assert_eq!(
+                nodes[0].create(&record).await.expect("create"),
+                Created::Created
             );
-            for id in &stranded {
-                let mut changes = Changes::default();
-                changes.set("n", "2".to_owned());
-                let committed = nodes[3]
-                    .commit(id, &changes, expires)
-                    .await
-                    .unwrap_or_else(|err| panic!("the majority's commit: {}", err.to_line()));
-                assert_eq!(committed, Committed::Applied { version: 2 });
-            }
+        }
+        tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
 
-            // The heal, but not between node-1 and node-0 or node-2.
-            network.heal();
-            let (one, two) = (&addrs[RETURNING..=RETURNING], &NOT_YET.map(|i| addrs[i]));
-            match heal {
-                Heal::TowardsTwo => network.partition(one, two),
-                Heal::BarThePeerLinkToTwo => network.cut_requests(one, two),
+        let others: Vec<SocketAddr> = (0..NODES)
+            .filter(|&i| i != RETURNING)
+            .map(|i| addrs[i])
+            .collect();
+        network.partition(&addrs[RETURNING..=RETURNING], &others);
+        let majority: Vec<String> = (0..NODES).filter(|&i| i != RETURNING).map(name).collect();
+        let mut dropped = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            dropped = (0..NODES)
+                .filter(|&i| i != RETURNING)
+                .all(|i| nodes[i].members() == majority);
+            if dropped {
+                break;
             }
-            let healed = tokio::time::Instant::now();
-            let (mut partial_view_seen, mut whole_view_since) = (false, None);
-            let mut served = 0;
-            while healed.elapsed() < WATCH_AFTER_THE_HEAL {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let view = nodes[RETURNING].members();
-                if view.len() == NODES {
-                    whole_view_since.get_or_insert(healed.elapsed());
-                } else if view.len() >= 3 && !NOT_YET.iter().all(|&i| view.contains(&name(i))) {
-                    partial_view_seen = true;
-                }
-                let loads = join_all(stranded.iter().map(|id| nodes[RETURNING].load(id))).await;
-                for record in loads.into_iter().flatten().flatten() {
-                    assert!(
-                        record.version >= 2,
-                        "stale read: node-1, seeing {view:?} (all five since {whole_view_since:?} \
+        }
+        assert!(dropped, "the four did not drop node-1 in 2 s");
+        // The keys the four now place on node-0 and node-2 alone: after
+        // the heal, node-1's view of three places them on node-1 and on
+        // node-3 or node-4, which hold no copy.
+        let stranded: Vec<SessionId> = candidates
+            .iter()
+            .copied()
+            .filter(|id| {
+                let mut placement = nodes[0].placement(id);
+                placement.sort();
+                placement == [name(0), name(2)]
+            })
+            .collect();
+        assert!(
+            !stranded.is_empty(),
+            "no key of {} has that placement",
+            candidates.len()
+        );
+        for id in &stranded {
+            let mut changes = Changes::default();
+            changes.set("n", "2".to_owned());
+            let committed = nodes[3]
+                .commit(id, &changes, expires)
+                .await
+                .unwrap_or_else(|err| panic!("the majority's commit: {}", err.to_line()));
+            assert_eq!(committed, Committed::Applied { version: 2 });
+        }
+
+        // The heal, but not between node-1 and node-0 or node-2.
+        network.heal();
+        let (one, two) = (&addrs[RETURNING..=RETURNING], &NOT_YET.map(|i| addrs[i]));
+        match heal {
+            Heal::TowardsTwo => network.partition(one, two),
+            Heal::BarThePeerLinkToTwo => network.cut_requests(one, two),
+        }
+        let healed = tokio::time::Instant::now();
+        let (mut partial_view_seen, mut whole_view_since) = (false, None);
+        let mut served = 0;
+        while healed.elapsed() < WATCH_AFTER_THE_HEAL {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let view = nodes[RETURNING].members();
+            if view.len() == NODES {
+                whole_view_since.get_or_insert(healed.elapsed());
+            } else if view.len() >= 3 && !NOT_YET.iter().all(|&i| view.contains(&name(i))) {
+                partial_view_seen = true;
+            }
+            let loads = join_all(stranded.iter().map(|id| nodes[RETURNING].load(id))).await;
+            for record in loads.into_iter().flatten().flatten() {
+                assert!(
+                    record.version >= 2,
+                    "stale read: node-1, seeing {view:?} (all five since {whole_view_since:?} \
                          after the heal), served version {} (n = {}) {:?} after the heal; the \
                          four acknowledged version 2 before it",
-                        record.version,
-                        value(&record),
-                        healed.elapsed()
-                    );
-                    served += 1;
-                }
-            }
-            // What the run must have gone through for the checks above to
-            // mean anything.
-            let whole = whole_view_since.expect("node-1 never saw all five members again");
-            assert!(
-                WATCH_AFTER_THE_HEAL - whole > SETTLE + Duration::from_secs(1),
-                "node-1 saw all five only {whole:?} after the heal: too late to be settled in the \
-                 watch"
-            );
-            if heal == Heal::TowardsTwo {
-                assert!(
-                    partial_view_seen,
-                    "node-1 never saw a quorum without node-0 or node-2: the test forced nothing"
+                    record.version,
+                    value(&record),
+                    healed.elapsed()
                 );
+                served += 1;
             }
-            assert_eq!(served, 0, "node-1 served a session it was never handed");
+        }
+        // What the run must have gone through for the checks above to
+        // mean anything.
+        let whole = whole_view_since.expect("node-1 never saw all five members again");
+        assert!(
+            WATCH_AFTER_THE_HEAL - whole > SETTLE + Duration::from_secs(1),
+            "node-1 saw all five only {whole:?} after the heal: too late to be settled in the \
+                 watch"
+        );
+        if heal == Heal::TowardsTwo {
+            assert!(
+                partial_view_seen,
+                "node-1 never saw a quorum without node-0 or node-2: the test forced nothing"
+            );
+        }
+        assert_eq!(served, 0, "node-1 served a session it was never handed");
 
-            // Not a pass by refusing for ever: whole again, node-1 serves
-            // the four's version.
-            network.heal();
-            tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
-            for id in &stranded {
-                let record = nodes[RETURNING]
-                    .load(id)
-                    .await
-                    .unwrap_or_else(|err| panic!("node-1 after the whole heal: {}", err.to_line()))
-                    .expect("node-1 lost the session");
-                assert_eq!((record.version, value(&record)), (2, "2"));
-            }
-        });
+        // Not a pass by refusing for ever: whole again, node-1 serves
+        // the four's version.
+        network.heal();
+        tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
+        for id in &stranded {
+            let record = nodes[RETURNING]
+                .load(id)
+                .await
+                .unwrap_or_else(|err| panic!("node-1 after the whole heal: {}", err.to_line()))
+                .expect("node-1 lost the session");
+            assert_eq!((record.version, value(&record)), (2, "2"));
+        }
+    });
 }

@@ -46,28 +46,35 @@ fn judge(run: &Run) -> Result<(), String> {
     }
 }
 
-#[test]
-fn every_seeded_run_keeps_every_promise() {
-    if let Some(seed) = env_number(SEED_VAR) {
+/// With `one`, replays that seed alone and prints its run. Otherwise runs
+/// seeds `0..seeds` of `plan_of`, hands each run to `each`, prints every
+/// failing seed's violations and triage and a summary under `label`, and
+/// fails with the first failing run.
+fn run_seeds(
+    label: &str,
+    one: Option<u64>,
+    seeds: u64,
+    plan_of: impl Fn(u64) -> Plan,
+    mut each: impl FnMut(u64, &Run),
+) {
+    if let Some(seed) = one {
         let started = Instant::now();
-        let run = run_seed(seed);
+        let run = run_plan(plan_of(seed));
         eprintln!("{run}\n(in {:.2?})", started.elapsed());
         if let Err(failure) = judge(&run) {
             panic!("{failure}");
         }
         return;
     }
-    let seeds = env_number(SEEDS_VAR).unwrap_or(DEFAULT_SEEDS);
     let started = Instant::now();
     let (mut operations, mut failures) = (0, Vec::new());
-    let mut coverage = Coverage::default();
     for seed in 0..seeds {
-        let run = run_seed(seed);
+        let run = run_plan(plan_of(seed));
         operations += run.history.len();
-        coverage.add(&run);
+        each(seed, &run);
         if let Err(failure) = judge(&run) {
             eprintln!(
-                "seed {seed} FAILED: {}",
+                "{label}, seed {seed} FAILED: {}",
                 run.violations
                     .iter()
                     .map(ToString::to_string)
@@ -81,7 +88,7 @@ fn every_seeded_run_keeps_every_promise() {
         }
     }
     eprintln!(
-        "simulation: {seeds} seeds, {operations} operations checked, {} failing, in {:.2?}",
+        "{label}: {seeds} seeds, {operations} operations checked, {} failing, in {:.2?}",
         failures.len(),
         started.elapsed()
     );
@@ -91,9 +98,21 @@ fn every_seeded_run_keeps_every_promise() {
         failures.len(),
         failures[0]
     );
-    eprintln!("simulation: {coverage:?}");
-    if seeds >= DEFAULT_SEEDS {
-        coverage.assert_everything_happened();
+}
+
+#[test]
+fn every_seeded_run_keeps_every_promise() {
+    let one = env_number(SEED_VAR);
+    let seeds = env_number(SEEDS_VAR).unwrap_or(DEFAULT_SEEDS);
+    let mut coverage = Coverage::default();
+    run_seeds("simulation", one, seeds, Plan::of, |_, run| {
+        coverage.add(run);
+    });
+    if one.is_none() {
+        eprintln!("simulation: {coverage:?}");
+        if seeds >= DEFAULT_SEEDS {
+            coverage.assert_everything_happened();
+        }
     }
 }
 
@@ -253,49 +272,16 @@ const LAB_SEED_VAR: &str = "SESSION_KIT_SIM_LAB_SEED";
 
 #[test]
 fn the_labs_fault_order_keeps_every_promise() {
-    if let Some(seed) = env_number(LAB_SEED_VAR) {
-        let started = Instant::now();
-        let run = run_plan(Plan::lab_order(seed));
-        eprintln!("{run}\n(in {:.2?})", started.elapsed());
-        if let Err(failure) = judge(&run) {
-            panic!("{failure}");
-        }
-        return;
-    }
-    let seeds = env_number(LAB_SEEDS_VAR).unwrap_or(DEFAULT_LAB_SEEDS);
-    let started = Instant::now();
-    let mut operations = 0;
-    let mut failures = Vec::new();
-    for seed in 0..seeds {
-        let run = run_plan(Plan::lab_order(seed));
-        operations += run.history.len();
-        if seed == 0 {
-            eprintln!("lab order, seed 0:\n  {}", run.timeline.join("\n  "));
-        }
-        if let Err(failure) = judge(&run) {
-            eprintln!(
-                "lab order, seed {seed} FAILED: {}",
-                run.violations
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-            for line in run.triage() {
-                eprintln!("  triage: {line}");
+    run_seeds(
+        "lab order",
+        env_number(LAB_SEED_VAR),
+        env_number(LAB_SEEDS_VAR).unwrap_or(DEFAULT_LAB_SEEDS),
+        Plan::lab_order,
+        |seed, run| {
+            // For the record: the faults came in the lab's order.
+            if seed == 0 {
+                eprintln!("lab order, seed 0:\n  {}", run.timeline.join("\n  "));
             }
-            failures.push(failure);
-        }
-    }
-    eprintln!(
-        "lab order: {seeds} seeds, {operations} operations checked, {} failing, in {:.2?}",
-        failures.len(),
-        started.elapsed()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {seeds} seeds failed; the first:\n{}",
-        failures.len(),
-        failures[0]
+        },
     );
 }

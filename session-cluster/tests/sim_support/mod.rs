@@ -350,12 +350,7 @@ impl Cluster {
 
 /// Runs `seed` on a fresh current-thread runtime with a paused clock.
 pub fn run_seed(seed: u64) -> Run {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread runtime starts")
-        .block_on(run(Plan::of(seed)))
+    run_plan(Plan::of(seed))
 }
 
 /// Runs `plan` on a fresh current-thread runtime with a paused clock.
