@@ -41,7 +41,7 @@
 //! majority superseded (`tests/read_lease.rs`, and the lab's fault order in
 //! `tests/simulation.rs`). So each request carries the asker's members,
 //! and a member confirms only an asker that sees every member it sees,
-//! suspects or not, save those it suspects: a node missing a live member
+//! save those it suspects: a node missing a live member
 //! gets no lease, and so serves nothing, until it sees that member. A
 //! member the confirming member suspects is left out because it may be
 //! dead, and an asker that already dropped a dead member is right to; the
@@ -384,7 +384,8 @@ impl Inner {
                             .last_failure
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner) = Some(format!(
-                            "{} did not confirm: it does not count this node as a live member,                              or it sees a member this node does not",
+                            "{} did not confirm: it does not count this node as a live member, or it \
+                             sees a member this node does not",
                             member.name
                         ));
                     }

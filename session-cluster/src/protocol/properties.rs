@@ -4,6 +4,15 @@
 use proptest::{collection::vec, option, prelude::*};
 
 use super::*;
+use crate::settle::Intake;
+
+fn intake() -> impl Strategy<Value = Intake> {
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(process, view, lease)| Intake {
+        process,
+        view,
+        lease,
+    })
+}
 use crate::wire::strategies::{changes, delta, entry, id, live, text, time};
 
 /// Every variant of [`Request`].
@@ -60,8 +69,21 @@ fn request() -> impl Strategy<Value = Request> {
                 .collect(),
         }
         .into_request()),
+        (intake(), any::<u64>())
+            .prop_map(|(intake, view)| HandedOver { intake, view }.into_request()),
     ];
-    prop_oneof![owner, holder, rebalance]
+    let lease = (any::<u64>(), any::<u64>(), vec(text(), 0..5), intake()).prop_map(
+        |(suspect_timeout_ms, horizon_secs, members, intake)| {
+            Confirm {
+                suspect_timeout_ms,
+                horizon_secs,
+                members,
+                intake,
+            }
+            .into_request()
+        },
+    );
+    prop_oneof![owner, holder, rebalance, lease]
 }
 
 fn failure() -> impl Strategy<Value = Failure> {
