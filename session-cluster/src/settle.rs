@@ -142,14 +142,10 @@ impl Handovers {
 mod tests {
     use super::*;
 
-    fn view(names: &[&str], epoch: u64) -> View {
-        View::of(names, epoch)
-    }
-
     #[test]
     fn settled_needs_every_other_member_for_this_intake_and_view() {
         let handovers = Handovers::default();
-        let view = view(&["a", "b", "c"], 4);
+        let view = View::of(&["a", "b", "c"], 4);
         let intake = Intake {
             process: 1,
             view: 4,

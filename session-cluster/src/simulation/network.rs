@@ -128,14 +128,7 @@ impl SimNetwork {
     /// Cuts the links from each of `from` to each of `to`, one way only:
     /// `to` still reaches `from`, but gets no answer.
     pub fn partition_oneway(&self, from: &[SocketAddr], to: &[SocketAddr]) {
-        let mut state = self.lock();
-        for a in from {
-            for b in to {
-                if a != b {
-                    state.cut.insert((*a, *b));
-                }
-            }
-        }
+        cut_links(&mut self.lock().cut, from, to);
     }
 
     /// Cuts the peer requests (and replies) between each of `a` and each
@@ -144,14 +137,8 @@ impl SimNetwork {
     /// firewall closes the peer link's TCP port but not its UDP one.
     pub fn cut_requests(&self, a: &[SocketAddr], b: &[SocketAddr]) {
         let mut state = self.lock();
-        for x in a {
-            for y in b {
-                if x != y {
-                    state.requests_cut.insert((*x, *y));
-                    state.requests_cut.insert((*y, *x));
-                }
-            }
-        }
+        cut_links(&mut state.requests_cut, a, b);
+        cut_links(&mut state.requests_cut, b, a);
     }
 
     /// Restores every cut link, and every link cut for requests.
@@ -348,6 +335,18 @@ impl Datagrams for SimSocket {
             }
             // The node crashed: its socket stays silent.
             None => std::future::pending().await,
+        }
+    }
+}
+
+/// Adds the link from each of `from` to each of `to` (a node's link to
+/// itself aside) to `cut`.
+fn cut_links(cut: &mut BTreeSet<(SocketAddr, SocketAddr)>, from: &[SocketAddr], to: &[SocketAddr]) {
+    for a in from {
+        for b in to {
+            if a != b {
+                cut.insert((*a, *b));
+            }
         }
     }
 }
