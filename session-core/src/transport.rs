@@ -192,7 +192,7 @@ impl HeaderTransport {
         } else {
             match self.token(first) {
                 Some(token) => {
-                    found.push(token);
+                    found.push(token.as_bytes());
                 }
                 None => found.refuse(Refused::Malformed),
             }

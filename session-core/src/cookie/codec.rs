@@ -1,6 +1,6 @@
 //! Signing, verifying and rendering the session cookie.
 
-use std::{borrow::Cow, time::Duration};
+use std::time::Duration;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use cookie::Cookie;
@@ -54,8 +54,8 @@ pub(crate) struct Unverified {
 impl Unverified {
     /// Keeps one more value; false once `MAX_CANDIDATES` were seen, when a
     /// request sending more is attacking our CPU and the rest is ignored.
-    pub(crate) fn push(&mut self, value: &str) -> bool {
-        match <[u8; VALUE_LEN]>::try_from(value.as_bytes()) {
+    pub(crate) fn push(&mut self, value: &[u8]) -> bool {
+        match <[u8; VALUE_LEN]>::try_from(value) {
             Ok(value) => self.values[self.seen] = Some(value),
             Err(_) => {
                 self.refused.get_or_insert(Refused::Malformed);
@@ -184,18 +184,8 @@ impl CookieCodec {
     pub(crate) fn find<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>) -> Unverified {
         let mut found = Unverified::default();
         for header in headers {
-            // Other cookies may carry arbitrary bytes; ours is ASCII, so a lossy
-            // view finds it without rejecting the whole header (a plain
-            // check first: it is much faster on the usual, valid header).
-            let text: Cow<'_, str> = match std::str::from_utf8(header) {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(header),
-            };
-            for cookie in Cookie::split_parse(text.as_ref()).flatten() {
-                if cookie.name() != self.name {
-                    continue;
-                }
-                if !found.push(cookie.value()) {
+            for value in values_named(header, self.name.as_bytes()) {
+                if !found.push(value) {
                     return found;
                 }
             }
@@ -299,8 +289,56 @@ impl CookieCodec {
     }
 }
 
+/// The values of the cookies named `name` in one `Cookie` header, in order:
+/// the pairs the `cookie` crate's `Cookie::split_parse` finds, on bytes.
+/// Pairs are split at `;`, a pair without `=` is skipped, and name and
+/// value are trimmed of whitespace. Every request with a cookie pays for
+/// this, the untouched ones included: parsing every pair into a `Cookie`
+/// (its attributes too) and checking the whole header as UTF-8 first cost
+/// four times as much (1,579 instructions a request against 400, by
+/// callgrind). Bytes that are not UTF-8 need no special case: our name and
+/// value are ASCII, and a pair holding such bytes never matches or never
+/// verifies.
+fn values_named<'h>(header: &'h [u8], name: &'h [u8]) -> impl Iterator<Item = &'h [u8]> + 'h {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || loop {
+        let pairs = rest?;
+        let pair = match memchr::memchr(b';', pairs) {
+            Some(end) => {
+                rest = Some(&pairs[end + 1..]);
+                &pairs[..end]
+            }
+            None => {
+                rest = None;
+                pairs
+            }
+        };
+        let Some(eq) = memchr::memchr(b'=', pair) else {
+            continue;
+        };
+        if trim(&pair[..eq]) == name {
+            return Some(trim(&pair[eq + 1..]));
+        }
+    })
+}
+
+/// `bytes` without the ASCII whitespace `str::trim` takes off (vertical tab
+/// included, which `u8::is_ascii_whitespace` leaves); a value with other
+/// Unicode whitespace around it is not ours anyway.
+fn trim(bytes: &[u8]) -> &[u8] {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
+
     use super::*;
     use crate::Key;
 
@@ -478,5 +516,54 @@ mod tests {
             CookieCodec::new(config, key()).unwrap_err().key(),
             "cookie.same_site"
         );
+    }
+
+    /// What the `cookie` crate finds: the reference `values_named` stands in for.
+    fn split_parse_values(header: &str, name: &str) -> Vec<Vec<u8>> {
+        Cookie::split_parse(header)
+            .flatten()
+            .filter(|cookie| cookie.name() == name)
+            .map(|cookie| cookie.value().as_bytes().to_vec())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn values_named_finds_what_the_cookie_crate_finds(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "s", "session", "=", ";", " ", "\t", "\x0b", "\r\n", "\"", "v.1",
+                        "session=", "; ", "=;", " s ", "ß", "\u{a0}",
+                    ]).prop_map(str::to_owned),
+                    "[ -~]{0,3}",
+                ],
+                0..16,
+            ),
+            name in proptest::sample::select(vec!["s", "session"]),
+        ) {
+            let header = pieces.concat();
+            let found: Vec<Vec<u8>> = values_named(header.as_bytes(), name.as_bytes())
+                .map(<[u8]>::to_vec)
+                .collect();
+            // Unicode whitespace around a value is trimmed by the crate and
+            // kept here (see `trim`); such a value is never ours, so only
+            // headers without it must agree.
+            proptest::prop_assume!(!header.contains('\u{a0}'));
+            proptest::prop_assert_eq!(found, split_parse_values(&header, name));
+        }
+    }
+
+    #[test]
+    fn our_cookie_is_found_among_bytes_that_are_not_utf8() {
+        let codec = codec();
+        let id = SessionId::generate();
+        let header = [
+            b"a=\xff\xfe; ".as_slice(),
+            format!("{}={}", codec.name(), codec.sign(&id)).as_bytes(),
+            b"; \x80=1",
+        ]
+        .concat();
+        assert_eq!(codec.read([header.as_slice()]).map(|v| v.id), Some(id));
     }
 }
