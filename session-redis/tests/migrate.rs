@@ -9,7 +9,10 @@ use session_conformance::{
     race::{GatedStore, Op},
     testkit::RedisServer,
 };
-use session_core::{manager::Finish, Key, SessionManager};
+use session_core::{
+    manager::{Finish, SessionManagerBuilder},
+    Key, Lifetime, SessionManager,
+};
 use session_redis::{
     migrate::{CookieSecurity, LegacyConfig, LegacyRedisSessions, PeerLibrary},
     RedisConfig, RedisStore,
@@ -35,15 +38,23 @@ async fn manager_over(
     redis: &RedisServer,
     config: LegacyConfig,
 ) -> (SessionManager, Arc<GatedStore>) {
+    manager_with(redis, config, |builder| builder).await
+}
+
+/// [`manager_over`] with the builder changed by `configure` first.
+async fn manager_with(
+    redis: &RedisServer,
+    config: LegacyConfig,
+    configure: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder,
+) -> (SessionManager, Arc<GatedStore>) {
     let store = RedisStore::connect(RedisConfig::from_url(&redis.url()).unwrap())
         .await
         .unwrap();
     let legacy = LegacyRedisSessions::new(&store, config).unwrap();
     let gated = Arc::new(GatedStore::new(Arc::new(store)));
-    let manager = SessionManager::builder(Arc::clone(&gated), Key::generate())
-        .with_legacy_sessions(legacy)
-        .build()
-        .unwrap();
+    let builder =
+        SessionManager::builder(Arc::clone(&gated), Key::generate()).with_legacy_sessions(legacy);
+    let manager = configure(builder).build().unwrap();
     (manager, gated)
 }
 
@@ -245,4 +256,57 @@ async fn a_logout_on_first_contact_ends_the_old_session_too() {
     // The old cookie, sent again, leads nowhere.
     let again = manager.start([cookie.as_bytes()]);
     assert_eq!(again.get::<String>("user").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_request_that_joins_a_parallel_migration_keeps_the_lifetime_set_since() {
+    let redis = RedisServer::start();
+    write_old(&redis, r#"{"user":"\"ada\""}"#);
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let (manager, gated) = manager_with(&redis, legacy_config(), |builder| {
+        builder
+            .with_max_idle_timeout(30 * day)
+            .with_max_absolute_timeout(30 * day)
+    })
+    .await;
+    let cookie = old_cookie();
+    let remember = Lifetime::new(14 * day, 30 * day)
+        .unwrap()
+        .with_persistent(true);
+
+    // A claims the old session and is held just before storing it.
+    let mut create = gated.hold(Op::Create.before());
+    let a = manager.start([cookie.as_bytes()]);
+    let a_task = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.insert("a", 1).await.unwrap();
+            let lifetime = a.lifetime().await.unwrap();
+            (lifetime, a.finish().await)
+        }
+    });
+    create.reached().await;
+
+    // B migrates the session first, and the user ticks "remember me".
+    let b = manager.start([cookie.as_bytes()]);
+    b.set_lifetime(remember).await.unwrap();
+    let id = b.id().await.unwrap().unwrap();
+    let _ = b.finish().await;
+
+    // A joins B's session: it loads the lifetime with the rest, and its
+    // commit does not shorten the session to the manager's timeouts.
+    create.release();
+    let (lifetime, _) = a_task.await.unwrap();
+    assert_eq!(
+        lifetime,
+        Some(remember),
+        "the joined session lost its lifetime"
+    );
+    let record = manager.store().load(&id).await.unwrap().unwrap();
+    assert_eq!(record.lifetime, Some(remember));
+    let idle_left = record
+        .expires_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(idle_left > 13 * day, "expires in {idle_left:?}");
 }

@@ -2,6 +2,7 @@
 //! the [`ErrorPolicy`].
 
 use super::{Access, Base, Phase, Session, SessionError, State};
+use crate::store::Record;
 use crate::{
     manager::lifecycle::{log_store_error, ErrorPolicy},
     telemetry::{self, Ended, Operation, Refused},
@@ -64,17 +65,7 @@ impl Session {
                     record.lifetime.as_ref(),
                 ) =>
             {
-                state.base = Some(Base {
-                    id: record.id,
-                    created_at: record.created_at,
-                    expires_at: record.expires_at,
-                    version: record.version,
-                });
-                state.data = record.data;
-                state.owner = record.owner.as_ref().map(|owner| owner.name.clone());
-                state.loaded_owner = record.owner;
-                state.lifetime = record.lifetime;
-                state.loaded_lifetime = record.lifetime;
+                state.adopt(record);
             }
             Ok(found) => {
                 match found {
@@ -115,5 +106,25 @@ impl Session {
             },
         }
         Ok(())
+    }
+}
+
+impl State {
+    /// A live record becomes the session this request started from: its
+    /// id, times, version, data, owner and lifetime, each as loaded. The
+    /// one place a record is taken in, so a field added to [`Record`] is
+    /// taken in by every path that loads one (the migration's too).
+    pub(super) fn adopt(&mut self, record: Record) {
+        self.base = Some(Base {
+            id: record.id,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            version: record.version,
+        });
+        self.data = record.data;
+        self.owner = record.owner.as_ref().map(|owner| owner.name.clone());
+        self.loaded_owner = record.owner;
+        self.lifetime = record.lifetime;
+        self.loaded_lifetime = record.lifetime;
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::Mutex;
 
-use super::{Base, Inner, Phase, Session, SessionError, State, Token};
+use super::{Inner, Phase, Session, SessionError, State, Token};
 use crate::{
     manager::lifecycle::{log_store_error, ErrorPolicy, Shared},
     migrate::{Claim, LegacyCookie, LegacySessions, MAX_LEGACY_CANDIDATES},
@@ -172,15 +172,7 @@ impl Session {
     /// The migrated record becomes this request's session.
     fn adopt(&self, state: &mut State, record: Record) -> Result<(), SessionError> {
         state.phase = Phase::Loaded;
-        state.base = Some(Base {
-            id: record.id,
-            created_at: record.created_at,
-            expires_at: record.expires_at,
-            version: record.version,
-        });
-        state.data = record.data;
-        state.owner = record.owner.as_ref().map(|owner| owner.name.clone());
-        state.loaded_owner = record.owner;
+        state.adopt(record);
         self.settle(true);
         Ok(())
     }
