@@ -166,7 +166,7 @@ impl Inner {
     }
 
     /// Watches `role`'s open breaker from a background task: every
-    /// [`with_probe_interval`](FailoverStoreBuilder::with_probe_interval) it asks the
+    /// [`with_probe_interval`](super::FailoverStoreBuilder::with_probe_interval) it asks the
     /// store for the stamp of an id no session has, and the first answer
     /// closes the breaker and starts the replay. At most one watch per
     /// store; it ends when the breaker closes (by this probe or a request's)

@@ -367,7 +367,7 @@ pub struct ManagerConfig {
     /// How long a session lives after creation, however active.
     pub absolute_timeout: Duration,
     /// The most any one store call may take before it counts as
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    /// [`ErrorKind::Timeout`].
     pub operation_timeout: Duration,
     /// What a request gets when the store fails.
     pub error_policy: ErrorPolicy,

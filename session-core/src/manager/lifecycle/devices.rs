@@ -205,7 +205,7 @@ impl SessionManager {
     /// devices" page or an admin tool lists them (none is marked current).
     ///
     /// # Errors
-    /// The store's error: [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)
+    /// The store's error: [`ErrorKind::Unsupported`]
     /// when it cannot list an owner's sessions (Memcached), or an outage.
     ///
     /// ```

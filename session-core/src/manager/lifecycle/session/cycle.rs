@@ -22,7 +22,7 @@ impl Session {
     ///
     /// 1. create the new record from the data this request sees;
     /// 2. delete the old record only if it is still at the version this
-    ///    request loaded ([`SessionStore::delete_if_version`]), atomically,
+    ///    request loaded ([`SessionStore::delete_if_version`](crate::store::SessionStore::delete_if_version)), atomically,
     ///    so a commit that another request got acknowledged on the old id
     ///    either is seen here or finds the old id gone (and is refused);
     /// 3. if a commit landed in between, load the old record again, apply
