@@ -60,7 +60,7 @@ const QUEUE_IDLE: Duration = Duration::from_secs(5);
 ///
 /// **Owners.** A session's [`Owner`](session_core::store::Owner) is kept in its
 /// envelope, but [`delete_by_owner`](SessionStore::delete_by_owner) answers
-/// [`ErrorKind::Unsupported`](session_core::ErrorKind::Unsupported), and
+/// [`ErrorKind::Unsupported`], and
 /// "log out everywhere" with it. Memcached cannot list keys, so an index
 /// would have to be an item of its own, and Memcached evicts items under
 /// memory pressure whenever it likes: an evicted index would silently let
@@ -549,7 +549,7 @@ impl SessionStore for MemcachedStore {
         .await
     }
 
-    /// Answers [`ErrorKind::Unsupported`](session_core::ErrorKind::Unsupported),
+    /// Answers [`ErrorKind::Unsupported`],
     /// saying why: Memcached cannot enumerate keys, so this store keeps no
     /// owner index to list (see "Owners" in the type's docs), and a list
     /// that might miss sessions would hide a device from its owner.

@@ -38,7 +38,7 @@ use crate::{
 /// | `created_at`, `expires_at` | `timestamptz`, to the millisecond |
 /// | `version` | `bigint`, one more with every commit |
 /// | `owner`, `owner_until` | the [`Owner`], indexed with `key_prefix` |
-/// | `lifetime` | the session's own [`Lifetime`](session_core::Lifetime) as [`Lifetime::encode`](session_core::Lifetime::encode) writes it, or NULL for the manager's timeouts (migration 2) |
+/// | `lifetime` | the session's own [`Lifetime`] as [`Lifetime::encode`](session_core::Lifetime::encode) writes it, or NULL for the manager's timeouts (migration 2) |
 ///
 /// Every operation is one statement, so one round trip (plus the pool's
 /// check of the connection):
@@ -62,7 +62,7 @@ use crate::{
 ///
 /// **Time** is the app servers' clock, never the database's `now()`: every
 /// `expires_at` is written by the manager from its own clock, and the
-/// near-cache ([`TieredStore`](session_core::memory::TieredStore)) and
+/// near-cache (session-core's `TieredStore`) and
 /// failover compare the expiries they read from several stores, so each
 /// statement that asks "is it live?" passes this server's time as `$now`.
 /// Comparing with the database's clock would let a skew between the two
