@@ -331,21 +331,23 @@
 //! Measured with `session-bench` (BENCHMARKS.md) on one 2-core machine, a
 //! 3-node cluster with `R = 2` against Redis in the same run, with the
 //! load spread over the nodes as a round-robin balancer spreads it:
-//! - **Reads are faster than Redis** (1.43 × with Redis on the app
+//! - **Reads are faster than Redis** (1.27 × with Redis on the app
 //!   servers' core, 1.17 × with Redis on a core of its own, in the final
-//!   run): a read made 0.26 to 0.27 peer requests on average, where every
+//!   run): a read made 0.26 to 0.31 peer requests on average, where every
 //!   Redis read is a round trip. An owner serves a peer's read on the
 //!   connection's reader, without a task, when its own copy is the answer
 //!   (settled membership, lease held), as a backup serves a copy change.
-//! - **Writes are not as fast** (0.67 × in both placements of the final
-//!   run; 0.80 × and 0.72 × in the run before it, same build): a write
-//!   costs about two peer round trips (to the owner, then the owner's copy
-//!   to its backup before it answers), each paid in the app servers at
-//!   both ends, where a Redis write's far end is redis-server. Natively,
-//!   the kernel's loopback TCP takes 40 % of a write's CPU and libc
-//!   (allocation, copies, system-call wrappers) 16 %; under callgrind (`bench/examples/cluster_ops`) a
-//!   write costs 75,688 instructions besides SHA-256, and 144,205 in
-//!   SHA-256 as valgrind counts it without SHA-NI.
+//! - **Writes are not as fast** (0.79 × with Redis on the app servers'
+//!   core, 0.63 × with Redis on a core of its own): a write costs about two
+//!   peer round trips (to the owner, then the owner's copy to its backup
+//!   before it answers; 1.81 peer requests a write in the final run), each
+//!   paid in the app servers at both ends, where a Redis write's far end is
+//!   redis-server. Natively the store path of a write
+//!   (`bench/examples/cluster_ops`) spends about 60 % of its time in user
+//!   space and 40 % in the kernel, and sends 2.35 TCP segments; under
+//!   callgrind it costs 76,837 instructions besides SHA-256 (allocation,
+//!   the cluster's own code, tokio's tasks, timers and channels, copies),
+//!   and 144,059 in SHA-256 as valgrind counts it without SHA-NI.
 #![forbid(unsafe_code)]
 // On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
 // feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
