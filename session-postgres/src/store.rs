@@ -16,9 +16,10 @@ use session_core::{
     ErrorKind, Lifetime, SessionId, StoreError,
 };
 use sqlx::{
+    pool::PoolConnection,
     postgres::{PgPoolOptions, PgRow},
     types::{time::OffsetDateTime, Json},
-    PgPool, Row,
+    PgPool, Postgres, Row,
 };
 use tokio::sync::oneshot;
 
@@ -98,6 +99,9 @@ use crate::{
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The runtime [`connect`](Self::connect) ran on, which opens the
+    /// pool's connections (see `connection`).
+    home: tokio::runtime::Handle,
     statements: Arc<Statements>,
     prefix: Arc<str>,
     operation_timeout: Duration,
@@ -224,7 +228,11 @@ impl PostgresStore {
     /// the sweep.
     ///
     /// Must be called within a tokio runtime, which the pool and the sweep
-    /// run on.
+    /// run on: call it on the app's own runtime (`main`'s), which runs as
+    /// long as the store is used. The pool opens its connections there,
+    /// whichever runtime asks for one, so an actix-web worker's runtime,
+    /// which ends with the worker, never owns a connection another worker
+    /// may be handed.
     ///
     /// # Errors
     /// [`ErrorKind::Config`] when the config is invalid (its source is a
@@ -280,6 +288,7 @@ impl PostgresStore {
         };
         Ok(Self {
             pool,
+            home: tokio::runtime::Handle::current(),
             statements,
             prefix: config.key_prefix().into(),
             operation_timeout: config.operation_timeout(),
@@ -312,15 +321,42 @@ impl PostgresStore {
         }
     }
 
-    async fn run<T>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StoreError> {
+    /// Runs `call` on a connection of the pool, failing with `Timeout` past
+    /// the operation timeout (the wait for the connection included).
+    async fn run<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(PoolConnection<Postgres>) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
         within(operation, self.operation_timeout, async {
-            call.await.map_err(|err| store_error(operation, err))
+            let conn = self
+                .connection()
+                .await
+                .map_err(|err| store_error(operation, err))?;
+            call(conn).await.map_err(|err| store_error(operation, err))
         })
         .await
+    }
+
+    /// A connection of the pool: an idle one, or one opened on the runtime
+    /// the store was connected on (`home`). A connection's socket is driven
+    /// by the runtime that opened it, and dies with it. An actix-web app
+    /// runs a runtime per worker, and a worker's runtime ends with the
+    /// worker (at shutdown, or when actix restarts one); a connection opened
+    /// by one of its requests and handed later to another worker's request
+    /// failed with "a Tokio 1.x context was found, but it is being
+    /// shutdown", which the app answered with a 503. The home runtime is the
+    /// app's own, which lives as long as the store is used; if it has ended
+    /// all the same, the connection is opened here, as before.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        if let Some(idle) = self.pool.try_acquire() {
+            return Ok(idle);
+        }
+        let pool = self.pool.clone();
+        match self.home.spawn(async move { pool.acquire().await }).await {
+            Ok(acquired) => acquired,
+            Err(_) => self.pool.acquire().await,
+        }
     }
 }
 
@@ -410,14 +446,14 @@ impl SessionStore for PostgresStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         const OPERATION: &str = "load";
         let row = self
-            .run(
-                OPERATION,
+            .run(OPERATION, |mut conn| async move {
                 sqlx::query(&self.statements.load)
                     .bind(&*self.prefix)
                     .bind(id.encode())
                     .bind(timestamp(SystemTime::now()))
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&mut *conn)
+                    .await
+            })
             .await?;
         row.map(|row| record_from(*id, &row))
             .transpose()
@@ -428,14 +464,14 @@ impl SessionStore for PostgresStore {
     async fn stamp(&self, id: &SessionId) -> Result<Option<Stamp>, StoreError> {
         const OPERATION: &str = "stamp";
         let row: Option<(i64, OffsetDateTime)> = self
-            .run(
-                OPERATION,
+            .run(OPERATION, |mut conn| async move {
                 sqlx::query_as(&self.statements.stamp)
                     .bind(&*self.prefix)
                     .bind(id.encode())
                     .bind(timestamp(SystemTime::now()))
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&mut *conn)
+                    .await
+            })
             .await?;
         row.map(|(version, expires_at)| {
             Ok(Stamp {
@@ -453,8 +489,7 @@ impl SessionStore for PostgresStore {
         let version = i64::try_from(record.version)
             .map_err(|_| StoreError::new(ErrorKind::TooLarge, OPERATION))?;
         let stored = self
-            .run(
-                OPERATION,
+            .run(OPERATION, |mut conn| async move {
                 sqlx::query(&self.statements.create)
                     .bind(&*self.prefix)
                     .bind(record.id.encode())
@@ -466,8 +501,9 @@ impl SessionStore for PostgresStore {
                     .bind(record.owner.as_ref().map(|owner| timestamp(owner.until)))
                     .bind(timestamp(SystemTime::now()))
                     .bind(record.lifetime.as_ref().map(Lifetime::encode))
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&mut *conn)
+                    .await
+            })
             .await?;
         Ok(if stored.is_some() {
             Created::Created
@@ -490,8 +526,7 @@ impl SessionStore for PostgresStore {
             Some(owner) => (true, owner),
         };
         let version: Option<i64> = self
-            .run(
-                OPERATION,
+            .run(OPERATION, |mut conn| async move {
                 sqlx::query_scalar(&self.statements.commit)
                     .bind(&*self.prefix)
                     .bind(id.encode())
@@ -510,8 +545,9 @@ impl SessionStore for PostgresStore {
                             .flatten()
                             .map(|lifetime| lifetime.encode()),
                     )
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&mut *conn)
+                    .await
+            })
             .await?;
         version.map_or(Ok(Committed::Missing), |version| {
             Ok(Committed::Applied {
@@ -523,27 +559,27 @@ impl SessionStore for PostgresStore {
 
     async fn touch(&self, id: &SessionId, expires_at: SystemTime) -> Result<bool, StoreError> {
         let done = self
-            .run(
-                "touch",
+            .run("touch", |mut conn| async move {
                 sqlx::query(&self.statements.touch)
                     .bind(&*self.prefix)
                     .bind(id.encode())
                     .bind(timestamp(expires_at))
                     .bind(timestamp(SystemTime::now()))
-                    .execute(&self.pool),
-            )
+                    .execute(&mut *conn)
+                    .await
+            })
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.run(
-            "delete",
+        self.run("delete", |mut conn| async move {
             sqlx::query(&self.statements.delete)
                 .bind(&*self.prefix)
                 .bind(id.encode())
-                .execute(&self.pool),
-        )
+                .execute(&mut *conn)
+                .await
+        })
         .await
         .map(drop)
     }
@@ -564,15 +600,15 @@ impl SessionStore for PostgresStore {
             });
         };
         let (deleted, live): (bool, bool) = self
-            .run(
-                OPERATION,
+            .run(OPERATION, |mut conn| async move {
                 sqlx::query_as(&self.statements.delete_if_version)
                     .bind(&*self.prefix)
                     .bind(id.encode())
                     .bind(version)
                     .bind(timestamp(SystemTime::now()))
-                    .fetch_one(&self.pool),
-            )
+                    .fetch_one(&mut *conn)
+                    .await
+            })
             .await?;
         Ok(match (deleted, live) {
             (true, _) => ConditionalDelete::Deleted,
@@ -589,14 +625,14 @@ impl SessionStore for PostgresStore {
             return Ok(OwnerPass::default());
         }
         let rows: Vec<(String, bool)> = self
-            .run(
-                OPERATION,
+            .run(OPERATION, |mut conn| async move {
                 sqlx::query_as(&self.statements.delete_by_owner)
                     .bind(&*self.prefix)
                     .bind(owner)
                     .bind(timestamp(SystemTime::now()))
-                    .fetch_all(&self.pool),
-            )
+                    .fetch_all(&mut *conn)
+                    .await
+            })
             .await?;
         let mut pass = OwnerPass::default();
         for (id, live) in rows {
@@ -619,14 +655,14 @@ impl SessionStore for PostgresStore {
             return Ok(Vec::new());
         }
         let rows = self
-            .run(
-                OPERATION,
+            .run(OPERATION, |mut conn| async move {
                 sqlx::query(&self.statements.sessions_of)
                     .bind(&*self.prefix)
                     .bind(owner)
                     .bind(timestamp(SystemTime::now()))
-                    .fetch_all(&self.pool),
-            )
+                    .fetch_all(&mut *conn)
+                    .await
+            })
             .await?;
         rows.iter()
             .map(|row| {
@@ -646,9 +682,11 @@ impl SessionStore for PostgresStore {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        self.run("health", sqlx::query("SELECT 1").execute(&self.pool))
-            .await
-            .map(drop)
+        self.run("health", |mut conn| async move {
+            sqlx::query("SELECT 1").execute(&mut *conn).await
+        })
+        .await
+        .map(drop)
     }
 }
 
