@@ -338,22 +338,21 @@ impl PostgresStore {
         .await
     }
 
-    /// A connection of the pool: an idle one, or one opened on the runtime
-    /// the store was connected on (`home`). A connection's socket is driven
-    /// by the runtime that opened it, and dies with it. An actix-web app
-    /// runs a runtime per worker, and a worker's runtime ends with the
-    /// worker (at shutdown, or when actix restarts one); a connection opened
-    /// by one of its requests and handed later to another worker's request
-    /// failed with "a Tokio 1.x context was found, but it is being
-    /// shutdown", which the app answered with a 503. The home runtime is the
-    /// app's own, which lives as long as the store is used; if it has ended
-    /// all the same, the connection is opened here, as before.
+    /// A connection of the pool, taken on the runtime the store was
+    /// connected on (`home`), where the pool also opens any new one. A
+    /// connection's socket is driven by the runtime that opened it, and dies
+    /// with it. An actix-web app runs a runtime per worker, and a worker's
+    /// runtime ends with the worker (at shutdown, or when actix restarts
+    /// one); a connection opened by one of its requests and handed later to
+    /// another worker's request failed with "a Tokio 1.x context was found,
+    /// but it is being shutdown", which the app answered with a 503. The
+    /// home runtime is the app's own, which lives as long as the store is
+    /// used; if it has ended all the same, the connection is taken here, as
+    /// before. The whole acquire runs there, not only the opening, so an
+    /// idle connection is still checked (sqlx's `test_before_acquire`)
+    /// before it is used: `Pool::try_acquire` would skip that.
     async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        if let Some(idle) = self.pool.try_acquire() {
-            return Ok(idle);
-        }
-        let pool = self.pool.clone();
-        match self.home.spawn(async move { pool.acquire().await }).await {
+        match self.home.spawn(self.pool.acquire()).await {
             Ok(acquired) => acquired,
             Err(_) => self.pool.acquire().await,
         }

@@ -2,9 +2,9 @@
 //! the [`ErrorPolicy`].
 
 use super::{Access, Base, Phase, Session, SessionError, State};
-use crate::store::Record;
 use crate::{
     manager::lifecycle::{log_store_error, ErrorPolicy},
+    store::Record,
     telemetry::{self, Ended, Operation, Refused},
     ErrorKind, StoreError,
 };
