@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use session_conformance::{
-    race::{GatedStore, Op},
+    race::{Gate, GatedStore, Op},
     testkit::RedisServer,
 };
 use session_core::{
     manager::{Finish, SessionManagerBuilder},
-    Key, Lifetime, SessionManager,
+    Key, Lifetime, Session, SessionManager,
 };
 use session_redis::{
     migrate::{CookieSecurity, LegacyConfig, LegacyRedisSessions, PeerLibrary},
@@ -73,6 +73,26 @@ fn our_cookie(finish: &Finish) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
+/// Request A on `cookie`: `work` runs on its session in a task, and this
+/// returns once A's claim of the old session is held just before it
+/// stores it (release the gate to let A go on).
+async fn held_first_contact<T, F>(
+    manager: &SessionManager,
+    gated: &GatedStore,
+    cookie: &str,
+    work: impl FnOnce(Session) -> F,
+) -> (Gate, tokio::task::JoinHandle<T>)
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut create = gated.hold(Op::Create.before());
+    let a = manager.start([cookie.as_bytes()]);
+    let task = tokio::spawn(work(a));
+    create.reached().await;
+    (create, task)
+}
+
 #[tokio::test]
 async fn parallel_first_contacts_end_in_one_session_with_every_write() {
     let redis = RedisServer::start();
@@ -81,16 +101,11 @@ async fn parallel_first_contacts_end_in_one_session_with_every_write() {
     let cookie = old_cookie();
 
     // A claims the old session and is held just before storing it.
-    let mut create = gated.hold(Op::Create.before());
-    let a = manager.start([cookie.as_bytes()]);
-    let a_task = tokio::spawn({
-        let a = a.clone();
-        async move {
-            a.insert("a", 1).await.unwrap();
-            a.finish().await
-        }
-    });
-    create.reached().await;
+    let (create, a_task) = held_first_contact(&manager, &gated, &cookie, |a| async move {
+        a.insert("a", 1).await.unwrap();
+        a.finish().await
+    })
+    .await;
 
     // B, the browser's parallel request, runs to the end meanwhile.
     let b = manager.start([cookie.as_bytes()]);
@@ -198,16 +213,11 @@ async fn a_logout_during_a_parallel_migration_is_not_undone() {
     let cookie = old_cookie();
 
     // A claims the old session (with its data) and is held before storing it.
-    let mut create = gated.hold(Op::Create.before());
-    let a = manager.start([cookie.as_bytes()]);
-    let a_task = tokio::spawn({
-        let a = a.clone();
-        async move {
-            let user = a.get::<String>("user").await.unwrap();
-            (user, a.finish().await)
-        }
-    });
-    create.reached().await;
+    let (create, a_task) = held_first_contact(&manager, &gated, &cookie, |a| async move {
+        let user = a.get::<String>("user").await.unwrap();
+        (user, a.finish().await)
+    })
+    .await;
 
     // B migrates the same session, then the user logs out.
     let b = manager.start([cookie.as_bytes()]);
@@ -275,17 +285,12 @@ async fn a_request_that_joins_a_parallel_migration_keeps_the_lifetime_set_since(
         .with_persistent(true);
 
     // A claims the old session and is held just before storing it.
-    let mut create = gated.hold(Op::Create.before());
-    let a = manager.start([cookie.as_bytes()]);
-    let a_task = tokio::spawn({
-        let a = a.clone();
-        async move {
-            a.insert("a", 1).await.unwrap();
-            let lifetime = a.lifetime().await.unwrap();
-            (lifetime, a.finish().await)
-        }
-    });
-    create.reached().await;
+    let (create, a_task) = held_first_contact(&manager, &gated, &cookie, |a| async move {
+        a.insert("a", 1).await.unwrap();
+        let lifetime = a.lifetime().await.unwrap();
+        (lifetime, a.finish().await)
+    })
+    .await;
 
     // B migrates the session first, and the user ticks "remember me".
     let b = manager.start([cookie.as_bytes()]);
