@@ -251,6 +251,10 @@ impl SessionStore for InstrumentedStore {
         self.inner.indexes_owners()
     }
 
+    fn generate_id(&self) -> SessionId {
+        self.inner.generate_id()
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.inner.health().await
     }

@@ -492,6 +492,14 @@ impl SessionStore for LazyStore {
         )
     }
 
+    /// The connected store's; until then, [`SessionId::generate`].
+    fn generate_id(&self) -> SessionId {
+        self.shared
+            .store
+            .get()
+            .map_or_else(SessionId::generate, SessionStore::generate_id)
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.connected("health")?.health().await
     }

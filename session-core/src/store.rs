@@ -301,6 +301,28 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
         false
     }
 
+    /// The id for a session this process is about to create: every fresh
+    /// session, every [`cycle_id`](crate::Session::cycle_id) and every
+    /// migrated session takes its id from here.
+    ///
+    /// The default is [`SessionId::generate`]. A store may override it to
+    /// pick, among random ids, one it serves cheaply from this process; it
+    /// must still return an id drawn from the CSPRNG, since the id is the
+    /// session's only secret. session-cluster's store returns an id whose
+    /// owner is this node, so that the requests a load balancer keeps on
+    /// the node that created the session (a kept-alive connection) need no
+    /// round trip to another node.
+    ///
+    /// ```
+    /// use session_core::{memory::MemoryStore, store::SessionStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// assert_ne!(store.generate_id(), store.generate_id());
+    /// ```
+    fn generate_id(&self) -> SessionId {
+        SessionId::generate()
+    }
+
     /// Whether the store can serve requests now. Stores that cannot tell
     /// answer [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
     async fn health(&self) -> Result<(), StoreError> {
@@ -385,6 +407,10 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
 
     fn indexes_owners(&self) -> bool {
         (**self).indexes_owners()
+    }
+
+    fn generate_id(&self) -> SessionId {
+        (**self).generate_id()
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -278,6 +278,10 @@ impl SessionStore for TieredStore {
         self.far.indexes_owners()
     }
 
+    fn generate_id(&self) -> SessionId {
+        self.far.generate_id()
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.far.health().await
     }

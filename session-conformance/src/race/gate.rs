@@ -346,6 +346,10 @@ impl SessionStore for GatedStore {
         self.inner.indexes_owners()
     }
 
+    fn generate_id(&self) -> SessionId {
+        self.inner.generate_id()
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.inner.health().await
     }

@@ -205,6 +205,11 @@ impl SessionStore for FailoverStore {
         self.inner.primary.store.indexes_owners() && self.inner.secondary.store.indexes_owners()
     }
 
+    /// The primary's: it is where sessions are served while it is up.
+    fn generate_id(&self) -> SessionId {
+        self.inner.primary.store.generate_id()
+    }
+
     /// Healthy while either store is: that is what keeps sessions served.
     async fn health(&self) -> Result<(), StoreError> {
         let inner = &self.inner;

@@ -103,6 +103,10 @@ impl SessionStore for Observed {
         self.store.indexes_owners()
     }
 
+    fn generate_id(&self) -> SessionId {
+        self.store.generate_id()
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.calls.run(Operation::Health, self.store.health()).await
     }

@@ -173,7 +173,7 @@ impl Session {
             return Ok(());
         }
         if state.base.is_none() && state.next_id.is_none() {
-            state.next_id = Some(SessionId::generate());
+            state.next_id = Some(self.inner.shared.store.generate_id());
         }
         state.changes.set(key, text.clone());
         state.data.insert(key.to_owned(), text);
@@ -280,7 +280,7 @@ impl Session {
     pub async fn cycle_id(&self) -> Result<(), SessionError> {
         let mut state = self.loaded_state(Access::Change).await?;
         state.ensure_open()?;
-        state.next_id = Some(SessionId::generate());
+        state.next_id = Some(self.inner.shared.store.generate_id());
         Ok(())
     }
 
@@ -356,7 +356,7 @@ impl Session {
             return Ok(());
         }
         if state.base.is_none() && state.next_id.is_none() {
-            state.next_id = Some(SessionId::generate());
+            state.next_id = Some(self.inner.shared.store.generate_id());
         }
         state.owner = Some(owner);
         Ok(())
@@ -474,7 +474,7 @@ impl Session {
             return Ok(());
         }
         if state.base.is_none() && state.next_id.is_none() {
-            state.next_id = Some(SessionId::generate());
+            state.next_id = Some(self.inner.shared.store.generate_id());
         }
         state.lifetime = Some(lifetime);
         Ok(())

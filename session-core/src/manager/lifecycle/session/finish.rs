@@ -227,7 +227,7 @@ impl Session {
                 .await?
             {
                 Created::Created => return Ok(record.id),
-                Created::IdTaken => record.id = SessionId::generate(),
+                Created::IdTaken => record.id = shared.store.generate_id(),
             }
         }
         Err(StoreError::new(ErrorKind::Other, "create").with_source(

@@ -98,7 +98,7 @@ impl Session {
             state.phase = Phase::Loaded;
             return Ok(());
         };
-        let candidate = SessionId::generate();
+        let candidate = shared.store.generate_id();
         let claimed = shared
             .call(Operation::Load, legacy.claim(old, &candidate))
             .await;
