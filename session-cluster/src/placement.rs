@@ -85,6 +85,16 @@ impl View {
         self.members == other
     }
 
+    /// The member that owns `key`: [`replicas`](Self::replicas)' first,
+    /// without ranking the rest. `None` only for an empty view.
+    pub(crate) fn owner(&self, key: &str) -> Option<&Member> {
+        self.members
+            .iter()
+            .map(|member| (xxh3_64_with_seed(key.as_bytes(), member.seed), member))
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.name.cmp(&a.1.name)))
+            .map(|(_, member)| member)
+    }
+
     /// The `copies` members that hold `key`, owner first. XXH3 has a fixed
     /// specification, so every node computes the same answer for the same
     /// members whatever build it runs.
@@ -113,6 +123,16 @@ mod tests {
 
     fn view(names: &[&str]) -> View {
         View::of(names, 1)
+    }
+
+    #[test]
+    fn the_owner_is_the_first_replica() {
+        let view = view(&["a", "b", "c", "d", "e"]);
+        for i in 0..5_000 {
+            let key = format!("session:{i}");
+            assert_eq!(view.owner(&key), Some(view.replicas(&key, 3)[0]));
+        }
+        assert_eq!(View::new(Vec::new(), 1).owner("session:0"), None);
     }
 
     #[test]

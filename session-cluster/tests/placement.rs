@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use session_cluster::ClusterStore;
-use session_core::store::SessionStore;
+use session_core::{manager::Finish, store::SessionStore, Key, SessionManager};
 use support::{
     bounded, config, holders, ids, placed_counters, set_count, start, start_with, MEASURING,
 };
@@ -224,5 +224,92 @@ async fn one_commit_costs_one_copy_to_each_backup() {
         let record = cluster[i % 3].load(&counter.id).await.unwrap().unwrap();
         assert_eq!(holders(&cluster, &counter.id).await, COPIES);
         assert!(support::count(&record) >= (COMMITS - TRAFFIC_SESSIONS) as u64);
+    }
+}
+
+/// One request through `manager` with `cookie` (a `name=value` pair, if
+/// any) that adds one to the session's count; the new cookie pair, if the
+/// response set one.
+async fn add_one(manager: &SessionManager, cookie: Option<&str>) -> Option<String> {
+    let session = manager.start(cookie.map(str::as_bytes));
+    let count = session.get::<u64>("count").await.unwrap().unwrap_or(0);
+    session.insert("count", count + 1).await.unwrap();
+    match session.finish().await {
+        Finish::Respond { set_cookie } => {
+            set_cookie.map(|value| value.split(';').next().unwrap().to_owned())
+        }
+        other => panic!("the request ended as {other:?}"),
+    }
+}
+
+/// The ids a node's manager gives new sessions (the store's `generate_id`,
+/// for a first write and for `cycle_id` alike) are owned by that node, so a
+/// user whose requests stay on the node that created their session (a
+/// balancer keeping a connection on one node) loads it from that node's own
+/// copy and commits it with one copy, to its backup: one peer request a
+/// write where a random id costs two two-thirds of the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_on_a_node_is_owned_there_so_a_write_on_it_costs_one_copy() {
+    const SESSIONS: usize = 30;
+    let _measuring = MEASURING.read().await;
+    // As in the traffic test above: no pass and no false alarm may add
+    // requests to the ones counted.
+    let cluster = bounded(
+        "cluster start",
+        Duration::from_secs(20),
+        start_with(3, |name| {
+            config(name, 3, COPIES)
+                .with_settle_time(Duration::from_millis(500))
+                .with_anti_entropy_interval(Duration::from_secs(3600))
+                .with_suspect_timeout(Duration::from_secs(3))
+        }),
+    )
+    .await;
+    support::settle_all(&cluster, Duration::from_secs(20)).await;
+    for node in &cluster {
+        let manager = SessionManager::builder(node.clone(), Key::generate())
+            .build()
+            .unwrap();
+        let mut odd = Vec::new();
+        for i in 0..SESSIONS {
+            let cookie = add_one(&manager, None)
+                .await
+                .expect("a new session's cookie");
+            let before = sent(&cluster);
+            let again = add_one(&manager, Some(&cookie)).await;
+            let requests = sent(&cluster).1 - before.1;
+            assert_eq!(again, None, "a commit sets no new cookie");
+            let id = manager
+                .start([cookie.as_bytes()])
+                .id()
+                .await
+                .unwrap()
+                .unwrap();
+            let placement = node.placement(&id);
+            if placement[0] != node.node_id() || requests != 1 {
+                odd.push((i, placement, requests));
+            }
+        }
+        // `cycle_id` takes its new id from the store too (five times, as
+        // a random id is this node's one time in three).
+        for _ in 0..5 {
+            let cookie = add_one(&manager, None).await.unwrap();
+            let session = manager.start([cookie.as_bytes()]);
+            session.cycle_id().await.unwrap();
+            let new_id = session.id().await.unwrap().unwrap();
+            assert!(matches!(
+                session.finish().await,
+                Finish::Respond {
+                    set_cookie: Some(_)
+                }
+            ));
+            assert_eq!(node.placement(&new_id)[0], node.node_id(), "a cycled id");
+        }
+        assert!(
+            odd.is_empty(),
+            "{}: sessions owned elsewhere, or writes that took other than one peer request \
+             (index, placement, requests): {odd:?}",
+            node.node_id()
+        );
     }
 }
