@@ -34,6 +34,23 @@ pub(crate) struct Load {
     pub(crate) connections: usize,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
+    /// How a user's requests spread over several `addrs`.
+    pub(crate) spread: Spread,
+}
+
+/// How a balancer in front of several app servers (the cluster's nodes)
+/// places one user's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spread {
+    /// User `i` stays on node `i mod N`, where it logged in: a balancer
+    /// that picks a node per connection (TCP, or HTTP keeping a client's
+    /// kept-alive connection on one node).
+    PerConnection,
+    /// Each of a user's requests goes to the node after the previous
+    /// one's, starting from where it logged in: a balancer that picks a
+    /// node per request, the worst case for a cluster node that owns the
+    /// sessions it made.
+    PerRequest,
 }
 
 /// What one measurement saw.
@@ -83,14 +100,20 @@ pub(crate) enum LoadError {
     Login { addr: SocketAddr },
 }
 
-/// One user on one keep-alive connection.
+/// One user: a keep-alive connection to each node it asks, the one it asks
+/// next first.
 struct User {
-    addr: SocketAddr,
-    sender: SendRequest<Empty<Bytes>>,
+    links: Vec<Link>,
     cookie: Option<String>,
 }
 
-impl User {
+/// One keep-alive connection.
+struct Link {
+    addr: SocketAddr,
+    sender: SendRequest<Empty<Bytes>>,
+}
+
+impl Link {
     async fn connect(addr: SocketAddr) -> Result<Self, LoadError> {
         let stream = TcpStream::connect(addr)
             .await
@@ -102,21 +125,32 @@ impl User {
             .await
             .map_err(|source| LoadError::Handshake { addr, source })?;
         tokio::spawn(connection);
-        Ok(Self {
-            addr,
-            sender,
-            cookie: None,
-        })
+        Ok(Self { addr, sender })
     }
+}
 
-    /// A user on a new connection, logged in (so holding a session).
-    async fn logged_in(addr: SocketAddr) -> Result<Self, LoadError> {
-        let mut user = Self::connect(addr).await?;
+impl User {
+    /// A user with a connection to each of `addrs`, logged in (so holding
+    /// a session) on the first.
+    async fn logged_in(addrs: &[SocketAddr]) -> Result<Self, LoadError> {
+        let mut links = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            links.push(Link::connect(addr).await?);
+        }
+        let mut user = Self {
+            links,
+            cookie: None,
+        };
         if user.ask(LOGIN_PATH).await {
             Ok(user)
         } else {
-            Err(LoadError::Login { addr })
+            Err(LoadError::Login { addr: addrs[0] })
         }
+    }
+
+    /// The nodes this user asks, in order.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.links.iter().map(|link| link.addr).collect()
     }
 
     /// Asks `path` once with the current cookie, keeping whatever cookie
@@ -130,10 +164,13 @@ impl User {
         let request = request
             .body(Empty::new())
             .expect("a GET with constant headers is a valid request");
-        if self.sender.ready().await.is_err() {
+        // The next request goes to the next node, whatever this one's fate.
+        self.links.rotate_left(1);
+        let sender = &mut self.links.last_mut().expect("a user has a link").sender;
+        if sender.ready().await.is_err() {
             return false;
         }
-        let Ok(response) = self.sender.send_request(request).await else {
+        let Ok(response) = sender.send_request(request).await else {
             return false;
         };
         if let Some(set) = response.headers().get(SET_COOKIE) {
@@ -160,7 +197,14 @@ pub(crate) async fn run<S>(
 ) -> Result<(Outcome, S), LoadError> {
     let mut users = Vec::with_capacity(load.connections);
     for i in 0..load.connections {
-        users.push(User::logged_in(load.addrs[i % load.addrs.len()]).await?);
+        let first = i % load.addrs.len();
+        let addrs = match load.spread {
+            Spread::PerConnection => vec![load.addrs[first]],
+            Spread::PerRequest => (0..load.addrs.len())
+                .map(|k| load.addrs[(first + k) % load.addrs.len()])
+                .collect(),
+        };
+        users.push(User::logged_in(&addrs).await?);
     }
     let snapshot = snapshot();
 
@@ -231,7 +275,7 @@ async fn drive(
             if counted {
                 errors += 1;
             }
-            match reconnect(user.addr, window_end).await {
+            match reconnect(&user.addrs(), window_end).await {
                 Some(again) => user = again,
                 None => break,
             }
@@ -240,9 +284,9 @@ async fn drive(
     (requests, all, errors, latency)
 }
 
-async fn reconnect(addr: SocketAddr, give_up: Instant) -> Option<User> {
+async fn reconnect(addrs: &[SocketAddr], give_up: Instant) -> Option<User> {
     while Instant::now() < give_up {
-        if let Ok(user) = User::logged_in(addr).await {
+        if let Ok(user) = User::logged_in(addrs).await {
             return Some(user);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -262,7 +306,7 @@ pub(crate) async fn count<S>(
     requests: u64,
     between: impl FnOnce() -> S,
 ) -> Result<(u64, S), LoadError> {
-    let mut user = User::logged_in(addr).await?;
+    let mut user = User::logged_in(&[addr]).await?;
     let value = between();
     let mut answered = 0;
     for _ in 0..requests {

@@ -37,7 +37,7 @@ mod variants;
 use std::{path::PathBuf, time::Duration};
 
 use backends::Backends;
-use load::Load;
+use load::{Load, Spread};
 use report::{Results, Sample, Workload};
 use variants::{Running, Store, Variant};
 
@@ -69,12 +69,14 @@ struct Options {
     /// Whether the store servers sit on the load generator's core instead
     /// of the app's, as a separate store host would.
     stores_apart: bool,
+    /// How the load spreads one user's requests over the cluster's nodes.
+    spread: Spread,
 }
 
 const USAGE: &str = "\
 usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connections C]
                      [--only TEXT]... [--workload NAME]... [--markdown FILE]
-                     [--svg FILE] [--no-pin] [--stores-apart]
+                     [--svg FILE] [--no-pin] [--stores-apart] [--spread-requests]
 
   --quick          3 rounds of 1 s per variant and workload (a few minutes)
   (default)        5 rounds of 3 s, each after 1 s of warm-up
@@ -90,6 +92,9 @@ usage: session-bench [--quick] [--rounds N] [--seconds S] [--warmup S] [--connec
   --stores-apart   pin redis-server, memcached and PostgreSQL to the load
                    generator's core instead of the app's (as a store host
                    of its own would be); by default they share the app's
+  --spread-requests send each of a user's requests to the next cluster node,
+                   as a balancer that picks a node per request; by default
+                   a user's connection stays on the node it logged in on
 
 usage: session-bench --soak [--seconds S] [--warm-up W] [--users N]
                             [--store memory|redis]...
@@ -121,6 +126,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         svg: None,
         pin: true,
         stores_apart: false,
+        spread: Spread::PerConnection,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -159,6 +165,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--svg" => options.svg = Some(value("--svg")?.into()),
             "--no-pin" => options.pin = false,
             "--stores-apart" => options.stores_apart = true,
+            "--spread-requests" => options.spread = Spread::PerRequest,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
         }
@@ -342,7 +349,7 @@ fn main() -> std::process::ExitCode {
 fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let pinned = options.pin && cores.len() >= 2;
-    let machine = machine(cores.len(), pinned, options.stores_apart);
+    let machine = machine(cores.len(), pinned, options.stores_apart, options.spread);
     eprintln!("{machine}");
 
     // The stores and every app server start from this thread and keep the
@@ -384,6 +391,7 @@ fn run(options: &Options) -> Result<(), Box<dyn std::error::Error + Send + Sync>
                     connections: options.connections,
                     warmup: options.warmup,
                     duration: options.duration,
+                    spread: options.spread,
                 };
                 let (outcome, (snapshot, started)) = runtime
                     .block_on(load::run(&load, || {
@@ -542,7 +550,7 @@ fn footprints(backends: &Backends, variants: &[Variant]) -> Vec<(String, String,
 }
 
 /// The machine, in one line.
-fn machine(cores: usize, pinned: bool, stores_apart: bool) -> String {
+fn machine(cores: usize, pinned: bool, stores_apart: bool, spread: Spread) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -552,13 +560,18 @@ fn machine(cores: usize, pinned: bool, stores_apart: bool) -> String {
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     format!(
-        "Machine: {cpu}, {cores} cores visible; {}",
+        "Machine: {cpu}, {cores} cores visible; {}; {}",
         if pinned && stores_apart {
             "app servers pinned to core 0; store servers and load generator to core 1"
         } else if pinned {
             "app and store servers pinned to core 0, load generator to core 1"
         } else {
             "nothing pinned"
+        },
+        match spread {
+            Spread::PerConnection => "the cluster's users each stay on the node they logged in on",
+            Spread::PerRequest =>
+                "each cluster user's requests go round the nodes, one per request",
         }
     )
 }
@@ -579,6 +592,9 @@ mod tests {
         assert_eq!(options.connections, 4);
         assert_eq!(options.only, ["cluster"]);
         assert_eq!(options.workloads, Workload::ALL);
+        assert_eq!(options.spread, Spread::PerConnection);
+        let options = parse(args("--spread-requests")).unwrap();
+        assert_eq!(options.spread, Spread::PerRequest);
         let options = parse(args("--workload write --workload read --workload write")).unwrap();
         assert_eq!(options.workloads, [Workload::Write, Workload::Read]);
         assert!(parse(args("--workload delete"))

@@ -28,7 +28,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use crate::{
     backends::{self, Backends, CommandStat},
     cpu::{self, StoreClock},
-    load::{self, Load},
+    load::{self, Load, Spread},
     number,
     report::Workload,
     seconds, start_servers,
@@ -185,6 +185,7 @@ pub(crate) fn run(options: &Options) -> Result<(), BoxError> {
                     connections: options.connections,
                     warmup: Duration::ZERO,
                     duration: options.seconds,
+                    spread: Spread::PerConnection,
                 };
                 let (outcome, started) = runtime
                     .block_on(load::run(&load, || {

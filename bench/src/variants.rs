@@ -407,9 +407,13 @@ async fn start_cluster() -> Started {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // One signing key for the three apps, as app servers behind one
+    // balancer share theirs: a cookie one node set verifies on the others.
+    let key = Key::generate();
     let mut addrs = Vec::with_capacity(NODES);
     for node in &nodes {
-        addrs.push(apps::serve_axum(apps::axum_kit(manager(node.clone())?)).await?);
+        let manager = SessionManager::builder(node.clone(), key.clone()).build()?;
+        addrs.push(apps::serve_axum(apps::axum_kit(manager)).await?);
     }
     Ok(Running {
         addrs,
