@@ -50,8 +50,25 @@
 //! the hint adds nothing. It also keeps the cookie `<id>.<tag>`, the same as
 //! every other backend's, so an app can move between backends without
 //! logging anyone out. The price is one peer round trip for requests that
-//! land on a non-owner (about `(N-1)/N` of them) and one more from the owner
-//! to its backups for writes; the benchmarks measure both.
+//! land on a non-owner and one more from the owner to its backups for
+//! writes; the benchmarks measure both.
+//!
+//! **Ids a node owns.** A node gives the sessions it creates ids it owns:
+//! [`generate_id`](session_core::store::SessionStore::generate_id) draws
+//! random ids until one hashes to this node (about `N` draws; an id
+//! keeps all but `log2(N)` bits of its 128 bits of secret). Placement is
+//! still by hash, so nothing but cost depends on it, and it costs nothing
+//! when a membership change moves the owner. A balancer that keeps a
+//! user's connection on one node (any TCP balancer, or HTTP keeping a
+//! client's kept-alive connection on one node) then sends most of that
+//! user's requests to the session's owner: their reads make no peer
+//! request, and their writes one, the copy to the backup. A balancer that
+//! picks a node per request lands a third of them (with three nodes) on
+//! the owner, as with random ids. Stickiness is needed for nothing: the
+//! balancer never has to find the owner, and a node that dies takes no
+//! session with it. Sessions spread over the owners as logins spread over
+//! the nodes. WildFly's distributed web sessions do the same through
+//! Infinispan's key affinity service.
 //!
 //! **Failure.** Membership is SWIM (the [foca](https://docs.rs/foca) crate)
 //! over UDP: nodes probe each other, and a node that stops answering is
@@ -329,25 +346,28 @@
 //!
 //! ## Performance
 //! Measured with `session-bench` (BENCHMARKS.md) on one 2-core machine, a
-//! 3-node cluster with `R = 2` against Redis in the same run, with the
-//! load spread over the nodes as a round-robin balancer spreads it:
-//! - **Reads are faster than Redis** (1.27 × with Redis on the app
-//!   servers' core, 1.17 × with Redis on a core of its own, in the final
-//!   run): a read made 0.26 to 0.31 peer requests on average, where every
-//!   Redis read is a round trip. An owner serves a peer's read on the
-//!   connection's reader, without a task, when its own copy is the answer
-//!   (settled membership, lease held), as a backup serves a copy change.
-//! - **Writes are not as fast** (0.79 × with Redis on the app servers'
-//!   core, 0.63 × with Redis on a core of its own): a write costs about two
-//!   peer round trips (to the owner, then the owner's copy to its backup
-//!   before it answers; 1.81 peer requests a write in the final run), each
-//!   paid in the app servers at both ends, where a Redis write's far end is
-//!   redis-server. Natively the store path of a write
-//!   (`bench/examples/cluster_ops`) spends about 60 % of its time in user
-//!   space and 40 % in the kernel, and sends 2.35 TCP segments; under
-//!   callgrind it costs 76,837 instructions besides SHA-256 (allocation,
-//!   the cluster's own code, tokio's tasks, timers and channels, copies),
-//!   and 144,059 in SHA-256 as valgrind counts it without SHA-NI.
+//! 3-node cluster with `R = 2` against Redis in the same run, the three
+//! nodes and their apps on one core. Each user's keep-alive connection
+//! stays on one node (the bench's default, as a TCP balancer or an HTTP
+//! balancer keeping a client's connection on one node spreads them), and
+//! a node gives the sessions it creates ids it owns (see [Ids a node
+//! owns](#guarantees)):
+//! - **reads: 2.04 × Redis** with Redis on the app servers' core, **1.49 ×**
+//!   with Redis on a core of its own; no peer request;
+//! - **writes: 1.43 × and 1.08 ×**; one peer request a write, the owner's
+//!   copy to its backup, where a Redis write makes two round trips.
+//!
+//! With a balancer that sends each request to the next node
+//! (`--spread-requests`), two requests in three land off the owner, as
+//! with random ids: reads make 0.67 peer requests (1.28 × and 0.82 ×
+//! Redis) and writes 2.33 (0.79 × and 0.56 ×). Each peer round trip is
+//! paid at both ends by the app servers, where a Redis round trip's far
+//! end is redis-server. Natively the store path of a write
+//! (`bench/examples/cluster_ops`) spends about 60 % of its time in user
+//! space and 40 % in the kernel; under callgrind it costs 76,837
+//! instructions besides SHA-256 (allocation, the cluster's own code,
+//! tokio's tasks, timers and channels, copies), and 144,059 in SHA-256
+//! as valgrind counts it without SHA-NI.
 #![forbid(unsafe_code)]
 // On docs.rs (nightly, `--cfg docsrs`) each feature-gated item shows the
 // feature it needs; `doc_cfg` does this by itself since `doc_auto_cfg` was
