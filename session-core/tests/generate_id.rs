@@ -79,43 +79,51 @@ async fn new_session_id(store: impl SessionStore) -> SessionId {
     id
 }
 
+/// Checks that `store` picks `expected` for new sessions, asked directly
+/// and through a manager.
+async fn picks(store: impl SessionStore, expected: SessionId, what: &str) {
+    assert_eq!(store.generate_id(), expected, "{what}: asked directly");
+    assert_eq!(
+        new_session_id(store).await,
+        expected,
+        "{what}: a new session"
+    );
+}
+
 #[tokio::test]
 async fn a_manager_takes_new_ids_from_its_store_through_every_wrapper() {
-    let picks = Arc::new(Picks::new());
-    let id = picks.id;
-    assert_eq!(new_session_id(Arc::clone(&picks)).await, id, "bare");
-    let picks = Arc::new(Picks::new());
-    let id = picks.id;
-    let shared: Arc<dyn SessionStore> = picks;
-    assert_eq!(new_session_id(shared).await, id, "Arc<dyn SessionStore>");
+    let bare = Picks::new();
+    let id = bare.id;
+    picks(bare, id, "bare").await;
+    let shared = Arc::new(Picks::new());
+    let id = shared.id;
+    picks(shared as Arc<dyn SessionStore>, id, "Arc<dyn SessionStore>").await;
 
-    let failover = FailoverStore::builder(Arc::new(Picks::new()), MemoryStore::new())
+    let primary = Picks::new();
+    let id = primary.id;
+    let failover = FailoverStore::builder(primary, MemoryStore::new())
         .build()
         .unwrap();
-    let primary = failover.generate_id();
-    assert_eq!(
-        failover.generate_id(),
-        primary,
-        "failover: the primary's pick"
-    );
-    assert_eq!(new_session_id(failover).await, primary, "failover");
+    picks(failover, id, "failover, the primary's pick").await;
 
     let far = Picks::new();
     let id = far.id;
-    let tiered = TieredStore::new(NearCache::new(), far);
-    assert_eq!(
-        new_session_id(tiered).await,
+    picks(
+        TieredStore::new(NearCache::new(), far),
         id,
-        "tiered: the far store's pick"
-    );
+        "tiered, the far store's pick",
+    )
+    .await;
 
+    // Connected in the background, so its pick is known only once connected;
+    // before, it draws random ids as `SessionId::generate` does.
     let lazy = LazyStore::connect_in_background("picks", || async { Ok(Picks::new()) }).unwrap();
+    assert_ne!(
+        lazy.generate_id(),
+        lazy.generate_id(),
+        "lazy, not connected yet"
+    );
     assert!(lazy.wait_connected(Duration::from_secs(5)).await);
     let connected = lazy.generate_id();
-    assert_eq!(
-        lazy.generate_id(),
-        connected,
-        "lazy: the connected store's pick"
-    );
-    assert_eq!(new_session_id(lazy).await, connected, "lazy");
+    picks(lazy, connected, "lazy, the connected store's pick").await;
 }
