@@ -265,7 +265,13 @@ pub(crate) fn start(variant: Variant, backends: &Backends) -> Started {
 }
 
 fn manager(store: impl SessionStore) -> Result<SessionManager, BoxError> {
-    Ok(SessionManager::builder(store, Key::generate()).build()?)
+    signed_manager(store, Key::generate())
+}
+
+/// A manager over `store` signing with `key`, shared by app servers that
+/// serve the same users.
+fn signed_manager(store: impl SessionStore, key: Key) -> Result<SessionManager, BoxError> {
+    Ok(SessionManager::builder(store, key).build()?)
 }
 
 async fn redis_store(url: &str) -> Result<RedisStore, BoxError> {
@@ -412,7 +418,7 @@ async fn start_cluster() -> Started {
     let key = Key::generate();
     let mut addrs = Vec::with_capacity(NODES);
     for node in &nodes {
-        let manager = SessionManager::builder(node.clone(), key.clone()).build()?;
+        let manager = signed_manager(node.clone(), key.clone())?;
         addrs.push(apps::serve_axum(apps::axum_kit(manager)).await?);
     }
     Ok(Running {

@@ -332,7 +332,7 @@ impl Inner {
             })
         };
         let granted = view.len() >= self.quorum
-            && view.members.iter().any(|m| *m.name == *from)
+            && view.has(from)
             && !self.is_suspected(from)
             && sees_as_we_do();
         Confirmation {

@@ -1,7 +1,7 @@
 //! Who holds a session: rendezvous (highest-random-weight) hashing over the
 //! live members.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{cmp::Reverse, net::SocketAddr, sync::Arc};
 
 use tokio::time::Instant;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -85,34 +85,43 @@ impl View {
         self.members == other
     }
 
+    /// Whether a member is named `name`.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.members.iter().any(|member| *member.name == *name)
+    }
+
     /// The member that owns `key`: [`replicas`](Self::replicas)' first,
     /// without ranking the rest. `None` only for an empty view.
     pub(crate) fn owner(&self, key: &str) -> Option<&Member> {
-        self.members
-            .iter()
-            .map(|member| (xxh3_64_with_seed(key.as_bytes(), member.seed), member))
-            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.name.cmp(&a.1.name)))
-            .map(|(_, member)| member)
+        self.members.iter().max_by_key(|member| rank(key, member))
     }
 
     /// The `copies` members that hold `key`, owner first. XXH3 has a fixed
     /// specification, so every node computes the same answer for the same
     /// members whatever build it runs.
     pub(crate) fn replicas(&self, key: &str, copies: usize) -> Vec<&Member> {
-        let mut ranked: Vec<(u64, &Member)> = self
+        let mut ranked: Vec<_> = self
             .members
             .iter()
-            .map(|member| (xxh3_64_with_seed(key.as_bytes(), member.seed), member))
+            .map(|member| (rank(key, member), member))
             .collect();
-        // Ties are as good as impossible with 64-bit weights; the name breaks
-        // them anyway, so the order is total.
-        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         ranked
             .into_iter()
             .take(copies)
             .map(|(_, member)| member)
             .collect()
     }
+}
+
+/// How high `member` ranks for holding `key`: the rendezvous weight, then
+/// the name (the lower first). Ties of 64-bit weights are as good as
+/// impossible; the name breaks them anyway, so the order is total.
+fn rank<'a>(key: &str, member: &'a Member) -> (u64, Reverse<&'a str>) {
+    (
+        xxh3_64_with_seed(key.as_bytes(), member.seed),
+        Reverse(&*member.name),
+    )
 }
 
 #[cfg(test)]

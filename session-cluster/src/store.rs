@@ -285,20 +285,17 @@ impl SessionStore for ClusterStore {
     fn generate_id(&self) -> SessionId {
         let view = self.inner.view();
         let me = &*self.inner.me;
-        if !view.members.iter().any(|member| *member.name == *me) {
+        if !view.has(me) {
             return SessionId::generate();
         }
         // Each draw is this node's with odds 1/N: 8·N draws miss with odds
         // under e^-8, and the cap bounds the cost (N hashes a draw) on a
         // large cluster, where a miss costs a round trip, not correctness.
         let draws = view.len().saturating_mul(8).min(MAX_ID_DRAWS);
-        let mut key = String::with_capacity(self.prefix.len() + 22);
         let mut id = SessionId::generate();
         for _ in 1..draws {
-            key.clear();
-            key.push_str(&self.prefix);
-            key.push_str(&id.encode());
-            if view.owner(&key).is_some_and(|owner| *owner.name == *me) {
+            let owner = view.owner(&self.key(&id));
+            if owner.is_some_and(|owner| *owner.name == *me) {
                 break;
             }
             id = SessionId::generate();

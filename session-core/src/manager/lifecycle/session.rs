@@ -18,7 +18,9 @@ pub use error::SessionError;
 use token::Token;
 
 use super::Shared;
-use crate::{cookie::Unverified, Changes, Data, ErrorKind, Lifetime, Owner, SessionId};
+use crate::{
+    cookie::Unverified, store::SessionStore, Changes, Data, ErrorKind, Lifetime, Owner, SessionId,
+};
 
 /// One request's view of its session.
 ///
@@ -172,9 +174,7 @@ impl Session {
         if state.data.get(key) == Some(&text) {
             return Ok(());
         }
-        if state.base.is_none() && state.next_id.is_none() {
-            state.next_id = Some(self.inner.shared.store.generate_id());
-        }
+        state.name_if_new(&*self.inner.shared.store);
         state.changes.set(key, text.clone());
         state.data.insert(key.to_owned(), text);
         Ok(())
@@ -355,9 +355,7 @@ impl Session {
         if state.owner.as_deref() == Some(owner.as_str()) {
             return Ok(());
         }
-        if state.base.is_none() && state.next_id.is_none() {
-            state.next_id = Some(self.inner.shared.store.generate_id());
-        }
+        state.name_if_new(&*self.inner.shared.store);
         state.owner = Some(owner);
         Ok(())
     }
@@ -473,9 +471,7 @@ impl Session {
         if state.lifetime == Some(lifetime) {
             return Ok(());
         }
-        if state.base.is_none() && state.next_id.is_none() {
-            state.next_id = Some(self.inner.shared.store.generate_id());
-        }
+        state.name_if_new(&*self.inner.shared.store);
         state.lifetime = Some(lifetime);
         Ok(())
     }
@@ -513,6 +509,15 @@ impl State {
         match self.phase {
             Phase::Writing | Phase::Finished => Err(SessionError::Finished),
             _ => Ok(()),
+        }
+    }
+
+    /// Gives a session that has no record yet, and no id, one from
+    /// `store` ([`SessionStore::generate_id`]): its first change is about
+    /// to make it one to create.
+    fn name_if_new(&mut self, store: &dyn SessionStore) {
+        if self.base.is_none() && self.next_id.is_none() {
+            self.next_id = Some(store.generate_id());
         }
     }
 
